@@ -1,0 +1,113 @@
+"""``create_app(settings)``: the one place where the server is wired together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from registry.db.migrate import SchemaTooNew, schema_state
+from registry.db.pool import open_database
+from registry.db.queries import load_queries
+from registry.directory.repository import ServiceRepository
+from registry.directory.service import DirectoryService
+from registry.fhir import fhir_router
+from registry.health import HealthController
+from registry.http import RequestContext, check_request
+from registry.log import set_hash_key
+from registry.outcome import OperationOutcomePlugin
+from registry.records.controller import BatchController, RecordController
+from registry.records.repository import RecordRepository
+from registry.records.service import RecordService
+
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp
+
+    from registry.config import Settings
+
+__all__ = ("build_asgi", "create_app")
+
+
+class SchemaNotReady(RuntimeError):
+    """The database schema is behind this release and migrations are not to be applied here."""
+
+
+def _provide_records(state: State) -> RecordService:
+    return state.records  # type: ignore[no-any-return]
+
+
+def _provide_directory(state: State) -> DirectoryService:
+    return state.directory  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
+    """Build the Litestar application for one server process.
+
+    The database pools are opened in the lifespan and closed with it; the schema must be at this
+    release's head (``ief-registry db upgrade`` or ``serve`` with auto-migrate gets it there).
+    """
+    queries = load_queries()
+    set_hash_key(hash_key)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = await open_database(database_url, settings.database)
+        try:
+            async with db.primary.acquire() as conn:
+                state = await schema_state(conn)
+            if state.unknown:
+                raise SchemaTooNew(f"the database has migrations {state.unknown} that this release does not know")
+            if state.pending:
+                raise SchemaNotReady(
+                    f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
+                )
+            app.state.db = db
+            app.state.records = RecordService(db, RecordRepository(queries), settings.records)
+            app.state.directory = DirectoryService(db, ServiceRepository(queries))
+            yield
+        finally:
+            await db.close()
+
+    registry_api = Router(
+        path="/",
+        route_handlers=[RecordController],
+        request_max_body_size=settings.http.max_body_bytes,
+    )
+    batch_api = Router(
+        path="/",
+        route_handlers=[BatchController],
+        request_max_body_size=settings.http.batch_max_body_bytes,
+    )
+    return Litestar(
+        route_handlers=[registry_api, batch_api, fhir_router(settings), HealthController],
+        dependencies={
+            "records": Provide(_provide_records, sync_to_thread=False),
+            "directory": Provide(_provide_directory, sync_to_thread=False),
+        },
+        guards=[check_request],
+        plugins=[OperationOutcomePlugin()],
+        lifespan=[lifespan],
+        state=State(
+            {
+                "settings": settings,
+                "service_id": service_id,
+                "public_base_url": settings.public_base_url,
+                "max_query_params": settings.http.max_query_params,
+            }
+        ),
+        request_max_body_size=settings.http.max_body_bytes,
+        openapi_config=OpenAPIConfig(title="ief-registry", version="0.1.0", path="/schema"),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> ASGIApp:
+    """The ASGI application a server runs: the Litestar app inside the request-context middleware."""
+    app = create_app(settings, database_url=database_url, service_id=service_id, hash_key=hash_key)
+    return RequestContext(app, access_log=settings.log.access, max_query_params=settings.http.max_query_params)

@@ -1,0 +1,224 @@
+"""Settings: one msgspec tree, read from ``IEF_*`` environment variables and an optional TOML file.
+
+Nothing is read at import time. ``load_settings()`` builds a ``Settings`` once (the CLI does it);
+tests build ``Settings(...)`` directly. Each field's environment variable is ``IEF_`` followed by
+its path in upper case joined by ``_``: ``database.url`` is ``IEF_DATABASE_URL``, ``data_dir`` is
+``IEF_DATA_DIR``. The TOML file (``IEF_CONFIG`` or ``--config``) uses the same tree as tables;
+environment variables win over it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+__all__ = (
+    "DatabaseSettings",
+    "EmbeddedSettings",
+    "FhirSettings",
+    "HttpSettings",
+    "LogSettings",
+    "RecordSettings",
+    "SettingDoc",
+    "Settings",
+    "describe_settings",
+    "load_settings",
+)
+
+
+class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where and how the HTTP server listens."""
+
+    host: Annotated[str, Meta(description="Address the HTTP server binds to.")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535, description="TCP port of the HTTP server.")] = 8080
+    workers: Annotated[int, Meta(ge=1, le=64, description="Server processes (each stateless).")] = 1
+    max_body_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest request body accepted by ordinary endpoints (413 above).")
+    ] = 1_048_576
+    batch_max_body_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest request body accepted by the batch endpoint (413 above).")
+    ] = 8_388_608
+    max_query_params: Annotated[
+        int, Meta(ge=1, description="Most query parameter values one request may carry (400 above).")
+    ] = 64
+
+
+class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PostgreSQL: embedded by default, external when a URL is set."""
+
+    url: Annotated[
+        str | None,
+        Meta(description="PostgreSQL URL of an external server; unset starts the embedded cluster."),
+    ] = None
+    read_url: Annotated[str | None, Meta(description="Optional URL of a streaming replica for read-only look-ups.")] = (
+        None
+    )
+    pool_min: Annotated[int, Meta(ge=0, description="Connections each server process keeps open.")] = 2
+    pool_max: Annotated[int, Meta(ge=1, description="Most connections each server process opens.")] = 8
+    statement_cache: Annotated[
+        bool,
+        Meta(description="asyncpg prepared-statement cache; turn off behind PgBouncer in transaction mode."),
+    ] = True
+    command_timeout: Annotated[
+        float, Meta(gt=0, description="Seconds one database statement may run before it is cancelled.")
+    ] = 30.0
+    auto_migrate: Annotated[
+        bool, Meta(description="Apply pending migrations when `serve` starts (else refuse to start).")
+    ] = True
+
+
+class EmbeddedSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The private PostgreSQL cluster started when no database URL is set."""
+
+    user: Annotated[str, Meta(description="System user that runs PostgreSQL when the server itself runs as root.")] = (
+        "postgres"
+    )
+    bin_dir: Annotated[
+        str | None,
+        Meta(description="Folder holding initdb and pg_ctl; unset searches PATH and the usual places."),
+    ] = None
+
+
+class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Registry record limits."""
+
+    batch_max_items: Annotated[
+        int, Meta(ge=1, le=100_000, description="Most items one batch request may carry (413 above).")
+    ] = 10_000
+    batch_chunk_size: Annotated[
+        int, Meta(ge=1, le=10_000, description="Batch items applied per database transaction.")
+    ] = 1_000
+
+
+class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Structured logging."""
+
+    level: Annotated[str, Meta(description="Lowest level logged: debug, info, warning, error.")] = "info"
+    format: Annotated[
+        str, Meta(description="`json`, `console`, or `auto` (console on a terminal, JSON otherwise).")
+    ] = "auto"
+    access: Annotated[bool, Meta(description="One canonical log line per HTTP request.")] = True
+    hash_key: Annotated[
+        str | None,
+        Meta(description="Key for the keyed hash that stands for IHIs in logs; unset keeps one in the data dir."),
+    ] = None
+
+
+class FhirSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """FHIR facade."""
+
+    canonical_base: Annotated[
+        str, Meta(description="Canonical base of the IEF profiles, extensions and code systems.")
+    ] = "https://ief-registry.org/fhir"
+    default_count: Annotated[int, Meta(ge=1, description="Search page size when `_count` is not given.")] = 50
+    max_count: Annotated[int, Meta(ge=1, description="Largest `_count` honoured.")] = 1000
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of ief-registry."""
+
+    data_dir: Annotated[
+        str, Meta(description="Folder for the embedded cluster, keys and the generated service ID.")
+    ] = ".ief-registry"
+    dev: Annotated[bool, Meta(description="Development mode (`serve --dev`); never for production.")] = False
+    service_id: Annotated[
+        str | None, Meta(description="This instance's service ID; unset generates one kept in the data dir.")
+    ] = None
+    public_base_url: Annotated[
+        str | None,
+        Meta(description="External base URL (scheme, host, port, path); unset derives it from the request."),
+    ] = None
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    embedded: EmbeddedSettings = msgspec.field(default_factory=EmbeddedSettings)
+    records: RecordSettings = msgspec.field(default_factory=RecordSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
+    fhir: FhirSettings = msgspec.field(default_factory=FhirSettings)
+
+
+class SettingDoc(msgspec.Struct, frozen=True):
+    """One setting as documented: its environment variable, TOML key, default and meaning."""
+
+    env: str
+    key: str
+    default: str
+    description: str
+
+
+def _fields(cls: type[msgspec.Struct], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        path = (*prefix, field.name)
+        field_type = field.type
+        if isinstance(field_type, msgspec.inspect.StructType):
+            yield from _fields(field_type.cls, path)
+        else:
+            yield path, field
+
+
+def describe_settings() -> list[SettingDoc]:
+    """Every setting, in tree order, with its environment variable, default and description."""
+    defaults = msgspec.to_builtins(Settings())
+    docs: list[SettingDoc] = []
+    for path, field in _fields(Settings):
+        value: Any = defaults
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        description = ""
+        if isinstance(field.type, msgspec.inspect.Metadata):
+            description = str(
+                field.type.extra_json_schema.get("description", "") if field.type.extra_json_schema else ""
+            )
+        docs.append(
+            SettingDoc(
+                env="IEF_" + "_".join(path).upper(),
+                key=".".join(path),
+                default="(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value),
+                description=description,
+            )
+        )
+    return docs
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    node = tree
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build ``Settings`` from a TOML file, then ``IEF_*`` variables, then explicit overrides.
+
+    Raises:
+        ValueError: a setting has a value of the wrong kind, or the TOML file has unknown keys.
+    """
+    env = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    path = config_file or env.get("IEF_CONFIG")
+    if path:
+        with Path(path).open("rb") as handle:
+            tree = tomllib.load(handle)
+    for setting_path, _field in _fields(Settings):
+        name = "IEF_" + "_".join(setting_path).upper()
+        if name in env and env[name] != "":
+            _set_path(tree, setting_path, env[name])
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_path(tree, tuple(dotted.split(".")), value)
+    try:
+        return msgspec.convert(tree, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid setting: {exc}") from exc

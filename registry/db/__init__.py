@@ -1,0 +1,1 @@
+"""Database platform: named queries, migrations, the connection pool and the embedded cluster."""

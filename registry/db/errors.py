@@ -1,0 +1,43 @@
+"""Database errors translated at the repository edge into the project's error tree."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import asyncpg
+
+from registry import errors
+
+__all__ = ("UNKNOWN_SERVICE", "translate_db_errors")
+
+UNKNOWN_SERVICE = "IE001"
+"""SQLSTATE raised by ``put_record()`` when a record names an unknown or disabled service."""
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+@contextlib.contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Turn asyncpg and connection errors into ``RegistryError``s; anything else propagates."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == UNKNOWN_SERVICE:
+            raise errors.UnknownService(str(exc.args[0] if exc.args else exc), issues=None) from exc
+        if isinstance(exc, asyncpg.ForeignKeyViolationError):
+            raise errors.UnknownService("the record names a service that is not in the directory") from exc
+        if isinstance(exc, asyncpg.QueryCanceledError):
+            raise errors.DependencyUnavailable("the database did not answer in time") from exc
+        raise
+    except _UNAVAILABLE as exc:
+        raise errors.DependencyUnavailable("the database cannot be reached") from exc

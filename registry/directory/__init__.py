@@ -1,0 +1,1 @@
+"""The services directory: member gateways and registries that records may name."""

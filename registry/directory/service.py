@@ -1,0 +1,88 @@
+"""Rules of the services directory: validation of what operators add."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from registry import errors
+from registry.records.lifecycle import check_service_id
+from schemas.types import SearchStyle, ServiceKind, ServiceStatus
+
+if TYPE_CHECKING:
+    from registry.db.pool import Database
+    from registry.directory.repository import ServiceRepository
+    from schemas.services import Service
+
+__all__ = ("DirectoryService", "check_base_url")
+
+
+def check_base_url(value: str) -> str:
+    """Validate a service's FHIR base URL (http or https, with a host); strip a trailing slash."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.InvalidInput(f"base URL {value!r} must be an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise errors.InvalidInput(f"base URL {value!r} must not carry a query or fragment")
+    return value.strip().rstrip("/")
+
+
+class DirectoryService:
+    """Add, list, disable and find member services."""
+
+    def __init__(self, db: Database, repository: ServiceRepository) -> None:
+        self._db = db
+        self._repo = repository
+
+    async def add(
+        self, *, service_id: str, kind: str, name: str, base_url: str, search_style: str = "ief"
+    ) -> tuple[Service, bool]:
+        """Add a service, or change and re-enable an existing one."""
+        sid = check_service_id(service_id, "id")
+        try:
+            kind_value = ServiceKind(kind)
+            style = SearchStyle(search_style)
+        except ValueError as exc:
+            raise errors.InvalidInput(str(exc)) from None
+        if not name.strip() or len(name) > 200:
+            raise errors.InvalidInput("a service name is 1 to 200 characters")
+        async with self._db.primary.acquire() as conn:
+            return await self._repo.add(
+                conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=check_base_url(base_url),
+                search_style=style,
+            )  # fmt: skip
+
+    async def list_all(self, status: str | None = None) -> list[Service]:
+        """Every service, optionally only enabled or disabled ones."""
+        async with self._db.read.acquire() as conn:
+            return await self._repo.list_all(conn, status)
+
+    async def get(self, service_id: str) -> Service:
+        """One service.
+
+        Raises:
+            NotFound: no such service.
+        """
+        async with self._db.read.acquire() as conn:
+            found = await self._repo.get(conn, service_id)
+        if found is None:
+            raise errors.NotFound("no such service")
+        return found
+
+    async def set_status(self, service_id: str, status: ServiceStatus) -> Service:
+        """Enable or disable a service; records naming a disabled service can no longer be written."""
+        sid = check_service_id(service_id, "id")
+        async with self._db.primary.acquire() as conn:
+            found = await self._repo.set_status(conn, sid, status)
+        if found is None:
+            raise errors.NotFound(f"no service {sid}")
+        return found
+
+    async def search(
+        self, *, service_id: str | None, status: str | None, name: str | None, limit: int, offset: int
+    ) -> tuple[list[Service], int]:
+        """A page of services for the FHIR Endpoint search, and the total."""
+        async with self._db.read.acquire() as conn:
+            return await self._repo.search(
+                conn, service_id=service_id, status=status, name=name, limit=limit, offset=offset
+            )

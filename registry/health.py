@@ -1,0 +1,37 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+
+from registry import errors
+from registry.db.errors import translate_db_errors
+from registry.db.migrate import schema_state
+
+__all__ = ("HealthController",)
+
+
+class HealthController(Controller):
+    """``/health/live`` (the process answers) and ``/health/ready`` (it can serve)."""
+
+    path = "/health"
+    tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get("/live", operation_id="healthLive")
+    async def live(self) -> dict[str, str]:
+        """The process is up and its event loop answers."""
+        return {"status": "ok"}
+
+    @get("/ready", operation_id="healthReady")
+    async def ready(self, state: State) -> Response[dict[str, object]]:
+        """The database answers and its schema is at this release's head (503 otherwise)."""
+        with translate_db_errors():
+            async with state.db.primary.acquire(timeout=5) as conn:
+                schema = await schema_state(conn)
+        if not schema.at_head:
+            raise errors.DependencyUnavailable(
+                f"database schema is not at head: pending {[m.version for m in schema.pending]}, "
+                f"unknown {schema.unknown}"
+            )
+        return Response({"status": "ok", "schema": max(schema.applied, default=0)})

@@ -1,0 +1,133 @@
+"""HTTP plumbing shared by every controller: request context, access log, request checks, base URL.
+
+``RequestContext`` wraps the whole ASGI app (outside Litestar's router, so 404s are logged too):
+it takes or makes the request ID, binds it to every log line, returns it as ``X-Request-Id`` and
+writes one canonical ``http_request`` line per request. The line names the route template, never
+the raw path, because paths carry IHIs.
+
+``check_request`` is an app-wide guard: it refuses too many query values, query parameters the
+route does not declare (``opt={"query": {...}}``) and bodies in a media type the route does not
+take (``opt={"media_types": {...}}``), before any body is read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from litestar.enums import ScopeType
+
+from registry import errors
+from registry.log import get_logger
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+    from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id")
+
+JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_log = get_logger("registry.http")
+
+
+class RequestContext:
+    """Outermost ASGI middleware: request ID, log context and the canonical access line."""
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True, max_query_params: int = 64) -> None:
+        self.app = app
+        self.access_log = access_log
+        self.max_query_params = max_query_params
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection."""
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        rid = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
+        status = 500
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                _log.info(
+                    "http_request",
+                    method=scope.get("method"),
+                    route=scope.get("path_template", "(unmatched)"),
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+            structlog.contextvars.clear_contextvars()
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The request ID bound by ``RequestContext`` (a fresh one outside it)."""
+    value = connection.scope.get("state", {}).get("request_id")
+    return str(value) if value else uuid.uuid4().hex
+
+
+def media_type(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The request's media type without parameters, lower case."""
+    return connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Refuse unknown or too many query parameters and unsupported body media types.
+
+    Raises:
+        UnknownParameter: a parameter the route does not declare, or too many values.
+        UnsupportedMediaType: a body media type the route does not take.
+    """
+    opt = handler.opt
+    params = connection.query_params
+    limit = connection.app.state.get("max_query_params", 64)
+    if sum(len(values) for _key, values in params.items()) > limit:
+        raise errors.UnknownParameter(f"too many query parameter values (at most {limit})")
+    allowed: frozenset[str] = opt.get("query", frozenset())
+    unknown = sorted(set(params.keys()) - allowed)
+    if unknown:
+        raise errors.UnknownParameter(
+            f"unknown query parameter(s): {', '.join(unknown)}",
+            issues=[errors.Issue(f"unknown query parameter {name!r}", name) for name in unknown],
+        )
+    if connection.scope.get("method") in _BODY_METHODS:
+        accepted: frozenset[str] = opt.get("media_types", JSON_TYPES)
+        got = media_type(connection)
+        if got not in accepted:
+            raise errors.UnsupportedMediaType(
+                f"body media type {got or '(none)'!r} is not accepted here; use one of: {', '.join(sorted(accepted))}"
+            )
+
+
+def base_url(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """This server's external base URL: the configured one, else derived from the request."""
+    configured = connection.app.state.get("public_base_url")
+    if configured:
+        return str(configured).rstrip("/")
+    return str(connection.base_url).rstrip("/")

@@ -1,0 +1,81 @@
+"""Native registry API (DESIGN 4.1): the fast path for gateways and peers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import JSONBody, Parameter
+
+from registry import errors
+from registry.http import media_type
+from registry.records.service import RecordService, to_record
+from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
+
+__all__ = ("BatchController", "RecordController")
+
+_NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+_array_decoder = msgspec.json.Decoder(list[Any])
+
+Records = NamedDependency[RecordService]
+IhiParam = Annotated[str, Parameter(description="The patient's IHI (16 digits, 800360 prefix, Luhn check digit).")]
+ServiceIdParam = Annotated[str, Parameter(description="The service ID: a UUID or a ULID.")]
+StatusParam = Annotated[
+    list[str] | None,
+    Parameter(required=False, description="Statuses to include (repeatable); default active."),
+]
+
+
+class RecordController(Controller):
+    """Records of one patient: write one, list them, read their history."""
+
+    path = "/registry/records"
+    tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @put("/{ihi:str}/{service_id:str}", operation_id="putRecord", status_code=200)
+    async def put_record(
+        self, records: Records, ihi: IhiParam, service_id: ServiceIdParam, data: JSONBody[RecordWrite]
+    ) -> Response[Record]:
+        """Register (201) or change (200) a record; an identical repeat is a no-op (200)."""
+        stored, outcome = await records.put(ihi, service_id, data.status, data.type)
+        return Response(to_record(stored), status_code=201 if outcome == "created" else 200)
+
+    @get("/{ihi:str}", operation_id="getRecords", opt={"query": frozenset({"status"})})
+    async def get_records(self, records: Records, ihi: IhiParam, status: StatusParam = None) -> RecordList:
+        """The services holding data for a patient: active records, or the statuses asked for."""
+        return await records.for_ihi(ihi, status)
+
+    @get("/{ihi:str}/history", operation_id="getRecordHistory")
+    async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
+        """Every status change of every record of a patient, oldest first."""
+        return await records.history(ihi)
+
+
+class BatchController(Controller):
+    """Bulk registration: many records in one request."""
+
+    path = "/registry/records:batch"
+    tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @post(
+        "/",
+        operation_id="putRecordsBatch",
+        status_code=200,
+        opt={"media_types": frozenset({"application/json", *_NDJSON})},
+    )
+    async def batch(self, records: Records, request: Request[Any, Any, Any]) -> BatchResult:
+        """Apply up to 10,000 records (JSON array or NDJSON); per-item results in request order."""
+        body = await request.body()
+        items: list[Any]
+        if media_type(request) in _NDJSON:
+            items = [line for line in body.splitlines() if line.strip()]
+        else:
+            try:
+                items = _array_decoder.decode(body)
+            except msgspec.ValidationError as exc:
+                raise errors.InvalidInput(f"a batch is a JSON array of items: {exc}") from None
+            except msgspec.DecodeError as exc:
+                raise errors.MalformedRequest(f"the body is not valid JSON: {exc}") from None
+        return await records.batch(items)

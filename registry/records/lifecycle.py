@@ -1,0 +1,48 @@
+"""Record lifecycle rules (pure): which statuses exist, which route discovery, how filters parse."""
+
+from __future__ import annotations
+
+from registry import errors
+from schemas.types import InvalidValueError, RecordStatus, parse_ihi, parse_service_id
+
+__all__ = ("ROUTING_STATUSES", "check_ihi", "check_service_id", "parse_statuses")
+
+ROUTING_STATUSES: tuple[RecordStatus, ...] = (RecordStatus.ACTIVE,)
+"""Only active records route discovery; the others are returned only when asked for."""
+
+
+def check_ihi(value: str, expression: str = "ihi") -> str:
+    """Validate an IHI, raising ``InvalidInput`` that names where it came from."""
+    try:
+        return parse_ihi(value)
+    except InvalidValueError as exc:
+        raise errors.InvalidInput(
+            f"invalid IHI: {exc}", issues=[errors.Issue(f"invalid IHI: {exc}", expression)]
+        ) from None
+
+
+def check_service_id(value: str, expression: str = "serviceId") -> str:
+    """Validate and normalise a service ID, raising ``InvalidInput`` that names where it came from."""
+    try:
+        return parse_service_id(value)
+    except InvalidValueError as exc:
+        message = f"invalid service ID: {exc}"
+        raise errors.InvalidInput(message, issues=[errors.Issue(message, expression)]) from None
+
+
+def parse_statuses(values: list[str] | None) -> list[str]:
+    """Turn repeated or comma-separated ``status`` values into a list; default: the routing statuses."""
+    if not values:
+        return [str(s) for s in ROUTING_STATUSES]
+    wanted: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip()
+            try:
+                status = RecordStatus(name)
+            except ValueError:
+                message = f"unknown status {name!r}; use active, removed or archived"
+                raise errors.InvalidInput(message, issues=[errors.Issue(message, "status")]) from None
+            if status not in wanted:
+                wanted.append(status)
+    return [str(s) for s in wanted]

@@ -1,0 +1,148 @@
+"""Storage of records and their history: named queries in, msgspec Structs out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from registry.db.errors import translate_db_errors
+from schemas.records import HistoryEntry
+from schemas.types import RecordStatus, RecordType
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from registry.db.pool import Connection
+    from registry.db.queries import Queries
+
+__all__ = ("BatchRow", "RecordRepository", "StoredRecord")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record row, with the storage-only fields the FHIR facade needs (id, version)."""
+
+    ihi: str
+    service_id: str
+    record_id: UUID
+    status: RecordStatus
+    type: RecordType
+    version: int
+    last_updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    """The outcome of one batch row as the database reports it."""
+
+    ord: int
+    status: RecordStatus
+    type: RecordType
+    last_updated: datetime | None
+    outcome: str
+
+
+def _stored(row: asyncpg.Record) -> StoredRecord:
+    return StoredRecord(
+        ihi=row["ihi"],
+        service_id=row["service_id"],
+        record_id=row["record_id"],
+        status=RecordStatus(row["status"]),
+        type=RecordType(row["type"]),
+        version=row["version"],
+        last_updated=row["last_updated"],
+    )
+
+
+class RecordRepository:
+    """The only caller of ``sql/queries/records.sql``."""
+
+    __slots__ = ("_q",)
+
+    def __init__(self, queries: Queries) -> None:
+        self._q = queries
+
+    async def put(
+        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str
+    ) -> tuple[StoredRecord, str]:
+        """Write one record idempotently; return it and ``created``, ``updated`` or ``unchanged``."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_)
+        assert row is not None
+        return _stored(row), row["outcome"]
+
+    async def put_many(
+        self,
+        conn: Connection,
+        *,
+        ords: list[int],
+        ihis: list[str],
+        service_ids: list[str],
+        statuses: list[str],
+        types: list[str],
+    ) -> dict[int, BatchRow]:
+        """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["put_records"], ords, ihis, service_ids, statuses, types)
+        return {
+            row["ord"]: BatchRow(
+                ord=row["ord"],
+                status=RecordStatus(row["status"]),
+                type=RecordType(row["type"]),
+                last_updated=row["last_updated"],
+                outcome=row["outcome"],
+            )
+            for row in rows
+        }
+
+    async def for_ihi(self, conn: Connection, ihi: str, statuses: list[str]) -> list[StoredRecord]:
+        """The records of one IHI with the given statuses."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["get_records"], ihi, statuses)
+        return [_stored(row) for row in rows]
+
+    async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
+        """Every change of every record of one IHI, oldest first."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["get_history"], ihi)
+        return [
+            HistoryEntry(
+                service_id=row["service_id"],
+                status=RecordStatus(row["status"]),
+                type=RecordType(row["type"]),
+                change=row["change"],
+                previous_status=RecordStatus(row["previous_status"]) if row["previous_status"] else None,
+                recorded_at=row["recorded_at"],
+            )
+            for row in rows
+        ]
+
+    async def by_id(self, conn: Connection, record_id: UUID) -> StoredRecord | None:
+        """One record by its resource id."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["get_record_by_id"], record_id)
+        return _stored(row) if row else None
+
+    async def by_key(self, conn: Connection, ihi: str, service_id: str) -> StoredRecord | None:
+        """One record by its natural key."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["get_record_by_key"], ihi, service_id)
+        return _stored(row) if row else None
+
+    async def search(
+        self,
+        conn: Connection,
+        *,
+        ihi: str | None,
+        service_id: str | None,
+        statuses: list[str],
+        limit: int,
+        offset: int,
+    ) -> tuple[list[StoredRecord], int]:
+        """A page of records matching optional filters, and the total count."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["search_records"], ihi, service_id, statuses, limit, offset)
+        total = rows[0]["total"] if rows else 0
+        return [_stored(row) for row in rows], total

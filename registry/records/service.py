@@ -1,0 +1,206 @@
+"""Record rules: validation, idempotent writes, batches, look-ups. No HTTP in here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from registry import errors
+from registry.log import get_logger
+from registry.records.lifecycle import check_ihi, check_service_id, parse_statuses
+from schemas.records import (
+    BatchItem,
+    BatchItemResult,
+    BatchResult,
+    Record,
+    RecordHistory,
+    RecordList,
+)
+from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi, parse_service_id
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from registry.config import RecordSettings
+    from registry.db.pool import Database
+    from registry.records.repository import RecordRepository, StoredRecord
+
+__all__ = ("RecordService", "to_record")
+
+_log = get_logger(__name__)
+_item_decoder = msgspec.json.Decoder()
+
+
+def to_record(stored: StoredRecord) -> Record:
+    """The wire form of a stored record."""
+    return Record(
+        ihi=stored.ihi,
+        service_id=stored.service_id,
+        status=stored.status,
+        type=stored.type,
+        last_updated=stored.last_updated,
+    )
+
+
+class RecordService:
+    """Everything the native API and the FHIR facade do with records."""
+
+    def __init__(self, db: Database, repository: RecordRepository, settings: RecordSettings) -> None:
+        self._db = db
+        self._repo = repository
+        self._settings = settings
+
+    async def put(self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType) -> tuple[StoredRecord, str]:
+        """Create or change one record; repeating an identical write changes nothing.
+
+        Returns:
+            The stored record and ``created``, ``updated`` or ``unchanged``.
+        """
+        ihi = check_ihi(ihi)
+        service_id = check_service_id(service_id)
+        async with self._db.primary.acquire() as conn:
+            return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+
+    async def for_ihi(self, ihi: str, statuses: list[str] | None = None) -> RecordList:
+        """The records of one IHI: active ones, or those with the statuses asked for."""
+        ihi = check_ihi(ihi)
+        wanted = parse_statuses(statuses)
+        async with self._db.read.acquire() as conn:
+            stored = await self._repo.for_ihi(conn, ihi, wanted)
+        return RecordList(ihi=ihi, records=[to_record(s) for s in stored])
+
+    async def history(self, ihi: str) -> RecordHistory:
+        """Every status change of every record of one IHI, oldest first."""
+        ihi = check_ihi(ihi)
+        async with self._db.read.acquire() as conn:
+            entries = await self._repo.history(conn, ihi)
+        return RecordHistory(ihi=ihi, history=entries)
+
+    async def by_id(self, record_id: UUID) -> StoredRecord:
+        """One record by its resource id.
+
+        Raises:
+            NotFound: no such record.
+        """
+        async with self._db.read.acquire() as conn:
+            stored = await self._repo.by_id(conn, record_id)
+        if stored is None:
+            raise errors.NotFound("no such record")
+        return stored
+
+    async def by_key(self, ihi: str, service_id: str) -> StoredRecord | None:
+        """One record by its natural key, or None."""
+        async with self._db.primary.acquire() as conn:
+            return await self._repo.by_key(conn, ihi, service_id)
+
+    async def search(
+        self, *, ihi: str | None, service_id: str | None, statuses: list[str] | None, limit: int, offset: int
+    ) -> tuple[list[StoredRecord], int]:
+        """A page of records for the FHIR search, and the total."""
+        wanted = parse_statuses(statuses)
+        async with self._db.read.acquire() as conn:
+            return await self._repo.search(
+                conn, ihi=ihi, service_id=service_id, statuses=wanted, limit=limit, offset=offset
+            )
+
+    def check_batch_size(self, count: int) -> None:
+        """Refuse a batch over the item limit before any of it is applied.
+
+        Raises:
+            PayloadTooLarge: more items than ``records.batch_max_items``.
+        """
+        if count > self._settings.batch_max_items:
+            raise errors.PayloadTooLarge(
+                f"a batch holds at most {self._settings.batch_max_items} items; this one has {count}"
+            )
+
+    async def batch(self, items: list[Any]) -> BatchResult:
+        """Apply many records: each item validated on its own, applied in chunked transactions.
+
+        ``items`` holds decoded JSON values, or ``bytes`` for NDJSON lines still to be decoded.
+        Invalid items are reported and skipped; the rest are applied. When the same record appears
+        twice, the later item wins and the earlier one is reported as an error.
+        """
+        self.check_batch_size(len(items))
+        results: list[BatchItemResult | None] = [None] * len(items)
+        valid: dict[tuple[str, str], tuple[int, BatchItem]] = {}
+        for index, raw in enumerate(items):
+            try:
+                item = self._parse_item(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
+                results[index] = BatchItemResult(index=index, result="error", error=str(exc))
+                continue
+            key = (item.ihi, item.service_id)
+            earlier = valid.get(key)
+            if earlier is not None:
+                results[earlier[0]] = BatchItemResult(
+                    index=earlier[0],
+                    result="error",
+                    ihi=item.ihi,
+                    service_id=item.service_id,
+                    error=f"superseded by item {index}, which names the same record",
+                )
+            valid[key] = (index, item)
+        chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
+        size = self._settings.batch_chunk_size
+        for start in range(0, len(chosen), size):
+            chunk = chosen[start : start + size]
+            async with self._db.primary.acquire() as conn:
+                rows = await self._repo.put_many(
+                    conn,
+                    ords=[index for index, _ in chunk],
+                    ihis=[item.ihi for _, item in chunk],
+                    service_ids=[item.service_id for _, item in chunk],
+                    statuses=[str(item.status) for _, item in chunk],
+                    types=[str(item.type) for _, item in chunk],
+                )
+            for index, item in chunk:
+                row = rows.get(index)
+                if row is None:
+                    results[index] = BatchItemResult(
+                        index=index,
+                        result="error",
+                        ihi=item.ihi,
+                        service_id=item.service_id,
+                        error="the service is not known or not enabled",
+                    )
+                    continue
+                results[index] = BatchItemResult(
+                    index=index,
+                    result=row.outcome,
+                    ihi=item.ihi,
+                    service_id=item.service_id,
+                    status=row.status,
+                    type=row.type,
+                    last_updated=row.last_updated,
+                )
+        final = [r for r in results if r is not None]
+        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
+        summary = BatchResult(
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            errors=len(final) - sum(counts.values()),
+            results=final,
+        )
+        _log.info(
+            "batch_applied",
+            items=len(items),
+            created=summary.created,
+            updated=summary.updated,
+            unchanged=summary.unchanged,
+            errors=summary.errors,
+        )
+        return summary
+
+    @staticmethod
+    def _parse_item(raw: Any) -> BatchItem:
+        value = _item_decoder.decode(raw) if isinstance(raw, bytes) else raw
+        item = msgspec.convert(value, BatchItem)
+        return BatchItem(
+            ihi=parse_ihi(item.ihi),
+            service_id=parse_service_id(item.service_id),
+            status=item.status,
+            type=item.type,
+        )

@@ -1,0 +1,68 @@
+-- name: put_record
+-- Create or change one record idempotently; see put_record() in 0002_records.sql.
+SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
+FROM put_record($1, $2, $3, $4);
+
+-- name: put_records
+-- Apply a batch chunk in one statement. $1..$5 are parallel arrays (ord, ihi, service_id, status,
+-- type), de-duplicated by (ihi, service_id) by the caller. Rows are written in key order so that
+-- concurrent batches cannot deadlock. Outcome per input row: created, updated, unchanged or
+-- unknown-service. An unchanged row reports the values as stored before this statement (equal to
+-- the input, or the write would have changed it).
+WITH input AS (
+    SELECT i.ord, i.ihi, i.service_id, i.status, i.type
+    FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
+    JOIN services s ON s.service_id = i.service_id AND s.status = 'enabled'
+), written AS (
+    INSERT INTO records AS t (ihi, service_id, status, type)
+    SELECT input.ihi, input.service_id, input.status, input.type FROM input ORDER BY input.ihi, input.service_id
+    ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
+        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now()
+        WHERE (t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type)
+    RETURNING t.ihi, t.service_id, t.status, t.type, t.version, t.last_updated
+)
+SELECT input.ord,
+       coalesce(w.status, input.status) AS status,
+       coalesce(w.type, input.type) AS type,
+       coalesce(w.last_updated, r.last_updated) AS last_updated,
+       CASE WHEN w.version = 1 THEN 'created' WHEN w.version IS NOT NULL THEN 'updated' ELSE 'unchanged' END AS outcome
+FROM input
+LEFT JOIN written w ON w.ihi = input.ihi AND w.service_id = input.service_id
+LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
+
+-- name: get_records
+-- Records of one IHI with the given statuses, with the directory entry of each service.
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+FROM records r
+WHERE r.ihi = $1 AND r.status = ANY($2::text[])
+ORDER BY r.service_id;
+
+-- name: get_history
+-- Every change of every record of one IHI, oldest first.
+SELECT h.service_id, h.status, h.type, h.change, h.previous_status, h.recorded_at
+FROM record_history h
+WHERE h.ihi = $1
+ORDER BY h.id;
+
+-- name: get_record_by_id
+-- One record by its resource id (the FHIR Basic id).
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+FROM records r
+WHERE r.record_id = $1;
+
+-- name: get_record_by_key
+-- One record by its natural key.
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+FROM records r
+WHERE r.ihi = $1 AND r.service_id = $2;
+
+-- name: search_records
+-- FHIR search over records: optional IHI, service and statuses, paged by (ihi, service_id).
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       count(*) OVER () AS total
+FROM records r
+WHERE ($1::text IS NULL OR r.ihi = $1)
+  AND ($2::text IS NULL OR r.service_id = $2)
+  AND r.status = ANY($3::text[])
+ORDER BY r.ihi, r.service_id
+LIMIT $4 OFFSET $5;

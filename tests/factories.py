@@ -1,0 +1,32 @@
+"""Builders of valid (and deliberately invalid) test values."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+from schemas.types import IHI_PREFIX, luhn_valid
+
+__all__ = ("IHI_SYSTEM", "make_ihi", "make_service_id", "with_bad_check_digit")
+
+IHI_SYSTEM = "http://ns.electronichealth.net.au/id/hi/ihi/1.0"
+_rng = random.Random()
+
+
+def make_ihi() -> str:
+    """A random IHI with a valid Luhn check digit."""
+    body = IHI_PREFIX + "".join(str(_rng.randrange(10)) for _ in range(9))
+    for check in "0123456789":
+        if luhn_valid(body + check):
+            return body + check
+    raise AssertionError("unreachable: one check digit always fits")
+
+
+def with_bad_check_digit(ihi: str) -> str:
+    """The same IHI with a wrong check digit."""
+    return ihi[:-1] + str((int(ihi[-1]) + 1) % 10)
+
+
+def make_service_id() -> str:
+    """A random service ID (a UUID, canonical lower case)."""
+    return str(uuid.uuid4())

@@ -1,0 +1,73 @@
+"""A throwaway PostgreSQL cluster for the test session, and databases made from a migrated template."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+
+from registry.db.embedded import EmbeddedPostgres
+from registry.db.migrate import apply_migrations
+
+__all__ = ("TestCluster",)
+
+TEMPLATE = "ief_template"
+
+
+class TestCluster:
+    """One cluster per test session (the project's own embedded cluster, in a temp folder)."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="ief-test-pg-"))
+        # When the tests run as root, PostgreSQL runs as an unprivileged user who must reach it.
+        self.folder.chmod(0o755)
+        self.cluster = EmbeddedPostgres(self.folder, user=os.environ.get("IEF_EMBEDDED_USER", "postgres"))
+        self._names = itertools.count(1)
+        self.url = ""
+
+    def start(self) -> str:
+        """Start the cluster; return the URL of its maintenance database."""
+        self.url = self.cluster.start()
+        return self.url
+
+    def url_for(self, database: str) -> str:
+        """The URL of one database in the cluster."""
+        return f"postgresql://ief@/{database}?host={quote(str(self.cluster.socket_dir), safe='/')}"
+
+    async def make_template(self) -> None:
+        """Create the migrated template database every test database is copied from."""
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await conn.close()
+        conn = await asyncpg.connect(self.url_for(TEMPLATE))
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+
+    async def new_database(self) -> str:
+        """A fresh, migrated database (a copy of the template); return its URL."""
+        name = f"ief_test_{next(self._names)}"
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        finally:
+            await conn.close()
+        return self.url_for(name)
+
+    def stop(self) -> None:
+        """Stop the cluster and remove its folder."""
+        try:
+            self.cluster.stop()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
