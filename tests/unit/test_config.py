@@ -1,0 +1,62 @@
+"""Settings come from IEF_* variables and an optional TOML file, environment first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from registry.config import Settings, describe_settings, load_settings
+
+
+def test_defaults_without_environment() -> None:
+    """No variables and no file give the documented defaults."""
+    settings = load_settings({})
+    assert settings == Settings()
+    assert (settings.http.host, settings.http.port, settings.database.url) == ("127.0.0.1", 8080, None)
+
+
+def test_environment_variables_are_typed() -> None:
+    """Variables are converted to the setting's type: ints, bools, optional strings."""
+    settings = load_settings(
+        {"IEF_HTTP_PORT": "9000", "IEF_DEV": "true", "IEF_DATABASE_URL": "postgresql://x/y", "IEF_DATA_DIR": "/d"}
+    )
+    assert (settings.http.port, settings.dev, settings.database.url, settings.data_dir) == (
+        9000,
+        True,
+        "postgresql://x/y",
+        "/d",
+    )
+
+
+def test_toml_file_then_environment(tmp_path: Path) -> None:
+    """A TOML file sets values; an environment variable for the same key wins."""
+    config = tmp_path / "ief.toml"
+    config.write_text('data_dir = "/srv/ief"\n[http]\nport = 7000\nhost = "::1"\n', encoding="utf-8")
+    settings = load_settings({"IEF_HTTP_PORT": "7001"}, config_file=config)
+    assert (settings.data_dir, settings.http.host, settings.http.port) == ("/srv/ief", "::1", 7001)
+
+
+@pytest.mark.parametrize(
+    "environ", [{"IEF_HTTP_PORT": "eighty"}, {"IEF_HTTP_PORT": "70000"}, {"IEF_RECORDS_BATCH_MAX_ITEMS": "0"}]
+)
+def test_bad_values_are_refused(environ: dict[str, str]) -> None:
+    """A value of the wrong kind or out of range is an error naming the setting."""
+    with pytest.raises(ValueError, match="invalid setting"):
+        load_settings(environ)
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    """A misspelt key in the TOML file is an error, not silently ignored."""
+    config = tmp_path / "ief.toml"
+    config.write_text("[http]\nprot = 1\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="prot"):
+        load_settings({}, config_file=config)
+
+
+def test_every_setting_has_a_description_and_variable() -> None:
+    """describe_settings lists every leaf setting with a description (serve --help prints them)."""
+    docs = describe_settings()
+    assert len({d.env for d in docs}) == len(docs)
+    assert all(d.description for d in docs)
+    assert {"IEF_DATABASE_URL", "IEF_DATABASE_READ_URL", "IEF_SERVICE_ID", "IEF_DATA_DIR"} <= {d.env for d in docs}
