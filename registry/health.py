@@ -26,8 +26,8 @@ class HealthController(Controller):
     @get("/ready", operation_id="healthReady")
     async def ready(self, state: State) -> Response[dict[str, object]]:
         """The database answers and its schema is at this release's head (503 otherwise)."""
-        with translate_db_errors():
-            async with state.db.primary.acquire(timeout=5) as conn:
+        async with state.db.writer() as conn:
+            with translate_db_errors():
                 schema = await schema_state(conn)
         if not schema.at_head:
             raise errors.DependencyUnavailable(

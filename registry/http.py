@@ -71,6 +71,7 @@ class RequestContext:
             if self.access_log:
                 _log.info(
                     "http_request",
+                    request_id=rid,
                     method=scope.get("method"),
                     route=scope.get("path_template", "(unmatched)"),
                     status=status,

@@ -14,6 +14,15 @@ __all__ = ("UNKNOWN_SERVICE", "translate_db_errors")
 UNKNOWN_SERVICE = "IE001"
 """SQLSTATE raised by ``put_record()`` when a record names an unknown or disabled service."""
 
+_UNAVAILABLE_SERVER = (
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.CannotConnectNowError,
+    asyncpg.InvalidCatalogNameError,  # the database is gone
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
 _UNAVAILABLE = (
     OSError,
     TimeoutError,
@@ -31,6 +40,8 @@ def translate_db_errors() -> Iterator[None]:
     """Turn asyncpg and connection errors into ``RegistryError``s; anything else propagates."""
     try:
         yield
+    except _UNAVAILABLE_SERVER as exc:
+        raise errors.DependencyUnavailable("the database cannot be reached") from exc
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == UNKNOWN_SERVICE:
             raise errors.UnknownService(str(exc.args[0] if exc.args else exc), issues=None) from exc

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
+
+from registry.db.errors import translate_db_errors
 
 if TYPE_CHECKING:
     from registry.config import DatabaseSettings
@@ -22,6 +26,20 @@ class Database:
 
     primary: asyncpg.Pool
     read: asyncpg.Pool
+
+    @contextlib.asynccontextmanager
+    async def writer(self) -> AsyncIterator[Connection]:
+        """A primary connection for the block; failing to get one is ``DependencyUnavailable``."""
+        with translate_db_errors():
+            async with self.primary.acquire() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[Connection]:
+        """A connection for read-only look-ups (the replica when configured)."""
+        with translate_db_errors():
+            async with self.read.acquire() as conn:
+                yield conn
 
     async def close(self) -> None:
         """Close both pools."""
@@ -44,6 +62,7 @@ async def _pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
         min_size=min(settings.pool_min, settings.pool_max),
         max_size=settings.pool_max,
         command_timeout=settings.command_timeout,
+        timeout=10,  # connecting; a black-holed database host must not hang readiness probes
         statement_cache_size=100 if settings.statement_cache else 0,
         reset=_noop_reset,
     )

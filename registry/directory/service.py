@@ -46,7 +46,7 @@ class DirectoryService:
             raise errors.InvalidInput(str(exc)) from None
         if not name.strip() or len(name) > 200:
             raise errors.InvalidInput("a service name is 1 to 200 characters")
-        async with self._db.primary.acquire() as conn:
+        async with self._db.writer() as conn:
             return await self._repo.add(
                 conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=check_base_url(base_url),
                 search_style=style,
@@ -54,7 +54,7 @@ class DirectoryService:
 
     async def list_all(self, status: str | None = None) -> list[Service]:
         """Every service, optionally only enabled or disabled ones."""
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             return await self._repo.list_all(conn, status)
 
     async def get(self, service_id: str) -> Service:
@@ -63,7 +63,7 @@ class DirectoryService:
         Raises:
             NotFound: no such service.
         """
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             found = await self._repo.get(conn, service_id)
         if found is None:
             raise errors.NotFound("no such service")
@@ -72,7 +72,7 @@ class DirectoryService:
     async def set_status(self, service_id: str, status: ServiceStatus) -> Service:
         """Enable or disable a service; records naming a disabled service can no longer be written."""
         sid = check_service_id(service_id, "id")
-        async with self._db.primary.acquire() as conn:
+        async with self._db.writer() as conn:
             found = await self._repo.set_status(conn, sid, status)
         if found is None:
             raise errors.NotFound(f"no service {sid}")
@@ -82,7 +82,7 @@ class DirectoryService:
         self, *, service_id: str | None, status: str | None, name: str | None, limit: int, offset: int
     ) -> tuple[list[Service], int]:
         """A page of services for the FHIR Endpoint search, and the total."""
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             return await self._repo.search(
                 conn, service_id=service_id, status=status, name=name, limit=limit, offset=offset
             )

@@ -59,21 +59,21 @@ class RecordService:
         """
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
-        async with self._db.primary.acquire() as conn:
+        async with self._db.writer() as conn:
             return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
 
     async def for_ihi(self, ihi: str, statuses: list[str] | None = None) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for."""
         ihi = check_ihi(ihi)
         wanted = parse_statuses(statuses)
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             stored = await self._repo.for_ihi(conn, ihi, wanted)
         return RecordList(ihi=ihi, records=[to_record(s) for s in stored])
 
     async def history(self, ihi: str) -> RecordHistory:
         """Every status change of every record of one IHI, oldest first."""
         ihi = check_ihi(ihi)
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             entries = await self._repo.history(conn, ihi)
         return RecordHistory(ihi=ihi, history=entries)
 
@@ -83,7 +83,7 @@ class RecordService:
         Raises:
             NotFound: no such record.
         """
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             stored = await self._repo.by_id(conn, record_id)
         if stored is None:
             raise errors.NotFound("no such record")
@@ -91,7 +91,7 @@ class RecordService:
 
     async def by_key(self, ihi: str, service_id: str) -> StoredRecord | None:
         """One record by its natural key, or None."""
-        async with self._db.primary.acquire() as conn:
+        async with self._db.writer() as conn:
             return await self._repo.by_key(conn, ihi, service_id)
 
     async def search(
@@ -99,7 +99,7 @@ class RecordService:
     ) -> tuple[list[StoredRecord], int]:
         """A page of records for the FHIR search, and the total."""
         wanted = parse_statuses(statuses)
-        async with self._db.read.acquire() as conn:
+        async with self._db.reader() as conn:
             return await self._repo.search(
                 conn, ihi=ihi, service_id=service_id, statuses=wanted, limit=limit, offset=offset
             )
@@ -146,7 +146,7 @@ class RecordService:
         size = self._settings.batch_chunk_size
         for start in range(0, len(chosen), size):
             chunk = chosen[start : start + size]
-            async with self._db.primary.acquire() as conn:
+            async with self._db.writer() as conn:
                 rows = await self._repo.put_many(
                     conn,
                     ords=[index for index, _ in chunk],

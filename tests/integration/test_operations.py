@@ -1,0 +1,92 @@
+"""Operational behaviour: logs without IHIs, readiness, and failures that never leak internals."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import msgspec
+from structlog.testing import capture_logs
+
+from registry.config import LogSettings, Settings
+from tests.factories import make_ihi, make_service_id
+from tests.pg import TestCluster
+from tests.server import running_server
+
+
+async def test_access_line_per_request_without_raw_ihi(template: TestCluster) -> None:
+    """Each request logs one http_request line with the route template and request id, never the IHI."""
+    settings = Settings(log=LogSettings(access=True))
+    service_id = make_service_id()
+    async with running_server(settings, await template.new_database(), make_service_id()) as server:
+        await server.add_service(service_id)
+        ihi = make_ihi()
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with capture_logs() as logs:
+                put = await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "active"})
+                bad = await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "nope"})
+                await client.post(
+                    "/registry/records:batch", json=[{"ihi": ihi, "serviceId": service_id, "status": "archived"}]
+                )
+    access = [entry for entry in logs if entry["event"] == "http_request"]
+    assert [entry["status"] for entry in access] == [201, 422, 200]
+    assert access[0]["route"] == "/registry/records/{ihi}/{service_id}"
+    assert access[0]["request_id"] == put.headers["x-request-id"]
+    assert access[1]["request_id"] == bad.headers["x-request-id"]
+    assert ihi not in msgspec.json.encode(logs).decode()
+
+
+async def test_ready_turns_503_when_the_database_goes(template: TestCluster) -> None:
+    """/health/ready answers 200 while the database is there and 503 OperationOutcome once it is gone."""
+    database_url = await template.new_database()
+    name = database_url.split("/")[3].split("?")[0]
+    async with (
+        running_server(Settings(), database_url, make_service_id()) as server,
+        httpx.AsyncClient(base_url=server.base_url) as client,
+    ):
+        ready = await client.get("/health/ready")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "ok"
+        conn = await asyncpg.connect(template.url)
+        try:
+            await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+        gone = await client.get("/health/ready")
+        live = await client.get("/health/live")
+    assert gone.status_code == 503
+    assert gone.json()["resourceType"] == "OperationOutcome"
+    assert live.status_code == 200
+
+
+async def test_unexpected_failure_is_a_bare_500_outcome(template: TestCluster) -> None:
+    """A database fault the code does not expect gives a 500 OperationOutcome with no internals in it."""
+    database_url = await template.new_database()
+    async with running_server(Settings(), database_url, make_service_id()) as server:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute("ALTER TABLE record_history RENAME TO record_history_gone")
+        finally:
+            await conn.close()
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            with capture_logs() as logs:
+                response = await client.get(f"/registry/records/{make_ihi()}/history")
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    assert response.json() == {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {"severity": "error", "code": "exception", "diagnostics": "the server could not complete the request"}
+        ],
+    }
+    assert any(entry["event"] == "unhandled_error" for entry in logs)
+
+
+async def test_schema_is_served_as_openapi(template: TestCluster) -> None:
+    """The OpenAPI document lists the native routes with their msgspec body types."""
+    async with (
+        running_server(Settings(), await template.new_database(), make_service_id()) as server,
+        httpx.AsyncClient(base_url=server.base_url) as client,
+    ):
+        document = (await client.get("/schema/openapi.json")).json()
+    assert "/registry/records/{ihi}/{service_id}" in document["paths"]
+    assert "RecordWrite" in msgspec.json.encode(document).decode()
