@@ -41,15 +41,19 @@ class TestCluster:
         """The URL of one database in the cluster."""
         return f"postgresql://ief@/{database}?host={quote(str(self.cluster.socket_dir), safe='/')}"
 
-    async def make_template(self) -> None:
-        """Create the migrated template database every test database is copied from."""
+    async def empty_database(self, name: str) -> str:
+        """A new database with nothing in it (dropped first if it exists); return its URL."""
         conn = await asyncpg.connect(self.url)
         try:
-            await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-            await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await conn.execute(f"CREATE DATABASE {name}")
         finally:
             await conn.close()
-        conn = await asyncpg.connect(self.url_for(TEMPLATE))
+        return self.url_for(name)
+
+    async def make_template(self) -> None:
+        """Create the migrated template database every test database is copied from."""
+        conn = await asyncpg.connect(await self.empty_database(TEMPLATE))
         try:
             await apply_migrations(conn)
         finally:

@@ -9,19 +9,9 @@ from registry.db.queries import load_queries
 from tests.pg import TestCluster
 
 
-async def _empty_database(template: TestCluster, name: str) -> str:
-    conn = await asyncpg.connect(template.url)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return template.url_for(name)
-
-
 async def test_migrations_apply_from_zero_and_then_nothing(template: TestCluster) -> None:
     """An empty database gets every migration once; a second run applies nothing and is at head."""
-    conn = await asyncpg.connect(await _empty_database(template, "ief_schema_zero"))
+    conn = await asyncpg.connect(await template.empty_database("ief_schema_zero"))
     try:
         assert (await schema_state(conn)).pending
         first = await apply_migrations(conn)
