@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -76,6 +77,21 @@ def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[
             _log.info("embedded_stopped", data_dir=str(cluster.root))
 
 
+def _exit_on_signal(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _stop_cleanly_on_signals() -> None:
+    """Make SIGTERM and SIGINT end the process through Python, so ``finally`` blocks run.
+
+    uvicorn shuts down gracefully on these signals, restores the handlers it found and then raises
+    the signal again; with the default SIGTERM action that would kill the process before the
+    embedded cluster is stopped.
+    """
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
+
+
 def _run(coro: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(coro())  # type: ignore[arg-type]
@@ -117,41 +133,44 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
     configure_logging(settings.log.level, settings.log.format)
     service_id = instance_service_id(settings.data_dir, settings.service_id)
     hash_key = log_hash_key(settings.data_dir, settings.log.hash_key)
-    with database_url(settings) as url:
-        if settings.database.auto_migrate:
-            applied = _run(lambda: _migrate(url))
-            if applied:
-                _log.info("migrations_applied", migrations=applied)
-        _log.info(
-            "server_starting",
-            address=f"http://{settings.http.host}:{settings.http.port}",
-            database="external" if settings.database.url else "embedded",
-            service_id=service_id,
-            dev=settings.dev,
-        )
-        if settings.http.workers == 1:
-            from registry.app import build_asgi
+    _stop_cleanly_on_signals()
+    failed = False
+    try:
+        with database_url(settings) as url:
+            if settings.database.auto_migrate:
+                applied = _run(lambda: _migrate(url))
+                if applied:
+                    _log.info("migrations_applied", migrations=applied)
+            _log.info(
+                "server_starting",
+                address=f"http://{settings.http.host}:{settings.http.port}",
+                database="external" if settings.database.url else "embedded",
+                service_id=service_id,
+                dev=settings.dev,
+            )
+            if settings.http.workers == 1:
+                from registry.app import build_asgi
 
-            app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key)
-            config = uvicorn.Config(
-                app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
-                lifespan="on", server_header=False,
-            )  # fmt: skip
-            server = uvicorn.Server(config)
-            server.run()
-            failed = not server.started
-        else:
-            os.environ["IEF_DATABASE_URL"] = url
-            os.environ["IEF_SERVICE_ID"] = service_id
-            uvicorn.run(
-                "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
-                workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
-                server_header=False,
-            )  # fmt: skip
-            failed = False
-    _log.info("server_stopped")
+                app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key)
+                config = uvicorn.Config(
+                    app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
+                    lifespan="on", server_header=False,
+                )  # fmt: skip
+                server = uvicorn.Server(config)
+                server.run()
+                failed = not server.started
+            else:
+                os.environ["IEF_DATABASE_URL"] = url
+                os.environ["IEF_SERVICE_ID"] = service_id
+                uvicorn.run(
+                    "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
+                    workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
+                    server_header=False,
+                )  # fmt: skip
+    finally:
+        _log.info("server_stopped")
     if failed:
-        sys.exit(3)
+        raise click.ClickException("the server did not start (see the log above)")
 
 
 @main.group()
