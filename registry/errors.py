@@ -9,13 +9,15 @@ RegistryError
 │   ├── InvalidInput                422 well-formed but invalid (bad IHI, bad status, bad resource)
 │   │   └── UnknownService          422 a record names a service that is not known or not enabled
 │   ├── PayloadTooLarge             413 body or batch over its limit
-│   └── UnsupportedMediaType        415 body in a media type this endpoint does not take
+│   ├── UnsupportedMediaType        415 body in a media type this endpoint does not take
+│   └── NotAcceptable               406 a response format (`_format`) this server does not produce
 ├── AuthError
 │   ├── Unauthenticated             401 no token, or a token that does not verify
 │   └── Forbidden                   403 authenticated, but not allowed this
 ├── NotFound                        404 no such resource or route
 ├── MethodNotAllowed                405 route exists, method does not
 ├── Conflict                        409 a real conflict (not a repeated identical write)
+├── PreconditionFailed              412 a condition of the request (If-Match, conditional update) does not hold
 ├── RateLimited                     429 too many requests from this client
 └── DependencyUnavailable           503 the database (or another dependency) cannot be reached
 """
@@ -33,8 +35,10 @@ __all__ = (
     "Issue",
     "MalformedRequest",
     "MethodNotAllowed",
+    "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
+    "PreconditionFailed",
     "RateLimited",
     "RegistryError",
     "RequestError",
@@ -93,6 +97,10 @@ class UnsupportedMediaType(RequestError):
     """A body in a media type the endpoint does not accept."""
 
 
+class NotAcceptable(RequestError):
+    """The request asks for a response format the server does not produce."""
+
+
 class AuthError(RegistryError):
     """Authentication or authorization refused the request."""
 
@@ -115,6 +123,11 @@ class MethodNotAllowed(RegistryError):
 
 class Conflict(RegistryError):
     """A real conflict with stored state."""
+
+
+class PreconditionFailed(RegistryError):
+    """A condition the request sets on stored state does not hold: a version (If-Match), or criteria
+    that do not select exactly one record."""
 
 
 class RateLimited(RegistryError):

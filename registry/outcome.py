@@ -40,11 +40,13 @@ _STATUS: list[tuple[type[errors.RegistryError], int]] = [
     (errors.InvalidInput, 422),
     (errors.PayloadTooLarge, 413),
     (errors.UnsupportedMediaType, 415),
+    (errors.NotAcceptable, 406),
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
     (errors.NotFound, 404),
     (errors.MethodNotAllowed, 405),
     (errors.Conflict, 409),
+    (errors.PreconditionFailed, 412),
     (errors.RateLimited, 429),
     (errors.DependencyUnavailable, 503),
 ]

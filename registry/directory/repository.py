@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from registry.db.errors import translate_db_errors
+from registry.db.paging import fetch_page
 from schemas.services import Service
 from schemas.types import SearchStyle, ServiceKind, ServiceStatus
 
@@ -69,13 +70,17 @@ class ServiceRepository:
         self,
         conn: Connection,
         *,
-        service_id: str | None,
-        status: str | None,
-        name: str | None,
+        service_ids: list[str] | None,
+        statuses: list[str] | None,
+        name_patterns: list[str] | None,
         limit: int,
         offset: int,
     ) -> tuple[list[Service], int]:
-        """A page of services matching optional filters, and the total."""
-        with translate_db_errors():
-            rows = await conn.fetch(self._q["search_services"], service_id, status, name, limit, offset)
-        return [_service(row) for row in rows], (rows[0]["total"] if rows else 0)
+        """A page of services matching the filters (None: any), and the count of every match.
+
+        ``name_patterns`` are ILIKE patterns (the caller escapes them); a name matching any is a match.
+        """
+        rows, total = await fetch_page(
+            conn, self._q["search_services"], service_ids, statuses, name_patterns, limit=limit, offset=offset
+        )
+        return [_service(row) for row in rows], total

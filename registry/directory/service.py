@@ -79,10 +79,17 @@ class DirectoryService:
         return found
 
     async def search(
-        self, *, service_id: str | None, status: str | None, name: str | None, limit: int, offset: int
+        self,
+        *,
+        service_ids: list[str] | None,
+        statuses: list[str] | None,
+        name_patterns: list[str] | None,
+        limit: int,
+        offset: int,
     ) -> tuple[list[Service], int]:
-        """A page of services for the FHIR Endpoint search, and the total."""
+        """A page of services matching the filters (None: any), and the total, for the FHIR Endpoint search."""
         async with self._db.reader() as conn:
             return await self._repo.search(
-                conn, service_id=service_id, status=status, name=name, limit=limit, offset=offset
-            )
+                conn, service_ids=service_ids, statuses=statuses, name_patterns=name_patterns,
+                limit=limit, offset=offset,
+            )  # fmt: skip

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from registry.db.errors import translate_db_errors
+from registry.db.paging import fetch_page
 from schemas.records import HistoryEntry
 from schemas.types import RecordStatus, RecordType
 
@@ -131,18 +132,25 @@ class RecordRepository:
             row = await conn.fetchrow(self._q["get_record_by_key"], ihi, service_id)
         return _stored(row) if row else None
 
+    async def lock_by_key(self, conn: Connection, ihi: str, service_id: str) -> StoredRecord | None:
+        """One record by its natural key, locked until the caller's transaction ends."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["get_record_for_update"], ihi, service_id)
+        return _stored(row) if row else None
+
     async def search(
         self,
         conn: Connection,
         *,
-        ihi: str | None,
-        service_id: str | None,
+        ihis: list[str] | None,
+        service_ids: list[str] | None,
+        record_ids: list[UUID] | None,
         statuses: list[str],
         limit: int,
         offset: int,
     ) -> tuple[list[StoredRecord], int]:
-        """A page of records matching optional filters, and the total count."""
-        with translate_db_errors():
-            rows = await conn.fetch(self._q["search_records"], ihi, service_id, statuses, limit, offset)
-        total = rows[0]["total"] if rows else 0
+        """A page of records matching the filters (None: any), and the count of every match."""
+        rows, total = await fetch_page(
+            conn, self._q["search_records"], ihis, service_ids, record_ids, statuses, limit=limit, offset=offset
+        )
         return [_stored(row) for row in rows], total

@@ -51,16 +51,37 @@ class RecordService:
         self._repo = repository
         self._settings = settings
 
-    async def put(self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType) -> tuple[StoredRecord, str]:
+    async def put(
+        self,
+        ihi: str,
+        service_id: str,
+        status: RecordStatus,
+        type_: RecordType,
+        *,
+        expected_version: int | None = None,
+    ) -> tuple[StoredRecord, str]:
         """Create or change one record; repeating an identical write changes nothing.
+
+        With ``expected_version`` the record must exist at that version (checked under a row lock,
+        so two writers expecting the same version cannot both succeed).
 
         Returns:
             The stored record and ``created``, ``updated`` or ``unchanged``.
+
+        Raises:
+            PreconditionFailed: ``expected_version`` is given and the stored record is not at it.
         """
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
         async with self._db.writer() as conn:
-            return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            if expected_version is None:
+                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            async with conn.transaction():
+                current = await self._repo.lock_by_key(conn, ihi, service_id)
+                if current is None or current.version != expected_version:
+                    found = "no such record" if current is None else f"the record is at version {current.version}"
+                    raise errors.PreconditionFailed(f"expected version {expected_version}, but {found}")
+                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
 
     async def for_ihi(self, ihi: str, statuses: list[str] | None = None) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for."""
@@ -95,14 +116,21 @@ class RecordService:
             return await self._repo.by_key(conn, ihi, service_id)
 
     async def search(
-        self, *, ihi: str | None, service_id: str | None, statuses: list[str] | None, limit: int, offset: int
+        self,
+        *,
+        ihis: list[str] | None,
+        service_ids: list[str] | None,
+        record_ids: list[UUID] | None,
+        statuses: list[str],
+        limit: int,
+        offset: int,
     ) -> tuple[list[StoredRecord], int]:
-        """A page of records for the FHIR search, and the total."""
-        wanted = parse_statuses(statuses)
+        """A page of records matching the filters (None: any), and the total, for the FHIR search."""
         async with self._db.reader() as conn:
             return await self._repo.search(
-                conn, ihi=ihi, service_id=service_id, statuses=wanted, limit=limit, offset=offset
-            )
+                conn, ihis=ihis, service_ids=service_ids, record_ids=record_ids, statuses=statuses,
+                limit=limit, offset=offset,
+            )  # fmt: skip
 
     def check_batch_size(self, count: int) -> None:
         """Refuse a batch over the item limit before any of it is applied.

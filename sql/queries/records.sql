@@ -56,13 +56,22 @@ SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.versio
 FROM records r
 WHERE r.ihi = $1 AND r.service_id = $2;
 
+-- name: get_record_for_update
+-- One record by its natural key, locked until the transaction ends (a write that checks a version).
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+FROM records r
+WHERE r.ihi = $1 AND r.service_id = $2
+FOR UPDATE;
+
 -- name: search_records
--- FHIR search over records: optional IHI, service and statuses, paged by (ihi, service_id).
+-- FHIR search over records. $1 IHIs, $2 service IDs, $3 record ids: each an array, NULL for any;
+-- $4 the statuses wanted. Paged by (ihi, service_id); `total` counts every match.
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
        count(*) OVER () AS total
 FROM records r
-WHERE ($1::text IS NULL OR r.ihi = $1)
-  AND ($2::text IS NULL OR r.service_id = $2)
-  AND r.status = ANY($3::text[])
+WHERE ($1::bpchar[] IS NULL OR r.ihi = ANY($1::bpchar[]))
+  AND ($2::text[] IS NULL OR r.service_id = ANY($2::text[]))
+  AND ($3::uuid[] IS NULL OR r.record_id = ANY($3::uuid[]))
+  AND r.status = ANY($4::text[])
 ORDER BY r.ihi, r.service_id
-LIMIT $4 OFFSET $5;
+LIMIT $5 OFFSET $6;

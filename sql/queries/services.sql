@@ -28,12 +28,13 @@ WHERE service_id = $1
 RETURNING service_id, kind, name, base_url, search_style, status, created_at, updated_at;
 
 -- name: search_services
--- FHIR Endpoint search: optional id, status and name fragment, paged.
+-- FHIR Endpoint search. $1 service IDs, $2 statuses and $3 ILIKE patterns on the name (any may
+-- match): arrays, NULL for any. Paged by (name, service_id); `total` counts every match.
 SELECT s.service_id, s.kind, s.name, s.base_url, s.search_style, s.status, s.created_at, s.updated_at,
        count(*) OVER () AS total
 FROM services s
-WHERE ($1::text IS NULL OR s.service_id = $1)
-  AND ($2::text IS NULL OR s.status = $2)
-  AND ($3::text IS NULL OR s.name ILIKE '%' || $3 || '%')
+WHERE ($1::text[] IS NULL OR s.service_id = ANY($1::text[]))
+  AND ($2::text[] IS NULL OR s.status = ANY($2::text[]))
+  AND ($3::text[] IS NULL OR s.name ILIKE ANY($3::text[]))
 ORDER BY s.name, s.service_id
 LIMIT $4 OFFSET $5;

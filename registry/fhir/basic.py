@@ -1,0 +1,131 @@
+"""``Basic`` with the RegistryRecord profile: registration through FHIR.
+
+Create (idempotent on the natural key), conditional update on the natural key, update by id,
+read and search. Records are never deleted: ``DELETE`` is 405 like any method not routed here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from litestar import Controller, Request, Response, get, post, put
+from litestar.di import NamedDependency
+from litestar.params import PathParameter
+
+from registry.config import FhirSettings
+from registry.fhir.io import etag, fhir_base, fhir_response, if_match, last_modified, read_resource, route_opt
+from registry.fhir.records import RecordResources, Written
+from registry.fhir.search import Criteria, SearchQuery
+from schemas.fhir.canonical import REGISTRY_RECORD
+from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
+
+if TYPE_CHECKING:
+    from registry.records.repository import StoredRecord
+
+RecordId = Annotated[str, PathParameter(description="The record id.")]
+
+__all__ = ("BASIC", "BasicController")
+
+_HL7 = "http://hl7.org/fhir/SearchParameter"
+_READ = ("system/Basic.rs",)
+_WRITE = ("system/Basic.cu",)
+
+_SUBJECT = SearchParam(
+    "subject",
+    "reference",
+    "The patient: `subject:identifier=<IHI system>|<IHI>` (or a bare IHI), or `subject=Patient/<IHI>`.",
+    f"{_HL7}/Basic-subject",
+    spellings=("subject:identifier", "subject"),
+)
+_PATIENT = SearchParam(
+    "patient",
+    "reference",
+    "The patient: `patient=<IHI>` or `patient=Patient/<IHI>`, or chained `patient.identifier=<IHI system>|<IHI>`.",
+    f"{_HL7}/Basic-patient",
+    spellings=("patient.identifier", "patient"),
+)
+_SERVICE = SearchParam(
+    "service",
+    "token",
+    "The service that holds or knows the data: `<service ID system>|<id>` or a bare service ID.",
+    "SearchParameter/registryrecord-service",
+)
+_KEY = (_SUBJECT, _PATIENT, _SERVICE)
+"""The search parameters that name a record's natural key: the criteria of a conditional update."""
+
+BASIC = ResourceCapability(
+    "Basic",
+    "Registry records (profile RegistryRecord): a service holds or knows imaging for a patient (IHI). "
+    "Create is idempotent on (IHI, service): an existing record is updated (200) or left unchanged (200). "
+    "Searches name a patient, a service or an _id; they return active records unless `status` says otherwise.",
+    ("read", "search-type", "create", "update"),
+    search=(
+        SearchParam("_id", "token", "The record's id.", f"{_HL7}/Resource-id"),
+        *_KEY,
+        SearchParam(
+            "status",
+            "token",
+            "`active`, `removed`, `archived` (comma for several); default active.",
+            "SearchParameter/registryrecord-status",
+        ),
+        *PAGING,
+    ),
+    profile=f"StructureDefinition/{REGISTRY_RECORD}",
+    versioning="versioned-update",
+    conditional_update=True,
+)
+
+Records = NamedDependency[RecordResources]
+Settings = NamedDependency[FhirSettings]
+
+
+def _version_headers(record: StoredRecord) -> dict[str, str]:
+    return {"ETag": etag(record.version), "Last-Modified": last_modified(record.last_updated)}
+
+
+def _written(written: Written, request: Request[Any, Any, Any]) -> Response[bytes]:
+    """201 with Location when the write created the record, else 200; ETag of the stored version."""
+    headers = _version_headers(written.record)
+    if written.created:
+        headers["Location"] = f"{fhir_base(request)}/Basic/{written.record.record_id}"
+    return fhir_response(written.resource, status=201 if written.created else 200, headers=headers)
+
+
+class BasicController(Controller):
+    """Registry records as RegistryRecord resources."""
+
+    path = "/Basic"
+    tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @post("/", operation_id="createBasic", status_code=201, opt=route_opt(scopes=_WRITE))
+    async def create(self, fhir_records: Records, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Register a record (201), or update (200) or repeat (200) the one with the same IHI and service."""
+        claim = await read_resource(request, fhir_records.parse)
+        return _written(await fhir_records.create(claim), request)
+
+    @put("/", operation_id="conditionalUpdateBasic", opt=route_opt(BASIC.query(_KEY), scopes=_WRITE))
+    async def conditional_update(self, fhir_records: Records, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """Create (201) or update (200) the record named by patient and service in the query."""
+        claim = await read_resource(request, fhir_records.parse)
+        return _written(await fhir_records.conditional_update(Criteria.of(request), claim, if_match(request)), request)
+
+    @put("/{record_id:str}", operation_id="updateBasic", opt=route_opt(scopes=_WRITE))
+    async def update(
+        self, fhir_records: Records, record_id: RecordId, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Change an existing record's status or type; honours If-Match."""
+        claim = await read_resource(request, fhir_records.parse)
+        return _written(await fhir_records.update(record_id, claim, if_match(request)), request)
+
+    @get("/{record_id:str}", operation_id="readBasic", opt=route_opt(scopes=_READ))
+    async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:
+        """Read one record, whatever its status."""
+        stored = await fhir_records.read(record_id)
+        return fhir_response(fhir_records.resource(stored), headers=_version_headers(stored))
+
+    @get("/", operation_id="searchBasic", opt=route_opt(BASIC.query(), scopes=_READ))
+    async def search(
+        self, fhir_records: Records, fhir_settings: Settings, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Search records by patient, service, id and status."""
+        return fhir_response(await fhir_records.search(SearchQuery.paged(request, fhir_settings), fhir_base(request)))

@@ -1,0 +1,68 @@
+"""``Endpoint``: the member services (gateways and registries) of the directory. Read and search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import PathParameter
+
+from registry.config import FhirSettings
+from registry.fhir.directory import EndpointResources
+from registry.fhir.io import fhir_base, fhir_response, last_modified, route_opt
+from registry.fhir.search import SearchQuery
+from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
+
+EndpointId = Annotated[str, PathParameter(description="The Endpoint id: the service ID.")]
+
+__all__ = ("ENDPOINT", "EndpointController")
+
+_HL7 = "http://hl7.org/fhir/SearchParameter"
+_SCOPES = ("system/Endpoint.rs",)
+
+ENDPOINT = ResourceCapability(
+    "Endpoint",
+    "Member services of this registry: gateways that hold imaging and registries it federates with. "
+    "The id and the identifier are the IEF service ID; the address is the service's FHIR base.",
+    ("read", "search-type"),
+    search=(
+        SearchParam("_id", "token", "The service ID.", f"{_HL7}/Resource-id"),
+        SearchParam(
+            "identifier",
+            "token",
+            "The IEF service ID: `<service ID system>|<id>` or a bare id.",
+            f"{_HL7}/Endpoint-identifier",
+        ),
+        SearchParam("status", "token", "`active` (enabled services) or `off` (disabled).", f"{_HL7}/Endpoint-status"),
+        SearchParam(
+            "name", "string", "Case-insensitive start of the service's name (give it once).", f"{_HL7}/Endpoint-name"
+        ),
+        *PAGING,
+    ),
+)
+
+Endpoints = NamedDependency[EndpointResources]
+Settings = NamedDependency[FhirSettings]
+
+
+class EndpointController(Controller):
+    """Member services as Endpoint resources."""
+
+    path = "/Endpoint"
+    tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get("/{endpoint_id:str}", operation_id="readEndpoint", opt=route_opt(scopes=_SCOPES))
+    async def read(self, fhir_endpoints: Endpoints, endpoint_id: EndpointId) -> Response[bytes]:
+        """Read one member service."""
+        service = await fhir_endpoints.read(endpoint_id)
+        return fhir_response(
+            fhir_endpoints.resource(service), headers={"Last-Modified": last_modified(service.updated_at)}
+        )
+
+    @get("/", operation_id="searchEndpoint", opt=route_opt(ENDPOINT.query(), scopes=_SCOPES))
+    async def search(
+        self, fhir_endpoints: Endpoints, fhir_settings: Settings, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Search member services by id, identifier, status and name."""
+        return fhir_response(await fhir_endpoints.search(SearchQuery.paged(request, fhir_settings), fhir_base(request)))

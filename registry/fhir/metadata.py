@@ -1,0 +1,51 @@
+"""``GET /fhir/metadata``: the CapabilityStatement, rendered from the declarations the routes use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+
+from registry.fhir.io import fhir_base, fhir_response, route_opt
+from schemas.fhir.capability import capability_statement
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from schemas.fhir.canonical import Canonicals
+    from schemas.fhir.capability import ResourceCapability
+
+__all__ = ("Metadata", "MetadataController")
+
+
+class Metadata:
+    """The server's capabilities: every resource the FHIR router serves, declared once."""
+
+    def __init__(
+        self, capabilities: tuple[ResourceCapability, ...], *, canon: Canonicals, version: str, date: datetime
+    ) -> None:
+        self.capabilities = capabilities
+        self._canon = canon
+        self._version = version
+        self._date = date
+
+    def statement(self, base: str) -> dict[str, Any]:
+        """The CapabilityStatement of the FHIR base ``base``."""
+        return capability_statement(
+            self.capabilities, canon=self._canon, software_version=self._version, base_url=base, date=self._date
+        )
+
+
+class MetadataController(Controller):
+    """The capabilities interaction."""
+
+    path = "/metadata"
+    tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get("/", operation_id="capabilities", opt=route_opt(public=True))
+    async def capabilities(
+        self, fhir_metadata: NamedDependency[Metadata], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """What this FHIR server implements: resources, interactions, search parameters, profiles."""
+        return fhir_response(fhir_metadata.statement(fhir_base(request)))

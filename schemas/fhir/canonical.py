@@ -1,0 +1,71 @@
+"""Canonical URLs of the IEF conformance resources, and the identifier systems the facade uses.
+
+Every canonical hangs off one configurable base (``fhir.canonical_base``): profiles and extensions
+under ``StructureDefinition/``, terminologies under ``CodeSystem/`` and ``ValueSet/``, custom search
+parameters under ``SearchParameter/``, identifier systems under ``sid/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = (
+    "CONNECTION_TYPE_SYSTEM",
+    "EXT_SEARCH_STYLE",
+    "EXT_SERVICE",
+    "EXT_SERVICE_KIND",
+    "EXT_STATUS",
+    "EXT_TYPE",
+    "REGISTRY_RECORD",
+    "RESOURCE_TYPES_SYSTEM",
+    "Canonicals",
+)
+
+REGISTRY_RECORD = "RegistryRecord"
+"""Id of the profile of ``Basic`` that carries a registry record."""
+
+EXT_SERVICE = "registry-record-service"
+EXT_STATUS = "registry-record-status"
+EXT_TYPE = "registry-record-type"
+EXT_SERVICE_KIND = "endpoint-service-kind"
+EXT_SEARCH_STYLE = "endpoint-search-style"
+
+CONNECTION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
+RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"
+
+
+@dataclass(frozen=True, slots=True)
+class Canonicals:
+    """The canonical URLs of one deployment, all under ``base``."""
+
+    base: str
+
+    def of(self, resource_type: str, resource_id: str) -> str:
+        """The canonical URL of one conformance resource."""
+        return f"{self.base}/{resource_type}/{resource_id}"
+
+    def extension(self, extension_id: str) -> str:
+        """The URL of an extension (its StructureDefinition's canonical)."""
+        return self.of("StructureDefinition", extension_id)
+
+    def code_system(self, system_id: str) -> str:
+        """The canonical URL of a code system."""
+        return self.of("CodeSystem", system_id)
+
+    def value_set(self, value_set_id: str) -> str:
+        """The canonical URL of a value set."""
+        return self.of("ValueSet", value_set_id)
+
+    @property
+    def registry_record(self) -> str:
+        """The canonical URL of the RegistryRecord profile."""
+        return self.of("StructureDefinition", REGISTRY_RECORD)
+
+    @property
+    def service_id_system(self) -> str:
+        """The identifier system of IEF service IDs (gateways and registries)."""
+        return f"{self.base}/sid/service-id"
+
+    def resolve(self, reference: str) -> str:
+        """An absolute canonical: ``reference`` itself when absolute, else relative to the base."""
+        return reference if "://" in reference else f"{self.base}/{reference}"

@@ -1,0 +1,362 @@
+"""The conformance resources the server publishes: the RegistryRecord profile, one StructureDefinition
+per extension, the code systems and value sets they bind to, and the custom search parameters.
+
+Everything is generated from the tables below and the enums of ``schemas.types``, so the published
+definitions and the values the server accepts cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.fhir.canonical import (
+    EXT_SEARCH_STYLE,
+    EXT_SERVICE,
+    EXT_SERVICE_KIND,
+    EXT_STATUS,
+    EXT_TYPE,
+    REGISTRY_RECORD,
+    Canonicals,
+)
+from schemas.fhir.record import BASIC_CODE, BASIC_CODE_SYSTEM, REFUSED_ELEMENTS
+from schemas.types import IHI_SYSTEM, RecordStatus, RecordType, SearchStyle, ServiceKind
+
+__all__ = ("FHIR_VERSION", "conformance_resources")
+
+FHIR_VERSION = "4.0.1"
+
+_HL7 = "http://hl7.org/fhir/StructureDefinition"
+
+
+@dataclass(frozen=True, slots=True)
+class _Terminology:
+    """A code system and the value set of all its codes (same id, same name)."""
+
+    id: str
+    name: str
+    title: str
+    description: str
+    concepts: tuple[tuple[str, str, str], ...]  # code, display, definition
+
+
+def _concepts(kind: type[enum.StrEnum], meaning: dict[Any, tuple[str, str]]) -> tuple[tuple[str, str, str], ...]:
+    missing = set(kind) - set(meaning)
+    assert not missing, f"no definition for {sorted(missing)}"
+    return tuple((str(member), *meaning[member]) for member in kind)
+
+
+_TERMINOLOGIES = (
+    _Terminology(
+        "registry-record-status",
+        "RegistryRecordStatus",
+        "Registry record status",
+        "Lifecycle status of a registry record. Every change is kept; records are never deleted.",
+        _concepts(
+            RecordStatus,
+            {
+                RecordStatus.ACTIVE: (
+                    "Active",
+                    "The service holds (or knows of) data for the patient; routes discovery.",
+                ),
+                RecordStatus.REMOVED: (
+                    "Removed",
+                    "The service no longer holds data for the patient; kept for history.",
+                ),
+                RecordStatus.ARCHIVED: (
+                    "Archived",
+                    "The service's data for the patient is archived; kept, not routed.",
+                ),
+            },
+        ),
+    ),
+    _Terminology(
+        "registry-record-type",
+        "RegistryRecordType",
+        "Registry record type",
+        "What a registry record points at.",
+        _concepts(
+            RecordType,
+            {
+                RecordType.RECORD: ("Record", "The service holds imaging data for the patient."),
+                RecordType.REGISTRY: (
+                    "Registry",
+                    "The service is a registry to ask about the patient (a federation hop).",
+                ),
+            },
+        ),
+    ),
+    _Terminology(
+        "service-kind",
+        "ServiceKind",
+        "Service kind",
+        "Kind of a member service of the registry's directory.",
+        _concepts(
+            ServiceKind,
+            {
+                ServiceKind.GATEWAY: (
+                    "Gateway",
+                    "Holds imaging and answers ImagingStudy and DocumentReference searches.",
+                ),
+                ServiceKind.REGISTRY: ("Registry", "Another registry, asked about patients by federation hops."),
+            },
+        ),
+    ),
+    _Terminology(
+        "search-style",
+        "SearchStyle",
+        "Search style",
+        "How the broker phrases a patient search to a gateway.",
+        _concepts(
+            SearchStyle,
+            {
+                SearchStyle.IEF: ("IEF", "IEF standard: patient.identifier=<IHI system>|<IHI>."),
+                SearchStyle.HARMONY: ("Harmony", "Harmony style: patient=<id>."),
+            },
+        ),
+    ),
+    _Terminology(
+        BASIC_CODE_SYSTEM,
+        "BasicResourceType",
+        "IEF Basic resource types",
+        "Codes of Basic.code for the IEF resources carried by Basic.",
+        ((BASIC_CODE, "IEF registry record", "A registry record: a service holds or knows data for a patient."),),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Extension:
+    id: str
+    name: str
+    title: str
+    description: str
+    context: str
+    value_type: str
+    value_set: str | None = None
+
+
+_EXTENSIONS = (
+    _Extension(
+        EXT_SERVICE,
+        "RegistryRecordService",
+        "Registry record service",
+        "The service (gateway or registry) that holds or knows the data: its IEF service ID, a UUID or ULID, "
+        "with the IEF service ID system. The same service is the Endpoint with that id.",
+        "Basic",
+        "Identifier",
+    ),
+    _Extension(
+        EXT_STATUS,
+        "RegistryRecordStatus",
+        "Registry record status",
+        "Lifecycle status of the record; only active records route discovery.",
+        "Basic",
+        "code",
+        "registry-record-status",
+    ),
+    _Extension(
+        EXT_TYPE,
+        "RegistryRecordType",
+        "Registry record type",
+        "Whether the service holds the data (record) or is a registry to ask (registry).",
+        "Basic",
+        "code",
+        "registry-record-type",
+    ),
+    _Extension(
+        EXT_SERVICE_KIND,
+        "EndpointServiceKind",
+        "Endpoint service kind",
+        "Whether the member service is a gateway or a registry.",
+        "Endpoint",
+        "code",
+        "service-kind",
+    ),
+    _Extension(
+        EXT_SEARCH_STYLE,
+        "EndpointSearchStyle",
+        "Endpoint search style",
+        "How the broker phrases patient searches to this gateway.",
+        "Endpoint",
+        "code",
+        "search-style",
+    ),
+)
+
+_SEARCH_PARAMETERS = (
+    ("registryrecord-status", "status", EXT_STATUS, "Registry records with this status (default: active only)."),
+    ("registryrecord-service", "service", EXT_SERVICE, "Registry records of this service (IEF service ID)."),
+)
+
+
+def _common(canon: Canonicals, resource_type: str, resource_id: str, version: str) -> dict[str, Any]:
+    return {
+        "resourceType": resource_type,
+        "id": resource_id,
+        "url": canon.of(resource_type, resource_id),
+        "version": version,
+    }
+
+
+def _terminology(canon: Canonicals, term: _Terminology, version: str) -> list[dict[str, Any]]:
+    code_system = {
+        **_common(canon, "CodeSystem", term.id, version),
+        "name": term.name,
+        "title": term.title,
+        "status": "active",
+        "description": term.description,
+        "caseSensitive": True,
+        "valueSet": canon.value_set(term.id),
+        "content": "complete",
+        "count": len(term.concepts),
+        "concept": [
+            {"code": code, "display": display, "definition": definition} for code, display, definition in term.concepts
+        ],
+    }
+    value_set = {
+        **_common(canon, "ValueSet", term.id, version),
+        "name": term.name,
+        "title": term.title,
+        "status": "active",
+        "description": f"Every code of {canon.code_system(term.id)}.",
+        "compose": {"include": [{"system": canon.code_system(term.id)}]},
+    }
+    return [code_system, value_set]
+
+
+def _structure(canon: Canonicals, resource_id: str, version: str, **fields: Any) -> dict[str, Any]:
+    return {
+        **_common(canon, "StructureDefinition", resource_id, version),
+        "status": "active",
+        "fhirVersion": FHIR_VERSION,
+        "abstract": False,
+        "derivation": "constraint",
+        **fields,
+    }
+
+
+def _extension(canon: Canonicals, ext: _Extension, version: str) -> dict[str, Any]:
+    value: dict[str, Any] = {"id": "Extension.value[x]", "path": "Extension.value[x]", "min": 1}
+    value["type"] = [{"code": ext.value_type}]
+    if ext.value_set:
+        value["binding"] = {"strength": "required", "valueSet": canon.value_set(ext.value_set)}
+    if ext.id == EXT_SERVICE:
+        value["patternIdentifier"] = {"system": canon.service_id_system}
+    return _structure(
+        canon,
+        ext.id,
+        version,
+        name=ext.name,
+        title=ext.title,
+        description=ext.description,
+        kind="complex-type",
+        context=[{"type": "element", "expression": ext.context}],
+        type="Extension",
+        baseDefinition=f"{_HL7}/Extension",
+        differential={
+            "element": [
+                {"id": "Extension", "path": "Extension", "short": ext.title, "definition": ext.description},
+                {"id": "Extension.extension", "path": "Extension.extension", "max": "0"},
+                {"id": "Extension.url", "path": "Extension.url", "fixedUri": canon.extension(ext.id)},
+                value,
+            ]
+        },
+    )
+
+
+def _slice(canon: Canonicals, name: str, extension_id: str, *, required: bool, missing: str | None) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "id": f"Basic.extension:{name}",
+        "path": "Basic.extension",
+        "sliceName": name,
+        "min": 1 if required else 0,
+        "max": "1",
+        "type": [{"code": "Extension", "profile": [canon.extension(extension_id)]}],
+    }
+    if missing:
+        element["meaningWhenMissing"] = missing
+    return element
+
+
+def _registry_record(canon: Canonicals, version: str) -> dict[str, Any]:
+    refused = [{"id": f"Basic.{name}", "path": f"Basic.{name}", "max": "0"} for name in REFUSED_ELEMENTS]
+    description = (
+        "A registry record: the service named in the service extension holds (type record) or knows of "
+        "(type registry) imaging for the patient whose IHI is the subject identifier. One record per "
+        "(IHI, service); writes are idempotent on that pair."
+    )
+    return _structure(
+        canon,
+        REGISTRY_RECORD,
+        version,
+        name=REGISTRY_RECORD,
+        title="IEF registry record",
+        description=description,
+        kind="resource",
+        type="Basic",
+        baseDefinition=f"{_HL7}/Basic",
+        differential={
+            "element": [
+                {"id": "Basic", "path": "Basic", "short": "IEF registry record", "definition": description},
+                *refused,
+                {
+                    "id": "Basic.extension",
+                    "path": "Basic.extension",
+                    "slicing": {"discriminator": [{"type": "value", "path": "url"}], "rules": "closed"},
+                    "min": 1,
+                },
+                _slice(canon, "service", EXT_SERVICE, required=True, missing=None),
+                _slice(canon, "status", EXT_STATUS, required=False, missing="The record is active."),
+                _slice(canon, "type", EXT_TYPE, required=False, missing="The record is of type record."),
+                {
+                    "id": "Basic.code",
+                    "path": "Basic.code",
+                    "patternCodeableConcept": {
+                        "coding": [{"system": canon.code_system(BASIC_CODE_SYSTEM), "code": BASIC_CODE}]
+                    },
+                },
+                {
+                    "id": "Basic.subject",
+                    "path": "Basic.subject",
+                    "min": 1,
+                    "type": [{"code": "Reference", "targetProfile": [f"{_HL7}/Patient"]}],
+                },
+                {"id": "Basic.subject.reference", "path": "Basic.subject.reference", "max": "0"},
+                {"id": "Basic.subject.identifier", "path": "Basic.subject.identifier", "min": 1},
+                {
+                    "id": "Basic.subject.identifier.system",
+                    "path": "Basic.subject.identifier.system",
+                    "min": 1,
+                    "patternUri": IHI_SYSTEM,
+                },
+                {"id": "Basic.subject.identifier.value", "path": "Basic.subject.identifier.value", "min": 1},
+            ]
+        },
+    )
+
+
+def _search_parameter(
+    canon: Canonicals, sp_id: str, code: str, extension_id: str, description: str, version: str
+) -> dict[str, Any]:
+    return {
+        **_common(canon, "SearchParameter", sp_id, version),
+        "name": code,
+        "status": "active",
+        "description": description,
+        "code": code,
+        "base": ["Basic"],
+        "type": "token",
+        "expression": f"Basic.extension('{canon.extension(extension_id)}').value",
+    }
+
+
+def conformance_resources(canon: Canonicals, version: str) -> list[dict[str, Any]]:
+    """Every conformance resource the server publishes, for one canonical base and release."""
+    resources = [_registry_record(canon, version)]
+    resources += [_extension(canon, ext, version) for ext in _EXTENSIONS]
+    for term in _TERMINOLOGIES:
+        resources += _terminology(canon, term, version)
+    resources += [_search_parameter(canon, *row, version) for row in _SEARCH_PARAMETERS]
+    return resources
