@@ -6,6 +6,7 @@ and these checks hold it to the R4B models.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +14,48 @@ import msgspec
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
-__all__ = ("FHIR_JSON", "FhirResponseError", "check_fhir_response", "parse_resource")
+__all__ = (
+    "BASE",
+    "FHIR_JSON",
+    "SERVICE_SYSTEM",
+    "FhirResponseError",
+    "check_fhir_response",
+    "extension",
+    "fixture",
+    "parse_resource",
+    "record_body",
+)
 
 FHIR_JSON = "application/fhir+json"
+BASE = "https://ief-registry.org/fhir"
+"""The default canonical base, written out: the published URLs are a contract."""
+SERVICE_SYSTEM = f"{BASE}/sid/service-id"
+DATA = Path(__file__).resolve().parent / "data"
+_EXAMPLE_IHI = "8003608166690503"
+_EXAMPLE_SERVICE = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def fixture(name: str, *, ihi: str = _EXAMPLE_IHI, service_id: str = _EXAMPLE_SERVICE) -> dict[str, Any]:
+    """A FHIR JSON fixture from ``tests/data``, with its example IHI and service ID replaced."""
+    text = (DATA / name).read_text(encoding="utf-8")
+    return msgspec.json.decode(text.replace(_EXAMPLE_IHI, ihi).replace(_EXAMPLE_SERVICE, service_id))  # type: ignore[no-any-return]
+
+
+def extension(resource: dict[str, Any], name: str) -> dict[str, Any]:
+    """The extension of a resource whose URL ends with ``/name``."""
+    return next(ext for ext in resource.get("extension", []) if ext["url"] == f"{BASE}/StructureDefinition/{name}")
+
+
+def record_body(
+    ihi: str, service_id: str, *, status: str = "active", type_: str = "record", record_id: str | None = None
+) -> dict[str, Any]:
+    """A RegistryRecord body (from ``tests/data/Basic-RegistryRecord.json``) for one record."""
+    body = fixture("Basic-RegistryRecord.json", ihi=ihi, service_id=service_id)
+    extension(body, "registry-record-status")["valueCode"] = status
+    extension(body, "registry-record-type")["valueCode"] = type_
+    if record_id is not None:
+        body["id"] = record_id
+    return body
 
 
 class FhirResponseError(AssertionError):

@@ -1,0 +1,197 @@
+"""The CapabilityStatement and the published conformance resources, held to the routes they describe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from registry import __version__
+from registry.app import create_app
+from registry.auth.scopes import satisfies
+from registry.config import FhirSettings, LogSettings, Settings
+from tests.factories import make_ihi, make_service_id
+from tests.fhir import BASE, check_fhir_response, extension, record_body
+from tests.pg import TestCluster
+from tests.server import RunningServer, running_server
+
+_ROUTED = {
+    ("GET", False): "search-type",
+    ("GET", True): "read",
+    ("POST", False): "create",
+    ("PUT", True): "update",
+    ("PUT", False): "conditional-update",
+}
+_SCOPES = {
+    ("Basic", "GET"): ("system/Basic.rs",),
+    ("Basic", "POST"): ("system/Basic.cu",),
+    ("Basic", "PUT"): ("system/Basic.cu",),
+    ("Endpoint", "GET"): ("system/Endpoint.rs",),
+}
+
+
+def _fhir_handlers() -> list[tuple[str, str, Any]]:
+    """(path, method, handler) of every FHIR route of the app as ``create_app`` wires it."""
+    app = create_app(
+        Settings(), database_url="postgresql://unused/none", service_id=make_service_id(), hash_key=b"test-hash-key"
+    )
+    found = []
+    for route in app.routes:
+        if not route.path.startswith("/fhir"):
+            continue
+        for handler in getattr(route, "route_handlers", []):
+            for method in handler.http_methods - {"OPTIONS", "HEAD"}:
+                found.append((route.path, method, handler))
+    return found
+
+
+def _rebased(resource: dict[str, Any], base: str) -> dict[str, Any]:
+    """The resource with the default canonical base replaced by ``base`` everywhere."""
+    return msgspec.json.decode(msgspec.json.encode(resource).replace(BASE.encode(), base.encode()))  # type: ignore[no-any-return]
+
+
+def _base_name(query_name: str) -> str:
+    """``subject:identifier`` and ``patient.identifier`` search by ``subject`` and ``patient``."""
+    return query_name.split(":", maxsplit=1)[0].split(".", maxsplit=1)[0]
+
+
+async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient, server: RunningServer) -> None:
+    """GET /fhir/metadata is an R4 instance CapabilityStatement for this server's FHIR base, JSON only."""
+    response = await fhir.get("/fhir/metadata")
+    assert response.status_code == 200
+    statement = response.json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert (statement["fhirVersion"], statement["format"], statement["kind"]) == ("4.0.1", ["json"], "instance")
+    assert statement["software"] == {"name": "ief-registry", "version": __version__}
+    assert statement["implementation"]["url"] == f"{server.base_url}/fhir"
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert list(resources) == ["Endpoint", "Basic", "StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter"]
+    assert resources["Basic"]["profile"] == f"{BASE}/StructureDefinition/RegistryRecord"
+    assert resources["Basic"]["conditionalUpdate"] is True
+    assert resources["Basic"]["versioning"] == "versioned-update"
+    assert resources["Endpoint"]["conditionalUpdate"] is False
+
+
+async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncClient) -> None:
+    """Each FHIR route is an interaction the statement lists and back; searches take exactly the listed parameters."""
+    statement = (await fhir.get("/fhir/metadata")).json()
+    declared: dict[str, set[str]] = {}
+    declared_params: dict[str, set[str]] = {}
+    for resource in statement["rest"][0]["resource"]:
+        interactions = {i["code"] for i in resource["interaction"]}
+        if resource["conditionalUpdate"]:
+            interactions.add("conditional-update")
+        declared[resource["type"]] = interactions
+        declared_params[resource["type"]] = {p["name"] for p in resource.get("searchParam", [])}
+    routed: dict[str, set[str]] = {}
+    routed_params: dict[str, set[str]] = {}
+    for path, method, handler in _fhir_handlers():
+        parts = path.split("/")[2:]
+        if parts == ["metadata"]:
+            continue
+        interaction = _ROUTED[(method, len(parts) == 2)]
+        routed.setdefault(parts[0], set()).add(interaction)
+        accepted = {_base_name(name) for name in handler.opt["query"]} - {"_format"}
+        if interaction == "search-type":
+            routed_params[parts[0]] = accepted
+        elif interaction == "conditional-update":
+            assert accepted <= declared_params[parts[0]], path
+        else:
+            assert accepted == set(), (path, method)
+    assert routed == declared
+    assert routed_params == {
+        kind: params for kind, params in declared_params.items() if "search-type" in declared[kind]
+    }
+
+
+def test_every_fhir_route_declares_what_it_needs() -> None:
+    """Each FHIR route declares its scopes (Basic read/write, Endpoint) or is public (metadata, definitions)."""
+    for path, method, handler in _fhir_handlers():
+        kind = path.split("/")[2]
+        expected = _SCOPES.get((kind, method))
+        if expected is None:
+            assert handler.opt.get("public") is True, (path, method)
+            assert "scopes" not in handler.opt
+        else:
+            assert handler.opt.get("scopes") == expected, (path, method)
+            assert all(
+                not satisfies(frozenset(), scope) for scope in expected
+            )  # valid requirements, not met by nothing
+
+
+async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
+    """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
+    expected = {"StructureDefinition": 6, "CodeSystem": 5, "ValueSet": 5, "SearchParameter": 2}
+    for kind, count in expected.items():
+        bundle = (await fhir.get(f"/fhir/{kind}")).json()
+        assert bundle["total"] == count, kind
+        for entry in bundle["entry"]:
+            resource = entry["resource"]
+            assert resource["url"] == f"{BASE}/{kind}/{resource['id']}"
+            assert resource["version"] == __version__
+            read = await fhir.get(f"/fhir/{kind}/{resource['id']}")
+            assert read.json() == resource
+
+
+async def test_every_url_a_record_uses_is_published(fhir: httpx.AsyncClient, gateway: str) -> None:
+    """The profile, extension, code system and identifier system URLs of a stored record all resolve here."""
+    record = (await fhir.post("/fhir/Basic", json=record_body(make_ihi(), gateway))).json()
+    urls = [("StructureDefinition", record["meta"]["profile"][0])]
+    urls += [("StructureDefinition", ext["url"]) for ext in record["extension"]]
+    urls += [("CodeSystem", record["code"]["coding"][0]["system"])]
+    for kind, url in urls:
+        bundle = (await fhir.get(f"/fhir/{kind}", params={"url": url})).json()
+        assert bundle["total"] == 1, url
+    service_ext = (await fhir.get("/fhir/StructureDefinition/registry-record-service")).json()
+    value = service_ext["differential"]["element"][-1]
+    assert (
+        value["patternIdentifier"]["system"]
+        == extension(record, "registry-record-service")["valueIdentifier"]["system"]
+    )
+
+
+async def test_code_systems_hold_exactly_the_accepted_codes(fhir: httpx.AsyncClient) -> None:
+    """The status and type code systems list exactly the codes records accept, and the value sets include them."""
+    for system_id, codes in [
+        ("registry-record-status", ["active", "removed", "archived"]),
+        ("registry-record-type", ["record", "registry"]),
+        ("service-kind", ["gateway", "registry"]),
+        ("search-style", ["ief", "harmony"]),
+    ]:
+        code_system = (await fhir.get(f"/fhir/CodeSystem/{system_id}")).json()
+        assert [c["code"] for c in code_system["concept"]] == codes
+        value_set = (await fhir.get(f"/fhir/ValueSet/{system_id}")).json()
+        assert value_set["compose"]["include"] == [{"system": code_system["url"]}]
+
+
+async def test_search_by_url_and_version(fhir: httpx.AsyncClient) -> None:
+    """url|version matches only that version; an unknown URL matches nothing; an unknown id is 404."""
+    url = f"{BASE}/StructureDefinition/RegistryRecord"
+    assert (await fhir.get("/fhir/StructureDefinition", params={"url": f"{url}|{__version__}"})).json()["total"] == 1
+    assert (await fhir.get("/fhir/StructureDefinition", params={"url": f"{url}|0.0.0"})).json()["total"] == 0
+    assert (await fhir.get("/fhir/CodeSystem", params={"url": url})).json()["total"] == 0
+    missing = await fhir.get("/fhir/StructureDefinition/NoSuchProfile")
+    assert missing.status_code == 404
+
+
+@pytest.mark.slow
+async def test_canonical_base_is_configurable(template: TestCluster) -> None:
+    """With another canonical base, the statement, the definitions and the records all use it, and writes need it."""
+    base = "https://registry.example.gov.au/fhir"
+    settings = Settings(log=LogSettings(access=False), fhir=FhirSettings(canonical_base=base + "/"))
+    async with running_server(settings, await template.new_database(), make_service_id()) as server:
+        service_id = make_service_id()
+        await server.add_service(service_id)
+        async with httpx.AsyncClient(base_url=server.base_url, event_hooks={"response": [check_fhir_response]}) as fhir:
+            statement = (await fhir.get("/fhir/metadata")).json()
+            assert statement["rest"][0]["resource"][1]["profile"] == f"{base}/StructureDefinition/RegistryRecord"
+            default_urls = await fhir.post("/fhir/Basic", json=record_body(make_ihi(), service_id))
+            assert default_urls.status_code == 422
+            body = _rebased(record_body(make_ihi(), service_id), base)
+            created = await fhir.post("/fhir/Basic", json=body)
+            assert created.status_code == 201
+            assert created.json()["meta"]["profile"] == [f"{base}/StructureDefinition/RegistryRecord"]
+            read = await fhir.get("/fhir/StructureDefinition/registry-record-status")
+            assert read.json()["url"] == f"{base}/StructureDefinition/registry-record-status"
