@@ -20,6 +20,7 @@ __all__ = (
     "SERVICE_SYSTEM",
     "FhirResponseError",
     "check_fhir_response",
+    "entry_ids",
     "extension",
     "fixture",
     "parse_resource",
@@ -44,6 +45,11 @@ def fixture(name: str, *, ihi: str = _EXAMPLE_IHI, service_id: str = _EXAMPLE_SE
 def extension(resource: dict[str, Any], name: str) -> dict[str, Any]:
     """The extension of a resource whose URL ends with ``/name``."""
     return next(ext for ext in resource.get("extension", []) if ext["url"] == f"{BASE}/StructureDefinition/{name}")
+
+
+def entry_ids(bundle: dict[str, Any]) -> list[str]:
+    """The ids of the resources in a Bundle, in order (none when it has no entries)."""
+    return [entry["resource"]["id"] for entry in bundle.get("entry", [])]
 
 
 def record_body(

@@ -48,6 +48,14 @@ class RunningServer:
         finally:
             await conn.close()
 
+    async def record_count(self, ihi: str) -> int:
+        """How many records (any status) the database holds for an IHI."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
+        finally:
+            await conn.close()
+
 
 @contextlib.asynccontextmanager
 async def running_server(settings: Settings, database_url: str, service_id: str) -> AsyncIterator[RunningServer]:

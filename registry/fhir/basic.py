@@ -16,17 +16,17 @@ from registry.config import FhirSettings
 from registry.fhir.io import etag, fhir_base, fhir_response, if_match, last_modified, read_resource, route_opt
 from registry.fhir.records import RecordResources, Written
 from registry.fhir.search import Criteria, SearchQuery
-from schemas.fhir.canonical import REGISTRY_RECORD
+from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, REGISTRY_RECORD
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
 
 if TYPE_CHECKING:
     from registry.records.repository import StoredRecord
 
-RecordId = Annotated[str, PathParameter(description="The record id.")]
 
 __all__ = ("BASIC", "BasicController")
 
-_HL7 = "http://hl7.org/fhir/SearchParameter"
+RecordId = Annotated[str, PathParameter(description="The record id.")]
+
 _READ = ("system/Basic.rs",)
 _WRITE = ("system/Basic.cu",)
 
@@ -34,14 +34,14 @@ _SUBJECT = SearchParam(
     "subject",
     "reference",
     "The patient: `subject:identifier=<IHI system>|<IHI>` (or a bare IHI), or `subject=Patient/<IHI>`.",
-    f"{_HL7}/Basic-subject",
+    f"{HL7_SEARCH_PARAMETER}/Basic-subject",
     spellings=("subject:identifier", "subject"),
 )
 _PATIENT = SearchParam(
     "patient",
     "reference",
     "The patient: `patient=<IHI>` or `patient=Patient/<IHI>`, or chained `patient.identifier=<IHI system>|<IHI>`.",
-    f"{_HL7}/Basic-patient",
+    f"{HL7_SEARCH_PARAMETER}/Basic-patient",
     spellings=("patient.identifier", "patient"),
 )
 _SERVICE = SearchParam(
@@ -60,7 +60,7 @@ BASIC = ResourceCapability(
     "Searches name a patient, a service or an _id; they return active records unless `status` says otherwise.",
     ("read", "search-type", "create", "update"),
     search=(
-        SearchParam("_id", "token", "The record's id.", f"{_HL7}/Resource-id"),
+        SearchParam("_id", "token", "The record's id.", f"{HL7_SEARCH_PARAMETER}/Resource-id"),
         *_KEY,
         SearchParam(
             "status",

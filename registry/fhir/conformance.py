@@ -18,9 +18,10 @@ from schemas.fhir.capability import ResourceCapability, SearchParam
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-ResourceId = Annotated[str, PathParameter(description="The id of the conformance resource.")]
 
 __all__ = ("CONFORMANCE", "CONFORMANCE_TYPES", "Conformance", "conformance_controllers")
+
+ResourceId = Annotated[str, PathParameter(description="The id of the conformance resource.")]
 
 CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter")
 

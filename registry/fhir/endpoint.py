@@ -12,13 +12,13 @@ from registry.config import FhirSettings
 from registry.fhir.directory import EndpointResources
 from registry.fhir.io import fhir_base, fhir_response, last_modified, route_opt
 from registry.fhir.search import SearchQuery
+from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
-
-EndpointId = Annotated[str, PathParameter(description="The Endpoint id: the service ID.")]
 
 __all__ = ("ENDPOINT", "EndpointController")
 
-_HL7 = "http://hl7.org/fhir/SearchParameter"
+EndpointId = Annotated[str, PathParameter(description="The Endpoint id: the service ID.")]
+
 _SCOPES = ("system/Endpoint.rs",)
 
 ENDPOINT = ResourceCapability(
@@ -27,16 +27,24 @@ ENDPOINT = ResourceCapability(
     "The id and the identifier are the IEF service ID; the address is the service's FHIR base.",
     ("read", "search-type"),
     search=(
-        SearchParam("_id", "token", "The service ID.", f"{_HL7}/Resource-id"),
+        SearchParam("_id", "token", "The service ID.", f"{HL7_SEARCH_PARAMETER}/Resource-id"),
         SearchParam(
             "identifier",
             "token",
             "The IEF service ID: `<service ID system>|<id>` or a bare id.",
-            f"{_HL7}/Endpoint-identifier",
+            f"{HL7_SEARCH_PARAMETER}/Endpoint-identifier",
         ),
-        SearchParam("status", "token", "`active` (enabled services) or `off` (disabled).", f"{_HL7}/Endpoint-status"),
         SearchParam(
-            "name", "string", "Case-insensitive start of the service's name (give it once).", f"{_HL7}/Endpoint-name"
+            "status",
+            "token",
+            "`active` (enabled services) or `off` (disabled).",
+            f"{HL7_SEARCH_PARAMETER}/Endpoint-status",
+        ),
+        SearchParam(
+            "name",
+            "string",
+            "Case-insensitive start of the service's name (give it once).",
+            f"{HL7_SEARCH_PARAMETER}/Endpoint-name",
         ),
         *PAGING,
     ),

@@ -69,8 +69,8 @@ class RecordResources:
             last_updated=stored.last_updated,
         )
 
-    async def read(self, record_id: str) -> StoredRecord:
-        """One record by its resource id.
+    async def read(self, record_id: str, *, primary: bool = False) -> StoredRecord:
+        """One record by its resource id (from the primary when a write follows).
 
         Raises:
             NotFound: no record has this id.
@@ -79,7 +79,7 @@ class RecordResources:
             key = uuid.UUID(record_id)
         except ValueError:
             raise errors.NotFound("no such record") from None
-        return await self._records.by_id(key)
+        return await self._records.by_id(key, primary=primary)
 
     async def search(self, query: SearchQuery, base: str) -> dict[str, Any]:
         """A searchset Bundle of the records the query selects (active ones unless ``status`` says).
@@ -129,7 +129,7 @@ class RecordResources:
             message = "the resource's id must equal the id in the URL" if claim.id else "the resource has no id"
             raise errors.MalformedRequest(message, issues=[errors.Issue(message, "Basic.id")])
         try:
-            current = await self.read(record_id)
+            current = await self.read(record_id, primary=True)
         except errors.NotFound:
             message = "no record has this id; records are created by POST or by conditional update"
             raise errors.MethodNotAllowed(message) from None

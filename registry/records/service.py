@@ -98,13 +98,14 @@ class RecordService:
             entries = await self._repo.history(conn, ihi)
         return RecordHistory(ihi=ihi, history=entries)
 
-    async def by_id(self, record_id: UUID) -> StoredRecord:
-        """One record by its resource id.
+    async def by_id(self, record_id: UUID, *, primary: bool = False) -> StoredRecord:
+        """One record by its resource id; ``primary`` reads from the primary (a write follows, and a
+        replica may not have the record yet).
 
         Raises:
             NotFound: no such record.
         """
-        async with self._db.reader() as conn:
+        async with self._db.writer() if primary else self._db.reader() as conn:
             stored = await self._repo.by_id(conn, record_id)
         if stored is None:
             raise errors.NotFound("no such record")

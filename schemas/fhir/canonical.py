@@ -16,6 +16,7 @@ __all__ = (
     "EXT_SERVICE_KIND",
     "EXT_STATUS",
     "EXT_TYPE",
+    "HL7_SEARCH_PARAMETER",
     "REGISTRY_RECORD",
     "RESOURCE_TYPES_SYSTEM",
     "Canonicals",
@@ -32,6 +33,8 @@ EXT_SEARCH_STYLE = "endpoint-search-style"
 
 CONNECTION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"
+HL7_SEARCH_PARAMETER = "http://hl7.org/fhir/SearchParameter"
+"""Where the search parameters FHIR itself defines live (``…/Basic-patient``, ``…/Resource-id``)."""
 
 
 @dataclass(frozen=True, slots=True)

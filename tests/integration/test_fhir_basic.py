@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
-from tests.fhir import BASE, SERVICE_SYSTEM, extension, fixture, record_body
+from tests.fhir import BASE, SERVICE_SYSTEM, entry_ids, extension, fixture, record_body
 from tests.server import RunningServer
 
 ALIAS_SYSTEM = "http://ns.electronichealth.net.au/id/ihi/1.0"
@@ -25,12 +24,6 @@ async def _create(fhir: httpx.AsyncClient, ihi: str, service_id: str, **changes:
 async def _history(client: httpx.AsyncClient, ihi: str) -> list[tuple[str, str, str | None]]:
     entries = (await client.get(f"/registry/records/{ihi}/history")).json()["history"]
     return [(e["change"], e["status"], e.get("previousStatus")) for e in entries]
-
-
-def _ids(bundle: dict[str, object]) -> list[str]:
-    entries = bundle.get("entry", [])
-    assert isinstance(entries, list)
-    return [entry["resource"]["id"] for entry in entries]
 
 
 async def test_create_answers_201_with_the_record(fhir: httpx.AsyncClient, gateway: str) -> None:
@@ -89,7 +82,7 @@ async def test_ihi_system_alias_is_accepted_and_normalised(fhir: httpx.AsyncClie
     assert created.status_code == 201
     assert created.json()["subject"]["identifier"]["system"] == IHI_SYSTEM
     found = await fhir.get("/fhir/Basic", params={"subject:identifier": f"{ALIAS_SYSTEM}|{ihi}"})
-    assert _ids(found.json()) == [created.json()["id"]]
+    assert entry_ids(found.json()) == [created.json()["id"]]
 
 
 async def test_registry_type_records_are_written(fhir: httpx.AsyncClient, server: RunningServer) -> None:
@@ -175,7 +168,7 @@ async def test_conditional_update_must_name_one_record(
     response = await fhir.put("/fhir/Basic", params=query, json=record_body(ihi, gateway))
     assert response.status_code == 412
     assert response.json()["issue"][0]["code"] == "conflict"
-    assert await _count(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 async def test_conditional_update_body_must_match_the_criteria(
@@ -191,7 +184,7 @@ async def test_conditional_update_body_must_match_the_criteria(
         ["Basic.subject.identifier.value"],
         ["Basic.extension[0].valueIdentifier.value"],
     ]
-    assert await _count(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 async def test_conditional_update_body_id_must_be_the_records(fhir: httpx.AsyncClient, gateway: str) -> None:
@@ -239,7 +232,7 @@ async def test_update_of_unknown_id_is_405(fhir: httpx.AsyncClient, server: Runn
     record_id = str(uuid.uuid4())
     response = await fhir.put(f"/fhir/Basic/{record_id}", json=record_body(ihi, gateway, record_id=record_id))
     assert response.status_code == 405
-    assert await _count(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 async def test_update_cannot_move_a_record(fhir: httpx.AsyncClient, server: RunningServer, gateway: str) -> None:
@@ -256,7 +249,7 @@ async def test_update_cannot_move_a_record(fhir: httpx.AsyncClient, server: Runn
         ["Basic.extension[0].valueIdentifier.value"],
     ]
     assert (await fhir.get(f"/fhir/Basic/{created['id']}")).json() == created
-    assert await _count(server, other_ihi) == 0
+    assert await server.record_count(other_ihi) == 0
 
 
 async def test_if_match_guards_updates(fhir: httpx.AsyncClient, gateway: str) -> None:
@@ -292,7 +285,7 @@ async def test_if_match_on_a_missing_record_is_412(
         headers={"If-Match": 'W/"1"'},
     )
     assert response.status_code == 412
-    assert await _count(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 async def test_malformed_if_match_is_400(fhir: httpx.AsyncClient, gateway: str) -> None:
@@ -350,7 +343,7 @@ async def test_search_by_every_patient_parameter(fhir: httpx.AsyncClient, server
         bundle = (await fhir.get("/fhir/Basic", params={name: value})).json()
         assert bundle["type"] == "searchset"
         assert bundle["total"] == 2, (name, value)
-        assert sorted(_ids(bundle)) == ids, (name, value)
+        assert sorted(entry_ids(bundle)) == ids, (name, value)
         assert all(entry["search"]["mode"] == "match" for entry in bundle["entry"])
         assert all(entry["fullUrl"].endswith(f"/fhir/Basic/{entry['resource']['id']}") for entry in bundle["entry"])
 
@@ -388,11 +381,11 @@ async def test_search_by_service_and_id(fhir: httpx.AsyncClient, server: Running
     one = (await _create(fhir, first, service)).json()["id"]
     two = (await _create(fhir, second, service)).json()["id"]
     by_service = (await fhir.get("/fhir/Basic", params={"service": service})).json()
-    assert sorted(_ids(by_service)) == sorted([one, two])
+    assert sorted(entry_ids(by_service)) == sorted([one, two])
     both = (await fhir.get("/fhir/Basic", params={"patient": first, "service": f"{SERVICE_SYSTEM}|{service}"})).json()
-    assert _ids(both) == [one]
+    assert entry_ids(both) == [one]
     by_id = (await fhir.get("/fhir/Basic", params={"_id": two})).json()
-    assert _ids(by_id) == [two]
+    assert entry_ids(by_id) == [two]
     not_an_id = (await fhir.get("/fhir/Basic", params={"_id": "not-a-record"})).json()
     assert (not_an_id["total"], "entry" in not_an_id) == (0, False)
 
@@ -416,12 +409,12 @@ async def test_search_pages_with_links(fhir: httpx.AsyncClient, server: RunningS
     assert (first["total"], len(first["entry"])) == (5, 2)
     links = {link["relation"]: link["url"] for link in first["link"]}
     assert set(links) == {"self", "next"}
-    seen = _ids(first)
+    seen = entry_ids(first)
     page = first
     while "next" in {link["relation"] for link in page["link"]}:
         next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
         page = (await fhir.get(next_url)).json()
-        seen += _ids(page)
+        seen += entry_ids(page)
     assert sorted(seen) == sorted(created)
     assert {link["relation"] for link in page["link"]} == {"self", "previous"}
     past_end = (await fhir.get("/fhir/Basic", params={"service": service, "_offset": "10"})).json()
@@ -442,11 +435,3 @@ async def test_search_must_name_a_patient_service_or_id(fhir: httpx.AsyncClient)
     response = await fhir.get("/fhir/Basic", params={"status": "active"})
     assert response.status_code == 400
     assert "names a patient" in response.json()["issue"][0]["diagnostics"]
-
-
-async def _count(server: RunningServer, ihi: str) -> int:
-    conn = await asyncpg.connect(server.database_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
-    finally:
-        await conn.close()

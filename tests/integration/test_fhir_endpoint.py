@@ -8,14 +8,8 @@ import httpx
 import pytest
 
 from tests.factories import make_service_id
-from tests.fhir import BASE, SERVICE_SYSTEM, extension
+from tests.fhir import BASE, SERVICE_SYSTEM, entry_ids, extension
 from tests.server import RunningServer
-
-
-def _ids(bundle: dict[str, object]) -> list[str]:
-    entries = bundle.get("entry", [])
-    assert isinstance(entries, list)
-    return [entry["resource"]["id"] for entry in entries]
 
 
 async def test_read_maps_a_gateway(fhir: httpx.AsyncClient, server: RunningServer) -> None:
@@ -66,10 +60,12 @@ async def test_search_by_id_and_identifier(fhir: httpx.AsyncClient, server: Runn
     one, two = make_service_id(), make_service_id()
     await server.add_service(one)
     await server.add_service(two)
-    assert _ids((await fhir.get("/fhir/Endpoint", params={"_id": one})).json()) == [one]
-    assert _ids((await fhir.get("/fhir/Endpoint", params={"identifier": f"{SERVICE_SYSTEM}|{two}"})).json()) == [two]
+    assert entry_ids((await fhir.get("/fhir/Endpoint", params={"_id": one})).json()) == [one]
+    assert entry_ids((await fhir.get("/fhir/Endpoint", params={"identifier": f"{SERVICE_SYSTEM}|{two}"})).json()) == [
+        two
+    ]
     both = (await fhir.get("/fhir/Endpoint", params={"identifier": f"{one},{two}"})).json()
-    assert sorted(_ids(both)) == sorted([one, two])
+    assert sorted(entry_ids(both)) == sorted([one, two])
     disagree = (await fhir.get("/fhir/Endpoint", params={"_id": one, "identifier": two})).json()
     assert disagree["total"] == 0
     unknown_id = (await fhir.get("/fhir/Endpoint", params={"_id": "not-a-service"})).json()
@@ -101,7 +97,7 @@ async def test_search_by_status(fhir: httpx.AsyncClient, server: RunningServer) 
     await server.add_service(disabled, name=name, status="disabled")
 
     async def found(status: str) -> list[str]:
-        return _ids((await fhir.get("/fhir/Endpoint", params={"name": name, "status": status})).json())
+        return entry_ids((await fhir.get("/fhir/Endpoint", params={"name": name, "status": status})).json())
 
     assert await found("active") == [enabled]
     assert await found("off") == [disabled]
@@ -119,9 +115,9 @@ async def test_search_by_name_prefix(fhir: httpx.AsyncClient, server: RunningSer
     await server.add_service(second, name=f"{tag} radiology South")
     await server.add_service(other, name=f"Other {tag}")
     assert sorted(
-        _ids((await fhir.get("/fhir/Endpoint", params={"name": f"{tag.upper()} RADIOLOGY"})).json())
+        entry_ids((await fhir.get("/fhir/Endpoint", params={"name": f"{tag.upper()} RADIOLOGY"})).json())
     ) == sorted([first, second])
-    assert _ids((await fhir.get("/fhir/Endpoint", params={"name": f"{tag} Radiology S"})).json()) == [second]
+    assert entry_ids((await fhir.get("/fhir/Endpoint", params={"name": f"{tag} Radiology S"})).json()) == [second]
     assert (await fhir.get("/fhir/Endpoint", params={"name": f"{tag}%"})).json()["total"] == 0
     repeated = await fhir.get("/fhir/Endpoint", params=[("name", tag), ("name", tag)])
     assert repeated.status_code == 400
@@ -138,13 +134,13 @@ async def test_search_pages_with_links(fhir: httpx.AsyncClient, server: RunningS
     next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
     second = (await fhir.get(next_url)).json()
     assert {link["relation"] for link in second["link"]} == {"self", "previous"}
-    assert sorted(_ids(first) + _ids(second)) == sorted(services)
+    assert sorted(entry_ids(first) + entry_ids(second)) == sorted(services)
 
 
 async def test_every_service_is_listed_without_criteria(fhir: httpx.AsyncClient, gateway: str) -> None:
     """A search with no criteria lists the directory (paged), this gateway included."""
     bundle = (await fhir.get("/fhir/Endpoint", params={"_count": "1000"})).json()
-    assert gateway in _ids(bundle)
+    assert gateway in entry_ids(bundle)
     assert all(entry["fullUrl"].endswith(f"/fhir/Endpoint/{entry['resource']['id']}") for entry in bundle["entry"])
     assert bundle["link"][0]["url"].startswith("http://127.0.0.1")
     assert BASE not in bundle["link"][0]["url"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -10,14 +9,6 @@ import pytest
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id, with_bad_check_digit
 from tests.fhir import BASE, fixture, record_body
 from tests.server import RunningServer
-
-
-async def _stored(server: RunningServer, ihi: str) -> int:
-    conn = await asyncpg.connect(server.database_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
-    finally:
-        await conn.close()
 
 
 def _issues(response: httpx.Response) -> list[tuple[str, list[str] | None]]:
@@ -43,7 +34,7 @@ async def test_every_problem_of_a_body_is_one_issue(
     assert "'deleted'" in diagnostics
     assert "'pointer'" in diagnostics
     assert "https://example.org/fhir/StructureDefinition/colour" in diagnostics
-    assert await _stored(server, "8003608166690504") == 0
+    assert await server.record_count("8003608166690504") == 0
 
 
 @pytest.mark.parametrize(
@@ -106,7 +97,7 @@ async def test_invalid_record_bodies_are_422(
     response = await fhir.post("/fhir/Basic", json=body)
     assert response.status_code == 422, response.text
     assert [expression] in [issue.get("expression") for issue in response.json()["issue"]]
-    assert await _stored(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 async def test_bad_ihi_check_digit_is_422(fhir: httpx.AsyncClient, gateway: str) -> None:
@@ -125,7 +116,7 @@ async def test_unknown_and_disabled_services_are_422(fhir: httpx.AsyncClient, se
     refused = await fhir.post("/fhir/Basic", json=record_body(ihi, disabled))
     assert (unknown.status_code, refused.status_code) == (422, 422)
     assert "not known or not enabled" in unknown.json()["issue"][0]["diagnostics"]
-    assert await _stored(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 async def test_wrong_resource_type_is_422(fhir: httpx.AsyncClient) -> None:
@@ -168,7 +159,7 @@ async def test_wrong_media_type_is_415(
     response = await fhir.post("/fhir/Basic", content=content, headers=headers)
     assert response.status_code == 415
     assert _issues(response) == [("not-supported", None)]
-    assert await _stored(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "application/fhir+json; fhirVersion=4.0"])
@@ -189,7 +180,7 @@ async def test_body_over_the_limit_is_413(fhir: httpx.AsyncClient, server: Runni
     )
     assert response.status_code == 413
     assert _issues(response) == [("too-costly", None)]
-    assert await _stored(server, ihi) == 0
+    assert await server.record_count(ihi) == 0
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import msgspec
+
 from registry.config import describe_settings
+from registry.fhir import FHIR_RESOURCES
 from registry.log import EVENTS
+from schemas.fhir.canonical import Canonicals
+from schemas.fhir.definitions import conformance_resources
+from tests.fhir import parse_resource
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -22,3 +29,23 @@ def test_every_log_event_is_documented() -> None:
     text = (DOCS / "operations.md").read_text(encoding="utf-8")
     for event in EVENTS:
         assert f"| `{event}` |" in text, event
+
+
+def test_fhir_examples_are_valid_r4b() -> None:
+    """Every JSON example in docs/fhir.md parses with the fhir.resources R4B model of its type."""
+    text = (DOCS / "fhir.md").read_text(encoding="utf-8")
+    examples = re.findall(r"```json\n(.*?)```", text, flags=re.DOTALL)
+    assert len(examples) >= 7
+    for example in examples:
+        parse_resource(msgspec.json.decode(example))
+
+
+def test_every_fhir_definition_and_search_parameter_is_documented() -> None:
+    """docs/fhir.md names every published conformance resource and every search parameter of the facade."""
+    text = (DOCS / "fhir.md").read_text(encoding="utf-8")
+    for resource in conformance_resources(Canonicals("https://ief-registry.org/fhir"), "0"):
+        assert f"`{resource['id']}`" in text or resource["url"] in text, resource["url"]
+    for capability, _controller in FHIR_RESOURCES:
+        for param in capability.search:
+            for spelling in param.accepted:
+                assert f"`{spelling}`" in text, (capability.type, spelling)
