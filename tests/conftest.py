@@ -9,6 +9,7 @@ import pytest
 
 from registry.config import Settings
 from tests.factories import make_service_id
+from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
 
@@ -47,9 +48,17 @@ async def server(template: TestCluster, settings: Settings) -> AsyncIterator[Run
 
 @pytest.fixture
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the session's server."""
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+    """An HTTP client for the session's server; every FHIR JSON answer (errors included) must parse as R4B."""
+    async with httpx.AsyncClient(
+        base_url=server.base_url, timeout=30, event_hooks={"response": [check_fhir_response]}
+    ) as http:
         yield http
+
+
+@pytest.fixture
+async def fhir(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The client, named for FHIR tests: its response hook parses every FHIR response with the R4B models."""
+    return client
 
 
 @pytest.fixture
