@@ -1,4 +1,9 @@
-"""A real ief-registry HTTP server (uvicorn on loopback) inside the test session's event loop."""
+"""A real ief-registry HTTP server (uvicorn on loopback) inside the test session's event loop.
+
+Each running server comes with the server's own authentication parts on its database
+(``RunningServer.auth``), so tests register clients and mint tokens through the same issuer code
+the server uses: no mocks.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,11 @@ import asyncpg
 import uvicorn
 
 from registry.app import build_asgi
+from registry.auth.clients import OPERATOR_CLIENT_ID
+from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
+from registry.db.pool import open_database
+from registry.db.queries import load_queries
 
 __all__ = ("RunningServer", "free_port", "running_server")
 
@@ -32,6 +41,37 @@ class RunningServer:
     database_url: str
     service_id: str
     settings: Settings
+    auth: AuthParts
+
+    async def token(
+        self,
+        scopes: str = "admin",
+        *,
+        client_id: str = OPERATOR_CLIENT_ID,
+        service_id: str | None = None,
+        lifetime: int | None = None,
+    ) -> str:
+        """A real access token from the server's built-in issuer (the operator's, unless told otherwise)."""
+        issued = await self.auth.issuer.mint(
+            client_id=client_id, service_id=service_id or self.service_id, scopes=scopes.split(), lifetime=lifetime
+        )
+        return issued.access_token
+
+    async def headers(self, scopes: str = "admin", **kwargs: str) -> dict[str, str]:
+        """An ``Authorization`` header carrying ``token(scopes)``."""
+        return {"Authorization": f"Bearer {await self.token(scopes, **kwargs)}"}
+
+    async def add_client(
+        self, service_id: str, scopes: str, *, name: str = "Test client", **material: object
+    ) -> tuple[str, str | None]:
+        """Register a client as ``ief-registry clients add`` does; return its ID (and secret, for ``secret=True``)."""
+        row, secret = await self.auth.clients.add(
+            name=name,
+            service_id=service_id,
+            scopes=scopes.split(),
+            **material,  # type: ignore[arg-type]
+        )
+        return row.client_id, secret
 
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
@@ -50,9 +90,11 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, database_url: str, service_id: str) -> AsyncIterator[RunningServer]:
-    """Serve the app on a free loopback port for the duration of the block."""
-    port = free_port()
+async def running_server(
+    settings: Settings, database_url: str, service_id: str, *, port: int | None = None
+) -> AsyncIterator[RunningServer]:
+    """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
+    port = port or free_port()
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
@@ -64,8 +106,12 @@ async def running_server(settings: Settings, database_url: str, service_id: str)
     if not server.started:
         task.cancel()
         raise RuntimeError("the test server did not start")
+    database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
+    auth = await start_auth(database, load_queries(), settings, service_id)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings)
+        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings, auth)
     finally:
+        await auth.close()
+        await database.close()
         server.should_exit = True
         await task
