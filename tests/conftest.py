@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-
-from registry.config import AuthSettings, LogSettings, Settings
 from joserfc.jwk import RSAKey
 
+from registry.config import AuthSettings, LogSettings, Settings
 from tests.factories import make_rsa_key, make_service_id
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server

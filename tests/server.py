@@ -57,9 +57,12 @@ class RunningServer:
         )
         return issued.access_token
 
-    async def headers(self, scopes: str = "admin", **kwargs: str) -> dict[str, str]:
-        """An ``Authorization`` header carrying ``token(scopes)``."""
-        return {"Authorization": f"Bearer {await self.token(scopes, **kwargs)}"}
+    async def headers(
+        self, scopes: str = "admin", *, client_id: str = OPERATOR_CLIENT_ID, service_id: str | None = None
+    ) -> dict[str, str]:
+        """An ``Authorization`` header carrying a token from ``token()``."""
+        token = await self.token(scopes, client_id=client_id, service_id=service_id)
+        return {"Authorization": f"Bearer {token}"}
 
     async def add_client(
         self, service_id: str, scopes: str, *, name: str = "Test client", **material: object

@@ -23,6 +23,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
 from registry import errors
 from registry.auth.scopes import ADMIN, is_scope
 from registry.records.lifecycle import check_service_id
+from schemas.auth import ClientInfo
 from schemas.types import ServiceStatus
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = (
     "ClientService",
     "KeyMaterial",
     "check_key_url",
+    "client_info",
     "hash_secret",
     "verify_secret",
 )
@@ -121,6 +123,16 @@ class KeyMaterial:
         if not isinstance(key, RSAKey | ECKey):
             raise errors.InvalidInput("a client public key is an RSA or EC key")
         return key.as_pem(private=False).decode()
+
+
+def client_info(row: ClientRow) -> ClientInfo:
+    """A client as listed: where its keys come from, never its secret or hash."""
+    source = "jwks" if row.jwks is not None else row.jwks_url or ("public key" if row.public_key_pem else None)
+    return ClientInfo(
+        client_id=row.client_id, name=row.name, service_id=row.service_id, scopes=list(row.scopes),
+        auth_method=row.auth_method, key_source=source, status=row.status, rate_per_second=row.rate_per_second,
+        created_at=row.created_at, updated_at=row.updated_at,
+    )  # fmt: skip
 
 
 def _check_scopes(scopes: list[str]) -> list[str]:

@@ -135,12 +135,13 @@ class WellKnownController(Controller):
     @get("/smart-configuration", operation_id="smartConfiguration", opt={"public": True})
     async def smart_configuration(self, request: Request[Any, Any, Any], state: State) -> SmartConfiguration:
         """SMART discovery: the token endpoint, the JWKS, what client authentication is accepted."""
-        return smart_configuration(request, state.auth, allow_secrets=state.settings.auth.allow_client_secrets)
+        return smart_configuration(request, state.auth)
 
 
-def smart_configuration(request: Request[Any, Any, Any], auth: AuthParts, *, allow_secrets: bool) -> SmartConfiguration:
+def smart_configuration(request: Request[Any, Any, Any], auth: AuthParts) -> SmartConfiguration:
     """This server's SMART configuration as seen through ``request``'s base URL."""
     base = base_url(request)
+    allow_secrets = auth.allow_client_secrets
     methods = ["private_key_jwt"] + (["client_secret_basic", "client_secret_post"] if allow_secrets else [])
     capabilities = ["client-confidential-asymmetric"] + (["client-confidential-symmetric"] if allow_secrets else [])
     return SmartConfiguration(

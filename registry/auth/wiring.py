@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from registry.auth.clients import ClientService
 from registry.auth.issuer import TokenEndpoint, TokenIssuer
 from registry.auth.keys import KeyRing
@@ -47,6 +49,7 @@ class AuthParts:
     token_endpoint: TokenEndpoint
     authenticator: Authenticator
     failures: RateLimiter
+    allow_client_secrets: bool
     outbound: OutboundCredentials
     http: httpx.AsyncClient
 
@@ -57,7 +60,8 @@ class AuthParts:
 
 async def start_auth(db: Database, queries: Queries, settings: Settings, service_id: str) -> AuthParts:
     """Create missing keys and the operator client, load the keys, and build the parts."""
-    auth = settings.auth
+    # Dev mode accepts client secrets; nothing turns authentication itself off.
+    auth = msgspec.structs.replace(settings.auth, allow_client_secrets=True) if settings.dev else settings.auth
     repository = AuthRepository(queries)
     keep = auth.max_token_lifetime + auth.leeway + auth.key_refresh_seconds
     keys = KeyRing(db, repository, refresh_seconds=auth.key_refresh_seconds, keep_seconds=keep)
@@ -83,6 +87,7 @@ async def start_auth(db: Database, queries: Queries, settings: Settings, service
         token_endpoint=TokenEndpoint(db, repository, issuer, jwks, auth),
         authenticator=authenticator,
         failures=failures,
+        allow_client_secrets=auth.allow_client_secrets,
         outbound=OutboundCredentials(keys, http, max_bytes=auth.jwks_max_bytes),
         http=http,
     )
