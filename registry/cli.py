@@ -445,6 +445,7 @@ def clients_add(
     jwks_url: str | None,
     public_key: str | None,
     secret: bool,
+    external: bool,
     rate: float | None,
 ) -> None:
     """Register a client; prints its ID alone on the last line (and a secret once, before it)."""
@@ -453,7 +454,13 @@ def clients_add(
     row, plain = _with_auth(
         settings,
         lambda auth: auth.clients.add(
-            name=name, service_id=service_id, scopes=scopes.split(), secret=secret, rate_per_second=rate, **material
+            name=name,
+            service_id=service_id,
+            scopes=scopes.split(),
+            secret=secret,
+            external=external,
+            rate_per_second=rate,
+            **material,
         ),
     )
     if plain is not None:

@@ -12,8 +12,10 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import msgspec
 import uvicorn
 
 from registry.app import build_asgi
@@ -23,7 +25,7 @@ from registry.config import Settings
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
 
-__all__ = ("RunningServer", "free_port", "running_server")
+__all__ = ("RunningServer", "free_port", "json_server", "running_server")
 
 
 def free_port() -> int:
@@ -116,5 +118,37 @@ async def running_server(
     finally:
         await auth.close()
         await database.close()
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def json_server(documents: dict[str, object]) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering GET ``path`` with ``documents[path]`` as JSON (404 else).
+
+    It stands for an outside party (an external token issuer publishing its JWKS). Yields its base URL;
+    ``documents`` may be changed while it runs.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        found = documents.get(scope["path"])
+        body = msgspec.json.encode(found) if found is not None else b"{}"
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200 if found is not None else 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
         server.should_exit = True
         await task

@@ -17,8 +17,11 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
+from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from registry import errors
 from registry.auth.scopes import ADMIN, is_scope
@@ -37,6 +40,7 @@ __all__ = (
     "check_key_url",
     "client_info",
     "hash_secret",
+    "public_key_from_pem",
     "verify_secret",
 )
 
@@ -117,12 +121,29 @@ class KeyMaterial:
             InvalidInput: not a PEM RSA or EC key.
         """
         try:
-            key = import_key(pem)
-        except (JoseError, ValueError, TypeError) as exc:
+            return public_key_from_pem(pem).as_pem(private=False).decode()
+        except ValueError as exc:
             raise errors.InvalidInput(f"not a usable PEM public key: {exc}") from None
-        if not isinstance(key, RSAKey | ECKey):
-            raise errors.InvalidInput("a client public key is an RSA or EC key")
-        return key.as_pem(private=False).decode()
+
+
+def public_key_from_pem(pem: str) -> RSAKey | ECKey:
+    """An RSA or EC key from PEM (public, or private of which the public half is used).
+
+    Raises:
+        ValueError: not PEM, or another kind of key.
+    """
+    data = pem.encode()
+    try:
+        loaded: Any = serialization.load_pem_public_key(data)
+    except ValueError:
+        loaded = serialization.load_pem_private_key(data, password=None).public_key()
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        raise ValueError(str(exc)) from None
+    if isinstance(loaded, rsa.RSAPublicKey):
+        return RSAKey.import_key(loaded)
+    if isinstance(loaded, ec.EllipticCurvePublicKey):
+        return ECKey.import_key(loaded)
+    raise ValueError("only RSA and EC keys are accepted")
 
 
 def client_info(row: ClientRow) -> ClientInfo:
@@ -156,11 +177,22 @@ class ClientService:
         self._allow_http = allow_http_key_urls
 
     def _material(
-        self, *, jwks: Any | None, jwks_url: str | None, public_key_pem: str | None, secret: bool
+        self,
+        *,
+        jwks: Any | None,
+        jwks_url: str | None,
+        public_key_pem: str | None,
+        secret: bool,
+        external: bool = False,
     ) -> tuple[str, dict[str, Any] | None, str | None, str | None, str | None, str | None]:
-        given = sum(1 for value in (jwks, jwks_url, public_key_pem) if value is not None) + int(secret)
+        given = sum(1 for value in (jwks, jwks_url, public_key_pem) if value is not None) + int(secret) + int(external)
         if given != 1:
-            raise errors.InvalidInput("give exactly one of a JWKS, a JWKS URL, a public key, or a secret")
+            raise errors.InvalidInput(
+                "give exactly one of a JWKS, a JWKS URL, a public key, a secret, "
+                "or external (its tokens come from a trusted issuer)"
+            )
+        if external:
+            return "none", None, None, None, None, None
         if secret:
             plain = secrets.token_urlsafe(_SECRET_BYTES)
             return "client_secret", None, None, None, hash_secret(plain), plain
@@ -183,9 +215,13 @@ class ClientService:
         jwks_url: str | None = None,
         public_key_pem: str | None = None,
         secret: bool = False,
+        external: bool = False,
         rate_per_second: float | None = None,
     ) -> tuple[ClientRow, str | None]:
         """Register a client; return it and, for a secret client, the secret (shown once, never stored).
+
+        An ``external`` client has no credentials here: it gets its tokens from a trusted issuer
+        whose ``clients`` map names it, and this registration gives it its service and scopes.
 
         Raises:
             InvalidInput: a bad name, service ID, scope, key material or rate.
@@ -195,7 +231,7 @@ class ClientService:
         if rate_per_second is not None and rate_per_second <= 0:
             raise errors.InvalidInput("a client's rate is a positive number of requests per second")
         method, jwks_doc, url, pem, secret_hash, plain = self._material(
-            jwks=jwks, jwks_url=jwks_url, public_key_pem=public_key_pem, secret=secret
+            jwks=jwks, jwks_url=jwks_url, public_key_pem=public_key_pem, secret=secret, external=external
         )
         async with self._db.writer() as conn:
             row = await self._repo.add_client(

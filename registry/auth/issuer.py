@@ -34,9 +34,9 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
+from joserfc.jwk import Key, KeySet
 
-from registry.auth.clients import verify_secret
+from registry.auth.clients import public_key_from_pem, verify_secret
 from registry.auth.remote import RemoteError
 from registry.auth.scopes import may_hold
 from registry.log import get_logger
@@ -138,7 +138,7 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]  # authl
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, audiences: list[str], key: KeySet, leeway: int) -> None:
+    def __init__(self, audiences: list[str], key: Key | KeySet, leeway: int) -> None:
         super().__init__(leeway=leeway)
         self._audiences = audiences
         self._key = key
@@ -148,7 +148,7 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]  # authl
     def get_audiences(self) -> list[str]:
         return self._audiences
 
-    def resolve_client_public_key(self, _client: Any) -> KeySet:
+    def resolve_client_public_key(self, _client: Any) -> Key | KeySet:
         return self._key
 
     def validate_jti(self, claims: dict[str, Any], jti: Any) -> bool:
@@ -264,13 +264,11 @@ class TokenEndpoint:
             raise InvalidClientError(description="this client assertion (jti) was used before")
         return client
 
-    async def _client_keys(self, client: ClientRow, kid: Any) -> KeySet:
+    async def _client_keys(self, client: ClientRow, kid: Any) -> Key | KeySet:
         if client.jwks is not None:
             return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
         if client.public_key_pem is not None:
-            key = import_key(client.public_key_pem)
-            assert isinstance(key, RSAKey | ECKey)
-            return KeySet([key])
+            return public_key_from_pem(client.public_key_pem)  # one key: whatever kid the header names
         assert client.jwks_url is not None
         try:
             return await self._jwks.get(client.jwks_url, kid if isinstance(kid, str) else None)

@@ -24,6 +24,7 @@ from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, Miss
 from joserfc.jwk import KeySet
 
 from registry import errors
+from registry.auth.clients import check_key_url
 from registry.auth.issuer import SERVICE_CLAIM
 from registry.auth.remote import RemoteError, parse_jwks
 from registry.auth.scopes import Principal, may_hold
@@ -98,7 +99,9 @@ class _BuiltIn:
 class _External:
     """A trusted outside authority: keys from its JWKS, its client IDs mapped to local clients."""
 
-    def __init__(self, config: TrustedIssuer, jwks: JwksCache) -> None:
+    def __init__(self, config: TrustedIssuer, jwks: JwksCache, *, allow_http: bool) -> None:
+        if config.jwks_url:
+            check_key_url(config.jwks_url, allow_http=allow_http)
         self.issuer = config.issuer
         self.audience = config.audience
         self.algorithms = tuple(config.algorithms)
@@ -185,9 +188,10 @@ class Authenticator:
         jwks: JwksCache,
         requests: RateLimiter,
         failures: RateLimiter,
+        dev: bool = False,
     ) -> None:
         sources: list[_Source] = [_BuiltIn(issuer, audience, keys)]
-        sources += [_External(config, jwks) for config in settings.trusted_issuers]
+        sources += [_External(config, jwks, allow_http=dev) for config in settings.trusted_issuers]
         self._sources: dict[str, _Source] = {source.issuer: source for source in sources}
         self._clients = _Clients(db, repository, settings.client_cache_seconds)
         self._leeway = settings.leeway

@@ -78,7 +78,7 @@ async def start_auth(db: Database, queries: Queries, settings: Settings, service
     authenticator = Authenticator(
         db=db, repository=repository, keys=keys, issuer=issuer.issuer, audience=issuer.audience, settings=auth,
         jwks=jwks, requests=RateLimiter(auth.rate_per_second, auth.rate_burst, "too many requests from this client"),
-        failures=failures,
+        failures=failures, dev=settings.dev,
     )  # fmt: skip
     return AuthParts(
         keys=keys,

@@ -1,4 +1,4 @@
-"""The README's walkthrough works as printed (only the server address and its instance are pointed at the test server)."""
+"""The README's walkthrough works as printed (only the server address and instance point at the test server)."""
 
 from __future__ import annotations
 
