@@ -432,6 +432,7 @@ _public_key_option = click.option(
 @_jwks_url_option
 @_public_key_option
 @click.option("--secret", is_flag=True, help="Authenticate with a generated client secret (dev, or when allowed).")
+@click.option("--external", is_flag=True, help="No credentials here: a trusted issuer's client maps to it.")
 @click.option(
     "--rate", type=float, default=None, help="Requests per second for this client (default IEF_AUTH_RATE_PER_SECOND)."
 )

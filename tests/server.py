@@ -22,7 +22,7 @@ from registry.app import build_asgi
 from registry.auth.clients import OPERATOR_CLIENT_ID
 from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
-from registry.db.pool import open_database
+from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 
 __all__ = ("RunningServer", "free_port", "json_server", "running_server")
@@ -44,6 +44,7 @@ class RunningServer:
     service_id: str
     settings: Settings
     auth: AuthParts
+    database: Database
 
     async def token(
         self,
@@ -114,7 +115,7 @@ async def running_server(
     database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
     auth = await start_auth(database, load_queries(), settings, service_id)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings, auth)
+        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings, auth, database)
     finally:
         await auth.close()
         await database.close()

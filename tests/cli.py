@@ -1,0 +1,46 @@
+"""Running the real ``ief-registry`` command line against a test server's database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.server import RunningServer
+
+__all__ = ("CliResult", "run_cli")
+
+
+@dataclass(frozen=True, slots=True)
+class CliResult:
+    """What one command printed and how it ended."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def last_line(self) -> str:
+        """The last line of standard output."""
+        return self.out.strip().splitlines()[-1]
+
+
+async def run_cli(server: RunningServer, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
+    """``python -m registry ARGS`` as the operator of ``server`` (its database and service ID)."""
+    env = {
+        **os.environ,
+        "IEF_DATABASE_URL": server.database_url,
+        "IEF_SERVICE_ID": server.service_id,
+        "IEF_LOG_LEVEL": "warning",
+        **(extra_env or {}),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return CliResult(process.returncode, out.decode(), err.decode())
