@@ -359,7 +359,7 @@ async def _mint(url: str, settings: Settings, service_id: str, scopes: list[str]
 def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | None) -> None:
     """Print a token from the built-in issuer for the local operator (alone on stdout)."""
     from registry.auth.scopes import is_scope
-    from registry.records.lifecycle import check_service_id
+    from registry.auth.clients import check_bound_service
 
     settings = obj.settings()
     wanted = scopes.split()
@@ -370,7 +370,7 @@ def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | No
         raise click.ClickException(f"--lifetime is 10 to {settings.auth.max_token_lifetime} seconds")
     try:
         bound = (
-            check_service_id(service_id) if service_id else instance_service_id(settings.data_dir, settings.service_id)
+            check_bound_service(service_id) if service_id else instance_service_id(settings.data_dir, settings.service_id)
         )
     except errors.InvalidInput as exc:
         raise click.ClickException(exc.message) from None

@@ -25,9 +25,8 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from registry import errors
 from registry.auth.scopes import ADMIN, is_scope
-from registry.records.lifecycle import check_service_id
 from schemas.auth import ClientInfo
-from schemas.types import ServiceStatus
+from schemas.types import InvalidValueError, ServiceStatus, parse_service_id
 
 if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, ClientRow
@@ -37,6 +36,7 @@ __all__ = (
     "OPERATOR_CLIENT_ID",
     "ClientService",
     "KeyMaterial",
+    "check_bound_service",
     "check_key_url",
     "client_info",
     "hash_secret",
@@ -146,6 +146,18 @@ def public_key_from_pem(pem: str) -> RSAKey | ECKey:
     raise ValueError("only RSA and EC keys are accepted")
 
 
+def check_bound_service(value: str) -> str:
+    """Validate the service ID a client is bound to (a UUID or a ULID), normalised.
+
+    Raises:
+        InvalidInput: not a service ID.
+    """
+    try:
+        return parse_service_id(value)
+    except InvalidValueError as exc:
+        raise errors.InvalidInput(f"invalid service ID: {exc}") from None
+
+
 def client_info(row: ClientRow) -> ClientInfo:
     """A client as listed: where its keys come from, never its secret or hash."""
     source = "jwks" if row.jwks is not None else row.jwks_url or ("public key" if row.public_key_pem else None)
@@ -235,7 +247,7 @@ class ClientService:
         )
         async with self._db.writer() as conn:
             row = await self._repo.add_client(
-                conn, client_id=str(uuid.uuid4()), name=name.strip(), service_id=check_service_id(service_id),
+                conn, client_id=str(uuid.uuid4()), name=name.strip(), service_id=check_bound_service(service_id),
                 scopes=_check_scopes(scopes), auth_method=method, jwks=jwks_doc, jwks_url=url, public_key_pem=pem,
                 secret_hash=secret_hash, rate_per_second=rate_per_second,
             )  # fmt: skip

@@ -15,6 +15,7 @@ endpoint answers in that format because OAuth client libraries parse it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -288,6 +289,6 @@ class TokenEndpoint:
         client = await self._client(client_id, status)
         if client.auth_method != "client_secret" or client.secret_hash is None:
             raise InvalidClientError(description="this client does not authenticate with a secret", status_code=status)
-        if not verify_secret(secret, client.secret_hash):
+        if not await asyncio.to_thread(verify_secret, secret, client.secret_hash):  # scrypt: off the event loop
             raise InvalidClientError(description="wrong client secret", status_code=status)
         return client

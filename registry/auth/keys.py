@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from joserfc.jwk import Key, KeySet, RSAKey
 
+from registry.log import get_logger
+
 if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, KeyRow
     from registry.db.pool import Database
@@ -31,6 +33,7 @@ OUTBOUND = "outbound"
 _ALG = {ISSUER: "RS256", OUTBOUND: "RS384"}
 _RSA_BITS = 2048
 _UNKNOWN_KID_RELOAD_SECONDS = 1.0
+_log = get_logger("registry.auth.keys")
 
 
 def new_key_pem() -> str:
@@ -82,7 +85,8 @@ class KeyRing:
             existing = {row.purpose for row in await self._repo.live_keys(conn) if row.retired_at is None}
             for purpose in (ISSUER, OUTBOUND):
                 if purpose not in existing:
-                    await self._add(conn, purpose)
+                    kid = await self._add(conn, purpose)
+                    _log.info("key_created", purpose=purpose, kid=kid)
         return await self.load()
 
     async def load(self) -> Keys:
@@ -130,6 +134,7 @@ class KeyRing:
         async with self._db.writer() as conn, conn.transaction():
             await self._repo.retire_active_key(conn, purpose, self._keep)
             kid = await self._add(conn, purpose)
+        _log.info("key_rotated", purpose=purpose, kid=kid, old_key_published_seconds=self._keep)
         await self.load()
         return kid
 
