@@ -10,6 +10,7 @@ from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from registry import errors
 from registry.auth.controller import TokenController, WellKnownController
@@ -133,6 +134,17 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             version="0.1.0",
             # The API description is public: it says what the API is, not who is in it.
             openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="Access token from /auth/token (SMART Backend Services) or a trusted issuer.",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
         ),
         logging_config=None,
         debug=False,

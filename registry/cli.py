@@ -358,8 +358,8 @@ async def _mint(url: str, settings: Settings, service_id: str, scopes: list[str]
 @click.pass_obj
 def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | None) -> None:
     """Print a token from the built-in issuer for the local operator (alone on stdout)."""
-    from registry.auth.scopes import is_scope
     from registry.auth.clients import check_bound_service
+    from registry.auth.scopes import is_scope
 
     settings = obj.settings()
     wanted = scopes.split()
@@ -370,7 +370,9 @@ def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | No
         raise click.ClickException(f"--lifetime is 10 to {settings.auth.max_token_lifetime} seconds")
     try:
         bound = (
-            check_bound_service(service_id) if service_id else instance_service_id(settings.data_dir, settings.service_id)
+            check_bound_service(service_id)
+            if service_id
+            else instance_service_id(settings.data_dir, settings.service_id)
         )
     except errors.InvalidInput as exc:
         raise click.ClickException(exc.message) from None
@@ -506,15 +508,20 @@ def clients_rotate(
     click.echo(f"rotated {row.client_id} ({row.auth_method})")
 
 
+def _set_client_status(obj: _Context, client_id: str, status: str) -> None:
+    from schemas.types import ServiceStatus
+
+    wanted = ServiceStatus(status)
+    row = _with_auth(obj.settings(), lambda auth: auth.clients.set_status(client_id, wanted))
+    click.echo(f"{status} {row.client_id} {row.name}")
+
+
 @clients.command("disable")
 @click.argument("client_id")
 @click.pass_obj
 def clients_disable(obj: _Context, client_id: str) -> None:
     """Disable a client: its tokens are refused (within IEF_AUTH_CLIENT_CACHE_SECONDS) and it gets no new ones."""
-    from schemas.types import ServiceStatus
-
-    row = _with_auth(obj.settings(), lambda auth: auth.clients.set_status(client_id, ServiceStatus.DISABLED))
-    click.echo(f"disabled {row.client_id} {row.name}")
+    _set_client_status(obj, client_id, "disabled")
 
 
 @clients.command("enable")
@@ -522,7 +529,4 @@ def clients_disable(obj: _Context, client_id: str) -> None:
 @click.pass_obj
 def clients_enable(obj: _Context, client_id: str) -> None:
     """Enable a disabled client again."""
-    from schemas.types import ServiceStatus
-
-    row = _with_auth(obj.settings(), lambda auth: auth.clients.set_status(client_id, ServiceStatus.ENABLED))
-    click.echo(f"enabled {row.client_id} {row.name}")
+    _set_client_status(obj, client_id, "enabled")

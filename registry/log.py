@@ -18,7 +18,7 @@ import structlog
 __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_key")
 
 EVENTS = {
-    "http_request": "one canonical line per HTTP request: method, route, status, duration",
+    "http_request": "one canonical line per HTTP request: method, route, status, client ID, duration",
     "server_starting": "the server is starting: address, database kind, service ID",
     "server_stopped": "the server stopped",
     "embedded_started": "the embedded PostgreSQL cluster is running",

@@ -12,7 +12,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -100,9 +100,22 @@ async def running_server(
     settings: Settings, database_url: str, service_id: str, *, port: int | None = None
 ) -> AsyncIterator[RunningServer]:
     """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
-    port = port or free_port()
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    async with _serving(app, port=port, lifespan="on") as base_url:
+        database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
+        auth = await start_auth(database, load_queries(), settings, service_id)
+        try:
+            yield RunningServer(base_url, database_url, service_id, settings, auth, database)
+        finally:
+            await auth.close()
+            await database.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on loopback in this event loop; yield its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -112,13 +125,9 @@ async def running_server(
     if not server.started:
         task.cancel()
         raise RuntimeError("the test server did not start")
-    database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
-    auth = await start_auth(database, load_queries(), settings, service_id)
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings, auth, database)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        await auth.close()
-        await database.close()
         server.should_exit = True
         await task
 
@@ -140,16 +149,5 @@ async def json_server(documents: dict[str, object]) -> AsyncIterator[str]:
         await send({"type": "http.response.start", "status": 200 if found is not None else 404, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with _serving(app, port=None, lifespan="off") as base_url:
+        yield base_url

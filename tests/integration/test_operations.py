@@ -30,6 +30,7 @@ async def test_access_line_per_request_without_raw_ihi(template: TestCluster) ->
     access = [entry for entry in logs if entry["event"] == "http_request"]
     assert [entry["status"] for entry in access] == [201, 422, 200]
     assert access[0]["route"] == "/registry/records/{ihi}/{service_id}"
+    assert access[0]["client_id"] == "operator"
     assert access[0]["request_id"] == put.headers["x-request-id"]
     assert access[1]["request_id"] == bad.headers["x-request-id"]
     assert ihi not in msgspec.json.encode(logs).decode()
