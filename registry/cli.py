@@ -48,9 +48,12 @@ class _Context:
 
     def settings(self, **overrides: Any) -> Settings:
         try:
-            return load_settings(config_file=self.config, overrides=overrides)
+            settings = load_settings(config_file=self.config, overrides=overrides)
         except (ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
+        # Logs go to stderr, so stdout carries only a command's result (`token` prints a token alone).
+        configure_logging(settings.log.level, settings.log.format)
+        return settings
 
 
 @contextlib.contextmanager

@@ -6,12 +6,19 @@ import asyncio
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from tests.server import RunningServer
+__all__ = ("CliResult", "Instance", "run_cli")
 
-__all__ = ("CliResult", "run_cli")
+
+class Instance(Protocol):
+    """Whose operator runs the command: a database and a service ID (a ``RunningServer`` has both)."""
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def service_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +35,7 @@ class CliResult:
         return self.out.strip().splitlines()[-1]
 
 
-async def run_cli(server: RunningServer, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
+async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
     """``python -m registry ARGS`` as the operator of ``server`` (its database and service ID)."""
     env = {
         **os.environ,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -38,6 +39,22 @@ async def test_token_prints_only_a_working_token(own: RunningServer) -> None:
     assert len(result.out.splitlines()) == 1
     assert result.out.strip().count(".") == 2
     assert await _get(own, result.out.strip()) == 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    database_url: str
+    service_id: str
+
+
+async def test_token_on_a_fresh_database_prints_only_the_token(template: TestCluster) -> None:
+    """On a database with no keys yet, `token` creates them and stdout still holds the token alone."""
+    fresh = _Fresh(await template.empty_database("ief_cli_fresh"), make_service_id())
+    result = await run_cli(fresh, "token", "--scopes", "admin", extra_env={"IEF_LOG_LEVEL": "info"})
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 1
+    assert result.out.strip().count(".") == 2
+    assert "key_created" in result.err
 
 
 async def test_token_refuses_unknown_scopes(own: RunningServer) -> None:
