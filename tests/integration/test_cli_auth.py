@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,7 @@ from tests.auth import bearer
 from tests.cli import run_cli
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
-from tests.server import RunningServer, running_server
+from tests.server import RunningServer, free_port, running_server
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +143,36 @@ async def test_keys_rotate_publishes_the_new_key(own: RunningServer) -> None:
         kids = {key["kid"] for key in (await http.get("/.well-known/jwks.json")).json()["keys"]}
     assert {old_kid, new_kid} <= kids
     assert new_kid != old_kid
+
+
+async def test_serve_dev_prints_a_ready_admin_token(template: TestCluster, tmp_path: Path) -> None:
+    """`serve --dev` prints a labelled admin token on stdout that works at once, and accepts client secrets."""
+    fresh = _Fresh(await template.new_database(), make_service_id())
+    port = free_port()
+    env = {
+        **os.environ, "IEF_DATABASE_URL": fresh.database_url, "IEF_SERVICE_ID": fresh.service_id,
+        "IEF_DATA_DIR": str(tmp_path), "IEF_LOG_LEVEL": "warning",
+    }  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "serve", "--dev", "--port", str(port), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        label = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        token = (await asyncio.wait_for(process.stdout.readline(), timeout=10)).decode().strip()
+        assert label.startswith(b"Development admin token")
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get("/health/live")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            listed = await http.get(f"/registry/records/{make_ihi()}", headers=bearer(token))
+            config = (await http.get("/.well-known/smart-configuration")).json()
+        assert listed.status_code == 200
+        assert "client_secret_basic" in config["token_endpoint_auth_methods_supported"]
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=30)
