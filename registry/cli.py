@@ -284,9 +284,13 @@ def services_list(obj: _Context, as_json: bool) -> None:
         if as_json:
             click.echo(msgspec.json.encode(service).decode())
         else:
+            credential = (
+                f"client {service.client_id}" if service.client_id
+                else "token file" if service.bearer_token_file else "no credentials"
+            )  # fmt: skip
             click.echo(
                 f"{service.service_id}  {service.kind:8}  {service.status:8}  {service.search_style:7}  "
-                f"{service.name}  {service.base_url}"
+                f"{service.name}  {service.base_url}  ({credential})"
             )
 
 

@@ -6,9 +6,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -121,3 +123,24 @@ async def test_external_token_signed_by_a_stranger_is_401(authority: Authority) 
 async def test_builtin_tokens_still_work_beside_the_authority(authority: Authority) -> None:
     """Trusting an outside authority leaves the built-in issuer's tokens valid."""
     assert (await _put(authority, authority.gateway, await authority.server.token())).status_code == 201
+
+
+async def test_authority_keys_from_a_jwks_file(template: TestCluster, tmp_path: Path) -> None:
+    """A trusted issuer whose keys are in a local JWKS file: its tokens verify, a rotated-in key is read on its kid."""
+    first, second = make_rsa_key(alg="RS256", kid="file-1"), make_rsa_key(alg="RS256", kid="file-2")
+    jwks_file = tmp_path / "authority.jwks"
+    jwks_file.write_bytes(msgspec.json.encode({"keys": [first.as_dict(private=False)]}))
+    database_url, service_id = await template.new_database(), make_service_id()
+    async with running_server(Settings(), database_url, service_id) as probe:
+        gateway = make_service_id()
+        await probe.add_service(gateway)
+        local, _ = await probe.add_client(gateway, "system/Basic.cu", external=True)
+    trusted = TrustedIssuer(
+        issuer=AUTHORITY, audience=AUDIENCE, jwks_file=str(jwks_file), clients={EXTERNAL_CLIENT: local}
+    )
+    settings = Settings(auth=AuthSettings(trusted_issuers=[trusted]))
+    async with running_server(settings, database_url, service_id) as server:
+        authority = Authority(first, server, gateway)
+        assert (await _put(authority, gateway, _external_token(first))).status_code == 201
+        jwks_file.write_bytes(msgspec.json.encode({"keys": [k.as_dict(private=False) for k in (first, second)]}))
+        assert (await _put(authority, gateway, _external_token(second))).status_code == 201
