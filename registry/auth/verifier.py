@@ -14,7 +14,6 @@ HS*), ``iss`` matched against the trusted issuers, ``aud``, ``exp``/``nbf``/``ia
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,6 +41,12 @@ __all__ = ("Authenticator",)
 
 _log = get_logger("registry.auth")
 _BUILT_IN_ALGORITHMS: tuple[str, ...] = ("RS256",)
+_CLAIM_REFUSALS = {
+    "nbf": "the token is not valid yet",
+    "iat": "the token was issued in the future",
+    "aud": "the token is meant for another audience",
+    "iss": "the token's issuer is not trusted here",
+}
 
 
 class _Source(Protocol):
@@ -168,11 +173,6 @@ class _Clients:
         return state
 
 
-@dataclass(frozen=True, slots=True)
-class _Checked:
-    principal: Principal
-
-
 class Authenticator:
     """Turns the ``Authorization`` header of a request into a ``Principal``."""
 
@@ -276,5 +276,6 @@ class Authenticator:
         except ExpiredTokenError:
             raise errors.Unauthenticated("the token has expired") from None
         except (InvalidClaimError, MissingClaimError) as exc:
-            raise errors.Unauthenticated(f"the token's {exc.claim} claim is not acceptable here") from None
+            reason = _CLAIM_REFUSALS.get(exc.claim, f"the token's {exc.claim} claim is missing or not acceptable here")
+            raise errors.Unauthenticated(reason) from None
         return await source.principal(verified.claims, self._clients)

@@ -28,10 +28,11 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _assert_refused(response: httpx.Response, *, token_sent: bool = True) -> None:
+def _assert_refused(response: httpx.Response, reason: str, *, token_sent: bool = True) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["content-type"].startswith("application/fhir+json")
     assert response.json()["resourceType"] == "OperationOutcome"
+    assert reason in response.json()["issue"][0]["diagnostics"]
     expected = 'Bearer error="invalid_token"' if token_sent else "Bearer"
     assert response.headers["www-authenticate"] == expected
 
@@ -43,13 +44,13 @@ async def _get(server: RunningServer, token: str | None) -> httpx.Response:
 
 async def test_no_token_is_401_with_bearer_challenge(anonymous: httpx.AsyncClient) -> None:
     """A request without a token gets 401, an OperationOutcome and a bare WWW-Authenticate: Bearer."""
-    _assert_refused(await anonymous.get(f"/registry/records/{make_ihi()}"), token_sent=False)
+    _assert_refused(await anonymous.get(f"/registry/records/{make_ihi()}"), "bearer token", token_sent=False)
 
 
 async def test_other_authorization_scheme_is_401(anonymous: httpx.AsyncClient) -> None:
     """Basic credentials on an API route are no bearer token: 401 with a bare Bearer challenge."""
     response = await anonymous.get(f"/registry/records/{make_ihi()}", headers={"Authorization": "Basic dTpw"})
-    _assert_refused(response, token_sent=False)
+    _assert_refused(response, "bearer token", token_sent=False)
 
 
 async def test_valid_token_is_accepted(server: RunningServer) -> None:
@@ -60,33 +61,33 @@ async def test_valid_token_is_accepted(server: RunningServer) -> None:
 async def test_expired_token_is_401(server: RunningServer) -> None:
     """A token whose exp is past (beyond the leeway) is refused."""
     now = int(time.time())
-    _assert_refused(await _get(server, forge(server, iat=now - 900, exp=now - 600)))
+    _assert_refused(await _get(server, forge(server, iat=now - 900, exp=now - 600)), "expired")
 
 
 async def test_not_yet_valid_token_is_401(server: RunningServer) -> None:
     """A token whose nbf is in the future (beyond the leeway) is refused."""
-    _assert_refused(await _get(server, forge(server, nbf=int(time.time()) + 600)))
+    _assert_refused(await _get(server, forge(server, nbf=int(time.time()) + 600)), "not valid yet")
 
 
 async def test_token_issued_in_the_future_is_401(server: RunningServer) -> None:
     """A token whose iat is in the future (beyond the leeway) is refused."""
-    _assert_refused(await _get(server, forge(server, iat=int(time.time()) + 600)))
+    _assert_refused(await _get(server, forge(server, iat=int(time.time()) + 600)), "in the future")
 
 
 async def test_wrong_issuer_is_401(server: RunningServer) -> None:
     """A token naming an issuer that is not trusted here is refused, even signed with a real key."""
-    _assert_refused(await _get(server, forge(server, iss="https://someone-else.example")))
+    _assert_refused(await _get(server, forge(server, iss="https://someone-else.example")), "issuer")
 
 
 async def test_wrong_audience_is_401(server: RunningServer) -> None:
     """A token meant for another audience is refused."""
-    _assert_refused(await _get(server, forge(server, aud="https://another-registry.example")))
+    _assert_refused(await _get(server, forge(server, aud="https://another-registry.example")), "audience")
 
 
 async def test_bad_signature_is_401(server: RunningServer) -> None:
     """A token signed by another key under the issuer's kid is refused."""
     impostor = make_rsa_key(alg="RS256", kid=server.auth.keys.keys.issuer.kid or "")
-    _assert_refused(await _get(server, forge(server, key=impostor)))
+    _assert_refused(await _get(server, forge(server, key=impostor)), "signature does not verify")
 
 
 async def test_tampered_claims_are_401(server: RunningServer) -> None:
@@ -94,14 +95,14 @@ async def test_tampered_claims_are_401(server: RunningServer) -> None:
     token = await server.token("system/Basic.rs")
     head, _payload, signature = token.split(".")
     widened = _b64(msgspec.json.encode(claims_for(server, scope="admin")))
-    _assert_refused(await _get(server, f"{head}.{widened}.{signature}"))
+    _assert_refused(await _get(server, f"{head}.{widened}.{signature}"), "signature does not verify")
 
 
 async def test_alg_none_is_401(server: RunningServer) -> None:
     """An unsigned token (alg none) is refused."""
     head = _b64(msgspec.json.encode({"alg": "none", "typ": "JWT"}))
     body = _b64(msgspec.json.encode(claims_for(server)))
-    _assert_refused(await _get(server, f"{head}.{body}."))
+    _assert_refused(await _get(server, f"{head}.{body}."), "'none' is not accepted")
 
 
 async def test_hs256_signed_with_the_public_key_is_401(server: RunningServer) -> None:
@@ -110,12 +111,12 @@ async def test_hs256_signed_with_the_public_key_is_401(server: RunningServer) ->
     head = _b64(msgspec.json.encode({"alg": "HS256", "typ": "JWT", "kid": server.auth.keys.keys.issuer.kid}))
     body = _b64(msgspec.json.encode(claims_for(server)))
     signature = _b64(hmac.new(public_pem, f"{head}.{body}".encode(), hashlib.sha256).digest())
-    _assert_refused(await _get(server, f"{head}.{body}.{signature}"))
+    _assert_refused(await _get(server, f"{head}.{body}.{signature}"), "'HS256' is not accepted")
 
 
 async def test_garbage_token_is_401(server: RunningServer) -> None:
     """A bearer value that is not a JWT at all is refused."""
-    _assert_refused(await _get(server, "not-a-jwt"))
+    _assert_refused(await _get(server, "not-a-jwt"), "not a signed JWT")
 
 
 async def test_token_of_a_disabled_client_is_401(server: RunningServer, gateway_client: GatewayClient) -> None:
@@ -123,14 +124,14 @@ async def test_token_of_a_disabled_client_is_401(server: RunningServer, gateway_
     url = f"/registry/records/{make_ihi()}"
     assert (await gateway_client.http.get(url)).status_code == 200
     await server.auth.clients.set_status(gateway_client.client_id, ServiceStatus.DISABLED)
-    _assert_refused(await gateway_client.http.get(url))
+    _assert_refused(await gateway_client.http.get(url), "unknown or disabled")
     await server.auth.clients.set_status(gateway_client.client_id, ServiceStatus.ENABLED)
     assert (await gateway_client.http.get(url)).status_code == 200
 
 
 async def test_token_of_an_unknown_client_is_401(server: RunningServer) -> None:
     """A token naming a client this registry does not have is refused."""
-    _assert_refused(await _get(server, forge(server, sub="no-such-client")))
+    _assert_refused(await _get(server, forge(server, sub="no-such-client")), "unknown or disabled")
 
 
 async def test_missing_scope_is_403_naming_it(server: RunningServer, gateway_client: GatewayClient) -> None:
@@ -194,7 +195,7 @@ async def test_batch_items_of_another_service_are_refused_one_by_one(
 async def test_authentication_comes_before_parameter_checks(anonymous: httpx.AsyncClient) -> None:
     """Without a token, an unknown query parameter is answered 401, not 400: strangers learn nothing."""
     response = await anonymous.get(f"/registry/records/{make_ihi()}", params={"colour": "blue"})
-    _assert_refused(response, token_sent=False)
+    _assert_refused(response, "bearer token", token_sent=False)
 
 
 @pytest.mark.parametrize(
