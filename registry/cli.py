@@ -170,6 +170,8 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
             else:
                 os.environ["IEF_DATABASE_URL"] = url
                 os.environ["IEF_SERVICE_ID"] = service_id
+                if settings.dev:
+                    os.environ["IEF_DEV"] = "true"  # workers read settings from the environment
                 uvicorn.run(
                     "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
                     workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
