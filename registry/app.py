@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
+from registry import errors
+from registry.auth.controller import TokenController, WellKnownController
+from registry.auth.guard import authenticate, check_route_security
+from registry.auth.scopes import Principal, principal_of
+from registry.auth.wiring import start_auth
 from registry.db.migrate import SchemaTooNew, schema_state
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
@@ -45,6 +51,13 @@ def _provide_directory(state: State) -> DirectoryService:
     return state.directory  # type: ignore[no-any-return]
 
 
+def _provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    principal = principal_of(request)
+    if principal is None:  # only on a public route that asks for a caller: a wiring mistake
+        raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
+    return principal
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -69,7 +82,13 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             app.state.db = db
             app.state.records = RecordService(db, RecordRepository(queries), settings.records)
             app.state.directory = DirectoryService(db, ServiceRepository(queries))
-            yield
+            auth = await start_auth(db, queries, settings, service_id)
+            app.state.auth = auth
+            app.state.authenticator = auth.authenticator
+            try:
+                yield
+            finally:
+                await auth.close()
         finally:
             await db.close()
 
@@ -83,13 +102,22 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         route_handlers=[BatchController],
         request_max_body_size=settings.http.batch_max_body_bytes,
     )
-    return Litestar(
-        route_handlers=[registry_api, batch_api, fhir_router(settings), HealthController],
+    app = Litestar(
+        route_handlers=[
+            registry_api,
+            batch_api,
+            fhir_router(settings),
+            HealthController,
+            TokenController,
+            WellKnownController,
+        ],
         dependencies={
             "records": Provide(_provide_records, sync_to_thread=False),
             "directory": Provide(_provide_directory, sync_to_thread=False),
+            "principal": Provide(_provide_principal, sync_to_thread=False),
         },
-        guards=[check_request],
+        # Authentication first: strangers learn nothing about parameters or media types.
+        guards=[authenticate, check_request],
         plugins=[OperationOutcomePlugin()],
         lifespan=[lifespan],
         state=State(
@@ -101,10 +129,28 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="ief-registry", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="ief-registry",
+            version="0.1.0",
+            # The API description is public: it says what the API is, not who is in it.
+            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="Access token from /auth/token (SMART Backend Services) or a trusted issuer.",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
         logging_config=None,
         debug=False,
     )
+    check_route_security(app)
+    return app
 
 
 def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> ASGIApp:

@@ -1,4 +1,4 @@
-"""The operator's command line: ``ief-registry serve | db | services``.
+"""The operator's command line: ``ief-registry serve | db | services | clients | token | keys``.
 
 Every command reads the same settings (``IEF_*`` variables, ``--config FILE``). With no database
 URL, commands use the embedded cluster in the data directory: started if needed, and stopped
@@ -13,13 +13,14 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import msgspec
 
 from registry import errors
-from registry.config import Settings, describe_settings, load_settings
+from registry.config import TOML_ONLY, Settings, describe_settings, load_settings
 from registry.db.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from registry.db.migrate import SchemaTooNew, apply_migrations, schema_state
 from registry.db.pool import connect, open_database
@@ -36,7 +37,7 @@ _log = get_logger("registry.cli")
 def _settings_epilog() -> str:
     lines = ["\b", "Settings (environment variable, default):"]
     for doc in describe_settings():
-        lines.append(f"  {doc.env}={doc.default}")
+        lines.append(f"  {doc.key} {TOML_ONLY}={doc.default}" if doc.env == TOML_ONLY else f"  {doc.env}={doc.default}")
         lines.append(f"      {doc.description}")
     return "\n".join(lines)
 
@@ -47,9 +48,12 @@ class _Context:
 
     def settings(self, **overrides: Any) -> Settings:
         try:
-            return load_settings(config_file=self.config, overrides=overrides)
+            settings = load_settings(config_file=self.config, overrides=overrides)
         except (ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
+        # Logs go to stderr, so stdout carries only a command's result (`token` prints a token alone).
+        configure_logging(settings.log.level, settings.log.format)
+        return settings
 
 
 @contextlib.contextmanager
@@ -141,6 +145,10 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
                 applied = _run(lambda: _migrate(url))
                 if applied:
                     _log.info("migrations_applied", migrations=applied)
+            if settings.dev:
+                token = _run(lambda: _mint(url, settings, service_id, ["admin"], settings.auth.max_token_lifetime))
+                hours = settings.auth.max_token_lifetime / 3600
+                click.echo(f"Development admin token (scope admin, valid {hours:g} h; dev mode only):\n{token}")
             _log.info(
                 "server_starting",
                 address=f"http://{settings.http.host}:{settings.http.port}",
@@ -162,6 +170,8 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
             else:
                 os.environ["IEF_DATABASE_URL"] = url
                 os.environ["IEF_SERVICE_ID"] = service_id
+                if settings.dev:
+                    os.environ["IEF_DEV"] = "true"  # workers read settings from the environment
                 uvicorn.run(
                     "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
                     workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
@@ -239,14 +249,30 @@ def _with_directory(settings: Settings, action: Callable[[Any], Awaitable[T]]) -
 @click.option("--base-url", required=True, help="FHIR base URL of the service.")
 @click.option("--style", type=click.Choice(["ief", "harmony"]), default="ief", show_default=True,
               help="How the broker phrases patient searches to this gateway.")  # fmt: skip
+@click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")
+@click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding a fixed bearer token that service takes from this instance.")  # fmt: skip
 @click.pass_obj
-def services_add(obj: _Context, service_id: str, kind: str, name: str, base_url: str, style: str) -> None:
+def services_add(
+    obj: _Context,
+    service_id: str,
+    kind: str,
+    name: str,
+    base_url: str,
+    style: str,
+    client_id: str | None,
+    bearer_token_file: str | None,
+) -> None:
     """Add a member service (or change and re-enable an existing one)."""
     settings = obj.settings()
+    token_file = str(Path(bearer_token_file).resolve()) if bearer_token_file else None
     service, created = _with_directory(
         settings,
-        lambda d: d.add(service_id=service_id, kind=kind, name=name, base_url=base_url, search_style=style),
-    )
+        lambda d: d.add(
+            service_id=service_id, kind=kind, name=name, base_url=base_url, search_style=style, client_id=client_id,
+            bearer_token_file=token_file,
+        ),
+    )  # fmt: skip
     click.echo(f"{'added' if created else 'updated'} {service.kind} {service.service_id} {service.name}")
 
 
@@ -260,9 +286,13 @@ def services_list(obj: _Context, as_json: bool) -> None:
         if as_json:
             click.echo(msgspec.json.encode(service).decode())
         else:
+            credential = (
+                f"client {service.client_id}" if service.client_id
+                else "token file" if service.bearer_token_file else "no credentials"
+            )  # fmt: skip
             click.echo(
                 f"{service.service_id}  {service.kind:8}  {service.status:8}  {service.search_style:7}  "
-                f"{service.name}  {service.base_url}"
+                f"{service.name}  {service.base_url}  ({credential})"
             )
 
 
@@ -286,3 +316,226 @@ def services_enable(obj: _Context, service_id: str) -> None:
 
     service = _with_directory(obj.settings(), lambda d: d.set_status(service_id, ServiceStatus.ENABLED))
     click.echo(f"enabled {service.service_id} {service.name}")
+
+
+def _with_auth(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``action(AuthParts)`` against the database (migrated first), with this instance's service ID."""
+    from registry.auth.wiring import start_auth
+
+    service_id = instance_service_id(settings.data_dir, settings.service_id)
+
+    async def run() -> T:
+        database = await open_database(url, settings.database)
+        try:
+            auth = await start_auth(database, load_queries(), settings, service_id)
+            try:
+                return await action(auth)
+            finally:
+                await auth.close()
+        finally:
+            await database.close()
+
+    with database_url(settings) as url:
+        _run(lambda: _migrate(url))
+        return _run(run)
+
+
+async def _mint(url: str, settings: Settings, service_id: str, scopes: list[str], lifetime: int | None) -> str:
+    from registry.auth.clients import OPERATOR_CLIENT_ID
+    from registry.auth.wiring import start_auth
+
+    database = await open_database(url, settings.database)
+    try:
+        auth = await start_auth(database, load_queries(), settings, service_id)
+        try:
+            issued = await auth.issuer.mint(
+                client_id=OPERATOR_CLIENT_ID, service_id=service_id, scopes=scopes, lifetime=lifetime
+            )
+        finally:
+            await auth.close()
+    finally:
+        await database.close()
+    return issued.access_token
+
+
+@main.command()
+@click.option("--scopes", required=True, help='Space-separated scopes, e.g. "admin" or "system/Basic.rs".')
+@click.option("--service-id", default=None, help="Service the token is bound to (default: this instance's).")
+@click.option(
+    "--lifetime", type=int, default=None, help="Seconds the token is valid (default IEF_AUTH_TOKEN_LIFETIME)."
+)
+@click.pass_obj
+def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | None) -> None:
+    """Print a token from the built-in issuer for the local operator (alone on stdout)."""
+    from registry.auth.clients import check_bound_service
+    from registry.auth.scopes import is_scope
+
+    settings = obj.settings()
+    wanted = scopes.split()
+    unknown = [scope for scope in wanted if not is_scope(scope)]
+    if not wanted or unknown:
+        raise click.ClickException(f"unknown scope(s): {' '.join(unknown) or '(none given)'}")
+    if lifetime is not None and not 10 <= lifetime <= settings.auth.max_token_lifetime:
+        raise click.ClickException(f"--lifetime is 10 to {settings.auth.max_token_lifetime} seconds")
+    try:
+        bound = (
+            check_bound_service(service_id)
+            if service_id
+            else instance_service_id(settings.data_dir, settings.service_id)
+        )
+    except errors.InvalidInput as exc:
+        raise click.ClickException(exc.message) from None
+    with database_url(settings) as url:
+        _run(lambda: _migrate(url))
+        click.echo(_run(lambda: _mint(url, settings, bound, wanted, lifetime)))
+
+
+@main.group()
+def keys() -> None:
+    """This instance's signing keys (kept in the database)."""
+
+
+@keys.command("rotate")
+@click.option("--outbound", is_flag=True, help="Rotate the outbound key (client assertions to peers) instead.")
+@click.pass_obj
+def keys_rotate(obj: _Context, outbound: bool) -> None:
+    """Make a new active signing key; the old one stays published until its tokens have expired."""
+    from registry.auth.keys import ISSUER, OUTBOUND
+
+    purpose = OUTBOUND if outbound else ISSUER
+    kid = _with_auth(obj.settings(), lambda auth: auth.keys.rotate(purpose))
+    click.echo(f"new active {purpose} key {kid}")
+
+
+@main.group()
+def clients() -> None:
+    """Clients: who may get tokens, bound to which service, with which scopes and keys."""
+
+
+def _key_material(jwks: str | None, jwks_url: str | None, public_key: str | None) -> dict[str, Any]:
+    material: dict[str, Any] = {}
+    try:
+        if jwks:
+            material["jwks"] = msgspec.json.decode(Path(jwks).read_bytes())
+        if public_key:
+            material["public_key_pem"] = Path(public_key).read_text(encoding="utf-8")
+    except (OSError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"cannot read the key material: {exc}") from None
+    if jwks_url:
+        material["jwks_url"] = jwks_url
+    return material
+
+
+_jwks_option = click.option("--jwks", type=click.Path(dir_okay=False), help="File holding the client's JWKS.")
+_jwks_url_option = click.option("--jwks-url", help="URL of the client's JWKS (https; http on loopback or in dev).")
+_public_key_option = click.option(
+    "--public-key", type=click.Path(dir_okay=False), help="File holding its PEM public key."
+)
+
+
+@clients.command("add")
+@click.argument("name")
+@click.option("--service-id", required=True, help="The service this client is bound to (its writes name it).")
+@click.option(
+    "--scopes", required=True, help='Space-separated scopes it may hold, e.g. "system/Basic.cu system/Basic.rs".'
+)
+@_jwks_option
+@_jwks_url_option
+@_public_key_option
+@click.option("--secret", is_flag=True, help="Authenticate with a generated client secret (dev, or when allowed).")
+@click.option("--external", is_flag=True, help="No credentials here: a trusted issuer's client maps to it.")
+@click.option(
+    "--rate", type=float, default=None, help="Requests per second for this client (default IEF_AUTH_RATE_PER_SECOND)."
+)
+@click.pass_obj
+def clients_add(
+    obj: _Context,
+    name: str,
+    service_id: str,
+    scopes: str,
+    jwks: str | None,
+    jwks_url: str | None,
+    public_key: str | None,
+    secret: bool,
+    external: bool,
+    rate: float | None,
+) -> None:
+    """Register a client; prints its ID alone on the last line (and a secret once, before it)."""
+    settings = obj.settings()
+    material = _key_material(jwks, jwks_url, public_key)
+    row, plain = _with_auth(
+        settings,
+        lambda auth: auth.clients.add(
+            name=name,
+            service_id=service_id,
+            scopes=scopes.split(),
+            secret=secret,
+            external=external,
+            rate_per_second=rate,
+            **material,
+        ),
+    )
+    if plain is not None:
+        click.echo(f"client secret (shown once, store it now): {plain}")
+        if not (settings.auth.allow_client_secrets or settings.dev):
+            click.echo("note: client secrets are refused until IEF_AUTH_ALLOW_CLIENT_SECRETS=true or --dev", err=True)
+    click.echo(f"added client {row.name} bound to {row.service_id}: {' '.join(row.scopes)}", err=True)
+    click.echo(row.client_id)
+
+
+@clients.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_obj
+def clients_list(obj: _Context, as_json: bool) -> None:
+    """List clients (never their secrets)."""
+    from registry.auth.clients import client_info
+
+    for row in _with_auth(obj.settings(), lambda auth: auth.clients.list_all()):
+        if as_json:
+            click.echo(msgspec.json.encode(client_info(row)).decode())
+        else:
+            click.echo(
+                f"{row.client_id}  {row.status:8}  {row.auth_method:15}  {row.service_id}  {row.name}  "
+                f"{' '.join(row.scopes)}"
+            )
+
+
+@clients.command("rotate")
+@click.argument("client_id")
+@_jwks_option
+@_jwks_url_option
+@_public_key_option
+@click.pass_obj
+def clients_rotate(
+    obj: _Context, client_id: str, jwks: str | None, jwks_url: str | None, public_key: str | None
+) -> None:
+    """Replace a client's credentials: new key material when given, else a new secret."""
+    material = _key_material(jwks, jwks_url, public_key)
+    row, plain = _with_auth(obj.settings(), lambda auth: auth.clients.rotate(client_id, **material))
+    if plain is not None:
+        click.echo(f"client secret (shown once, store it now): {plain}")
+    click.echo(f"rotated {row.client_id} ({row.auth_method})")
+
+
+def _set_client_status(obj: _Context, client_id: str, status: str) -> None:
+    from schemas.types import ServiceStatus
+
+    wanted = ServiceStatus(status)
+    row = _with_auth(obj.settings(), lambda auth: auth.clients.set_status(client_id, wanted))
+    click.echo(f"{status} {row.client_id} {row.name}")
+
+
+@clients.command("disable")
+@click.argument("client_id")
+@click.pass_obj
+def clients_disable(obj: _Context, client_id: str) -> None:
+    """Disable a client: its tokens are refused (within IEF_AUTH_CLIENT_CACHE_SECONDS) and it gets no new ones."""
+    _set_client_status(obj, client_id, "disabled")
+
+
+@clients.command("enable")
+@click.argument("client_id")
+@click.pass_obj
+def clients_enable(obj: _Context, client_id: str) -> None:
+    """Enable a disabled client again."""
+    _set_client_status(obj, client_id, "enabled")

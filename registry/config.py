@@ -19,6 +19,8 @@ import msgspec
 from msgspec import Meta
 
 __all__ = (
+    "TOML_ONLY",
+    "AuthSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
     "FhirSettings",
@@ -27,6 +29,7 @@ __all__ = (
     "RecordSettings",
     "SettingDoc",
     "Settings",
+    "TrustedIssuer",
     "describe_settings",
     "load_settings",
 )
@@ -120,6 +123,109 @@ class FhirSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_count: Annotated[int, Meta(ge=1, description="Largest `_count` honoured.")] = 1000
 
 
+class TrustedIssuer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An outside authority whose access tokens this server accepts (one ``[[auth.trusted_issuers]]`` table)."""
+
+    issuer: Annotated[str, Meta(min_length=1, description="The `iss` its tokens carry, exactly.")]
+    audience: Annotated[str, Meta(min_length=1, description="The `aud` its tokens must carry for this server.")]
+    jwks_url: Annotated[
+        str | None, Meta(description="URL of its JWKS (fetched with a timeout and cached); or give `jwks_file`.")
+    ] = None
+    jwks_file: Annotated[str | None, Meta(description="File holding its JWKS; or give `jwks_url`.")] = None
+    client_id_claim: Annotated[str, Meta(description="The claim that carries its client ID.")] = "client_id"
+    clients: Annotated[
+        dict[str, str],
+        Meta(description="Its client IDs mapped to local client IDs (which give the service binding and cap scopes)."),
+    ] = msgspec.field(default_factory=dict)
+    algorithms: Annotated[list[str], Meta(description="Signature algorithms accepted from it (asymmetric only).")] = (
+        msgspec.field(default_factory=lambda: ["RS256", "RS384", "ES256", "ES384", "PS256"])
+    )
+
+    def __post_init__(self) -> None:
+        """Refuse a table that names no key source or both, or a symmetric or empty algorithm list."""
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError(f"trusted issuer {self.issuer!r}: give exactly one of jwks_url and jwks_file")
+        if not self.algorithms or any(alg.upper().startswith("HS") or alg == "none" for alg in self.algorithms):
+            raise ValueError(f"trusted issuer {self.issuer!r}: algorithms must be asymmetric (RS*, PS*, ES*)")
+
+
+class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Tokens: the built-in issuer, trusted issuers, client checks and rate limits."""
+
+    issuer: Annotated[
+        str | None,
+        Meta(
+            description="`iss` of the built-in issuer's tokens; unset: the public base URL, "
+            "else `urn:ief-registry:<service ID>`."
+        ),
+    ] = None
+    audience: Annotated[str | None, Meta(description="`aud` of the built-in issuer's tokens; unset: the issuer.")] = (
+        None
+    )
+    token_lifetime: Annotated[
+        int, Meta(ge=10, le=86_400, description="Seconds an access token from `/auth/token` is valid.")
+    ] = 300
+    max_token_lifetime: Annotated[
+        int,
+        Meta(
+            ge=10,
+            le=604_800,
+            description="Longest lifetime of any token the built-in issuer signs (`token --lifetime`, "
+            "the dev token); retired keys stay published this long.",
+        ),
+    ] = 43_200
+    leeway: Annotated[
+        int, Meta(ge=0, le=300, description="Seconds of clock skew allowed on `exp`, `nbf` and `iat`.")
+    ] = 30
+    allow_client_secrets: Annotated[
+        bool,
+        Meta(
+            description="Accept client secrets at `/auth/token` (`client_secret_basic`/`_post`); dev mode turns it on."
+        ),
+    ] = False
+    client_cache_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Seconds a client's enabled state and rate are cached per process "
+            "(0: checked on every request).",
+        ),
+    ] = 10.0
+    key_refresh_seconds: Annotated[
+        float,
+        Meta(ge=0, description="Seconds the signing keys read from the database are used before they are read again."),
+    ] = 60.0
+    token_cache_size: Annotated[
+        int, Meta(ge=16, description="Verified tokens remembered per process (each verified once while valid).")
+    ] = 10_000
+    rate_per_second: Annotated[
+        float, Meta(gt=0, description="Requests per second each client may make, per server process (token bucket).")
+    ] = 200.0
+    rate_burst: Annotated[
+        int, Meta(ge=1, description="Requests a client may make at once before the rate applies.")
+    ] = 400
+    failure_rate_per_second: Annotated[
+        float, Meta(gt=0, description="Failed authentications per second allowed from one address before 429s.")
+    ] = 2.0
+    failure_burst: Annotated[
+        int, Meta(ge=1, description="Failed authentications from one address at once before the rate applies.")
+    ] = 20
+    http_timeout: Annotated[
+        float,
+        Meta(gt=0, description="Seconds for each outbound auth call: JWKS fetches, discovery and token requests."),
+    ] = 5.0
+    jwks_cache_seconds: Annotated[
+        float, Meta(ge=0, description="Seconds a fetched JWKS is used before it is fetched again.")
+    ] = 300.0
+    jwks_max_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest JWKS or token response accepted from another server.")
+    ] = 65_536
+    trusted_issuers: Annotated[
+        list[TrustedIssuer],
+        Meta(description="Outside authorities whose tokens are accepted (TOML `[[auth.trusted_issuers]]` tables)."),
+    ] = msgspec.field(default_factory=list)
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -140,6 +246,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     records: RecordSettings = msgspec.field(default_factory=RecordSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     fhir: FhirSettings = msgspec.field(default_factory=FhirSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):
@@ -149,6 +256,10 @@ class SettingDoc(msgspec.Struct, frozen=True):
     key: str
     default: str
     description: str
+
+
+TOML_ONLY = "(TOML only)"
+"""The ``env`` of a setting that has no environment variable: a list of tables, given in the TOML file."""
 
 
 def _fields(cls: type[msgspec.Struct], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -163,27 +274,67 @@ def _fields(cls: type[msgspec.Struct], prefix: tuple[str, ...] = ()) -> Iterator
             yield path, field
 
 
+def _table_list(field: Any) -> type[msgspec.Struct] | None:
+    """The Struct of a list-of-tables setting (TOML only), or None for a scalar setting."""
+    field_type = field.type
+    if isinstance(field_type, msgspec.inspect.Metadata):
+        field_type = field_type.type
+    if isinstance(field_type, msgspec.inspect.ListType) and isinstance(
+        field_type.item_type, msgspec.inspect.StructType
+    ):
+        return field_type.item_type.cls
+    return None
+
+
+def _description(field: Any) -> str:
+    if isinstance(field.type, msgspec.inspect.Metadata) and field.type.extra_json_schema:
+        return str(field.type.extra_json_schema.get("description", ""))
+    return ""
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | dict):
+        return msgspec.json.encode(value).decode()
+    return str(value)
+
+
 def describe_settings() -> list[SettingDoc]:
-    """Every setting, in tree order, with its environment variable, default and description."""
+    """Every setting, in tree order, with its environment variable, default and description.
+
+    A list of tables (``auth.trusted_issuers``) has no environment variable: it is documented as
+    one row for the list and one row per key of its tables (``auth.trusted_issuers[].issuer``).
+    """
     defaults = msgspec.to_builtins(Settings())
     docs: list[SettingDoc] = []
     for path, field in _fields(Settings):
         value: Any = defaults
         for part in path:
             value = value.get(part) if isinstance(value, dict) else None
-        description = ""
-        if isinstance(field.type, msgspec.inspect.Metadata):
-            description = str(
-                field.type.extra_json_schema.get("description", "") if field.type.extra_json_schema else ""
-            )
-        docs.append(
-            SettingDoc(
-                env="IEF_" + "_".join(path).upper(),
-                key=".".join(path),
-                default="(unset)" if value is None else str(value).lower() if isinstance(value, bool) else str(value),
-                description=description,
-            )
-        )
+        table = _table_list(field)
+        env = TOML_ONLY if table else "IEF_" + "_".join(path).upper()
+        docs.append(SettingDoc(env=env, key=".".join(path), default=_shown(value), description=_description(field)))
+        if table is not None:
+            info = msgspec.inspect.type_info(table)
+            assert isinstance(info, msgspec.inspect.StructType)
+            for item in info.fields:
+                if item.required:
+                    default = "(required)"
+                elif item.default is not msgspec.NODEFAULT:
+                    default = _shown(msgspec.to_builtins(item.default))
+                else:
+                    default = _shown(msgspec.to_builtins(item.default_factory()))
+                docs.append(
+                    SettingDoc(
+                        env=TOML_ONLY,
+                        key=f"{'.'.join(path)}[].{item.name}",
+                        default=default,
+                        description=_description(item),
+                    )
+                )
     return docs
 
 
@@ -211,7 +362,9 @@ def load_settings(
     if path:
         with Path(path).open("rb") as handle:
             tree = tomllib.load(handle)
-    for setting_path, _field in _fields(Settings):
+    for setting_path, field in _fields(Settings):
+        if _table_list(field) is not None:
+            continue
         name = "IEF_" + "_".join(setting_path).upper()
         if name in env and env[name] != "":
             _set_path(tree, setting_path, env[name])

@@ -20,6 +20,7 @@ RegistryError
 ├── PreconditionFailed              412 a condition of the request (If-Match, conditional update) does not hold
 ├── RateLimited                     429 too many requests from this client
 └── DependencyUnavailable           503 the database (or another dependency) cannot be reached
+    └── OutboundAuthError           503 this server could not get credentials for a member service
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = (
     "MethodNotAllowed",
     "NotAcceptable",
     "NotFound",
+    "OutboundAuthError",
     "PayloadTooLarge",
     "PreconditionFailed",
     "RateLimited",
@@ -106,7 +108,15 @@ class AuthError(RegistryError):
 
 
 class Unauthenticated(AuthError):
-    """No bearer token, or one that does not verify."""
+    """No bearer token, or one that does not verify.
+
+    ``token_sent`` says whether the request carried a bearer token at all: the challenge then names
+    ``error="invalid_token"`` (RFC 6750 §3.1); without one it is a bare ``Bearer`` challenge.
+    """
+
+    def __init__(self, message: str, *, token_sent: bool = True) -> None:
+        super().__init__(message)
+        self.token_sent = token_sent
 
 
 class Forbidden(AuthError):
@@ -140,3 +150,7 @@ class RateLimited(RegistryError):
 
 class DependencyUnavailable(RegistryError):
     """A dependency (usually the database) cannot be reached."""
+
+
+class OutboundAuthError(DependencyUnavailable):
+    """This server could not get credentials to call a member service (discovery, token request, token file)."""

@@ -17,6 +17,7 @@ class HealthController(Controller):
 
     path = "/health"
     tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute as is
+    opt = {"public": True}  # noqa: RUF012 - probes carry no token
 
     @get("/live", operation_id="healthLive")
     async def live(self) -> dict[str, str]:

@@ -2,8 +2,8 @@
 
 ``RequestContext`` wraps the whole ASGI app (outside Litestar's router, so 404s are logged too):
 it takes or makes the request ID, binds it to every log line, returns it as ``X-Request-Id`` and
-writes one canonical ``http_request`` line per request. The line names the route template, never
-the raw path, because paths carry IHIs.
+writes one canonical ``http_request`` line per request, with the authenticated client's ID. The
+line names the route template, never the raw path, because paths carry IHIs.
 
 ``check_request`` is an app-wide guard: it refuses too many query values, query parameters the
 route does not declare (``opt={"query": {...}}``) and bodies in a media type the route does not
@@ -21,6 +21,7 @@ import structlog
 from litestar.enums import ScopeType
 
 from registry import errors
+from registry.auth.scopes import PRINCIPAL_KEY
 from registry.log import get_logger
 
 if TYPE_CHECKING:
@@ -69,12 +70,14 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.access_log:
+                principal = scope["state"].get(PRINCIPAL_KEY)
                 _log.info(
                     "http_request",
                     request_id=rid,
                     method=scope.get("method"),
                     route=scope.get("path_template", "(unmatched)"),
                     status=status,
+                    client_id=getattr(principal, "client_id", None),
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
             structlog.contextvars.clear_contextvars()

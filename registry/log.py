@@ -18,7 +18,7 @@ import structlog
 __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_key")
 
 EVENTS = {
-    "http_request": "one canonical line per HTTP request: method, route, status, duration",
+    "http_request": "one canonical line per HTTP request: method, route, status, client ID, duration",
     "server_starting": "the server is starting: address, database kind, service ID",
     "server_stopped": "the server stopped",
     "embedded_started": "the embedded PostgreSQL cluster is running",
@@ -26,6 +26,15 @@ EVENTS = {
     "migrations_applied": "pending migrations were applied",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",
     "batch_applied": "a batch of records was applied: counts per outcome",
+    "key_created": "a signing key was created (first start): purpose (issuer or outbound), kid",
+    "key_rotated": "a new active signing key replaced the old one, which stays published until its tokens expire",
+    "token_issued": "the token endpoint issued an access token: client ID, scope, lifetime",
+    "auth_refused": "a request was refused 401: the reason (never the token)",
+    "assertion_replayed": "a client assertion whose jti was used before was refused: client ID",
+    "client_jwks_unavailable": "a client's JWKS URL could not be fetched during token issuance: client ID, reason",
+    "issuer_jwks_unavailable": "a trusted issuer's JWKS could not be fetched or read: issuer, reason",
+    "outbound_token": "this instance got an access token from a member service: base URL, client ID, lifetime",
+    "outbound_auth_failed": "this instance could not get credentials for a member service: base URL, reason",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

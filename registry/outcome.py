@@ -75,7 +75,7 @@ def _registry_error(_request: Request[Any, Any, Any], exc: errors.RegistryError)
     if isinstance(exc, errors.RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.Unauthenticated):
-        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"
     return outcome_response(status_of(exc), [(i.message, i.expression) for i in exc.issues], headers)
 
 

@@ -21,3 +21,7 @@ class Service(Wire):
     status: ServiceStatus
     created_at: datetime
     updated_at: datetime
+    client_id: str | None = None
+    """The client ID this service gave us: we authenticate to it with ``private_key_jwt``."""
+    bearer_token_file: str | None = None
+    """A file holding the fixed bearer token this service takes from us (instead of ``client_id``)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
+from joserfc.jwk import RSAKey
 
-from registry.config import Settings
-from tests.factories import make_service_id
+from registry.config import AuthSettings, LogSettings, Settings
+from tests.factories import make_rsa_key, make_service_id
 from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
@@ -34,8 +36,16 @@ async def template(pg: TestCluster) -> TestCluster:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """Settings of the session's server: defaults, with small limits where tests probe them."""
-    return Settings(log=Settings().log.__class__(access=False))
+    """Settings of the session's server: client state and keys re-read on every use, rates out of the way.
+
+    Rate limits have tests of their own, on servers of their own; here every test shares one
+    operator client and one address (loopback).
+    """
+    auth = AuthSettings(
+        client_cache_seconds=0, key_refresh_seconds=0, rate_per_second=10_000, rate_burst=10_000,
+        failure_rate_per_second=10_000, failure_burst=10_000,
+    )  # fmt: skip
+    return Settings(log=LogSettings(access=False), auth=auth)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +58,20 @@ async def server(template: TestCluster, settings: Settings) -> AsyncIterator[Run
 
 @pytest.fixture
 async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the session's server; every FHIR JSON answer (errors included) must parse as R4B."""
+    """An HTTP client for the session's server, carrying the operator's admin token; every FHIR JSON
+    answer (errors included) must parse as R4B."""
+    async with httpx.AsyncClient(
+        base_url=server.base_url,
+        timeout=30,
+        headers=await server.headers("admin"),
+        event_hooks={"response": [check_fhir_response]},
+    ) as http:
+        yield http
+
+
+@pytest.fixture
+async def anonymous(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the session's server with no token; FHIR JSON answers must parse as R4B."""
     async with httpx.AsyncClient(
         base_url=server.base_url, timeout=30, event_hooks={"response": [check_fhir_response]}
     ) as http:
@@ -67,3 +90,31 @@ async def gateway(server: RunningServer) -> str:
     service_id = make_service_id()
     await server.add_service(service_id)
     return service_id
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayClient:
+    """A client bound to its own gateway service, with a real token for it."""
+
+    http: httpx.AsyncClient
+    service_id: str
+    client_id: str
+
+
+@pytest.fixture(scope="session")
+def client_key() -> RSAKey:
+    """A private RSA key (RS384) that test clients register and sign their assertions with."""
+    return make_rsa_key()
+
+
+@pytest.fixture
+async def gateway_client(server: RunningServer, client_key: RSAKey) -> AsyncIterator[GatewayClient]:
+    """A fresh gateway service and a client bound to it holding ``system/Basic.cu system/Basic.rs``."""
+    service_id = make_service_id()
+    await server.add_service(service_id)
+    scopes = "system/Basic.cu system/Basic.rs"
+    client_id, _ = await server.add_client(service_id, scopes, public_key_pem=client_key.as_pem(private=False).decode())
+    token = await server.token(scopes, client_id=client_id, service_id=service_id)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30, headers=headers) as http:
+        yield GatewayClient(http, service_id, client_id)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 import uuid
 
+from joserfc.jwk import RSAKey
+
 from schemas.types import IHI_PREFIX, luhn_valid
 
-__all__ = ("IHI_SYSTEM", "make_ihi", "make_service_id", "with_bad_check_digit")
+__all__ = ("IHI_SYSTEM", "make_ihi", "make_rsa_key", "make_service_id", "with_bad_check_digit")
 
 IHI_SYSTEM = "http://ns.electronichealth.net.au/id/hi/ihi/1.0"
 _rng = random.Random()
@@ -30,3 +32,9 @@ def with_bad_check_digit(ihi: str) -> str:
 def make_service_id() -> str:
     """A random service ID (a UUID, canonical lower case)."""
     return str(uuid.uuid4())
+
+
+def make_rsa_key(alg: str = "RS384", kid: str = "test-key") -> RSAKey:
+    """A fresh private RSA key for a test client, with its ``kid`` and ``alg`` set."""
+    key = RSAKey.generate_key(2048, private=True)
+    return RSAKey.import_key(key.as_dict(private=True), parameters={"kid": kid, "alg": alg, "use": "sig"})

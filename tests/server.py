@@ -1,4 +1,9 @@
-"""A real ief-registry HTTP server (uvicorn on loopback) inside the test session's event loop."""
+"""A real ief-registry HTTP server (uvicorn on loopback) inside the test session's event loop.
+
+Each running server comes with the server's own authentication parts on its database
+(``RunningServer.auth``), so tests register clients and mint tokens through the same issuer code
+the server uses: no mocks.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,20 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import asyncpg
+import msgspec
 import uvicorn
 
 from registry.app import build_asgi
+from registry.auth.clients import OPERATOR_CLIENT_ID
+from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
+from registry.db.pool import Database, open_database
+from registry.db.queries import load_queries
 
-__all__ = ("RunningServer", "free_port", "running_server")
+__all__ = ("RunningServer", "free_port", "json_server", "running_server")
 
 
 def free_port() -> int:
@@ -32,6 +43,41 @@ class RunningServer:
     database_url: str
     service_id: str
     settings: Settings
+    auth: AuthParts
+    database: Database
+
+    async def token(
+        self,
+        scopes: str = "admin",
+        *,
+        client_id: str = OPERATOR_CLIENT_ID,
+        service_id: str | None = None,
+        lifetime: int | None = None,
+    ) -> str:
+        """A real access token from the server's built-in issuer (the operator's, unless told otherwise)."""
+        issued = await self.auth.issuer.mint(
+            client_id=client_id, service_id=service_id or self.service_id, scopes=scopes.split(), lifetime=lifetime
+        )
+        return issued.access_token
+
+    async def headers(
+        self, scopes: str = "admin", *, client_id: str = OPERATOR_CLIENT_ID, service_id: str | None = None
+    ) -> dict[str, str]:
+        """An ``Authorization`` header carrying a token from ``token()``."""
+        token = await self.token(scopes, client_id=client_id, service_id=service_id)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def add_client(
+        self, service_id: str, scopes: str, *, name: str = "Test client", **material: object
+    ) -> tuple[str, str | None]:
+        """Register a client as ``ief-registry clients add`` does; return its ID (and secret, for ``secret=True``)."""
+        row, secret = await self.auth.clients.add(
+            name=name,
+            service_id=service_id,
+            scopes=scopes.split(),
+            **material,  # type: ignore[arg-type]
+        )
+        return row.client_id, secret
 
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
@@ -58,11 +104,26 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, database_url: str, service_id: str) -> AsyncIterator[RunningServer]:
-    """Serve the app on a free loopback port for the duration of the block."""
-    port = free_port()
+async def running_server(
+    settings: Settings, database_url: str, service_id: str, *, port: int | None = None
+) -> AsyncIterator[RunningServer]:
+    """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    async with _serving(app, port=port, lifespan="on") as base_url:
+        database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
+        auth = await start_auth(database, load_queries(), settings, service_id)
+        try:
+            yield RunningServer(base_url, database_url, service_id, settings, auth, database)
+        finally:
+            await auth.close()
+            await database.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on loopback in this event loop; yield its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -73,7 +134,28 @@ async def running_server(settings: Settings, database_url: str, service_id: str)
         task.cancel()
         raise RuntimeError("the test server did not start")
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def json_server(documents: dict[str, object]) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering GET ``path`` with ``documents[path]`` as JSON (404 else).
+
+    It stands for an outside party (an external token issuer publishing its JWKS). Yields its base URL;
+    ``documents`` may be changed while it runs.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        found = documents.get(scope["path"])
+        body = msgspec.json.encode(found) if found is not None else b"{}"
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200 if found is not None else 404, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async with _serving(app, port=None, lifespan="off") as base_url:
+        yield base_url

@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
 
-__all__ = ("ADMIN", "PRINCIPAL_KEY", "Principal", "granted_permissions", "principal_of", "satisfies")
+__all__ = (
+    "ADMIN",
+    "PRINCIPAL_KEY",
+    "Principal",
+    "granted_permissions",
+    "is_scope",
+    "may_hold",
+    "principal_of",
+    "satisfies",
+)
 
 ADMIN = "admin"
 """The operator scope: satisfies every requirement."""
@@ -81,6 +90,25 @@ def satisfies(scopes: frozenset[str], required: str) -> bool:
     permissions = granted_permissions(scopes)
     held = set(permissions.get(resource, frozenset())) | set(permissions.get("*", frozenset()))
     return needed <= held
+
+
+def is_scope(scope: str) -> bool:
+    """Whether ``scope`` is one this server understands: ``admin`` or a ``system/`` scope (v1 or v2)."""
+    if scope == ADMIN:
+        return True
+    match = _SCOPE.match(scope)
+    return bool(match and (_V1.get(match.group(2)) or _v2_letters(match.group(2))))
+
+
+def may_hold(registered: frozenset[str], scope: str) -> bool:
+    """Whether a client registered with ``registered`` may be granted ``scope``.
+
+    It may when it registered that very scope, or when its registered scopes already grant every
+    permission ``scope`` names (``system/*.rs`` covers ``system/Basic.read``; ``admin`` covers all).
+    """
+    if scope in registered:
+        return True
+    return is_scope(scope) and satisfies(registered, scope)
 
 
 @dataclass(frozen=True, slots=True)

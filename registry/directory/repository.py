@@ -26,6 +26,8 @@ def _service(row: asyncpg.Record) -> Service:
         base_url=row["base_url"],
         search_style=SearchStyle(row["search_style"]),
         status=ServiceStatus(row["status"]),
+        client_id=row["client_id"],
+        bearer_token_file=row["bearer_token_file"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -40,11 +42,22 @@ class ServiceRepository:
         self._q = queries
 
     async def add(
-        self, conn: Connection, *, service_id: str, kind: str, name: str, base_url: str, search_style: str
+        self,
+        conn: Connection,
+        *,
+        service_id: str,
+        kind: str,
+        name: str,
+        base_url: str,
+        search_style: str,
+        client_id: str | None = None,
+        bearer_token_file: str | None = None,
     ) -> tuple[Service, bool]:
         """Add or change a service (enabling it); return it and whether it is new."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["add_service"], service_id, kind, name, base_url, search_style)
+            row = await conn.fetchrow(
+                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file
+            )
         assert row is not None
         return _service(row), bool(row["created"])
 

@@ -35,9 +35,21 @@ class DirectoryService:
         self._repo = repository
 
     async def add(
-        self, *, service_id: str, kind: str, name: str, base_url: str, search_style: str = "ief"
+        self,
+        *,
+        service_id: str,
+        kind: str,
+        name: str,
+        base_url: str,
+        search_style: str = "ief",
+        client_id: str | None = None,
+        bearer_token_file: str | None = None,
     ) -> tuple[Service, bool]:
-        """Add a service, or change and re-enable an existing one."""
+        """Add a service, or change and re-enable an existing one.
+
+        ``client_id`` (the ID that service gave this instance) or ``bearer_token_file`` says how this
+        instance authenticates when it calls the service; at most one of them.
+        """
         sid = check_service_id(service_id, "id")
         try:
             kind_value = ServiceKind(kind)
@@ -46,10 +58,15 @@ class DirectoryService:
             raise errors.InvalidInput(str(exc)) from None
         if not name.strip() or len(name) > 200:
             raise errors.InvalidInput("a service name is 1 to 200 characters")
+        if client_id is not None and bearer_token_file is not None:
+            raise errors.InvalidInput("give a client ID or a bearer token file, not both")
+        if client_id is not None and not (0 < len(client_id.strip()) <= 200):
+            raise errors.InvalidInput("a client ID is 1 to 200 characters")
         async with self._db.writer() as conn:
             return await self._repo.add(
                 conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=check_base_url(base_url),
-                search_style=style,
+                search_style=style, client_id=client_id.strip() if client_id else None,
+                bearer_token_file=bearer_token_file,
             )  # fmt: skip
 
     async def list_all(self, status: str | None = None) -> list[Service]:

@@ -12,6 +12,7 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
+from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.io import etag, fhir_base, fhir_response, if_match, last_modified, read_resource, route_opt
 from registry.fhir.records import RecordResources, Written
@@ -76,6 +77,7 @@ BASIC = ResourceCapability(
 )
 
 Records = NamedDependency[RecordResources]
+Caller = NamedDependency[Principal]
 Settings = NamedDependency[FhirSettings]
 
 
@@ -98,24 +100,29 @@ class BasicController(Controller):
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
     @post("/", operation_id="createBasic", status_code=201, opt=route_opt(scopes=_WRITE))
-    async def create(self, fhir_records: Records, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def create(
+        self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
         """Register a record (201), or update (200) or repeat (200) the one with the same IHI and service."""
         claim = await read_resource(request, fhir_records.parse)
-        return _written(await fhir_records.create(claim), request)
+        return _written(await fhir_records.create(claim, actor=principal), request)
 
     @put("/", operation_id="conditionalUpdateBasic", opt=route_opt(BASIC.query(_KEY), scopes=_WRITE))
-    async def conditional_update(self, fhir_records: Records, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def conditional_update(
+        self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
         """Create (201) or update (200) the record named by patient and service in the query."""
         claim = await read_resource(request, fhir_records.parse)
-        return _written(await fhir_records.conditional_update(Criteria.of(request), claim, if_match(request)), request)
+        written = await fhir_records.conditional_update(Criteria.of(request), claim, if_match(request), actor=principal)
+        return _written(written, request)
 
     @put("/{record_id:str}", operation_id="updateBasic", opt=route_opt(scopes=_WRITE))
     async def update(
-        self, fhir_records: Records, record_id: RecordId, request: Request[Any, Any, Any]
+        self, fhir_records: Records, principal: Caller, record_id: RecordId, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Change an existing record's status or type; honours If-Match."""
         claim = await read_resource(request, fhir_records.parse)
-        return _written(await fhir_records.update(record_id, claim, if_match(request)), request)
+        return _written(await fhir_records.update(record_id, claim, if_match(request), actor=principal), request)
 
     @get("/{record_id:str}", operation_id="readBasic", opt=route_opt(scopes=_READ))
     async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:

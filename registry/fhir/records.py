@@ -18,6 +18,7 @@ from schemas.fhir.record import read_registry_record, registry_record
 from schemas.types import RecordStatus
 
 if TYPE_CHECKING:
+    from registry.auth.scopes import Principal
     from registry.records.repository import StoredRecord
     from registry.records.service import RecordService
     from schemas.fhir.canonical import Canonicals
@@ -112,11 +113,13 @@ class RecordResources:
         resources = [self.resource(s) for s in stored]
         return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
 
-    async def create(self, claim: RecordClaim) -> Written:
+    async def create(self, claim: RecordClaim, *, actor: Principal) -> Written:
         """``POST``: create the record, or (as the native PUT) update or leave unchanged the one with its key."""
-        return await self._write(claim, expected_version=None)
+        return await self._write(claim, None, actor=actor)
 
-    async def update(self, record_id: str, claim: RecordClaim, expected_version: int | None) -> Written:
+    async def update(
+        self, record_id: str, claim: RecordClaim, expected_version: int | None, *, actor: Principal
+    ) -> Written:
         """``PUT Basic/{id}``: change an existing record's status or type (its key cannot change).
 
         Raises:
@@ -140,9 +143,11 @@ class RecordResources:
             moved.append(errors.Issue("a record's service cannot change", claim.service_expression))
         if moved:
             raise errors.InvalidInput("a record cannot move to another patient or service", issues=moved)
-        return await self._write(claim, expected_version)
+        return await self._write(claim, expected_version, actor=actor)
 
-    async def conditional_update(self, criteria: Criteria, claim: RecordClaim, expected_version: int | None) -> Written:
+    async def conditional_update(
+        self, criteria: Criteria, claim: RecordClaim, expected_version: int | None, *, actor: Principal
+    ) -> Written:
         """``PUT Basic?<patient>&service=``: create or update the record with that natural key.
 
         Raises:
@@ -171,17 +176,13 @@ class RecordResources:
                 )
         if issues:
             raise errors.InvalidInput("the resource does not match the conditional update", issues=issues)
-        return await self._write(claim, expected_version)
+        return await self._write(claim, expected_version, actor=actor)
 
-    async def _write(self, claim: RecordClaim, expected_version: int | None) -> Written:
-        """Every FHIR write ends here: the one place the service ID a write is made for is decided.
-
-        Today it is the service the resource names; when writes are authenticated, the caller's
-        token decides here which services it may write for.
-        """
-        service_id = claim.service_id
+    async def _write(self, claim: RecordClaim, expected_version: int | None, *, actor: Principal) -> Written:
+        """Every FHIR write ends here, through the records service, which refuses (403) a record of
+        another service than the caller's own unless the caller holds ``admin``."""
         stored, outcome = await self._records.put(
-            claim.ihi, service_id, claim.status, claim.type, expected_version=expected_version
+            claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, expected_version=expected_version
         )
         return Written(resource=self.resource(stored), record=stored, created=outcome == "created")
 

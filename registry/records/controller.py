@@ -10,6 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
 from registry import errors
+from registry.auth.scopes import Principal
 from registry.http import media_type
 from registry.records.service import RecordService, to_record
 from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
@@ -18,8 +19,11 @@ __all__ = ("BatchController", "RecordController")
 
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 _array_decoder = msgspec.json.Decoder(list[Any])
+_WRITE = ("system/Basic.cu",)
+_READ = ("system/Basic.rs",)
 
 Records = NamedDependency[RecordService]
+Caller = NamedDependency[Principal]
 IhiParam = Annotated[str, Parameter(description="The patient's IHI (16 digits, 800360 prefix, Luhn check digit).")]
 ServiceIdParam = Annotated[str, Parameter(description="The service ID: a UUID or a ULID.")]
 StatusParam = Annotated[
@@ -34,20 +38,25 @@ class RecordController(Controller):
     path = "/registry/records"
     tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @put("/{ihi:str}/{service_id:str}", operation_id="putRecord", status_code=200)
+    @put("/{ihi:str}/{service_id:str}", operation_id="putRecord", status_code=200, opt={"scopes": _WRITE})
     async def put_record(
-        self, records: Records, ihi: IhiParam, service_id: ServiceIdParam, data: JSONBody[RecordWrite]
+        self,
+        records: Records,
+        principal: Caller,
+        ihi: IhiParam,
+        service_id: ServiceIdParam,
+        data: JSONBody[RecordWrite],
     ) -> Response[Record]:
-        """Register (201) or change (200) a record; an identical repeat is a no-op (200)."""
-        stored, outcome = await records.put(ihi, service_id, data.status, data.type)
+        """Register (201) or change (200) a record of the caller's own service; an identical repeat is a no-op."""
+        stored, outcome = await records.put(ihi, service_id, data.status, data.type, actor=principal)
         return Response(to_record(stored), status_code=201 if outcome == "created" else 200)
 
-    @get("/{ihi:str}", operation_id="getRecords", opt={"query": frozenset({"status"})})
+    @get("/{ihi:str}", operation_id="getRecords", opt={"query": frozenset({"status"}), "scopes": _READ})
     async def get_records(self, records: Records, ihi: IhiParam, status: StatusParam = None) -> RecordList:
         """The services holding data for a patient: active records, or the statuses asked for."""
         return await records.for_ihi(ihi, status)
 
-    @get("/{ihi:str}/history", operation_id="getRecordHistory")
+    @get("/{ihi:str}/history", operation_id="getRecordHistory", opt={"scopes": _READ})
     async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
         """Every status change of every record of a patient, oldest first."""
         return await records.history(ihi)
@@ -63,10 +72,10 @@ class BatchController(Controller):
         "/",
         operation_id="putRecordsBatch",
         status_code=200,
-        opt={"media_types": frozenset({"application/json", *_NDJSON})},
+        opt={"media_types": frozenset({"application/json", *_NDJSON}), "scopes": _WRITE},
     )
-    async def batch(self, records: Records, request: Request[Any, Any, Any]) -> BatchResult:
-        """Apply up to 10,000 records (JSON array or NDJSON); per-item results in request order."""
+    async def batch(self, records: Records, principal: Caller, request: Request[Any, Any, Any]) -> BatchResult:
+        """Apply up to 10,000 records (JSON array or NDJSON); items of other services are refused one by one."""
         body = await request.body()
         items: list[Any]
         if media_type(request) in _NDJSON:
@@ -78,4 +87,4 @@ class BatchController(Controller):
                 raise errors.InvalidInput(f"a batch is a JSON array of items: {exc}") from None
             except msgspec.DecodeError as exc:
                 raise errors.MalformedRequest(f"the body is not valid JSON: {exc}") from None
-        return await records.batch(items)
+        return await records.batch(items, actor=principal)

@@ -22,14 +22,29 @@ from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from registry.auth.scopes import Principal
     from registry.config import RecordSettings
     from registry.db.pool import Database
     from registry.records.repository import RecordRepository, StoredRecord
 
-__all__ = ("RecordService", "to_record")
+__all__ = ("RecordService", "check_actor", "to_record")
 
 _log = get_logger(__name__)
 _item_decoder = msgspec.json.Decoder()
+
+
+def _refusal(actor: Principal, service_id: str) -> str:
+    return f"client {actor.client_id} is bound to service {actor.service_id} and may not write records of {service_id}"
+
+
+def check_actor(actor: Principal, service_id: str) -> None:
+    """Refuse a write of another service's record unless the caller holds ``admin``.
+
+    Raises:
+        Forbidden: the caller is bound to another service.
+    """
+    if not actor.may_act_for(service_id):
+        raise errors.Forbidden(_refusal(actor, service_id))
 
 
 def to_record(stored: StoredRecord) -> Record:
@@ -58,6 +73,7 @@ class RecordService:
         status: RecordStatus,
         type_: RecordType,
         *,
+        actor: Principal,
         expected_version: int | None = None,
     ) -> tuple[StoredRecord, str]:
         """Create or change one record; repeating an identical write changes nothing.
@@ -69,10 +85,12 @@ class RecordService:
             The stored record and ``created``, ``updated`` or ``unchanged``.
 
         Raises:
+            Forbidden: ``actor`` is bound to another service and does not hold ``admin``.
             PreconditionFailed: ``expected_version`` is given and the stored record is not at it.
         """
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
+        check_actor(actor, service_id)
         async with self._db.writer() as conn:
             if expected_version is None:
                 return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
@@ -144,12 +162,13 @@ class RecordService:
                 f"a batch holds at most {self._settings.batch_max_items} items; this one has {count}"
             )
 
-    async def batch(self, items: list[Any]) -> BatchResult:
+    async def batch(self, items: list[Any], *, actor: Principal) -> BatchResult:
         """Apply many records: each item validated on its own, applied in chunked transactions.
 
         ``items`` holds decoded JSON values, or ``bytes`` for NDJSON lines still to be decoded.
-        Invalid items are reported and skipped; the rest are applied. When the same record appears
-        twice, the later item wins and the earlier one is reported as an error.
+        Invalid items, and items of a service other than the caller's (unless it holds ``admin``),
+        are reported and skipped; the rest are applied. When the same record appears twice, the
+        later item wins and the earlier one is reported as an error.
         """
         self.check_batch_size(len(items))
         results: list[BatchItemResult | None] = [None] * len(items)
@@ -159,6 +178,15 @@ class RecordService:
                 item = self._parse_item(raw)
             except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
                 results[index] = BatchItemResult(index=index, result="error", error=str(exc))
+                continue
+            if not actor.may_act_for(item.service_id):
+                results[index] = BatchItemResult(
+                    index=index,
+                    result="error",
+                    ihi=item.ihi,
+                    service_id=item.service_id,
+                    error="forbidden: " + _refusal(actor, item.service_id),
+                )
                 continue
             key = (item.ihi, item.service_id)
             earlier = valid.get(key)

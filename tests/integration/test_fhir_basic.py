@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 
+from tests.conftest import GatewayClient
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
 from tests.fhir import BASE, SERVICE_SYSTEM, entry_ids, extension, fixture, record_body
 from tests.server import RunningServer
@@ -435,3 +437,30 @@ async def test_search_must_name_a_patient_service_or_id(fhir: httpx.AsyncClient)
     response = await fhir.get("/fhir/Basic", params={"status": "active"})
     assert response.status_code == 400
     assert "names a patient" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_gateway_writes_only_its_own_records_through_fhir(
+    gateway_client: GatewayClient, server: RunningServer, anonymous: httpx.AsyncClient
+) -> None:
+    """A gateway's token creates its own service's record (201); another service's is 403 and nothing is stored."""
+    other = make_service_id()
+    await server.add_service(other)
+    own_ihi, other_ihi = make_ihi(), make_ihi()
+    own = await gateway_client.http.post("/fhir/Basic", json=record_body(own_ihi, gateway_client.service_id))
+    assert own.status_code == 201
+    refused = await gateway_client.http.post("/fhir/Basic", json=record_body(other_ihi, other))
+    assert refused.status_code == 403
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    conditional = await gateway_client.http.put(
+        "/fhir/Basic",
+        params={"subject:identifier": f"{IHI_SYSTEM}|{other_ihi}", "service": other},
+        json=record_body(other_ihi, other),
+    )
+    assert conditional.status_code == 403
+    no_token = await anonymous.post("/fhir/Basic", json=record_body(other_ihi, other))
+    assert no_token.status_code == 401
+    conn = await asyncpg.connect(server.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", other_ihi) == 0
+    finally:
+        await conn.close()

@@ -184,7 +184,11 @@ async def test_canonical_base_is_configurable(template: TestCluster) -> None:
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         service_id = make_service_id()
         await server.add_service(service_id)
-        async with httpx.AsyncClient(base_url=server.base_url, event_hooks={"response": [check_fhir_response]}) as fhir:
+        async with httpx.AsyncClient(
+            base_url=server.base_url,
+            headers=await server.headers("admin"),
+            event_hooks={"response": [check_fhir_response]},
+        ) as fhir:
             statement = (await fhir.get("/fhir/metadata")).json()
             assert statement["rest"][0]["resource"][1]["profile"] == f"{base}/StructureDefinition/RegistryRecord"
             default_urls = await fhir.post("/fhir/Basic", json=record_body(make_ihi(), service_id))

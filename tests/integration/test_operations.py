@@ -20,7 +20,7 @@ async def test_access_line_per_request_without_raw_ihi(template: TestCluster) ->
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         await server.add_service(service_id)
         ihi = make_ihi()
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=await server.headers()) as client:
             with capture_logs() as logs:
                 put = await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "active"})
                 bad = await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "nope"})
@@ -30,6 +30,7 @@ async def test_access_line_per_request_without_raw_ihi(template: TestCluster) ->
     access = [entry for entry in logs if entry["event"] == "http_request"]
     assert [entry["status"] for entry in access] == [201, 422, 200]
     assert access[0]["route"] == "/registry/records/{ihi}/{service_id}"
+    assert access[0]["client_id"] == "operator"
     assert access[0]["request_id"] == put.headers["x-request-id"]
     assert access[1]["request_id"] == bad.headers["x-request-id"]
     assert ihi not in msgspec.json.encode(logs).decode()
@@ -67,7 +68,7 @@ async def test_unexpected_failure_is_a_bare_500_outcome(template: TestCluster) -
             await conn.execute("ALTER TABLE record_history RENAME TO record_history_gone")
         finally:
             await conn.close()
-        async with httpx.AsyncClient(base_url=server.base_url) as client:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=await server.headers()) as client:
             with capture_logs() as logs:
                 response = await client.get(f"/registry/records/{make_ihi()}/history")
     assert response.status_code == 500

@@ -1,4 +1,4 @@
-"""The README's walkthrough works as printed (only the server address is changed)."""
+"""The README's walkthrough works as printed (only the server address and instance point at the test server)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.pg import TestCluster
 from tests.server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
+_MARK = "@@walkthrough-step-done@@"
 
 
 def walkthrough_commands() -> list[str]:
@@ -27,26 +28,28 @@ def walkthrough_commands() -> list[str]:
 
 
 async def test_readme_walkthrough_as_printed(template: TestCluster) -> None:
-    """Each README command runs and answers what the README says it does."""
+    """Each README command runs in one shell (so $TOKEN carries over) and answers what the README says."""
     commands = walkthrough_commands()
-    assert len(commands) == 6
+    assert len(commands) == 8
     database_url = await template.new_database()
-    env = {**os.environ, "IEF_DATABASE_URL": database_url}
-    outputs: list[str] = []
-    async with running_server(Settings(), database_url, make_service_id()) as server:
-        for command in commands:
-            process = await asyncio.create_subprocess_shell(
-                command.replace("http://127.0.0.1:8080", server.base_url),
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await process.communicate()
-            assert process.returncode == 0, (command, err.decode())
-            outputs.append(out.decode())
-    added, put, listed, history, batch, refused = outputs
+    service_id = make_service_id()
+    env = {**os.environ, "IEF_DATABASE_URL": database_url, "IEF_SERVICE_ID": service_id}
+    async with running_server(Settings(), database_url, service_id) as server:
+        script = "".join(
+            f"{command.replace('http://127.0.0.1:8080', server.base_url)}\necho; echo {_MARK} $?\n"
+            for command in commands
+        )
+        process = await asyncio.create_subprocess_exec(
+            "bash", "-c", script, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await process.communicate()
+    parts = re.split(rf"{_MARK} (\d+)\n", out.decode())
+    outputs, codes = parts[0:-1:2], [int(code) for code in parts[1::2]]
+    assert codes == [0] * len(commands), (codes, err.decode())
+    added, anonymous, token, put, listed, history, batch, refused = (o.strip() for o in outputs)
     assert added.startswith("added gateway 0f8fad5b-d9cb-469f-a165-70867728950e")
+    assert msgspec.json.decode(anonymous)["resourceType"] == "OperationOutcome"
+    assert token == ""
     assert msgspec.json.decode(put)["status"] == "active"
     assert [r["serviceId"] for r in msgspec.json.decode(listed)["records"]] == ["0f8fad5b-d9cb-469f-a165-70867728950e"]
     assert [e["change"] for e in msgspec.json.decode(history)["history"]] == ["created"]

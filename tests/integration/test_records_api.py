@@ -115,7 +115,7 @@ async def test_concurrent_identical_puts_create_one_record(
     """200 concurrent identical PUTs: exactly one 201, one record and one creation entry in history."""
     ihi = make_ihi()
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as wide:
+    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60, headers=client.headers) as wide:
         responses = await asyncio.gather(
             *(wide.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"}) for _ in range(200))
         )
@@ -133,7 +133,8 @@ async def test_concurrent_status_changes_never_lose_history(
     ihi = make_ihi()
     await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     statuses = ["removed", "active", "archived", "active"] * 25
-    async with httpx.AsyncClient(base_url=server.base_url, limits=httpx.Limits(max_connections=100)) as wide:
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, headers=client.headers) as wide:
         responses = await asyncio.gather(
             *(wide.put(f"/registry/records/{ihi}/{gateway}", json={"status": s}) for s in statuses)
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import Settings, describe_settings, load_settings
+from registry.config import TOML_ONLY, Settings, describe_settings, load_settings
 
 
 def test_defaults_without_environment() -> None:
@@ -57,6 +57,43 @@ def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
 def test_every_setting_has_a_description_and_variable() -> None:
     """describe_settings lists every leaf setting with a description (serve --help prints them)."""
     docs = describe_settings()
-    assert len({d.env for d in docs}) == len(docs)
+    assert len({d.key for d in docs}) == len(docs)
+    variables = [d.env for d in docs if d.env != TOML_ONLY]
+    assert len(set(variables)) == len(variables)
     assert all(d.description for d in docs)
     assert {"IEF_DATABASE_URL", "IEF_DATABASE_READ_URL", "IEF_SERVICE_ID", "IEF_DATA_DIR"} <= {d.env for d in docs}
+
+
+def test_trusted_issuers_come_from_toml_tables(tmp_path: Path) -> None:
+    """auth.trusted_issuers is a list of TOML tables, documented key by key and never read from a variable."""
+    config = tmp_path / "ief.toml"
+    config.write_text(
+        '[[auth.trusted_issuers]]\nissuer = "https://hc.example"\naudience = "https://reg.example"\n'
+        'jwks_url = "https://hc.example/jwks"\nclients = { "ext-1" = "local-1" }\n',
+        encoding="utf-8",
+    )
+    settings = load_settings({"IEF_AUTH_TRUSTED_ISSUERS": "ignored"}, config_file=config)
+    [trusted] = settings.auth.trusted_issuers
+    assert (trusted.issuer, trusted.clients, trusted.client_id_claim) == (
+        "https://hc.example",
+        {"ext-1": "local-1"},
+        "client_id",
+    )
+    keys = {d.key: d for d in describe_settings()}
+    assert keys["auth.trusted_issuers"].env == TOML_ONLY
+    assert keys["auth.trusted_issuers[].issuer"].default == "(required)"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('issuer = "i"\naudience = "a"\n', "exactly one of jwks_url and jwks_file"),
+        ('issuer = "i"\naudience = "a"\njwks_file = "k"\nalgorithms = ["HS256"]\n', "asymmetric"),
+    ],
+)
+def test_bad_trusted_issuer_is_refused(tmp_path: Path, table: str, message: str) -> None:
+    """A trusted issuer without exactly one key source, or with a symmetric algorithm, is refused."""
+    config = tmp_path / "ief.toml"
+    config.write_text("[[auth.trusted_issuers]]\n" + table, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_settings({}, config_file=config)

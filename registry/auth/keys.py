@@ -1,0 +1,145 @@
+"""This instance's key pairs, kept in PostgreSQL: the built-in issuer's signing keys and the outbound key.
+
+Every server process reads the same keys from the database, so any process verifies what another
+signed (DESIGN §3: state lives in PostgreSQL only). Keys are created on first start; ``keys
+rotate`` makes a new active key and retires the old one, which stays published in
+``/.well-known/jwks.json`` (and trusted) until every token it can have signed has expired.
+
+Purposes:
+
+- ``issuer``: signs access tokens (RS256: verification is the cheap operation of RSA);
+- ``outbound``: signs this instance's client assertions to peers and gateways (RS384, as SMART
+  Backend Services recommends).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from joserfc.jwk import Key, KeySet, RSAKey
+
+from registry.log import get_logger
+
+if TYPE_CHECKING:
+    from registry.auth.repository import AuthRepository, KeyRow
+    from registry.db.pool import Database
+
+__all__ = ("ISSUER", "OUTBOUND", "KeyRing", "Keys", "new_key_pem")
+
+ISSUER = "issuer"
+OUTBOUND = "outbound"
+_ALG = {ISSUER: "RS256", OUTBOUND: "RS384"}
+_RSA_BITS = 2048
+_UNKNOWN_KID_RELOAD_SECONDS = 1.0
+_log = get_logger("registry.auth.keys")
+
+
+def new_key_pem() -> str:
+    """A fresh RSA private key, PKCS#8 PEM."""
+    key = RSAKey.generate_key(_RSA_BITS, private=True)
+    return key.as_pem(private=True).decode()
+
+
+def _import(row: KeyRow) -> RSAKey:
+    return RSAKey.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """One consistent view of the keys: what signs now, and what verifies and is published."""
+
+    issuer: RSAKey
+    """The active issuer key (signs access tokens)."""
+    outbound: RSAKey
+    """The active outbound key (signs this instance's client assertions)."""
+    issuer_keys: KeySet
+    """Every live issuer key, public halves only: what the built-in issuer's tokens verify against."""
+    jwks: dict[str, Any]
+    """The published JWKS: live issuer keys and live outbound keys (public halves, distinct kids)."""
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class KeyRing:
+    """The keys of this instance as last read from the database, re-read when stale."""
+
+    def __init__(
+        self, db: Database, repository: AuthRepository, *, refresh_seconds: float, keep_seconds: float
+    ) -> None:
+        self._db = db
+        self._repo = repository
+        self._refresh = refresh_seconds
+        self._keep = keep_seconds
+        self._keys: Keys | None = None
+
+    @property
+    def keys(self) -> Keys:
+        """The keys as last loaded (``ensure()`` must have run)."""
+        assert self._keys is not None, "KeyRing.ensure() runs at start-up"
+        return self._keys
+
+    async def ensure(self) -> Keys:
+        """Create the active issuer and outbound keys when missing, then load every live key."""
+        async with self._db.writer() as conn:
+            existing = {row.purpose for row in await self._repo.live_keys(conn) if row.retired_at is None}
+            for purpose in (ISSUER, OUTBOUND):
+                if purpose not in existing:
+                    kid = await self._add(conn, purpose)
+                    _log.info("key_created", purpose=purpose, kid=kid)
+        return await self.load()
+
+    async def load(self) -> Keys:
+        """Read every live key from the database."""
+        async with self._db.reader() as conn:
+            rows = await self._repo.live_keys(conn)
+        active = {row.purpose: row for row in rows if row.retired_at is None}
+        missing = {ISSUER, OUTBOUND} - set(active)
+        if missing:
+            raise RuntimeError(
+                f"no active {', '.join(sorted(missing))} key: run `ief-registry db upgrade` or start `serve`"
+            )
+        imported = {row.kid: _import(row) for row in rows}
+        issuer_public: list[Key] = [
+            RSAKey.import_key(imported[row.kid].as_dict(private=False)) for row in rows if row.purpose == ISSUER
+        ]
+        self._keys = Keys(
+            issuer=imported[active[ISSUER].kid],
+            outbound=imported[active[OUTBOUND].kid],
+            issuer_keys=KeySet(issuer_public),
+            jwks={"keys": [imported[row.kid].as_dict(private=False) for row in rows]},
+        )
+        return self._keys
+
+    async def fresh(self) -> Keys:
+        """The keys, re-read first when they are older than the refresh interval."""
+        if self._keys is None or time.monotonic() - self._keys.loaded_at >= self._refresh:
+            return await self.load()
+        return self._keys
+
+    async def reload_for(self, kid: str) -> Keys:
+        """Re-read the keys because a token names an unknown ``kid`` (at most once a second)."""
+        current = self.keys
+        if (
+            kid in {key.kid for key in current.issuer_keys}
+            or time.monotonic() - current.loaded_at < _UNKNOWN_KID_RELOAD_SECONDS
+        ):
+            return current
+        return await self.load()
+
+    async def rotate(self, purpose: str = ISSUER) -> str:
+        """Make a new active key of ``purpose``; the old one stays published until its tokens expire."""
+        if purpose not in _ALG:
+            raise ValueError(f"unknown key purpose {purpose!r}")
+        async with self._db.writer() as conn, conn.transaction():
+            await self._repo.retire_active_key(conn, purpose, self._keep)
+            kid = await self._add(conn, purpose)
+        _log.info("key_rotated", purpose=purpose, kid=kid, old_key_published_seconds=self._keep)
+        await self.load()
+        return kid
+
+    async def _add(self, conn: Any, purpose: str) -> str:
+        pem = new_key_pem()
+        kid = RSAKey.import_key(pem).thumbprint()
+        await self._repo.add_active_key(conn, kid=kid, purpose=purpose, alg=_ALG[purpose], private_pem=pem)
+        return kid
