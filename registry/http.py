@@ -108,7 +108,7 @@ def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseR
     opt = handler.opt
     params = connection.query_params
     limit = connection.app.state.get("max_query_params", 64)
-    if sum(len(values) for _key, values in params.items()) > limit:
+    if sum(1 for _ in params.multi_items()) > limit:
         raise errors.UnknownParameter(f"too many query parameter values (at most {limit})")
     allowed: frozenset[str] = opt.get("query", frozenset())
     unknown = sorted(set(params.keys()) - allowed)

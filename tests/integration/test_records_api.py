@@ -264,6 +264,14 @@ async def test_too_many_query_values_is_400(client: httpx.AsyncClient, server: R
     assert "too many" in response.json()["issue"][0]["diagnostics"]
 
 
+async def test_query_limit_counts_values_not_characters(client: httpx.AsyncClient, server: RunningServer) -> None:
+    """A few long query values are within the limit however many characters they hold."""
+    statuses = ",".join(["active", "removed", "archived"] * 10)
+    assert len(statuses) > server.settings.http.max_query_params
+    response = await client.get(f"/registry/records/{make_ihi()}", params={"status": statuses})
+    assert response.status_code == 200
+
+
 async def test_unknown_status_filter_is_422(client: httpx.AsyncClient) -> None:
     """Asking for a status that does not exist gets 422."""
     response = await client.get(f"/registry/records/{make_ihi()}", params={"status": "deleted"})
