@@ -11,6 +11,10 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from registry.audit.middleware import AuditMiddleware
+from registry.audit.repository import AuditRepository
+from registry.audit.service import AuditService
+from registry.audit.trail import AuditTrail
 from registry.db.migrate import SchemaTooNew, schema_state
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
@@ -45,6 +49,10 @@ def _provide_directory(state: State) -> DirectoryService:
     return state.directory  # type: ignore[no-any-return]
 
 
+def _provide_audit(state: State) -> AuditService:
+    return state.audit  # type: ignore[no-any-return]
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -53,6 +61,8 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     """
     queries = load_queries()
     set_hash_key(hash_key)
+    audit_repository = AuditRepository(queries)
+    trail = AuditTrail(audit_repository, settings.audit, observer=service_id)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -67,10 +77,13 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                     f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
                 )
             app.state.db = db
-            app.state.records = RecordService(db, RecordRepository(queries), settings.records)
+            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail)
             app.state.directory = DirectoryService(db, ServiceRepository(queries))
+            app.state.audit = AuditService(db, audit_repository, settings.fhir)
+            await trail.start(db, write_timeout=settings.database.command_timeout)
             yield
         finally:
+            await trail.stop()
             await db.close()
 
     registry_api = Router(
@@ -88,6 +101,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         dependencies={
             "records": Provide(_provide_records, sync_to_thread=False),
             "directory": Provide(_provide_directory, sync_to_thread=False),
+            "audit": Provide(_provide_audit, sync_to_thread=False),
         },
         guards=[check_request],
         plugins=[OperationOutcomePlugin()],
@@ -96,6 +110,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             {
                 "settings": settings,
                 "service_id": service_id,
+                "audit_trail": trail,
                 "public_base_url": settings.public_base_url,
                 "max_query_params": settings.http.max_query_params,
             }
@@ -108,6 +123,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
 
 
 def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> ASGIApp:
-    """The ASGI application a server runs: the Litestar app inside the request-context middleware."""
+    """The ASGI application a server runs: the Litestar app inside the audit and request-context middlewares."""
     app = create_app(settings, database_url=database_url, service_id=service_id, hash_key=hash_key)
-    return RequestContext(app, access_log=settings.log.access, max_query_params=settings.http.max_query_params)
+    audited = AuditMiddleware(app, app.state.audit_trail)
+    return RequestContext(audited, access_log=settings.log.access, max_query_params=settings.http.max_query_params)

@@ -1,4 +1,4 @@
-"""The operator's command line: ``ief-registry serve | db | services``.
+"""The operator's command line: ``ief-registry serve | db | services | audit``.
 
 Every command reads the same settings (``IEF_*`` variables, ``--config FILE``). With no database
 URL, commands use the embedded cluster in the data directory: started if needed, and stopped
@@ -286,3 +286,45 @@ def services_enable(obj: _Context, service_id: str) -> None:
 
     service = _with_directory(obj.settings(), lambda d: d.set_status(service_id, ServiceStatus.ENABLED))
     click.echo(f"enabled {service.service_id} {service.name}")
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: verify its hash chain."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(obj: _Context) -> None:
+    """Seal pending audit rows, then check every row against the hash chain; exit 1 naming the first bad row."""
+    import asyncpg
+
+    from registry.audit.chain import ChainBroken, seal, verify
+    from registry.audit.repository import AuditRepository
+
+    repository = AuditRepository(load_queries())
+    sealing_failed: list[str] = []
+
+    async def run() -> Any:
+        conn = await connect(url)
+        try:
+            try:
+                while (result := await seal(conn, repository, wait=True)).more and result.sealed:
+                    pass  # more than one run's worth; rows that wait for open transactions stay pending
+            except (ChainBroken, asyncpg.PostgresError) as exc:
+                sealing_failed.append(str(exc))
+            return await verify(conn, repository)
+        finally:
+            await conn.close()
+
+    with database_url(obj.settings()) as url:
+        verdict = _run(run)
+    if not verdict.ok:
+        click.echo(f"audit verify: FAILED after {verdict.rows} good rows: {verdict.problem}", err=True)
+        sys.exit(1)
+    if sealing_failed:
+        click.echo(f"audit verify: FAILED: new rows could not be sealed: {sealing_failed[0]}", err=True)
+        sys.exit(1)
+    click.echo(f"audit verify: ok: {verdict.rows} rows chained, head hash {verdict.head_hash}")
+    if verdict.pending:
+        click.echo(f"audit verify: {verdict.pending} newer rows wait for open transactions to end before sealing")

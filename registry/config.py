@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Meta
 
 __all__ = (
+    "AuditSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
     "FhirSettings",
@@ -92,7 +93,8 @@ class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int, Meta(ge=1, le=100_000, description="Most items one batch request may carry (413 above).")
     ] = 10_000
     batch_chunk_size: Annotated[
-        int, Meta(ge=1, le=10_000, description="Batch items applied per database transaction.")
+        int,
+        Meta(ge=1, le=10_000, description="Batch items written per SQL statement (a whole batch is one transaction)."),
     ] = 1_000
 
 
@@ -120,6 +122,22 @@ class FhirSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_count: Annotated[int, Meta(ge=1, description="Largest `_count` honoured.")] = 1000
 
 
+class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The audit trail: group commit of read events and the hash-chain sealer."""
+
+    flush_interval_ms: Annotated[
+        float,
+        Meta(ge=0, le=1000, description="Longest wait (ms) to gather concurrent requests' audit rows into one insert."),
+    ] = 2.0
+    flush_max_rows: Annotated[
+        int, Meta(ge=1, le=10_000, description="Most audit rows written by one group-commit insert.")
+    ] = 500
+    seal_interval_ms: Annotated[
+        int,
+        Meta(ge=10, le=60_000, description="How often (ms) a server process appends new audit rows to the hash chain."),
+    ] = 250
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -140,6 +158,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     records: RecordSettings = msgspec.field(default_factory=RecordSettings)
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     fhir: FhirSettings = msgspec.field(default_factory=FhirSettings)
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

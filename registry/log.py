@@ -26,6 +26,9 @@ EVENTS = {
     "migrations_applied": "pending migrations were applied",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",
     "batch_applied": "a batch of records was applied: counts per outcome",
+    "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
+    "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
+    "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

@@ -11,7 +11,9 @@ from litestar.params import JSONBody, Parameter
 
 from registry import errors
 from registry.http import media_type
+from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import RecordService, to_record
+from schemas.audit import Interaction
 from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
 
 __all__ = ("BatchController", "RecordController")
@@ -34,20 +36,24 @@ class RecordController(Controller):
     path = "/registry/records"
     tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @put("/{ihi:str}/{service_id:str}", operation_id="putRecord", status_code=200)
+    @put("/{ihi:str}/{service_id:str}", operation_id="putRecord", status_code=200, opt={"audit": Interaction.UPDATE})
     async def put_record(
         self, records: Records, ihi: IhiParam, service_id: ServiceIdParam, data: JSONBody[RecordWrite]
     ) -> Response[Record]:
         """Register (201) or change (200) a record; an identical repeat is a no-op (200)."""
         stored, outcome = await records.put(ihi, service_id, data.status, data.type)
-        return Response(to_record(stored), status_code=201 if outcome == "created" else 200)
+        return Response(to_record(stored), status_code=WRITE_STATUS[outcome])
 
-    @get("/{ihi:str}", operation_id="getRecords", opt={"query": frozenset({"status"})})
+    @get(
+        "/{ihi:str}",
+        operation_id="getRecords",
+        opt={"query": frozenset({"status"}), "audit": Interaction.SEARCH_TYPE},
+    )
     async def get_records(self, records: Records, ihi: IhiParam, status: StatusParam = None) -> RecordList:
         """The services holding data for a patient: active records, or the statuses asked for."""
         return await records.for_ihi(ihi, status)
 
-    @get("/{ihi:str}/history", operation_id="getRecordHistory")
+    @get("/{ihi:str}/history", operation_id="getRecordHistory", opt={"audit": Interaction.HISTORY_TYPE})
     async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
         """Every status change of every record of a patient, oldest first."""
         return await records.history(ihi)
@@ -63,7 +69,7 @@ class BatchController(Controller):
         "/",
         operation_id="putRecordsBatch",
         status_code=200,
-        opt={"media_types": frozenset({"application/json", *_NDJSON})},
+        opt={"media_types": frozenset({"application/json", *_NDJSON}), "audit": Interaction.BATCH},
     )
     async def batch(self, records: Records, request: Request[Any, Any, Any]) -> BatchResult:
         """Apply up to 10,000 records (JSON array or NDJSON); per-item results in request order."""

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from registry import errors
+from registry.audit.context import note_patients, note_records
 from registry.log import get_logger
-from registry.records.lifecycle import check_ihi, check_service_id, parse_statuses
+from registry.records.lifecycle import WRITE_STATUS, check_ihi, check_service_id, parse_statuses
+from schemas.audit import Action
 from schemas.records import (
     BatchItem,
     BatchItemResult,
@@ -22,9 +24,10 @@ from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from registry.audit.trail import AuditTrail
     from registry.config import RecordSettings
     from registry.db.pool import Database
-    from registry.records.repository import RecordRepository, StoredRecord
+    from registry.records.repository import BatchRow, RecordRepository, StoredRecord
 
 __all__ = ("RecordService", "to_record")
 
@@ -44,12 +47,17 @@ def to_record(stored: StoredRecord) -> Record:
 
 
 class RecordService:
-    """Everything the native API and the FHIR facade do with records."""
+    """Everything the native API and the FHIR facade do with records.
 
-    def __init__(self, db: Database, repository: RecordRepository, settings: RecordSettings) -> None:
+    Every write commits its request's audit row in its own transaction (``AuditTrail.transaction``);
+    reads note the records they return for the request's audit row.
+    """
+
+    def __init__(self, db: Database, repository: RecordRepository, settings: RecordSettings, audit: AuditTrail) -> None:
         self._db = db
         self._repo = repository
         self._settings = settings
+        self._audit = audit
 
     async def put(self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType) -> tuple[StoredRecord, str]:
         """Create or change one record; repeating an identical write changes nothing.
@@ -59,8 +67,11 @@ class RecordService:
         """
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
-        async with self._db.writer() as conn:
-            return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+        async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            stored, outcome = await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            action = Action.CREATE if outcome == "created" else Action.UPDATE
+            audit.done(status=WRITE_STATUS[outcome], action=action, records=[stored.record_id], detail=outcome)
+        return stored, outcome
 
     async def for_ihi(self, ihi: str, statuses: list[str] | None = None) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for."""
@@ -68,6 +79,7 @@ class RecordService:
         wanted = parse_statuses(statuses)
         async with self._db.reader() as conn:
             stored = await self._repo.for_ihi(conn, ihi, wanted)
+        note_records(s.record_id for s in stored)
         return RecordList(ihi=ihi, records=[to_record(s) for s in stored])
 
     async def history(self, ihi: str) -> RecordHistory:
@@ -116,7 +128,7 @@ class RecordService:
             )
 
     async def batch(self, items: list[Any]) -> BatchResult:
-        """Apply many records: each item validated on its own, applied in chunked transactions.
+        """Apply many records: each item validated on its own, all applied in one transaction (chunked statements).
 
         ``items`` holds decoded JSON values, or ``bytes`` for NDJSON lines still to be decoded.
         Invalid items are reported and skipped; the rest are applied. When the same record appears
@@ -143,11 +155,13 @@ class RecordService:
                 )
             valid[key] = (index, item)
         chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
+        note_patients(item.ihi for _, item in chosen)
         size = self._settings.batch_chunk_size
-        for start in range(0, len(chosen), size):
-            chunk = chosen[start : start + size]
-            async with self._db.writer() as conn:
-                rows = await self._repo.put_many(
+        rows: dict[int, BatchRow] = {}
+        async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            for start in range(0, len(chosen), size):
+                chunk = chosen[start : start + size]
+                rows |= await self._repo.put_many(
                     conn,
                     ords=[index for index, _ in chunk],
                     ihis=[item.ihi for _, item in chunk],
@@ -155,35 +169,14 @@ class RecordService:
                     statuses=[str(item.status) for _, item in chunk],
                     types=[str(item.type) for _, item in chunk],
                 )
-            for index, item in chunk:
-                row = rows.get(index)
-                if row is None:
-                    results[index] = BatchItemResult(
-                        index=index,
-                        result="error",
-                        ihi=item.ihi,
-                        service_id=item.service_id,
-                        error="the service is not known or not enabled",
-                    )
-                    continue
-                results[index] = BatchItemResult(
-                    index=index,
-                    result=row.outcome,
-                    ihi=item.ihi,
-                    service_id=item.service_id,
-                    status=row.status,
-                    type=row.type,
-                    last_updated=row.last_updated,
-                )
-        final = [r for r in results if r is not None]
-        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
-        summary = BatchResult(
-            created=counts["created"],
-            updated=counts["updated"],
-            unchanged=counts["unchanged"],
-            errors=len(final) - sum(counts.values()),
-            results=final,
-        )
+            summary = self._summarise(results, chosen, rows)
+            audit.done(
+                status=200,
+                records=[row.record_id for row in rows.values()],
+                detail=f"batch of {len(items)}: {summary.created} created, {summary.updated} updated, "
+                f"{summary.unchanged} unchanged, {summary.errors} failed",
+                failed=summary.errors > 0,
+            )
         _log.info(
             "batch_applied",
             items=len(items),
@@ -193,6 +186,41 @@ class RecordService:
             errors=summary.errors,
         )
         return summary
+
+    @staticmethod
+    def _summarise(
+        results: list[BatchItemResult | None], chosen: list[tuple[int, BatchItem]], rows: dict[int, BatchRow]
+    ) -> BatchResult:
+        """Per-item results in request order (the applied items' from their rows), and the counts."""
+        for index, item in chosen:
+            row = rows.get(index)
+            if row is None:
+                results[index] = BatchItemResult(
+                    index=index,
+                    result="error",
+                    ihi=item.ihi,
+                    service_id=item.service_id,
+                    error="the service is not known or not enabled",
+                )
+                continue
+            results[index] = BatchItemResult(
+                index=index,
+                result=row.outcome,
+                ihi=item.ihi,
+                service_id=item.service_id,
+                status=row.status,
+                type=row.type,
+                last_updated=row.last_updated,
+            )
+        final = [r for r in results if r is not None]
+        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
+        return BatchResult(
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            errors=len(final) - sum(counts.values()),
+            results=final,
+        )
 
     @staticmethod
     def _parse_item(raw: Any) -> BatchItem:
