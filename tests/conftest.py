@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from registry.config import Settings
+from tests.audit_ledger import AuditLedger
 from tests.factories import make_service_id
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
@@ -46,9 +48,28 @@ async def server(template: TestCluster, settings: Settings) -> AsyncIterator[Run
 
 
 @pytest.fixture
-async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the session's server."""
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+async def ledger(server: RunningServer) -> AsyncIterator[AuditLedger]:
+    """Notes the test's requests to the session's server; afterwards each patient-linked one must have one audit row."""
+    notes = AuditLedger(server.audited)
+    yield notes
+    await notes.check(server.database_url)
+
+
+@pytest.fixture
+def clients(server: RunningServer, ledger: AuditLedger) -> Callable[..., httpx.AsyncClient]:
+    """Makes HTTP clients for the session's server (``httpx.AsyncClient`` options), watched by the audit ledger."""
+
+    def make(**options: Any) -> httpx.AsyncClient:
+        options.setdefault("timeout", 30)
+        return httpx.AsyncClient(base_url=server.base_url, event_hooks=ledger.hooks(), **options)
+
+    return make
+
+
+@pytest.fixture
+async def client(clients: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the session's server (watched by the audit ledger)."""
+    async with clients() as http:
         yield http
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import uvicorn
+from litestar import Litestar
 
 from registry.app import build_asgi
 from registry.config import Settings
+from tests.audit_ledger import AuditedRoute, audited_routes
 
 __all__ = ("RunningServer", "free_port", "running_server")
 
@@ -32,6 +35,7 @@ class RunningServer:
     database_url: str
     service_id: str
     settings: Settings
+    audited: list[AuditedRoute] = field(default_factory=list)
 
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
@@ -49,12 +53,23 @@ class RunningServer:
             await conn.close()
 
 
+def _litestar_in(app: Any) -> Litestar:
+    """The Litestar app inside the server's ASGI middlewares."""
+    while not isinstance(app, Litestar):
+        app = app.app
+    return app
+
+
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, database_url: str, service_id: str) -> AsyncIterator[RunningServer]:
-    """Serve the app on a free loopback port for the duration of the block."""
+async def running_server(
+    settings: Settings, database_url: str, service_id: str, *, wrap: Callable[[Any], Any] | None = None
+) -> AsyncIterator[RunningServer]:
+    """Serve the app on a free loopback port for the duration of the block (``wrap`` adds an outer ASGI layer)."""
     port = free_port()
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
+    routes = audited_routes(_litestar_in(app))
+    served = wrap(app) if wrap else app
+    config = uvicorn.Config(served, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -65,7 +80,7 @@ async def running_server(settings: Settings, database_url: str, service_id: str)
         task.cancel()
         raise RuntimeError("the test server did not start")
     try:
-        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings)
+        yield RunningServer(f"http://127.0.0.1:{port}", database_url, service_id, settings, routes)
     finally:
         server.should_exit = True
         await task

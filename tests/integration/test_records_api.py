@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import asyncpg
 import httpx
@@ -110,12 +111,12 @@ async def test_unknown_ihi_lists_nothing(client: httpx.AsyncClient) -> None:
 
 
 async def test_concurrent_identical_puts_create_one_record(
-    client: httpx.AsyncClient, server: RunningServer, gateway: str
+    clients: Callable[..., httpx.AsyncClient], server: RunningServer, gateway: str
 ) -> None:
     """200 concurrent identical PUTs: exactly one 201, one record and one creation entry in history."""
     ihi = make_ihi()
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as wide:
+    async with clients(limits=limits, timeout=60) as wide:
         responses = await asyncio.gather(
             *(wide.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"}) for _ in range(200))
         )
@@ -127,13 +128,13 @@ async def test_concurrent_identical_puts_create_one_record(
 
 
 async def test_concurrent_status_changes_never_lose_history(
-    client: httpx.AsyncClient, server: RunningServer, gateway: str
+    client: httpx.AsyncClient, clients: Callable[..., httpx.AsyncClient], server: RunningServer, gateway: str
 ) -> None:
     """Concurrent alternating status changes: every applied change has its history entry, in order."""
     ihi = make_ihi()
     await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     statuses = ["removed", "active", "archived", "active"] * 25
-    async with httpx.AsyncClient(base_url=server.base_url, limits=httpx.Limits(max_connections=100)) as wide:
+    async with clients(limits=httpx.Limits(max_connections=100)) as wide:
         responses = await asyncio.gather(
             *(wide.put(f"/registry/records/{ihi}/{gateway}", json={"status": s}) for s in statuses)
         )
