@@ -127,8 +127,12 @@ class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     flush_interval_ms: Annotated[
         float,
-        Meta(ge=0, le=1000, description="Longest wait (ms) to gather concurrent requests' audit rows into one insert."),
-    ] = 2.0
+        Meta(
+            ge=0,
+            le=1000,
+            description="Extra wait (ms) to gather audit rows before each insert; 0: rows gather while one runs.",
+        ),
+    ] = 0.0
     flush_max_rows: Annotated[
         int, Meta(ge=1, le=10_000, description="Most audit rows written by one group-commit insert.")
     ] = 500

@@ -35,6 +35,12 @@ _log = get_logger(__name__)
 _item_decoder = msgspec.json.Decoder()
 
 
+def _note_read(stored: list[StoredRecord]) -> None:
+    """Name the patients and records a read returns in the request's audit row."""
+    note_patients(s.ihi for s in stored)
+    note_records(s.record_id for s in stored)
+
+
 def to_record(stored: StoredRecord) -> Record:
     """The wire form of a stored record."""
     return Record(
@@ -79,7 +85,7 @@ class RecordService:
         wanted = parse_statuses(statuses)
         async with self._db.reader() as conn:
             stored = await self._repo.for_ihi(conn, ihi, wanted)
-        note_records(s.record_id for s in stored)
+        _note_read(stored)
         return RecordList(ihi=ihi, records=[to_record(s) for s in stored])
 
     async def history(self, ihi: str) -> RecordHistory:
@@ -99,12 +105,15 @@ class RecordService:
             stored = await self._repo.by_id(conn, record_id)
         if stored is None:
             raise errors.NotFound("no such record")
+        _note_read([stored])
         return stored
 
     async def by_key(self, ihi: str, service_id: str) -> StoredRecord | None:
         """One record by its natural key, or None."""
         async with self._db.writer() as conn:
-            return await self._repo.by_key(conn, ihi, service_id)
+            stored = await self._repo.by_key(conn, ihi, service_id)
+        _note_read([stored] if stored else [])
+        return stored
 
     async def search(
         self, *, ihi: str | None, service_id: str | None, statuses: list[str] | None, limit: int, offset: int
@@ -112,9 +121,11 @@ class RecordService:
         """A page of records for the FHIR search, and the total."""
         wanted = parse_statuses(statuses)
         async with self._db.reader() as conn:
-            return await self._repo.search(
+            found, total = await self._repo.search(
                 conn, ihi=ihi, service_id=service_id, statuses=wanted, limit=limit, offset=offset
             )
+        _note_read(found)
+        return found, total
 
     def check_batch_size(self, count: int) -> None:
         """Refuse a batch over the item limit before any of it is applied.
