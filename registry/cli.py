@@ -308,6 +308,10 @@ def audit_verify(obj: _Context) -> None:
     async def run() -> Any:
         conn = await connect(url)
         try:
+            if not (await schema_state(conn)).at_head:
+                raise click.ClickException(
+                    "the database schema is not at this release's head: run `ief-registry db upgrade`"
+                )
             try:
                 while (result := await seal(conn, repository, wait=True)).more and result.sealed:
                     pass  # more than one run's worth; rows that wait for open transactions stay pending

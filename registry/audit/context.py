@@ -104,15 +104,15 @@ class AuditContext:
 
     Attributes:
         scope: the request's ASGI scope (shared with the router, so the matched route shows here).
-        patients: IHIs services noted, in order, without repeats.
-        records: record IDs noted by reads.
+        patients: IHIs services noted, in order, without repeats (a dict used as an ordered set).
+        records: record IDs noted by reads (likewise).
         detail: what the outcome needs beyond the status (an error, a batch's counts).
         audited: the request's row is committed (in its write transaction); nothing more to write.
     """
 
     scope: Scope
-    patients: list[str] = field(default_factory=list)
-    records: list[str] = field(default_factory=list)
+    patients: dict[str, None] = field(default_factory=dict)
+    records: dict[str, None] = field(default_factory=dict)
     detail: str | None = None
     audited: bool = False
 
@@ -130,16 +130,11 @@ class AuditContext:
 
     def add_patients(self, ihis: Iterable[str]) -> None:
         """Note patients the request concerns."""
-        for ihi in ihis:
-            if ihi not in self.patients:
-                self.patients.append(ihi)
+        self.patients.update(dict.fromkeys(ihis))
 
     def add_records(self, record_ids: Iterable[object]) -> None:
         """Note records the request read."""
-        for record_id in record_ids:
-            text = str(record_id)
-            if text not in self.records:
-                self.records.append(text)
+        self.records.update(dict.fromkeys(str(r) for r in record_ids))
 
     def _header(self, name: bytes) -> str | None:
         for key, value in self.scope.get("headers", ()):
@@ -174,9 +169,8 @@ class AuditContext:
         outcome = outcome_of(status)
         if write.failed and outcome == 0:
             outcome = outcome_of(400)
-        patients = list(self._named_patients())
-        patients.extend(p for p in self.patients if p not in patients)
-        written = write.records
+        patients = dict.fromkeys(self._named_patients()) | self.patients
+        records = dict.fromkeys(write.records) | self.records
         raw_path = self.scope.get("raw_path") or str(self.scope.get("path", "")).encode()
         return AuditEntry(
             recorded=datetime.now(UTC),
@@ -196,7 +190,7 @@ class AuditContext:
             token_id=who.token_id if who else None,
             observer=observer,
             patients=tuple(patients),
-            records=(*written, *(r for r in self.records if r not in written)),
+            records=tuple(records),
         )
 
 

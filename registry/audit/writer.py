@@ -71,7 +71,7 @@ class AuditWriter:
         Raises:
             AuditUnavailable: the row could not be written (or the writer is stopped).
         """
-        if self._closing or self._task is None:
+        if self._closing or self._task is None or self._task.done():
             raise AuditUnavailable("the audit trail is not accepting rows (the server is stopping)")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((entry, future))
