@@ -10,6 +10,7 @@ response goes out without its row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,7 @@ class AuditWriter:
         self._on_flush = on_flush
         self._queue: list[tuple[AuditEntry, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # cuts the gathering wait short: the server stops, or a group is full
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
@@ -62,6 +64,7 @@ class AuditWriter:
         """Flush what is queued, then stop the flusher."""
         self._closing = True
         self._wake.set()
+        self._hurry.set()
         if self._task is not None:
             await self._task
 
@@ -76,6 +79,8 @@ class AuditWriter:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((entry, future))
         self._wake.set()
+        if len(self._queue) >= self._max_rows:
+            self._hurry.set()
         await future
 
     async def _run(self) -> None:
@@ -87,7 +92,10 @@ class AuditWriter:
                 self._wake.clear()
                 continue
             if self._interval and len(self._queue) < self._max_rows and not self._closing:
-                await asyncio.sleep(self._interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), self._interval)
+            if not self._closing:
+                self._hurry.clear()
             group, self._queue = self._queue[: self._max_rows], self._queue[self._max_rows :]
             await self._flush(group)
 

@@ -12,7 +12,9 @@ import pytest
 
 from registry.audit.chain import seal, verify
 from registry.audit.repository import AuditRepository
+from registry.audit.writer import AuditUnavailable, AuditWriter
 from registry.config import AuditSettings, LogSettings, RecordSettings, Settings
+from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditLedger
 from tests.factories import make_audit_entry, make_ihi, make_service_id, with_bad_check_digit
@@ -244,3 +246,56 @@ async def test_ledger_names_a_request_without_its_row(server: RunningServer) -> 
     ledger.answered.append(("GET", f"/registry/records/{ihi}", "never-sent"))
     with pytest.raises(AssertionError, match="never-sent\\): 0 audit rows, expected 1"):
         await ledger.check(server.database_url)
+
+
+async def test_one_sealer_at_a_time(fresh: str) -> None:
+    """While one process holds the sealer lock another's run does nothing; once it is released the rows are sealed."""
+    repo = AuditRepository(load_queries())
+    holder, other = [await asyncpg.connect(fresh) for _ in range(2)]
+    try:
+        await repo.insert(other, [make_audit_entry() for _ in range(3)])
+        transaction = holder.transaction()
+        await transaction.start()
+        assert await repo.lock_sealer(holder, wait=False)
+        blocked = await seal(other, repo)
+        await transaction.rollback()
+        sealed = await seal(other, repo)
+    finally:
+        for conn in (holder, other):
+            await conn.close()
+    assert (blocked.locked, blocked.sealed) == (False, 0)
+    assert (sealed.locked, sealed.sealed, sealed.more) == (True, 3, False)
+
+
+async def test_stopping_flushes_queued_rows_at_once(fresh: str) -> None:
+    """Closing the writer writes what is queued without waiting out the gathering interval."""
+    db = await open_database(fresh, Settings().database)
+    try:
+        writer = AuditWriter(db, AuditRepository(load_queries()), flush_interval=30.0, max_rows=100, timeout=10)
+        writer.start()
+        queued = asyncio.create_task(writer.write(make_audit_entry("queued-at-shutdown")))
+        await asyncio.sleep(0.05)
+        assert not queued.done()
+        await asyncio.wait_for(writer.close(), timeout=10)
+        await queued
+        with pytest.raises(AuditUnavailable):
+            await writer.write(make_audit_entry("too-late"))
+    finally:
+        await db.close()
+    rows = await _rows(fresh, "SELECT request_id FROM audit_events")
+    assert [row["request_id"] for row in rows] == ["queued-at-shutdown"]
+
+
+async def test_a_full_group_is_written_without_waiting(fresh: str) -> None:
+    """Rows that fill a group are inserted together at once, not after the gathering interval."""
+    db = await open_database(fresh, Settings().database)
+    try:
+        writer = AuditWriter(db, AuditRepository(load_queries()), flush_interval=30.0, max_rows=3, timeout=10)
+        writer.start()
+        entries = [make_audit_entry(f"group-{n}") for n in range(3)]
+        await asyncio.wait_for(asyncio.gather(*(writer.write(e) for e in entries)), timeout=10)
+        await writer.close()
+    finally:
+        await db.close()
+    rows = await _rows(fresh, "SELECT count(*) AS n, count(DISTINCT xid) AS inserts FROM audit_events")
+    assert (rows[0]["n"], rows[0]["inserts"]) == (3, 1)
