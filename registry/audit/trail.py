@@ -33,6 +33,7 @@ _log = get_logger(__name__)
 _IDLE_TICKS = 20
 """Seal anyway every this many intervals, for rows other (perhaps stopped) processes left."""
 _BACKOFF_TICKS = 20
+_FINAL_SEAL_SECONDS = 5
 _SEAL_BATCH = 1000
 """Rows hashed per sealing transaction: bounds how long one run holds the event loop (about 15 ms)."""
 
@@ -71,7 +72,9 @@ class AuditTrail:
             self._sealer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sealer
-            await self._seal_once()
+            with contextlib.suppress(TimeoutError):  # an unreachable database must not hold up shutdown
+                async with asyncio.timeout(_FINAL_SEAL_SECONDS):
+                    await self._seal_once()
 
     def poke(self) -> None:
         """Tell the sealer there are new rows."""

@@ -1,10 +1,10 @@
 """Group commit of audit rows: many concurrent requests' rows in one insert.
 
 ``write`` queues a row and waits until the insert that carries it has committed. One flusher task
-per process takes what is queued (waiting up to ``flush_interval`` for company, at most
-``flush_max_rows`` at a time) and inserts it in one statement; while it does, the next group
-gathers. A failed insert fails every request in its group with ``AuditUnavailable``, so no
-response goes out without its row.
+per process takes what is queued (at most ``max_rows`` at a time, after an optional gathering
+wait of ``flush_interval`` that a full group or shutdown cuts short) and inserts it in one
+statement; while it does, the next group gathers. A failed insert fails every request in its
+group with ``AuditUnavailable``, so no response goes out without its row.
 """
 
 from __future__ import annotations
