@@ -13,6 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from registry import errors
+from registry.audit.middleware import AuditMiddleware
+from registry.audit.repository import AuditRepository
+from registry.audit.service import AuditService
+from registry.audit.trail import AuditTrail
 from registry.auth.controller import TokenController, WellKnownController
 from registry.auth.guard import authenticate, check_route_security
 from registry.auth.scopes import Principal, principal_of
@@ -58,6 +62,10 @@ def _provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return principal
 
 
+def _provide_audit(state: State) -> AuditService:
+    return state.audit  # type: ignore[no-any-return]
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -66,6 +74,8 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     """
     queries = load_queries()
     set_hash_key(hash_key)
+    audit_repository = AuditRepository(queries)
+    trail = AuditTrail(audit_repository, settings.audit, observer=service_id)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -80,16 +90,19 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                     f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
                 )
             app.state.db = db
-            app.state.records = RecordService(db, RecordRepository(queries), settings.records)
+            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail)
             app.state.directory = DirectoryService(db, ServiceRepository(queries))
+            app.state.audit = AuditService(db, audit_repository, settings.fhir)
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
+            await trail.start(db, write_timeout=settings.database.command_timeout)
             try:
                 yield
             finally:
                 await auth.close()
         finally:
+            await trail.stop()
             await db.close()
 
     registry_api = Router(
@@ -115,6 +128,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "records": Provide(_provide_records, sync_to_thread=False),
             "directory": Provide(_provide_directory, sync_to_thread=False),
             "principal": Provide(_provide_principal, sync_to_thread=False),
+            "audit": Provide(_provide_audit, sync_to_thread=False),
         },
         # Authentication first: strangers learn nothing about parameters or media types.
         guards=[authenticate, check_request],
@@ -124,6 +138,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             {
                 "settings": settings,
                 "service_id": service_id,
+                "audit_trail": trail,
                 "public_base_url": settings.public_base_url,
                 "max_query_params": settings.http.max_query_params,
             }
@@ -154,6 +169,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
 
 
 def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> ASGIApp:
-    """The ASGI application a server runs: the Litestar app inside the request-context middleware."""
+    """The ASGI application a server runs: the Litestar app inside the audit and request-context middlewares."""
     app = create_app(settings, database_url=database_url, service_id=service_id, hash_key=hash_key)
-    return RequestContext(app, access_log=settings.log.access, max_query_params=settings.http.max_query_params)
+    audited = AuditMiddleware(app, app.state.audit_trail)
+    return RequestContext(audited, access_log=settings.log.access, max_query_params=settings.http.max_query_params)

@@ -1,4 +1,4 @@
-"""The operator's command line: ``ief-registry serve | db | services | clients | token | keys``.
+"""The operator's command line: ``ief-registry serve | db | services | clients | token | keys | audit``.
 
 Every command reads the same settings (``IEF_*`` variables, ``--config FILE``). With no database
 URL, commands use the embedded cluster in the data directory: started if needed, and stopped
@@ -539,3 +539,49 @@ def clients_disable(obj: _Context, client_id: str) -> None:
 def clients_enable(obj: _Context, client_id: str) -> None:
     """Enable a disabled client again."""
     _set_client_status(obj, client_id, "enabled")
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: verify its hash chain."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(obj: _Context) -> None:
+    """Seal pending audit rows, then check every row against the hash chain; exit 1 naming the first bad row."""
+    import asyncpg
+
+    from registry.audit.chain import ChainBroken, seal, verify
+    from registry.audit.repository import AuditRepository
+
+    repository = AuditRepository(load_queries())
+    sealing_failed: list[str] = []
+
+    async def run() -> Any:
+        conn = await connect(url)
+        try:
+            if not (await schema_state(conn)).at_head:
+                raise click.ClickException(
+                    "the database schema is not at this release's head: run `ief-registry db upgrade`"
+                )
+            try:
+                while (result := await seal(conn, repository, wait=True)).more and result.sealed:
+                    pass  # more than one run's worth; rows that wait for open transactions stay pending
+            except (ChainBroken, asyncpg.PostgresError) as exc:
+                sealing_failed.append(str(exc))
+            return await verify(conn, repository)
+        finally:
+            await conn.close()
+
+    with database_url(obj.settings()) as url:
+        verdict = _run(run)
+    if not verdict.ok:
+        click.echo(f"audit verify: FAILED after {verdict.rows} good rows: {verdict.problem}", err=True)
+        sys.exit(1)
+    if sealing_failed:
+        click.echo(f"audit verify: FAILED: new rows could not be sealed: {sealing_failed[0]}", err=True)
+        sys.exit(1)
+    click.echo(f"audit verify: ok: {verdict.rows} rows chained, head hash {verdict.head_hash}")
+    if verdict.pending:
+        click.echo(f"audit verify: {verdict.pending} newer rows wait for open transactions to end before sealing")

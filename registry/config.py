@@ -20,6 +20,7 @@ from msgspec import Meta
 
 __all__ = (
     "TOML_ONLY",
+    "AuditSettings",
     "AuthSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
@@ -95,7 +96,8 @@ class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int, Meta(ge=1, le=100_000, description="Most items one batch request may carry (413 above).")
     ] = 10_000
     batch_chunk_size: Annotated[
-        int, Meta(ge=1, le=10_000, description="Batch items applied per database transaction.")
+        int,
+        Meta(ge=1, le=10_000, description="Batch items written per SQL statement (a whole batch is one transaction)."),
     ] = 1_000
 
 
@@ -226,6 +228,26 @@ class AuthSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = msgspec.field(default_factory=list)
 
 
+class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The audit trail: group commit of read events and the hash-chain sealer."""
+
+    flush_interval_ms: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=1000,
+            description="Extra wait (ms) to gather audit rows before each insert; 0: rows gather while one runs.",
+        ),
+    ] = 0.0
+    flush_max_rows: Annotated[
+        int, Meta(ge=1, le=10_000, description="Most audit rows written by one group-commit insert.")
+    ] = 500
+    seal_interval_ms: Annotated[
+        int,
+        Meta(ge=10, le=60_000, description="How often (ms) a server process appends new audit rows to the hash chain."),
+    ] = 250
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -247,6 +269,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     fhir: FhirSettings = msgspec.field(default_factory=FhirSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

@@ -35,6 +35,9 @@ EVENTS = {
     "issuer_jwks_unavailable": "a trusted issuer's JWKS could not be fetched or read: issuer, reason",
     "outbound_token": "this instance got an access token from a member service: base URL, client ID, lifetime",
     "outbound_auth_failed": "this instance could not get credentials for a member service: base URL, reason",
+    "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
+    "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
+    "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

@@ -23,6 +23,7 @@ from litestar.plugins import InitPlugin
 from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 
 from registry import errors
+from registry.audit.context import note_detail
 from registry.log import get_logger
 from schemas.fhir.outcome import operation_outcome
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from litestar import Request
     from litestar.config.app import AppConfig
 
-__all__ = ("FHIR_JSON", "OperationOutcomePlugin", "outcome_response")
+__all__ = ("FHIR_JSON", "OperationOutcomePlugin", "outcome_body", "outcome_response")
 
 FHIR_JSON = "application/fhir+json"
 
@@ -62,12 +63,17 @@ def status_of(exc: errors.RegistryError) -> int:
     return 500
 
 
+def outcome_body(status: int, issues: list[tuple[str, str | None]]) -> bytes:
+    """The JSON bytes of an OperationOutcome for ``status`` (for responses sent outside Litestar)."""
+    return msgspec.json.encode(operation_outcome(status, issues))
+
+
 def outcome_response(
     status: int, issues: list[tuple[str, str | None]], headers: dict[str, str] | None = None
 ) -> Response[bytes]:
-    """An OperationOutcome response with the given status."""
-    body = msgspec.json.encode(operation_outcome(status, issues))
-    return Response(content=body, status_code=status, media_type=FHIR_JSON, headers=headers)
+    """An OperationOutcome response with the given status (its issues also go into the request's audit row)."""
+    note_detail("; ".join(message for message, _ in issues))
+    return Response(content=outcome_body(status, issues), status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
 def _registry_error(_request: Request[Any, Any, Any], exc: errors.RegistryError) -> Response[bytes]:

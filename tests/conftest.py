@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
 from registry.config import AuthSettings, LogSettings, Settings
+from tests.audit_ledger import AuditLedger
 from tests.factories import make_rsa_key, make_service_id
 from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
@@ -57,24 +59,43 @@ async def server(template: TestCluster, settings: Settings) -> AsyncIterator[Run
 
 
 @pytest.fixture
-async def client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the session's server, carrying the operator's admin token; every FHIR JSON
-    answer (errors included) must parse as R4B."""
-    async with httpx.AsyncClient(
-        base_url=server.base_url,
-        timeout=30,
-        headers=await server.headers("admin"),
-        event_hooks={"response": [check_fhir_response]},
-    ) as http:
+async def ledger(server: RunningServer) -> AsyncIterator[AuditLedger]:
+    """Notes the test's requests to the session's server; afterwards each patient-linked one must have one audit row."""
+    notes = AuditLedger(server.audited)
+    yield notes
+    await notes.check(server.database_url)
+
+
+@pytest.fixture
+async def clients(server: RunningServer, ledger: AuditLedger) -> Callable[..., httpx.AsyncClient]:
+    """Makes HTTP clients for the session's server (``httpx.AsyncClient`` options), watched by the audit ledger.
+
+    They carry the operator's admin token unless ``headers`` says otherwise (``headers={}``: no token),
+    and every FHIR JSON answer they get (errors included) must parse with the R4B models.
+    """
+    admin = await server.headers("admin")
+
+    def make(**options: Any) -> httpx.AsyncClient:
+        options.setdefault("timeout", 30)
+        options.setdefault("headers", admin)
+        hooks = ledger.hooks()
+        hooks["response"].append(check_fhir_response)
+        return httpx.AsyncClient(base_url=server.base_url, event_hooks=hooks, **options)
+
+    return make
+
+
+@pytest.fixture
+async def client(clients: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the session's server with the operator's admin token (watched by the audit ledger)."""
+    async with clients() as http:
         yield http
 
 
 @pytest.fixture
-async def anonymous(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the session's server with no token; FHIR JSON answers must parse as R4B."""
-    async with httpx.AsyncClient(
-        base_url=server.base_url, timeout=30, event_hooks={"response": [check_fhir_response]}
-    ) as http:
+async def anonymous(clients: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the session's server with no token (watched by the audit ledger)."""
+    async with clients(headers={}) as http:
         yield http
 
 
@@ -108,7 +129,9 @@ def client_key() -> RSAKey:
 
 
 @pytest.fixture
-async def gateway_client(server: RunningServer, client_key: RSAKey) -> AsyncIterator[GatewayClient]:
+async def gateway_client(
+    server: RunningServer, client_key: RSAKey, clients: Callable[..., httpx.AsyncClient]
+) -> AsyncIterator[GatewayClient]:
     """A fresh gateway service and a client bound to it holding ``system/Basic.cu system/Basic.rs``."""
     service_id = make_service_id()
     await server.add_service(service_id)
@@ -116,5 +139,5 @@ async def gateway_client(server: RunningServer, client_key: RSAKey) -> AsyncIter
     client_id, _ = await server.add_client(service_id, scopes, public_key_pem=client_key.as_pem(private=False).decode())
     token = await server.token(scopes, client_id=client_id, service_id=service_id)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30, headers=headers) as http:
+    async with clients(headers=headers) as http:
         yield GatewayClient(http, service_id, client_id)

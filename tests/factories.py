@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import random
 import uuid
+from datetime import UTC, datetime
 
 from joserfc.jwk import RSAKey
 
+from schemas.audit import AuditEntry
 from schemas.types import IHI_PREFIX, luhn_valid
 
-__all__ = ("IHI_SYSTEM", "make_ihi", "make_rsa_key", "make_service_id", "with_bad_check_digit")
+__all__ = (
+    "IHI_SYSTEM",
+    "make_audit_entry",
+    "make_ihi",
+    "make_rsa_key",
+    "make_service_id",
+    "with_bad_check_digit",
+)
 
 IHI_SYSTEM = "http://ns.electronichealth.net.au/id/hi/ihi/1.0"
 _rng = random.Random()
@@ -38,3 +47,26 @@ def make_rsa_key(alg: str = "RS384", kid: str = "test-key") -> RSAKey:
     """A fresh private RSA key for a test client, with its ``kid`` and ``alg`` set."""
     key = RSAKey.generate_key(2048, private=True)
     return RSAKey.import_key(key.as_dict(private=True), parameters={"kid": kid, "alg": alg, "use": "sig"})
+
+
+def make_audit_entry(request_id: str | None = None, *, patients: tuple[str, ...] = ()) -> AuditEntry:
+    """An audit row of an anonymous successful record look-up."""
+    return AuditEntry(
+        recorded=datetime.now(UTC),
+        request_id=request_id or uuid.uuid4().hex,
+        peer_request_id=None,
+        interaction="search-type",
+        action="E",
+        outcome=0,
+        status=200,
+        detail=None,
+        method="GET",
+        path="/registry/records/" + (patients[0] if patients else "x"),
+        query="",
+        client_id=None,
+        client_service=None,
+        client_address="127.0.0.1",
+        token_id=None,
+        observer=make_service_id(),
+        patients=patients,
+    )

@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
 import uvicorn
+from litestar import Litestar
 
 from registry.app import build_asgi
 from registry.auth.clients import OPERATOR_CLIENT_ID
@@ -24,6 +25,7 @@ from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
 from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
+from tests.audit_ledger import AuditedRoute, audited_routes
 
 __all__ = ("RunningServer", "free_port", "json_server", "running_server")
 
@@ -79,6 +81,8 @@ class RunningServer:
         )
         return row.client_id, secret
 
+    audited: list[AuditedRoute] = field(default_factory=list)
+
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
         base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
@@ -103,17 +107,25 @@ class RunningServer:
             await conn.close()
 
 
+def _litestar_in(app: Any) -> Litestar:
+    """The Litestar app inside the server's ASGI middlewares."""
+    while not isinstance(app, Litestar):
+        app = app.app
+    return app
+
+
 @contextlib.asynccontextmanager
 async def running_server(
     settings: Settings, database_url: str, service_id: str, *, port: int | None = None
 ) -> AsyncIterator[RunningServer]:
     """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
+    routes = audited_routes(_litestar_in(app))
     async with _serving(app, port=port, lifespan="on") as base_url:
         database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
         auth = await start_auth(database, load_queries(), settings, service_id)
         try:
-            yield RunningServer(base_url, database_url, service_id, settings, auth, database)
+            yield RunningServer(base_url, database_url, service_id, settings, auth, database, routes)
         finally:
             await auth.close()
             await database.close()

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from registry import __version__
+from registry.audit.controller import AUDIT_EVENT, AuditEventController
 from registry.fhir.basic import BASIC, BasicController
 from registry.fhir.conformance import CONFORMANCE, Conformance, conformance_controllers
 from registry.fhir.directory import EndpointResources
@@ -35,6 +36,7 @@ __all__ = ("FHIR_RESOURCES", "fhir_router")
 FHIR_RESOURCES: tuple[tuple[ResourceCapability, type[Controller]], ...] = (
     (ENDPOINT, EndpointController),
     (BASIC, BasicController),
+    (AUDIT_EVENT, AuditEventController),
 )
 """Every resource type the facade serves (besides the conformance resources), with its controller."""
 

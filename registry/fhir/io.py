@@ -20,8 +20,10 @@ import msgspec
 from litestar import Response
 
 from registry import errors
+from registry.audit.context import AUDIT_OPT
 from registry.http import base_url
 from registry.outcome import FHIR_JSON
+from schemas.audit import Interaction
 from schemas.fhir.capability import FORMAT
 from schemas.fhir.parse import NotJson, ResourceError
 
@@ -50,11 +52,20 @@ _IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')
 
 
 def route_opt(
-    query: frozenset[str] = frozenset({FORMAT}), *, scopes: tuple[str, ...] = (), public: bool = False
+    query: frozenset[str] = frozenset({FORMAT}),
+    *,
+    scopes: tuple[str, ...] = (),
+    public: bool = False,
+    audit: Interaction | None = None,
 ) -> dict[str, Any]:
-    """A FHIR handler's ``opt``: the query parameters it takes and the scopes it needs (or ``public``)."""
+    """A FHIR handler's ``opt``: the query parameters it takes, the scopes it needs (or ``public``),
+    and, for a route that touches patient data, the interaction its audit row records."""
     assert bool(scopes) != public, "a route either needs scopes or is public"
-    return {"query": query, **({"public": True} if public else {"scopes": scopes})}
+    assert not (public and audit), "a public route reveals no patient data"
+    opt: dict[str, Any] = {"query": query, **({"public": True} if public else {"scopes": scopes})}
+    if audit is not None:
+        opt[AUDIT_OPT] = audit
+    return opt
 
 
 def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:

@@ -12,7 +12,9 @@ from litestar.params import JSONBody, Parameter
 from registry import errors
 from registry.auth.scopes import Principal
 from registry.http import media_type
+from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import RecordService, to_record
+from schemas.audit import Interaction
 from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
 
 __all__ = ("BatchController", "RecordController")
@@ -38,7 +40,12 @@ class RecordController(Controller):
     path = "/registry/records"
     tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @put("/{ihi:str}/{service_id:str}", operation_id="putRecord", status_code=200, opt={"scopes": _WRITE})
+    @put(
+        "/{ihi:str}/{service_id:str}",
+        operation_id="putRecord",
+        status_code=200,
+        opt={"scopes": _WRITE, "audit": Interaction.UPDATE},
+    )
     async def put_record(
         self,
         records: Records,
@@ -49,14 +56,22 @@ class RecordController(Controller):
     ) -> Response[Record]:
         """Register (201) or change (200) a record of the caller's own service; an identical repeat is a no-op."""
         stored, outcome = await records.put(ihi, service_id, data.status, data.type, actor=principal)
-        return Response(to_record(stored), status_code=201 if outcome == "created" else 200)
+        return Response(to_record(stored), status_code=WRITE_STATUS[outcome])
 
-    @get("/{ihi:str}", operation_id="getRecords", opt={"query": frozenset({"status"}), "scopes": _READ})
+    @get(
+        "/{ihi:str}",
+        operation_id="getRecords",
+        opt={"query": frozenset({"status"}), "scopes": _READ, "audit": Interaction.SEARCH_TYPE},
+    )
     async def get_records(self, records: Records, ihi: IhiParam, status: StatusParam = None) -> RecordList:
         """The services holding data for a patient: active records, or the statuses asked for."""
         return await records.for_ihi(ihi, status)
 
-    @get("/{ihi:str}/history", operation_id="getRecordHistory", opt={"scopes": _READ})
+    @get(
+        "/{ihi:str}/history",
+        operation_id="getRecordHistory",
+        opt={"scopes": _READ, "audit": Interaction.HISTORY_TYPE},
+    )
     async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
         """Every status change of every record of a patient, oldest first."""
         return await records.history(ihi)
@@ -72,7 +87,7 @@ class BatchController(Controller):
         "/",
         operation_id="putRecordsBatch",
         status_code=200,
-        opt={"media_types": frozenset({"application/json", *_NDJSON}), "scopes": _WRITE},
+        opt={"media_types": frozenset({"application/json", *_NDJSON}), "scopes": _WRITE, "audit": Interaction.BATCH},
     )
     async def batch(self, records: Records, principal: Caller, request: Request[Any, Any, Any]) -> BatchResult:
         """Apply up to 10,000 records (JSON array or NDJSON); items of other services are refused one by one."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 from registry import errors
 from schemas.types import InvalidValueError, RecordStatus, parse_ihi, parse_service_id
 
-__all__ = ("ROUTING_STATUSES", "check_ihi", "check_service_id", "parse_statuses")
+__all__ = ("ROUTING_STATUSES", "WRITE_STATUS", "check_ihi", "check_service_id", "parse_statuses")
 
 ROUTING_STATUSES: tuple[RecordStatus, ...] = (RecordStatus.ACTIVE,)
 """Only active records route discovery; the others are returned only when asked for."""
+
+WRITE_STATUS = {"created": 201, "updated": 200, "unchanged": 200}
+"""The HTTP status a write answers for each outcome (the controller sends it; the audit row records it)."""
 
 
 def check_ihi(value: str, expression: str = "ihi") -> str:

@@ -39,6 +39,7 @@ class BatchRow:
     """The outcome of one batch row as the database reports it."""
 
     ord: int
+    record_id: UUID
     status: RecordStatus
     type: RecordType
     last_updated: datetime | None
@@ -90,6 +91,7 @@ class RecordRepository:
         return {
             row["ord"]: BatchRow(
                 ord=row["ord"],
+                record_id=row["record_id"],
                 status=RecordStatus(row["status"]),
                 type=RecordType(row["type"]),
                 last_updated=row["last_updated"],

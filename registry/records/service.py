@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from registry import errors
+from registry.audit.context import note_patients, note_records
 from registry.log import get_logger
-from registry.records.lifecycle import check_ihi, check_service_id, parse_statuses
+from registry.records.lifecycle import WRITE_STATUS, check_ihi, check_service_id, parse_statuses
+from schemas.audit import Action
 from schemas.records import (
     BatchItem,
     BatchItemResult,
@@ -22,10 +24,11 @@ from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi
 if TYPE_CHECKING:
     from uuid import UUID
 
+    from registry.audit.trail import AuditTrail
     from registry.auth.scopes import Principal
     from registry.config import RecordSettings
     from registry.db.pool import Database
-    from registry.records.repository import RecordRepository, StoredRecord
+    from registry.records.repository import BatchRow, RecordRepository, StoredRecord
 
 __all__ = ("RecordService", "check_actor", "to_record")
 
@@ -47,6 +50,12 @@ def check_actor(actor: Principal, service_id: str) -> None:
         raise errors.Forbidden(_refusal(actor, service_id))
 
 
+def _note_read(stored: list[StoredRecord]) -> None:
+    """Name the patients and records a read returns in the request's audit row."""
+    note_patients(s.ihi for s in stored)
+    note_records(s.record_id for s in stored)
+
+
 def to_record(stored: StoredRecord) -> Record:
     """The wire form of a stored record."""
     return Record(
@@ -59,12 +68,17 @@ def to_record(stored: StoredRecord) -> Record:
 
 
 class RecordService:
-    """Everything the native API and the FHIR facade do with records."""
+    """Everything the native API and the FHIR facade do with records.
 
-    def __init__(self, db: Database, repository: RecordRepository, settings: RecordSettings) -> None:
+    Every write commits its request's audit row in its own transaction (``AuditTrail.transaction``);
+    reads note the records they return for the request's audit row.
+    """
+
+    def __init__(self, db: Database, repository: RecordRepository, settings: RecordSettings, audit: AuditTrail) -> None:
         self._db = db
         self._repo = repository
         self._settings = settings
+        self._audit = audit
 
     async def put(
         self,
@@ -91,15 +105,16 @@ class RecordService:
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
         check_actor(actor, service_id)
-        async with self._db.writer() as conn:
-            if expected_version is None:
-                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
-            async with conn.transaction():
+        async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            if expected_version is not None:
                 current = await self._repo.lock_by_key(conn, ihi, service_id)
                 if current is None or current.version != expected_version:
                     found = "no such record" if current is None else f"the record is at version {current.version}"
                     raise errors.PreconditionFailed(f"expected version {expected_version}, but {found}")
-                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            stored, outcome = await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            action = Action.CREATE if outcome == "created" else Action.UPDATE
+            audit.done(status=WRITE_STATUS[outcome], action=action, records=[stored.record_id], detail=outcome)
+        return stored, outcome
 
     async def for_ihi(self, ihi: str, statuses: list[str] | None = None) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for."""
@@ -107,6 +122,7 @@ class RecordService:
         wanted = parse_statuses(statuses)
         async with self._db.reader() as conn:
             stored = await self._repo.for_ihi(conn, ihi, wanted)
+        _note_read(stored)
         return RecordList(ihi=ihi, records=[to_record(s) for s in stored])
 
     async def history(self, ihi: str) -> RecordHistory:
@@ -127,12 +143,15 @@ class RecordService:
             stored = await self._repo.by_id(conn, record_id)
         if stored is None:
             raise errors.NotFound("no such record")
+        _note_read([stored])
         return stored
 
     async def by_key(self, ihi: str, service_id: str) -> StoredRecord | None:
         """One record by its natural key, or None."""
         async with self._db.writer() as conn:
-            return await self._repo.by_key(conn, ihi, service_id)
+            stored = await self._repo.by_key(conn, ihi, service_id)
+        _note_read([stored] if stored else [])
+        return stored
 
     async def search(
         self,
@@ -146,10 +165,12 @@ class RecordService:
     ) -> tuple[list[StoredRecord], int]:
         """A page of records matching the filters (None: any), and the total, for the FHIR search."""
         async with self._db.reader() as conn:
-            return await self._repo.search(
+            found, total = await self._repo.search(
                 conn, ihis=ihis, service_ids=service_ids, record_ids=record_ids, statuses=statuses,
                 limit=limit, offset=offset,
             )  # fmt: skip
+        _note_read(found)
+        return found, total
 
     def check_batch_size(self, count: int) -> None:
         """Refuse a batch over the item limit before any of it is applied.
@@ -163,7 +184,7 @@ class RecordService:
             )
 
     async def batch(self, items: list[Any], *, actor: Principal) -> BatchResult:
-        """Apply many records: each item validated on its own, applied in chunked transactions.
+        """Apply many records: each item validated on its own, all applied in one transaction (chunked statements).
 
         ``items`` holds decoded JSON values, or ``bytes`` for NDJSON lines still to be decoded.
         Invalid items, and items of a service other than the caller's (unless it holds ``admin``),
@@ -200,11 +221,13 @@ class RecordService:
                 )
             valid[key] = (index, item)
         chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
+        note_patients(item.ihi for _, item in chosen)
         size = self._settings.batch_chunk_size
-        for start in range(0, len(chosen), size):
-            chunk = chosen[start : start + size]
-            async with self._db.writer() as conn:
-                rows = await self._repo.put_many(
+        rows: dict[int, BatchRow] = {}
+        async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            for start in range(0, len(chosen), size):
+                chunk = chosen[start : start + size]
+                rows |= await self._repo.put_many(
                     conn,
                     ords=[index for index, _ in chunk],
                     ihis=[item.ihi for _, item in chunk],
@@ -212,35 +235,14 @@ class RecordService:
                     statuses=[str(item.status) for _, item in chunk],
                     types=[str(item.type) for _, item in chunk],
                 )
-            for index, item in chunk:
-                row = rows.get(index)
-                if row is None:
-                    results[index] = BatchItemResult(
-                        index=index,
-                        result="error",
-                        ihi=item.ihi,
-                        service_id=item.service_id,
-                        error="the service is not known or not enabled",
-                    )
-                    continue
-                results[index] = BatchItemResult(
-                    index=index,
-                    result=row.outcome,
-                    ihi=item.ihi,
-                    service_id=item.service_id,
-                    status=row.status,
-                    type=row.type,
-                    last_updated=row.last_updated,
-                )
-        final = [r for r in results if r is not None]
-        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
-        summary = BatchResult(
-            created=counts["created"],
-            updated=counts["updated"],
-            unchanged=counts["unchanged"],
-            errors=len(final) - sum(counts.values()),
-            results=final,
-        )
+            summary = self._summarise(results, chosen, rows)
+            audit.done(
+                status=200,
+                records=[row.record_id for row in rows.values()],
+                detail=f"batch of {len(items)}: {summary.created} created, {summary.updated} updated, "
+                f"{summary.unchanged} unchanged, {summary.errors} failed",
+                failed=summary.errors > 0,
+            )
         _log.info(
             "batch_applied",
             items=len(items),
@@ -250,6 +252,41 @@ class RecordService:
             errors=summary.errors,
         )
         return summary
+
+    @staticmethod
+    def _summarise(
+        results: list[BatchItemResult | None], chosen: list[tuple[int, BatchItem]], rows: dict[int, BatchRow]
+    ) -> BatchResult:
+        """Per-item results in request order (the applied items' from their rows), and the counts."""
+        for index, item in chosen:
+            row = rows.get(index)
+            if row is None:
+                results[index] = BatchItemResult(
+                    index=index,
+                    result="error",
+                    ihi=item.ihi,
+                    service_id=item.service_id,
+                    error="the service is not known or not enabled",
+                )
+                continue
+            results[index] = BatchItemResult(
+                index=index,
+                result=row.outcome,
+                ihi=item.ihi,
+                service_id=item.service_id,
+                status=row.status,
+                type=row.type,
+                last_updated=row.last_updated,
+            )
+        final = [r for r in results if r is not None]
+        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
+        return BatchResult(
+            created=counts["created"],
+            updated=counts["updated"],
+            unchanged=counts["unchanged"],
+            errors=len(final) - sum(counts.values()),
+            results=final,
+        )
 
     @staticmethod
     def _parse_item(raw: Any) -> BatchItem:

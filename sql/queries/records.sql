@@ -8,7 +8,7 @@ FROM put_record($1, $2, $3, $4);
 -- type), de-duplicated by (ihi, service_id) by the caller. Rows are written in key order so that
 -- concurrent batches cannot deadlock. Outcome per input row: created, updated, unchanged or
 -- unknown-service. An unchanged row reports the values as stored before this statement (equal to
--- the input, or the write would have changed it).
+-- the input, or the write would have changed it). record_id is the record's resource id either way.
 WITH input AS (
     SELECT i.ord, i.ihi, i.service_id, i.status, i.type
     FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
@@ -19,9 +19,10 @@ WITH input AS (
     ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
         SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now()
         WHERE (t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type)
-    RETURNING t.ihi, t.service_id, t.status, t.type, t.version, t.last_updated
+    RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated
 )
 SELECT input.ord,
+       coalesce(w.record_id, r.record_id) AS record_id,
        coalesce(w.status, input.status) AS status,
        coalesce(w.type, input.type) AS type,
        coalesce(w.last_updated, r.last_updated) AS last_updated,

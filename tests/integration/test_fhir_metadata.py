@@ -29,6 +29,7 @@ _SCOPES = {
     ("Basic", "POST"): ("system/Basic.cu",),
     ("Basic", "PUT"): ("system/Basic.cu",),
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
+    ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
 
 
@@ -67,7 +68,15 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert statement["software"] == {"name": "ief-registry", "version": __version__}
     assert statement["implementation"]["url"] == f"{server.base_url}/fhir"
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    assert list(resources) == ["Endpoint", "Basic", "StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter"]
+    assert list(resources) == [
+        "Endpoint",
+        "Basic",
+        "AuditEvent",
+        "StructureDefinition",
+        "CodeSystem",
+        "ValueSet",
+        "SearchParameter",
+    ]
     assert resources["Basic"]["profile"] == f"{BASE}/StructureDefinition/RegistryRecord"
     assert resources["Basic"]["conditionalUpdate"] is True
     assert resources["Basic"]["versioning"] == "versioned-update"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 
 import asyncpg
 import httpx
@@ -110,12 +111,12 @@ async def test_unknown_ihi_lists_nothing(client: httpx.AsyncClient) -> None:
 
 
 async def test_concurrent_identical_puts_create_one_record(
-    client: httpx.AsyncClient, server: RunningServer, gateway: str
+    clients: Callable[..., httpx.AsyncClient], server: RunningServer, gateway: str
 ) -> None:
     """200 concurrent identical PUTs: exactly one 201, one record and one creation entry in history."""
     ihi = make_ihi()
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60, headers=client.headers) as wide:
+    async with clients(limits=limits, timeout=60) as wide:
         responses = await asyncio.gather(
             *(wide.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"}) for _ in range(200))
         )
@@ -127,14 +128,13 @@ async def test_concurrent_identical_puts_create_one_record(
 
 
 async def test_concurrent_status_changes_never_lose_history(
-    client: httpx.AsyncClient, server: RunningServer, gateway: str
+    client: httpx.AsyncClient, clients: Callable[..., httpx.AsyncClient], server: RunningServer, gateway: str
 ) -> None:
     """Concurrent alternating status changes: every applied change has its history entry, in order."""
     ihi = make_ihi()
     await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     statuses = ["removed", "active", "archived", "active"] * 25
-    limits = httpx.Limits(max_connections=100)
-    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, headers=client.headers) as wide:
+    async with clients(limits=httpx.Limits(max_connections=100)) as wide:
         responses = await asyncio.gather(
             *(wide.put(f"/registry/records/{ihi}/{gateway}", json={"status": s}) for s in statuses)
         )
@@ -263,6 +263,14 @@ async def test_too_many_query_values_is_400(client: httpx.AsyncClient, server: R
     response = await client.get(f"/registry/records/{make_ihi()}", params=many)
     assert response.status_code == 400
     assert "too many" in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_query_limit_counts_values_not_characters(client: httpx.AsyncClient, server: RunningServer) -> None:
+    """A few long query values are within the limit however many characters they hold."""
+    statuses = ",".join(["active", "removed", "archived"] * 10)
+    assert len(statuses) > server.settings.http.max_query_params
+    response = await client.get(f"/registry/records/{make_ihi()}", params={"status": statuses})
+    assert response.status_code == 200
 
 
 async def test_unknown_status_filter_is_422(client: httpx.AsyncClient) -> None:

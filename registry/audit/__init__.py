@@ -1,0 +1,9 @@
+"""The audit trail (DESIGN section 8): one FHIR AuditEvent per patient-linked request, hash-chained.
+
+- ``context``: the per-request audit context and how a row is built from it (services note
+  patients and records through it);
+- ``middleware``: the ASGI piece that makes sure no patient-linked response leaves without its row;
+- ``trail``: recording (write transactions, group commit) and the sealer task;
+- ``writer``: the group-commit writer; ``chain``: sealing and verifying the hash chain;
+- ``repository``: the audit SQL; ``service`` and ``controller``: ``GET /fhir/AuditEvent``.
+"""

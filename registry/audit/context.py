@@ -1,0 +1,231 @@
+"""The audit context of one request, and how an audit row is built from it.
+
+``AuditMiddleware`` opens an ``AuditContext`` for every HTTP request and keeps it in a context
+variable, so services can add what only they know (``note_patients``, ``note_records``,
+``note_detail``) without any HTTP in them. Everything else is read from the ASGI scope when the
+row is built: the route's ``opt["audit"]`` interaction, path and query parameters (a patient's
+IHI), the request ID, the authenticated ``Principal`` and the caller's address.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from registry.auth.scopes import PRINCIPAL_KEY, Principal
+from schemas.audit import Action, AuditEntry, Interaction, default_action, outcome_of
+from schemas.types import IHI_SYSTEM_ALIASES, InvalidValueError, parse_ihi
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from litestar.types import Scope
+
+__all__ = (
+    "AUDIT_OPT",
+    "PATIENT_QUERY_PARAMS",
+    "PEER_REQUEST_ID_HEADER",
+    "AuditContext",
+    "WriteOutcome",
+    "close",
+    "current",
+    "note_detail",
+    "note_patients",
+    "note_records",
+    "opened",
+)
+
+AUDIT_OPT = "audit"
+"""Handler ``opt`` key of a patient-linked route; its value is the route's ``Interaction``."""
+
+PATIENT_QUERY_PARAMS = ("patient", "subject:identifier", "patient.identifier", "identifier")
+"""Query parameters that name a patient (``system|value`` or a bare IHI)."""
+
+PEER_REQUEST_ID_HEADER = b"ief-request-id"
+_MAX_PATH = 2048
+_MAX_QUERY = 4096
+_MAX_TEXT = 500
+
+_current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar("audit_context", default=None)
+
+
+def _valid_ihi(value: str) -> str | None:
+    system, bar, code = value.rpartition("|")
+    if bar and system and system not in IHI_SYSTEM_ALIASES:
+        return None
+    try:
+        return parse_ihi(code.strip())
+    except InvalidValueError:
+        return None
+
+
+def _printable(value: str, limit: int) -> str:
+    return "".join(c if c.isprintable() else "?" for c in value[:limit])
+
+
+@dataclass(slots=True)
+class WriteOutcome:
+    """How a write ends, as its service states it inside ``AuditTrail.transaction``.
+
+    Attributes:
+        status: the HTTP status the request answers (None: not stated, nothing is written).
+        action: overrides the interaction's action (an update that created a record is C).
+        records: IDs of the records written.
+        detail: what happened (``created``, a batch's counts).
+        failed: the request failed in part although its status says success (a batch with failed items).
+    """
+
+    status: int | None = None
+    action: Action | None = None
+    records: list[str] = field(default_factory=list)
+    detail: str | None = None
+    failed: bool = False
+
+    def done(
+        self,
+        *,
+        status: int,
+        action: Action | None = None,
+        records: Iterable[object] = (),
+        detail: str | None = None,
+        failed: bool = False,
+    ) -> None:
+        """State the write's outcome."""
+        self.status, self.action, self.detail, self.failed = status, action, detail, failed
+        self.records = [str(r) for r in records]
+
+
+@dataclass(slots=True)
+class AuditContext:
+    """What the audit knows about one request while it is served.
+
+    Attributes:
+        scope: the request's ASGI scope (shared with the router, so the matched route shows here).
+        patients: IHIs services noted, in order, without repeats (a dict used as an ordered set).
+        records: record IDs noted by reads (likewise).
+        detail: what the outcome needs beyond the status (an error, a batch's counts).
+        audited: the request's row is committed (in its write transaction); nothing more to write.
+    """
+
+    scope: Scope
+    patients: dict[str, None] = field(default_factory=dict)
+    records: dict[str, None] = field(default_factory=dict)
+    detail: str | None = None
+    audited: bool = False
+
+    @property
+    def interaction(self) -> Interaction | None:
+        """The interaction of the matched route, or None when the route is not patient-linked (or unmatched)."""
+        handler: Any = self.scope.get("route_handler")
+        value = handler.opt.get(AUDIT_OPT) if handler is not None else None
+        return Interaction(value) if value else None
+
+    @property
+    def pending(self) -> bool:
+        """Whether this request still owes its audit row."""
+        return not self.audited and self.interaction is not None
+
+    def add_patients(self, ihis: Iterable[str]) -> None:
+        """Note patients the request concerns."""
+        self.patients.update(dict.fromkeys(ihis))
+
+    def add_records(self, record_ids: Iterable[object]) -> None:
+        """Note records the request read."""
+        self.records.update(dict.fromkeys(str(r) for r in record_ids))
+
+    def _header(self, name: bytes) -> str | None:
+        for key, value in self.scope.get("headers", ()):
+            if key == name:
+                return str(value.decode("latin-1"))
+        return None
+
+    def _named_patients(self) -> Iterator[str]:
+        ihi = self.scope.get("path_params", {}).get("ihi")
+        if isinstance(ihi, str) and (valid := _valid_ihi(ihi)):
+            yield valid
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        for name, value in parse_qsl(query, keep_blank_values=False):
+            if name in PATIENT_QUERY_PARAMS and (valid := _valid_ihi(value)):
+                yield valid
+
+    def entry(self, *, status: int, observer: str, write: WriteOutcome | None = None) -> AuditEntry:
+        """The audit row of this request as it ends with ``status``.
+
+        Args:
+            status: the HTTP status answered (or about to be).
+            observer: this registry's service ID.
+            write: how a write ended, as its service stated it in the write's transaction.
+        """
+        interaction = self.interaction or Interaction.OPERATION
+        state: dict[str, Any] = self.scope.get("state", {})
+        principal = state.get(PRINCIPAL_KEY)
+        who = principal if isinstance(principal, Principal) else None
+        client = self.scope.get("client")
+        peer_request_id = self._header(PEER_REQUEST_ID_HEADER)
+        write = write or WriteOutcome()
+        outcome = outcome_of(status)
+        if write.failed and outcome == 0:
+            outcome = outcome_of(400)
+        patients = dict.fromkeys(self._named_patients()) | self.patients
+        records = dict.fromkeys(write.records) | self.records
+        raw_path = self.scope.get("raw_path") or str(self.scope.get("path", "")).encode()
+        return AuditEntry(
+            recorded=datetime.now(UTC),
+            request_id=str(state.get("request_id", "")),
+            peer_request_id=_printable(peer_request_id, 128) if peer_request_id else None,
+            interaction=str(interaction),
+            action=str(write.action or default_action(interaction)),
+            outcome=int(outcome),
+            status=status,
+            detail=_printable(text, _MAX_TEXT) if (text := write.detail or self.detail) else None,
+            method=str(self.scope.get("method", "")),
+            path=_printable(raw_path.decode("latin-1"), _MAX_PATH),
+            query=_printable(self.scope.get("query_string", b"").decode("latin-1"), _MAX_QUERY),
+            client_id=who.client_id if who else None,
+            client_service=who.service_id if who else None,
+            client_address=str(client[0]) if client else None,
+            token_id=who.token_id if who else None,
+            observer=observer,
+            patients=tuple(patients),
+            records=tuple(records),
+        )
+
+
+def current() -> AuditContext | None:
+    """The audit context of the request being served, if any."""
+    return _current.get()
+
+
+def opened(scope: Scope) -> tuple[AuditContext, contextvars.Token[AuditContext | None]]:
+    """Open the audit context of a request; reset the returned token when the request ends."""
+    context = AuditContext(scope)
+    return context, _current.set(context)
+
+
+def close(token: contextvars.Token[AuditContext | None]) -> None:
+    """End the audit context opened with ``token``."""
+    _current.reset(token)
+
+
+def note_patients(ihis: Iterable[str]) -> None:
+    """Record that the current request concerns these patients (no-op outside a request)."""
+    context = _current.get()
+    if context is not None:
+        context.add_patients(ihis)
+
+
+def note_records(record_ids: Iterable[object]) -> None:
+    """Record that the current request read these records (no-op outside a request)."""
+    context = _current.get()
+    if context is not None:
+        context.add_records(record_ids)
+
+
+def note_detail(text: str) -> None:
+    """Say what the current request's outcome needs beyond its status (no-op outside a request)."""
+    context = _current.get()
+    if context is not None and context.detail is None:
+        context.detail = text

@@ -1,0 +1,106 @@
+"""``GET /fhir/AuditEvent`` (search) and ``GET /fhir/AuditEvent/{id}`` (read): the operator's view of the trail."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, QueryParameter
+
+from registry.audit.service import AuditPage, AuditQuery, AuditService
+from registry.http import base_url
+from registry.outcome import FHIR_JSON
+from schemas.audit import Interaction
+from schemas.fhir.audit import audit_event, audit_searchset
+from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
+from schemas.fhir.capability import ResourceCapability, SearchParam
+
+__all__ = ("AUDIT_EVENT", "AuditEventController")
+
+AUDIT_EVENT = ResourceCapability(
+    "AuditEvent",
+    "The audit trail (IHE BALP-aligned): one event per request that read or wrote patient-linked data, "
+    "refused ones included; hash-chained (`ief-registry audit verify`). Admin or `system/AuditEvent.rs`. "
+    "Newest first; reading the trail is itself audited.",
+    ("read", "search-type"),
+    search=(
+        SearchParam(
+            "patient",
+            "reference",
+            "The patient's IHI: `<IHI system>|<ihi>` or a bare IHI.",
+            f"{HL7_SEARCH_PARAMETER}/clinical-patient",
+        ),
+        SearchParam("agent", "reference", "The client ID of the caller.", f"{HL7_SEARCH_PARAMETER}/AuditEvent-agent"),
+        SearchParam(
+            "date",
+            "date",
+            "When the event was recorded; prefixes eq, ge, gt, le, lt; repeat to give a range.",
+            f"{HL7_SEARCH_PARAMETER}/AuditEvent-date",
+        ),
+        SearchParam("_count", "number", "Page size (default and maximum set by the operator)."),
+        SearchParam("_cursor", "string", "Opaque position of the next page (the Bundle's `next` link carries it)."),
+    ),
+)
+
+Audit = NamedDependency[AuditService]
+_SCOPES = ("system/AuditEvent.rs",)
+_SEARCH = AUDIT_EVENT.query()
+Repeated = Annotated[list[str] | None, QueryParameter(required=False)]
+Count = Annotated[int | None, QueryParameter(name="_count", required=False)]
+CursorParam = Annotated[str | None, QueryParameter(name="_cursor", required=False)]
+
+
+def _fhir(content: dict[str, Any]) -> Response[bytes]:
+    return Response(content=msgspec.json.encode(content), media_type=FHIR_JSON)
+
+
+def _page_url(request: Request[Any, Any, Any], cursor: str | None) -> str:
+    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+    if cursor:
+        params.append(("_cursor", cursor))
+    return f"{base_url(request)}/fhir/AuditEvent" + (f"?{urlencode(params)}" if params else "")
+
+
+def _searchset(request: Request[Any, Any, Any], state: State, page: AuditPage, cursor: str | None) -> Response[bytes]:
+    bundle = audit_searchset(
+        page.events,
+        canonical_base=state.settings.fhir.canonical_base,
+        resource_base=f"{base_url(request)}/fhir",
+        self_url=_page_url(request, cursor),
+        next_url=_page_url(request, page.next_cursor) if page.next_cursor else None,
+    )
+    return _fhir(bundle)
+
+
+class AuditEventController(Controller):
+    """The audit trail as FHIR AuditEvents (admin or ``system/AuditEvent.rs``); reading it is audited too."""
+
+    path = "/AuditEvent"
+    tags = ["audit"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get(
+        "/",
+        operation_id="searchAuditEvents",
+        opt={"query": _SEARCH, "scopes": _SCOPES, "audit": Interaction.SEARCH_TYPE},
+    )
+    async def search(
+        self, audit: Audit, request: Request[Any, Any, Any], state: State, patient: Repeated = None,
+        agent: Repeated = None, date: Repeated = None, count: Count = None,
+        cursor: CursorParam = None,
+    ) -> Response[bytes]:  # fmt: skip
+        """AuditEvents by patient (IHI), agent (client ID) and date (eq/ge/gt/le/lt), newest first, paged."""
+        page = await audit.search(AuditQuery(patient=patient, agent=agent, date=date, count=count, cursor=cursor))
+        return _searchset(request, state, page, cursor)
+
+    @get(
+        "/{event_id:str}",
+        operation_id="readAuditEvent",
+        opt={"query": AUDIT_EVENT.query(()), "scopes": _SCOPES, "audit": Interaction.READ},
+    )
+    async def read(self, audit: Audit, state: State, event_id: FromPath[str]) -> Response[bytes]:
+        """One AuditEvent by id."""
+        return _fhir(audit_event(await audit.read(event_id), canonical_base=state.settings.fhir.canonical_base))
