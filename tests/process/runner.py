@@ -287,9 +287,9 @@ class Cli:
         return ServeProcess(process, f"http://127.0.0.1:{port}", log)
 
     @contextlib.contextmanager
-    def serving(self) -> Iterator[ServeProcess]:
-        """A ready ``serve`` process; killed at the end if the block left it running."""
-        server = self.start_serve()
+    def serving(self, *options: str) -> Iterator[ServeProcess]:
+        """A ready ``serve`` process (with extra ``options``); killed at the end if the block left it running."""
+        server = self.start_serve(extra=options)
         try:
             server.wait_ready()
             yield server

@@ -71,9 +71,10 @@ async def test_embedded_cluster_lifecycle(case: str, workdir: Workdir) -> None:
         server.kill()
     assert [process.pid for process in postmasters(cluster.cluster)] == [before_kill.pid]
 
-    # Third run reuses the cluster that kept running; both acknowledged records are there.
-    with cli.serving() as server:
+    # Third run, with two worker processes, reuses the cluster that kept running; both records are there.
+    with cli.serving("--workers", "2") as server:
         assert [process.pid for process in postmasters(cluster.cluster)] == [before_kill.pid]
+        assert len(psutil.Process(server.process.pid).children()) >= 2
         assert _services_of(server, first) == [gateway]
         assert _services_of(server, second) == [gateway]
         assert server.terminate() == 0
