@@ -1,11 +1,11 @@
 """``python -m tests.bench``: bulk-load, then drive PUT and GET at a fixed concurrency, and report.
 
-One run: start a throwaway PostgreSQL cluster; start the server of each build (this checkout, and
-``--ref`` in a temporary git worktree) on its own database; measure the load generator's ceiling
-against a trivial server; bulk-load ``--records`` records through the batch endpoint; run each
-timed phase (``scenarios.standard_phases``) on every build in turn, alternating the order; print
-one table (and ``--json FILE``). The load generator is a separate process
-(``tests.bench.loadgen``); the server's resident memory is sampled over the whole run.
+One run: measure the load generator's ceiling against a trivial server; start a throwaway
+PostgreSQL cluster; start the server of each build (this checkout, and ``--ref`` in a temporary
+git worktree) on its own database; bulk-load ``--records`` records through the batch endpoint; run
+each timed phase (``scenarios.standard_phases``) on every build in turn, alternating which goes
+first; print one table (and ``--json FILE``). The load generator is a separate process
+(``tests.bench.loadgen``); the servers' resident memory is sampled over the whole run.
 """
 
 from __future__ import annotations

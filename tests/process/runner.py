@@ -123,7 +123,11 @@ def interpreter_for(user: OsUser) -> tuple[str, dict[str, str]]:
     """An interpreter ``user`` can run with the project importable; skips the test when there is none."""
     found = find_interpreter(user)
     if found is None:
-        pytest.skip(f"no Python with this project's packages can be run by {user.name!r}")
+        pytest.skip(
+            f"{user.name!r} can run no Python that imports this project: {sys.executable} and the system "
+            f"python{sys.version_info.major}.{sys.version_info.minor} with {ROOT} on PYTHONPATH both failed "
+            "(a folder on the way may be closed to other users)"
+        )
     return found
 
 
