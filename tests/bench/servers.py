@@ -163,13 +163,31 @@ class ServerProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
         self.log = work / f"server-{self.port}.log"
-        env = server_environment(python, build.source)
-        env.update({"IEF_DATABASE_URL": database_url, "IEF_DATA_DIR": str(work / f"data-{self.port}")})
-        env.update({"IEF_LOG_FORMAT": "json", **settings})
+        self.python = python
+        self.env = server_environment(python, build.source)
+        self.env.update({"IEF_DATABASE_URL": database_url, "IEF_DATA_DIR": str(work / f"data-{self.port}")})
+        self.env.update({"IEF_LOG_FORMAT": "json", **settings})
         command = [python, "-m", "registry", "serve", "--port", str(self.port), "--workers", str(workers)]
         with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(command, cwd=build.source, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=build.source, env=self.env, stdout=sink, stderr=subprocess.STDOUT
+            )
         self.tree = ProcessTree(self.process.pid)
+
+    def authorization(self, lifetime: int = 43_200) -> dict[str, str]:
+        """An ``Authorization`` header with an operator admin token (``ief-registry token``) for the run.
+
+        A build from before authentication has no ``token`` command and needs no header.
+        """
+        issued = subprocess.run(
+            [self.python, "-m", "registry", "token", "--scopes", "admin", "--lifetime", str(lifetime)],
+            cwd=self.build.source, env=self.env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if issued.returncode == 0:
+            return {"Authorization": f"Bearer {issued.stdout.strip()}"}
+        if "No such command 'token'" in issued.stderr:
+            return {}
+        raise RuntimeError(f"ief-registry token failed for {self.build.label}:\n{issued.stderr}")
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the server wrote."""

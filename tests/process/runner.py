@@ -262,6 +262,12 @@ class Cli:
             env["HOME"] = str(self.data_dir)  # the account may have no home folder of its own
         return env
 
+    def admin_token(self) -> dict[str, str]:
+        """An ``Authorization`` header with an operator admin token from ``token``, as an operator gets one."""
+        issued = self.run("token", "--scopes", "admin", "--lifetime", "3600")
+        assert issued.returncode == 0, issued.stderr
+        return {"Authorization": f"Bearer {issued.stdout.strip()}"}
+
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run one command to completion; its output is captured."""
         return subprocess.run(

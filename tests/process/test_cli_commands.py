@@ -9,7 +9,7 @@ import sys
 import asyncpg
 import pytest
 
-from registry.config import describe_settings
+from registry.config import TOML_ONLY, describe_settings
 from registry.db.migrate import known_migrations
 from tests.process.runner import ROOT, Cli, OsUser, Workdir, cluster_user_for, embedded, postmasters
 from tests.server import free_port
@@ -60,7 +60,7 @@ async def test_db_commands_and_a_database_newer_than_the_code(workdir: Workdir) 
 
 
 def test_serve_help_lists_every_setting() -> None:
-    """``serve --help`` shows every setting with its environment variable, default and meaning."""
+    """``serve --help`` shows every setting with its environment variable (or TOML key), default and meaning."""
     result = subprocess.run(
         [sys.executable, "-m", "registry", "serve", "--help"],
         cwd=ROOT,
@@ -74,5 +74,6 @@ def test_serve_help_lists_every_setting() -> None:
     settings = describe_settings()
     assert len(settings) > 20
     for doc in settings:
-        assert f"{doc.env}={doc.default}" in lines, doc.env
-        assert lines[lines.index(f"{doc.env}={doc.default}") + 1] == doc.description
+        name = f"{doc.key} {TOML_ONLY}" if doc.env == TOML_ONLY else doc.env
+        assert f"{name}={doc.default}" in lines, name
+        assert lines[lines.index(f"{name}={doc.default}") + 1] == doc.description

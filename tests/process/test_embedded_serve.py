@@ -31,8 +31,8 @@ def _serve_user(case: str) -> OsUser:
     return unprivileged_user()
 
 
-def _services_of(server: ServeProcess, ihi: str) -> list[str]:
-    response = server.http.get(f"/registry/records/{ihi}")
+def _services_of(server: ServeProcess, ihi: str, auth: dict[str, str]) -> list[str]:
+    response = server.http.get(f"/registry/records/{ihi}", headers=auth)
     assert response.status_code == 200, response.text
     return [record["serviceId"] for record in response.json()["records"]]
 
@@ -55,7 +55,8 @@ async def test_embedded_cluster_lifecycle(case: str, workdir: Workdir) -> None:
         assert postmaster.username() == cluster_user.name
         assert postmaster.username() != "root"
         await add_service(cluster.url, gateway)
-        created = server.http.put(f"/registry/records/{first}/{gateway}", json={"status": "active"})
+        auth = cli.admin_token()  # signed with keys kept in the database: valid after restarts too
+        created = server.http.put(f"/registry/records/{first}/{gateway}", json={"status": "active"}, headers=auth)
         assert created.status_code == 201, created.text
         assert server.terminate() == 0
     assert "embedded_stopped" in server.log_text()
@@ -64,8 +65,8 @@ async def test_embedded_cluster_lifecycle(case: str, workdir: Workdir) -> None:
 
     # Second run on the same data dir: the record is there; then the server is killed outright.
     with cli.serving() as server:
-        assert _services_of(server, first) == [gateway]
-        created = server.http.put(f"/registry/records/{second}/{gateway}", json={"status": "active"})
+        assert _services_of(server, first, auth) == [gateway]
+        created = server.http.put(f"/registry/records/{second}/{gateway}", json={"status": "active"}, headers=auth)
         assert created.status_code == 201, created.text
         [before_kill] = postmasters(cluster.cluster)
         server.kill()
@@ -75,8 +76,8 @@ async def test_embedded_cluster_lifecycle(case: str, workdir: Workdir) -> None:
     with cli.serving("--workers", "2") as server:
         assert [process.pid for process in postmasters(cluster.cluster)] == [before_kill.pid]
         assert len(psutil.Process(server.process.pid).children()) >= 2
-        assert _services_of(server, first) == [gateway]
-        assert _services_of(server, second) == [gateway]
+        assert _services_of(server, first, auth) == [gateway]
+        assert _services_of(server, second, auth) == [gateway]
         assert server.terminate() == 0
     # A serve that found the cluster running leaves it running (it may not be the only user of it).
     assert [process.pid for process in postmasters(cluster.cluster)] == [before_kill.pid]
