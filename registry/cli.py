@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
@@ -28,7 +29,10 @@ from registry.db.queries import load_queries
 from registry.instance import instance_service_id, log_hash_key
 from registry.log import configure_logging, get_logger
 
-__all__ = ("main",)
+__all__ = ("main", "worker_listener")
+
+if TYPE_CHECKING:
+    import uvicorn
 
 T = TypeVar("T")
 _log = get_logger("registry.cli")
@@ -79,6 +83,19 @@ def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[
         if not was_running and not keep_running:
             cluster.stop()
             _log.info("embedded_stopped", data_dir=str(cluster.root))
+
+
+def worker_listener(config: uvicorn.Config) -> socket.socket:
+    """The listening socket shared by worker processes, marked as TCP so its connections get TCP_NODELAY.
+
+    uvicorn's ``bind_socket()`` leaves the socket's ``proto`` at 0, and asyncio turns Nagle's
+    algorithm off only for sockets whose ``proto`` is ``IPPROTO_TCP``: every keep-alive response
+    would then wait about 40 ms for the client's delayed ACK (https://github.com/Kludex/uvicorn/issues/3149).
+    """
+    bound = config.bind_socket()
+    if bound.family not in {socket.AF_INET, socket.AF_INET6}:
+        return bound
+    return socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
 
 
 def _exit_on_signal(_signum: int, _frame: object) -> None:
@@ -168,15 +185,18 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
                 server.run()
                 failed = not server.started
             else:
+                from uvicorn.supervisors import Multiprocess
+
                 os.environ["IEF_DATABASE_URL"] = url
                 os.environ["IEF_SERVICE_ID"] = service_id
                 if settings.dev:
                     os.environ["IEF_DEV"] = "true"  # workers read settings from the environment
-                uvicorn.run(
+                config = uvicorn.Config(
                     "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
                     workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
                     server_header=False,
                 )  # fmt: skip
+                Multiprocess(config, sockets=[worker_listener(config)]).run()
     finally:
         _log.info("server_stopped")
     if failed:

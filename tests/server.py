@@ -27,7 +27,7 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
 
-__all__ = ("RunningServer", "free_port", "json_server", "running_server")
+__all__ = ("RunningServer", "add_service", "free_port", "json_server", "running_server")
 
 
 def free_port() -> int:
@@ -88,15 +88,9 @@ class RunningServer:
         base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
     ) -> None:  # fmt: skip
         """Put a member service straight into the directory (as the operator's CLI would)."""
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            await conn.execute(
-                "INSERT INTO services (service_id, kind, name, base_url, search_style, status) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                service_id, kind, name, base_url, style, status,
-            )  # fmt: skip
-        finally:
-            await conn.close()
+        await add_service(
+            self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status
+        )
 
     async def record_count(self, ihi: str) -> int:
         """How many records (any status) the database holds for an IHI."""
@@ -105,6 +99,22 @@ class RunningServer:
             return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
         finally:
             await conn.close()
+
+
+async def add_service(
+    database_url: str, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
+    base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
+) -> None:  # fmt: skip
+    """Put a member service straight into the directory of the database at ``database_url``."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO services (service_id, kind, name, base_url, search_style, status) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            service_id, kind, name, base_url, style, status,
+        )  # fmt: skip
+    finally:
+        await conn.close()
 
 
 def _litestar_in(app: Any) -> Litestar:

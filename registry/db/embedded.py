@@ -20,13 +20,14 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ("EmbeddedPostgres", "EmbeddedUnavailable", "find_bin_dir")
+__all__ = ("SEARCH_PATTERNS", "EmbeddedPostgres", "EmbeddedUnavailable", "find_bin_dir")
 
-_SEARCH = (
+SEARCH_PATTERNS = (
     "/usr/lib/postgresql/*/bin",
     "/usr/pgsql-*/bin",
     "/usr/local/pgsql/bin",
@@ -60,11 +61,11 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(digits)
 
 
-def find_bin_dir(configured: str | None = None) -> Path:
+def find_bin_dir(configured: str | None = None, *, search: Iterable[str] = SEARCH_PATTERNS) -> Path:
     """Find a folder holding both ``initdb`` and ``pg_ctl``.
 
-    Order: the configured folder, PATH, the usual install folders (newest version first), the
-    ``pgserver`` wheel.
+    Order: the configured folder, PATH, the folders matching ``search`` (the usual install folders;
+    newest version first), the ``pgserver`` wheel.
 
     Raises:
         EmbeddedUnavailable: none found; the message says how to get one.
@@ -83,7 +84,7 @@ def find_bin_dir(configured: str | None = None) -> Path:
         folder = Path(on_path).resolve().parent
         if usable(folder):
             return folder
-    for pattern in _SEARCH:
+    for pattern in search:
         for candidate in sorted(glob.glob(pattern), key=_version_key, reverse=True):  # noqa: PTH207 - absolute patterns
             if usable(Path(candidate)):
                 return Path(candidate)

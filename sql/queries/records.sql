@@ -9,9 +9,10 @@ FROM put_record($1, $2, $3, $4);
 -- concurrent batches cannot deadlock. Outcome per input row: created, updated, unchanged or
 -- unknown-service. An unchanged row reports the values as stored before this statement (equal to
 -- the input, or the write would have changed it). record_id is the record's resource id either way.
+-- IHIs are bpchar, the column's type: compared as text, the joins below could not use the primary key.
 WITH input AS (
     SELECT i.ord, i.ihi, i.service_id, i.status, i.type
-    FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
+    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
     JOIN services s ON s.service_id = i.service_id AND s.status = 'enabled'
 ), written AS (
     INSERT INTO records AS t (ihi, service_id, status, type)

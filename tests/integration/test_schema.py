@@ -1,4 +1,4 @@
-"""Migrations on a real PostgreSQL: apply from zero, idempotent, and every named query prepares."""
+"""Migrations on a real PostgreSQL: apply from zero, idempotent, every named query prepares and uses its indexes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import asyncpg
 
 from registry.db.migrate import apply_migrations, schema_state
 from registry.db.queries import load_queries
+from registry.records.repository import RecordRepository
+from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
+from tests.server import add_service
 
 
 async def test_migrations_apply_from_zero_and_then_nothing(template: TestCluster) -> None:
@@ -33,3 +36,44 @@ async def test_every_named_query_prepares(template: TestCluster) -> None:
             await conn.prepare(queries[name])
     finally:
         await conn.close()
+
+
+async def _records_tuples_read(conn: asyncpg.Connection) -> int:
+    await conn.execute("SELECT pg_stat_force_next_flush()")  # this session's counters, flushed once idle
+    return int(
+        await conn.fetchval(
+            "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = 'records'"
+        )
+    )
+
+
+async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster) -> None:
+    """Writes and look-ups of one IHI read a handful of rows, not every record of the service (the key is used)."""
+    database_url = await template.new_database()
+    service_id = make_service_id()
+    await add_service(database_url, service_id)
+    repository = RecordRepository(load_queries())
+    loaded = [make_ihi() for _ in range(2000)]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await repository.put_many(
+            conn, ords=list(range(len(loaded))), ihis=loaded, service_ids=[service_id] * len(loaded),
+            statuses=["active"] * len(loaded), types=["record"] * len(loaded),
+        )  # fmt: skip
+        await conn.execute("ANALYZE records")
+        before = await _records_tuples_read(conn)
+        for status in ("archived", "archived"):  # an update, then an unchanged repeat
+            await repository.put(conn, ihi=loaded[0], service_id=service_id, status=status, type_="record")
+        await repository.put_many(
+            conn, ords=[0, 1], ihis=loaded[1:3], service_ids=[service_id] * 2, statuses=["removed"] * 2,
+            types=["record"] * 2,
+        )  # fmt: skip
+        await repository.for_ihi(conn, loaded[1], ["active"])
+        await repository.by_key(conn, loaded[1], service_id)
+        await repository.search(
+            conn, ihis=[loaded[2]], service_ids=None, record_ids=None, statuses=["active"], limit=10, offset=0
+        )
+        read = await _records_tuples_read(conn) - before
+    finally:
+        await conn.close()
+    assert read < 50

@@ -1,0 +1,294 @@
+"""``python -m tests.bench``: bulk-load, then drive PUT and GET at a fixed concurrency, and report.
+
+One run: measure the load generator's ceiling against a trivial server; start a throwaway
+PostgreSQL cluster; start the server of each build (this checkout, and ``--ref`` in a temporary
+git worktree) on its own database; bulk-load ``--records`` records through the batch endpoint; run
+each timed phase (``scenarios.standard_phases``) on every build in turn, alternating which goes
+first; print one table (and ``--json FILE``). The load generator is a separate process
+(``tests.bench.loadgen``); the servers' resident memory is sampled over the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import psutil
+
+from tests.bench.loadgen import LoadResult, LoadSpec
+from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
+from tests.bench.servers import ROOT, Build, ProcessTree, ServerProcess, checkout, git_describe, peak_rss
+from tests.factories import make_service_id
+from tests.pg import TestCluster
+from tests.server import add_service, free_port
+
+__all__ = ("BenchResult", "main")
+
+
+class PhaseResult(msgspec.Struct, kw_only=True):
+    """One phase on one build: the load generator's measurements and the CPU the server side used."""
+
+    phase: str
+    build: str
+    load: LoadResult
+    server_cpu: float
+    """Cores used by the server processes on average during the phase."""
+    pg_cpu: float
+    """Cores used by PostgreSQL (postmaster and backends) on average during the phase."""
+
+
+class BuildResult(msgspec.Struct, kw_only=True):
+    """One server build: what it ran from, its bulk load, its memory."""
+
+    label: str
+    commit: str
+    records_in_database: int
+    peak_rss_mb: float
+    """Peak resident memory of the server process and its worker children, summed."""
+
+
+class BenchResult(msgspec.Struct, kw_only=True):
+    """Everything a run measured (``--json``)."""
+
+    started_at: str
+    machine: dict[str, str | int]
+    settings: dict[str, str | int | float | None]
+    ceiling: LoadResult
+    builds: list[BuildResult]
+    phases: list[PhaseResult]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="records to bulk-load (default 1,000,000)")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per timed phase (default 15)")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections in the loaded phases (default 32)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes per build (default 1)")
+    parser.add_argument("--ref", help="also run the server of this git revision, for a before/after comparison")
+    parser.add_argument("--json", type=Path, help="write every measurement to this file")
+    parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
+    parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
+    parser.add_argument(
+        "--python", default=sys.executable, help="interpreter of the server processes (default: this one)"
+    )
+    parser.add_argument(
+        "--header", action="append", default=[], metavar="'NAME: VALUE'", help="send a header with every request"
+    )
+    parser.add_argument(
+        "--server-env", action="append", default=[], metavar="IEF_X=VALUE", help="a setting for the servers"
+    )
+    return parser
+
+
+def _pairs(values: Sequence[str], separator: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, found, rest = value.partition(separator)
+        if not found:
+            raise SystemExit(f"expected NAME{separator}VALUE, got {value!r}")
+        pairs[name.strip()] = rest.strip()
+    return pairs
+
+
+async def _run_loadgen(port: int, scenario: Scenario) -> LoadResult:
+    spec = msgspec.json.encode(LoadSpec(host="127.0.0.1", port=port, scenario=scenario))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.bench.loadgen", cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate(spec)
+    if process.returncode != 0:
+        raise RuntimeError(f"the load generator failed on {scenario.name}:\n{err.decode()}")
+    return msgspec.json.decode(out, type=LoadResult)
+
+
+async def _ceiling(concurrency: int, duration: float) -> LoadResult:
+    port = free_port()
+    trivial = await asyncio.create_subprocess_exec(sys.executable, "-m", "tests.bench.trivial", str(port), cwd=ROOT)
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        scenario = Scenario(
+            name="ceiling", requests="ping", concurrency=concurrency, duration=duration, warmup=min(1.0, duration / 5)
+        )
+        return await _run_loadgen(port, scenario)
+    finally:
+        trivial.terminate()
+        await trivial.wait()
+
+
+async def _measured(server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str]) -> PhaseResult:
+    scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers})
+    server_before, pg_before = server.tree.cpu_seconds(), pg.cpu_seconds()
+    wall_before = asyncio.get_running_loop().time()
+    load = await _run_loadgen(server.port, scenario)
+    wall = asyncio.get_running_loop().time() - wall_before
+    return PhaseResult(
+        phase=scenario.name,
+        build=server.build.label,
+        load=load,
+        server_cpu=round((server.tree.cpu_seconds() - server_before) / wall, 2),
+        pg_cpu=round((pg.cpu_seconds() - pg_before) / wall, 2),
+    )
+
+
+async def _count_records(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM records"))
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def _builds(ref: str | None) -> Iterator[list[Build]]:
+    current = Build(label="checkout", source=ROOT, commit=git_describe(ROOT))
+    if ref is None:
+        yield [current]
+        return
+    with checkout(ref) as other:
+        yield [other, current]
+
+
+@contextlib.asynccontextmanager
+async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -> AsyncIterator[list[ServerProcess]]:
+    """A ready server per build, each on its own empty database (migrated by ``serve``); stopped at the end."""
+    # The benchmark measures throughput, not the per-client rate limiter (200 requests/s by default).
+    settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
+    settings |= _pairs(args.server_env, "=")
+    servers: list[ServerProcess] = []
+    with _builds(args.ref) as builds:
+        try:
+            for number, build in enumerate(builds):
+                database_url = await cluster.empty_database(f"bench_{number}")
+                servers.append(
+                    ServerProcess(build, python=args.python, database_url=database_url, workers=args.workers,
+                                  work=work, settings=settings)
+                )  # fmt: skip
+            for server in servers:
+                server.wait_ready()
+            yield servers
+        finally:
+            for server in servers:
+                server.stop()
+
+
+def _machine(python: str) -> dict[str, str | int]:
+    version = subprocess.run([python, "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "cpus": os.cpu_count() or 0,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+        "platform": platform.platform(),
+        "load_generator_python": f"{sys.executable} ({platform.python_version()})",
+        "server_python": f"{python} ({version.removeprefix('Python ')})",
+    }
+
+
+async def run(args: argparse.Namespace) -> BenchResult:
+    """One benchmark run as the arguments describe."""
+    headers = _pairs(args.header, ":")
+    service_id = make_service_id()
+    started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    phases = [
+        bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
+                        concurrency=args.batch_concurrency, headers=headers),
+        *standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
+                         duration=args.duration, headers=headers),
+    ]  # fmt: skip
+    print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
+    ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
+    work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
+    cluster = TestCluster()
+    try:
+        cluster.start()
+        postmaster = cluster.cluster.postmaster_pid()
+        assert postmaster is not None
+        pg = ProcessTree(postmaster)
+        async with _servers(args, cluster, work) as servers:
+            results: list[PhaseResult] = []
+            with peak_rss({server.build.label: server.tree for server in servers}) as peaks:
+                auth = {server.build.label: server.authorization() for server in servers}
+                for server in servers:
+                    await add_service(server.database_url, service_id)
+                for number, scenario in enumerate(phases):
+                    for server in servers if number % 2 == 0 else servers[::-1]:  # alternate who goes first
+                        print(f"{scenario.name} on {server.build.label} ...", flush=True)
+                        results.append(await _measured(server, pg, scenario, auth[server.build.label]))
+            builds = [
+                BuildResult(
+                    label=server.build.label,
+                    commit=server.build.commit,
+                    records_in_database=await _count_records(server.database_url),
+                    peak_rss_mb=round(peaks.get(server.build.label, 0) / 2**20, 1),
+                )
+                for server in servers
+            ]
+    finally:
+        cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    settings = {name: getattr(args, name) for name in ("records", "duration", "concurrency", "workers", "ref")}
+    settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
+    settings |= {"server_env": " ".join(args.server_env) or None}
+    return BenchResult(
+        started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
+        phases=results,
+    )  # fmt: skip
+
+
+_COLUMNS = ("phase", "build", "req/s", "records/s", "p50 ms", "p99 ms", "errors", "server cpu", "pg cpu", "client cpu")
+
+
+def _row(p: PhaseResult) -> tuple[str, ...]:
+    load = p.load
+    records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
+    return (p.phase, p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
+            str(load.errors), f"{p.server_cpu:.2f}", f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
+
+
+def _table(result: BenchResult) -> str:
+    rows = [_COLUMNS, *(_row(p) for p in result.phases)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+
+    lines = [line(rows[0]), "  ".join("-" * width for width in widths), *(line(row) for row in rows[1:])]
+    ceiling = result.ceiling
+    lines += [
+        "",
+        f"load generator ceiling (trivial server, c={ceiling.concurrency}): {ceiling.rate:,.0f} req/s, "
+        f"p50 {ceiling.p50_ms:.2f} ms, client cpu {ceiling.client_cpu:.2f}",
+    ]
+    lines += [
+        f"{b.label} ({b.commit}): {b.records_in_database:,} records in the database, "
+        f"server peak RSS {b.peak_rss_mb:,.0f} MB"
+        for b in result.builds
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the arguments, run, print the table, write the JSON."""
+    args = _parser().parse_args(argv)
+    result = asyncio.run(run(args))
+    print()
+    print(_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")

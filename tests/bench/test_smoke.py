@@ -1,0 +1,55 @@
+"""The benchmark command runs end to end with tiny numbers, so it cannot rot (structure only, never speed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from tests.bench.run import BenchResult
+from tests.bench.servers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _in_git_checkout() -> bool:
+    found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, check=False)
+    return found.returncode == 0
+
+
+def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
+    """``python -m tests.bench`` loads every record, runs each phase on each build without errors and reports them."""
+    out = tmp_path / "bench.json"
+    builds = ["checkout"]
+    command = [
+        sys.executable, "-m", "tests.bench", "--records", "2000", "--duration", "0.5", "--concurrency", "4",
+        "--batch-size", "500", "--header", "X-Bench: smoke", "--json", str(out),
+    ]  # fmt: skip
+    if _in_git_checkout():
+        command += ["--ref", "HEAD"]
+        builds = ["HEAD", "checkout"]
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert finished.returncode == 0, finished.stderr + finished.stdout
+
+    result = msgspec.json.decode(out.read_bytes(), type=BenchResult)
+    assert [build.label for build in result.builds] == builds
+    for build in result.builds:
+        assert build.records_in_database == 2000
+        assert build.peak_rss_mb > 0
+    phases = ["bulk load", "PUT c=4", "GET c=4", "PUT c=1", "GET c=1"]
+    assert sorted((p.phase, p.build) for p in result.phases) == sorted((p, b) for p in phases for b in builds)
+    for phase in result.phases:
+        assert phase.load.requests > 0, phase.phase
+        assert phase.load.errors == 0, (phase.phase, phase.load.statuses)
+        assert set(phase.load.statuses) == {"200"}, (phase.phase, phase.load.statuses)  # PUTs change loaded records
+        assert phase.load.p50_ms <= phase.load.p99_ms <= phase.load.max_ms
+        if phase.phase == "bulk load":
+            assert phase.load.items == 2000
+            assert phase.load.requests == 4
+    assert result.ceiling.requests > 0
+    header = finished.stdout.splitlines()
+    assert any(line.split()[:3] == ["phase", "build", "req/s"] for line in header)
+    assert "load generator ceiling" in finished.stdout
