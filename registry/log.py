@@ -24,6 +24,7 @@ EVENTS = {
     "embedded_started": "the embedded PostgreSQL cluster is running",
     "embedded_stopped": "the embedded PostgreSQL cluster was stopped",
     "migrations_applied": "pending migrations were applied",
+    "replica_unavailable": "the read replica could not be reached; look-ups use the primary until it answers again",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",
     "batch_applied": "a batch of records was applied: counts per outcome",
     "key_created": "a signing key was created (first start): purpose (issuer or outbound), kid",

@@ -35,6 +35,7 @@ class Pair:
     primary_url: str
     replica_url: str
     http: httpx.AsyncClient
+    replica: StreamingReplica
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> float:
@@ -70,7 +71,7 @@ async def pair() -> AsyncIterator[Pair]:
             async with httpx.AsyncClient(
                 base_url=server.base_url, headers=await server.headers(), event_hooks=ledger.hooks(), timeout=30
             ) as http:
-                yield Pair(server, primary_url, replica_url, http)
+                yield Pair(server, primary_url, replica_url, http, replica)
             await ledger.check(primary_url)
     finally:
         await asyncio.to_thread(replica.stop)
@@ -175,3 +176,18 @@ async def test_replication_lag_under_writes_is_small(pair: Pair) -> None:
         await replica.close()
     print(f"replica caught up {lag * 1000:.1f} ms after the burst")
     assert lag < 5.0
+
+
+async def test_zz_look_ups_move_to_the_primary_when_the_replica_is_down(pair: Pair) -> None:
+    """With the replica stopped, look-ups are answered from the primary (fresh), not refused; it comes back after."""
+    gateway, ihi = make_service_id(), make_ihi()
+    await pair.server.add_service(gateway)
+    assert (await pair.http.put(f"/registry/records/{ihi}/{gateway}", json={})).status_code == 201
+    replica = pair.replica
+    await asyncio.to_thread(replica.stop)
+    try:
+        answers = [await pair.http.get(f"/registry/records/{ihi}") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert all([r["serviceId"] for r in a.json()["records"]] == [gateway] for a in answers)
+    finally:
+        await asyncio.to_thread(replica.start)
