@@ -16,7 +16,7 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
 from broker.subscriptions.bundles import status_searchset
-from broker.subscriptions.service import topic_url
+from broker.subscriptions.service import SubscriptionService, topic_url
 from registry import errors
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
@@ -24,7 +24,7 @@ from registry.fhir.io import etag, fhir_base, fhir_response, last_modified, read
 from registry.fhir.search import Criteria, SearchQuery, any_text, code_token
 from schemas.audit import Interaction
 from schemas.fhir.bundle import searchset
-from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
+from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, Canonicals
 from schemas.fhir.capability import FORMAT, PAGING, Operation, ResourceCapability, SearchParam
 from schemas.fhir.subscription import (
     BACKPORT_CAPABILITY,
@@ -40,8 +40,6 @@ from schemas.fhir.subscription import (
 
 if TYPE_CHECKING:
     from broker.subscriptions.repository import StoredSubscription
-    from broker.subscriptions.service import SubscriptionService
-    from schemas.fhir.canonical import Canonicals
     from schemas.fhir.subscription import SubscriptionClaim
 
 __all__ = ("SUBSCRIPTION", "SubscriptionController", "SubscriptionResources", "SubscriptionTopicController")

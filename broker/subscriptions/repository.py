@@ -340,6 +340,12 @@ class SubscriptionRepository:
             row = await conn.fetchrow(self._q["owner_state"], client_id)
         return _owner(row) if row else None
 
+    async def set_full_resource(self, conn: Connection, client_id: str, allowed: bool) -> bool:
+        """Allow a client full-resource payloads (or stop); False when there is no such client."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["set_full_resource"], client_id, allowed)
+        return row is not None
+
     # Metrics
 
     async def stats(self, conn: Connection, limit: int) -> list[asyncpg.Record]:

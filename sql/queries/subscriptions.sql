@@ -280,3 +280,7 @@ ORDER BY s.status;
 -- name: owner_state
 -- What delivery re-checks about a subscription's owner: enabled, scopes, full-resource permission.
 SELECT status, scopes, full_resource FROM clients WHERE client_id = $1;
+
+-- name: set_full_resource
+-- Allow (or stop allowing) a client full-resource payloads; returns the client ID when it exists.
+UPDATE clients SET full_resource = $2, updated_at = now() WHERE client_id = $1 RETURNING client_id;
