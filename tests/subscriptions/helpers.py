@@ -15,10 +15,11 @@ from tests.factories import make_ihi
 from tests.server import RunningServer
 from tests.subscriptions.subscriber import Hook, Subscriber
 
-__all__ = ("BACKPORT_SD", "IHI_SYSTEM", "Subscriptions", "subscription_body")
+__all__ = ("BACKPORT_SD", "IHI_SYSTEM", "SECRET_EXTENSION", "Subscriptions", "subscription_body")
 
 BACKPORT_SD = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 IHI_SYSTEM = "http://ns.electronichealth.net.au/id/hi/ihi/1.0"
+SECRET_EXTENSION = "https://ief-registry.org/fhir/StructureDefinition/subscription-signing-secret"  # noqa: S105 - a URL
 
 
 def subscription_body(
@@ -123,10 +124,10 @@ class Subscriptions:
         return dict(response.json())
 
     async def wait_status(
-        self, subscription_id: str, status: str, http: httpx.AsyncClient | None = None, timeout: float = 15.0
+        self, subscription_id: str, status: str, http: httpx.AsyncClient | None = None, within: float = 15.0
     ) -> dict[str, Any]:
         """Poll the subscription until it has ``status``; return it."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             found = await self.read(subscription_id, http)
             if found["status"] == status:

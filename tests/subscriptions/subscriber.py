@@ -96,9 +96,9 @@ class Hook:
         """Every event number received, in arrival order (repeats included)."""
         return [n for r in self.received if r.kind == "event-notification" for n in r.event_numbers]
 
-    async def wait(self, until: Callable[[Hook], bool], timeout: float = 15.0) -> None:
-        """Wait until ``until(self)`` holds (fails the test after ``timeout`` seconds)."""
-        deadline = time.monotonic() + timeout
+    async def wait(self, until: Callable[[Hook], bool], within: float = 15.0) -> None:
+        """Wait until ``until(self)`` holds (fails the test after ``within`` seconds)."""
+        deadline = time.monotonic() + within
         while not until(self):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -108,9 +108,9 @@ class Hook:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=min(left, 0.5))
 
-    async def wait_count(self, kind: str, count: int, timeout: float = 15.0) -> list[Received]:
+    async def wait_count(self, kind: str, count: int, within: float = 15.0) -> list[Received]:
         """Wait for at least ``count`` requests of one kind; return them."""
-        await self.wait(lambda hook: len(hook.of_kind(kind)) >= count, timeout)
+        await self.wait(lambda hook: len(hook.of_kind(kind)) >= count, within)
         return self.of_kind(kind)
 
 
