@@ -50,7 +50,7 @@ async def test_c02_criteria_must_be_the_topic(subs: Subscriptions) -> None:
 
 @pytest.mark.parametrize("form", ["patient={ihi}", "Basic?patient={ihi}", "Basic.patient={ihi}"])
 async def test_c03_the_three_filter_spellings_are_accepted(subs: Subscriptions, form: str) -> None:
-    """Bare, `?` and `.` filter spellings are accepted, with the IHI as system|value or bare, and written canonically."""
+    """Bare, `?` and `.` filter spellings are accepted, the IHI as system|value or bare, written canonically."""
     ihi = make_ihi()
     for value in (ihi, f"{IHI_SYSTEM}|{ihi}"):
         body = subs.body(subs.subscriber.hook(), filters=[form.format(ihi=value), "status=active,removed"])
@@ -113,7 +113,7 @@ async def test_c04_only_rest_hook_channels(subs: Subscriptions) -> None:
 
 
 async def test_c05_endpoints_outside_dev_mode(fhir: httpx.AsyncClient, server: RunningServer) -> None:
-    """Outside dev mode, http endpoints and endpoints on loopback, private, link-local or metadata addresses are refused."""
+    """Outside dev mode, http, and loopback, private, link-local or metadata addresses are refused (422)."""
     topic = f"{server.base_url}/fhir/SubscriptionTopic/patient-registration"
     for endpoint in (
         "http://subscriber.example.org/notify",
@@ -167,7 +167,7 @@ async def test_c07_payload_content_is_required_and_known(subs: Subscriptions) ->
 
 
 async def test_c08_channel_numbers_are_clamped_and_returned(subs: Subscriptions) -> None:
-    """heartbeatPeriod, timeout and maxCount beyond the documented limits are clamped, and the clamped values returned."""
+    """heartbeatPeriod, timeout and maxCount beyond the documented limits are clamped; the clamped values returned."""
     body = subs.body(subs.subscriber.hook(), make_ihi(), heartbeat=10_000_000, timeout=999, max_count=500)
     created = await subs.create(body)
     values = {ext["url"].rsplit("/", 1)[1]: ext for ext in created["channel"]["extension"]}
