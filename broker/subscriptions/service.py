@@ -48,7 +48,7 @@ _log = get_logger(__name__)
 _S = "Subscription"
 _MIME = re.compile(r"^\s*(application/fhir\+json|application/json)\s*(?:;\s*fhirVersion\s*=\s*([0-9.]+)\s*)?$")
 _FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
-_HEADER = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]?(.*)$")
+_HEADER = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$")
 _RESERVED_HEADERS = frozenset(
     {"host", "content-type", "content-length", "transfer-encoding", "connection", "te", "upgrade", "expect"}
 )
@@ -76,7 +76,11 @@ def _check_headers(headers: list[str]) -> list[str]:
         where = f"{_S}.channel.header[{index}]"
         match = _HEADER.match(header)
         if not match or any(c in header for c in "\r\n\0"):
-            raise _bad("a channel header is 'Name: value' (a token, a colon, a value on one line)", where)
+            raise _bad(
+                "a channel header is 'Name: value': a token, a colon, one optional space, then printable ASCII "
+                "that neither starts nor ends with a space (HTTP cannot carry it otherwise)",
+                where,
+            )
         name = match.group(1).lower()
         if name in _RESERVED_HEADERS or name.startswith("webhook-"):
             raise _bad(f"the header {match.group(1)!r} is set by the server and cannot be given", where)

@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from broker.subscriptions.repository import SubscriptionRepository
+from registry.db.queries import load_queries
 from tests.factories import make_ihi
 from tests.server import RunningServer
 from tests.subscriptions.subscriber import Hook, Subscriber
@@ -143,6 +145,11 @@ class Subscriptions:
         )
         assert response.status_code in (200, 201), response.text
         return response
+
+    async def allow_full_resource(self, client_id: str = "operator", *, allowed: bool = True) -> None:
+        """Allow a client full-resource payloads, as `ief-registry clients full-resource` does."""
+        async with self.server.database.writer() as conn:
+            assert await SubscriptionRepository(load_queries()).set_full_resource(conn, client_id, allowed)
 
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Run SQL on the server's database (to look at what the API does not show)."""
