@@ -14,7 +14,8 @@ ERROR_SYSTEM = "http://terminology.hl7.org/CodeSystem/subscription-error"
 
 def _status_parameters(bundle: dict[str, object]) -> dict[str, object]:
     entries = bundle["entry"]
-    assert isinstance(entries, list) and len(entries) == 1
+    assert isinstance(entries, list)
+    assert len(entries) == 1
     return {p["name"]: p for p in entries[0]["resource"]["parameter"]}
 
 

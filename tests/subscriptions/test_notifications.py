@@ -6,8 +6,8 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from tests.fhir import parse_resource
 from tests.factories import make_ihi
+from tests.fhir import parse_resource
 from tests.subscriptions.helpers import Subscriptions
 from tests.subscriptions.subscriber import Hook, Received
 
@@ -38,7 +38,7 @@ async def test_c15_post_with_the_payload_content_type(subs: Subscriptions) -> No
 
 
 async def test_c16_channel_headers_are_sent_verbatim(subs: Subscriptions) -> None:
-    """channel.header 'Name: value' arrives as Name: value (first colon, one space dropped); unsendable ones are refused."""
+    """channel.header 'Name: value' arrives as is (first colon, one space dropped); unsendable ones are refused."""
     hook = subs.subscriber.hook()
     headers = ["Authorization: Bearer abc:def", "X-Spaced: a  b", "X-None:tight", "X-Empty:"]
     await _one_event(subs, hook, headers=headers)
