@@ -146,6 +146,12 @@ class Subscriptions:
         assert response.status_code in (200, 201), response.text
         return response
 
+    async def client(self, scopes: str, *, public_key_pem: str) -> tuple[str, httpx.AsyncClient]:
+        """A new client of the gateway service holding ``scopes``: its ID and an audit-checked HTTP client."""
+        client_id, _ = await self.server.add_client(self.service_id, scopes, public_key_pem=public_key_pem)
+        token = await self.server.token(scopes, client_id=client_id, service_id=self.service_id)
+        return client_id, self.clients(headers={"Authorization": f"Bearer {token}"})
+
     async def allow_full_resource(self, client_id: str = "operator", *, allowed: bool = True) -> None:
         """Allow a client full-resource payloads, as `ief-registry clients full-resource` does."""
         async with self.server.database.writer() as conn:
