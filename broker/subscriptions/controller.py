@@ -243,7 +243,11 @@ class SubscriptionController(Controller):
         """Search the caller's subscriptions by id, status and endpoint."""
         return fhir_response(await fhir_subscriptions.search(SearchQuery.paged(request, fhir_settings), principal))
 
-    @get("/$status", operation_id="statusSubscriptions", opt=route_opt(_STATUS_QUERY, scopes=_READ))
+    @get(
+        "/$status",
+        operation_id="statusSubscriptions",
+        opt=route_opt(_STATUS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
+    )
     async def status_all(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
@@ -253,7 +257,12 @@ class SubscriptionController(Controller):
             await fhir_subscriptions.status(principal, query.getall("id", []), query.getall("status", []))
         )
 
-    @post("/$status", operation_id="statusSubscriptionsPost", status_code=200, opt=route_opt(scopes=_READ))
+    @post(
+        "/$status",
+        operation_id="statusSubscriptionsPost",
+        status_code=200,
+        opt=route_opt(scopes=_READ, audit=Interaction.OPERATION),
+    )
     async def status_post(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
@@ -261,7 +270,11 @@ class SubscriptionController(Controller):
         ids, statuses = await read_resource(request, read_status_request)
         return fhir_response(await fhir_subscriptions.status(principal, ids, statuses))
 
-    @get("/{subscription_id:str}/$status", operation_id="statusSubscription", opt=route_opt(scopes=_READ))
+    @get(
+        "/{subscription_id:str}/$status",
+        operation_id="statusSubscription",
+        opt=route_opt(scopes=_READ, audit=Interaction.OPERATION),
+    )
     async def status_one(
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
     ) -> Response[bytes]:
