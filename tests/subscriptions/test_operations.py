@@ -60,7 +60,7 @@ async def test_c34_standard_webhooks_signatures_and_rotation(subs: Subscriptions
     assert len(rotated.headers["webhook-signature"].split(" ")) == 2
     Webhook(secret).verify(rotated.body, rotated.headers)
     Webhook(new_secret).verify(rotated.body, rotated.headers)
-    bad = subs.body(hook, make_ihi(), secret="whsec_dG9vLXNob3J0")  # too short
+    bad = subs.body(hook, make_ihi(), secret="whsec_dG9vLXNob3J0")  # noqa: S106 - too short, refused
     assert (await subs.http.post("/fhir/Subscription", json=bad)).status_code == 422
 
 
@@ -168,7 +168,7 @@ async def test_c39_no_header_values_or_ihis_in_logs_and_masked_for_others(
     pem = client_key.as_pem(private=False).decode()
     _, owner = await subs.client(_RECEIVER, public_key_pem=pem)
     hook = subs.subscriber.hook()
-    token = "Bearer very-secret-token-4711"
+    token = "Bearer very-secret-token-4711"  # noqa: S105 - must not reach the logs
     async with owner:
         with capture_logs() as logs:
             created, ihi = await subs.active(hook, http=owner, headers=[f"Authorization: {token}"])
