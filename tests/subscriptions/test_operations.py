@@ -6,6 +6,7 @@ import asyncio
 import base64
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from joserfc.jwk import RSAKey
 from standardwebhooks.webhooks import Webhook
@@ -137,8 +138,6 @@ async def test_c37_events_no_longer_kept_are_named(template: TestCluster, subscr
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         service_id = make_service_id()
         await server.add_service(service_id)
-        import httpx
-
         async with httpx.AsyncClient(base_url=server.base_url, headers=await server.headers("admin")) as http:
             subs = Subscriptions(server, http, subscriber, service_id, lambda **_: http)
             hook = subscriber.hook()
