@@ -14,6 +14,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 
 from registry import __version__
+from registry.auth.scopes import ADMIN
 
 __all__ = ("PROMETHEUS_TEXT", "MetricsController", "MetricsSource")
 
@@ -30,12 +31,12 @@ class MetricsSource(Protocol):
 
 
 class MetricsController(Controller):
-    """The metrics endpoint (admin only: it declares neither ``public`` nor scopes)."""
+    """The metrics endpoint (admin only)."""
 
     path = "/metrics"
     tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/", operation_id="metrics", media_type=PROMETHEUS_TEXT)
+    @get("/", operation_id="metrics", media_type=PROMETHEUS_TEXT, opt={"scopes": (ADMIN,)})
     async def metrics(self, state: State) -> Response[str]:
         """Server and subscription metrics in the Prometheus text format."""
         lines = [

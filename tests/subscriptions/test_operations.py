@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from datetime import UTC, datetime
 
 import httpx
@@ -12,7 +13,11 @@ from joserfc.jwk import RSAKey
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
+from broker.subscriptions.endpoints import EndpointPolicy
+from broker.subscriptions.notifier import Notifier
+from broker.subscriptions.repository import SubscriptionRepository
 from broker.subscriptions.signing import generate_secret
+from registry.db.queries import load_queries
 from tests.cli import run_cli
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
@@ -233,3 +238,27 @@ async def test_c41_attempt_log_fields_and_counters(subs: Subscriptions) -> None:
     assert "ief_subscription_delivery_latency_seconds_count" in metrics.text
     async with subs.clients(headers={}) as anonymous:
         assert (await anonymous.get("/metrics")).status_code == 401
+
+
+async def test_c38_every_attempt_checks_the_endpoint_again(subs: Subscriptions) -> None:
+    """Each attempt resolves and checks the endpoint before connecting: under a stricter policy nothing is sent."""
+    hook = subs.subscriber.hook()
+    created = await subs.create(subs.body(hook, make_ihi()))
+    await hook.wait_count("handshake", 1)
+    async with subs.server.database.reader() as conn:
+        stored = await SubscriptionRepository(load_queries()).get(conn, uuid.UUID(created["id"]))
+    assert stored is not None
+    strict = Notifier(EndpointPolicy(dev=False, allowed_networks="10.0.0.0/8"), max_connections=1)
+    lenient = Notifier(EndpointPolicy(dev=True), max_connections=1)
+    try:
+        refused = await strict.send(stored, b"{}", "msg_strict")
+        assert not refused.ok
+        assert refused.final
+        assert len(hook.received) == 1  # the handshake only: no connection was made
+        sent = await lenient.send(stored, b"{}", "msg_lenient")
+        assert sent.ok
+        assert hook.received[-1].headers["webhook-id"] == "msg_lenient"
+        assert hook.received[-1].headers["host"] == hook.url.split("/")[2]
+    finally:
+        await strict.close()
+        await lenient.close()
