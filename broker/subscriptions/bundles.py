@@ -82,11 +82,12 @@ def status_parameters(
     *,
     content: str | None = None,
     events_since: int | None = None,
+    param_id: str | None = None,
 ) -> dict[str, Any]:
     """The status Parameters of a notification (``handshake``, ``heartbeat``, ``event-notification``,
     ``query-event``) or of ``$status`` (``query-status``)."""
     level = content or view.content
-    param_id = str(uuid.uuid4())
+    param_id = param_id or str(uuid.uuid4())
     subscription: dict[str, Any] = {"name": "subscription", "valueReference": {"reference": view.url}}
     if view.stats:
         subscription["extension"] = view.stats
@@ -122,14 +123,20 @@ def notification_bundle(
     content: str | None = None,
     outcome: dict[str, Any] | None = None,
     events_since: int | None = None,
+    identity: str | None = None,
+    timestamp: datetime | None = None,
 ) -> dict[str, Any]:
     """A ``history`` notification Bundle: the status entry, then one entry per event's record.
 
     ``outcome`` (an OperationOutcome) goes in the status entry's ``response.outcome`` (``$events``
-    uses it to say which event numbers are no longer kept).
+    uses it to say which event numbers are no longer kept). With ``identity`` (the notification's
+    ``webhook-id``) and ``timestamp`` the Bundle is the same bytes whenever it is rendered again:
+    its ids derive from the identity.
     """
     level = content or view.content
-    status = status_parameters(view, kind, events, content=level, events_since=events_since)
+    bundle_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{identity}/bundle")) if identity else str(uuid.uuid4())
+    param_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{identity}/status")) if identity else None
+    status = status_parameters(view, kind, events, content=level, events_since=events_since, param_id=param_id)
     response: dict[str, Any] = {"status": "200"}
     if outcome is not None:
         response["outcome"] = outcome
@@ -158,9 +165,9 @@ def notification_bundle(
             entries.append(entry)
     return {
         "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
+        "id": bundle_id,
         "type": "history",
-        "timestamp": datetime.now(UTC),
+        "timestamp": timestamp or datetime.now(UTC),
         "entry": entries,
     }
 

@@ -9,8 +9,9 @@ Any number of workers (inside ``serve`` and as ``ief-registry worker``) share on
 2. **Re-check** the owner: still enabled, still holding the scopes and permission the payload
    needs. If not, nothing is sent and the subscription goes to ``error``.
 3. **Render once**: the handshake, heartbeat or event notification (the lowest undelivered events,
-   up to ``maxCount``) is rendered and stored with its ``webhook-id`` before the first attempt;
-   retries send the stored bytes.
+   up to ``maxCount``, fetched with the claim) is rendered deterministically, so rendering it again
+   after a crash gives the same bytes and ``webhook-id``; after a failed attempt the bytes are
+   stored with the retry, and retries send them.
 4. **Send** (``Notifier``), then **record** the outcome in one statement: delivered, a retry after
    the schedule's wait (or ``Retry-After``), or failed for good (exhausted, ``410``, refused endpoint):
    events ``exhausted`` and the subscription in ``error`` with a coded error.
@@ -40,6 +41,7 @@ import msgspec
 from broker.subscriptions import permissions
 from broker.subscriptions.bundles import notification_bundle
 from broker.subscriptions.notifier import Notifier
+from broker.subscriptions.repository import Notification
 from broker.subscriptions.retry import RetryPolicy, parse_schedule
 from broker.subscriptions.service import event_view, status_view
 from registry.log import get_logger
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from broker.subscriptions.endpoints import EndpointPolicy
     from broker.subscriptions.metrics import LatencyHistogram
     from broker.subscriptions.notifier import Attempt
-    from broker.subscriptions.repository import Owner, StoredEvent, StoredSubscription, SubscriptionRepository
+    from broker.subscriptions.repository import Claimed, StoredEvent, StoredSubscription, SubscriptionRepository
     from registry.config import SubscriptionSettings
     from registry.db.pool import Database
     from schemas.fhir.canonical import Canonicals
@@ -129,14 +131,19 @@ class DeliveryWorker:
             _log.warning("worker_listen_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
 
     async def _run(self) -> None:
+        next_chores = 0.0
         while True:
             self._wake.clear()
             claimed = 0
             free = self._settings.worker_concurrency - len(self._tasks)
+            now = time.monotonic()
+            chores = now >= next_chores  # ends, retention and heartbeats: once per poll interval at most
             try:
-                await self._housekeeping()
+                if chores:
+                    next_chores = now + self._settings.poll_interval
+                    await self._housekeeping()
                 if free > 0:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(free, heartbeats=chores)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a database outage
                 _log.error("worker_round_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
                 await asyncio.sleep(self._settings.poll_interval)
@@ -147,18 +154,18 @@ class DeliveryWorker:
             if self._listener is None or self._listener.is_closed():
                 await self._listen()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_chores - time.monotonic()))
 
-    async def _claim(self, free: int) -> int:
+    async def _claim(self, free: int, *, heartbeats: bool) -> int:
         margin = self._settings.lease_margin
         async with self._db.writer() as conn:
             claimed = await self._repo.claim(conn, heartbeats=False, limit=free, margin=margin, owner=self.name)
-            if len(claimed) < free:
+            if heartbeats and len(claimed) < free:
                 claimed += await self._repo.claim(
                     conn, heartbeats=True, limit=free - len(claimed), margin=margin, owner=self.name
                 )
-        for subscription, owner in claimed:
-            task = asyncio.create_task(self._deliver(subscription, owner))
+        for work in claimed:
+            task = asyncio.create_task(self._deliver(work))
             self._tasks.add(task)
             task.add_done_callback(self._finished)
         return len(claimed)
@@ -187,10 +194,11 @@ class DeliveryWorker:
                 if purged:
                     _log.info("events_purged", events=purged, subscriptions=touched, retention_seconds=retention)
 
-    async def _deliver(self, subscription: StoredSubscription, owner: Owner) -> None:
+    async def _deliver(self, work: Claimed) -> None:
         try:
-            await self._deliver_one(subscription, owner)
+            await self._deliver_one(work)
         except Exception as exc:  # noqa: BLE001 - one subscription's failure must not stop the others
+            subscription = work.subscription
             _log.error(
                 "delivery_failed_unexpectedly", subscription_id=subscription.id, error=f"{type(exc).__name__}: {exc}"
             )
@@ -198,7 +206,8 @@ class DeliveryWorker:
                 async with self._db.writer() as conn:
                     await self._repo.release(conn, subscription.subscription_id, self.name)
 
-    async def _deliver_one(self, subscription: StoredSubscription, owner: Owner) -> None:
+    async def _deliver_one(self, work: Claimed) -> None:
+        subscription, owner = work.subscription, work.owner
         why = (
             "the owning client is disabled or gone"
             if not owner.enabled
@@ -214,70 +223,65 @@ class DeliveryWorker:
                 "delivery_refused", subscription_id=subscription.id, client_id=subscription.client_id, reason=why
             )
             return
-        events: list[StoredEvent] = []
-        if subscription.inflight_kind is not None and subscription.inflight_body is not None:
-            kind, first, last = subscription.inflight_kind, subscription.inflight_first, subscription.inflight_last
-            body, webhook_id = subscription.inflight_body, subscription.inflight_webhook_id or ""
-        else:
-            prepared = await self._prepare(subscription)
-            if prepared is None:
-                return
-            kind, events, body, webhook_id = prepared
-            first = events[0].event_number if events else None
-            last = events[-1].event_number if events else None
+        notification = self._notification(work)
+        if notification is None:
+            async with self._db.writer() as conn:
+                await self._repo.release(conn, subscription.subscription_id, self.name)
+            return
         attempt_number = subscription.attempts + 1
-        attempt = await self._notifier.send(subscription, body, webhook_id)
+        attempt = await self._notifier.send(subscription, notification.body, notification.webhook_id)
         _log.info(
-            "notification_attempt", subscription_id=subscription.id, kind=kind, event_number=last,
-            first_event=first, attempt=attempt_number, webhook_id=webhook_id, http_status=attempt.status,
+            "notification_attempt", subscription_id=subscription.id, kind=notification.kind,
+            event_number=notification.last, first_event=notification.first, attempt=attempt_number,
+            webhook_id=notification.webhook_id, http_status=attempt.status,
             error=attempt.error_code or (attempt.error if not attempt.ok else None), latency_ms=attempt.latency_ms,
         )  # fmt: skip
         if attempt.ok:
-            await self._delivered(subscription, kind, first, last, events, attempt_number)
+            await self._delivered(subscription, notification, work.events, attempt_number)
         else:
-            await self._failed(subscription, kind, first, last, attempt, attempt_number)
+            await self._failed(subscription, notification, attempt, attempt_number)
 
-    async def _prepare(self, subscription: StoredSubscription) -> tuple[str, list[StoredEvent], bytes, str] | None:
-        """Render the next notification and store it as in flight; None when there is nothing to send."""
-        view = status_view(subscription)
-        events: list[StoredEvent] = []
-        async with self._db.writer() as conn:
-            if subscription.status == "requested":
-                kind = "handshake"
-            elif subscription.delivered_through < subscription.events_since_start:
-                kind = "event-notification"
-                events = await self._repo.next_events(
-                    conn, subscription.subscription_id, subscription.delivered_through, subscription.max_count
-                )
-            else:
-                kind = "heartbeat"
-            if kind == "event-notification" and not events:
-                await self._repo.release(conn, subscription.subscription_id, self.name)
+    def _notification(self, work: Claimed) -> Notification | None:
+        """The notification to send: the one in flight (its stored bytes), or the next one rendered.
+
+        Rendering is deterministic (ids and timestamp derive from the subscription and the events), so
+        a notification whose first attempt was cut short by a dying worker is rendered again as the
+        same bytes with the same ``webhook-id``; after a failed attempt its bytes are stored.
+        """
+        subscription, events = work.subscription, work.events
+        if subscription.inflight_kind is not None and subscription.inflight_body is not None:
+            return Notification(
+                subscription.inflight_kind, subscription.inflight_first, subscription.inflight_last,
+                subscription.inflight_body, subscription.inflight_webhook_id or "",
+            )  # fmt: skip
+        stamp = subscription.updated_at
+        if subscription.status == "requested":
+            kind, identity = "handshake", f"msg_{subscription.subscription_id.hex}_h{subscription.version}"
+        elif subscription.delivered_through < subscription.events_since_start:
+            if not events:
                 return None
-            bundle = notification_bundle(
-                view, kind, [event_view(e) for e in events], canon=self._canon,
-                events_since=events[-1].event_number if events else subscription.events_since_start,
-            )  # fmt: skip
-            body = _encoder.encode(bundle)
-            webhook_id = f"msg_{uuid.uuid4().hex}"
-            stored = await self._repo.set_inflight(
-                conn, subscription.subscription_id, self.name, kind=kind,
-                first=events[0].event_number if events else None, last=events[-1].event_number if events else None,
-                body=body, webhook_id=webhook_id,
-            )  # fmt: skip
-        if not stored:
-            return None  # the lease was lost (the subscription was changed or deleted meanwhile)
-        return kind, events, body, webhook_id
+            kind = "event-notification"
+            identity = f"msg_{subscription.subscription_id.hex}_e{events[0].event_number}_{events[-1].event_number}"
+            stamp = events[-1].occurred_at
+        else:
+            kind, identity, stamp = "heartbeat", f"msg_{uuid.uuid4().hex}", datetime.now(UTC)
+        bundle = notification_bundle(
+            status_view(subscription), kind, [event_view(e) for e in events], canon=self._canon,
+            events_since=events[-1].event_number if events else subscription.events_since_start,
+            identity=identity, timestamp=stamp,
+        )  # fmt: skip
+        return Notification(
+            kind,
+            events[0].event_number if events else None,
+            events[-1].event_number if events else None,
+            _encoder.encode(bundle),
+            identity,
+        )
 
     async def _delivered(
-        self,
-        subscription: StoredSubscription,
-        kind: str,
-        first: int | None,
-        last: int | None,
-        events: list[StoredEvent],
-        attempts: int,
+        self, subscription: StoredSubscription, notification: Notification, events: list[StoredEvent], attempts: int
     ) -> None:
+        kind, first, last = notification.kind, notification.first, notification.last
         async with self._db.writer() as conn:
             done = await self._repo.finish_delivered(conn, subscription.subscription_id, self.name, kind, first, last)
         if done is None:
@@ -297,18 +301,15 @@ class DeliveryWorker:
             )  # fmt: skip
 
     async def _failed(
-        self,
-        subscription: StoredSubscription,
-        kind: str,
-        first: int | None,
-        last: int | None,
-        attempt: Attempt,
-        attempts: int,
+        self, subscription: StoredSubscription, notification: Notification, attempt: Attempt, attempts: int
     ) -> None:
+        kind, first, last = notification.kind, notification.first, notification.last
         wait = None if attempt.final else self._retry.next_wait(kind, attempts, attempt.retry_after, self._rng)
         async with self._db.writer() as conn:
             if wait is not None:
-                await self._repo.finish_retry(conn, subscription.subscription_id, self.name, wait, attempt.error)
+                await self._repo.finish_retry(
+                    conn, subscription.subscription_id, self.name, wait, attempt.error, notification
+                )
                 return
             done = await self._repo.finish_failed(
                 conn, subscription.subscription_id, self.name, kind, first, last, attempt.error_code, attempt.error

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import msgspec
+
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
 
@@ -16,7 +18,15 @@ if TYPE_CHECKING:
     from registry.db.pool import Connection
     from registry.db.queries import Queries
 
-__all__ = ("Owner", "StoredEvent", "StoredSubscription", "SubscriptionRepository", "SubscriptionWrite")
+__all__ = (
+    "Claimed",
+    "Notification",
+    "Owner",
+    "StoredEvent",
+    "StoredSubscription",
+    "SubscriptionRepository",
+    "SubscriptionWrite",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +161,33 @@ def _owner(row: asyncpg.Record) -> Owner:
     )
 
 
-def _event(row: asyncpg.Record) -> StoredEvent:
+def _event(row: Any) -> StoredEvent:
     values: dict[str, Any] = {name: row[name] for name in _EVENT_FIELDS}
     values["ihi"] = values["ihi"].strip()
-    return StoredEvent(**values)
+    return msgspec.convert(values, StoredEvent, strict=False)
+
+
+_events_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A subscription leased to a worker, its owner's state, and the next events to send (none when in flight)."""
+
+    subscription: StoredSubscription
+    owner: Owner
+    events: list[StoredEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A rendered notification: what it carries, its exact bytes and its ``webhook-id``."""
+
+    kind: str
+    first: int | None
+    last: int | None
+    body: bytes
+    webhook_id: str
 
 
 class SubscriptionRepository:
@@ -249,36 +282,18 @@ class SubscriptionRepository:
 
     async def claim(
         self, conn: Connection, *, heartbeats: bool, limit: int, margin: float, owner: str
-    ) -> list[tuple[StoredSubscription, Owner]]:
+    ) -> list[Claimed]:
         """Lease up to ``limit`` subscriptions with work due (or heartbeats due) to worker ``owner``."""
         with translate_db_errors():
             rows = await conn.fetch(self._q["claim_heartbeats" if heartbeats else "claim_due"], limit, margin, owner)
-        return [(_subscription(row), _owner(row)) for row in rows]
-
-    async def next_events(self, conn: Connection, subscription_id: UUID, after: int, limit: int) -> list[StoredEvent]:
-        """The next events to deliver after number ``after``."""
-        with translate_db_errors():
-            rows = await conn.fetch(self._q["next_events"], subscription_id, after, limit)
-        return [_event(row) for row in rows]
-
-    async def set_inflight(
-        self,
-        conn: Connection,
-        subscription_id: UUID,
-        owner: str,
-        *,
-        kind: str,
-        first: int | None,
-        last: int | None,
-        body: bytes,
-        webhook_id: str,
-    ) -> bool:
-        """Store the notification about to be sent; False when the lease was lost."""
-        with translate_db_errors():
-            row = await conn.fetchrow(
-                self._q["set_inflight"], subscription_id, owner, kind, first, last, body, webhook_id
+        return [
+            Claimed(
+                _subscription(row),
+                _owner(row),
+                [_event(e) for e in _events_decoder.decode(row["next_events"])] if "next_events" in row else [],
             )
-        return row is not None
+            for row in rows
+        ]
 
     async def finish_delivered(
         self, conn: Connection, subscription_id: UUID, owner: str, kind: str, first: int | None, last: int | None
@@ -288,10 +303,16 @@ class SubscriptionRepository:
             row = await conn.fetchrow(self._q["finish_delivered"], subscription_id, owner, kind, first, last)
         return (row["status"], int(row["finished"])) if row else None
 
-    async def finish_retry(self, conn: Connection, subscription_id: UUID, owner: str, wait: float, error: str) -> bool:
-        """Record a failed attempt to be retried after ``wait`` seconds; False when the lease was lost."""
+    async def finish_retry(
+        self, conn: Connection, subscription_id: UUID, owner: str, wait: float, error: str, notification: Notification
+    ) -> bool:
+        """Record a failed attempt to be retried after ``wait`` seconds, keeping the notification's bytes and id;
+        False when the lease was lost."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["finish_retry"], subscription_id, owner, wait, error)
+            row = await conn.fetchrow(
+                self._q["finish_retry"], subscription_id, owner, wait, error, notification.kind, notification.first,
+                notification.last, notification.body, notification.webhook_id,
+            )  # fmt: skip
         return row is not None
 
     async def finish_failed(

@@ -91,6 +91,7 @@ LIMIT $4;
 -- name: claim_due
 -- Claim up to $1 subscriptions with a handshake or events to send whose wait is over, for $2 seconds
 -- beyond each one's timeout, for worker $3. Rows another worker (or a registration) holds are skipped.
+-- With each: its owner's state and, when nothing is in flight, the next events to send (up to maxCount).
 WITH due AS (
     SELECT s.subscription_id
     FROM subscriptions s
@@ -108,7 +109,13 @@ UPDATE subscriptions s
 SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
-RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource;
+RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource,
+          (SELECT coalesce(json_agg(e ORDER BY e.event_number), '[]'::json)
+           FROM (SELECT ev.* FROM subscription_events ev
+                 WHERE s.status = 'active' AND s.inflight_kind IS NULL AND ev.subscription_id = s.subscription_id
+                   AND ev.event_number > s.delivered_through
+                 ORDER BY ev.event_number
+                 LIMIT s.max_count) e) AS next_events;
 
 -- name: claim_heartbeats
 -- Claim up to $1 active subscriptions whose heartbeat is due and that have nothing else to send.
@@ -129,20 +136,6 @@ SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double p
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
 RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource;
-
--- name: next_events
--- The next events to deliver: after number $2, at most $3.
-SELECT * FROM subscription_events
-WHERE subscription_id = $1 AND event_number > $2
-ORDER BY event_number
-LIMIT $3;
-
--- name: set_inflight
--- Store the notification about to be sent (its body is sent unchanged on every retry).
-UPDATE subscriptions SET inflight_kind = $3, inflight_first = $4, inflight_last = $5, inflight_body = $6,
-                         inflight_webhook_id = $7
-WHERE subscription_id = $1 AND lease_owner = $2
-RETURNING subscription_id;
 
 -- name: finish_delivered
 -- The notification in flight ($3 kind, events $4..$5) got a 2xx: a handshake makes the subscription
@@ -174,10 +167,13 @@ WITH done AS (
 SELECT done.status, (SELECT count(*) FROM events) AS finished FROM done;
 
 -- name: finish_retry
--- The notification in flight failed and is tried again after $3 seconds ($4: what went wrong).
+-- The notification ($5 kind, events $6..$7) failed and is tried again after $3 seconds ($4: what went
+-- wrong). Its body and webhook-id ($8, $9) are kept, so every retry sends the same bytes.
 UPDATE subscriptions SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $3::double precision),
                          lease_until = NULL, lease_owner = NULL, failed_attempts = failed_attempts + 1,
-                         last_error = $4, last_error_at = now()
+                         last_error = $4, last_error_at = now(),
+                         inflight_kind = $5, inflight_first = $6, inflight_last = $7, inflight_body = $8,
+                         inflight_webhook_id = $9
 WHERE subscription_id = $1 AND lease_owner = $2
 RETURNING attempts;
 

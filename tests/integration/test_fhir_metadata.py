@@ -146,6 +146,7 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
     for path, method, handler in _fhir_handlers():
         parts = path.split("/")[2:]
         kind = parts[0]
+        expected: tuple[str, ...] | None
         if kind == "Subscription":
             expected = _SUBSCRIPTION_SCOPES[_interaction(method, parts)]
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tests.factories import make_ihi
 from tests.server import free_port
@@ -12,7 +13,7 @@ from tests.subscriptions.helpers import Subscriptions
 ERROR_SYSTEM = "http://terminology.hl7.org/CodeSystem/subscription-error"
 
 
-def _status_parameters(bundle: dict[str, object]) -> dict[str, object]:
+def _status_parameters(bundle: dict[str, Any]) -> dict[str, Any]:
     entries = bundle["entry"]
     assert isinstance(entries, list)
     assert len(entries) == 1

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -30,13 +31,13 @@ _RECEIVER = "system/Subscription.cruds system/Basic.rs"
 _STATS = "https://ief-registry.org/fhir/StructureDefinition/subscription-"
 
 
-def _secret(resource: dict[str, object]) -> str | None:
+def _secret(resource: dict[str, Any]) -> str | None:
     channel = resource["channel"]
     assert isinstance(channel, dict)
     return next((e["valueString"] for e in channel.get("extension", []) if e["url"] == SECRET_EXTENSION), None)
 
 
-def _parameters(bundle: dict[str, object]) -> list[dict[str, dict[str, object]]]:
+def _parameters(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     entries = bundle.get("entry", [])
     assert isinstance(entries, list)
     return [{p["name"]: p for p in entry["resource"]["parameter"]} for entry in entries]
@@ -122,8 +123,8 @@ async def test_c37_events_in_a_range_with_a_content_hint(subs: Subscriptions) ->
     url = f"/fhir/Subscription/{created['id']}/$events"
     bundle = (await subs.http.get(url, params={"eventsSinceNumber": "2", "eventsUntilNumber": "3"})).json()
     assert bundle["type"] == "history"
-    status = {p["name"]: p for p in bundle["entry"][0]["resource"]["parameter"]}
-    assert status["type"]["valueCode"] == "query-event"
+    first = {p["name"]: p for p in bundle["entry"][0]["resource"]["parameter"]}
+    assert first["type"]["valueCode"] == "query-event"
     events = [p for p in bundle["entry"][0]["resource"]["parameter"] if p["name"] == "notification-event"]
     assert [e["part"][0]["valueString"] for e in events] == ["2", "3"]
     assert all(any(part["name"] == "focus" for part in e["part"]) for e in events)
