@@ -12,6 +12,11 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from broker.subscriptions.delivery import DeliveryWorker
+from broker.subscriptions.endpoints import EndpointPolicy
+from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
+from broker.subscriptions.repository import SubscriptionRepository
+from broker.subscriptions.service import SubscriptionService
 from registry import errors
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
@@ -30,17 +35,19 @@ from registry.fhir import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext, check_request
 from registry.log import set_hash_key
+from registry.metrics import MetricsController
 from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
+from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
     from registry.config import Settings
 
-__all__ = ("build_asgi", "create_app")
+__all__ = ("build_asgi", "create_app", "endpoint_policy")
 
 
 class SchemaNotReady(RuntimeError):
@@ -66,6 +73,15 @@ def _provide_audit(state: State) -> AuditService:
     return state.audit  # type: ignore[no-any-return]
 
 
+def endpoint_policy(settings: Settings) -> EndpointPolicy:
+    """Where notifications may go, from the settings (dev mode allows http and local addresses)."""
+    return EndpointPolicy(
+        dev=settings.dev,
+        allowed_hosts=settings.subscriptions.allowed_hosts,
+        allowed_networks=settings.subscriptions.allowed_networks,
+    )
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -76,6 +92,10 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     set_hash_key(hash_key)
     audit_repository = AuditRepository(queries)
     trail = AuditTrail(audit_repository, settings.audit, observer=service_id)
+    subscriptions = SubscriptionRepository(queries)
+    canon = Canonicals(settings.fhir.canonical_base.rstrip("/"))
+    policy = endpoint_policy(settings)
+    latency = LatencyHistogram()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -93,13 +113,30 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail)
             app.state.directory = DirectoryService(db, ServiceRepository(queries))
             app.state.audit = AuditService(db, audit_repository, settings.fhir)
+            app.state.subscriptions = SubscriptionService(
+                db, subscriptions, settings.subscriptions, trail, canon=canon, policy=policy
+            )
+            app.state.metrics_sources = [
+                SubscriptionMetrics(
+                    db, subscriptions, top=settings.subscriptions.metrics_max_subscriptions, latency=latency
+                )
+            ]
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
             await trail.start(db, write_timeout=settings.database.command_timeout)
+            worker = None
+            if settings.subscriptions.worker:
+                worker = DeliveryWorker(
+                    db, subscriptions, settings.subscriptions, database_url=database_url, canon=canon, policy=policy,
+                    latency=latency,
+                )  # fmt: skip
+                await worker.start()
             try:
                 yield
             finally:
+                if worker is not None:
+                    await worker.stop()
                 await auth.close()
         finally:
             await trail.stop()
@@ -121,6 +158,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             batch_api,
             fhir_router(settings),
             HealthController,
+            MetricsController,
             TokenController,
             WellKnownController,
         ],

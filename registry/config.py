@@ -30,6 +30,7 @@ __all__ = (
     "RecordSettings",
     "SettingDoc",
     "Settings",
+    "SubscriptionSettings",
     "TrustedIssuer",
     "describe_settings",
     "load_settings",
@@ -248,6 +249,95 @@ class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 250
 
 
+class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """FHIR subscriptions: the delivery worker, retries, limits and endpoint safety."""
+
+    worker: Annotated[
+        bool, Meta(description="Run the delivery worker inside `serve` (`ief-registry worker` runs more).")
+    ] = True
+    worker_concurrency: Annotated[
+        int, Meta(ge=1, le=1000, description="Notifications one worker process sends at once (one per subscription).")
+    ] = 16
+    poll_interval: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=60,
+            description="Seconds between looks for due work when no database notification wakes the worker.",
+        ),
+    ] = 1.0
+    lease_margin: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Seconds beyond a notification's timeout that a worker holds it; a killed worker's "
+            "notification is taken up again after that.",
+        ),
+    ] = 30.0
+    retry_schedule: Annotated[
+        str,
+        Meta(
+            description="Waits before each retry of a failed notification (`5s`, `5m`, `2h`, comma-separated); "
+            "after the last one the subscription goes to `error`."
+        ),
+    ] = "5s,5m,30m,2h,5h,10h,14h,20h,24h"
+    retry_jitter: Annotated[
+        float, Meta(ge=0, le=1, description="Each retry wait is varied at random by up to this fraction.")
+    ] = 0.2
+    retry_after_max: Annotated[
+        float, Meta(ge=0, description="Longest `Retry-After` honoured (seconds); longer ones are cut to it.")
+    ] = 86_400.0
+    handshake_attempts: Annotated[
+        int, Meta(ge=1, le=20, description="Attempts of a handshake (on the retry schedule) before `error`.")
+    ] = 3
+    timeout_default: Annotated[
+        int, Meta(ge=1, description="Seconds one notification attempt may take when the subscription sets no timeout.")
+    ] = 10
+    timeout_max: Annotated[
+        int, Meta(ge=1, description="Largest timeout a subscription may ask for (larger ones are clamped).")
+    ] = 30
+    heartbeat_min: Annotated[
+        int, Meta(ge=1, description="Shortest heartbeat period (seconds); shorter ones are clamped up.")
+    ] = 60
+    heartbeat_max: Annotated[
+        int, Meta(ge=1, description="Longest heartbeat period (seconds); longer ones are clamped down.")
+    ] = 86_400
+    max_count_max: Annotated[
+        int, Meta(ge=1, description="Most events one notification may carry (larger maxCount values are clamped).")
+    ] = 100
+    max_per_client: Annotated[
+        int, Meta(ge=1, description="Most live subscriptions one client may hold (admin clients are not limited).")
+    ] = 100
+    event_retention_seconds: Annotated[
+        int,
+        Meta(ge=0, description="Seconds a delivered, exhausted or cancelled event is kept for `$events`."),
+    ] = 2_592_000
+    events_page_max: Annotated[int, Meta(ge=1, description="Most events one `$events` answer carries.")] = 100
+    secret_rotation_seconds: Annotated[
+        int,
+        Meta(ge=0, description="Seconds a replaced signing secret keeps signing beside the new one (rotation)."),
+    ] = 86_400
+    allowed_hosts: Annotated[
+        str,
+        Meta(
+            description="Endpoint host names (comma-separated) allowed whatever they resolve to "
+            "(loopback, private, link-local)."
+        ),
+    ] = ""
+    allowed_networks: Annotated[
+        str,
+        Meta(description="Address ranges (CIDR, comma-separated) endpoints may resolve to although private or local."),
+    ] = ""
+    metrics_max_subscriptions: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Subscriptions with their own series on `/metrics` (those with the most pending events "
+            "and failures); the rest are summed.",
+        ),
+    ] = 100
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -270,6 +360,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fhir: FhirSettings = msgspec.field(default_factory=FhirSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
+    subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

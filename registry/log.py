@@ -39,6 +39,23 @@ EVENTS = {
     "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
     "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
+    "subscription_created": "a subscription was created (requested): subscription ID, client ID, payload content",
+    "subscription_updated": "a client changed a subscription: subscription ID, status before and after, handshake",
+    "subscription_deleted": "a client deleted a subscription: subscription ID, client ID",
+    "subscription_status": "the server changed a subscription's status (active, error, off) and why",
+    "notification_attempt": "one notification attempt: subscription ID, kind, event numbers, attempt, webhook-id, "
+    "HTTP status or error class, latency (never header values or IHIs)",
+    "events_delivered": "events got a 2xx (final state delivered): subscription ID, first and last number, attempts",
+    "events_exhausted": "events failed for good (final state exhausted, kept for $events): numbers, attempts, error",
+    "events_cancelled": "events of a deleted, off or ended subscription were cancelled (final state): numbers, reason",
+    "events_purged": "final events older than the retention were removed: count, subscriptions",
+    "delivery_refused": "the owner may no longer receive a subscription's notifications: nothing sent, status error",
+    "delivery_failed_unexpectedly": "a delivery raised an unexpected error; its lease was released for a retry",
+    "worker_started": "a delivery worker started: worker name, concurrency",
+    "worker_stopped": "a delivery worker stopped",
+    "worker_listen_failed": "a delivery worker could not LISTEN for wake-ups; it polls instead",
+    "worker_round_failed": "a delivery worker's round failed (database unreachable?); "
+    "it retries after the poll interval",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

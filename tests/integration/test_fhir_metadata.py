@@ -23,6 +23,7 @@ _ROUTED = {
     ("POST", False): "create",
     ("PUT", True): "update",
     ("PUT", False): "conditional-update",
+    ("DELETE", True): "delete",
 }
 _SCOPES = {
     ("Basic", "GET"): ("system/Basic.rs",),
@@ -31,6 +32,23 @@ _SCOPES = {
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
+_SUBSCRIPTION_SCOPES = {
+    "search-type": ("system/Subscription.s",),
+    "read": ("system/Subscription.r",),
+    "create": ("system/Subscription.c",),
+    "update": ("system/Subscription.u",),
+    "delete": ("system/Subscription.d",),
+    "operation": ("system/Subscription.r",),
+}
+_TOPIC = "SubscriptionTopic"
+"""Served at the topic's canonical URL; R4 has no SubscriptionTopic type, so the statement names it by extension."""
+
+
+def _interaction(method: str, parts: list[str]) -> str:
+    """The interaction (or ``operation``) a FHIR route performs; ``parts`` follow ``/fhir``."""
+    if any(part.startswith("$") for part in parts):
+        return "operation"
+    return _ROUTED[(method, len(parts) == 2)]
 
 
 def _fhir_handlers() -> list[tuple[str, str, Any]]:
@@ -72,6 +90,7 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
         "Endpoint",
         "Basic",
         "AuditEvent",
+        "Subscription",
         "StructureDefinition",
         "CodeSystem",
         "ValueSet",
@@ -96,11 +115,18 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
         declared_params[resource["type"]] = {p["name"] for p in resource.get("searchParam", [])}
     routed: dict[str, set[str]] = {}
     routed_params: dict[str, set[str]] = {}
+    declared_operations = {
+        resource["type"]: {op["name"] for op in resource.get("operation", [])}
+        for resource in statement["rest"][0]["resource"]
+    }
     for path, method, handler in _fhir_handlers():
         parts = path.split("/")[2:]
-        if parts == ["metadata"]:
+        if parts == ["metadata"] or parts[0] == _TOPIC:
             continue
-        interaction = _ROUTED[(method, len(parts) == 2)]
+        interaction = _interaction(method, parts)
+        if interaction == "operation":
+            assert parts[-1].removeprefix("$") in declared_operations[parts[0]], path
+            continue
         routed.setdefault(parts[0], set()).add(interaction)
         accepted = {_base_name(name) for name in handler.opt["query"]} - {"_format"}
         if interaction == "search-type":
@@ -118,8 +144,13 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
 def test_every_fhir_route_declares_what_it_needs() -> None:
     """Each FHIR route declares its scopes (Basic read/write, Endpoint) or is public (metadata, definitions)."""
     for path, method, handler in _fhir_handlers():
-        kind = path.split("/")[2]
-        expected = _SCOPES.get((kind, method))
+        parts = path.split("/")[2:]
+        kind = parts[0]
+        expected: tuple[str, ...] | None
+        if kind == "Subscription":
+            expected = _SUBSCRIPTION_SCOPES[_interaction(method, parts)]
+        else:
+            expected = _SCOPES.get((kind, method))
         if expected is None:
             assert handler.opt.get("public") is True, (path, method)
             assert "scopes" not in handler.opt
@@ -132,7 +163,7 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
-    expected = {"StructureDefinition": 6, "CodeSystem": 5, "ValueSet": 5, "SearchParameter": 2}
+    expected = {"StructureDefinition": 12, "CodeSystem": 5, "ValueSet": 5, "SearchParameter": 2}
     for kind, count in expected.items():
         bundle = (await fhir.get(f"/fhir/{kind}")).json()
         assert bundle["total"] == count, kind
