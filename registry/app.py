@@ -12,6 +12,9 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from broker.discovery.gateways import GatewayClient, new_gateway_http
+from broker.discovery.locator import LocalLocator
+from broker.discovery.service import DiscoveryService
 from registry import errors
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
@@ -34,10 +37,12 @@ from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
+from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
+    from registry.auth.wiring import AuthParts
     from registry.config import Settings
 
 __all__ = ("build_asgi", "create_app")
@@ -64,6 +69,32 @@ def _provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 def _provide_audit(state: State) -> AuditService:
     return state.audit  # type: ignore[no-any-return]
+
+
+def _provide_discovery(state: State) -> DiscoveryService:
+    return state.discovery  # type: ignore[no-any-return]
+
+
+def _discovery(
+    settings: Settings, records: RecordService, directory: DirectoryService, auth: AuthParts
+) -> DiscoveryService:
+    """The broker of one process: its gateway HTTP client, breakers and single flights."""
+    http = new_gateway_http(settings.broker)
+    gateways = GatewayClient(
+        http,
+        auth.outbound,
+        max_bytes=settings.broker.max_response_bytes,
+        per_gateway=settings.broker.gateway_concurrency,
+    )
+    return DiscoveryService(
+        # The patient's services: this registry's own records (the federation resolver takes its place).
+        locator=LocalLocator(records, directory),
+        directory=directory,
+        gateways=gateways,
+        http=http,
+        settings=settings.broker,
+        canon=Canonicals(settings.fhir.canonical_base.rstrip("/")),
+    )
 
 
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
@@ -96,10 +127,12 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
+            app.state.discovery = _discovery(settings, app.state.records, app.state.directory, auth)
             await trail.start(db, write_timeout=settings.database.command_timeout)
             try:
                 yield
             finally:
+                await app.state.discovery.close()
                 await auth.close()
         finally:
             await trail.stop()
@@ -129,6 +162,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "directory": Provide(_provide_directory, sync_to_thread=False),
             "principal": Provide(_provide_principal, sync_to_thread=False),
             "audit": Provide(_provide_audit, sync_to_thread=False),
+            "discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
         # Authentication first: strangers learn nothing about parameters or media types.
         guards=[authenticate, check_request],

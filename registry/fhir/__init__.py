@@ -1,4 +1,5 @@
-"""FHIR R4 facade (DESIGN 4.2): CapabilityStatement, Endpoint, Basic (RegistryRecord), definitions.
+"""FHIR R4 facade (DESIGN 4.2): CapabilityStatement, Endpoint, Basic (RegistryRecord), the broker's
+ImagingStudy and DocumentReference searches, AuditEvent, definitions.
 
 ``FHIR_RESOURCES`` pairs each resource's declaration with its controller: adding a resource (or an
 operation on one) to the facade is adding it there; the CapabilityStatement follows.
@@ -13,6 +14,12 @@ from litestar import Router
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from broker.discovery.controller import (
+    DOCUMENT_REFERENCE_SEARCH,
+    IMAGING_STUDY_SEARCH,
+    DocumentReferenceController,
+    ImagingStudyController,
+)
 from registry import __version__
 from registry.audit.controller import AUDIT_EVENT, AuditEventController
 from registry.fhir.basic import BASIC, BasicController
@@ -36,6 +43,8 @@ __all__ = ("FHIR_RESOURCES", "fhir_router")
 FHIR_RESOURCES: tuple[tuple[ResourceCapability, type[Controller]], ...] = (
     (ENDPOINT, EndpointController),
     (BASIC, BasicController),
+    (IMAGING_STUDY_SEARCH, ImagingStudyController),
+    (DOCUMENT_REFERENCE_SEARCH, DocumentReferenceController),
     (AUDIT_EVENT, AuditEventController),
 )
 """Every resource type the facade serves (besides the conformance resources), with its controller."""

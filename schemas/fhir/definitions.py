@@ -11,7 +11,10 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.discovery import GatewayProblem
 from schemas.fhir.canonical import (
+    BROKER_OUTCOME,
+    EXT_BROKER_SOURCE,
     EXT_SEARCH_STYLE,
     EXT_SERVICE,
     EXT_SERVICE_KIND,
@@ -117,6 +120,43 @@ _TERMINOLOGIES = (
         ),
     ),
     _Terminology(
+        BROKER_OUTCOME,
+        "BrokerOutcome",
+        "Broker outcome",
+        "Why a gateway contributed nothing, or not everything, to a broker search (ImagingStudy, "
+        "DocumentReference): the code of each issue of the search's OperationOutcome entry.",
+        _concepts(
+            GatewayProblem,
+            {
+                GatewayProblem.TIMEOUT: ("Timeout", "The gateway did not answer within its timeout or the deadline."),
+                GatewayProblem.UNREACHABLE: ("Unreachable", "No connection could be made to the gateway."),
+                GatewayProblem.ERROR_RESPONSE: ("Error response", "The gateway answered with an HTTP error status."),
+                GatewayProblem.INVALID_RESPONSE: (
+                    "Invalid response",
+                    "The answer was not FHIR JSON, not a searchset Bundle, or held invalid resources.",
+                ),
+                GatewayProblem.TOO_LARGE: ("Too large", "The answer was larger than the broker accepts."),
+                GatewayProblem.UNAUTHORIZED: (
+                    "Unauthorized",
+                    "The gateway refused the broker's credentials, or none could be obtained from it.",
+                ),
+                GatewayProblem.CIRCUIT_OPEN: (
+                    "Circuit open",
+                    "The gateway failed repeatedly; it was skipped without waiting and will be tried again later.",
+                ),
+                GatewayProblem.SKIPPED: (
+                    "Skipped",
+                    "The gateway was not asked: not a member here, no credentials, disabled, or no time left.",
+                ),
+                GatewayProblem.UNRESOLVED: ("Unresolved", "A federation hop for the patient could not be followed."),
+                GatewayProblem.INCOMPLETE: (
+                    "Incomplete",
+                    "The gateway has more matches than it returned (it pages, or `_count` capped it).",
+                ),
+            },
+        ),
+    ),
+    _Terminology(
         BASIC_CODE_SYSTEM,
         "BasicResourceType",
         "IEF Basic resource types",
@@ -132,7 +172,7 @@ class _Extension:
     name: str
     title: str
     description: str
-    context: str
+    context: tuple[str, ...]
     value_type: str
     value_set: str | None = None
 
@@ -144,7 +184,7 @@ _EXTENSIONS = (
         "Registry record service",
         "The service (gateway or registry) that holds or knows the data: its IEF service ID, a UUID or ULID, "
         "with the IEF service ID system. The same service is the Endpoint with that id.",
-        "Basic",
+        ("Basic",),
         "Identifier",
     ),
     _Extension(
@@ -152,7 +192,7 @@ _EXTENSIONS = (
         "RegistryRecordStatus",
         "Registry record status",
         "Lifecycle status of the record; only active records route discovery.",
-        "Basic",
+        ("Basic",),
         "code",
         "registry-record-status",
     ),
@@ -161,7 +201,7 @@ _EXTENSIONS = (
         "RegistryRecordType",
         "Registry record type",
         "Whether the service holds the data (record) or is a registry to ask (registry).",
-        "Basic",
+        ("Basic",),
         "code",
         "registry-record-type",
     ),
@@ -170,7 +210,7 @@ _EXTENSIONS = (
         "EndpointServiceKind",
         "Endpoint service kind",
         "Whether the member service is a gateway or a registry.",
-        "Endpoint",
+        ("Endpoint",),
         "code",
         "service-kind",
     ),
@@ -179,9 +219,19 @@ _EXTENSIONS = (
         "EndpointSearchStyle",
         "Endpoint search style",
         "How the broker phrases patient searches to this gateway.",
-        "Endpoint",
+        ("Endpoint",),
         "code",
         "search-style",
+    ),
+    _Extension(
+        EXT_BROKER_SOURCE,
+        "BrokerSource",
+        "Broker source",
+        "A member service (its IEF service ID) that returned this resource to a broker search, once per "
+        "service that had it (the first is the one meta.source and the entry's fullUrl name); on an "
+        "OperationOutcome issue, the service the issue is about.",
+        ("ImagingStudy", "DocumentReference", "OperationOutcome.issue"),
+        "Identifier",
     ),
 )
 
@@ -242,7 +292,7 @@ def _extension(canon: Canonicals, ext: _Extension, version: str) -> dict[str, An
     value["type"] = [{"code": ext.value_type}]
     if ext.value_set:
         value["binding"] = {"strength": "required", "valueSet": canon.value_set(ext.value_set)}
-    if ext.id == EXT_SERVICE:
+    if ext.id in (EXT_SERVICE, EXT_BROKER_SOURCE):
         value["patternIdentifier"] = {"system": canon.service_id_system}
     return _structure(
         canon,
@@ -252,7 +302,7 @@ def _extension(canon: Canonicals, ext: _Extension, version: str) -> dict[str, An
         title=ext.title,
         description=ext.description,
         kind="complex-type",
-        context=[{"type": "element", "expression": ext.context}],
+        context=[{"type": "element", "expression": expression} for expression in ext.context],
         type="Extension",
         baseDefinition=f"{_HL7}/Extension",
         differential={
