@@ -29,7 +29,7 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
-from registry.fhir import fhir_router
+from registry.fhir.router import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext, check_request
 from registry.log import set_hash_key

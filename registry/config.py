@@ -263,11 +263,9 @@ class BrokerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int, Meta(ge=1, le=1000, description="Gateways one search asks at once (the rest wait for a slot).")
     ] = 16
     gateway_concurrency: Annotated[
-        int, Meta(ge=1, le=1000, description="Searches in flight to one gateway at once, per server process.")
-    ] = 16
-    max_connections: Annotated[
-        int, Meta(ge=1, description="Connections the broker keeps to all gateways together, per server process.")
-    ] = 200
+        int,
+        Meta(ge=1, le=1000, description="Searches in flight to one gateway at once (its connections), per process."),
+    ] = 32
     max_response_bytes: Annotated[
         int, Meta(ge=1024, description="Largest answer read from one gateway; larger ones are abandoned (too-large).")
     ] = 8_388_608

@@ -197,15 +197,24 @@ class ReferenceGateway:
                 criteria = [parse_criterion(part) for part in value.split(",")]
                 found = [r for r in found if any(c.matches_text(r.get(element)) for c in criteria)]
         total = len(found)
-        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total}
         count = params.get("_count")
         if self.style == "ief" and count and count[0].isdigit() and int(count[0]) < total:
-            found = found[: int(count[0])]
+            return self.searchset(kind, found[: int(count[0])], total=total, more=True)
+        return self.searchset(kind, found, total=total)
+
+    def searchset(
+        self, kind: str, resources: list[dict[str, Any]], *, total: int | None = None, more: bool = False
+    ) -> dict[str, Any]:
+        """The searchset Bundle this gateway answers with for these resources (``more``: with a next link)."""
+        bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": len(resources)}
+        if total is not None:
+            bundle["total"] = total
+        if more:
             bundle["link"] = [{"relation": "next", "url": f"{self.base_url}/{kind}?page=2"}]
-        if found:
+        if resources:
             bundle["entry"] = [
                 {"fullUrl": f"{self.base_url}/{kind}/{r['id']}", "resource": r, "search": {"mode": "match"}}
-                for r in found
+                for r in resources
             ]
         return bundle
 

@@ -122,7 +122,7 @@ async def _search(
     wait = prefer_wait(request.headers.get("prefer"))
     budget = discovery.budget(wait)
     bundle = await discovery.search(query, base=fhir_base(request), budget=budget, request_id=request_id(request))
-    applied = {"Preference-Applied": f"wait={wait}"} if wait is not None and wait == budget else None
+    applied = {"Preference-Applied": f"wait={budget:g}"} if wait is not None and budget < discovery.deadline else None
     return fhir_response(bundle, headers=applied)
 
 

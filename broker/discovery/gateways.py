@@ -1,8 +1,8 @@
 """Asking one gateway: the search in its style, with the broker's own credentials, the answer read
 within a size limit and classified.
 
-Every outcome is an ``Answer``: the resources found (normalised, checked against the R4B models)
-and the problems met, each coded with ``GatewayProblem``. Nothing here raises for a gateway's
+Every outcome is an ``Answer``: the resources found (normalised; checked against the R4B models
+when merged) and the problems met, each coded with ``GatewayProblem``. Nothing here raises for a gateway's
 misbehaviour, and nothing here bounds time: the caller runs each search under the gateway's
 timeout and the search's deadline (``asyncio.timeout``), and classifies running out of time.
 
@@ -26,15 +26,14 @@ import msgspec
 from broker.discovery.merge import Found, Source, normalise
 from registry.errors import OutboundAuthError
 from schemas.discovery import GatewayProblem
-from schemas.fhir.parse import InvalidResource, check_resource
-from schemas.types import SearchStyle
+from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle
 
 if TYPE_CHECKING:
     from broker.discovery.query import DiscoveryQuery
     from registry.auth.outbound import OutboundCredentials, OutboundTarget
     from registry.config import BrokerSettings
 
-__all__ = ("Answer", "GatewayClient", "Problem", "Target", "new_gateway_http")
+__all__ = ("Answer", "GatewayClient", "PoolPerGateway", "Problem", "Target", "new_gateway_http")
 
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _decoder = msgspec.json.Decoder()
@@ -78,15 +77,47 @@ class Answer:
         return any(problem.failure for problem in self.problems)
 
 
+class PoolPerGateway(httpx.AsyncBaseTransport):
+    """One connection pool per gateway (scheme, host, port) behind the process's one client.
+
+    httpcore's pool does work in proportion to the connections and requests it holds on every
+    request it assigns; one pool for every gateway made a fan-out's CPU grow with the number of
+    searches in flight (measured: 12 ms per ten-gateway fan-out alone, 50-70 ms with 8-32 at once;
+    with a pool per gateway, 9-15 ms). Each pool holds at most ``limits.max_connections``, which
+    is the most searches in flight to one gateway anyway.
+    """
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._pools: dict[tuple[bytes, bytes, int | None], httpx.AsyncHTTPTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send the request through its gateway's pool (made on first use)."""
+        url = request.url
+        key = (url.raw_scheme, url.raw_host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(limits=self._limits, retries=0)
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
+
+
 def new_gateway_http(settings: BrokerSettings) -> httpx.AsyncClient:
-    """The process's HTTP client for gateways: explicit timeouts and pool limits, no redirects."""
+    """The process's HTTP client for gateways: explicit timeouts, a pool per gateway sized to the number
+    of searches that may be in flight to it, keep-alive, no redirects."""
+    per_gateway = httpx.Limits(
+        max_connections=settings.gateway_concurrency,
+        max_keepalive_connections=settings.gateway_concurrency,
+        keepalive_expiry=30.0,
+    )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.gateway_timeout, connect=min(settings.gateway_timeout, 5.0)),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-            keepalive_expiry=30.0,
-        ),
+        transport=PoolPerGateway(per_gateway),
         follow_redirects=False,
         headers={"Accept": "application/fhir+json", "User-Agent": "ief-registry-broker"},
     )
@@ -192,35 +223,27 @@ class GatewayClient:
         return Problem(GatewayProblem.TOO_LARGE, f"its answer is larger than {self._max_bytes} bytes", failure=True)
 
     def _read_bundle(self, bundle: dict[str, Any], query: DiscoveryQuery, answer: Answer) -> None:
-        """Take the matches of a searchset: normalised, date-filtered where the gateway cannot, valid R4."""
+        """Take the matches of a searchset: normalised, date-filtered where the gateway cannot, and only
+        the patient's (whether each is valid R4 is checked when merging, for the copies that are kept)."""
         kind = query.kind
         entries = bundle.get("entry")
         entries = entries if isinstance(entries, list) else []
-        matches = invalid = 0
-        first_error = ""
+        matches = strangers = 0
         for entry in entries:
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if not isinstance(resource, dict) or resource.get("resourceType") != kind.resource_type:
                 continue  # outcome and included resources, or junk: not matches
             matches += 1
+            if _other_patient(resource, query.ihi):
+                strangers += 1
+                continue
             found = normalise(resource, answer.source, kind)
             if answer.source.style is SearchStyle.HARMONY and not query.dates_match(found.resource):
                 continue
-            try:
-                check_resource(found.resource, kind.resource_type)
-            except InvalidResource as exc:
-                invalid += 1
-                first_error = first_error or "; ".join(
-                    f"{message} at {where}" if where else message for message, where in exc.issues[:3]
-                )
-                continue
             answer.found.append(found)
-        if invalid:
-            text = (
-                f"{invalid} of its {matches} {kind.resource_type} resources are not valid FHIR R4 and were left out "
-                f"(first: {first_error})"
-            )
-            answer.problems.append(Problem(GatewayProblem.INVALID_RESPONSE, text[:500]))
+        if strangers:
+            text = f"{strangers} of its {matches} {kind.resource_type} resources name another patient and were left out"
+            answer.problems.append(Problem(GatewayProblem.INVALID_RESPONSE, text))
         total = bundle.get("total")
         links = bundle.get("link")
         has_next = isinstance(links, list) and any(
@@ -230,3 +253,13 @@ class GatewayClient:
             held = f"{total} matches" if isinstance(total, int) else "more matches"
             text = f"holds {held} but returned {matches}; the rest were not fetched (its next page is not followed)"
             answer.problems.append(Problem(GatewayProblem.INCOMPLETE, text))
+
+
+def _other_patient(resource: dict[str, Any], ihi: str | None) -> bool:
+    """Whether a resource's subject is identified by an IHI other than the one searched for (a gateway's
+    mistake that must not reach the consumer). A subject given only as a local reference cannot be checked."""
+    subject = resource.get("subject")
+    identifier = subject.get("identifier") if isinstance(subject, dict) else None
+    if not isinstance(identifier, dict) or identifier.get("system") not in IHI_SYSTEM_ALIASES:
+        return False
+    return identifier.get("value") != ihi

@@ -14,14 +14,16 @@ broker's Bundle:
 
 ``merge`` de-duplicates (ImagingStudy by Study Instance UID, DocumentReference by
 ``masterIdentifier``, anything else by ``fullUrl``), keeps the copy of the first gateway asked
-that had it, records every gateway that had it (``broker-source`` extensions, ``meta.source``
-the first's FHIR base) and orders the result newest first (undated last).
+that had a valid one (validity is the caller's ``check``: only kept copies are checked, which
+saves checking duplicates), records every gateway that had it (``broker-source`` extensions,
+``meta.source`` the first's FHIR base) and orders the result newest first (undated last).
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -37,7 +39,17 @@ if TYPE_CHECKING:
     from broker.discovery.query import SearchKind
     from schemas.fhir.canonical import Canonicals
 
-__all__ = ("DICOM_UID_SYSTEM", "Found", "Source", "absolute", "merge", "normalise", "study_uid")
+__all__ = (
+    "DICOM_UID_SYSTEM",
+    "Check",
+    "Found",
+    "MergeResult",
+    "Source",
+    "absolute",
+    "merge",
+    "normalise",
+    "study_uid",
+)
 
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 _ENDPOINT_STATUS = frozenset({"active", "suspended", "error", "off", "entered-in-error", "test"})
@@ -248,27 +260,50 @@ def _absolute_attachment(content: Any, base: str) -> Any:
     return {**content, "attachment": {**content["attachment"], "url": absolute(base, url)}}
 
 
+Check = Callable[[dict[str, Any]], str | None]
+"""Says why a resource is not valid, or None when it is."""
+
+
 @dataclass(slots=True)
 class _Merged:
     first: Found
     sources: list[str] = field(default_factory=list)
 
 
-def merge(answers: Iterable[Iterable[Found]], canon: Canonicals) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    """The merged entries, newest first, and the copies left out because ``check`` refused them."""
+
+    entries: list[dict[str, Any]]
+    rejected: list[tuple[Found, str]]
+
+
+def merge(answers: Iterable[Iterable[Found]], canon: Canonicals, check: Check) -> MergeResult:
     """The searchset entries (``search.mode = match``) of gateways' answers, given in the order the
-    gateways were asked: one per study or report, newest first."""
-    merged: dict[str, _Merged] = {}
+    gateways were asked: one per study or report, newest first.
+
+    Of the copies of one study, the first that ``check`` accepts is kept (later copies are not
+    checked: they are not returned); refused copies are left out and listed. The sources are every
+    gateway that had the study, except those whose copy was refused.
+    """
+    groups: dict[str, list[Found]] = {}
     for found in answers:
         for item in found:
-            kept = merged.get(item.key)
-            if kept is None:
-                merged[item.key] = kept = _Merged(item)
-            if item.source.service_id not in kept.sources:
-                kept.sources.append(item.source.service_id)
-    ordered = sorted(
-        merged.values(), key=lambda m: (-m.first.when if m.first.when is not None else math.inf, m.first.key)
-    )
-    return [_entry(m, canon) for m in ordered]
+            groups.setdefault(item.key, []).append(item)
+    kept: list[_Merged] = []
+    rejected: list[tuple[Found, str]] = []
+    for copies in groups.values():
+        refused: set[int] = set()
+        for index, copy in enumerate(copies):
+            error = check(copy.resource)
+            if error is None:
+                sources = [c.source.service_id for i, c in enumerate(copies) if i not in refused]
+                kept.append(_Merged(copy, list(dict.fromkeys(sources))))
+                break
+            refused.add(index)
+            rejected.append((copy, error))
+    kept.sort(key=lambda m: (-m.first.when if m.first.when is not None else math.inf, m.first.key))
+    return MergeResult([_entry(m, canon) for m in kept], rejected)
 
 
 def _entry(merged: _Merged, canon: Canonicals) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from registry.log import get_logger, ihi_hash
 from schemas.discovery import GatewayProblem
 from schemas.fhir.bundle import searchset_of
 from schemas.fhir.discovery import outcome_entry
+from schemas.fhir.parse import InvalidResource, check_resource
 from schemas.types import ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
     from broker.discovery.gateways import GatewayClient
     from broker.discovery.locator import Located, LocatedService, Locator
+    from broker.discovery.merge import Check
     from broker.discovery.query import DiscoveryQuery
     from registry.config import BrokerSettings
     from registry.directory.service import DirectoryService
@@ -97,13 +99,18 @@ class DiscoveryService:
         self._flights: SingleFlight[Merged] = SingleFlight()
         self._kept: KeptResults[Merged] = KeptResults(seconds=settings.page_seconds, size=settings.page_cache_size)
 
+    @property
+    def deadline(self) -> float:
+        """Seconds a search may take unless the consumer asks for less."""
+        return self._settings.deadline
+
     async def close(self) -> None:
         """Close the HTTP client to gateways (end of the server's lifespan)."""
         await self._http.aclose()
 
     def budget(self, wait: int | None) -> float:
-        """Seconds a search may take: the deadline, or the consumer's shorter ``Prefer: wait``."""
-        return self._settings.deadline if wait is None else min(self._settings.deadline, float(wait))
+        """Seconds a search may take: the deadline, or the consumer's shorter ``Prefer: wait`` (at least 1 s)."""
+        return self._settings.deadline if wait is None else min(self._settings.deadline, float(max(wait, 1)))
 
     async def search(self, query: DiscoveryQuery, *, base: str, budget: float, request_id: str) -> dict[str, Any]:
         """One page of the merged result of a search, as a searchset Bundle (``base``: this FHIR base).
@@ -150,8 +157,18 @@ class DiscoveryService:
         targets = await self._targets(located, issues, asked)
         slots = asyncio.Semaphore(self._settings.request_concurrency)
         answers = await asyncio.gather(*(self._ask(t, query, deadline, slots, request_id) for t in targets))
+        merged = merge((answer.found for answer in answers), self._canon, _r4_check(query.kind.resource_type))
+        left_out: dict[str, list[str]] = {}
+        for copy, error in merged.rejected:
+            left_out.setdefault(copy.source.service_id, []).append(error)
         for answer in answers:
             source = answer.source
+            if errors_found := left_out.get(source.service_id):
+                text = (
+                    f"{len(errors_found)} of its {len(answer.found)} {query.kind.resource_type} resources are not "
+                    f"valid FHIR R4 and were left out (first: {errors_found[0]})"
+                )
+                answer.problems.append(Problem(GatewayProblem.INVALID_RESPONSE, text[:500]))
             for problem in answer.problems:
                 issues.append((problem.code, source.service_id, f"{_named(source)}: {problem.text}"))
                 _log.warning(
@@ -159,7 +176,7 @@ class DiscoveryService:
                 )
             codes = ", ".join(sorted({str(p.code) for p in answer.problems}))
             asked.append(f"{source.service_id}: {len(answer.found)} found" + (f", {codes}" if codes else ""))
-        entries = merge((answer.found for answer in answers), self._canon)
+        entries = merged.entries
         _log.info(
             "discovery_search",
             resource_type=query.kind.resource_type,
@@ -241,6 +258,19 @@ class DiscoveryService:
         elif answer.reached:
             self.breakers.succeeded(sid)
         return answer
+
+
+def _r4_check(resource_type: str) -> Check:
+    """The merge's validity check: the resource parses with the R4B model of ``resource_type``."""
+
+    def check(resource: dict[str, Any]) -> str | None:
+        try:
+            check_resource(resource, resource_type)
+        except InvalidResource as exc:
+            return "; ".join(f"{message} at {where}" if where else message for message, where in exc.issues[:3])
+        return None
+
+    return check
 
 
 def _skipped_open(source: Source, retry_in: float) -> Answer:

@@ -58,6 +58,19 @@ async def test_prefer_wait_shortens_the_deadline(broker: Broker) -> None:
     assert 0.9 <= elapsed < 1 + MARGIN
 
 
+async def test_prefer_wait_below_a_second_counts_as_one(broker: Broker) -> None:
+    """Prefer: wait=0 still gives the gateways a second; longer waits than the deadline are not applied."""
+    ihi = make_ihi()
+    uid = new_uid()
+    async with reference_gateway(token=gateway_token()) as quick:
+        quick.study(ihi, uid)
+        await broker.join(quick, ihi)
+        now = await broker.search(ihi, headers={"Prefer": "wait=0"})
+        patient = await broker.search(ihi, headers={"Prefer": "wait=600"})
+    assert (now.headers["preference-applied"], uids(now.json())) == ("wait=1", [uid])
+    assert "preference-applied" not in patient.headers
+
+
 async def test_error_html_and_huge_answers_are_each_reported(broker: Broker) -> None:
     """A 500, an HTML page and a 50 MB body are reported as such; the good gateway's study still arrives,
     and the search ends well within the deadline."""
@@ -117,6 +130,20 @@ async def test_garbage_not_a_bundle_and_invalid_resources(broker: Broker) -> Non
     assert "not JSON" in text
     assert "not a FHIR searchset Bundle" in text
     assert "1 of its 2 ImagingStudy resources are not valid FHIR R4" in text
+
+
+async def test_another_patients_study_never_reaches_the_consumer(broker: Broker) -> None:
+    """A study whose subject is another IHI (a gateway's mistake) is left out and reported."""
+    ihi = make_ihi()
+    mine = new_uid()
+    async with reference_gateway(token=gateway_token()) as careless:
+        careless.study(ihi, mine)
+        careless.study(ihi, new_uid())["subject"]["identifier"]["value"] = make_ihi()
+        careless_id = await broker.join(careless, ihi)
+        bundle = (await broker.search(ihi)).json()
+    assert uids(bundle) == [mine]
+    assert issues(bundle) == {careless_id: ["invalid-response"]}
+    assert "1 of its 2 ImagingStudy resources name another patient" in _diagnostics(bundle)
 
 
 async def test_unreachable_and_refusing_gateways(broker: Broker) -> None:

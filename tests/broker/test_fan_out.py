@@ -187,6 +187,12 @@ async def test_pages_come_from_one_kept_result(broker: Broker) -> None:
     assert uids((await broker.consumer.get(previous)).json()) == uids(first)
 
 
+async def test_a_patient_with_no_records_has_an_empty_result(broker: Broker) -> None:
+    """No registration for the patient: 200, an empty searchset, no outcome entry."""
+    bundle = (await broker.search(make_ihi())).json()
+    assert (bundle["total"], bundle.get("entry")) == (0, None)
+
+
 async def test_search_refusals(broker: Broker) -> None:
     """No patient or two patients is 400, a bad IHI or date 422, an unknown parameter 400, a token
     without the discovery scope 403."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.discovery.merge import Found, Source, absolute, merge, normalise, study_uid
+from broker.discovery.merge import Found, MergeResult, Source, absolute, merge, normalise, study_uid
 from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY
 from schemas.fhir.canonical import Canonicals
+from schemas.fhir.parse import InvalidResource, check_resource
 from schemas.types import SearchStyle
 from tests.fhir import parse_resource
 
@@ -29,6 +30,20 @@ def _study(uid: str | None, *, rid: str = "s1", started: str | None = "2024-01-0
 
 def _found(resource: dict[str, Any], source: Source = A) -> Found:
     return normalise(resource, source, IMAGING_STUDY)
+
+
+def _r4(resource: dict[str, Any]) -> str | None:
+    try:
+        check_resource(resource, resource["resourceType"])
+    except InvalidResource as exc:
+        return str(exc)
+    return None
+
+
+def _merge(answers: list[list[Found]]) -> list[dict[str, Any]]:
+    result = merge(answers, CANON, _r4)
+    assert result.rejected == []
+    return result.entries
 
 
 def test_absolute_addresses_follow_rfc_3986() -> None:
@@ -55,7 +70,7 @@ def test_duplicates_merge_by_study_uid_and_name_every_source() -> None:
     gateway, listing both sources; fullUrl and meta.source name the first."""
     first = _found(_study("1.2.3", rid="a-1"), A)
     second = _found(_study(None, rid="b-9", identifier=[{"system": "urn:dicom:uid", "value": "1.2.3"}]), B)
-    (entry,) = merge([[first], [second]], CANON)
+    (entry,) = _merge([[first], [second]])
     assert entry["fullUrl"] == "https://a.example/fhir/ImagingStudy/a-1"
     assert entry["resource"]["meta"]["source"] == A.base_url
     sources = [e["valueIdentifier"]["value"] for e in entry["resource"]["extension"] if e["url"] == SOURCE_URL]
@@ -66,7 +81,7 @@ def test_duplicates_merge_by_study_uid_and_name_every_source() -> None:
 
 def test_studies_without_uid_are_kept_apart() -> None:
     """Studies with no UID are identified by their fullUrl: two gateways' are two entries."""
-    entries = merge([[_found(_study(None), A)], [_found(_study(None), B)]], CANON)
+    entries = _merge([[_found(_study(None), A)], [_found(_study(None), B)]])
     assert [e["fullUrl"] for e in entries] == [
         "https://a.example/fhir/ImagingStudy/s1",
         "https://b.example/r4/fhir/ImagingStudy/s1",
@@ -81,7 +96,7 @@ def test_newest_first_undated_last() -> None:
         _study("3", rid="late-utc", started="2024-05-01T01:00:00Z"),
         _study("4", rid="early-sydney", started="2024-05-01T10:30:00+10:00"),
     ]
-    entries = merge([[_found(s) for s in studies]], CANON)
+    entries = _merge([[_found(s) for s in studies]])
     assert [e["resource"]["id"] for e in entries] == ["late-utc", "early-sydney", "old", "undated"]
 
 
@@ -163,7 +178,7 @@ def test_documents_merge_by_master_identifier() -> None:
             normalise(document("c", "urn:oid:1.2", "2024-02-01T00:00:00Z"), B, DOCUMENT_REFERENCE),
         ],
     ]
-    entries = merge(found, CANON)
+    entries = _merge(found)
     assert [e["resource"]["id"] for e in entries] == ["c", "a"]
     assert entries[1]["resource"]["content"][0]["attachment"]["url"] == "https://a.example/fhir/Binary/a"
     for entry in entries:
@@ -174,6 +189,32 @@ def test_a_gateways_own_source_extensions_are_replaced() -> None:
     """A gateway that is itself a broker may send broker-source extensions: ours replace them, others are kept."""
     theirs = {"url": "https://vendor.example/ext", "valueString": "x"}
     stale = {"url": SOURCE_URL, "valueIdentifier": {"value": "someone-else"}}
-    (entry,) = merge([[_found(_study("5.5", extension=[theirs, stale]))]], CANON)
+    (entry,) = _merge([[_found(_study("5.5", extension=[theirs, stale]))]])
     assert entry["resource"]["extension"][0] == theirs
     assert [e["valueIdentifier"]["value"] for e in entry["resource"]["extension"][1:]] == [A.service_id]
+
+
+def test_an_invalid_copy_gives_way_to_the_next_valid_one() -> None:
+    """A kept copy must pass the check: an invalid first copy is left out (and listed) and the next gateway's
+    valid copy is kept, naming only the gateways whose copies were not refused; later copies are not checked."""
+    checked: list[str] = []
+
+    def check(resource: dict[str, Any]) -> str | None:
+        checked.append(resource["id"])
+        return "numberOfSeries is not a number" if resource.get("numberOfSeries") == "two" else None
+
+    broken = _found(_study("7.7", rid="a-broken", numberOfSeries="two"), A)
+    good = _found(_study("7.7", rid="b-good"), B)
+    later = _found(_study("7.7", rid="h-later"), H)
+    alone = _found(_study("8.8", rid="a-alone", numberOfSeries="two"), A)
+    result = merge([[broken, alone], [good], [later]], CANON, check)
+    assert isinstance(result, MergeResult)
+    (entry,) = result.entries
+    assert entry["fullUrl"] == "https://b.example/r4/fhir/ImagingStudy/b-good"
+    sources = [e["valueIdentifier"]["value"] for e in entry["resource"]["extension"] if e["url"] == SOURCE_URL]
+    assert sources == [B.service_id, H.service_id]
+    assert [(found.resource["id"], error) for found, error in result.rejected] == [
+        ("a-broken", "numberOfSeries is not a number"),
+        ("a-alone", "numberOfSeries is not a number"),
+    ]
+    assert sorted(checked) == ["a-alone", "a-broken", "b-good"]
