@@ -13,7 +13,6 @@ import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from broker.discovery.dates import DateCriterion, InvalidDate, parse_criterion
 from registry import errors
@@ -28,7 +27,6 @@ PAGE_TOKEN = "_page_token"  # noqa: S105 - a query parameter's name, not a secre
 
 _ALTERNATIVES = re.compile(r"(?<!\\),")
 _CODE = re.compile(r"^[^\s|]+$")
-_PAGING = frozenset({"_count", "_offset", PAGE_TOKEN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +76,8 @@ class DiscoveryQuery:
         filters: the filter parameters as sent, in order (passed through verbatim).
         dates: the date criteria: every group must hold, one criterion of a group is enough.
         count: ``_count`` as sent (capped), passed to gateways; None when absent.
-        page_size: the size of the broker's pages.
-        offset: the first match of the page asked for.
         page_token: the merged result this page is read from, if the link carried one.
-        items: every query parameter as sent (for the paging links).
+        search: the request's parameters read as a FHIR search (page size, offset, links).
     """
 
     kind: SearchKind
@@ -89,10 +85,18 @@ class DiscoveryQuery:
     filters: tuple[tuple[str, str], ...]
     dates: tuple[tuple[DateCriterion, ...], ...]
     count: int | None
-    page_size: int
-    offset: int
     page_token: str | None
-    items: tuple[tuple[str, str], ...]
+    search: SearchQuery
+
+    @property
+    def page_size(self) -> int:
+        """The size of the broker's pages (``_count``, or the default)."""
+        return self.search.count
+
+    @property
+    def offset(self) -> int:
+        """The first match of the page asked for."""
+        return self.search.offset
 
     @classmethod
     def parse(cls, kind: SearchKind, search: SearchQuery) -> DiscoveryQuery:
@@ -136,10 +140,8 @@ class DiscoveryQuery:
             filters=tuple(filters),
             dates=tuple(dates),
             count=search.count if given_count else None,
-            page_size=search.count,
-            offset=search.offset,
             page_token=page_tokens[0] if page_tokens else None,
-            items=tuple(search.items),
+            search=search,
         )
 
     @property
@@ -168,17 +170,4 @@ class DiscoveryQuery:
 
     def links(self, url: str, total: int, token: str | None) -> list[tuple[str, str]]:
         """Bundle links of this page of ``total`` matches: self, and next/previous (carrying ``token``)."""
-        kept = [(name, value) for name, value in self.items if name not in _PAGING]
-
-        def at(offset: int) -> str:
-            paging = [("_count", str(self.page_size)), ("_offset", str(offset))]
-            if token:
-                paging.append((PAGE_TOKEN, token))
-            return f"{url}?{urlencode([*kept, *paging])}"
-
-        links = [("self", at(self.offset))]
-        if self.page_size and self.offset + self.page_size < total:
-            links.append(("next", at(self.offset + self.page_size)))
-        if self.page_size and self.offset > 0:
-            links.append(("previous", at(max(0, self.offset - self.page_size))))
-        return links
+        return self.search.links(url, total, ((PAGE_TOKEN, token),) if token else ())

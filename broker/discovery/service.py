@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from broker.discovery.gateways import GatewayClient
     from broker.discovery.locator import Located, LocatedService, Locator
-    from broker.discovery.merge import Check
+    from broker.discovery.merge import Check, Found
     from broker.discovery.query import DiscoveryQuery
     from registry.config import BrokerSettings
     from registry.directory.service import DirectoryService
@@ -95,7 +95,7 @@ class DiscoveryService:
         self._http = http
         self._settings = settings
         self._canon = canon
-        self.breakers = Breakers(threshold=settings.breaker_failures, cooldown=settings.breaker_cooldown)
+        self._breakers = Breakers(threshold=settings.breaker_failures, cooldown=settings.breaker_cooldown)
         self._flights: SingleFlight[Merged] = SingleFlight()
         self._kept: KeptResults[Merged] = KeptResults(seconds=settings.page_seconds, size=settings.page_cache_size)
 
@@ -133,8 +133,7 @@ class DiscoveryService:
             )
             shared = " (a fan-out shared with identical concurrent searches)" if joined else ""
             note_detail(f"services asked{shared}: {'; '.join(merged.asked) or 'none'}")
-            total = len(merged.entries)
-            token = self._kept.keep(query.key, merged) if total > query.page_size else None
+            token = self._kept.keep(query.key, merged) if len(merged.entries) > query.page_size else None
         total = len(merged.entries)
         entries = merged.entries[query.offset : query.offset + query.page_size]
         if merged.issues:
@@ -158,15 +157,36 @@ class DiscoveryService:
         slots = asyncio.Semaphore(self._settings.request_concurrency)
         answers = await asyncio.gather(*(self._ask(t, query, deadline, slots, request_id) for t in targets))
         merged = merge((answer.found for answer in answers), self._canon, _r4_check(query.kind.resource_type))
+        self._report(answers, merged.rejected, query, issues, asked)
+        _log.info(
+            "discovery_search",
+            resource_type=query.kind.resource_type,
+            ihi_hash=ihi_hash(ihi),
+            services=len(targets),
+            matches=len(merged.entries),
+            issues=len(issues),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+        return Merged(merged.entries, issues, asked)
+
+    @staticmethod
+    def _report(
+        answers: list[Answer],
+        rejected: list[tuple[Found, str]],
+        query: DiscoveryQuery,
+        issues: list[Issue],
+        asked: list[str],
+    ) -> None:
+        """Each gateway's problems as issues (and log lines), and what it did for the audit row."""
         left_out: dict[str, list[str]] = {}
-        for copy, error in merged.rejected:
+        for copy, error in rejected:
             left_out.setdefault(copy.source.service_id, []).append(error)
         for answer in answers:
             source = answer.source
-            if errors_found := left_out.get(source.service_id):
+            if refused := left_out.get(source.service_id):
                 text = (
-                    f"{len(errors_found)} of its {len(answer.found)} {query.kind.resource_type} resources are not "
-                    f"valid FHIR R4 and were left out (first: {errors_found[0]})"
+                    f"{len(refused)} of its {len(answer.found)} {query.kind.resource_type} resources are not "
+                    f"valid FHIR R4 and were left out (first: {refused[0]})"
                 )
                 answer.problems.append(Problem(GatewayProblem.INVALID_RESPONSE, text[:500]))
             for problem in answer.problems:
@@ -176,17 +196,6 @@ class DiscoveryService:
                 )
             codes = ", ".join(sorted({str(p.code) for p in answer.problems}))
             asked.append(f"{source.service_id}: {len(answer.found)} found" + (f", {codes}" if codes else ""))
-        entries = merged.entries
-        _log.info(
-            "discovery_search",
-            resource_type=query.kind.resource_type,
-            ihi_hash=ihi_hash(ihi),
-            services=len(targets),
-            matches=len(entries),
-            issues=len(issues),
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-        )
-        return Merged(entries, issues, asked)
 
     async def _targets(self, located: Located, issues: list[Issue], asked: list[str]) -> list[Target]:
         """The located services to ask; the others are reported as skipped."""
@@ -235,14 +244,14 @@ class DiscoveryService:
         bounds how many gateways this search asks at once."""
         source = target.source
         sid = source.service_id
-        if self.breakers.state(sid) is BreakerState.OPEN:
-            return _skipped_open(source, self.breakers.retry_in(sid))
+        if self._breakers.state(sid) is BreakerState.OPEN:
+            return _skipped_open(source, self._breakers.retry_in(sid))
         limit = min(self._settings.gateway_timeout, deadline - time.monotonic())
         asking = False
         try:
             async with asyncio.timeout(max(limit, 0.0)), slots, self._gateways.slot(sid):
-                if not self.breakers.allow(sid):  # half-open, and another search's probe is out
-                    return _skipped_open(source, self.breakers.retry_in(sid))
+                if not self._breakers.allow(sid):  # half-open, and another search's probe is out
+                    return _skipped_open(source, self._breakers.retry_in(sid))
                 asking = True
                 answer = await self._gateways.search(target, query, request_id=request_id)
         except TimeoutError:
@@ -253,10 +262,10 @@ class DiscoveryService:
             timeout = Problem(GatewayProblem.TIMEOUT, f"no answer within {limit:.3g} s ({cut})", failure=True)
             answer = Answer(source, problems=[timeout])
         if answer.failed:
-            if self.breakers.failed(sid):
+            if self._breakers.failed(sid):
                 _log.warning("gateway_circuit_opened", service_id=sid, cooldown=self._settings.breaker_cooldown)
         elif answer.reached:
-            self.breakers.succeeded(sid)
+            self._breakers.succeeded(sid)
         return answer
 
 
