@@ -38,7 +38,8 @@ EVENTS = {
     "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
     "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
-    "discovery_search": "a broker fan-out ended: resource type, IHI hash, gateways asked, matches, issues, duration",
+    "discovery_search": "a broker fan-out ended: resource type, IHI hash, gateways asked, matches, issues, duration "
+    "(and its parts: locating, waiting for gateways, merging)",
     "gateway_problem": "a gateway gave a broker search nothing, or not everything: service ID, problem, detail",
     "gateway_circuit_opened": "a gateway failed repeatedly, so it is skipped for a while: service ID, cool-down",
 }

@@ -154,10 +154,13 @@ class DiscoveryService:
         ]
         asked = [f"{hop.service_id}: unresolved" for hop in located.unresolved]
         targets = await self._targets(located, issues, asked)
+        asking = time.monotonic()
         slots = asyncio.Semaphore(self._settings.request_concurrency)
         answers = await asyncio.gather(*(self._ask(t, query, deadline, slots, request_id) for t in targets))
+        answered = time.monotonic()
         merged = merge((answer.found for answer in answers), self._canon, _r4_check(query.kind.resource_type))
         self._report(answers, merged.rejected, query, issues, asked)
+        ended = time.monotonic()
         _log.info(
             "discovery_search",
             resource_type=query.kind.resource_type,
@@ -165,7 +168,10 @@ class DiscoveryService:
             services=len(targets),
             matches=len(merged.entries),
             issues=len(issues),
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            duration_ms=_ms(ended - started),
+            locate_ms=_ms(asking - started),
+            gateways_ms=_ms(answered - asking),
+            merge_ms=_ms(ended - answered),
         )
         return Merged(merged.entries, issues, asked)
 
@@ -285,6 +291,10 @@ def _r4_check(resource_type: str) -> Check:
 def _skipped_open(source: Source, retry_in: float) -> Answer:
     text = f"skipped: it failed repeatedly (circuit open); it will be tried again in {retry_in:.0f} s"
     return Answer(source, problems=[Problem(GatewayProblem.CIRCUIT_OPEN, text)])
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
 
 
 def _named(service: Source | LocatedService) -> str:

@@ -10,11 +10,15 @@ generator process (``python -m tests.bench.broker load``), each request for anot
 no two concurrent searches share a fan-out:
 
 - ``gateway`` c=1: one gateway asked directly (the floor: its delay, loopback and the client);
+- ``fan-out`` c=1: every gateway asked at once directly, with httpx, by the load generator (what
+  the HTTP client stack alone costs a ten-way fan-out, without the broker);
 - ``broker`` c=1 and c=``--concurrency``: consumer searches through the broker.
 
-It prints, per phase, requests, rate, latency p50/p99 and the broker's added latency (latency
-minus the gateways' delay) p50/p99, and the server's and gateways' CPU use; ``--json FILE`` keeps
-the numbers. Every broker answer is checked: 200, ``gateways + 1`` merged studies, no outcome entry.
+It prints, per phase, requests, rate, latency p50/p99, the broker's added latency (latency minus
+the gateways' delay) p50/p99, the server's and gateways' CPU use, and from the server's own
+``discovery_search`` log lines the median parts of a fan-out (locate, ask every gateway, merge).
+``--json FILE`` keeps the numbers; ``--profile FILE`` runs the server under cProfile (read it with
+``pstats``). Every broker answer is checked: 200, ``gateways + 1`` merged studies, no outcome entry.
 """
 
 from __future__ import annotations
@@ -68,6 +72,12 @@ class Phase(msgspec.Struct, kw_only=True):
     """Cores the registry server used on average during the phase."""
     gateways_cpu: float = 0.0
     """Cores the gateways' process used on average during the phase."""
+    locate_ms: float = 0.0
+    """Median time the server spent locating the patient's gateways (its ``discovery_search`` log lines)."""
+    gateways_ms: float = 0.0
+    """Median time from asking the first gateway to having every answer."""
+    merge_ms: float = 0.0
+    """Median time merging and checking the answers."""
 
 
 # --- the gateways: one process, a lean asyncio server per gateway -------------------------------
@@ -138,26 +148,33 @@ async def _serve_gateways(count: int, delay: float) -> None:
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run ``requests`` GETs at ``concurrency``, each for the next patient; latencies after ``warmup``."""
+    """Run ``requests`` searches at ``concurrency``, each for the next patient and sent to every one of
+    ``targets`` (base URL, token) at once; latencies (of the slowest) after ``warmup``."""
     concurrency, total, warmup = spec["concurrency"], spec["requests"], spec["warmup"]
     patients, expected = spec["patients"], spec.get("expected")
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Authorization": f"Bearer {spec['token']}"}
+    connections = concurrency * len(spec["targets"])
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     latencies: list[float] = []
     errors = 0
     numbers = itertools.count()
-    async with httpx.AsyncClient(base_url=spec["base_url"], headers=headers, limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+
+        async def one(base_url: str, token: str, ihi: str) -> httpx.Response:
+            params = {"patient.identifier": f"{IHI_SYSTEM}|{ihi}"}
+            return await http.get(
+                f"{base_url}{spec['path']}", params=params, headers={"Authorization": f"Bearer {token}"}
+            )
 
         async def worker() -> None:
             nonlocal errors
             while (number := next(numbers)) < total + warmup:
                 ihi = patients[number % len(patients)]
                 started = time.perf_counter()
-                response = await http.get(spec["path"], params={"patient.identifier": f"{IHI_SYSTEM}|{ihi}"})
+                responses = await asyncio.gather(*(one(base, token, ihi) for base, token in spec["targets"]))
                 elapsed = time.perf_counter() - started
                 if number >= warmup:
                     latencies.append(elapsed)
-                    errors += not _as_expected(response, expected)
+                    errors += not all(_as_expected(response, expected) for response in responses)
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -202,6 +219,15 @@ def _phase(name: str, concurrency: int, measured: dict[str, Any], delay: float, 
         rate=len(latencies) / seconds, p50_ms=p50, p99_ms=p99, added_p50_ms=p50 - delay * 1000,
         added_p99_ms=p99 - delay * 1000, server_cpu=cpu[0] / seconds, gateways_cpu=cpu[1] / seconds,
     )  # fmt: skip
+
+
+def _searches_logged(log: Path) -> list[dict[str, Any]]:
+    """The server's ``discovery_search`` log lines so far (one per fan-out)."""
+    found = []
+    for line in log.read_bytes().splitlines():
+        if b'"discovery_search"' in line:
+            found.append(msgspec.json.decode(line))
+    return found
 
 
 def _cpu(pid: int) -> float:
@@ -284,7 +310,7 @@ async def _run(args: argparse.Namespace) -> list[Phase]:
             port = free_port()
             env = {
                 **os.environ, "IEF_DATABASE_URL": database_url, "IEF_HTTP_PORT": str(port),
-                "IEF_DATA_DIR": str(folder / "data"), "IEF_LOG_ACCESS": "false", "IEF_LOG_LEVEL": args.server_log,
+                "IEF_DATA_DIR": str(folder / "data"), "IEF_LOG_ACCESS": "false", "IEF_LOG_FORMAT": "json",
                 "IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000",
             }  # fmt: skip
             gateway_command = [sys.executable, "-m", "tests.bench.broker", "gateways", str(args.gateways), str(delay)]
@@ -292,7 +318,12 @@ async def _run(args: argparse.Namespace) -> list[Phase]:
                 assert gateways.stdout is not None
                 listing = msgspec.json.decode(gateways.stdout.readline())
                 service_ids = await _register(database_url, listing, folder)
-                with _process([sys.executable, "-m", "registry", "serve"], env) as server:
+                profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
+                server_log = folder / "server.log"
+                with (
+                    server_log.open("wb") as log,
+                    _process([sys.executable, *profile, "-m", "registry", "serve"], env, stderr=log) as server,
+                ):
                     base_url = f"http://127.0.0.1:{port}"
                     await _wait_ready(base_url, server)
                     admin = _cli(env, "token", "--scopes", "admin", "--lifetime", "43200")
@@ -305,22 +336,30 @@ async def _run(args: argparse.Namespace) -> list[Phase]:
                         )
                         assert loaded.status_code == 200, loaded.text
                     phases = []
-                    direct: dict[str, Any] = {
-                        "base_url": f"http://127.0.0.1:{listing[0]['port']}", "path": "/fhir/ImagingStudy",
-                        "token": listing[0]["token"], "patients": patients,
-                    }  # fmt: skip
-                    brokered: dict[str, Any] = {"base_url": base_url, "path": "/fhir/ImagingStudy", "token": consumer}
-                    brokered |= {"patients": patients, "expected": args.gateways + 1}
+                    gateway_urls = [(f"http://127.0.0.1:{g['port']}", g["token"]) for g in listing]
+                    common: dict[str, Any] = {"path": "/fhir/ImagingStudy", "patients": patients}
+                    direct = {**common, "targets": gateway_urls[:1]}
+                    fan_out = {**common, "targets": gateway_urls}
+                    brokered = {**common, "targets": [(base_url, consumer)], "expected": args.gateways + 1}
                     plan = [
                         ("gateway", direct, 1, args.requests_c1),
+                        ("fan-out", fan_out, 1, args.requests_c1),
                         ("broker", brokered, 1, args.requests_c1),
                         ("broker", brokered, args.concurrency, args.requests_cn),
                     ]
                     for name, spec, concurrency, requests in plan:
                         before = (_cpu(server.pid), _cpu(gateways.pid))
+                        logged = len(_searches_logged(server_log))
                         measured = _run_load({**spec, "concurrency": concurrency, "requests": requests, "warmup": 30})
                         cpu = (_cpu(server.pid) - before[0], _cpu(gateways.pid) - before[1])
-                        phases.append(_phase(name, concurrency, measured, delay, cpu))
+                        phase = _phase(name, concurrency, measured, delay, cpu)
+                        lines = _searches_logged(server_log)[logged + 30 :]  # the phase's, after its warm-up
+                        if lines:
+                            phase.locate_ms, phase.gateways_ms, phase.merge_ms = (
+                                statistics.median(line[part] for line in lines)
+                                for part in ("locate_ms", "gateways_ms", "merge_ms")
+                            )
+                        phases.append(phase)
                 assert gateways.stdin is not None
                 gateways.stdin.close()
     return phases
@@ -330,14 +369,18 @@ def _print(phases: list[Phase], args: argparse.Namespace) -> None:
     print(f"broker fan-out: {args.gateways} gateways answering in {args.delay_ms} ms, {args.patients} patients")
     print(
         f"{'phase':<10} {'c':>3} {'requests':>8} {'errors':>6} {'rate/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'added p50':>10} {'added p99':>10} {'server CPU':>10} {'gateways CPU':>12}"
+        f"{'added p50':>10} {'added p99':>10} {'server CPU':>10} {'CPU/search':>10} {'gateways CPU':>12}"
     )
     for p in phases:
         print(
             f"{p.name:<10} {p.concurrency:>3} {p.requests:>8} {p.errors:>6} {p.rate:>8.1f} {p.p50_ms:>8.1f} "
             f"{p.p99_ms:>8.1f} {p.added_p50_ms:>10.1f} {p.added_p99_ms:>10.1f} {p.server_cpu:>10.2f} "
-            f"{p.gateways_cpu:>12.2f}"
+            f"{p.server_cpu / p.rate * 1000:>8.1f}ms {p.gateways_cpu:>12.2f}"
         )
+    print("median parts of a fan-out (server log): locate / ask every gateway / merge and check, ms")
+    for p in phases:
+        if p.name == "broker":
+            print(f"  broker c={p.concurrency}: {p.locate_ms:.1f} / {p.gateways_ms:.1f} / {p.merge_ms:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-c1", type=int, default=300)
     parser.add_argument("--requests-cn", type=int, default=2000)
     parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    parser.add_argument("--server-log", default="warning", help="the server's log level (its log goes to stderr)")
+    parser.add_argument("--profile", type=Path, help="run the server under cProfile, writing its stats to this file")
     args = parser.parse_args(argv)
     phases = asyncio.run(_run(args))
     _print(phases, args)
