@@ -133,7 +133,8 @@ class DiscoveryService:
             )
             shared = " (a fan-out shared with identical concurrent searches)" if joined else ""
             note_detail(f"services asked{shared}: {'; '.join(merged.asked) or 'none'}")
-            token = self._kept.keep(query.key, merged) if len(merged.entries) > query.page_size else None
+            more_pages = 0 < query.page_size < len(merged.entries)  # _count=0 asks for the total only
+            token = self._kept.keep(query.key, merged) if more_pages else None
         total = len(merged.entries)
         entries = merged.entries[query.offset : query.offset + query.page_size]
         if merged.issues:

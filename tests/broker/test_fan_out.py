@@ -187,6 +187,22 @@ async def test_pages_come_from_one_kept_result(broker: Broker) -> None:
     assert uids((await broker.consumer.get(previous)).json()) == uids(first)
 
 
+async def test_count_zero_gives_the_total_only(broker: Broker) -> None:
+    """_count=0 answers the merged total without entries; gateways are asked for everything (no _count=0)."""
+    ihi = make_ihi()
+    shared = new_uid()
+    async with reference_gateway(token=gateway_token()) as a, reference_gateway(token=gateway_token()) as b:
+        a.study(ihi, shared)
+        b.study(ihi, shared)
+        b.study(ihi, new_uid())
+        await broker.join(a, ihi)
+        await broker.join(b, ihi)
+        bundle = (await broker.search(ihi, _count="0")).json()
+    assert (bundle["total"], bundle.get("entry")) == (2, None)
+    assert [link["relation"] for link in bundle["link"]] == ["self"]
+    assert all(name != "_count" for name, _ in a.seen[0].query)
+
+
 async def test_a_patient_with_no_records_has_an_empty_result(broker: Broker) -> None:
     """No registration for the patient: 200, an empty searchset, no outcome entry."""
     bundle = (await broker.search(make_ihi())).json()
