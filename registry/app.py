@@ -12,6 +12,9 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from broker.discovery.gateways import GatewayClient, new_gateway_http
+from broker.discovery.locator import LocalLocator
+from broker.discovery.service import DiscoveryService
 from broker.subscriptions.delivery import DeliveryWorker
 from broker.subscriptions.endpoints import EndpointPolicy
 from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
@@ -31,7 +34,7 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
-from registry.fhir import fhir_router
+from registry.fhir.router import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext, check_request
 from registry.log import set_hash_key
@@ -45,6 +48,7 @@ from schemas.fhir.canonical import Canonicals
 if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
+    from registry.auth.wiring import AuthParts
     from registry.config import Settings
 
 __all__ = ("build_asgi", "create_app", "endpoint_policy")
@@ -79,6 +83,32 @@ def endpoint_policy(settings: Settings) -> EndpointPolicy:
         dev=settings.dev,
         allowed_hosts=settings.subscriptions.allowed_hosts,
         allowed_networks=settings.subscriptions.allowed_networks,
+    )
+
+
+def _provide_discovery(state: State) -> DiscoveryService:
+    return state.discovery  # type: ignore[no-any-return]
+
+
+def _discovery(
+    settings: Settings, records: RecordService, directory: DirectoryService, auth: AuthParts
+) -> DiscoveryService:
+    """The broker of one process: its gateway HTTP client, breakers and single flights."""
+    http = new_gateway_http(settings.broker)
+    gateways = GatewayClient(
+        http,
+        auth.outbound,
+        max_bytes=settings.broker.max_response_bytes,
+        per_gateway=settings.broker.gateway_concurrency,
+    )
+    return DiscoveryService(
+        # The patient's services: this registry's own records (the federation resolver takes its place).
+        locator=LocalLocator(records, directory),
+        directory=directory,
+        gateways=gateways,
+        http=http,
+        settings=settings.broker,
+        canon=Canonicals(settings.fhir.canonical_base.rstrip("/")),
     )
 
 
@@ -124,6 +154,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
+            app.state.discovery = _discovery(settings, app.state.records, app.state.directory, auth)
             await trail.start(db, write_timeout=settings.database.command_timeout)
             worker = None
             if settings.subscriptions.worker:
@@ -135,6 +166,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             try:
                 yield
             finally:
+                await app.state.discovery.close()
                 if worker is not None:
                     await worker.stop()
                 await auth.close()
@@ -167,6 +199,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "directory": Provide(_provide_directory, sync_to_thread=False),
             "principal": Provide(_provide_principal, sync_to_thread=False),
             "audit": Provide(_provide_audit, sync_to_thread=False),
+            "discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
         # Authentication first: strangers learn nothing about parameters or media types.
         guards=[authenticate, check_request],

@@ -22,6 +22,7 @@ __all__ = (
     "TOML_ONLY",
     "AuditSettings",
     "AuthSettings",
+    "BrokerSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
     "FhirSettings",
@@ -338,6 +339,48 @@ class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     ] = 100
 
 
+class BrokerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Discovery fan-out: ImagingStudy and DocumentReference searches asked of the patient's gateways."""
+
+    gateway_timeout: Annotated[
+        float, Meta(gt=0, description="Seconds one gateway may take to answer a search (getting a token included).")
+    ] = 10.0
+    deadline: Annotated[
+        float,
+        Meta(gt=0, description="Seconds a whole search may take, locating included; `Prefer: wait=N` shortens it."),
+    ] = 15.0
+    request_concurrency: Annotated[
+        int, Meta(ge=1, le=1000, description="Gateways one search asks at once (the rest wait for a slot).")
+    ] = 16
+    gateway_concurrency: Annotated[
+        int,
+        Meta(ge=1, le=1000, description="Searches in flight to one gateway at once (its connections), per process."),
+    ] = 32
+    max_response_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest answer read from one gateway; larger ones are abandoned (too-large).")
+    ] = 8_388_608
+    breaker_failures: Annotated[
+        int, Meta(ge=1, description="Consecutive failures that open a gateway's circuit (it is then skipped).")
+    ] = 5
+    breaker_cooldown: Annotated[
+        float,
+        Meta(gt=0, description="Seconds an open circuit skips its gateway before one probe search is let through."),
+    ] = 30.0
+    anonymous_gateways: Annotated[
+        bool,
+        Meta(
+            description="Ask gateways this instance has no credentials for (federated ones, or members without "
+            "`--client-id`/`--bearer-token-file`) without a token, instead of skipping them."
+        ),
+    ] = False
+    page_seconds: Annotated[
+        float, Meta(gt=0, description="Seconds a merged result of several pages is kept for its paging links.")
+    ] = 300.0
+    page_cache_size: Annotated[
+        int, Meta(ge=1, description="Merged results kept for paging, per server process (the oldest go first).")
+    ] = 256
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -361,6 +404,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

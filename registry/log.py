@@ -56,6 +56,10 @@ EVENTS = {
     "worker_listen_failed": "a delivery worker could not LISTEN for wake-ups; it polls instead",
     "worker_round_failed": "a delivery worker's round failed (database unreachable?); "
     "it retries after the poll interval",
+    "discovery_search": "a broker fan-out ended: resource type, IHI hash, gateways asked, matches, issues, duration "
+    "(and its parts: locating, waiting for gateways, merging)",
+    "gateway_problem": "a gateway gave a broker search nothing, or not everything: service ID, problem, detail",
+    "gateway_circuit_opened": "a gateway failed repeatedly, so it is skipped for a while: service ID, cool-down",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

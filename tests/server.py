@@ -27,7 +27,7 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
 
-__all__ = ("RunningServer", "add_service", "free_port", "json_server", "running_server")
+__all__ = ("RunningServer", "add_service", "free_port", "json_server", "running_server", "serving")
 
 
 def free_port() -> int:
@@ -86,11 +86,14 @@ class RunningServer:
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
         base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
+        client_id: str | None = None, bearer_token_file: str | None = None,
     ) -> None:  # fmt: skip
-        """Put a member service straight into the directory (as the operator's CLI would)."""
+        """Put a member service straight into the directory (as the operator's CLI would), with how this
+        server authenticates to it (``client_id`` it gave us, or a ``bearer_token_file``), if at all."""
         await add_service(
-            self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status
-        )
+            self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
+            client_id=client_id, bearer_token_file=bearer_token_file,
+        )  # fmt: skip
 
     async def record_count(self, ihi: str) -> int:
         """How many records (any status) the database holds for an IHI."""
@@ -104,14 +107,15 @@ class RunningServer:
 async def add_service(
     database_url: str, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
     base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
+    client_id: str | None = None, bearer_token_file: str | None = None,
 ) -> None:  # fmt: skip
     """Put a member service straight into the directory of the database at ``database_url``."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            "INSERT INTO services (service_id, kind, name, base_url, search_style, status) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            service_id, kind, name, base_url, style, status,
+            "INSERT INTO services (service_id, kind, name, base_url, search_style, status, client_id, "
+            "bearer_token_file) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            service_id, kind, name, base_url, style, status, client_id, bearer_token_file,
         )  # fmt: skip
     finally:
         await conn.close()
@@ -131,7 +135,7 @@ async def running_server(
     """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
-    async with _serving(app, port=port, lifespan="on") as base_url:
+    async with serving(app, port=port, lifespan="on") as base_url:
         database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
         auth = await start_auth(database, load_queries(), settings, service_id)
         try:
@@ -142,7 +146,7 @@ async def running_server(
 
 
 @contextlib.asynccontextmanager
-async def _serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
+async def serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
     """Run an ASGI app with uvicorn on loopback in this event loop; yield its base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan)
@@ -179,5 +183,5 @@ async def json_server(documents: dict[str, object]) -> AsyncIterator[str]:
         await send({"type": "http.response.start", "status": 200 if found is not None else 404, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async with _serving(app, port=None, lifespan="off") as base_url:
+    async with serving(app, port=None, lifespan="off") as base_url:
         yield base_url

@@ -47,7 +47,8 @@ PATIENT_QUERY_PARAMS = ("patient", "subject:identifier", "patient.identifier", "
 PEER_REQUEST_ID_HEADER = b"ief-request-id"
 _MAX_PATH = 2048
 _MAX_QUERY = 4096
-_MAX_TEXT = 500
+_MAX_TEXT = 4000
+"""Longest detail kept: a broker search lists every service it asked, with how each answered."""
 
 _current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar("audit_context", default=None)
 

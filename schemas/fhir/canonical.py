@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = (
+    "BROKER_OUTCOME",
     "CONNECTION_TYPE_SYSTEM",
+    "EXT_BROKER_SOURCE",
     "EXT_SEARCH_STYLE",
     "EXT_SERVICE",
     "EXT_SERVICE_KIND",
@@ -30,6 +32,10 @@ EXT_STATUS = "registry-record-status"
 EXT_TYPE = "registry-record-type"
 EXT_SERVICE_KIND = "endpoint-service-kind"
 EXT_SEARCH_STYLE = "endpoint-search-style"
+EXT_BROKER_SOURCE = "broker-source"
+"""Extension naming a member service (IEF service ID) that a broker search result came from or concerns."""
+BROKER_OUTCOME = "broker-outcome"
+"""Id of the code system of the broker's per-gateway problems (``schemas.discovery.GatewayProblem``)."""
 
 CONNECTION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"

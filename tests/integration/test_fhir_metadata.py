@@ -12,6 +12,7 @@ from registry import __version__
 from registry.app import create_app
 from registry.auth.scopes import satisfies
 from registry.config import FhirSettings, LogSettings, Settings
+from schemas.discovery import GatewayProblem
 from tests.factories import make_ihi, make_service_id
 from tests.fhir import BASE, check_fhir_response, extension, record_body
 from tests.pg import TestCluster
@@ -30,6 +31,8 @@ _SCOPES = {
     ("Basic", "POST"): ("system/Basic.cu",),
     ("Basic", "PUT"): ("system/Basic.cu",),
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
+    ("ImagingStudy", "GET"): ("system/ImagingStudy.rs",),
+    ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
 _SUBSCRIPTION_SCOPES = {
@@ -89,6 +92,8 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert list(resources) == [
         "Endpoint",
         "Basic",
+        "ImagingStudy",
+        "DocumentReference",
         "AuditEvent",
         "Subscription",
         "StructureDefinition",
@@ -163,7 +168,7 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
-    expected = {"StructureDefinition": 12, "CodeSystem": 5, "ValueSet": 5, "SearchParameter": 2}
+    expected = {"StructureDefinition": 13, "CodeSystem": 6, "ValueSet": 6, "SearchParameter": 2}
     for kind, count in expected.items():
         bundle = (await fhir.get(f"/fhir/{kind}")).json()
         assert bundle["total"] == count, kind
@@ -199,6 +204,7 @@ async def test_code_systems_hold_exactly_the_accepted_codes(fhir: httpx.AsyncCli
         ("registry-record-type", ["record", "registry"]),
         ("service-kind", ["gateway", "registry"]),
         ("search-style", ["ief", "harmony"]),
+        ("broker-outcome", [str(problem) for problem in GatewayProblem]),
     ]:
         code_system = (await fhir.get(f"/fhir/CodeSystem/{system_id}")).json()
         assert [c["code"] for c in code_system["concept"]] == codes
