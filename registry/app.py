@@ -159,8 +159,8 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             worker = None
             if settings.subscriptions.worker:
                 worker = DeliveryWorker(
-                    db, subscriptions, settings.subscriptions, database_url=database_url, canon=canon, policy=policy,
-                    latency=latency,
+                    db, subscriptions, settings.subscriptions, listen_url=settings.database.direct_url or database_url,
+                    canon=canon, policy=policy, latency=latency,
                 )  # fmt: skip
                 await worker.start()
             try:

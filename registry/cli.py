@@ -124,8 +124,8 @@ def _run(coro: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(f"cannot reach the database: {exc}") from None
 
 
-async def _migrate(url: str) -> list[str]:
-    conn = await connect(url)
+async def _migrate(url: str, settings: Settings) -> list[str]:
+    conn = await connect(url, statement_cache=settings.database.statement_cache)
     try:
         return [f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn)]
     finally:
@@ -159,7 +159,7 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
     try:
         with database_url(settings) as url:
             if settings.database.auto_migrate:
-                applied = _run(lambda: _migrate(url))
+                applied = _run(lambda: _migrate(url, settings))
                 if applied:
                     _log.info("migrations_applied", migrations=applied)
             if settings.dev:
@@ -210,7 +210,7 @@ async def _work(url: str, settings: Settings) -> None:
     from registry.app import endpoint_policy
     from schemas.fhir.canonical import Canonicals
 
-    conn = await connect(url)
+    conn = await connect(url, statement_cache=settings.database.statement_cache)
     try:
         state = await schema_state(conn)
     finally:
@@ -224,7 +224,8 @@ async def _work(url: str, settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         worker = DeliveryWorker(
-            database, SubscriptionRepository(load_queries()), settings.subscriptions, database_url=url,
+            database, SubscriptionRepository(load_queries()), settings.subscriptions,
+            listen_url=settings.database.direct_url or url,
             canon=Canonicals(settings.fhir.canonical_base.rstrip("/")), policy=endpoint_policy(settings),
             latency=LatencyHistogram(),
         )  # fmt: skip
@@ -261,7 +262,7 @@ def upgrade(obj: _Context) -> None:
     """Apply every pending migration."""
     settings = obj.settings()
     with database_url(settings) as url:
-        applied = _run(lambda: _migrate(url))
+        applied = _run(lambda: _migrate(url, settings))
     click.echo("applied: " + ", ".join(applied) if applied else "already at head")
 
 
@@ -272,7 +273,7 @@ def status(obj: _Context) -> None:
     settings = obj.settings()
 
     async def read() -> Any:
-        conn = await connect(url)
+        conn = await connect(url, statement_cache=settings.database.statement_cache)
         try:
             return await schema_state(conn)
         finally:
@@ -305,7 +306,7 @@ def _with_directory(settings: Settings, action: Callable[[Any], Awaitable[T]]) -
             await database.close()
 
     with database_url(settings) as url:
-        _run(lambda: _migrate(url))
+        _run(lambda: _migrate(url, settings))
         return _run(run)
 
 
@@ -403,7 +404,7 @@ def _with_auth(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
             await database.close()
 
     with database_url(settings) as url:
-        _run(lambda: _migrate(url))
+        _run(lambda: _migrate(url, settings))
         return _run(run)
 
 
@@ -453,7 +454,7 @@ def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | No
     except errors.InvalidInput as exc:
         raise click.ClickException(exc.message) from None
     with database_url(settings) as url:
-        _run(lambda: _migrate(url))
+        _run(lambda: _migrate(url, settings))
         click.echo(_run(lambda: _mint(url, settings, bound, wanted, lifetime)))
 
 
@@ -656,7 +657,7 @@ def audit_verify(obj: _Context) -> None:
     sealing_failed: list[str] = []
 
     async def run() -> Any:
-        conn = await connect(url)
+        conn = await connect(url, statement_cache=settings.database.statement_cache)
         try:
             if not (await schema_state(conn)).at_head:
                 raise click.ClickException(
@@ -671,7 +672,8 @@ def audit_verify(obj: _Context) -> None:
         finally:
             await conn.close()
 
-    with database_url(obj.settings()) as url:
+    settings = obj.settings()
+    with database_url(settings) as url:
         verdict = _run(run)
     if not verdict.ok:
         click.echo(f"audit verify: FAILED after {verdict.rows} good rows: {verdict.problem}", err=True)

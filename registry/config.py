@@ -65,6 +65,13 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     read_url: Annotated[str | None, Meta(description="Optional URL of a streaming replica for read-only look-ups.")] = (
         None
     )
+    direct_url: Annotated[
+        str | None,
+        Meta(
+            description="URL of the primary that bypasses a transaction-mode pooler, for the delivery workers' "
+            "LISTEN; unset: `database.url`."
+        ),
+    ] = None
     pool_min: Annotated[int, Meta(ge=0, description="Connections each server process keeps open.")] = 2
     pool_max: Annotated[int, Meta(ge=1, description="Most connections each server process opens.")] = 8
     statement_cache: Annotated[

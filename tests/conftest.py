@@ -16,6 +16,7 @@ from tests.factories import make_rsa_key, make_service_id
 from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
+from tests.subscriptions.subscriber import Subscriber
 
 
 @pytest.fixture(scope="session")
@@ -141,3 +142,14 @@ async def gateway_client(
     headers = {"Authorization": f"Bearer {token}"}
     async with clients(headers=headers) as http:
         yield GatewayClient(http, service_id, client_id)
+
+
+@pytest.fixture(scope="session")
+async def subscriber() -> AsyncIterator[Subscriber]:
+    """A real HTTP subscriber on loopback shared by the session (each test takes hooks of its own)."""
+    running = Subscriber()
+    await running.up()
+    try:
+        yield running
+    finally:
+        await running.down()

@@ -136,7 +136,8 @@ async def running_server(
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
     async with serving(app, port=port, lifespan="on") as base_url:
-        database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
+        own = settings.database.__class__(pool_min=0, pool_max=4, statement_cache=settings.database.statement_cache)
+        database = await open_database(database_url, own)
         auth = await start_auth(database, load_queries(), settings, service_id)
         try:
             yield RunningServer(base_url, database_url, service_id, settings, auth, database, routes)

@@ -19,8 +19,11 @@ Any number of workers (inside ``serve`` and as ``ief-registry worker``) share on
 One subscription is never in two workers' hands (the lease), so its events go out in order; a
 slow or dead endpoint holds one slot, never another subscription. The worker wakes on the
 ``ief_subscription_events`` notification the registration trigger sends, and polls every
-``poll_interval`` in case one is missed. Between rounds it turns ``off`` subscriptions whose
-``end`` has passed (cancelling their events) and forgets final events past the retention.
+``poll_interval`` in case one is missed. Its LISTEN needs a session of its own, so it connects to
+``database.direct_url`` when set (past a transaction-mode pooler, which would swallow the
+notifications); it checks once per connection that a notification it sends itself arrives, and
+polls only (saying so in the log) when none does. Between rounds it turns ``off`` subscriptions
+whose ``end`` has passed (cancelling their events) and forgets final events past the retention.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ if TYPE_CHECKING:
     from broker.subscriptions.notifier import Attempt
     from broker.subscriptions.repository import Claimed, StoredEvent, StoredSubscription, SubscriptionRepository
     from registry.config import SubscriptionSettings
-    from registry.db.pool import Database
+    from registry.db.pool import Connection, Database
     from schemas.fhir.canonical import Canonicals
 
 __all__ = ("CHANNEL", "DeliveryWorker")
@@ -64,6 +67,8 @@ _log = get_logger(__name__)
 _encoder = msgspec.json.Encoder()
 _STOP_SECONDS = 5.0
 _PURGE_MAX_INTERVAL = 60.0
+_PROBE_SECONDS = 3.0
+"""How long a new LISTEN connection has to receive the worker's own probe notification."""
 
 
 class DeliveryWorker:
@@ -75,7 +80,7 @@ class DeliveryWorker:
         repository: SubscriptionRepository,
         settings: SubscriptionSettings,
         *,
-        database_url: str,
+        listen_url: str,
         canon: Canonicals,
         policy: EndpointPolicy,
         latency: LatencyHistogram,
@@ -83,7 +88,7 @@ class DeliveryWorker:
         self._db = db
         self._repo = repository
         self._settings = settings
-        self._url = database_url
+        self._url = listen_url
         self._canon = canon
         self._latency = latency
         self._retry = RetryPolicy(
@@ -97,6 +102,9 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
+        self._probe = f"probe {self.name}"
+        self._probed = asyncio.Event()
+        self._polling_only = False
         self._next_purge = 0.0
 
     async def start(self) -> None:
@@ -123,12 +131,37 @@ class DeliveryWorker:
         _log.info("worker_stopped", worker=self.name)
 
     async def _listen(self) -> None:
+        """Open the LISTEN connection and check that notifications reach it; else poll only, and say why."""
         try:
-            self._listener = await asyncpg.connect(self._url)
-            await self._listener.add_listener(CHANNEL, lambda *_: self._wake.set())
+            listener = await asyncpg.connect(self._url)
         except (OSError, asyncpg.PostgresError) as exc:  # polling still works
-            self._listener = None
             _log.warning("worker_listen_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            await listener.add_listener(CHANNEL, self._notified)
+            self._probed.clear()
+            async with self._db.writer() as conn:
+                await self._repo.probe_listeners(conn, self._probe)
+            await asyncio.wait_for(self._probed.wait(), timeout=_PROBE_SECONDS)
+        except TimeoutError:
+            self._polling_only = True
+            _log.warning(
+                "worker_listen_failed", worker=self.name,
+                error=f"LISTEN received no notification within {_PROBE_SECONDS:g} s: a transaction-mode pooler "
+                "(PgBouncer) between this worker and PostgreSQL? Set IEF_DATABASE_DIRECT_URL",
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - polling still works; the next round tries again
+            _log.warning("worker_listen_failed", worker=self.name, error=f"{type(exc).__name__}: {exc}")
+        else:
+            self._listener = listener
+            return
+        with contextlib.suppress(Exception):
+            await listener.close()
+
+    def _notified(self, _conn: Connection, _pid: int, _channel: str, payload: object) -> None:
+        if payload == self._probe:
+            self._probed.set()
+        self._wake.set()
 
     async def _run(self) -> None:
         next_chores = 0.0
@@ -151,7 +184,7 @@ class DeliveryWorker:
             if free > 0 and claimed == free:
                 await self._wake.wait()  # every slot is busy: wait for one to finish
                 continue
-            if self._listener is None or self._listener.is_closed():
+            if not self._polling_only and (self._listener is None or self._listener.is_closed()):
                 await self._listen()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_chores - time.monotonic()))

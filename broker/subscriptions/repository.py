@@ -253,6 +253,11 @@ class SubscriptionRepository:
         with translate_db_errors():
             await conn.execute(self._q["wake_workers"])
 
+    async def probe_listeners(self, conn: Connection, payload: str) -> None:
+        """Send ``payload`` on the workers' channel: a worker checks that its LISTEN receives notifications."""
+        with translate_db_errors():
+            await conn.execute(self._q["probe_listeners"], payload)
+
     async def search(
         self,
         conn: Connection,

@@ -1,8 +1,10 @@
 """Forward-only migrations: ``sql/migrations/NNNN_what.sql`` applied in order, recorded in ``schema_migrations``.
 
-Each migration runs in its own transaction under an advisory lock, so several processes starting at
-once apply each file exactly once. A database that has a migration this code does not know is newer
-than the code: the server refuses to start against it.
+Each migration runs in its own transaction, which first takes a transaction-scoped advisory lock and
+reads what is applied, so several processes starting at once apply each file exactly once. The lock
+is never held across transactions (no session state), so migrating through PgBouncer in
+transaction mode is as safe as migrating directly. A database that has a migration this code does
+not know is newer than the code: the server refuses to start against it.
 """
 
 from __future__ import annotations
@@ -96,28 +98,29 @@ async def schema_state(conn: Connection) -> SchemaState:
 async def apply_migrations(conn: Connection) -> list[Migration]:
     """Apply every pending migration; return those applied.
 
+    One transaction per migration: take the lock, read the schema's state, apply the first pending
+    migration and record it. Whoever waited on the lock reads the state again afterwards, so a
+    migration applied meanwhile by another process is not applied twice.
+
     Raises:
         SchemaTooNew: the database has migrations this code does not know.
     """
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
-    try:
-        await _ensure_table(conn)
-        state = await schema_state(conn)
-        if state.unknown:
-            raise SchemaTooNew(
-                f"the database has migrations {state.unknown} that this release does not know; "
-                "run a release at least as new as the one that upgraded it"
-            )
-        applied: list[Migration] = []
-        for migration in state.pending:
-            async with conn.transaction():
-                await conn.execute(migration.path.read_text(encoding="utf-8"))
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                    migration.version,
-                    migration.name,
+    applied: list[Migration] = []
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await _ensure_table(conn)
+            state = await schema_state(conn)
+            if state.unknown:
+                raise SchemaTooNew(
+                    f"the database has migrations {state.unknown} that this release does not know; "
+                    "run a release at least as new as the one that upgraded it"
                 )
-            applied.append(migration)
-        return applied
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+            if not state.pending:
+                return applied
+            migration = state.pending[0]
+            await conn.execute(migration.path.read_text(encoding="utf-8"))
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", migration.version, migration.name
+            )
+        applied.append(migration)

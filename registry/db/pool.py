@@ -88,6 +88,15 @@ async def _noop_reset(_conn: asyncpg.Connection) -> None:
     """
 
 
+def _statement_cache_size(enabled: bool) -> int:
+    """asyncpg's prepared-statement cache size: none behind a transaction-mode pooler.
+
+    With no cache asyncpg uses the unnamed statement and parses it again with every execution, so
+    no statement outlives the transaction that PgBouncer gave a server connection to.
+    """
+    return 100 if enabled else 0
+
+
 async def _pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         url,
@@ -95,7 +104,7 @@ async def _pool(url: str, settings: DatabaseSettings) -> asyncpg.Pool:
         max_size=settings.pool_max,
         command_timeout=settings.command_timeout,
         timeout=10,  # connecting; a black-holed database host must not hang readiness probes
-        statement_cache_size=100 if settings.statement_cache else 0,
+        statement_cache_size=_statement_cache_size(settings.statement_cache),
         reset=_noop_reset,
     )
     assert pool is not None
@@ -109,6 +118,6 @@ async def open_database(url: str, settings: DatabaseSettings) -> Database:
     return Database(primary=primary, read=read)
 
 
-async def connect(url: str) -> asyncpg.Connection:
-    """One plain connection (CLI commands, migrations)."""
-    return await asyncpg.connect(url)
+async def connect(url: str, *, statement_cache: bool = True) -> asyncpg.Connection:
+    """One plain connection (CLI commands, migrations); ``statement_cache`` as ``database.statement_cache``."""
+    return await asyncpg.connect(url, statement_cache_size=_statement_cache_size(statement_cache))

@@ -254,6 +254,11 @@ SELECT (SELECT count(*) FROM gone) AS purged, (SELECT count(*) FROM marked) AS s
 -- Wake every delivery worker (on commit).
 SELECT pg_notify('ief_subscription_events', '');
 
+-- name: probe_listeners
+-- A notification a worker sends itself to check that its LISTEN works (a transaction-mode pooler
+-- between it and PostgreSQL swallows notifications); the other workers just wake once.
+SELECT pg_notify('ief_subscription_events', $1::text);
+
 -- name: delivery_stats
 -- The $1 subscriptions with the most pending events and failed attempts, with their counters.
 SELECT s.subscription_id, s.status, s.delivered_count, s.events_since_start - s.delivered_through AS pending,

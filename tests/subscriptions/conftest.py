@@ -42,17 +42,6 @@ def fast_settings(**subscriptions: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def subscriber() -> AsyncIterator[Subscriber]:
-    """A real HTTP subscriber on loopback shared by the session (each test takes hooks of its own)."""
-    running = Subscriber()
-    await running.up()
-    try:
-        yield running
-    finally:
-        await running.down()
-
-
-@pytest.fixture(scope="session")
 async def sub_server(template: TestCluster) -> AsyncIterator[RunningServer]:
     """A server in dev mode with fast retries and its delivery worker, on a database of its own."""
     async with running_server(fast_settings(), await template.new_database(), make_service_id()) as running:
