@@ -28,6 +28,8 @@ class LoadSpec(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
     scenario: Scenario
+    more_ports: list[int] = msgspec.field(default_factory=list)
+    """Ports of further server processes on the same host: connections are spread over every port in turn."""
 
 
 class LoadResult(msgspec.Struct, kw_only=True):
@@ -179,8 +181,8 @@ async def _open(host: str, port: int) -> _Connection:
     return connection
 
 
-async def _worker(spec: LoadSpec, recorder: _Recorder, measure_from: float, until: float | None) -> None:
-    connection = await _open(spec.host, spec.port)
+async def _worker(spec: LoadSpec, port: int, recorder: _Recorder, measure_from: float, until: float | None) -> None:
+    connection = await _open(spec.host, port)
     clock = time.perf_counter
     try:
         while True:
@@ -200,7 +202,7 @@ async def _worker(spec: LoadSpec, recorder: _Recorder, measure_from: float, unti
             if started >= measure_from:
                 recorder.record(status, finished - started, items)
             if connection.closed:
-                connection = await _open(spec.host, spec.port)
+                connection = await _open(spec.host, port)
     finally:
         connection.close()
 
@@ -228,7 +230,10 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     begin = time.perf_counter()
     measure_from = begin + (scenario.warmup if scenario.duration is not None else 0.0)
     until = None if scenario.duration is None else measure_from + scenario.duration
-    await asyncio.gather(*(_worker(spec, recorder, measure_from, until) for _ in range(scenario.concurrency)))
+    ports = [spec.port, *spec.more_ports]
+    await asyncio.gather(
+        *(_worker(spec, ports[n % len(ports)], recorder, measure_from, until) for n in range(scenario.concurrency))
+    )
     end = time.perf_counter()
     seconds = end - measure_from
     ordered = sorted(recorder.latencies)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+
 import pytest
 
 from schemas.types import parse_ihi
-from tests.bench.loadgen import encode_request, response_end
-from tests.bench.scenarios import Request, ihi
+from tests.bench.loadgen import LoadSpec, encode_request, response_end, run_load
+from tests.bench.scenarios import Request, Scenario, ihi
 
 
 def test_requests_carry_the_scenario_headers_and_their_body_length() -> None:
@@ -52,3 +55,31 @@ def test_benchmark_ihis_are_valid_and_distinct() -> None:
     made = [ihi(n) for n in numbers]
     assert [parse_ihi(value) for value in made] == made
     assert len(set(made)) == len(set(numbers))
+
+
+async def test_connections_are_spread_over_every_port() -> None:
+    """With ``more_ports`` the connections go to each port in turn, and every answer counts."""
+    connections: Counter[int] = Counter()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+    class Counting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+            connections[transport.get_extra_info("sockname")[1]] += 1
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(answer * data.count(b"\r\n\r\n"))
+
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(Counting, "127.0.0.1", 0) for _ in range(2)]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    try:
+        scenario = Scenario(name="ping", requests="ping", concurrency=6, duration=0.2)
+        result = await run_load(LoadSpec(host="127.0.0.1", port=ports[0], more_ports=ports[1:], scenario=scenario))
+    finally:
+        for server in servers:
+            server.close()
+    assert connections == Counter(dict.fromkeys(ports, 3))
+    assert result.requests > 0
+    assert result.errors == 0
