@@ -149,7 +149,13 @@ class RateLimited(RegistryError):
 
 
 class DependencyUnavailable(RegistryError):
-    """A dependency (usually the database) cannot be reached."""
+    """A dependency (usually the database) cannot be reached.
+
+    ``retry_after`` (seconds) is when another try may succeed: a database failover or a restarting
+    peer is usually over in seconds, and a client that waits a little does not add to the storm.
+    """
+
+    retry_after: int = 2
 
 
 class OutboundAuthError(DependencyUnavailable):

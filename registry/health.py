@@ -8,6 +8,7 @@ from litestar.datastructures import State
 from registry import errors
 from registry.db.errors import translate_db_errors
 from registry.db.migrate import schema_state
+from registry.db.pool import read_only
 
 __all__ = ("HealthController",)
 
@@ -26,10 +27,13 @@ class HealthController(Controller):
 
     @get("/ready", operation_id="healthReady")
     async def ready(self, state: State) -> Response[dict[str, object]]:
-        """The database answers and its schema is at this release's head (503 otherwise)."""
+        """The database answers, takes writes, and its schema is at this release's head (503 otherwise)."""
         async with state.db.writer() as conn:
             with translate_db_errors():
                 schema = await schema_state(conn)
+                refuses_writes = await read_only(conn)
+        if refuses_writes:
+            raise errors.DependencyUnavailable("the database is read-only (a standby, or a primary being demoted)")
         if not schema.at_head:
             raise errors.DependencyUnavailable(
                 f"database schema is not at head: pending {[m.version for m in schema.pending]}, "

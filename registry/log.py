@@ -53,7 +53,8 @@ EVENTS = {
     "delivery_failed_unexpectedly": "a delivery raised an unexpected error; its lease was released for a retry",
     "worker_started": "a delivery worker started: worker name, concurrency",
     "worker_stopped": "a delivery worker stopped",
-    "worker_listen_failed": "a delivery worker could not LISTEN for wake-ups; it polls instead",
+    "worker_listen_failed": "a delivery worker could not LISTEN for wake-ups, or its LISTEN got no notification "
+    "(a transaction-mode pooler in between: set IEF_DATABASE_DIRECT_URL); it polls instead",
     "worker_round_failed": "a delivery worker's round failed (database unreachable?); "
     "it retries after the poll interval",
     "discovery_search": "a broker fan-out ended: resource type, IHI hash, gateways asked, matches, issues, duration "

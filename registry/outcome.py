@@ -78,7 +78,7 @@ def outcome_response(
 
 def _registry_error(_request: Request[Any, Any, Any], exc: errors.RegistryError) -> Response[bytes]:
     headers: dict[str, str] = {}
-    if isinstance(exc, errors.RateLimited):
+    if isinstance(exc, errors.RateLimited | errors.DependencyUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"

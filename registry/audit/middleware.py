@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from litestar.enums import ScopeType
 
+from registry import errors
 from registry.audit.context import close, opened
 from registry.log import get_logger
 from registry.outcome import FHIR_JSON, outcome_body
@@ -77,7 +78,11 @@ async def _send_unavailable(send: Send) -> None:
         {
             "type": "http.response.start",
             "status": _UNAVAILABLE,
-            "headers": [(b"content-type", FHIR_JSON.encode()), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", FHIR_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(errors.DependencyUnavailable.retry_after).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -58,7 +58,7 @@ def _registry_error(_request: Request[Any, Any, Any], exc: errors.RegistryError)
     if isinstance(exc, errors.RateLimited):
         return _oauth_response(429, "slow_down", exc.message, {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, errors.DependencyUnavailable):
-        return _oauth_response(503, "temporarily_unavailable", exc.message)
+        return _oauth_response(503, "temporarily_unavailable", exc.message, {"Retry-After": str(exc.retry_after)})
     return _oauth_response(400, "invalid_request", exc.message)
 
 

@@ -22,6 +22,9 @@ _UNAVAILABLE_SERVER = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A write that reaches a read-only server: a standby behind a route not yet switched, or a
+    # primary being demoted during a failover. Another try reaches the new primary.
+    asyncpg.ReadOnlySQLTransactionError,
 )
 _UNAVAILABLE = (
     OSError,
@@ -32,6 +35,10 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A connection the server ended mid-operation (a failover, pg_terminate_backend) can surface as
+    # asyncpg's InternalClientError ("cannot switch to state …", MagicStack/asyncpg#784, #1069); its
+    # TargetServerAttributeNotMatched subclass is target_session_attrs=read-write finding no primary.
+    asyncpg.InternalClientError,
 )
 
 

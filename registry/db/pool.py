@@ -16,7 +16,7 @@ from registry.log import get_logger
 if TYPE_CHECKING:
     from registry.config import DatabaseSettings
 
-__all__ = ("Connection", "Database", "connect", "open_database")
+__all__ = ("Connection", "Database", "connect", "open_database", "read_only")
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """A plain connection or one borrowed from a pool: what repositories take."""
@@ -121,3 +121,8 @@ async def open_database(url: str, settings: DatabaseSettings) -> Database:
 async def connect(url: str, *, statement_cache: bool = True) -> asyncpg.Connection:
     """One plain connection (CLI commands, migrations); ``statement_cache`` as ``database.statement_cache``."""
     return await asyncpg.connect(url, statement_cache_size=_statement_cache_size(statement_cache))
+
+
+async def read_only(conn: Connection) -> bool:
+    """Whether the server behind ``conn`` refuses writes: a standby, or a primary being demoted in a failover."""
+    return bool(await conn.fetchval("SELECT current_setting('transaction_read_only') = 'on'"))
