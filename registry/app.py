@@ -12,6 +12,9 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from federation.backoff import FailureCache
+from federation.client import PeerClient
+from federation.resolver import Resolver
 from registry import errors
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
@@ -90,16 +93,26 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                     f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
                 )
             app.state.db = db
-            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail)
-            app.state.directory = DirectoryService(db, ServiceRepository(queries))
+            directory = DirectoryService(db, ServiceRepository(queries))
+            app.state.directory = directory
             app.state.audit = AuditService(db, audit_repository, settings.fhir)
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
+            federation = settings.federation
+            peers = PeerClient(
+                auth.outbound, max_bytes=federation.max_response_bytes, max_connections=federation.max_connections
+            )
+            resolver = Resolver(
+                origin=service_id, directory=directory, client=peers, settings=federation,
+                failures=FailureCache(federation.negative_cache_seconds),
+            )  # fmt: skip
+            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail, resolver)
             await trail.start(db, write_timeout=settings.database.command_timeout)
             try:
                 yield
             finally:
+                await peers.close()
                 await auth.close()
         finally:
             await trail.stop()

@@ -38,6 +38,8 @@ EVENTS = {
     "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
     "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
+    "federation_lookup": "a look-up followed registry records: IHI hash, peers asked, records, unresolved, duration",
+    "federation_peer_failed": "a peer registry gave no usable answer (or dropped records): service ID, reason, detail",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 
