@@ -1,4 +1,4 @@
-"""FHIR R4 facade (DESIGN 4.2): CapabilityStatement, Endpoint, Basic (RegistryRecord), definitions.
+"""FHIR R4 facade (DESIGN 4.2): CapabilityStatement, Endpoint, Basic (RegistryRecord), Patient/$locate, definitions.
 
 ``FHIR_RESOURCES`` pairs each resource's declaration with its controller: adding a resource (or an
 operation on one) to the facade is adding it there; the CapabilityStatement follows.
@@ -20,7 +20,9 @@ from registry.fhir.conformance import CONFORMANCE, Conformance, conformance_cont
 from registry.fhir.directory import EndpointResources
 from registry.fhir.endpoint import ENDPOINT, EndpointController
 from registry.fhir.io import check_format
+from registry.fhir.locate import Locator
 from registry.fhir.metadata import Metadata, MetadataController
+from registry.fhir.patient import PATIENT, PatientController
 from registry.fhir.records import RecordResources
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources
@@ -36,6 +38,7 @@ __all__ = ("FHIR_RESOURCES", "fhir_router")
 FHIR_RESOURCES: tuple[tuple[ResourceCapability, type[Controller]], ...] = (
     (ENDPOINT, EndpointController),
     (BASIC, BasicController),
+    (PATIENT, PatientController),
     (AUDIT_EVENT, AuditEventController),
 )
 """Every resource type the facade serves (besides the conformance resources), with its controller."""
@@ -54,6 +57,9 @@ def fhir_router(settings: Settings) -> Router:
     def endpoints(state: State) -> EndpointResources:
         return EndpointResources(state.directory, canon)
 
+    def locator(state: State) -> Locator:
+        return Locator(state.records, canon)
+
     return Router(
         path="/fhir",
         route_handlers=[
@@ -64,6 +70,7 @@ def fhir_router(settings: Settings) -> Router:
         dependencies={
             "fhir_records": Provide(records, sync_to_thread=False),
             "fhir_endpoints": Provide(endpoints, sync_to_thread=False),
+            "fhir_locator": Provide(locator, sync_to_thread=False),
             "fhir_metadata": Provide(lambda: metadata, sync_to_thread=False),
             "fhir_conformance": Provide(lambda: conformance, sync_to_thread=False),
             "fhir_settings": Provide(lambda: settings.fhir, sync_to_thread=False),

@@ -11,14 +11,18 @@ from dataclasses import dataclass
 
 __all__ = (
     "CONNECTION_TYPE_SYSTEM",
+    "EXT_LOCATE_CHAIN",
     "EXT_SEARCH_STYLE",
     "EXT_SERVICE",
     "EXT_SERVICE_KIND",
     "EXT_STATUS",
     "EXT_TYPE",
+    "EXT_UNRESOLVED_SERVICE",
     "HL7_SEARCH_PARAMETER",
+    "LOCATE_OPERATION",
     "REGISTRY_RECORD",
     "RESOURCE_TYPES_SYSTEM",
+    "UNRESOLVED_REASON",
     "Canonicals",
 )
 
@@ -30,6 +34,13 @@ EXT_STATUS = "registry-record-status"
 EXT_TYPE = "registry-record-type"
 EXT_SERVICE_KIND = "endpoint-service-kind"
 EXT_SEARCH_STYLE = "endpoint-search-style"
+EXT_LOCATE_CHAIN = "locate-chain"
+EXT_UNRESOLVED_SERVICE = "unresolved-service"
+
+LOCATE_OPERATION = "Patient-locate"
+"""Id of the OperationDefinition of ``Patient/$locate``."""
+UNRESOLVED_REASON = "federation-unresolved-reason"
+"""Id of the code system (and value set) of the reasons a federation hop was not followed."""
 
 CONNECTION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"

@@ -86,7 +86,8 @@ def _resource(canon: Canonicals, cap: ResourceCapability) -> dict[str, Any]:
     if cap.profile:
         entry["profile"] = canon.resolve(cap.profile)
     entry["documentation"] = cap.documentation
-    entry["interaction"] = [{"code": code} for code in cap.interactions]
+    if cap.interactions:  # FHIR JSON has no empty arrays (Patient has only an operation)
+        entry["interaction"] = [{"code": code} for code in cap.interactions]
     entry["versioning"] = cap.versioning
     entry["readHistory"] = False
     entry["updateCreate"] = False
@@ -135,8 +136,9 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint) "
-                "and the conformance resources that define them. Unknown search parameters are refused (400).",
+                "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint), "
+                "Patient/$locate (the gateways holding a patient's imaging, federation hops followed) and the "
+                "conformance resources that define them. Unknown search parameters are refused (400).",
                 "resource": [_resource(canon, cap) for cap in capabilities],
             }
         ],
