@@ -223,7 +223,7 @@ class PeerClient:
             raise PeerUnreachable(f"no connection ({_cause(exc)})") from None
         except httpx.RemoteProtocolError:
             raise PeerInvalidResponse("it does not speak HTTP properly") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise PeerUnreachable(f"the connection failed ({type(exc).__name__})") from None
 
 
@@ -276,8 +276,12 @@ def _service(peer_record: PeerRecord, service_id: str) -> ServiceRef:
         kind, style = ServiceKind(entry.kind), SearchStyle(entry.search_style)
     except ValueError:
         raise InvalidValueError(f"service {service_id} has an unknown kind or search style") from None
-    parts = urlsplit(entry.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+    try:
+        parts = urlsplit(entry.base_url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query and not parts.fragment
+    except ValueError:  # urlsplit refuses some malformed hosts ("http://[::1")
+        usable = False
+    if not usable:
         raise InvalidValueError(f"service {service_id} has no usable base URL")
     name = entry.name.strip()
     if not name or len(name) > _MAX_NAME:

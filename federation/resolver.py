@@ -131,6 +131,10 @@ class _Run:
         except PeerError as exc:
             self._failed(peer, exc.reason, exc.detail)
             return
+        except Exception:  # noqa: BLE001 - one peer's answer must not fail the look-up, even through a bug here
+            _log.exception("unhandled_error", route="federation peer answer", service_id=peer)
+            self._failed(peer, UnresolvedReason.INVALID_RESPONSE, "its answer could not be handled (see the log)")
+            return
         if answer.dropped:
             shown = "; ".join(answer.dropped[:3]) + ("; …" if len(answer.dropped) > 3 else "")
             detail = f"{len(answer.dropped)} of its records were dropped: {shown}"
