@@ -27,7 +27,7 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
 
-__all__ = ("RunningServer", "free_port", "json_server", "running_server")
+__all__ = ("RunningServer", "asgi_server", "free_port", "json_server", "running_server")
 
 
 def free_port() -> int:
@@ -150,6 +150,16 @@ async def _serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def asgi_server(app: Any) -> AsyncIterator[str]:
+    """A real HTTP server on loopback running ``app`` (an outside party: a gateway, a misbehaving peer).
+
+    Yields its base URL. The app must let its requests end when the block ends (uvicorn waits for them).
+    """
+    async with _serving(app, port=None, lifespan="off") as base_url:
+        yield base_url
 
 
 @contextlib.asynccontextmanager

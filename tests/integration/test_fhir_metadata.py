@@ -29,6 +29,7 @@ _SCOPES = {
     ("Basic", "POST"): ("system/Basic.cu",),
     ("Basic", "PUT"): ("system/Basic.cu",),
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
+    ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
 
@@ -71,16 +72,26 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert list(resources) == [
         "Endpoint",
         "Basic",
+        "Patient",
         "AuditEvent",
         "StructureDefinition",
         "CodeSystem",
         "ValueSet",
         "SearchParameter",
+        "OperationDefinition",
     ]
     assert resources["Basic"]["profile"] == f"{BASE}/StructureDefinition/RegistryRecord"
     assert resources["Basic"]["conditionalUpdate"] is True
     assert resources["Basic"]["versioning"] == "versioned-update"
     assert resources["Endpoint"]["conditionalUpdate"] is False
+    assert resources["Patient"]["operation"] == [
+        {
+            "name": "locate",
+            "definition": f"{BASE}/OperationDefinition/Patient-locate",
+            "documentation": resources["Patient"]["operation"][0]["documentation"],
+        }
+    ]
+    assert "interaction" not in resources["Patient"]
 
 
 async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncClient) -> None:
@@ -89,7 +100,8 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
     declared: dict[str, set[str]] = {}
     declared_params: dict[str, set[str]] = {}
     for resource in statement["rest"][0]["resource"]:
-        interactions = {i["code"] for i in resource["interaction"]}
+        interactions = {i["code"] for i in resource.get("interaction", [])}
+        interactions |= {f"${op['name']}" for op in resource.get("operation", [])}
         if resource["conditionalUpdate"]:
             interactions.add("conditional-update")
         declared[resource["type"]] = interactions
@@ -99,6 +111,9 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
     for path, method, handler in _fhir_handlers():
         parts = path.split("/")[2:]
         if parts == ["metadata"]:
+            continue
+        if parts[-1].startswith("$"):  # an operation: its parameters are in its OperationDefinition
+            routed.setdefault(parts[0], set()).add(parts[-1])
             continue
         interaction = _ROUTED[(method, len(parts) == 2)]
         routed.setdefault(parts[0], set()).add(interaction)
@@ -132,7 +147,13 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
-    expected = {"StructureDefinition": 6, "CodeSystem": 5, "ValueSet": 5, "SearchParameter": 2}
+    expected = {
+        "StructureDefinition": 8,
+        "CodeSystem": 6,
+        "ValueSet": 6,
+        "SearchParameter": 2,
+        "OperationDefinition": 1,
+    }
     for kind, count in expected.items():
         bundle = (await fhir.get(f"/fhir/{kind}")).json()
         assert bundle["total"] == count, kind
@@ -183,6 +204,26 @@ async def test_search_by_url_and_version(fhir: httpx.AsyncClient) -> None:
     assert (await fhir.get("/fhir/CodeSystem", params={"url": url})).json()["total"] == 0
     missing = await fhir.get("/fhir/StructureDefinition/NoSuchProfile")
     assert missing.status_code == 404
+
+
+async def test_operations_take_the_parameters_their_definitions_declare(fhir: httpx.AsyncClient) -> None:
+    """Each operation route accepts exactly the input parameters of its published OperationDefinition."""
+    statement = (await fhir.get("/fhir/metadata")).json()
+    operations = {
+        (resource["type"], f"${op['name']}"): op["definition"]
+        for resource in statement["rest"][0]["resource"]
+        for op in resource.get("operation", [])
+    }
+    routes = {
+        (path.split("/")[2], path.split("/")[-1]): handler
+        for path, _, handler in _fhir_handlers()
+        if path.split("/")[-1].startswith("$")
+    }
+    assert set(routes) == set(operations)
+    for key, canonical in operations.items():
+        definition = (await fhir.get("/fhir/OperationDefinition", params={"url": canonical})).json()["entry"][0]
+        inputs = {p["name"] for p in definition["resource"]["parameter"] if p["use"] == "in"}
+        assert routes[key].opt["query"] - {"_format"} == inputs, key
 
 
 @pytest.mark.slow

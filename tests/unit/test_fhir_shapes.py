@@ -28,7 +28,7 @@ CANON = Canonicals("https://registry.example.org/fhir")
 def test_every_definition_parses_as_r4b(base: str) -> None:
     """Every published conformance resource is valid R4B, whatever the canonical base."""
     resources = conformance_resources(Canonicals(base), "1.2.3")
-    assert len(resources) == 18
+    assert len(resources) == 23
     for resource in resources:
         parse_resource(resource)
         assert resource["url"].startswith(base)
