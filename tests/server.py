@@ -98,13 +98,17 @@ class RunningServer:
         finally:
             await conn.close()
 
-    async def record_count(self, ihi: str) -> int:
-        """How many records (any status) the database holds for an IHI."""
+    async def count(self, sql: str, *args: object) -> int:
+        """The number a ``SELECT count(*) …`` finds in the server's database (checks behind the API's back)."""
         conn = await asyncpg.connect(self.database_url)
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
+            return int(await conn.fetchval(sql, *args))
         finally:
             await conn.close()
+
+    async def record_count(self, ihi: str) -> int:
+        """How many records (any status) the database holds for an IHI."""
+        return await self.count("SELECT count(*) FROM records WHERE ihi = $1", ihi)
 
 
 def _litestar_in(app: Any) -> Litestar:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from schemas.fhir.canonical import CONNECTION_TYPE_SYSTEM, EXT_SEARCH_STYLE, EXT_SERVICE_KIND, RESOURCE_TYPES_SYSTEM
 from schemas.types import SearchStyle, ServiceKind, ServiceStatus
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
     from schemas.services import Service
 
-__all__ = ("ENDPOINT_STATUS", "PAYLOAD_TYPES", "endpoint", "endpoint_of", "fhir_address")
+__all__ = ("ENDPOINT_STATUS", "PAYLOAD_TYPES", "DirectoryEntry", "endpoint", "endpoint_of", "fhir_address")
 
 ENDPOINT_STATUS: dict[ServiceStatus, str] = {ServiceStatus.ENABLED: "active", ServiceStatus.DISABLED: "off"}
 """``Endpoint.status`` of each directory status."""
@@ -29,14 +29,27 @@ def fhir_address(kind: ServiceKind, base_url: str) -> str:
     return f"{base_url}/fhir" if kind is ServiceKind.REGISTRY else base_url
 
 
+class DirectoryEntry(Protocol):
+    """What an Endpoint is made of: a directory entry here (``Service``) or at a peer (``ServiceRef``)."""
+
+    @property
+    def kind(self) -> ServiceKind: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def search_style(self) -> SearchStyle: ...
+
+
 def endpoint_of(
     canon: Canonicals,
-    *,
     service_id: str,
-    kind: ServiceKind,
-    name: str,
-    base_url: str,
-    search_style: SearchStyle,
+    entry: DirectoryEntry,
+    *,
     status: str = "active",
     extensions: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
@@ -45,30 +58,24 @@ def endpoint_of(
         "resourceType": "Endpoint",
         "id": service_id,
         "extension": [
-            {"url": canon.extension(EXT_SERVICE_KIND), "valueCode": str(kind)},
-            {"url": canon.extension(EXT_SEARCH_STYLE), "valueCode": str(search_style)},
+            {"url": canon.extension(EXT_SERVICE_KIND), "valueCode": str(entry.kind)},
+            {"url": canon.extension(EXT_SEARCH_STYLE), "valueCode": str(entry.search_style)},
             *extensions,
         ],
         "identifier": [{"system": canon.service_id_system, "value": service_id}],
         "status": status,
         "connectionType": {"system": CONNECTION_TYPE_SYSTEM, "code": "hl7-fhir-rest", "display": "HL7 FHIR"},
-        "name": name,
-        "payloadType": [{"coding": [{"system": RESOURCE_TYPES_SYSTEM, "code": code}]} for code in PAYLOAD_TYPES[kind]],
+        "name": entry.name,
+        "payloadType": [
+            {"coding": [{"system": RESOURCE_TYPES_SYSTEM, "code": code}]} for code in PAYLOAD_TYPES[entry.kind]
+        ],
         "payloadMimeType": ["application/fhir+json"],
-        "address": fhir_address(kind, base_url),
+        "address": fhir_address(entry.kind, entry.base_url),
     }
 
 
 def endpoint(canon: Canonicals, service: Service) -> dict[str, Any]:
     """A directory entry as an ``Endpoint``."""
-    resource = endpoint_of(
-        canon,
-        service_id=service.service_id,
-        kind=service.kind,
-        name=service.name,
-        base_url=service.base_url,
-        search_style=service.search_style,
-        status=ENDPOINT_STATUS[service.status],
-    )
+    resource = endpoint_of(canon, service.service_id, service, status=ENDPOINT_STATUS[service.status])
     meta = {"meta": {"lastUpdated": service.updated_at}}
     return {"resourceType": "Endpoint", "id": service.service_id, **meta} | resource

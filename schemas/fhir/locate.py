@@ -62,15 +62,8 @@ def _located(canon: Canonicals, record: Record) -> dict[str, Any] | None:
         or record.status is not RecordStatus.ACTIVE
     ):
         return None
-    resource = endpoint_of(
-        canon,
-        service_id=record.service_id,
-        kind=service.kind,
-        name=service.name,
-        base_url=service.base_url,
-        search_style=service.search_style,
-        extensions=(_chain(canon, record.via),) if record.via else (),
-    )
+    chain = (_chain(canon, record.via),) if record.via else ()
+    resource = endpoint_of(canon, record.service_id, service, extensions=chain)
     return {"resource": resource, "search": {"mode": "match"}}
 
 

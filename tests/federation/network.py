@@ -14,7 +14,6 @@ import itertools
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import httpx
 
 from registry.db.queries import load_queries
@@ -52,11 +51,7 @@ async def trust(caller: RunningServer, callee: RunningServer, *, name: str) -> s
 
 async def peer_audit_rows(server: RunningServer, peer_request_id: str) -> int:
     """How many audit rows ``server`` wrote for requests that carried ``IEF-Request-Id: peer_request_id``."""
-    conn = await asyncpg.connect(server.database_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM audit_events WHERE peer_request_id = $1", peer_request_id))
-    finally:
-        await conn.close()
+    return await server.count("SELECT count(*) FROM audit_events WHERE peer_request_id = $1", peer_request_id)
 
 
 class Network:
