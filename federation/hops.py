@@ -73,10 +73,12 @@ class _Report:
 class Lookup:
     """The state of one look-up: the referral graph, what was sent, what could not be followed."""
 
-    def __init__(self, origin: str, limits: HopLimits, *, started: float) -> None:
+    def __init__(self, origin: str, limits: HopLimits, *, started: float, until: float | None = None) -> None:
+        """Start a look-up at ``started``; it ends ``limits.deadline`` later, or at ``until`` if that is sooner
+        (a caller with a deadline of its own, such as the broker)."""
         self.origin = origin
         self.limits = limits
-        self.deadline_at = started + limits.deadline
+        self.deadline_at = started + limits.deadline if until is None else min(started + limits.deadline, until)
         self.sent = 0
         self._parent: dict[str, str | None] = {}
         """Each registry reached, and the registry whose record referred to it (None: the origin)."""

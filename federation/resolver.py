@@ -67,10 +67,13 @@ class Resolver:
         self.failures = failures
         self.clock = clock
 
-    async def follow(self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str) -> RecordList:
-        """Resolve the ``registry`` records among ``found`` (this registry's records of ``ihi``)."""
+    async def follow(
+        self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str, deadline: float | None = None
+    ) -> RecordList:
+        """Resolve the ``registry`` records among ``found`` (this registry's records of ``ihi``), by ``deadline``
+        (a ``time.monotonic()`` instant) if that is sooner than ``federation.deadline`` from now."""
         started = self.clock()
-        run = _Run(self, ihi, statuses, request_id, Lookup(self.origin, self.limits, started=started))
+        run = _Run(self, ihi, statuses, request_id, Lookup(self.origin, self.limits, started=started, until=deadline))
         answer = await run.resolve(found)
         unresolved = answer.unresolved or []
         note_detail(f"referrals followed: {run.lookup.sent} registries asked, {len(unresolved)} unresolved")

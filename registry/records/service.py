@@ -75,8 +75,13 @@ class Referrals(Protocol):
     (``federation.resolver.Resolver``), so records never import federation.
     """
 
-    async def follow(self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str) -> RecordList:
+    async def follow(
+        self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str, deadline: float | None = None
+    ) -> RecordList:
         """Resolve the ``registry`` records among ``found`` (this registry's own records for ``ihi``).
+
+        ``request_id`` goes to every peer (``IEF-Request-Id``); ``deadline`` (a ``time.monotonic()``
+        instant) ends the look-up sooner than its own deadline would.
 
         Returns every ``record``-type record learned, here and at the registries reached (each with
         ``via``), and ``unresolved``: every referral that could not be followed, with the reason.
@@ -142,12 +147,19 @@ class RecordService:
         return stored, outcome
 
     async def for_ihi(
-        self, ihi: str, statuses: list[str] | None = None, *, follow: bool = False, request_id: str = ""
+        self,
+        ihi: str,
+        statuses: list[str] | None = None,
+        *,
+        follow: bool = False,
+        request_id: str = "",
+        deadline: float | None = None,
     ) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for.
 
         With ``follow``, ``registry`` records are resolved at the registries they name (peers are
-        asked for the same statuses and told ``request_id`` for their audit): the answer holds every
+        asked for the same statuses and told ``request_id`` for their audit), within the federation
+        limits and by ``deadline`` (a ``time.monotonic()`` instant) if given: the answer holds every
         ``record``-type record learned, with ``via``, and ``unresolved``.
 
         Raises:
@@ -163,7 +175,7 @@ class RecordService:
             return RecordList(ihi=ihi, records=records)
         if self._referrals is None:
             raise errors.DependencyUnavailable("this server cannot follow registry records: federation is not set up")
-        return await self._referrals.follow(ihi, records, wanted, request_id=request_id)
+        return await self._referrals.follow(ihi, records, wanted, request_id=request_id, deadline=deadline)
 
     async def history(self, ihi: str) -> RecordHistory:
         """Every status change of every record of one IHI, oldest first."""

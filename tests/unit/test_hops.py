@@ -174,6 +174,13 @@ def test_each_peer_is_given_what_is_left_of_the_deadline() -> None:
     assert look.remaining(106.0) == 0.0
 
 
+def test_a_callers_sooner_deadline_wins() -> None:
+    """A caller's own deadline before the look-up's ends it sooner; one after it changes nothing."""
+    limits = HopLimits(deadline=5.0)
+    assert Lookup(ORIGIN, limits, started=100.0, until=102.0).deadline_at == 102.0
+    assert Lookup(ORIGIN, limits, started=100.0, until=110.0).deadline_at == 105.0
+
+
 def test_no_peer_is_asked_with_less_than_the_minimum_left() -> None:
     """With 0.1 s minimum: 0.25 s left still asks; 0.05 s left or the deadline passed is reported as deadline."""
     look = lookup(min_hop_time=0.1)
