@@ -13,13 +13,16 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from broker.discovery.gateways import GatewayClient, new_gateway_http
-from broker.discovery.locator import LocalLocator
+from broker.discovery.locator import RecordsLocator
 from broker.discovery.service import DiscoveryService
 from broker.subscriptions.delivery import DeliveryWorker
 from broker.subscriptions.endpoints import EndpointPolicy
 from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
 from broker.subscriptions.repository import SubscriptionRepository
 from broker.subscriptions.service import SubscriptionService
+from federation.backoff import FailureCache
+from federation.client import PeerClient
+from federation.resolver import Resolver
 from registry import errors
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
@@ -30,7 +33,7 @@ from registry.auth.guard import authenticate, check_route_security
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import start_auth
 from registry.db.migrate import SchemaTooNew, schema_state
-from registry.db.pool import open_database
+from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
@@ -102,13 +105,36 @@ def _discovery(
         per_gateway=settings.broker.gateway_concurrency,
     )
     return DiscoveryService(
-        # The patient's services: this registry's own records (the federation resolver takes its place).
-        locator=LocalLocator(records, directory),
+        # The patient's services: its records here and at the registries they refer to.
+        locator=RecordsLocator(records),
         directory=directory,
         gateways=gateways,
         http=http,
         settings=settings.broker,
         canon=Canonicals(settings.fhir.canonical_base.rstrip("/")),
+    )
+
+
+async def _require_schema_at_head(db: Database) -> None:
+    """Refuse a database whose schema is behind this release or ahead of it."""
+    async with db.primary.acquire() as conn:
+        state = await schema_state(conn)
+    if state.unknown:
+        raise SchemaTooNew(f"the database has migrations {state.unknown} that this release does not know")
+    if state.pending:
+        raise SchemaNotReady(
+            f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
+        )
+
+
+def _resolver(settings: Settings, service_id: str, directory: DirectoryService, peers: PeerClient) -> Resolver:
+    """The federation resolver of one process: follows registry records at peers (its negative cache in memory)."""
+    return Resolver(
+        origin=service_id,
+        directory=directory,
+        client=peers,
+        settings=settings.federation,
+        failures=FailureCache(settings.federation.negative_cache_seconds),
     )
 
 
@@ -131,17 +157,10 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = await open_database(database_url, settings.database)
         try:
-            async with db.primary.acquire() as conn:
-                state = await schema_state(conn)
-            if state.unknown:
-                raise SchemaTooNew(f"the database has migrations {state.unknown} that this release does not know")
-            if state.pending:
-                raise SchemaNotReady(
-                    f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
-                )
+            await _require_schema_at_head(db)
             app.state.db = db
-            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail)
-            app.state.directory = DirectoryService(db, ServiceRepository(queries))
+            directory = DirectoryService(db, ServiceRepository(queries))
+            app.state.directory = directory
             app.state.audit = AuditService(db, audit_repository, settings.fhir)
             app.state.subscriptions = SubscriptionService(
                 db, subscriptions, settings.subscriptions, trail, canon=canon, policy=policy
@@ -154,7 +173,14 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
-            app.state.discovery = _discovery(settings, app.state.records, app.state.directory, auth)
+            peers = PeerClient(
+                auth.outbound,
+                max_bytes=settings.federation.max_response_bytes,
+                max_connections=settings.federation.max_connections,
+            )
+            resolver = _resolver(settings, service_id, directory, peers)
+            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail, resolver)
+            app.state.discovery = _discovery(settings, app.state.records, directory, auth)
             await trail.start(db, write_timeout=settings.database.command_timeout)
             worker = None
             if settings.subscriptions.worker:
@@ -169,6 +195,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 await app.state.discovery.close()
                 if worker is not None:
                     await worker.stop()
+                await peers.close()
                 await auth.close()
         finally:
             await trail.stop()

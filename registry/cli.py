@@ -314,7 +314,9 @@ def _with_directory(settings: Settings, action: Callable[[Any], Awaitable[T]]) -
 @click.option("--id", "service_id", required=True, help="Service ID (UUID or ULID).")
 @click.option("--kind", type=click.Choice(["gateway", "registry"]), required=True)
 @click.option("--name", required=True, help="Display name.")
-@click.option("--base-url", required=True, help="FHIR base URL of the service.")
+@click.option(
+    "--base-url", required=True, help="A gateway's FHIR base URL; a registry's root (its API and /fhir hang off it)."
+)
 @click.option("--style", type=click.Choice(["ief", "harmony"]), default="ief", show_default=True,
               help="How the broker phrases patient searches to this gateway.")  # fmt: skip
 @click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")

@@ -25,6 +25,7 @@ __all__ = (
     "BrokerSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
+    "FederationSettings",
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
@@ -388,6 +389,41 @@ class BrokerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 256
 
 
+class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Federation: the limits of one look-up that follows `registry` records to peer registries (DESIGN §5)."""
+
+    hop_limit: Annotated[
+        int, Meta(ge=1, le=8, description="Most registry hops one look-up follows from this registry (at most 8).")
+    ] = 4
+    budget: Annotated[
+        int, Meta(ge=1, le=1000, description="Most requests to peer registries one look-up may send.")
+    ] = 32
+    deadline: Annotated[
+        float,
+        Meta(gt=0, le=60, description="Seconds one look-up may take in all; each peer is given what is left."),
+    ] = 5.0
+    min_hop_time: Annotated[
+        float,
+        Meta(
+            ge=0, le=5, description="Seconds that must be left of the deadline to ask one more peer (else `deadline`)."
+        ),
+    ] = 0.05
+    concurrency: Annotated[int, Meta(ge=1, le=64, description="Peer registries one look-up asks at the same time.")] = 8
+    max_response_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest answer accepted from a peer registry (`too-large` above).")
+    ] = 1_048_576
+    negative_cache_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Seconds a peer that failed is not asked again (`failed-recently`), per process; 0: off.",
+        ),
+    ] = 30.0
+    max_connections: Annotated[
+        int, Meta(ge=1, description="Connections to peer registries each server process keeps at most.")
+    ] = 100
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -412,6 +448,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

@@ -61,6 +61,8 @@ EVENTS = {
     "(and its parts: locating, waiting for gateways, merging)",
     "gateway_problem": "a gateway gave a broker search nothing, or not everything: service ID, problem, detail",
     "gateway_circuit_opened": "a gateway failed repeatedly, so it is skipped for a while: service ID, cool-down",
+    "federation_lookup": "a look-up followed registry records: IHI hash, peers asked, records, unresolved, duration",
+    "federation_peer_failed": "a peer registry gave no usable answer (or dropped records): service ID, reason, detail",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

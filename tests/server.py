@@ -27,7 +27,7 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
 
-__all__ = ("RunningServer", "add_service", "free_port", "json_server", "running_server", "serving")
+__all__ = ("RunningServer", "add_service", "asgi_server", "free_port", "json_server", "running_server", "serving")
 
 
 def free_port() -> int:
@@ -95,13 +95,17 @@ class RunningServer:
             client_id=client_id, bearer_token_file=bearer_token_file,
         )  # fmt: skip
 
-    async def record_count(self, ihi: str) -> int:
-        """How many records (any status) the database holds for an IHI."""
+    async def count(self, sql: str, *args: object) -> int:
+        """The number a ``SELECT count(*) …`` finds in the server's database (checks behind the API's back)."""
         conn = await asyncpg.connect(self.database_url)
         try:
-            return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
+            return int(await conn.fetchval(sql, *args))
         finally:
             await conn.close()
+
+    async def record_count(self, ihi: str) -> int:
+        """How many records (any status) the database holds for an IHI."""
+        return await self.count("SELECT count(*) FROM records WHERE ihi = $1", ihi)
 
 
 async def add_service(
@@ -165,6 +169,16 @@ async def serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"])
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def asgi_server(app: Any) -> AsyncIterator[str]:
+    """A real HTTP server on loopback running ``app`` (an outside party: a gateway, a misbehaving peer).
+
+    Yields its base URL. The app must let its requests end when the block ends (uvicorn waits for them).
+    """
+    async with serving(app, port=None, lifespan="off") as base_url:
+        yield base_url
 
 
 @contextlib.asynccontextmanager

@@ -3,9 +3,8 @@
 The broker needs, for one IHI, the services that hold data (with what the registry that holds each
 record knows of them: kind, name, FHIR base URL, search style, and the chain of registries it was
 learned through) and the federation hops that could not be followed. ``Locator`` is that contract;
-``app.py`` injects the implementation. ``LocalLocator`` answers from this registry's own active
-records and directory and does not follow ``registry`` records: it reports each as unresolved.
-The federation resolver (``federation/resolver.py``) follows them and takes its place.
+``app.py`` injects the implementation: ``RecordsLocator``, which asks the records service to follow
+``registry`` records (the federation resolver, ``federation/resolver.py``, behind it).
 """
 
 from __future__ import annotations
@@ -13,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from schemas.records import Unresolved
 from schemas.types import RecordType, SearchStyle, ServiceKind
 
 if TYPE_CHECKING:
-    from registry.directory.service import DirectoryService
     from registry.records.service import RecordService
+    from schemas.records import Unresolved
 
-__all__ = ("LocalLocator", "Located", "LocatedService", "Locator")
+__all__ = ("Located", "LocatedService", "Locator", "RecordsLocator")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,31 +68,30 @@ class Locator(Protocol):
         ...
 
 
-class LocalLocator:
-    """This registry's active records of the patient, with the services directory's view of each service.
+class RecordsLocator:
+    """The patient's active records here and at the registries they refer to, federation hops followed.
 
-    ``registry`` records are not followed here: each becomes an unresolved hop.
+    Each ``record``-type record becomes a located service, described as the registry holding the
+    record knows it (its directory entry there) and with the chain of registries it was learned
+    through; hops that could not be followed come back as they are.
     """
 
-    def __init__(self, records: RecordService, directory: DirectoryService) -> None:
+    def __init__(self, records: RecordService) -> None:
         self._records = records
-        self._directory = directory
 
     async def locate(self, ihi: str, *, request_id: str, deadline: float) -> Located:
-        """The services of the patient's active records (one query for the records, one for the services)."""
-        found = await self._records.for_ihi(ihi)
-        holders = [r.service_id for r in found.records if r.type is RecordType.RECORD]
-        hops = [r.service_id for r in found.records if r.type is RecordType.REGISTRY]
-        services = []
-        if holders:
-            known, _total = await self._directory.search(
-                service_ids=holders, statuses=None, name_patterns=None, limit=len(holders), offset=0
+        """The services of the patient's active records, federation followed within its limits and ``deadline``."""
+        found = await self._records.for_ihi(ihi, follow=True, request_id=request_id, deadline=deadline)
+        services = [
+            LocatedService(
+                record.service_id,
+                record.service.kind,
+                record.service.name,
+                record.service.base_url,
+                record.service.search_style,
+                tuple(record.via or ()),
             )
-            by_id = {s.service_id: s for s in known}
-            services = [
-                LocatedService(s.service_id, s.kind, s.name, s.base_url, s.search_style)
-                for sid in holders
-                if (s := by_id.get(sid)) is not None
-            ]
-        reason = "registry referral not followed: federation is not enabled on this server"
-        return Located(services, [Unresolved(service_id=sid, reason=reason) for sid in hops])
+            for record in found.records
+            if record.type is RecordType.RECORD and record.service is not None
+        ]
+        return Located(services, list(found.unresolved or ()))

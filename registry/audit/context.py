@@ -226,7 +226,11 @@ def note_records(record_ids: Iterable[object]) -> None:
 
 
 def note_detail(text: str) -> None:
-    """Say what the current request's outcome needs beyond its status (no-op outside a request)."""
+    """Say what the current request's outcome needs beyond its status (no-op outside a request).
+
+    Several parts of one request may each say something (the federation look-up, then the broker's
+    fan-out, then an error): their notes are kept in order, joined by "; ".
+    """
     context = _current.get()
-    if context is not None and context.detail is None:
-        context.detail = text
+    if context is not None:
+        context.detail = text if context.detail is None else f"{context.detail}; {text}"

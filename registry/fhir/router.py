@@ -1,5 +1,5 @@
-"""The FHIR router: CapabilityStatement, Endpoint, Basic (RegistryRecord), the broker's ImagingStudy and
-DocumentReference searches, AuditEvent, Subscription and its topic, definitions.
+"""The FHIR router: CapabilityStatement, Endpoint, Basic (RegistryRecord), Patient/$locate, the broker's
+ImagingStudy and DocumentReference searches, AuditEvent, Subscription and its topic, definitions.
 
 ``FHIR_RESOURCES`` pairs each resource's declaration with its controller: adding a resource (or an
 operation on one) to the facade is adding it there; the CapabilityStatement follows.
@@ -33,7 +33,9 @@ from registry.fhir.conformance import CONFORMANCE, Conformance, conformance_cont
 from registry.fhir.directory import EndpointResources
 from registry.fhir.endpoint import ENDPOINT, EndpointController
 from registry.fhir.io import check_format, fhir_base
+from registry.fhir.locate import Locator
 from registry.fhir.metadata import Metadata, MetadataController
+from registry.fhir.patient import PATIENT, PatientController
 from registry.fhir.records import RecordResources
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources
@@ -52,6 +54,7 @@ __all__ = ("FHIR_RESOURCES", "fhir_router")
 FHIR_RESOURCES: tuple[tuple[ResourceCapability, type[Controller]], ...] = (
     (ENDPOINT, EndpointController),
     (BASIC, BasicController),
+    (PATIENT, PatientController),
     (IMAGING_STUDY_SEARCH, ImagingStudyController),
     (DOCUMENT_REFERENCE_SEARCH, DocumentReferenceController),
     (AUDIT_EVENT, AuditEventController),
@@ -73,6 +76,9 @@ def fhir_router(settings: Settings) -> Router:
     def endpoints(state: State) -> EndpointResources:
         return EndpointResources(state.directory, canon)
 
+    def locator(state: State) -> Locator:
+        return Locator(state.records, canon)
+
     def subscriptions(state: State, request: Request[Any, Any, Any]) -> SubscriptionResources:
         return SubscriptionResources(state.subscriptions, canon, fhir_base(request))
 
@@ -90,6 +96,7 @@ def fhir_router(settings: Settings) -> Router:
         dependencies={
             "fhir_records": Provide(records, sync_to_thread=False),
             "fhir_endpoints": Provide(endpoints, sync_to_thread=False),
+            "fhir_locator": Provide(locator, sync_to_thread=False),
             "fhir_subscriptions": Provide(subscriptions, sync_to_thread=False),
             "fhir_topic": Provide(lambda: topic, sync_to_thread=False),
             "fhir_metadata": Provide(lambda: metadata, sync_to_thread=False),

@@ -98,7 +98,8 @@ def _resource(canon: Canonicals, cap: ResourceCapability, base_url: str) -> dict
     if cap.supported_profiles:
         entry["supportedProfile"] = list(cap.supported_profiles)
     entry["documentation"] = cap.documentation
-    entry["interaction"] = [{"code": code} for code in cap.interactions]
+    if cap.interactions:  # FHIR JSON has no empty arrays (Patient has only an operation)
+        entry["interaction"] = [{"code": code} for code in cap.interactions]
     entry["versioning"] = cap.versioning
     entry["readHistory"] = False
     entry["updateCreate"] = False
@@ -150,8 +151,10 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint) "
-                "and the conformance resources that define them. Unknown search parameters are refused (400).",
+                "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint), "
+                "Patient/$locate (the gateways holding a patient's imaging, federation hops followed), the broker's "
+                "ImagingStudy and DocumentReference searches, the audit trail (AuditEvent), subscriptions and "
+                "the conformance resources that define them. Unknown search parameters are refused (400).",
                 "resource": [_resource(canon, cap, base_url) for cap in capabilities],
             }
         ],

@@ -33,6 +33,7 @@ _SCOPES = {
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
     ("ImagingStudy", "GET"): ("system/ImagingStudy.rs",),
     ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
+    ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
 _SUBSCRIPTION_SCOPES = {
@@ -92,6 +93,7 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert list(resources) == [
         "Endpoint",
         "Basic",
+        "Patient",
         "ImagingStudy",
         "DocumentReference",
         "AuditEvent",
@@ -100,11 +102,20 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
         "CodeSystem",
         "ValueSet",
         "SearchParameter",
+        "OperationDefinition",
     ]
     assert resources["Basic"]["profile"] == f"{BASE}/StructureDefinition/RegistryRecord"
     assert resources["Basic"]["conditionalUpdate"] is True
     assert resources["Basic"]["versioning"] == "versioned-update"
     assert resources["Endpoint"]["conditionalUpdate"] is False
+    assert resources["Patient"]["operation"] == [
+        {
+            "name": "locate",
+            "definition": f"{BASE}/OperationDefinition/Patient-locate",
+            "documentation": resources["Patient"]["operation"][0]["documentation"],
+        }
+    ]
+    assert "interaction" not in resources["Patient"]
 
 
 async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncClient) -> None:
@@ -113,7 +124,8 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
     declared: dict[str, set[str]] = {}
     declared_params: dict[str, set[str]] = {}
     for resource in statement["rest"][0]["resource"]:
-        interactions = {i["code"] for i in resource["interaction"]}
+        interactions = {i["code"] for i in resource.get("interaction", [])}
+        interactions |= {f"${op['name']}" for op in resource.get("operation", [])}
         if resource["conditionalUpdate"]:
             interactions.add("conditional-update")
         declared[resource["type"]] = interactions
@@ -129,8 +141,9 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
         if parts == ["metadata"] or parts[0] == _TOPIC:
             continue
         interaction = _interaction(method, parts)
-        if interaction == "operation":
+        if interaction == "operation":  # its parameters are in its OperationDefinition
             assert parts[-1].removeprefix("$") in declared_operations[parts[0]], path
+            routed.setdefault(parts[0], set()).add(parts[-1])
             continue
         routed.setdefault(parts[0], set()).add(interaction)
         accepted = {_base_name(name) for name in handler.opt["query"]} - {"_format"}
@@ -168,7 +181,13 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
-    expected = {"StructureDefinition": 13, "CodeSystem": 6, "ValueSet": 6, "SearchParameter": 2}
+    expected = {
+        "StructureDefinition": 15,
+        "CodeSystem": 7,
+        "ValueSet": 7,
+        "SearchParameter": 2,
+        "OperationDefinition": 1,
+    }
     for kind, count in expected.items():
         bundle = (await fhir.get(f"/fhir/{kind}")).json()
         assert bundle["total"] == count, kind
@@ -220,6 +239,30 @@ async def test_search_by_url_and_version(fhir: httpx.AsyncClient) -> None:
     assert (await fhir.get("/fhir/CodeSystem", params={"url": url})).json()["total"] == 0
     missing = await fhir.get("/fhir/StructureDefinition/NoSuchProfile")
     assert missing.status_code == 404
+
+
+async def test_operations_take_the_parameters_their_definitions_declare(fhir: httpx.AsyncClient) -> None:
+    """Each operation route accepts exactly the input parameters of its OperationDefinition (ours are served here;
+    the Subscriptions backport IG publishes its own)."""
+    statement = (await fhir.get("/fhir/metadata")).json()
+    operations = {
+        (resource["type"], f"${op['name']}"): op["definition"]
+        for resource in statement["rest"][0]["resource"]
+        for op in resource.get("operation", [])
+    }
+    routes = {
+        (path.split("/")[2], path.split("/")[-1]): handler
+        for path, _, handler in _fhir_handlers()
+        if path.split("/")[-1].startswith("$")
+    }
+    assert set(routes) == set(operations)
+    for key, canonical in operations.items():
+        if not canonical.startswith(BASE):
+            assert canonical.startswith("http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"), key
+            continue
+        definition = (await fhir.get("/fhir/OperationDefinition", params={"url": canonical})).json()["entry"][0]
+        inputs = {p["name"] for p in definition["resource"]["parameter"] if p["use"] == "in"}
+        assert routes[key].opt["query"] - {"_format"} == inputs, key
 
 
 @pytest.mark.slow

@@ -28,7 +28,9 @@ CANON = Canonicals("https://registry.example.org/fhir")
 def test_every_definition_parses_as_r4b(base: str) -> None:
     """Every published conformance resource is valid R4B, whatever the canonical base."""
     resources = conformance_resources(Canonicals(base), "1.2.3")
-    assert len(resources) == 27  # 13 StructureDefinitions, 6 CodeSystems and 6 ValueSets, 2 SearchParameters
+    assert (
+        len(resources) == 32
+    )  # 15 StructureDefinitions, 7 CodeSystems, 7 ValueSets, 2 SearchParameters, 1 OperationDefinition
     for resource in resources:
         parse_resource(resource)
         assert resource["url"].startswith(base)
