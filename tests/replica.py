@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
+
 from registry.db.embedded import EmbeddedPostgres
+from registry.db.migrate import apply_migrations
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import AsyncIterator
 
-__all__ = ("StreamingReplica",)
+__all__ = ("Replicated", "StreamingReplica", "replicated")
 
 
 class StreamingReplica(EmbeddedPostgres):
@@ -34,3 +44,37 @@ class StreamingReplica(EmbeddedPostgres):
                 "--checkpoint=fast", "--no-password",
             )  # fmt: skip
         return super().start()
+
+
+@dataclass(frozen=True, slots=True)
+class Replicated:
+    """A primary with the schema at head and a streaming standby of it, both running."""
+
+    primary: EmbeddedPostgres
+    standby: StreamingReplica
+    primary_url: str
+    standby_url: str
+
+
+@contextlib.asynccontextmanager
+async def replicated(prefix: str) -> AsyncIterator[Replicated]:
+    """A fresh primary, migrated, and a standby made from it with ``pg_basebackup``; both removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    user = os.environ.get("IEF_EMBEDDED_USER", "postgres")
+    primary = EmbeddedPostgres(folder / "primary", user=user)
+    standby = StreamingReplica(folder / "standby", primary, user=user)
+    try:
+        # PostgreSQL runs as an unprivileged user when the tests run as root: it must reach the folder.
+        await asyncio.to_thread(folder.chmod, 0o755)
+        primary_url = await asyncio.to_thread(primary.start)
+        conn = await asyncpg.connect(primary_url)
+        try:
+            await apply_migrations(conn)
+        finally:
+            await conn.close()
+        standby_url = await asyncio.to_thread(standby.start)
+        yield Replicated(primary, standby, primary_url, standby_url)
+    finally:
+        await asyncio.to_thread(standby.stop)
+        await asyncio.to_thread(primary.stop)
+        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)

@@ -56,7 +56,7 @@ from tests.replica import StreamingReplica
 from tests.scale.fleet import Fleet, dev_token, fleet
 from tests.server import add_service, free_port
 
-__all__ = ("main",)
+__all__ = ("Results", "main", "report", "run")
 
 _PATIENT_BASE = 900_000_000
 """Benchmark IHI numbers of the notification part's patients (far from the loaded records)."""
@@ -472,6 +472,14 @@ def _mean(values: Sequence[float]) -> float:
     return statistics.mean(values) if values else 0.0
 
 
+def _compare(what: str, unit: str, one: Sequence[float], two: Sequence[float], names: tuple[str, str]) -> list[str]:
+    """One line comparing the means of two configurations (none when the first was not measured)."""
+    first, second = _mean(one), _mean(two)
+    if not first:
+        return []
+    return [f"{what}: mean {first:,.0f} {unit} {names[0]}, {second:,.0f} {names[1]}: ratio {second / first:.2f}"]
+
+
 def report(results: Results) -> str:
     """The tables and ratios of a run, as text."""
     lines: list[str] = []
@@ -484,12 +492,12 @@ def report(results: Results) -> str:
                 f"{p.load.errors:>6}  {p.server_cpu:>10.2f}  {p.pg_cpu:>6.2f}"
             )
         for phase in ("PUT", "GET"):
-            one = _mean([p.load.rate for p in results.servers if p.phase == phase and p.servers == 1])
-            two = _mean([p.load.rate for p in results.servers if p.phase == phase and p.servers == 2])
-            if one:
-                lines.append(
-                    f"{phase}: mean {one:,.0f} req/s with one process, {two:,.0f} with two: ratio {two / one:.2f}"
-                )
+            lines += _compare(
+                phase, "req/s",
+                [p.load.rate for p in results.servers if p.phase == phase and p.servers == 1],
+                [p.load.rate for p in results.servers if p.phase == phase and p.servers == 2],
+                ("with one process", "with two"),
+            )  # fmt: skip
         lines.append("")
     if results.workers:
         lines.append("workers (API server's worker off; one ief-registry worker vs two):")
@@ -503,12 +511,12 @@ def report(results: Results) -> str:
             )
             if d.received != d.events:
                 lines.append(f"  ({d.received} notifications received for {d.events} events: repeats)")
-        one = _mean([d.rate for d in results.workers if d.phase == "drain" and d.workers == 1])
-        two = _mean([d.rate for d in results.workers if d.phase == "drain" and d.workers == 2])
-        if one:
-            lines.append(
-                f"drain: mean {one:,.0f} notifications/s with one worker, {two:,.0f} with two: ratio {two / one:.2f}"
-            )
+        lines += _compare(
+            "drain", "notifications/s",
+            [d.rate for d in results.workers if d.phase == "drain" and d.workers == 1],
+            [d.rate for d in results.workers if d.phase == "drain" and d.workers == 2],
+            ("with one worker", "with two"),
+        )  # fmt: skip
         lines.append("")
     if results.replica:
         lines += ["replica (GET from one server process):",
@@ -518,11 +526,12 @@ def report(results: Results) -> str:
                 f"{r.reads_from:<10}  {r.load.rate:>6,.0f}  {r.load.p50_ms:>7.1f}  {r.load.p99_ms:>7.1f}  "
                 f"{r.server_cpu:>10.2f}  {r.primary_cpu:>11.2f}  {r.replica_cpu:>11.2f}"
             )
-        plain = _mean([r.load.rate for r in results.replica if r.reads_from == "primary"])
-        replicated = _mean([r.load.rate for r in results.replica if r.reads_from == "replica"])
-        if plain:
-            lines.append(f"GET: mean {plain:,.0f} req/s on the primary, {replicated:,.0f} from the replica: "
-                         f"ratio {replicated / plain:.2f}")  # fmt: skip
+        lines += _compare(
+            "GET", "req/s",
+            [r.load.rate for r in results.replica if r.reads_from == "primary"],
+            [r.load.rate for r in results.replica if r.reads_from == "replica"],
+            ("on the primary", "from the replica"),
+        )  # fmt: skip
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ import psutil
 
 from tests.server import free_port
 
-__all__ = ("ROOT", "Build", "ProcessTree", "ServerProcess", "checkout", "git_describe")
+__all__ = ("ROOT", "Build", "ProcessTree", "ServerProcess", "checkout", "git_describe", "stop_process")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,10 +209,15 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not stop within 30 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if the process does not stop within 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

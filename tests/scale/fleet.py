@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,15 @@ from pathlib import Path
 
 import msgspec
 
-from tests.bench.servers import ROOT, Build, ProcessTree, ServerProcess, git_describe, server_environment
+from tests.bench.servers import (
+    ROOT,
+    Build,
+    ProcessTree,
+    ServerProcess,
+    git_describe,
+    server_environment,
+    stop_process,
+)
 
 __all__ = ("Fleet", "WorkerProcess", "dev_token", "fleet", "log_events")
 
@@ -76,13 +83,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM (in-flight notifications finish or are left to their lease), then SIGKILL after 30 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
 
 
 @dataclass(frozen=True, slots=True)

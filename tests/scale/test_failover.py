@@ -9,12 +9,8 @@ server acknowledged is on the standby before the answer, so the promotion loses 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
@@ -23,11 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from registry.config import LogSettings, Settings
-from registry.db.embedded import EmbeddedPostgres
-from registry.db.migrate import apply_migrations
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
-from tests.replica import StreamingReplica
+from tests.replica import replicated
 from tests.server import running_server
 
 pytestmark = pytest.mark.slow
@@ -45,28 +39,16 @@ async def test_a_failover_loses_no_acknowledged_write_and_answers_503_meanwhile(
     """SIGKILL-like stop of the primary during a burst of writes, then promotion of the synchronous standby:
     requests in between get 503 OperationOutcomes with Retry-After (never 500), the pools reconnect to the
     new primary without a restart, and every write answered 201 is there."""
-    folder = Path(tempfile.mkdtemp(prefix="ief-test-failover-"))
-    user = os.environ.get("IEF_EMBEDDED_USER", "postgres")
-    primary = EmbeddedPostgres(folder / "primary", user=user)
-    standby = StreamingReplica(folder / "standby", primary, user=user)
-    try:
-        await asyncio.to_thread(folder.chmod, 0o755)  # PostgreSQL runs as an unprivileged user when we are root
-        primary_url = await asyncio.to_thread(primary.start)
-        conn = await asyncpg.connect(primary_url)
-        try:
-            await apply_migrations(conn)
-        finally:
-            await conn.close()
-        standby_url = await asyncio.to_thread(standby.start)
-        await _sql(primary_url, "ALTER SYSTEM SET synchronous_standby_names = '\"ief-replica\"'")
-        await _sql(primary_url, "SELECT pg_reload_conf()")
+    async with replicated("ief-test-failover-") as pg:
+        await _sql(pg.primary_url, "ALTER SYSTEM SET synchronous_standby_names = '\"ief-replica\"'")
+        await _sql(pg.primary_url, "SELECT pg_reload_conf()")
         for _ in range(200):
-            if await _sql(primary_url, "SELECT sync_state FROM pg_stat_replication") == "sync":
+            if await _sql(pg.primary_url, "SELECT sync_state FROM pg_stat_replication") == "sync":
                 break
             await asyncio.sleep(0.05)
-        assert await _sql(primary_url, "SELECT sync_state FROM pg_stat_replication") == "sync"
+        assert await _sql(pg.primary_url, "SELECT sync_state FROM pg_stat_replication") == "sync"
 
-        hosts = quote(f"{primary.socket_dir},{standby.socket_dir}", safe="/,")
+        hosts = quote(f"{pg.primary.socket_dir},{pg.standby.socket_dir}", safe="/,")
         both = f"postgresql://ief@/postgres?host={hosts}&target_session_attrs=read-write"
         settings = Settings(log=LogSettings(access=False))
         async with running_server(settings, both, make_service_id()) as server:
@@ -92,9 +74,10 @@ async def test_a_failover_loses_no_acknowledged_write_and_answers_503_meanwhile(
 
                 lanes = [asyncio.create_task(lane()) for _ in range(4)]
                 await asyncio.wait_for(enough.wait(), timeout=30)
-                await asyncio.to_thread(primary._run, "pg_ctl", "stop", "-D", str(primary.cluster), "-m", "immediate")
+                crash = ("pg_ctl", "stop", "-D", str(pg.primary.cluster), "-m", "immediate")
+                await asyncio.to_thread(pg.primary._run, *crash)
                 await asyncio.sleep(1.0)  # the gap: no primary at all
-                await asyncio.to_thread(standby._run, "pg_ctl", "promote", "-D", str(standby.cluster), "-w")
+                await asyncio.to_thread(pg.standby._run, "pg_ctl", "promote", "-D", str(pg.standby.cluster), "-w")
                 since[0], written[0] = time.monotonic(), 0
                 enough.clear()
                 await asyncio.wait_for(enough.wait(), timeout=30)  # writes succeed again, on the new primary
@@ -108,17 +91,13 @@ async def test_a_failover_loses_no_acknowledged_write_and_answers_503_meanwhile(
         assert refusals == {("2", "OperationOutcome")}
         assert ready.status_code == 200
         acknowledged = [ihi for ihi, status, _ in answers if status == 201]
-        conn = await asyncpg.connect(standby_url)
+        conn = await asyncpg.connect(pg.standby_url)
         try:
             assert await conn.fetchval("SELECT pg_is_in_recovery()") is False
             found = await conn.fetchval("SELECT count(*) FROM records WHERE ihi = ANY($1::bpchar[])", acknowledged)
         finally:
             await conn.close()
         assert found == len(acknowledged)
-    finally:
-        await asyncio.to_thread(standby.stop)
-        await asyncio.to_thread(primary.stop)
-        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
 
 
 async def test_a_read_only_database_is_503_and_not_ready(template: TestCluster) -> None:

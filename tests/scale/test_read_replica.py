@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
 from registry.config import DatabaseSettings, LogSettings, Settings
-from registry.db.embedded import EmbeddedPostgres
-from registry.db.migrate import apply_migrations
 from tests.audit_ledger import AuditLedger
 from tests.factories import make_ihi, make_service_id
 from tests.fhir import extension, record_body
-from tests.replica import StreamingReplica
+from tests.replica import StreamingReplica, replicated
 from tests.server import RunningServer, running_server
 
 pytestmark = pytest.mark.slow
@@ -51,32 +45,15 @@ async def _eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.
 @pytest.fixture(scope="module")
 async def pair() -> AsyncIterator[Pair]:
     """A fresh primary and a replica made from it with pg_basebackup; a server using both."""
-    folder = Path(tempfile.mkdtemp(prefix="ief-test-replica-"))
-    user = os.environ.get("IEF_EMBEDDED_USER", "postgres")
-    primary = EmbeddedPostgres(folder / "primary", user=user)
-    replica = StreamingReplica(folder / "replica", primary, user=user)
-    try:
-        # PostgreSQL runs as an unprivileged user when the tests run as root: it must reach the folder.
-        await asyncio.to_thread(folder.chmod, 0o755)
-        primary_url = await asyncio.to_thread(primary.start)
-        conn = await asyncpg.connect(primary_url)
-        try:
-            await apply_migrations(conn)
-        finally:
-            await conn.close()
-        replica_url = await asyncio.to_thread(replica.start)
-        settings = Settings(log=LogSettings(access=False), database=DatabaseSettings(read_url=replica_url))
-        async with running_server(settings, primary_url, make_service_id()) as server:
+    async with replicated("ief-test-replica-") as pg:
+        settings = Settings(log=LogSettings(access=False), database=DatabaseSettings(read_url=pg.standby_url))
+        async with running_server(settings, pg.primary_url, make_service_id()) as server:
             ledger = AuditLedger(server.audited)
             async with httpx.AsyncClient(
                 base_url=server.base_url, headers=await server.headers(), event_hooks=ledger.hooks(), timeout=30
             ) as http:
-                yield Pair(server, primary_url, replica_url, http, replica)
-            await ledger.check(primary_url)
-    finally:
-        await asyncio.to_thread(replica.stop)
-        await asyncio.to_thread(primary.stop)
-        await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+                yield Pair(server, pg.primary_url, pg.standby_url, http, pg.standby)
+            await ledger.check(pg.primary_url)
 
 
 async def _replay(replica_url: str, *, paused: bool) -> None:
