@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -174,16 +175,7 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
                 dev=settings.dev,
             )
             if settings.http.workers == 1:
-                from registry.app import build_asgi
-
-                app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key)
-                config = uvicorn.Config(
-                    app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False,
-                    lifespan="on", server_header=False,
-                )  # fmt: skip
-                server = uvicorn.Server(config)
-                server.run()
-                failed = not server.started
+                failed = not _serve_in_process(settings, url, service_id, hash_key)
             else:
                 from uvicorn.supervisors import Multiprocess
 
@@ -201,6 +193,103 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
         _log.info("server_stopped")
     if failed:
         raise click.ClickException("the server did not start (see the log above)")
+
+
+def _serve_in_process(settings: Settings, url: str, service_id: str, hash_key: bytes) -> bool:
+    """Serve HTTP in this process until a signal stops it; returns whether the server started."""
+    import uvicorn
+
+    from registry.app import build_asgi
+
+    app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key)
+    config = uvicorn.Config(
+        app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False, lifespan="on",
+        server_header=False,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    server.run()
+    return server.started
+
+
+@main.command()
+@click.option("--port", type=int, default=8080, show_default=True, help="The registry's TCP port.")
+@click.option("--gateway-port", type=int, default=None, help="The demonstration gateways' port [default: port + 1].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=".ief-demo", show_default=True,
+              help="The demonstration's own data directory and embedded cluster.")  # fmt: skip
+@click.pass_obj
+def demo(obj: _Context, port: int, gateway_port: int | None, data_dir: str) -> None:
+    """Run the registry in dev mode with three demonstration gateways that register patients and answer searches."""
+    import subprocess
+
+    from registry import demo as gateways
+
+    settings = obj.settings(**{"http.port": port, "data_dir": str(Path(data_dir).resolve()), "dev": True})
+    if settings.database.url:
+        raise click.ClickException("the demonstration runs on an embedded cluster of its own: unset IEF_DATABASE_URL")
+    gateway_port = gateway_port or port + 1
+    origin = f"http://127.0.0.1:{gateway_port}"
+    registry_url = f"http://{settings.http.host}:{port}"
+    service_id = instance_service_id(settings.data_dir, settings.service_id)
+    hash_key = log_hash_key(settings.data_dir, settings.log.hash_key)
+    _stop_cleanly_on_signals()
+    with database_url(settings) as url:
+        _run(lambda: _migrate(url))
+        token_file = Path(settings.data_dir) / "demo-gateway-token"
+        if not token_file.exists():
+            token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+            token_file.chmod(0o600)
+        _with_directory(settings, lambda d: _add_demo_gateways(d, origin, token_file))
+        admin = _run(lambda: _mint(url, settings, service_id, ["admin"], settings.auth.max_token_lifetime))
+        env = {
+            **os.environ,
+            gateways.TOKEN_ENV: token_file.read_text(encoding="utf-8").strip(),
+            gateways.ADMIN_TOKEN_ENV: admin,
+        }
+        command = [sys.executable, "-m", "registry.demo", "--port", str(gateway_port), "--registry", registry_url]
+        process = subprocess.Popen(command, env=env)  # noqa: S603 - our own module, by the running interpreter
+        try:
+            click.echo(_demo_walkthrough(registry_url, admin))
+            failed = not _serve_in_process(settings, url, service_id, hash_key)
+        finally:
+            process.terminate()
+            process.wait(30)
+    if failed:
+        raise click.ClickException("the server did not start (see the log above)")
+
+
+async def _add_demo_gateways(directory: Any, origin: str, token_file: Path) -> None:
+    from registry.demo import GATEWAYS
+
+    for gateway in GATEWAYS:
+        await directory.add(
+            service_id=gateway.service_id, kind="gateway", name=gateway.name, base_url=gateway.base_url(origin),
+            search_style=gateway.style, bearer_token_file=str(token_file),
+        )  # fmt: skip
+
+
+def _demo_walkthrough(registry_url: str, admin: str) -> str:
+    from registry.demo import IHI_SYSTEM, PATIENTS
+
+    ihi = PATIENTS[0]
+    return f"""
+The demonstration: a registry at {registry_url} (dev mode, its own embedded cluster) and three
+gateways that register their patients ({", ".join(PATIENTS)}) and answer ImagingStudy searches.
+In another terminal:
+
+export TOKEN={admin}
+
+# Where is the imaging of patient {ihi}? (three gateways hold some)
+curl -s {registry_url}/registry/records/{ihi} -H "Authorization: Bearer $TOKEN"
+
+# Every imaging study of that patient, from all three gateways at once, merged (one CT is held by two):
+curl -s '{registry_url}/fhir/ImagingStudy?patient.identifier={IHI_SYSTEM}|{ihi}' -H "Authorization: Bearer $TOKEN"
+
+# The gateways to ask, as FHIR Endpoints:
+curl -s '{registry_url}/fhir/Patient/$locate?identifier={IHI_SYSTEM}|{ihi}' -H "Authorization: Bearer $TOKEN"
+
+# What was audited:
+curl -s '{registry_url}/fhir/AuditEvent?patient={ihi}' -H "Authorization: Bearer $TOKEN"
+"""
 
 
 async def _work(url: str, settings: Settings) -> None:
