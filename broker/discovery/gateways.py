@@ -17,7 +17,10 @@ timeout and the search's deadline (``asyncio.timeout``), and classifies running 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import zlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -32,6 +35,8 @@ from schemas.discovery import GatewayProblem
 from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from broker.discovery.query import DiscoveryQuery
     from registry.auth.outbound import OutboundCredentials, OutboundTarget
     from registry.config import BrokerSettings
@@ -81,29 +86,25 @@ class Answer:
 
 
 class GatewayPools:
-    """The process's connections to gateways: one httpcore connection pool per gateway (scheme, host, port).
+    """The process's connections to gateways: httpcore connections, kept per gateway (scheme, host, port).
 
     httpx is the HTTP client everywhere else; here, where every search makes one request per gateway,
-    its own transport layer (httpcore, whose pools httpx uses) is driven directly. Measured (ten-way
-    fan-outs to 50 ms gateways): httpx's request path cost about 1.1 ms of CPU per gateway request,
-    building a ``Request``, its URL, merged headers and cookies every time; the same requests straight
-    to httpcore's pool, with the URL and headers prepared once per gateway, about 0.6 ms (see
-    ``docs/benchmarks.md``).
-
-    One pool per gateway rather than one for all: httpcore's pool does work in proportion to the
-    connections and requests it holds on every request it assigns (measured: one shared pool made a
-    ten-gateway fan-out cost 12 ms of CPU alone, 50-70 ms with 8-32 searches in flight; with a pool per
-    gateway, 9-15 ms). Each pool holds at most ``gateway_concurrency`` connections, which is the most
-    searches in flight to one gateway anyway. Keep-alive, no redirects, no proxies (as before with
-    httpx and an explicit transport), TLS verified against httpx's default trust store.
+    its own transport layer (httpcore) is driven directly: each gateway's URL parts, ``Host`` and fixed
+    headers are prepared once, and its idle connections kept on a stack (``_Connections``) rather than
+    in httpcore's pool. Measured per ten-gateway fan-out (``docs/benchmarks.md``): httpx's request
+    path (a ``Request``, its URL, merged headers and cookies on every call) about 9 ms of CPU, httpcore's
+    pool used directly about 6 ms, these connections about 5 ms at one search at a time and about a
+    third of the pool's CPU with 16 in flight. Kept per gateway rather than for all: httpx's one pool
+    made a fan-out cost 12 ms of CPU alone and 50-70 ms with 8-32 searches in flight. Keep-alive, no
+    redirects, no proxies (as before with httpx and an explicit transport), TLS verified with httpx's
+    default context.
     """
 
     def __init__(self, settings: BrokerSettings) -> None:
-        self._size = settings.gateway_concurrency
         timeout = settings.gateway_timeout
-        self._timeouts = {"connect": min(timeout, 5.0), "read": timeout, "write": timeout, "pool": timeout}
+        self._timeouts = {"connect": min(timeout, 5.0), "read": timeout, "write": timeout}
         self._ssl = httpx.create_ssl_context()
-        self._pools: dict[tuple[bytes, bytes, int | None], httpcore.AsyncConnectionPool] = {}
+        self._pools: dict[tuple[bytes, bytes, int | None], _Connections] = {}
         self._routes: dict[str, _Route] = {}
 
     def route(self, base_url: str) -> _Route:
@@ -118,13 +119,8 @@ class GatewayPools:
             key = (parsed.raw_scheme, parsed.raw_host, parsed.port)
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = httpcore.AsyncConnectionPool(
-                    ssl_context=self._ssl,
-                    max_connections=self._size,
-                    max_keepalive_connections=self._size,
-                    keepalive_expiry=30.0,
-                    retries=0,
-                )
+                port = parsed.port or (443 if parsed.raw_scheme == b"https" else 80)
+                pool = self._pools[key] = _Connections(httpcore.Origin(key[0], key[1], port), self._ssl)
             host = httpx.Request("GET", parsed).headers["host"].encode("ascii")
             headers = ((b"Host", host), *_HEADERS)
             route = self._routes[base_url] = _Route(pool, key, parsed.raw_path.rstrip(b"/"), headers, self._timeouts)
@@ -135,6 +131,55 @@ class GatewayPools:
         pools, self._pools, self._routes = list(self._pools.values()), {}, {}
         for pool in pools:
             await pool.aclose()
+
+
+class _Connections:
+    """One gateway's keep-alive connections: the idle ones on a stack, the most recently used taken first.
+
+    httpcore's own pool looks at every connection it holds on every request it assigns and every
+    response it closes (whether each is idle, expired, or was closed by the server, the last a
+    system call), so with N searches in flight to a gateway each request cost O(N) such checks.
+    Here a request takes the top idle connection (one check) or opens a new one, and gives it back
+    when its response is closed and the connection is reusable; the oldest idle connection is
+    checked too, so connections left idle after a burst are closed once they expire. There is no
+    limit here: the broker's per-gateway slot (``gateway_concurrency``) bounds the requests in flight
+    to a gateway, and so the connections open to it.
+    """
+
+    def __init__(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext) -> None:
+        self._origin = origin
+        self._ssl = ssl_context
+        self._idle: deque[httpcore.AsyncHTTPConnection] = deque()
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: bytes, url: httpcore.URL, *, headers: list[tuple[bytes, bytes]], extensions: dict[str, Any]
+    ) -> AsyncIterator[httpcore.Response]:
+        """Send a request on an idle connection (or a new one) and yield its response, headers read."""
+        connection = await self._take()
+        try:
+            async with connection.stream(method, url, headers=headers, extensions=extensions) as response:
+                yield response
+        finally:
+            if connection.is_idle() and not connection.is_closed():
+                self._idle.append(connection)
+            else:
+                await connection.aclose()
+
+    async def _take(self) -> httpcore.AsyncHTTPConnection:
+        if len(self._idle) > 1 and self._idle[0].has_expired():
+            await self._idle.popleft().aclose()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.has_expired():
+                return connection
+            await connection.aclose()
+        return httpcore.AsyncHTTPConnection(self._origin, ssl_context=self._ssl, keepalive_expiry=30.0, retries=0)
+
+    async def aclose(self) -> None:
+        """Close the idle connections (those in use close when their response does)."""
+        while self._idle:
+            await self._idle.pop().aclose()
 
 
 _HEADERS = (
@@ -148,7 +193,7 @@ _HEADERS = (
 class _Route:
     """A gateway's pool, and the parts of every request to it that do not change."""
 
-    pool: httpcore.AsyncConnectionPool
+    pool: _Connections
     origin: tuple[bytes, bytes, int | None]
     path: bytes
     headers: tuple[tuple[bytes, bytes], ...]
