@@ -42,9 +42,7 @@ from schemas.fhir.parse import InvalidResource, check_resource
 from schemas.types import ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
-    import httpx
-
-    from broker.discovery.gateways import GatewayClient
+    from broker.discovery.gateways import GatewayClient, GatewayPools
     from broker.discovery.locator import Located, LocatedService, Locator
     from broker.discovery.merge import Check, Found
     from broker.discovery.query import DiscoveryQuery
@@ -85,7 +83,7 @@ class DiscoveryService:
         locator: Locator,
         directory: DirectoryService,
         gateways: GatewayClient,
-        http: httpx.AsyncClient,
+        http: GatewayPools,
         settings: BrokerSettings,
         canon: Canonicals,
     ) -> None:
@@ -105,7 +103,7 @@ class DiscoveryService:
         return self._settings.deadline
 
     async def close(self) -> None:
-        """Close the HTTP client to gateways (end of the server's lifespan)."""
+        """Close the connections to gateways (end of the server's lifespan)."""
         await self._http.aclose()
 
     def budget(self, wait: int | None) -> float:

@@ -12,10 +12,12 @@ no two concurrent searches share a fan-out:
 - ``gateway`` c=1: one gateway asked directly (the floor: its delay, loopback and the client);
 - ``fan-out`` c=1: every gateway asked at once directly, with httpx, by the load generator (what
   the HTTP client stack alone costs a ten-way fan-out, without the broker);
+- ``fan-out/hc`` c=1: the same with httpcore's connection pools used directly (as the broker does);
 - ``broker`` c=1 and c=``--concurrency``: consumer searches through the broker.
 
 It prints, per phase, requests, rate, latency p50/p99, the broker's added latency (latency minus
-the gateways' delay) p50/p99, the server's and gateways' CPU use, and from the server's own
+the gateways' delay) p50/p99, the server's and gateways' CPU use, the load generator's CPU per
+search (for the direct phases, the HTTP client's cost), and from the server's own
 ``discovery_search`` log lines the median parts of a fan-out (locate, ask every gateway, merge).
 ``--json FILE`` keeps the numbers; ``--profile FILE`` runs the server under cProfile (read it with
 ``pstats``). Every broker answer is checked: 200, ``gateways + 1`` merged studies, no outcome entry.
@@ -34,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
+import httpcore
 import httpx
 import msgspec
 import psutil
@@ -72,6 +75,8 @@ class Phase(msgspec.Struct, kw_only=True):
     """Cores the registry server used on average during the phase."""
     gateways_cpu: float = 0.0
     """Cores the gateways' process used on average during the phase."""
+    client_cpu_ms: float = 0.0
+    """The load generator's CPU per search (for the direct phases: what the HTTP client costs)."""
     locate_ms: float = 0.0
     """Median time the server spent locating the patient's gateways (its ``discovery_search`` log lines)."""
     gateways_ms: float = 0.0
@@ -149,45 +154,87 @@ async def _serve_gateways(count: int, delay: float) -> None:
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     """Run ``requests`` searches at ``concurrency``, each for the next patient and sent to every one of
-    ``targets`` (base URL, token) at once; latencies (of the slowest) after ``warmup``."""
+    ``targets`` (base URL, token) at once; latencies (of the slowest) after ``warmup``, and this process's
+    CPU seconds. ``client``: ``httpx`` (an ``AsyncClient``), or ``httpcore`` (a connection pool per
+    target used directly, the URL's fixed parts and the headers prepared once, as the broker does)."""
     concurrency, total, warmup = spec["concurrency"], spec["requests"], spec["warmup"]
     patients, expected = spec["patients"], spec.get("expected")
     connections = concurrency * len(spec["targets"])
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     latencies: list[float] = []
     errors = 0
     numbers = itertools.count()
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-
-        async def one(base_url: str, token: str, ihi: str) -> httpx.Response:
-            params = {"patient.identifier": f"{IHI_SYSTEM}|{ihi}"}
-            return await http.get(
-                f"{base_url}{spec['path']}", params=params, headers={"Authorization": f"Bearer {token}"}
-            )
+    send, close = _client(spec, connections)
+    try:
 
         async def worker() -> None:
             nonlocal errors
             while (number := next(numbers)) < total + warmup:
                 ihi = patients[number % len(patients)]
                 started = time.perf_counter()
-                responses = await asyncio.gather(*(one(base, token, ihi) for base, token in spec["targets"]))
+                answers = await asyncio.gather(*(send(index, ihi) for index in range(len(spec["targets"]))))
                 elapsed = time.perf_counter() - started
                 if number >= warmup:
                     latencies.append(elapsed)
-                    errors += not all(_as_expected(response, expected) for response in responses)
+                    errors += not all(_as_expected(status, body, expected) for status, body in answers)
 
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - began
-    return {"latencies": latencies, "errors": errors, "seconds": seconds}
+        seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+    finally:
+        await close()
+    return {"latencies": latencies, "errors": errors, "seconds": seconds, "cpu": cpu / (total + warmup)}
 
 
-def _as_expected(response: httpx.Response, matches: int | None) -> bool:
-    if response.status_code != 200:
+Send = Callable[[int, str], Awaitable[tuple[int, bytes]]]
+
+
+def _client(spec: dict[str, Any], connections: int) -> tuple[Send, Callable[[], Awaitable[None]]]:
+    """A function sending the search for a patient to target N (status and body back), and a closer."""
+    targets = spec["targets"]
+    if spec.get("client", "httpx") == "httpx":
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        http = httpx.AsyncClient(limits=limits, timeout=60)
+
+        async def send_httpx(index: int, ihi: str) -> tuple[int, bytes]:
+            base_url, token = targets[index]
+            params = {"patient.identifier": f"{IHI_SYSTEM}|{ihi}"}
+            response = await http.get(
+                f"{base_url}{spec['path']}", params=params, headers={"Authorization": f"Bearer {token}"}
+            )
+            return response.status_code, response.content
+
+        return send_httpx, http.aclose
+    per_target = max(1, connections // len(targets))
+    pools: list[httpcore.AsyncConnectionPool] = []
+    prepared = []
+    for base_url, token in targets:
+        url = httpx.URL(base_url)
+        pools.append(httpcore.AsyncConnectionPool(max_connections=per_target, max_keepalive_connections=per_target))
+        headers = [(b"Host", url.netloc), (b"Authorization", f"Bearer {token}".encode())]
+        prepared.append(
+            (url.raw_scheme, url.raw_host, url.port, url.raw_path.rstrip(b"/") + spec["path"].encode(), headers)
+        )
+
+    async def send_httpcore(index: int, ihi: str) -> tuple[int, bytes]:
+        scheme, host, port, path, headers = prepared[index]
+        query = urlencode({"patient.identifier": f"{IHI_SYSTEM}|{ihi}"}).encode()
+        url = httpcore.URL(scheme=scheme, host=host, port=port, target=path + b"?" + query)
+        response = await pools[index].request(b"GET", url, headers=headers, extensions={"timeout": {"pool": 60.0}})
+        return response.status, response.content
+
+    async def close() -> None:
+        for pool in pools:
+            await pool.aclose()
+
+    return send_httpcore, close
+
+
+def _as_expected(status: int, body: bytes, matches: int | None) -> bool:
+    if status != 200:
         return False
     if matches is None:
         return True
-    entries = response.json().get("entry", [])
+    entries = msgspec.json.decode(body).get("entry", [])
     return len(entries) == matches and all(e["search"]["mode"] == "match" for e in entries)
 
 
@@ -218,6 +265,7 @@ def _phase(name: str, concurrency: int, measured: dict[str, Any], delay: float, 
         name=name, concurrency=concurrency, requests=len(latencies), errors=measured["errors"], seconds=seconds,
         rate=len(latencies) / seconds, p50_ms=p50, p99_ms=p99, added_p50_ms=p50 - delay * 1000,
         added_p99_ms=p99 - delay * 1000, server_cpu=cpu[0] / seconds, gateways_cpu=cpu[1] / seconds,
+        client_cpu_ms=measured["cpu"] * 1000,
     )  # fmt: skip
 
 
@@ -340,10 +388,12 @@ async def _run(args: argparse.Namespace) -> list[Phase]:
                     common: dict[str, Any] = {"path": "/fhir/ImagingStudy", "patients": patients}
                     direct = {**common, "targets": gateway_urls[:1]}
                     fan_out = {**common, "targets": gateway_urls}
+                    fan_out_core = {**fan_out, "client": "httpcore"}
                     brokered = {**common, "targets": [(base_url, consumer)], "expected": args.gateways + 1}
                     plan = [
                         ("gateway", direct, 1, args.requests_c1),
                         ("fan-out", fan_out, 1, args.requests_c1),
+                        ("fan-out/hc", fan_out_core, 1, args.requests_c1),
                         ("broker", brokered, 1, args.requests_c1),
                         ("broker", brokered, args.concurrency, args.requests_cn),
                     ]
@@ -369,13 +419,14 @@ def _print(phases: list[Phase], args: argparse.Namespace) -> None:
     print(f"broker fan-out: {args.gateways} gateways answering in {args.delay_ms} ms, {args.patients} patients")
     print(
         f"{'phase':<10} {'c':>3} {'requests':>8} {'errors':>6} {'rate/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'added p50':>10} {'added p99':>10} {'server CPU':>10} {'CPU/search':>10} {'gateways CPU':>12}"
+        f"{'added p50':>10} {'added p99':>10} {'server CPU':>10} {'CPU/search':>10} {'gateways CPU':>12} "
+        f"{'client CPU/search':>17}"
     )
     for p in phases:
         print(
             f"{p.name:<10} {p.concurrency:>3} {p.requests:>8} {p.errors:>6} {p.rate:>8.1f} {p.p50_ms:>8.1f} "
             f"{p.p99_ms:>8.1f} {p.added_p50_ms:>10.1f} {p.added_p99_ms:>10.1f} {p.server_cpu:>10.2f} "
-            f"{p.server_cpu / p.rate * 1000:>8.1f}ms {p.gateways_cpu:>12.2f}"
+            f"{p.server_cpu / p.rate * 1000:>8.1f}ms {p.gateways_cpu:>12.2f} {p.client_cpu_ms:>15.1f}ms"
         )
     print("median parts of a fan-out (server log): locate / ask every gateway / merge and check, ms")
     for p in phases:
