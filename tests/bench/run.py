@@ -1,11 +1,13 @@
 """``python -m tests.bench``: bulk-load, then drive PUT and GET at a fixed concurrency, and report.
 
 One run: measure the load generator's ceiling against a trivial server; start a throwaway
-PostgreSQL cluster; start the server of each build (this checkout, and ``--ref`` in a temporary
-git worktree) on its own database; bulk-load ``--records`` records through the batch endpoint; run
-each timed phase (``scenarios.standard_phases``) on every build in turn, alternating which goes
-first; print one table (and ``--json FILE``). The load generator is a separate process
-(``tests.bench.loadgen``); the servers' resident memory is sampled over the whole run.
+PostgreSQL cluster; start the server of each build (this checkout; ``--ref`` in a temporary git
+worktree, with ``--ref-patch`` applied; the bare reference app with ``--bare``) on its own
+database; bulk-load ``--records`` records through the batch endpoint; run each timed phase
+(``scenarios.standard_phases``, ``--rounds`` times) on every build in turn, rotating which goes
+first; print one table, and the checkout's rates as ratios to every other build's (and
+``--json FILE``). The load generator is a separate process (``tests.bench.loadgen``); the
+servers' resident memory is sampled over the whole run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import datetime
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,14 +30,27 @@ import asyncpg
 import msgspec
 import psutil
 
+from registry.db.migrate import apply_migrations
 from tests.bench.loadgen import LoadResult, LoadSpec
 from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
-from tests.bench.servers import ROOT, Build, ProcessTree, ServerProcess, checkout, git_describe, peak_rss
+from tests.bench.servers import (
+    BARE_LABEL,
+    ROOT,
+    Build,
+    ProcessTree,
+    ServerProcess,
+    checkout,
+    git_describe,
+    peak_rss,
+)
 from tests.factories import make_service_id
 from tests.pg import TestCluster
 from tests.server import add_service, free_port
 
-__all__ = ("BenchResult", "main")
+__all__ = ("CHECKOUT", "BenchResult", "main", "ratios")
+
+CHECKOUT = "checkout"
+"""Label of the build run from this checkout: the one every ratio is about."""
 
 
 class PhaseResult(msgspec.Struct, kw_only=True):
@@ -43,6 +59,8 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     phase: str
     build: str
     load: LoadResult
+    round: int = 1
+    """Which repetition of the timed phases (``--rounds``); the bulk load is round 1."""
     server_cpu: float
     """Cores used by the server processes on average during the phase."""
     pg_cpu: float
@@ -59,15 +77,25 @@ class BuildResult(msgspec.Struct, kw_only=True):
     """Peak resident memory of the server process and its worker children, summed."""
 
 
+class Ratio(msgspec.Struct, kw_only=True):
+    """The checkout's rate in one phase divided by another build's, per round (adjacent in time) and their median."""
+
+    phase: str
+    versus: str
+    per_round: list[float]
+    median: float
+
+
 class BenchResult(msgspec.Struct, kw_only=True):
     """Everything a run measured (``--json``)."""
 
     started_at: str
     machine: dict[str, str | int]
-    settings: dict[str, str | int | float | None]
+    settings: dict[str, str | bool | int | float | None]
     ceiling: LoadResult
     builds: list[BuildResult]
     phases: list[PhaseResult]
+    ratios: list[Ratio] = msgspec.field(default_factory=list)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the loaded phases (default 32)")
     parser.add_argument("--workers", type=int, default=1, help="server processes per build (default 1)")
     parser.add_argument("--ref", help="also run the server of this git revision, for a before/after comparison")
+    parser.add_argument(
+        "--ref-patch", type=Path, help="apply this patch (git apply) to the --ref checkout; nothing is committed"
+    )
+    parser.add_argument("--bare", action="store_true", help="also run the bare reference app (tests.bench.bare)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the timed phases this many times (default 1)")
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
@@ -157,13 +190,22 @@ async def _count_records(database_url: str) -> int:
 
 
 @contextlib.contextmanager
-def _builds(ref: str | None) -> Iterator[list[Build]]:
-    current = Build(label="checkout", source=ROOT, commit=git_describe(ROOT))
+def _builds(ref: str | None, patch: Path | None, *, bare: bool) -> Iterator[list[Build]]:
+    current = Build(label=CHECKOUT, source=ROOT, commit=git_describe(ROOT))
+    others = [Build(label=BARE_LABEL, source=ROOT, commit=current.commit, bare=True)] if bare else []
     if ref is None:
-        yield [current]
+        yield [*others, current]
         return
-    with checkout(ref) as other:
-        yield [other, current]
+    with checkout(ref, patch) as other:
+        yield [other, *others, current]
+
+
+async def _migrate(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -173,10 +215,12 @@ async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -
     settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
     settings |= _pairs(args.server_env, "=")
     servers: list[ServerProcess] = []
-    with _builds(args.ref) as builds:
+    with _builds(args.ref, args.ref_patch, bare=args.bare) as builds:
         try:
             for number, build in enumerate(builds):
                 database_url = await cluster.empty_database(f"bench_{number}")
+                if build.bare:  # the registry migrates its own database; the bare app needs it done
+                    await _migrate(database_url)
                 servers.append(
                     ServerProcess(build, python=args.python, database_url=database_url, workers=args.workers,
                                   work=work, settings=settings)
@@ -206,11 +250,15 @@ async def run(args: argparse.Namespace) -> BenchResult:
     service_id = make_service_id()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     phases = [
-        bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
-                        concurrency=args.batch_concurrency, headers=headers),
-        *standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
-                         duration=args.duration, headers=headers),
+        (1, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
+                            concurrency=args.batch_concurrency, headers=headers)),
     ]  # fmt: skip
+    for round_ in range(args.rounds):
+        phases += [
+            (round_ + 1, phase)
+            for phase in standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
+                                         duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)
+        ]  # fmt: skip
     print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
     ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
     work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
@@ -226,10 +274,12 @@ async def run(args: argparse.Namespace) -> BenchResult:
                 auth = {server.build.label: server.authorization() for server in servers}
                 for server in servers:
                     await add_service(server.database_url, service_id)
-                for number, scenario in enumerate(phases):
-                    for server in servers if number % 2 == 0 else servers[::-1]:  # alternate who goes first
-                        print(f"{scenario.name} on {server.build.label} ...", flush=True)
-                        results.append(await _measured(server, pg, scenario, auth[server.build.label]))
+                for number, (round_, scenario) in enumerate(phases):
+                    first = number % len(servers)  # rotate who goes first
+                    for server in servers[first:] + servers[:first]:
+                        print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
+                        measured = await _measured(server, pg, scenario, auth[server.build.label])
+                        results.append(msgspec.structs.replace(measured, round=round_))
             builds = [
                 BuildResult(
                     label=server.build.label,
@@ -242,22 +292,58 @@ async def run(args: argparse.Namespace) -> BenchResult:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    settings = {name: getattr(args, name) for name in ("records", "duration", "concurrency", "workers", "ref")}
+    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare")
+    settings = {name: getattr(args, name) for name in names}
+    settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
     settings |= {"server_env": " ".join(args.server_env) or None}
     return BenchResult(
         started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
-        phases=results,
+        phases=results, ratios=ratios(results),
     )  # fmt: skip
 
 
-_COLUMNS = ("phase", "build", "req/s", "records/s", "p50 ms", "p99 ms", "errors", "server cpu", "pg cpu", "client cpu")
+def _rate(phase: PhaseResult) -> float:
+    return phase.load.item_rate if phase.load.items != phase.load.requests else phase.load.rate
+
+
+def ratios(phases: Sequence[PhaseResult]) -> list[Ratio]:
+    """The checkout's rate divided by every other build's, phase by phase, inside each round."""
+    rates = {(p.phase, p.build, p.round): _rate(p) for p in phases}
+    found: list[Ratio] = []
+    names = list(dict.fromkeys(p.phase for p in phases))
+    others = list(dict.fromkeys(p.build for p in phases if p.build != CHECKOUT))
+    for name in names:
+        for other in others:
+            per_round = [
+                round(rate / rates[(name, other, number)], 3)
+                for (phase, build, number), rate in rates.items()
+                if phase == name and build == CHECKOUT and rates.get((name, other, number))
+            ]
+            if per_round:
+                found.append(Ratio(phase=name, versus=other, per_round=per_round, median=statistics.median(per_round)))
+    return found
+
+
+_COLUMNS = (
+    "phase",
+    "round",
+    "build",
+    "req/s",
+    "records/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "server cpu",
+    "pg cpu",
+    "client cpu",
+)
 
 
 def _row(p: PhaseResult) -> tuple[str, ...]:
     load = p.load
     records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
-    return (p.phase, p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
+    return (p.phase, str(p.round), p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
             str(load.errors), f"{p.server_cpu:.2f}", f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
 
 
@@ -266,7 +352,7 @@ def _table(result: BenchResult) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
 
     def line(row: tuple[str, ...]) -> str:
-        return "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        return "  ".join(cell.ljust(widths[i]) if i in {0, 2} else cell.rjust(widths[i]) for i, cell in enumerate(row))
 
     lines = [line(rows[0]), "  ".join("-" * width for width in widths), *(line(row) for row in rows[1:])]
     ceiling = result.ceiling
@@ -280,6 +366,12 @@ def _table(result: BenchResult) -> str:
         f"server peak RSS {b.peak_rss_mb:,.0f} MB"
         for b in result.builds
     ]
+    if result.ratios:
+        lines += ["", "checkout ÷ other build (records/s for the bulk load, else req/s; per round, then the median):"]
+        lines += [
+            f"  {r.phase} vs {r.versus}: {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f}"
+            for r in result.ratios
+        ]
     return "\n".join(lines)
 
 
