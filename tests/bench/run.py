@@ -19,6 +19,7 @@ import datetime
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -110,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bare", action="store_true", help="also run the bare reference app (tests.bench.bare)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the timed phases this many times (default 1)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="record the checkout's server with py-spy in every phase (to DIR)"
+    )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
@@ -166,11 +170,35 @@ async def _ceiling(concurrency: int, duration: float) -> LoadResult:
         await trivial.wait()
 
 
-async def _measured(server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str]) -> PhaseResult:
+@contextlib.asynccontextmanager
+async def _profiled(server: ServerProcess, scenario: Scenario, folder: Path | None, round_: int) -> AsyncIterator[None]:
+    """Record the server with ``py-spy`` (collapsed stacks, 250 samples/s) while the block runs."""
+    if folder is None or server.build.label != CHECKOUT:
+        yield
+        return
+    name = "".join(c if c.isalnum() else "-" for c in scenario.name.lower())
+    out = folder / f"{name}-round{round_}.txt"
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    process = await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(server.process.pid), "--format", "raw", "--rate", "250", "--nonblocking",
+        "--output", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        await process.wait()
+
+
+async def _measured(
+    server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str], *, profile: Path | None = None,
+    round_: int = 1,
+) -> PhaseResult:  # fmt: skip
     scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers})
     server_before, pg_before = server.tree.cpu_seconds(), pg.cpu_seconds()
     wall_before = asyncio.get_running_loop().time()
-    load = await _run_loadgen(server.port, scenario)
+    async with _profiled(server, scenario, profile, round_):
+        load = await _run_loadgen(server.port, scenario)
     wall = asyncio.get_running_loop().time() - wall_before
     return PhaseResult(
         phase=scenario.name,
@@ -278,7 +306,9 @@ async def run(args: argparse.Namespace) -> BenchResult:
                     first = number % len(servers)  # rotate who goes first
                     for server in servers[first:] + servers[:first]:
                         print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
-                        measured = await _measured(server, pg, scenario, auth[server.build.label])
+                        measured = await _measured(
+                            server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_
+                        )
                         results.append(msgspec.structs.replace(measured, round=round_))
             builds = [
                 BuildResult(
@@ -378,6 +408,8 @@ def _table(result: BenchResult) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments, run, print the table, write the JSON."""
     args = _parser().parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run(args))
     print()
     print(_table(result))
