@@ -277,16 +277,14 @@ async def run(args: argparse.Namespace) -> BenchResult:
     headers = _pairs(args.header, ":")
     service_id = make_service_id()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    phases = [
-        (1, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
+    phases = [  # (round, phase within the round, scenario)
+        (1, 0, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
                             concurrency=args.batch_concurrency, headers=headers)),
     ]  # fmt: skip
     for round_ in range(args.rounds):
-        phases += [
-            (round_ + 1, phase)
-            for phase in standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
-                                         duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)
-        ]  # fmt: skip
+        timed = standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
+                                duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)  # fmt: skip
+        phases += [(round_ + 1, number, phase) for number, phase in enumerate(timed)]
     print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
     ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
     work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
@@ -302,8 +300,9 @@ async def run(args: argparse.Namespace) -> BenchResult:
                 auth = {server.build.label: server.authorization() for server in servers}
                 for server in servers:
                     await add_service(server.database_url, service_id)
-                for number, (round_, scenario) in enumerate(phases):
-                    first = number % len(servers)  # rotate who goes first
+                for round_, number, scenario in phases:
+                    # Rotate who goes first, from phase to phase and from round to round.
+                    first = (number + round_ - 1) % len(servers)
                     for server in servers[first:] + servers[:first]:
                         print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
                         measured = await _measured(
@@ -365,6 +364,7 @@ _COLUMNS = (
     "p99 ms",
     "errors",
     "server cpu",
+    "server us/op",
     "pg cpu",
     "client cpu",
 )
@@ -374,7 +374,14 @@ def _row(p: PhaseResult) -> tuple[str, ...]:
     load = p.load
     records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
     return (p.phase, str(p.round), p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
-            str(load.errors), f"{p.server_cpu:.2f}", f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
+            str(load.errors), f"{p.server_cpu:.2f}", f"{server_micros_per_op(p):,.0f}", f"{p.pg_cpu:.2f}",
+            f"{load.client_cpu:.2f}")  # fmt: skip
+
+
+def server_micros_per_op(phase: PhaseResult) -> float:
+    """Server CPU per request (per record in the bulk load) in microseconds: steadier than rates on a shared machine."""
+    rate = _rate(phase)
+    return phase.server_cpu / rate * 1e6 if rate else 0.0
 
 
 def _table(result: BenchResult) -> str:
