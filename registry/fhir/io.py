@@ -68,7 +68,7 @@ def route_opt(
     return opt
 
 
-def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+async def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """Refuse ``_format`` values other than JSON (a ``+`` sent unencoded arrives as a space).
 
     Raises:
