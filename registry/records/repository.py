@@ -75,6 +75,11 @@ class RecordRepository:
         assert row is not None
         return _stored(row), row["outcome"]
 
+    async def plan_batches(self, conn: Connection) -> None:
+        """Plan the batch statements of the caller's transaction for their own parameters (never a generic plan)."""
+        with translate_db_errors():
+            await conn.execute(self._q["custom_batch_plans"])
+
     async def put_many(
         self,
         conn: Connection,

@@ -225,6 +225,7 @@ class RecordService:
         size = self._settings.batch_chunk_size
         rows: dict[int, BatchRow] = {}
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            await self._repo.plan_batches(conn)
             for start in range(0, len(chosen), size):
                 chunk = chosen[start : start + size]
                 rows |= await self._repo.put_many(

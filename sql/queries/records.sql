@@ -32,6 +32,13 @@ FROM input
 LEFT JOIN written w ON w.ihi = input.ihi AND w.service_id = input.service_id
 LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
 
+-- name: custom_batch_plans
+-- For the rest of the transaction, plan every statement for its own parameters. asyncpg prepares
+-- put_records; from its sixth execution PostgreSQL may switch to a generic plan, which estimates
+-- unnest($n) at 10 rows and joins `written` to `input` with a nested loop: 1,000 x 1,000
+-- comparisons per chunk, four to six times the chunk's time (docs/benchmarks.md).
+SET LOCAL plan_cache_mode = force_custom_plan;
+
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service.
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
