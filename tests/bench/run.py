@@ -79,12 +79,19 @@ class BuildResult(msgspec.Struct, kw_only=True):
 
 
 class Ratio(msgspec.Struct, kw_only=True):
-    """The checkout's rate in one phase divided by another build's, per round (adjacent in time) and their median."""
+    """The checkout's rate in one phase divided by another build's, per round (adjacent in time) and their median.
+
+    ``cpu_per_round`` and ``cpu_median`` compare server CPU per operation the other way round (the
+    other build's divided by the checkout's: above 1, the checkout spends less), which varies less
+    than rates when other work shares the machine.
+    """
 
     phase: str
     versus: str
     per_round: list[float]
     median: float
+    cpu_per_round: list[float] = msgspec.field(default_factory=list)
+    cpu_median: float = 0.0
 
 
 class BenchResult(msgspec.Struct, kw_only=True):
@@ -338,19 +345,28 @@ def _rate(phase: PhaseResult) -> float:
 
 def ratios(phases: Sequence[PhaseResult]) -> list[Ratio]:
     """The checkout's rate divided by every other build's, phase by phase, inside each round."""
-    rates = {(p.phase, p.build, p.round): _rate(p) for p in phases}
+    by_key = {(p.phase, p.build, p.round): p for p in phases}
     found: list[Ratio] = []
     names = list(dict.fromkeys(p.phase for p in phases))
     others = list(dict.fromkeys(p.build for p in phases if p.build != CHECKOUT))
     for name in names:
         for other in others:
-            per_round = [
-                round(rate / rates[(name, other, number)], 3)
-                for (phase, build, number), rate in rates.items()
-                if phase == name and build == CHECKOUT and rates.get((name, other, number))
+            pairs = [
+                (mine, by_key[(name, other, number)])
+                for (phase, build, number), mine in by_key.items()
+                if phase == name and build == CHECKOUT and (name, other, number) in by_key
             ]
-            if per_round:
-                found.append(Ratio(phase=name, versus=other, per_round=per_round, median=statistics.median(per_round)))
+            rates = [round(_rate(mine) / _rate(theirs), 3) for mine, theirs in pairs if _rate(theirs)]
+            cpu = [
+                round(server_micros_per_op(theirs) / server_micros_per_op(mine), 3)
+                for mine, theirs in pairs
+                if server_micros_per_op(mine)
+            ]
+            if rates:
+                found.append(
+                    Ratio(phase=name, versus=other, per_round=rates, median=statistics.median(rates),
+                          cpu_per_round=cpu, cpu_median=statistics.median(cpu) if cpu else 0.0)
+                )  # fmt: skip
     return found
 
 
@@ -404,9 +420,14 @@ def _table(result: BenchResult) -> str:
         for b in result.builds
     ]
     if result.ratios:
-        lines += ["", "checkout ÷ other build (records/s for the bulk load, else req/s; per round, then the median):"]
         lines += [
-            f"  {r.phase} vs {r.versus}: {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f}"
+            "",
+            "checkout ÷ other build: rate (records/s for the bulk load, else req/s), per round -> median;",
+            "  server CPU per operation, other build ÷ checkout (above 1: the checkout spends less), likewise",
+        ]
+        lines += [
+            f"  {r.phase} vs {r.versus}: rate {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f};"
+            f" cpu {' '.join(f'{v:.2f}' for v in r.cpu_per_round)} -> {r.cpu_median:.2f}"
             for r in result.ratios
         ]
     return "\n".join(lines)
