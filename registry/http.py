@@ -1,7 +1,8 @@
 """HTTP plumbing shared by every controller: request context, access log, request checks, base URL.
 
 ``RequestContext`` wraps the whole ASGI app (outside Litestar's router, so 404s are logged too):
-it takes or makes the request ID, binds it to every log line, returns it as ``X-Request-Id`` and
+it takes or makes the request ID (a random per-process prefix and a counter: 32 hex digits, as
+unique as a UUID without a system call per request), binds it to every log line, returns it as ``X-Request-Id`` and
 writes one canonical ``http_request`` line per request, with the authenticated client's ID. The
 line names the route template, never the raw path, because paths carry IHIs.
 
@@ -12,6 +13,8 @@ take (``opt={"media_types": {...}}``), before any body is read.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
 import uuid
@@ -44,6 +47,8 @@ class RequestContext:
         self.app = app
         self.access_log = access_log
         self.max_query_params = max_query_params
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
@@ -51,7 +56,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if incoming and _SAFE_ID.match(incoming) else f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
