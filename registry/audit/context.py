@@ -63,7 +63,8 @@ def _valid_ihi(value: str) -> str | None:
 
 
 def _printable(value: str, limit: int) -> str:
-    return "".join(c if c.isprintable() else "?" for c in value[:limit])
+    value = value[:limit]
+    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
 
 
 @dataclass(slots=True)
@@ -147,7 +148,7 @@ class AuditContext:
         if isinstance(ihi, str) and (valid := _valid_ihi(ihi)):
             yield valid
         query = self.scope.get("query_string", b"").decode("latin-1")
-        for name, value in parse_qsl(query, keep_blank_values=False):
+        for name, value in parse_qsl(query, keep_blank_values=False) if query else ():
             if name in PATIENT_QUERY_PARAMS and (valid := _valid_ihi(value)):
                 yield valid
 

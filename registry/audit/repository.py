@@ -97,6 +97,15 @@ def _event(row: asyncpg.Record) -> StoredAuditEvent:
     )
 
 
+def _insert_row(e: AuditEntry) -> tuple[object, ...]:
+    """One row's values in the order of ``insert_audit_events``' parallel arrays."""
+    return (
+        e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status,
+        e.detail, e.method, e.path, e.query, e.client_id, e.client_service, e.client_address,
+        e.token_id, e.observer, ",".join(e.patients), ",".join(e.records),
+    )  # fmt: skip
+
+
 class AuditRepository:
     """The only caller of the audit queries."""
 
@@ -107,15 +116,9 @@ class AuditRepository:
 
     async def insert(self, conn: Connection, entries: list[AuditEntry]) -> None:
         """Insert audit rows in one statement (in the caller's transaction, if any)."""
-        columns: list[list[object]] = [[] for _ in range(18)]
-        for e in entries:
-            values = (
-                e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status,
-                e.detail, e.method, e.path, e.query, e.client_id, e.client_service, e.client_address,
-                e.token_id, e.observer, ",".join(e.patients), ",".join(e.records),
-            )  # fmt: skip
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+        if not entries:
+            return
+        columns = [list(column) for column in zip(*map(_insert_row, entries), strict=True)]
         with translate_db_errors():
             await conn.execute(self._q["insert_audit_events"], *columns)
 

@@ -202,3 +202,16 @@ def test_every_column_is_covered_by_the_chain_hash() -> None:
     for name, value in changes.items():
         assert link_hash(GENESIS, msgspec.structs.replace(event, **{name: value})) != original, name
     assert canonical(event) == canonical(msgspec.structs.replace(event))
+
+
+def test_unprintable_and_long_request_text_is_cleaned() -> None:
+    """Control characters in the query and a peer's request ID are stored as '?', and over-long values are cut."""
+    query = b"status=active&note=a%0Ab&x=\x1b[31m" + b"y" * 5000
+    headers = [(b"ief-request-id", b"peer\x00\x07id" + b"z" * 200)]
+    entry = AuditContext(_scope(Interaction.SEARCH_TYPE, query=query, headers=headers)).entry(
+        status=200, observer=make_service_id()
+    )
+    assert entry.query.startswith("status=active&note=a%0Ab&x=?[31m")
+    assert len(entry.query) == 4096
+    assert entry.peer_request_id == "peer??id" + "z" * 120
+    assert all(c.isprintable() for c in entry.query + entry.path)
