@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id")
+__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id", "scope_header")
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -55,7 +55,7 @@ class RequestContext:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
+        incoming = scope_header(scope, b"x-request-id")
         rid = incoming if incoming and _SAFE_ID.match(incoming) else f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
@@ -88,7 +88,8 @@ class RequestContext:
             structlog.contextvars.clear_contextvars()
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` in lower case), read from the scope without parsing the rest."""
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
