@@ -96,7 +96,7 @@ async def test_batch_statements_are_planned_for_their_own_rows(template: TestClu
                     statuses=["active"] * len(chunk), types=["record"] * len(chunk),
                 )  # fmt: skip
         plans = await conn.fetchrow(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%WITH input AS%'"
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH input AS%'"
         )
     finally:
         await conn.close()
