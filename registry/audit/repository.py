@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("AuditRepository", "ChainHead", "ChainLink", "SearchFilter", "WalkedRow")
+__all__ = ("AuditRepository", "ChainHead", "ChainLink", "SearchFilter", "WalkedRow", "insert_columns")
 
 SEAL_LOCK_KEY = 0x1EF_0A0D
 """Advisory lock key held by the one sealer at work."""
@@ -106,6 +106,11 @@ def _insert_row(e: AuditEntry) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+def insert_columns(entries: list[AuditEntry]) -> list[list[object]]:
+    """Audit rows as the parallel arrays that ``insert_audit_events`` (and statements that embed it) take."""
+    return [list(column) for column in zip(*map(_insert_row, entries), strict=True)]
+
+
 class AuditRepository:
     """The only caller of the audit queries."""
 
@@ -118,9 +123,8 @@ class AuditRepository:
         """Insert audit rows in one statement (in the caller's transaction, if any)."""
         if not entries:
             return
-        columns = [list(column) for column in zip(*map(_insert_row, entries), strict=True)]
         with translate_db_errors():
-            await conn.execute(self._q["insert_audit_events"], *columns)
+            await conn.execute(self._q["insert_audit_events"], *insert_columns(entries))
 
     async def lock_sealer(self, conn: Connection, *, wait: bool) -> bool:
         """Take the sealer lock for the current transaction; without ``wait``, False when another sealer has it."""

@@ -73,16 +73,18 @@ async def test_refusals_on_patient_routes_are_audited(
 async def test_writes_and_reads_record_their_records(
     client: httpx.AsyncClient, server: RunningServer, gateway: str
 ) -> None:
-    """A created record's row is action C with the record; the look-up that returns it names it too."""
+    """Each write's row states its outcome (created C, updated or unchanged U) and the record; so does a look-up."""
     ihi = make_ihi()
     created = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     changed = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "archived"})
+    same = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "archived"})
     listed = await client.get(f"/registry/records/{ihi}", params={"status": "archived"})
     record_id = (await _rows(server.database_url, "SELECT record_id FROM records WHERE ihi = $1", ihi))[0][0]
-    rows = [await _row_of(server.database_url, r) for r in (created, changed, listed)]
+    rows = [await _row_of(server.database_url, r) for r in (created, changed, same, listed)]
     assert [(row["action"], row["status"], row["detail"]) for row in rows] == [
-        ("C", 201, "created"), ("U", 200, "updated"), ("E", 200, None),
+        ("C", 201, "created"), ("U", 200, "updated"), ("U", 200, "unchanged"), ("E", 200, None),
     ]  # fmt: skip
+    assert [row["patients"] for row in rows] == [[ihi]] * 4
     assert all(row["records"] == [record_id] for row in rows)
 
 
