@@ -62,6 +62,8 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     load: LoadResult
     round: int = 1
     """Which repetition of the timed phases (``--rounds``); the bulk load is round 1."""
+    records: int = 0
+    """Records in the build's database while the phase ran (after a bulk load: when it ended)."""
     server_cpu: float
     """Cores used by the server processes on average during the phase."""
     pg_cpu: float
@@ -94,6 +96,18 @@ class Ratio(msgspec.Struct, kw_only=True):
     cpu_median: float = 0.0
 
 
+class Growth(msgspec.Struct, kw_only=True):
+    """How a build's rate in one phase changed when the records grew (``--grow-to``): medians over rounds."""
+
+    phase: str
+    build: str
+    records_before: int
+    records_after: int
+    rate_before: float
+    rate_after: float
+    ratio: float
+
+
 class BenchResult(msgspec.Struct, kw_only=True):
     """Everything a run measured (``--json``)."""
 
@@ -104,6 +118,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     builds: list[BuildResult]
     phases: list[PhaseResult]
     ratios: list[Ratio] = msgspec.field(default_factory=list)
+    growth: list[Growth] = msgspec.field(default_factory=list)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--bare", action="store_true", help="also run the bare reference app (tests.bench.bare)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the timed phases this many times (default 1)")
+    parser.add_argument(
+        "--grow-to", type=int, metavar="N", help="then load up to N records and run the timed phases once more"
+    )
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="record the checkout's server with py-spy in every phase (to DIR)"
     )
@@ -284,14 +302,22 @@ async def run(args: argparse.Namespace) -> BenchResult:
     headers = _pairs(args.header, ":")
     service_id = make_service_id()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    phases = [  # (round, phase within the round, scenario)
-        (1, 0, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
-                            concurrency=args.batch_concurrency, headers=headers)),
+    phases = [  # (round, phase within the round, records loaded, scenario)
+        (1, 0, args.records, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
+                                             concurrency=args.batch_concurrency, headers=headers)),
     ]  # fmt: skip
     for round_ in range(args.rounds):
         timed = standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
                                 duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)  # fmt: skip
-        phases += [(round_ + 1, number, phase) for number, phase in enumerate(timed)]
+        phases += [(round_ + 1, number, args.records, phase) for number, phase in enumerate(timed)]
+    if args.grow_to and args.grow_to > args.records:
+        grown = args.rounds + 1
+        phases.append((grown, 0, args.grow_to, bulk_load_phase(
+            records=args.grow_to, start=args.records, service_id=service_id, batch_size=args.batch_size,
+            concurrency=args.batch_concurrency, headers=headers)))  # fmt: skip
+        timed = standard_phases(records=args.grow_to, first=args.records, service_id=service_id,
+                                concurrency=args.concurrency, duration=args.duration, headers=headers)  # fmt: skip
+        phases += [(grown, number + 1, args.grow_to, phase) for number, phase in enumerate(timed)]
     print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
     ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
     work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
@@ -307,7 +333,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
                 auth = {server.build.label: server.authorization() for server in servers}
                 for server in servers:
                     await add_service(server.database_url, service_id)
-                for round_, number, scenario in phases:
+                for round_, number, loaded, scenario in phases:
                     # Rotate who goes first, from phase to phase and from round to round.
                     first = (number + round_ - 1) % len(servers)
                     for server in servers[first:] + servers[:first]:
@@ -315,7 +341,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
                         measured = await _measured(
                             server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_
                         )
-                        results.append(msgspec.structs.replace(measured, round=round_))
+                        results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
             builds = [
                 BuildResult(
                     label=server.build.label,
@@ -328,15 +354,33 @@ async def run(args: argparse.Namespace) -> BenchResult:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare")
+    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to")
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
     settings |= {"server_env": " ".join(args.server_env) or None}
     return BenchResult(
         started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
-        phases=results, ratios=ratios(results),
+        phases=results, ratios=ratios(results), growth=growth(results),
     )  # fmt: skip
+
+
+def growth(phases: Sequence[PhaseResult]) -> list[Growth]:
+    """Each build's median rate per timed phase at the largest record count ÷ at the smallest (``--grow-to``)."""
+    counts = sorted({p.records for p in phases})
+    if len(counts) < 2:
+        return []
+    found: list[Growth] = []
+    for name, build in dict.fromkeys((p.phase, p.build) for p in phases if not p.phase.startswith("bulk")):
+        rates = [
+            statistics.median(_rate(p) for p in phases if (p.phase, p.build, p.records) == (name, build, count))
+            for count in (counts[0], counts[-1])
+        ]
+        found.append(
+            Growth(phase=name, build=build, records_before=counts[0], records_after=counts[-1],
+                   rate_before=rates[0], rate_after=rates[1], ratio=round(rates[1] / rates[0], 3) if rates[0] else 0.0)
+        )  # fmt: skip
+    return found
 
 
 def _rate(phase: PhaseResult) -> float:
@@ -373,6 +417,7 @@ def ratios(phases: Sequence[PhaseResult]) -> list[Ratio]:
 _COLUMNS = (
     "phase",
     "round",
+    "records",
     "build",
     "req/s",
     "records/s",
@@ -389,9 +434,9 @@ _COLUMNS = (
 def _row(p: PhaseResult) -> tuple[str, ...]:
     load = p.load
     records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
-    return (p.phase, str(p.round), p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
-            str(load.errors), f"{p.server_cpu:.2f}", f"{server_micros_per_op(p):,.0f}", f"{p.pg_cpu:.2f}",
-            f"{load.client_cpu:.2f}")  # fmt: skip
+    return (p.phase, str(p.round), f"{p.records:,}", p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}",
+            f"{load.p99_ms:.2f}", str(load.errors), f"{p.server_cpu:.2f}", f"{server_micros_per_op(p):,.0f}",
+            f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
 
 
 def server_micros_per_op(phase: PhaseResult) -> float:
@@ -405,7 +450,7 @@ def _table(result: BenchResult) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
 
     def line(row: tuple[str, ...]) -> str:
-        return "  ".join(cell.ljust(widths[i]) if i in {0, 2} else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        return "  ".join(cell.ljust(widths[i]) if i in {0, 3} else cell.rjust(widths[i]) for i, cell in enumerate(row))
 
     lines = [line(rows[0]), "  ".join("-" * width for width in widths), *(line(row) for row in rows[1:])]
     ceiling = result.ceiling
@@ -429,6 +474,13 @@ def _table(result: BenchResult) -> str:
             f"  {r.phase} vs {r.versus}: rate {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f};"
             f" cpu {' '.join(f'{v:.2f}' for v in r.cpu_per_round)} -> {r.cpu_median:.2f}"
             for r in result.ratios
+        ]
+    if result.growth:
+        lines += ["", "rate with more records ÷ rate before (medians over rounds):"]
+        lines += [
+            f"  {g.phase} on {g.build}: {g.rate_after:,.0f} at {g.records_after:,} ÷ {g.rate_before:,.0f} at "
+            f"{g.records_before:,} = {g.ratio:.2f}"
+            for g in result.growth
         ]
     return "\n".join(lines)
 

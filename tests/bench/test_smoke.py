@@ -57,5 +57,5 @@ def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
         assert len(ratio.per_round) == 1
         assert ratio.median > 0
     header = finished.stdout.splitlines()
-    assert any(line.split()[:4] == ["phase", "round", "build", "req/s"] for line in header)
+    assert any(line.split()[:5] == ["phase", "round", "records", "build", "req/s"] for line in header)
     assert "load generator ceiling" in finished.stdout
