@@ -104,7 +104,7 @@ def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 def media_type(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The request's media type without parameters, lower case."""
-    return connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return (scope_header(connection.scope, b"content-type") or "").split(";", 1)[0].strip().lower()
 
 
 async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

@@ -113,9 +113,7 @@ class AuditTrail:
         context = current()
         if context is None or context.interaction is None:
             return None
-        return [
-            (name, context.entry(status=o.status or 0, observer=self.observer, write=o)) for name, o in outcomes.items()
-        ]
+        return context.entries(outcomes, observer=self.observer)
 
     def committed(self) -> None:
         """The one-statement write that carried the request's row has committed: the request is audited."""
