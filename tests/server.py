@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,14 +18,17 @@ import asyncpg
 import msgspec
 import uvicorn
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 
-from registry.app import build_asgi
+from registry.app import build_asgi, create_app
 from registry.auth.clients import OPERATOR_CLIENT_ID
 from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
 from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
+from tests.factories import make_service_id
 
 __all__ = ("RunningServer", "add_service", "free_port", "json_server", "running_server")
 
@@ -115,6 +118,17 @@ async def add_service(
         )  # fmt: skip
     finally:
         await conn.close()
+
+
+def route_handlers(settings: Settings | None = None) -> Iterator[tuple[str, HTTPRouteHandler]]:
+    """Every route handler of an app built with ``settings`` (no database needed), with its route's path."""
+    app = create_app(
+        settings or Settings(), database_url="postgresql://unused", service_id=make_service_id(), hash_key=b"k"
+    )
+    for route in app.routes:
+        assert isinstance(route, HTTPRoute)
+        for handler in route.route_handlers:
+            yield route.path, handler
 
 
 def _litestar_in(app: Any) -> Litestar:

@@ -6,14 +6,10 @@ import asyncio
 import socket
 
 import uvicorn
-from litestar.routes import HTTPRoute
 from litestar.utils.sync import AsyncCallable
 
-from registry.app import create_app
 from registry.cli import worker_listener
-from registry.config import Settings
-from tests.factories import make_service_id
-from tests.server import free_port
+from tests.server import free_port, route_handlers
 
 
 async def test_worker_connections_have_nagle_off() -> None:
@@ -40,15 +36,12 @@ async def test_worker_connections_have_nagle_off() -> None:
 
 def test_no_route_runs_guards_or_dependencies_in_threads() -> None:
     """Every guard of every route is a coroutine and no dependency is sent to a worker thread (a hop per request)."""
-    app = create_app(Settings(), database_url="postgresql://unused", service_id=make_service_id(), hash_key=b"k")
     checked = 0
-    for route in app.routes:
-        assert isinstance(route, HTTPRoute)
-        for handler in route.route_handlers:
-            for guard in handler.resolve_guards():
-                assert not isinstance(guard, AsyncCallable), f"{route.path}: guard {guard.func} runs in a thread"
-            for name, provider in handler.resolve_dependencies().items():
-                assert not (provider.has_sync_callable and provider.sync_to_thread), f"{route.path}: {name}"
-            assert not handler.has_sync_callable or handler.sync_to_thread is False, route.path
-            checked += 1
+    for path, handler in route_handlers():
+        for guard in handler.resolve_guards():
+            assert not isinstance(guard, AsyncCallable), f"{path}: guard {guard.func} runs in a thread"
+        for name, provider in handler.resolve_dependencies().items():
+            assert not (provider.has_sync_callable and provider.sync_to_thread), f"{path}: {name}"
+        assert not handler.has_sync_callable or handler.sync_to_thread is False, path
+        checked += 1
     assert checked >= 8
