@@ -60,6 +60,7 @@ class AuditTrail:
             self._repo,
             flush_interval=self._settings.flush_interval_ms / 1000,
             max_rows=self._settings.flush_max_rows,
+            concurrency=self._settings.flush_concurrency,
             timeout=write_timeout,
             on_flush=self.poke,
         )

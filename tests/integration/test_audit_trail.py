@@ -303,3 +303,36 @@ async def test_a_full_group_is_written_without_waiting(fresh: str) -> None:
         await db.close()
     rows = await _rows(fresh, "SELECT count(*) AS n, count(DISTINCT xid) AS inserts FROM audit_events")
     assert (rows[0]["n"], rows[0]["inserts"]) == (3, 1)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_row_need_not_wait_for_another_groups_commit(fresh: str, concurrency: int) -> None:
+    """With two inserts allowed in flight, a row queued during a slow insert commits first; with one, it waits."""
+    conn = await asyncpg.connect(fresh)
+    try:
+        await conn.execute(
+            "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF NEW.request_id = 'slow' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER slow_row BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION slow_row()"
+        )
+    finally:
+        await conn.close()
+    db = await open_database(fresh, Settings().database)
+    done: list[str] = []
+
+    async def write(writer: AuditWriter, request_id: str) -> None:
+        await writer.write(make_audit_entry(request_id))
+        done.append(request_id)
+
+    try:
+        writer = AuditWriter(
+            db, AuditRepository(load_queries()), flush_interval=0, max_rows=100, timeout=10, concurrency=concurrency
+        )
+        writer.start()
+        slow = asyncio.create_task(write(writer, "slow"))
+        await asyncio.sleep(0.3)  # the slow row's insert is under way
+        await asyncio.wait_for(asyncio.gather(slow, write(writer, "fast")), timeout=10)
+        await writer.close()
+    finally:
+        await db.close()
+    assert done == (["fast", "slow"] if concurrency == 2 else ["slow", "fast"])
