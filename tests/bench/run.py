@@ -234,6 +234,17 @@ async def _measured(
     )
 
 
+async def _settle(database_url: str) -> None:
+    """After a bulk load: vacuum and analyze the build's database and checkpoint, so the timed phases
+    that follow do not share the machine with the load's aftermath (autovacuum, dirty buffers)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 async def _count_records(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
@@ -342,6 +353,9 @@ async def run(args: argparse.Namespace) -> BenchResult:
                             server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_
                         )
                         results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
+                    if scenario.requests == "batch_load":
+                        for server in servers:
+                            await _settle(server.database_url)
             builds = [
                 BuildResult(
                     label=server.build.label,
