@@ -12,6 +12,17 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from broker.discovery.gateways import GatewayClient, new_gateway_http
+from broker.discovery.locator import RecordsLocator
+from broker.discovery.service import DiscoveryService
+from broker.subscriptions.delivery import DeliveryWorker
+from broker.subscriptions.endpoints import EndpointPolicy
+from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
+from broker.subscriptions.repository import SubscriptionRepository
+from broker.subscriptions.service import SubscriptionService
+from federation.backoff import FailureCache
+from federation.client import PeerClient
+from federation.resolver import Resolver
 from registry import errors
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
@@ -22,27 +33,30 @@ from registry.auth.guard import authenticate, check_route_security
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import start_auth
 from registry.db.migrate import SchemaTooNew, schema_state
-from registry.db.pool import open_database
+from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
-from registry.fhir import fhir_router
+from registry.fhir.router import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext, check_request
 from registry.log import set_hash_key
+from registry.metrics import MetricsController
 from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
+from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp
 
+    from registry.auth.wiring import AuthParts
     from registry.config import Settings
 
-__all__ = ("build_asgi", "create_app")
+__all__ = ("build_asgi", "create_app", "endpoint_policy")
 
 
 class SchemaNotReady(RuntimeError):
@@ -77,6 +91,64 @@ async def _guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     await check_request(connection, handler)
 
 
+def endpoint_policy(settings: Settings) -> EndpointPolicy:
+    """Where notifications may go, from the settings (dev mode allows http and local addresses)."""
+    return EndpointPolicy(
+        dev=settings.dev,
+        allowed_hosts=settings.subscriptions.allowed_hosts,
+        allowed_networks=settings.subscriptions.allowed_networks,
+    )
+
+
+def _provide_discovery(state: State) -> DiscoveryService:
+    return state.discovery  # type: ignore[no-any-return]
+
+
+def _discovery(
+    settings: Settings, records: RecordService, directory: DirectoryService, auth: AuthParts
+) -> DiscoveryService:
+    """The broker of one process: its gateway HTTP client, breakers and single flights."""
+    http = new_gateway_http(settings.broker)
+    gateways = GatewayClient(
+        http,
+        auth.outbound,
+        max_bytes=settings.broker.max_response_bytes,
+        per_gateway=settings.broker.gateway_concurrency,
+    )
+    return DiscoveryService(
+        # The patient's services: its records here and at the registries they refer to.
+        locator=RecordsLocator(records),
+        directory=directory,
+        gateways=gateways,
+        http=http,
+        settings=settings.broker,
+        canon=Canonicals(settings.fhir.canonical_base.rstrip("/")),
+    )
+
+
+async def _require_schema_at_head(db: Database) -> None:
+    """Refuse a database whose schema is behind this release or ahead of it."""
+    async with db.primary.acquire() as conn:
+        state = await schema_state(conn)
+    if state.unknown:
+        raise SchemaTooNew(f"the database has migrations {state.unknown} that this release does not know")
+    if state.pending:
+        raise SchemaNotReady(
+            f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
+        )
+
+
+def _resolver(settings: Settings, service_id: str, directory: DirectoryService, peers: PeerClient) -> Resolver:
+    """The federation resolver of one process: follows registry records at peers (its negative cache in memory)."""
+    return Resolver(
+        origin=service_id,
+        directory=directory,
+        client=peers,
+        settings=settings.federation,
+        failures=FailureCache(settings.federation.negative_cache_seconds),
+    )
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -87,30 +159,54 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     set_hash_key(hash_key)
     audit_repository = AuditRepository(queries)
     trail = AuditTrail(audit_repository, settings.audit, observer=service_id)
+    subscriptions = SubscriptionRepository(queries)
+    canon = Canonicals(settings.fhir.canonical_base.rstrip("/"))
+    policy = endpoint_policy(settings)
+    latency = LatencyHistogram()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = await open_database(database_url, settings.database)
         try:
-            async with db.primary.acquire() as conn:
-                state = await schema_state(conn)
-            if state.unknown:
-                raise SchemaTooNew(f"the database has migrations {state.unknown} that this release does not know")
-            if state.pending:
-                raise SchemaNotReady(
-                    f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
-                )
+            await _require_schema_at_head(db)
             app.state.db = db
-            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail)
-            app.state.directory = DirectoryService(db, ServiceRepository(queries))
+            directory = DirectoryService(db, ServiceRepository(queries))
+            app.state.directory = directory
             app.state.audit = AuditService(db, audit_repository, settings.fhir)
+            app.state.subscriptions = SubscriptionService(
+                db, subscriptions, settings.subscriptions, trail, canon=canon, policy=policy
+            )
+            app.state.metrics_sources = [
+                SubscriptionMetrics(
+                    db, subscriptions, top=settings.subscriptions.metrics_max_subscriptions, latency=latency
+                )
+            ]
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
+            peers = PeerClient(
+                auth.outbound,
+                max_bytes=settings.federation.max_response_bytes,
+                max_connections=settings.federation.max_connections,
+            )
+            resolver = _resolver(settings, service_id, directory, peers)
+            app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail, resolver)
+            app.state.discovery = _discovery(settings, app.state.records, directory, auth)
             await trail.start(db, write_timeout=settings.database.command_timeout)
+            worker = None
+            if settings.subscriptions.worker:
+                worker = DeliveryWorker(
+                    db, subscriptions, settings.subscriptions, database_url=database_url, canon=canon, policy=policy,
+                    latency=latency,
+                )  # fmt: skip
+                await worker.start()
             try:
                 yield
             finally:
+                await app.state.discovery.close()
+                if worker is not None:
+                    await worker.stop()
+                await peers.close()
                 await auth.close()
         finally:
             await trail.stop()
@@ -132,6 +228,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             batch_api,
             fhir_router(settings),
             HealthController,
+            MetricsController,
             TokenController,
             WellKnownController,
         ],
@@ -140,6 +237,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "directory": Provide(_provide_directory, sync_to_thread=False),
             "principal": Provide(_provide_principal, sync_to_thread=False),
             "audit": Provide(_provide_audit, sync_to_thread=False),
+            "discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
         guards=[_guard],
         plugins=[OperationOutcomePlugin()],

@@ -1,4 +1,4 @@
-"""The operator's command line: ``ief-registry serve | db | services | clients | token | keys | audit``.
+"""The operator's command line: ``ief-registry serve | worker | db | services | clients | token | keys | audit``.
 
 Every command reads the same settings (``IEF_*`` variables, ``--config FILE``). With no database
 URL, commands use the embedded cluster in the data directory: started if needed, and stopped
@@ -203,6 +203,53 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
         raise click.ClickException("the server did not start (see the log above)")
 
 
+async def _work(url: str, settings: Settings) -> None:
+    from broker.subscriptions.delivery import DeliveryWorker
+    from broker.subscriptions.metrics import LatencyHistogram
+    from broker.subscriptions.repository import SubscriptionRepository
+    from registry.app import endpoint_policy
+    from schemas.fhir.canonical import Canonicals
+
+    conn = await connect(url)
+    try:
+        state = await schema_state(conn)
+    finally:
+        await conn.close()
+    if not state.at_head:
+        raise click.ClickException("the database schema is not at this release's head: run `ief-registry db upgrade`")
+    database = await open_database(url, settings.database)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        worker = DeliveryWorker(
+            database, SubscriptionRepository(load_queries()), settings.subscriptions, database_url=url,
+            canon=Canonicals(settings.fhir.canonical_base.rstrip("/")), policy=endpoint_policy(settings),
+            latency=LatencyHistogram(),
+        )  # fmt: skip
+        await worker.start()
+        try:
+            await stop.wait()
+        finally:
+            await worker.stop()
+    finally:
+        await database.close()
+
+
+@main.command()
+@click.option(
+    "--concurrency", type=int, default=None, help="Notifications sent at once (IEF_SUBSCRIPTIONS_WORKER_CONCURRENCY)."
+)
+@click.option("--dev", is_flag=True, default=None, help="Development mode (IEF_DEV): http and local endpoints.")
+@click.pass_obj
+def worker(obj: _Context, concurrency: int | None, dev: bool | None) -> None:
+    """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
+    settings = obj.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
+    with database_url(settings) as url:
+        _run(lambda: _work(url, settings))
+
+
 @main.group()
 def db() -> None:
     """Database schema: upgrade and status."""
@@ -266,7 +313,9 @@ def _with_directory(settings: Settings, action: Callable[[Any], Awaitable[T]]) -
 @click.option("--id", "service_id", required=True, help="Service ID (UUID or ULID).")
 @click.option("--kind", type=click.Choice(["gateway", "registry"]), required=True)
 @click.option("--name", required=True, help="Display name.")
-@click.option("--base-url", required=True, help="FHIR base URL of the service.")
+@click.option(
+    "--base-url", required=True, help="A gateway's FHIR base URL; a registry's root (its API and /fhir hang off it)."
+)
 @click.option("--style", type=click.Choice(["ief", "harmony"]), default="ief", show_default=True,
               help="How the broker phrases patient searches to this gateway.")  # fmt: skip
 @click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")
@@ -467,6 +516,7 @@ _public_key_option = click.option(
 @click.option(
     "--rate", type=float, default=None, help="Requests per second for this client (default IEF_AUTH_RATE_PER_SECOND)."
 )
+@click.option("--full-resource", is_flag=True, help="Allow it subscriptions with full-resource payloads.")
 @click.pass_obj
 def clients_add(
     obj: _Context,
@@ -479,6 +529,7 @@ def clients_add(
     secret: bool,
     external: bool,
     rate: float | None,
+    full_resource: bool,
 ) -> None:
     """Register a client; prints its ID alone on the last line (and a secret once, before it)."""
     settings = obj.settings()
@@ -495,12 +546,40 @@ def clients_add(
             **material,
         ),
     )
+    if full_resource:
+        _allow_full_resource(settings, row.client_id, allowed=True)
     if plain is not None:
         click.echo(f"client secret (shown once, store it now): {plain}")
         if not (settings.auth.allow_client_secrets or settings.dev):
             click.echo("note: client secrets are refused until IEF_AUTH_ALLOW_CLIENT_SECRETS=true or --dev", err=True)
     click.echo(f"added client {row.name} bound to {row.service_id}: {' '.join(row.scopes)}", err=True)
     click.echo(row.client_id)
+
+
+def _allow_full_resource(settings: Settings, client_id: str, *, allowed: bool) -> None:
+    from broker.subscriptions.repository import SubscriptionRepository
+
+    async def run() -> None:
+        database = await open_database(url, settings.database)
+        try:
+            async with database.writer() as conn:
+                if not await SubscriptionRepository(load_queries()).set_full_resource(conn, client_id, allowed):
+                    raise click.ClickException(f"no client {client_id}")
+        finally:
+            await database.close()
+
+    with database_url(settings) as url:
+        _run(run)
+
+
+@clients.command("full-resource")
+@click.argument("client_id")
+@click.option("--off", is_flag=True, help="Stop allowing it (its full-resource subscriptions go to error).")
+@click.pass_obj
+def clients_full_resource(obj: _Context, client_id: str, off: bool) -> None:
+    """Allow a client subscriptions with full-resource payloads (or stop, with --off)."""
+    _allow_full_resource(obj.settings(), client_id, allowed=not off)
+    click.echo(f"{'not allowed' if off else 'allowed'} full-resource payloads: {client_id}")
 
 
 @clients.command("list")

@@ -22,14 +22,17 @@ __all__ = (
     "TOML_ONLY",
     "AuditSettings",
     "AuthSettings",
+    "BrokerSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
+    "FederationSettings",
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
     "RecordSettings",
     "SettingDoc",
     "Settings",
+    "SubscriptionSettings",
     "TrustedIssuer",
     "describe_settings",
     "load_settings",
@@ -256,6 +259,172 @@ class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 250
 
 
+class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """FHIR subscriptions: the delivery worker, retries, limits and endpoint safety."""
+
+    worker: Annotated[
+        bool, Meta(description="Run the delivery worker inside `serve` (`ief-registry worker` runs more).")
+    ] = True
+    worker_concurrency: Annotated[
+        int, Meta(ge=1, le=1000, description="Notifications one worker process sends at once (one per subscription).")
+    ] = 16
+    poll_interval: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=60,
+            description="Seconds between looks for due work when no database notification wakes the worker.",
+        ),
+    ] = 1.0
+    lease_margin: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Seconds beyond a notification's timeout that a worker holds it; a killed worker's "
+            "notification is taken up again after that.",
+        ),
+    ] = 30.0
+    retry_schedule: Annotated[
+        str,
+        Meta(
+            description="Waits before each retry of a failed notification (`5s`, `5m`, `2h`, comma-separated); "
+            "after the last one the subscription goes to `error`."
+        ),
+    ] = "5s,5m,30m,2h,5h,10h,14h,20h,24h"
+    retry_jitter: Annotated[
+        float, Meta(ge=0, le=1, description="Each retry wait is varied at random by up to this fraction.")
+    ] = 0.2
+    retry_after_max: Annotated[
+        float, Meta(ge=0, description="Longest `Retry-After` honoured (seconds); longer ones are cut to it.")
+    ] = 86_400.0
+    handshake_attempts: Annotated[
+        int, Meta(ge=1, le=20, description="Attempts of a handshake (on the retry schedule) before `error`.")
+    ] = 3
+    timeout_default: Annotated[
+        int, Meta(ge=1, description="Seconds one notification attempt may take when the subscription sets no timeout.")
+    ] = 10
+    timeout_max: Annotated[
+        int, Meta(ge=1, description="Largest timeout a subscription may ask for (larger ones are clamped).")
+    ] = 30
+    heartbeat_min: Annotated[
+        int, Meta(ge=1, description="Shortest heartbeat period (seconds); shorter ones are clamped up.")
+    ] = 60
+    heartbeat_max: Annotated[
+        int, Meta(ge=1, description="Longest heartbeat period (seconds); longer ones are clamped down.")
+    ] = 86_400
+    max_count_max: Annotated[
+        int, Meta(ge=1, description="Most events one notification may carry (larger maxCount values are clamped).")
+    ] = 100
+    max_per_client: Annotated[
+        int, Meta(ge=1, description="Most live subscriptions one client may hold (admin clients are not limited).")
+    ] = 100
+    event_retention_seconds: Annotated[
+        int,
+        Meta(ge=0, description="Seconds a delivered, exhausted or cancelled event is kept for `$events`."),
+    ] = 2_592_000
+    events_page_max: Annotated[int, Meta(ge=1, description="Most events one `$events` answer carries.")] = 100
+    secret_rotation_seconds: Annotated[
+        int,
+        Meta(ge=0, description="Seconds a replaced signing secret keeps signing beside the new one (rotation)."),
+    ] = 86_400
+    allowed_hosts: Annotated[
+        str,
+        Meta(
+            description="Endpoint host names (comma-separated) allowed whatever they resolve to "
+            "(loopback, private, link-local)."
+        ),
+    ] = ""
+    allowed_networks: Annotated[
+        str,
+        Meta(description="Address ranges (CIDR, comma-separated) endpoints may resolve to although private or local."),
+    ] = ""
+    metrics_max_subscriptions: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Subscriptions with their own series on `/metrics` (those with the most pending events "
+            "and failures); the rest are summed.",
+        ),
+    ] = 100
+
+
+class BrokerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Discovery fan-out: ImagingStudy and DocumentReference searches asked of the patient's gateways."""
+
+    gateway_timeout: Annotated[
+        float, Meta(gt=0, description="Seconds one gateway may take to answer a search (getting a token included).")
+    ] = 10.0
+    deadline: Annotated[
+        float,
+        Meta(gt=0, description="Seconds a whole search may take, locating included; `Prefer: wait=N` shortens it."),
+    ] = 15.0
+    request_concurrency: Annotated[
+        int, Meta(ge=1, le=1000, description="Gateways one search asks at once (the rest wait for a slot).")
+    ] = 16
+    gateway_concurrency: Annotated[
+        int,
+        Meta(ge=1, le=1000, description="Searches in flight to one gateway at once (its connections), per process."),
+    ] = 32
+    max_response_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest answer read from one gateway; larger ones are abandoned (too-large).")
+    ] = 8_388_608
+    breaker_failures: Annotated[
+        int, Meta(ge=1, description="Consecutive failures that open a gateway's circuit (it is then skipped).")
+    ] = 5
+    breaker_cooldown: Annotated[
+        float,
+        Meta(gt=0, description="Seconds an open circuit skips its gateway before one probe search is let through."),
+    ] = 30.0
+    anonymous_gateways: Annotated[
+        bool,
+        Meta(
+            description="Ask gateways this instance has no credentials for (federated ones, or members without "
+            "`--client-id`/`--bearer-token-file`) without a token, instead of skipping them."
+        ),
+    ] = False
+    page_seconds: Annotated[
+        float, Meta(gt=0, description="Seconds a merged result of several pages is kept for its paging links.")
+    ] = 300.0
+    page_cache_size: Annotated[
+        int, Meta(ge=1, description="Merged results kept for paging, per server process (the oldest go first).")
+    ] = 256
+
+
+class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Federation: the limits of one look-up that follows `registry` records to peer registries (DESIGN §5)."""
+
+    hop_limit: Annotated[
+        int, Meta(ge=1, le=8, description="Most registry hops one look-up follows from this registry (at most 8).")
+    ] = 4
+    budget: Annotated[
+        int, Meta(ge=1, le=1000, description="Most requests to peer registries one look-up may send.")
+    ] = 32
+    deadline: Annotated[
+        float,
+        Meta(gt=0, le=60, description="Seconds one look-up may take in all; each peer is given what is left."),
+    ] = 5.0
+    min_hop_time: Annotated[
+        float,
+        Meta(
+            ge=0, le=5, description="Seconds that must be left of the deadline to ask one more peer (else `deadline`)."
+        ),
+    ] = 0.05
+    concurrency: Annotated[int, Meta(ge=1, le=64, description="Peer registries one look-up asks at the same time.")] = 8
+    max_response_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest answer accepted from a peer registry (`too-large` above).")
+    ] = 1_048_576
+    negative_cache_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Seconds a peer that failed is not asked again (`failed-recently`), per process; 0: off.",
+        ),
+    ] = 30.0
+    max_connections: Annotated[
+        int, Meta(ge=1, description="Connections to peer registries each server process keeps at most.")
+    ] = 100
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -278,6 +447,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fhir: FhirSettings = msgspec.field(default_factory=FhirSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     audit: AuditSettings = msgspec.field(default_factory=AuditSettings)
+    subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
+    broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
+    federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

@@ -26,6 +26,7 @@ EVENTS = {
     "embedded_started": "the embedded PostgreSQL cluster is running",
     "embedded_stopped": "the embedded PostgreSQL cluster was stopped",
     "migrations_applied": "pending migrations were applied",
+    "replica_unavailable": "the read replica could not be reached; look-ups use the primary until it answers again",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",
     "batch_applied": "a batch of records was applied: counts per outcome",
     "key_created": "a signing key was created (first start): purpose (issuer or outbound), kid",
@@ -40,6 +41,29 @@ EVENTS = {
     "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
     "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
+    "subscription_created": "a subscription was created (requested): subscription ID, client ID, payload content",
+    "subscription_updated": "a client changed a subscription: subscription ID, status before and after, handshake",
+    "subscription_deleted": "a client deleted a subscription: subscription ID, client ID",
+    "subscription_status": "the server changed a subscription's status (active, error, off) and why",
+    "notification_attempt": "one notification attempt: subscription ID, kind, event numbers, attempt, webhook-id, "
+    "HTTP status or error class, latency (never header values or IHIs)",
+    "events_delivered": "events got a 2xx (final state delivered): subscription ID, first and last number, attempts",
+    "events_exhausted": "events failed for good (final state exhausted, kept for $events): numbers, attempts, error",
+    "events_cancelled": "events of a deleted, off or ended subscription were cancelled (final state): numbers, reason",
+    "events_purged": "final events older than the retention were removed: count, subscriptions",
+    "delivery_refused": "the owner may no longer receive a subscription's notifications: nothing sent, status error",
+    "delivery_failed_unexpectedly": "a delivery raised an unexpected error; its lease was released for a retry",
+    "worker_started": "a delivery worker started: worker name, concurrency",
+    "worker_stopped": "a delivery worker stopped",
+    "worker_listen_failed": "a delivery worker could not LISTEN for wake-ups; it polls instead",
+    "worker_round_failed": "a delivery worker's round failed (database unreachable?); "
+    "it retries after the poll interval",
+    "discovery_search": "a broker fan-out ended: resource type, IHI hash, gateways asked, matches, issues, duration "
+    "(and its parts: locating, waiting for gateways, merging)",
+    "gateway_problem": "a gateway gave a broker search nothing, or not everything: service ID, problem, detail",
+    "gateway_circuit_opened": "a gateway failed repeatedly, so it is skipped for a while: service ID, cool-down",
+    "federation_lookup": "a look-up followed registry records: IHI hash, peers asked, records, unresolved, duration",
+    "federation_peer_failed": "a peer registry gave no usable answer (or dropped records): service ID, reason, detail",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from schemas.base import Input, Wire
-from schemas.types import RecordStatus, RecordType
+from schemas.base import Input, Received, Wire
+from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind, UnresolvedReason
 
 __all__ = (
     "BatchItem",
     "BatchItemResult",
     "BatchResult",
     "HistoryEntry",
+    "PeerRecord",
+    "PeerRecordList",
+    "PeerService",
     "Record",
     "RecordHistory",
     "RecordList",
     "RecordWrite",
+    "ServiceRef",
     "Unresolved",
 )
 
@@ -27,25 +31,52 @@ class RecordWrite(Input):
     type: RecordType = RecordType.RECORD
 
 
+class ServiceRef(Wire):
+    """A service as the registry that holds a record knows it: its directory entry there.
+
+    For a registry, ``base_url`` is the root of its API (``{base_url}/registry/records``,
+    ``{base_url}/fhir``); for a gateway it is its FHIR base, and ``search_style`` says how the
+    broker phrases patient searches to it.
+    """
+
+    kind: ServiceKind
+    name: str
+    base_url: str
+    search_style: SearchStyle
+
+
 class Record(Wire):
-    """A registry record as stored."""
+    """A registry record as stored.
+
+    Look-ups add ``service`` (the service's directory entry at the registry holding the record);
+    look-ups that follow referrals add ``via``: the registry service IDs the record was learned
+    through, in order (empty for this registry's own records; the last one holds the record).
+    """
 
     ihi: str
     service_id: str
     status: RecordStatus
     type: RecordType
     last_updated: datetime
+    service: ServiceRef | None = None
+    via: list[str] | None = None
 
 
 class Unresolved(Wire):
-    """A federation hop that could not be followed, and why."""
+    """A federation hop that could not be followed, and why.
+
+    ``via`` is the chain of registries the referral to ``service_id`` was learned through (empty:
+    a record of this registry referred to it; the last one made the referral).
+    """
 
     service_id: str
-    reason: str
+    reason: UnresolvedReason
+    detail: str
+    via: list[str]
 
 
 class RecordList(Wire):
-    """Answer of ``GET /registry/records/{ihi}``."""
+    """Answer of ``GET /registry/records/{ihi}``; ``unresolved`` only when referrals were followed."""
 
     ihi: str
     records: list[Record]
@@ -103,3 +134,30 @@ class BatchResult(Wire):
     unchanged: int
     errors: int
     results: list[BatchItemResult]
+
+
+class PeerService(Received):
+    """A service's directory entry in a peer registry's answer (validated by the federation client)."""
+
+    kind: str
+    name: str
+    base_url: str
+    search_style: str = "ief"
+
+
+class PeerRecord(Received):
+    """One record in a peer registry's answer: loosely typed, so one bad record can be dropped alone."""
+
+    service_id: str
+    status: str
+    type: str
+    last_updated: datetime
+    ihi: str | None = None
+    service: PeerService | None = None
+
+
+class PeerRecordList(Received):
+    """A peer registry's answer to ``GET /registry/records/{ihi}?follow=false``."""
+
+    ihi: str
+    records: list[PeerRecord]

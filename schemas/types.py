@@ -20,6 +20,7 @@ __all__ = (
     "SearchStyle",
     "ServiceKind",
     "ServiceStatus",
+    "UnresolvedReason",
     "luhn_valid",
     "parse_ihi",
     "parse_service_id",
@@ -75,6 +76,27 @@ class SearchStyle(enum.StrEnum):
 
     IEF = "ief"
     HARMONY = "harmony"
+
+
+class UnresolvedReason(enum.StrEnum):
+    """Why a federation hop was not followed to the end (DESIGN §5): a closed vocabulary.
+
+    The native API's ``unresolved`` list and the FHIR OperationOutcome of ``$locate`` both use it;
+    the FHIR code system ``federation-unresolved-reason`` is generated from it.
+    """
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    ERROR_RESPONSE = "error-response"
+    INVALID_RESPONSE = "invalid-response"
+    TOO_LARGE = "too-large"
+    UNAUTHORIZED = "unauthorized"
+    LOOP = "loop"
+    HOP_LIMIT = "hop-limit"
+    BUDGET = "budget"
+    DEADLINE = "deadline"
+    NOT_A_MEMBER = "not-a-member"
+    FAILED_RECENTLY = "failed-recently"
 
 
 def luhn_valid(digits: str) -> bool:

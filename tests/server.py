@@ -30,7 +30,7 @@ from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
 
-__all__ = ("RunningServer", "add_service", "free_port", "json_server", "running_server")
+__all__ = ("RunningServer", "add_service", "asgi_server", "free_port", "json_server", "running_server", "serving")
 
 
 def free_port() -> int:
@@ -89,32 +89,40 @@ class RunningServer:
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
         base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
+        client_id: str | None = None, bearer_token_file: str | None = None,
     ) -> None:  # fmt: skip
-        """Put a member service straight into the directory (as the operator's CLI would)."""
+        """Put a member service straight into the directory (as the operator's CLI would), with how this
+        server authenticates to it (``client_id`` it gave us, or a ``bearer_token_file``), if at all."""
         await add_service(
-            self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status
-        )
+            self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
+            client_id=client_id, bearer_token_file=bearer_token_file,
+        )  # fmt: skip
+
+    async def count(self, sql: str, *args: object) -> int:
+        """The number a ``SELECT count(*) …`` finds in the server's database (checks behind the API's back)."""
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            return int(await conn.fetchval(sql, *args))
+        finally:
+            await conn.close()
 
     async def record_count(self, ihi: str) -> int:
         """How many records (any status) the database holds for an IHI."""
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            return int(await conn.fetchval("SELECT count(*) FROM records WHERE ihi = $1", ihi))
-        finally:
-            await conn.close()
+        return await self.count("SELECT count(*) FROM records WHERE ihi = $1", ihi)
 
 
 async def add_service(
     database_url: str, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
     base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
+    client_id: str | None = None, bearer_token_file: str | None = None,
 ) -> None:  # fmt: skip
     """Put a member service straight into the directory of the database at ``database_url``."""
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            "INSERT INTO services (service_id, kind, name, base_url, search_style, status) "
-            "VALUES ($1, $2, $3, $4, $5, $6)",
-            service_id, kind, name, base_url, style, status,
+            "INSERT INTO services (service_id, kind, name, base_url, search_style, status, client_id, "
+            "bearer_token_file) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            service_id, kind, name, base_url, style, status, client_id, bearer_token_file,
         )  # fmt: skip
     finally:
         await conn.close()
@@ -145,7 +153,7 @@ async def running_server(
     """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
-    async with _serving(app, port=port, lifespan="on") as base_url:
+    async with serving(app, port=port, lifespan="on") as base_url:
         database = await open_database(database_url, settings.database.__class__(pool_min=0, pool_max=4))
         auth = await start_auth(database, load_queries(), settings, service_id)
         try:
@@ -156,7 +164,7 @@ async def running_server(
 
 
 @contextlib.asynccontextmanager
-async def _serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
+async def serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
     """Run an ASGI app with uvicorn on loopback in this event loop; yield its base URL."""
     port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan)
@@ -177,6 +185,16 @@ async def _serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]
 
 
 @contextlib.asynccontextmanager
+async def asgi_server(app: Any) -> AsyncIterator[str]:
+    """A real HTTP server on loopback running ``app`` (an outside party: a gateway, a misbehaving peer).
+
+    Yields its base URL. The app must let its requests end when the block ends (uvicorn waits for them).
+    """
+    async with serving(app, port=None, lifespan="off") as base_url:
+        yield base_url
+
+
+@contextlib.asynccontextmanager
 async def json_server(documents: dict[str, object]) -> AsyncIterator[str]:
     """A real HTTP server on loopback answering GET ``path`` with ``documents[path]`` as JSON (404 else).
 
@@ -193,5 +211,5 @@ async def json_server(documents: dict[str, object]) -> AsyncIterator[str]:
         await send({"type": "http.response.start", "status": 200 if found is not None else 404, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async with _serving(app, port=None, lifespan="off") as base_url:
+    async with serving(app, port=None, lifespan="off") as base_url:
         yield base_url

@@ -49,7 +49,8 @@ PATIENT_QUERY_PARAMS = ("patient", "subject:identifier", "patient.identifier", "
 PEER_REQUEST_ID_HEADER = b"ief-request-id"
 _MAX_PATH = 2048
 _MAX_QUERY = 4096
-_MAX_TEXT = 500
+_MAX_TEXT = 4000
+"""Longest detail kept: a broker search lists every service it asked, with how each answered."""
 
 _current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar("audit_context", default=None)
 
@@ -245,7 +246,11 @@ def note_records(record_ids: Iterable[object]) -> None:
 
 
 def note_detail(text: str) -> None:
-    """Say what the current request's outcome needs beyond its status (no-op outside a request)."""
+    """Say what the current request's outcome needs beyond its status (no-op outside a request).
+
+    Several parts of one request may each say something (the federation look-up, then the broker's
+    fan-out, then an error): their notes are kept in order, joined by "; ".
+    """
     context = _current.get()
-    if context is not None and context.detail is None:
-        context.detail = text
+    if context is not None:
+        context.detail = text if context.detail is None else f"{context.detail}; {text}"

@@ -234,7 +234,8 @@ class TokenEndpoint:
         raise InvalidClientError(description="no client authentication: send a client assertion (private_key_jwt)")
 
     async def _client(self, client_id: str, status_code: int = 400) -> ClientRow:
-        async with self._db.reader() as conn:
+        # From the primary: a replica's lag must not stretch a disabled client's access or hide a new key.
+        async with self._db.writer() as conn:
             client = await self._repo.get_client(conn, client_id)
         if client is None or not client.enabled:
             raise InvalidClientError(description="unknown or disabled client", status_code=status_code)

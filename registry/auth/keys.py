@@ -91,7 +91,8 @@ class KeyRing:
 
     async def load(self) -> Keys:
         """Read every live key from the database."""
-        async with self._db.reader() as conn:
+        # From the primary: a replica's lag must not stretch a disabled client's access or hide a new key.
+        async with self._db.writer() as conn:
             rows = await self._repo.live_keys(conn)
         active = {row.purpose: row for row in rows if row.retired_at is None}
         missing = {ISSUER, OUTBOUND} - set(active)

@@ -164,7 +164,8 @@ class _Clients:
         now = time.monotonic()
         if known is not None and now - known[1] < self._ttl:
             return known[0]
-        async with self._db.reader() as conn:
+        # From the primary: a replica's lag must not stretch a disabled client's access or hide a new key.
+        async with self._db.writer() as conn:
             state = await self._repo.client_state(conn, client_id)
         if self._ttl > 0:
             if len(self._states) > 10_000:

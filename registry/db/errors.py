@@ -47,6 +47,10 @@ def translate_db_errors() -> Iterator[None]:
             raise errors.UnknownService(str(exc.args[0] if exc.args else exc), issues=None) from exc
         if isinstance(exc, asyncpg.ForeignKeyViolationError):
             raise errors.UnknownService("the record names a service that is not in the directory") from exc
+        if isinstance(exc, asyncpg.DeadlockDetectedError):
+            # Concurrent batches that lock the same subscriptions in another order (ADR 0010): PostgreSQL
+            # aborted this one; repeating it is safe (writes are idempotent).
+            raise errors.Conflict("the write met a concurrent one and was rolled back; repeat it") from exc
         if isinstance(exc, asyncpg.QueryCanceledError):
             raise errors.DependencyUnavailable("the database did not answer in time") from exc
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from registry.db.errors import translate_db_errors
+from registry.log import get_logger
 
 if TYPE_CHECKING:
     from registry.config import DatabaseSettings
@@ -20,12 +22,22 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """A plain connection or one borrowed from a pool: what repositories take."""
 
 
+_log = get_logger(__name__)
+
+_REPLICA_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError)
+"""What acquiring a replica connection raises when the replica is down, starting or unreachable."""
+
+REPLICA_RETRY_SECONDS = 5.0
+"""How long look-ups use the primary after the replica could not be reached."""
+
+
 @dataclass(slots=True)
 class Database:
     """The pools a process uses: ``primary`` for writes, ``read`` for look-ups (the primary when unset)."""
 
     primary: asyncpg.Pool
     read: asyncpg.Pool
+    replica_down_until: float = 0.0
 
     @contextlib.asynccontextmanager
     async def writer(self) -> AsyncIterator[Connection]:
@@ -36,10 +48,30 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def reader(self) -> AsyncIterator[Connection]:
-        """A connection for read-only look-ups (the replica when configured)."""
+        """A connection for read-only look-ups: the replica when configured and reachable, else the primary.
+
+        A replica that cannot be reached is skipped for ``REPLICA_RETRY_SECONDS`` (look-ups go to the
+        primary meanwhile, and the outage is logged once), so a replica outage costs freshness of
+        nothing and availability of nothing.
+        """
         with translate_db_errors():
-            async with self.read.acquire() as conn:
+            conn: asyncpg.pool.PoolConnectionProxy | None = None
+            if self.read is not self.primary and time.monotonic() >= self.replica_down_until:
+                try:
+                    conn = await self.read.acquire()
+                except _REPLICA_DOWN as exc:
+                    if not self.replica_down_until:
+                        _log.warning("replica_unavailable", error=type(exc).__name__)
+                    self.replica_down_until = time.monotonic() + REPLICA_RETRY_SECONDS
+            if conn is None:
+                async with self.primary.acquire() as primary_conn:
+                    yield primary_conn
+                return
+            self.replica_down_until = 0.0
+            try:
                 yield conn
+            finally:
+                await self.read.release(conn)
 
     async def close(self) -> None:
         """Close both pools."""

@@ -73,6 +73,12 @@ class ServiceRepository:
             row = await conn.fetchrow(self._q["get_service"], service_id)
         return _service(row) if row else None
 
+    async def get_many(self, conn: Connection, service_ids: list[str]) -> list[Service]:
+        """The services among ``service_ids`` (unknown IDs are left out)."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["get_services"], service_ids)
+        return [_service(row) for row in rows]
+
     async def set_status(self, conn: Connection, service_id: str, status: str) -> Service | None:
         """Enable or disable a service; None when it does not exist."""
         with translate_db_errors():

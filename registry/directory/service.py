@@ -86,6 +86,14 @@ class DirectoryService:
             raise errors.NotFound("no such service")
         return found
 
+    async def get_many(self, service_ids: list[str]) -> dict[str, Service]:
+        """The services among ``service_ids``, by ID (unknown IDs are left out)."""
+        if not service_ids:
+            return {}
+        async with self._db.reader() as conn:
+            found = await self._repo.get_many(conn, service_ids)
+        return {service.service_id: service for service in found}
+
     async def set_status(self, service_id: str, status: ServiceStatus) -> Service:
         """Enable or disable a service; records naming a disabled service can no longer be written."""
         sid = check_service_id(service_id, "id")

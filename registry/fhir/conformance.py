@@ -23,7 +23,7 @@ __all__ = ("CONFORMANCE", "CONFORMANCE_TYPES", "Conformance", "conformance_contr
 
 ResourceId = Annotated[str, PathParameter(description="The id of the conformance resource.")]
 
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter")
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "SearchParameter", "OperationDefinition")
 
 _URL = SearchParam(
     "url",
@@ -72,7 +72,7 @@ def _canonical(_name: str, text: str) -> tuple[str, str | None]:
 CONFORMANCE = tuple(
     ResourceCapability(
         kind,
-        f"The {kind} resources that define the IEF profile, extensions and codes (public).",
+        f"The {kind} resources that define the IEF profile, extensions, codes and operations (public).",
         ("read", "search-type"),
         search=(_URL,),
     )

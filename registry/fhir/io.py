@@ -71,6 +71,8 @@ def route_opt(
 async def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """Refuse ``_format`` values other than JSON (a ``+`` sent unencoded arrives as a space).
 
+    A coroutine so that Litestar does not run it in a worker thread (see ``registry.http.check_request``).
+
     Raises:
         NotAcceptable: the request asks for XML, Turtle or anything else that is not JSON.
     """

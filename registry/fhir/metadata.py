@@ -28,12 +28,12 @@ class Metadata:
         self.capabilities = capabilities
         self._canon = canon
         self._version = version
-        self._date = date
+        self.date = date
 
     def statement(self, base: str) -> dict[str, Any]:
         """The CapabilityStatement of the FHIR base ``base``."""
         return capability_statement(
-            self.capabilities, canon=self._canon, software_version=self._version, base_url=base, date=self._date
+            self.capabilities, canon=self._canon, software_version=self._version, base_url=base, date=self.date
         )
 
 

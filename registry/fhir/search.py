@@ -167,12 +167,17 @@ class SearchQuery(Criteria):
             raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
         return int(values[0])
 
-    def links(self, url: str, total: int) -> list[tuple[str, str]]:
-        """Bundle links for this page of ``total`` matches: self, and next/previous where they exist."""
-        kept = [(key, value) for key, value in self.items if key not in _PAGING]
+    def links(self, url: str, total: int, carry: tuple[tuple[str, str], ...] = ()) -> list[tuple[str, str]]:
+        """Bundle links for this page of ``total`` matches: self, and next/previous where they exist.
+
+        ``carry``: paging parameters of the server's own that every link carries (replacing any sent).
+        """
+        own = {*_PAGING, *(name for name, _ in carry)}
+        kept = [(key, value) for key, value in self.items if key not in own]
 
         def at(offset: int) -> str:
-            return f"{url}?{urlencode([*kept, ('_count', str(self.count)), ('_offset', str(offset))])}"
+            paging = [("_count", str(self.count)), ("_offset", str(offset)), *carry]
+            return f"{url}?{urlencode([*kept, *paging])}"
 
         links = [("self", at(self.offset))]
         if self.count and self.offset + self.count < total:

@@ -11,7 +11,7 @@ from litestar.params import JSONBody, Parameter
 
 from registry import errors
 from registry.auth.scopes import Principal
-from registry.http import media_type
+from registry.http import media_type, request_id
 from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import RecordService, to_record
 from schemas.audit import Interaction
@@ -31,6 +31,14 @@ ServiceIdParam = Annotated[str, Parameter(description="The service ID: a UUID or
 StatusParam = Annotated[
     list[str] | None,
     Parameter(required=False, description="Statuses to include (repeatable); default active."),
+]
+FollowParam = Annotated[
+    bool,
+    Parameter(
+        required=False,
+        description="true: follow `registry` records to the registries they name (federation); "
+        "false (default): return them as they are, for the caller to follow.",
+    ),
 ]
 
 
@@ -61,11 +69,22 @@ class RecordController(Controller):
     @get(
         "/{ihi:str}",
         operation_id="getRecords",
-        opt={"query": frozenset({"status"}), "scopes": _READ, "audit": Interaction.SEARCH_TYPE},
+        opt={"query": frozenset({"status", "follow"}), "scopes": _READ, "audit": Interaction.SEARCH_TYPE},
     )
-    async def get_records(self, records: Records, ihi: IhiParam, status: StatusParam = None) -> RecordList:
-        """The services holding data for a patient: active records, or the statuses asked for."""
-        return await records.for_ihi(ihi, status)
+    async def get_records(
+        self,
+        records: Records,
+        request: Request[Any, Any, Any],
+        ihi: IhiParam,
+        status: StatusParam = None,
+        follow: FollowParam = False,
+    ) -> RecordList:
+        """The services holding data for a patient: active records, or the statuses asked for.
+
+        With ``follow=true`` this registry follows ``registry`` records to the registries they name
+        (and theirs in turn) and answers what it learned, with ``unresolved`` for what it could not.
+        """
+        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request))
 
     @get(
         "/{ihi:str}/history",

@@ -10,8 +10,8 @@ from uuid import UUID
 from registry.audit.repository import insert_columns
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
-from schemas.records import HistoryEntry
-from schemas.types import RecordStatus, RecordType
+from schemas.records import HistoryEntry, ServiceRef
+from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind
 
 if TYPE_CHECKING:
     import asyncpg
@@ -25,7 +25,10 @@ __all__ = ("BatchRow", "RecordRepository", "StoredRecord")
 
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
-    """A record row, with the storage-only fields the FHIR facade needs (id, version)."""
+    """A record row, with the storage-only fields the FHIR facade needs (id, version).
+
+    ``service`` is the service's directory entry, read by look-ups by IHI only.
+    """
 
     ihi: str
     service_id: str
@@ -34,6 +37,7 @@ class StoredRecord:
     type: RecordType
     version: int
     last_updated: datetime
+    service: ServiceRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,7 @@ class BatchRow:
     outcome: str
 
 
-def _stored(row: asyncpg.Record) -> StoredRecord:
+def _stored(row: asyncpg.Record, service: ServiceRef | None = None) -> StoredRecord:
     return StoredRecord(
         ihi=row["ihi"],
         service_id=row["service_id"],
@@ -57,7 +61,18 @@ def _stored(row: asyncpg.Record) -> StoredRecord:
         type=RecordType(row["type"]),
         version=row["version"],
         last_updated=row["last_updated"],
+        service=service,
     )
+
+
+def _with_service(row: asyncpg.Record) -> StoredRecord:
+    service = ServiceRef(
+        kind=ServiceKind(row["service_kind"]),
+        name=row["service_name"],
+        base_url=row["service_base_url"],
+        search_style=SearchStyle(row["service_search_style"]),
+    )
+    return _stored(row, service)
 
 
 class RecordRepository:
@@ -124,10 +139,10 @@ class RecordRepository:
         }
 
     async def for_ihi(self, conn: Connection, ihi: str, statuses: list[str]) -> list[StoredRecord]:
-        """The records of one IHI with the given statuses."""
+        """The records of one IHI with the given statuses, each with its service's directory entry."""
         with translate_db_errors():
             rows = await conn.fetch(self._q["get_records"], ihi, statuses)
-        return [_stored(row) for row in rows]
+        return [_with_service(row) for row in rows]
 
     async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
         """Every change of every record of one IHI, oldest first."""

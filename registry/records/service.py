@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.records.repository import BatchRow, RecordRepository, StoredRecord
 
-__all__ = ("RecordService", "check_actor", "to_record")
+__all__ = ("RecordService", "Referrals", "check_actor", "to_record")
 
 _log = get_logger(__name__)
 _item_decoder = msgspec.json.Decoder()
@@ -57,14 +57,36 @@ def _note_read(stored: list[StoredRecord]) -> None:
 
 
 def to_record(stored: StoredRecord) -> Record:
-    """The wire form of a stored record."""
+    """The wire form of a stored record (with its service's directory entry when the look-up read it)."""
     return Record(
         ihi=stored.ihi,
         service_id=stored.service_id,
         status=stored.status,
         type=stored.type,
         last_updated=stored.last_updated,
+        service=stored.service,
     )
+
+
+class Referrals(Protocol):
+    """Follows ``registry`` records to the registries they name (DESIGN §5).
+
+    The records layer declares what it needs; ``registry/app.py`` injects the implementation
+    (``federation.resolver.Resolver``), so records never import federation.
+    """
+
+    async def follow(
+        self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str, deadline: float | None = None
+    ) -> RecordList:
+        """Resolve the ``registry`` records among ``found`` (this registry's own records for ``ihi``).
+
+        ``request_id`` goes to every peer (``IEF-Request-Id``); ``deadline`` (a ``time.monotonic()``
+        instant) ends the look-up sooner than its own deadline would.
+
+        Returns every ``record``-type record learned, here and at the registries reached (each with
+        ``via``), and ``unresolved``: every referral that could not be followed, with the reason.
+        """
+        ...
 
 
 class RecordService:
@@ -74,11 +96,19 @@ class RecordService:
     reads note the records they return for the request's audit row.
     """
 
-    def __init__(self, db: Database, repository: RecordRepository, settings: RecordSettings, audit: AuditTrail) -> None:
+    def __init__(
+        self,
+        db: Database,
+        repository: RecordRepository,
+        settings: RecordSettings,
+        audit: AuditTrail,
+        referrals: Referrals | None = None,
+    ) -> None:
         self._db = db
         self._repo = repository
         self._settings = settings
         self._audit = audit
+        self._referrals = referrals
 
     async def put(
         self,
@@ -139,14 +169,36 @@ class RecordService:
         self._audit.committed()
         return stored, outcome
 
-    async def for_ihi(self, ihi: str, statuses: list[str] | None = None) -> RecordList:
-        """The records of one IHI: active ones, or those with the statuses asked for."""
+    async def for_ihi(
+        self,
+        ihi: str,
+        statuses: list[str] | None = None,
+        *,
+        follow: bool = False,
+        request_id: str = "",
+        deadline: float | None = None,
+    ) -> RecordList:
+        """The records of one IHI: active ones, or those with the statuses asked for.
+
+        With ``follow``, ``registry`` records are resolved at the registries they name (peers are
+        asked for the same statuses and told ``request_id`` for their audit), within the federation
+        limits and by ``deadline`` (a ``time.monotonic()`` instant) if given: the answer holds every
+        ``record``-type record learned, with ``via``, and ``unresolved``.
+
+        Raises:
+            DependencyUnavailable: ``follow`` on a service built without federation.
+        """
         ihi = check_ihi(ihi)
         wanted = parse_statuses(statuses)
         async with self._db.reader() as conn:
             stored = await self._repo.for_ihi(conn, ihi, wanted)
         _note_read(stored)
-        return RecordList(ihi=ihi, records=[to_record(s) for s in stored])
+        records = [to_record(s) for s in stored]
+        if not follow:
+            return RecordList(ihi=ihi, records=records)
+        if self._referrals is None:
+            raise errors.DependencyUnavailable("this server cannot follow registry records: federation is not set up")
+        return await self._referrals.follow(ihi, records, wanted, request_id=request_id, deadline=deadline)
 
     async def history(self, ihi: str) -> RecordHistory:
         """Every status change of every record of one IHI, oldest first."""

@@ -10,15 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = (
+    "BROKER_OUTCOME",
     "CONNECTION_TYPE_SYSTEM",
+    "EXT_BROKER_SOURCE",
+    "EXT_LOCATE_CHAIN",
     "EXT_SEARCH_STYLE",
     "EXT_SERVICE",
     "EXT_SERVICE_KIND",
     "EXT_STATUS",
     "EXT_TYPE",
+    "EXT_UNRESOLVED_SERVICE",
     "HL7_SEARCH_PARAMETER",
+    "LOCATE_OPERATION",
     "REGISTRY_RECORD",
     "RESOURCE_TYPES_SYSTEM",
+    "UNRESOLVED_REASON",
     "Canonicals",
 )
 
@@ -30,6 +36,17 @@ EXT_STATUS = "registry-record-status"
 EXT_TYPE = "registry-record-type"
 EXT_SERVICE_KIND = "endpoint-service-kind"
 EXT_SEARCH_STYLE = "endpoint-search-style"
+EXT_BROKER_SOURCE = "broker-source"
+"""Extension naming a member service (IEF service ID) that a broker search result came from or concerns."""
+BROKER_OUTCOME = "broker-outcome"
+"""Id of the code system of the broker's per-gateway problems (``schemas.discovery.GatewayProblem``)."""
+EXT_LOCATE_CHAIN = "locate-chain"
+EXT_UNRESOLVED_SERVICE = "unresolved-service"
+
+LOCATE_OPERATION = "Patient-locate"
+"""Id of the OperationDefinition of ``Patient/$locate``."""
+UNRESOLVED_REASON = "federation-unresolved-reason"
+"""Id of the code system (and value set) of the reasons a federation hop was not followed."""
 
 CONNECTION_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 RESOURCE_TYPES_SYSTEM = "http://hl7.org/fhir/resource-types"

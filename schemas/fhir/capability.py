@@ -74,6 +74,11 @@ class ResourceCapability:
     versioning: str = "no-version"
     conditional_update: bool = False
     operations: tuple[Operation, ...] = ()
+    supported_profiles: tuple[str, ...] = ()
+    instantiates: tuple[str, ...] = ()
+    canonical_extensions: tuple[tuple[str, str], ...] = ()
+    """Extensions of the resource's entry whose ``valueCanonical`` is a path under the FHIR base
+    (the backport IG's topic-canonical extension): (extension URL, path)."""
 
     def query(self, params: Iterable[SearchParam] | None = None) -> frozenset[str]:
         """Query parameter names a route takes: every spelling of ``params`` (default: all), and ``_format``."""
@@ -81,12 +86,20 @@ class ResourceCapability:
         return frozenset({FORMAT, *(name for param in chosen for name in param.accepted)})
 
 
-def _resource(canon: Canonicals, cap: ResourceCapability) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": cap.type}
+def _resource(canon: Canonicals, cap: ResourceCapability, base_url: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if cap.canonical_extensions:
+        entry["extension"] = [
+            {"url": url, "valueCanonical": f"{base_url}/{path}"} for url, path in cap.canonical_extensions
+        ]
+    entry["type"] = cap.type
     if cap.profile:
         entry["profile"] = canon.resolve(cap.profile)
+    if cap.supported_profiles:
+        entry["supportedProfile"] = list(cap.supported_profiles)
     entry["documentation"] = cap.documentation
-    entry["interaction"] = [{"code": code} for code in cap.interactions]
+    if cap.interactions:  # FHIR JSON has no empty arrays (Patient has only an operation)
+        entry["interaction"] = [{"code": code} for code in cap.interactions]
     entry["versioning"] = cap.versioning
     entry["readHistory"] = False
     entry["updateCreate"] = False
@@ -122,12 +135,15 @@ def capability_statement(
     date: datetime,
 ) -> dict[str, Any]:
     """The server's CapabilityStatement (kind ``instance``) for the FHIR base ``base_url``."""
+    capabilities = tuple(capabilities)
+    instantiates = list(dict.fromkeys(url for cap in capabilities for url in cap.instantiates))
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": date,
         "publisher": "ief-registry",
         "kind": "instance",
+        **({"instantiates": instantiates} if instantiates else {}),
         "software": {"name": "ief-registry", "version": software_version},
         "implementation": {"description": "IEF Registry and Broker: FHIR R4 facade", "url": base_url},
         "fhirVersion": FHIR_VERSION,
@@ -135,9 +151,11 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint) "
-                "and the conformance resources that define them. Unknown search parameters are refused (400).",
-                "resource": [_resource(canon, cap) for cap in capabilities],
+                "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint), "
+                "Patient/$locate (the gateways holding a patient's imaging, federation hops followed), the broker's "
+                "ImagingStudy and DocumentReference searches, the audit trail (AuditEvent), subscriptions and "
+                "the conformance resources that define them. Unknown search parameters are refused (400).",
+                "resource": [_resource(canon, cap, base_url) for cap in capabilities],
             }
         ],
     }

@@ -1,5 +1,6 @@
 """The conformance resources the server publishes: the RegistryRecord profile, one StructureDefinition
-per extension, the code systems and value sets they bind to, and the custom search parameters.
+per extension, the code systems and value sets they bind to, the custom search parameters and the
+OperationDefinition of ``Patient/$locate``.
 
 Everything is generated from the tables below and the enums of ``schemas.types``, so the published
 definitions and the values the server accepts cannot drift apart.
@@ -11,17 +12,25 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.discovery import GatewayProblem
 from schemas.fhir.canonical import (
+    BROKER_OUTCOME,
+    EXT_BROKER_SOURCE,
+    EXT_LOCATE_CHAIN,
     EXT_SEARCH_STYLE,
     EXT_SERVICE,
     EXT_SERVICE_KIND,
     EXT_STATUS,
     EXT_TYPE,
+    EXT_UNRESOLVED_SERVICE,
+    LOCATE_OPERATION,
     REGISTRY_RECORD,
+    UNRESOLVED_REASON,
     Canonicals,
 )
 from schemas.fhir.record import BASIC_CODE, BASIC_CODE_SYSTEM, REFUSED_ELEMENTS
-from schemas.types import IHI_SYSTEM, RecordStatus, RecordType, SearchStyle, ServiceKind
+from schemas.fhir.subscription import EXT_SECRET, STATS_EXTENSIONS
+from schemas.types import IHI_SYSTEM, RecordStatus, RecordType, SearchStyle, ServiceKind, UnresolvedReason
 
 __all__ = ("FHIR_VERSION", "conformance_resources")
 
@@ -117,6 +126,82 @@ _TERMINOLOGIES = (
         ),
     ),
     _Terminology(
+        BROKER_OUTCOME,
+        "BrokerOutcome",
+        "Broker outcome",
+        "Why a gateway contributed nothing, or not everything, to a broker search (ImagingStudy, "
+        "DocumentReference): the code of each issue of the search's OperationOutcome entry.",
+        _concepts(
+            GatewayProblem,
+            {
+                GatewayProblem.TIMEOUT: ("Timeout", "The gateway did not answer within its timeout or the deadline."),
+                GatewayProblem.UNREACHABLE: ("Unreachable", "No connection could be made to the gateway."),
+                GatewayProblem.ERROR_RESPONSE: ("Error response", "The gateway answered with an HTTP error status."),
+                GatewayProblem.INVALID_RESPONSE: (
+                    "Invalid response",
+                    "The answer was not FHIR JSON, not a searchset Bundle, or held invalid resources.",
+                ),
+                GatewayProblem.TOO_LARGE: ("Too large", "The answer was larger than the broker accepts."),
+                GatewayProblem.UNAUTHORIZED: (
+                    "Unauthorized",
+                    "The gateway refused the broker's credentials, or none could be obtained from it.",
+                ),
+                GatewayProblem.CIRCUIT_OPEN: (
+                    "Circuit open",
+                    "The gateway failed repeatedly; it was skipped without waiting and will be tried again later.",
+                ),
+                GatewayProblem.SKIPPED: (
+                    "Skipped",
+                    "The gateway was not asked: not a member here, no credentials, disabled, or no time left.",
+                ),
+                GatewayProblem.UNRESOLVED: ("Unresolved", "A federation hop for the patient could not be followed."),
+                GatewayProblem.INCOMPLETE: (
+                    "Incomplete",
+                    "The gateway has more matches than it returned (it pages, or `_count` capped it).",
+                ),
+            },
+        ),
+    ),
+    _Terminology(
+        UNRESOLVED_REASON,
+        "FederationUnresolvedReason",
+        "Federation unresolved reason",
+        "Why a registry a look-up was referred to could not be followed (federation hops, Patient/$locate).",
+        _concepts(
+            UnresolvedReason,
+            {
+                UnresolvedReason.TIMEOUT: ("Timeout", "The registry did not answer in the time left of the look-up."),
+                UnresolvedReason.UNREACHABLE: ("Unreachable", "No connection could be made to the registry."),
+                UnresolvedReason.ERROR_RESPONSE: ("Error response", "The registry answered with an error status."),
+                UnresolvedReason.INVALID_RESPONSE: (
+                    "Invalid response",
+                    "The registry's answer was not a valid record list, or records in it were invalid and dropped.",
+                ),
+                UnresolvedReason.TOO_LARGE: ("Too large", "The registry's answer was over the response size limit."),
+                UnresolvedReason.UNAUTHORIZED: (
+                    "Unauthorized",
+                    "No token could be obtained from the registry, or it refused this registry's token.",
+                ),
+                UnresolvedReason.LOOP: (
+                    "Loop",
+                    "The referral leads back to a registry already on its own chain; not followed.",
+                ),
+                UnresolvedReason.HOP_LIMIT: ("Hop limit", "The registry is further away than the hop limit."),
+                UnresolvedReason.BUDGET: ("Budget", "The look-up's budget of requests to registries was spent."),
+                UnresolvedReason.DEADLINE: ("Deadline", "The look-up's deadline passed before the registry was asked."),
+                UnresolvedReason.NOT_A_MEMBER: (
+                    "Not a member",
+                    "This registry cannot ask it: not in its services directory, disabled, not a registry, "
+                    "or without credentials.",
+                ),
+                UnresolvedReason.FAILED_RECENTLY: (
+                    "Failed recently",
+                    "The registry failed a moment ago and is not asked again until that is forgotten.",
+                ),
+            },
+        ),
+    ),
+    _Terminology(
         BASIC_CODE_SYSTEM,
         "BasicResourceType",
         "IEF Basic resource types",
@@ -128,13 +213,16 @@ _TERMINOLOGIES = (
 
 @dataclass(frozen=True, slots=True)
 class _Extension:
+    """A simple extension (``value_type``), or a complex one whose ``parts`` are repeated sub-extensions."""
+
     id: str
     name: str
     title: str
     description: str
-    context: str
+    context: tuple[str, ...]
     value_type: str
     value_set: str | None = None
+    parts: tuple[tuple[str, str, str], ...] = ()  # url, value type, definition (each 1..*)
 
 
 _EXTENSIONS = (
@@ -144,7 +232,7 @@ _EXTENSIONS = (
         "Registry record service",
         "The service (gateway or registry) that holds or knows the data: its IEF service ID, a UUID or ULID, "
         "with the IEF service ID system. The same service is the Endpoint with that id.",
-        "Basic",
+        ("Basic",),
         "Identifier",
     ),
     _Extension(
@@ -152,7 +240,7 @@ _EXTENSIONS = (
         "RegistryRecordStatus",
         "Registry record status",
         "Lifecycle status of the record; only active records route discovery.",
-        "Basic",
+        ("Basic",),
         "code",
         "registry-record-status",
     ),
@@ -161,7 +249,7 @@ _EXTENSIONS = (
         "RegistryRecordType",
         "Registry record type",
         "Whether the service holds the data (record) or is a registry to ask (registry).",
-        "Basic",
+        ("Basic",),
         "code",
         "registry-record-type",
     ),
@@ -170,7 +258,7 @@ _EXTENSIONS = (
         "EndpointServiceKind",
         "Endpoint service kind",
         "Whether the member service is a gateway or a registry.",
-        "Endpoint",
+        ("Endpoint",),
         "code",
         "service-kind",
     ),
@@ -179,9 +267,72 @@ _EXTENSIONS = (
         "EndpointSearchStyle",
         "Endpoint search style",
         "How the broker phrases patient searches to this gateway.",
-        "Endpoint",
+        ("Endpoint",),
         "code",
         "search-style",
+    ),
+    _Extension(
+        EXT_SECRET,
+        "SubscriptionSigningSecret",
+        "Subscription signing secret",
+        "The Standard Webhooks secret (whsec_ followed by base64 of 24 to 64 random bytes) that signs this "
+        "subscription's notifications (webhook-id, webhook-timestamp, webhook-signature headers). Given on create or "
+        "update, or generated by the server and returned once, in the create response; never shown afterwards. "
+        "A new value keeps the old one signing beside it for a while (rotation).",
+        ("Subscription.channel",),
+        "string",
+    ),
+    *(
+        _Extension(ext_id, name, title, description, ("Parameters.parameter",), value_type)
+        for ext_id, name, title, description, value_type in zip(
+            STATS_EXTENSIONS,
+            (
+                "SubscriptionDeliveredCount",
+                "SubscriptionPendingCount",
+                "SubscriptionFailedAttempts",
+                "SubscriptionLastError",
+                "SubscriptionLastSuccess",
+            ),
+            ("Delivered events", "Pending events", "Failed attempts", "Last delivery error", "Last success"),
+            (
+                "Events of the subscription delivered with a 2xx (on the subscription parameter of $status).",
+                "Events numbered but not yet delivered, exhausted or cancelled.",
+                "Notification attempts that failed (timeouts, refused connections, non-2xx answers).",
+                "What the last failed attempt met (an HTTP status or an error class; never a header value).",
+                "When a notification of the subscription last got a 2xx.",
+            ),
+            ("decimal", "decimal", "decimal", "string", "instant"),
+            strict=True,
+        )
+    ),
+    _Extension(
+        EXT_BROKER_SOURCE,
+        "BrokerSource",
+        "Broker source",
+        "A member service (its IEF service ID) that returned this resource to a broker search, once per "
+        "service that had it (the first is the one meta.source and the entry's fullUrl name); on an "
+        "OperationOutcome issue, the service the issue is about.",
+        ("ImagingStudy", "DocumentReference", "OperationOutcome.issue"),
+        "Identifier",
+    ),
+    _Extension(
+        EXT_LOCATE_CHAIN,
+        "LocateChain",
+        "Locate chain",
+        "The registries a Patient/$locate result was learned through, in the order the referrals were followed: "
+        "the first is the registry this one referred to, the last the registry that holds the record (on an "
+        "Endpoint) or that made the referral (on an OperationOutcome issue). Absent: this registry's own.",
+        ("Endpoint", "OperationOutcome.issue"),
+        "",
+        parts=(("registry", "Identifier", "One registry of the chain: its IEF service ID (service ID system)."),),
+    ),
+    _Extension(
+        EXT_UNRESOLVED_SERVICE,
+        "UnresolvedService",
+        "Unresolved service",
+        "The registry a Patient/$locate issue is about: its IEF service ID (service ID system).",
+        ("OperationOutcome.issue",),
+        "Identifier",
     ),
 )
 
@@ -237,13 +388,58 @@ def _structure(canon: Canonicals, resource_id: str, version: str, **fields: Any)
     }
 
 
-def _extension(canon: Canonicals, ext: _Extension, version: str) -> dict[str, Any]:
+def _value(canon: Canonicals, ext: _Extension) -> list[dict[str, Any]]:
+    """The differential of a simple extension: no sub-extensions, one value."""
     value: dict[str, Any] = {"id": "Extension.value[x]", "path": "Extension.value[x]", "min": 1}
     value["type"] = [{"code": ext.value_type}]
     if ext.value_set:
         value["binding"] = {"strength": "required", "valueSet": canon.value_set(ext.value_set)}
-    if ext.id == EXT_SERVICE:
+    if ext.value_type == "Identifier":
         value["patternIdentifier"] = {"system": canon.service_id_system}
+    return [
+        {"id": "Extension.extension", "path": "Extension.extension", "max": "0"},
+        {"id": "Extension.url", "path": "Extension.url", "fixedUri": canon.extension(ext.id)},
+        value,
+    ]
+
+
+def _parts(canon: Canonicals, ext: _Extension) -> list[dict[str, Any]]:
+    """The differential of a complex extension: its sub-extensions (sliced by url), no value."""
+    elements: list[dict[str, Any]] = [
+        {
+            "id": "Extension.extension",
+            "path": "Extension.extension",
+            "slicing": {"discriminator": [{"type": "value", "path": "url"}], "ordered": True, "rules": "closed"},
+            "min": 1,
+        }
+    ]
+    for url, value_type, definition in ext.parts:
+        part = f"Extension.extension:{url}"
+        value: dict[str, Any] = {"id": f"{part}.value[x]", "path": "Extension.extension.value[x]", "min": 1}
+        value["type"] = [{"code": value_type}]
+        if value_type == "Identifier":
+            value["patternIdentifier"] = {"system": canon.service_id_system}
+        elements += [
+            {
+                "id": part,
+                "path": "Extension.extension",
+                "sliceName": url,
+                "definition": definition,
+                "min": 1,
+                "max": "*",
+            },
+            {"id": f"{part}.extension", "path": "Extension.extension.extension", "max": "0"},
+            {"id": f"{part}.url", "path": "Extension.extension.url", "fixedUri": url},
+            value,
+        ]
+    elements += [
+        {"id": "Extension.url", "path": "Extension.url", "fixedUri": canon.extension(ext.id)},
+        {"id": "Extension.value[x]", "path": "Extension.value[x]", "max": "0"},
+    ]
+    return elements
+
+
+def _extension(canon: Canonicals, ext: _Extension, version: str) -> dict[str, Any]:
     return _structure(
         canon,
         ext.id,
@@ -252,15 +448,13 @@ def _extension(canon: Canonicals, ext: _Extension, version: str) -> dict[str, An
         title=ext.title,
         description=ext.description,
         kind="complex-type",
-        context=[{"type": "element", "expression": ext.context}],
+        context=[{"type": "element", "expression": context} for context in ext.context],
         type="Extension",
         baseDefinition=f"{_HL7}/Extension",
         differential={
             "element": [
                 {"id": "Extension", "path": "Extension", "short": ext.title, "definition": ext.description},
-                {"id": "Extension.extension", "path": "Extension.extension", "max": "0"},
-                {"id": "Extension.url", "path": "Extension.url", "fixedUri": canon.extension(ext.id)},
-                value,
+                *(_parts(canon, ext) if ext.parts else _value(canon, ext)),
             ]
         },
     )
@@ -352,6 +546,58 @@ def _search_parameter(
     }
 
 
+def _locate(canon: Canonicals, version: str) -> dict[str, Any]:
+    """The OperationDefinition of ``Patient/$locate``."""
+    return {
+        **_common(canon, "OperationDefinition", LOCATE_OPERATION, version),
+        "name": "PatientLocate",
+        "title": "Locate a patient's imaging",
+        "status": "active",
+        "kind": "operation",
+        "description": (
+            "The gateways that hold imaging for a patient (IHI), as Endpoint resources. The registry follows its "
+            "registry-type records to the registries they name (and theirs in turn, iteratively, within its hop "
+            "limit, request budget and deadline); each Endpoint learned through other registries carries the "
+            "chain in the locate-chain extension. An OperationOutcome entry (search.mode outcome) names every "
+            "registry that could not be followed, with a reason from the federation-unresolved-reason code system."
+        ),
+        "affectsState": False,
+        "code": "locate",
+        "resource": ["Patient"],
+        "system": False,
+        "type": True,
+        "instance": False,
+        "parameter": [
+            {
+                "name": "identifier",
+                "use": "in",
+                "min": 1,
+                "max": "1",
+                "documentation": f"The patient's IHI: {IHI_SYSTEM}|<IHI>, or the bare IHI.",
+                "type": "string",
+                "searchType": "token",
+            },
+            {
+                "name": "follow",
+                "use": "in",
+                "min": 0,
+                "max": "1",
+                "documentation": "false: only this registry's own records (referrals are not followed). Default true.",
+                "type": "boolean",
+            },
+            {
+                "name": "return",
+                "use": "out",
+                "min": 1,
+                "max": "1",
+                "documentation": "A searchset Bundle: one Endpoint per gateway (search.mode match), and one "
+                "OperationOutcome (search.mode outcome) when a registry could not be followed.",
+                "type": "Bundle",
+            },
+        ],
+    }
+
+
 def conformance_resources(canon: Canonicals, version: str) -> list[dict[str, Any]]:
     """Every conformance resource the server publishes, for one canonical base and release."""
     resources = [_registry_record(canon, version)]
@@ -359,4 +605,5 @@ def conformance_resources(canon: Canonicals, version: str) -> list[dict[str, Any
     for term in _TERMINOLOGIES:
         resources += _terminology(canon, term, version)
     resources += [_search_parameter(canon, *row, version) for row in _SEARCH_PARAMETERS]
+    resources.append(_locate(canon, version))
     return resources

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from schemas.fhir.canonical import CONNECTION_TYPE_SYSTEM, EXT_SEARCH_STYLE, EXT_SERVICE_KIND, RESOURCE_TYPES_SYSTEM
-from schemas.types import ServiceKind, ServiceStatus
+from schemas.types import SearchStyle, ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
     from schemas.services import Service
 
-__all__ = ("ENDPOINT_STATUS", "PAYLOAD_TYPES", "endpoint")
+__all__ = ("ENDPOINT_STATUS", "PAYLOAD_TYPES", "DirectoryEntry", "endpoint", "endpoint_of", "fhir_address")
 
 ENDPOINT_STATUS: dict[ServiceStatus, str] = {ServiceStatus.ENABLED: "active", ServiceStatus.DISABLED: "off"}
 """``Endpoint.status`` of each directory status."""
@@ -24,23 +24,58 @@ PAYLOAD_TYPES: dict[ServiceKind, tuple[str, ...]] = {
 ImagingStudy and DocumentReference searches; registries answer record look-ups (RegistryRecord)."""
 
 
-def endpoint(canon: Canonicals, service: Service) -> dict[str, Any]:
-    """A directory entry as an ``Endpoint``: the address is the service's FHIR base URL."""
+def fhir_address(kind: ServiceKind, base_url: str) -> str:
+    """A service's FHIR base: a gateway's base URL is its FHIR base; a registry's is the root of its API."""
+    return f"{base_url}/fhir" if kind is ServiceKind.REGISTRY else base_url
+
+
+class DirectoryEntry(Protocol):
+    """What an Endpoint is made of: a directory entry here (``Service``) or at a peer (``ServiceRef``)."""
+
+    @property
+    def kind(self) -> ServiceKind: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def search_style(self) -> SearchStyle: ...
+
+
+def endpoint_of(
+    canon: Canonicals,
+    service_id: str,
+    entry: DirectoryEntry,
+    *,
+    status: str = "active",
+    extensions: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """An ``Endpoint`` for a service; ``address`` is its FHIR base (DESIGN §4.2)."""
     return {
         "resourceType": "Endpoint",
-        "id": service.service_id,
-        "meta": {"lastUpdated": service.updated_at},
+        "id": service_id,
         "extension": [
-            {"url": canon.extension(EXT_SERVICE_KIND), "valueCode": str(service.kind)},
-            {"url": canon.extension(EXT_SEARCH_STYLE), "valueCode": str(service.search_style)},
+            {"url": canon.extension(EXT_SERVICE_KIND), "valueCode": str(entry.kind)},
+            {"url": canon.extension(EXT_SEARCH_STYLE), "valueCode": str(entry.search_style)},
+            *extensions,
         ],
-        "identifier": [{"system": canon.service_id_system, "value": service.service_id}],
-        "status": ENDPOINT_STATUS[service.status],
+        "identifier": [{"system": canon.service_id_system, "value": service_id}],
+        "status": status,
         "connectionType": {"system": CONNECTION_TYPE_SYSTEM, "code": "hl7-fhir-rest", "display": "HL7 FHIR"},
-        "name": service.name,
+        "name": entry.name,
         "payloadType": [
-            {"coding": [{"system": RESOURCE_TYPES_SYSTEM, "code": kind}]} for kind in PAYLOAD_TYPES[service.kind]
+            {"coding": [{"system": RESOURCE_TYPES_SYSTEM, "code": code}]} for code in PAYLOAD_TYPES[entry.kind]
         ],
         "payloadMimeType": ["application/fhir+json"],
-        "address": service.base_url,
+        "address": fhir_address(entry.kind, entry.base_url),
     }
+
+
+def endpoint(canon: Canonicals, service: Service) -> dict[str, Any]:
+    """A directory entry as an ``Endpoint``."""
+    resource = endpoint_of(canon, service.service_id, service, status=ENDPOINT_STATUS[service.status])
+    meta = {"meta": {"lastUpdated": service.updated_at}}
+    return {"resourceType": "Endpoint", "id": service.service_id, **meta} | resource

@@ -18,7 +18,15 @@ import msgspec
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
-__all__ = ("InvalidResource", "Issues", "NotJson", "ResourceError", "expression", "load_resource")
+__all__ = (
+    "InvalidResource",
+    "Issues",
+    "NotJson",
+    "ResourceError",
+    "check_resource",
+    "expression",
+    "load_resource",
+)
 
 Issues = list[tuple[str, str | None]]
 """Problems found: a message and, where known, the FHIRPath-like expression it concerns."""
@@ -75,6 +83,16 @@ def load_resource(body: bytes, resource_type: str) -> dict[str, Any]:
         raise NotJson(f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidResource(f"the body must be a {resource_type} resource (a JSON object)")
+    check_resource(data, resource_type)
+    return data
+
+
+def check_resource(data: dict[str, Any], resource_type: str) -> None:
+    """Validate a decoded JSON object as one resource of ``resource_type`` with the R4B models.
+
+    Raises:
+        InvalidResource: another resource type, or invalid; one issue per problem.
+    """
     got = data.get("resourceType")
     if got != resource_type:
         message = f"expected a {resource_type} resource, got {got if isinstance(got, str) else 'no resourceType'}"
@@ -84,4 +102,3 @@ def load_resource(body: bytes, resource_type: str) -> dict[str, Any]:
     except pydantic.ValidationError as exc:
         issues: Issues = [(_message(err), expression(resource_type, tuple(err["loc"]))) for err in exc.errors()]
         raise InvalidResource(f"the {resource_type} resource is not valid", issues) from None
-    return data

@@ -66,9 +66,14 @@ LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
 SET LOCAL plan_cache_mode = force_custom_plan;
 
 -- name: get_records
--- Records of one IHI with the given statuses, with the directory entry of each service.
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+-- Records of one IHI with the given statuses, with the directory entry of each service (kind,
+-- name, base URL, search style: what a consumer or a peer registry needs to reach a service it
+-- does not know).
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       s.kind AS service_kind, s.name AS service_name, s.base_url AS service_base_url,
+       s.search_style AS service_search_style
 FROM records r
+JOIN services s ON s.service_id = r.service_id
 WHERE r.ihi = $1 AND r.status = ANY($2::text[])
 ORDER BY r.service_id;
 

@@ -25,6 +25,13 @@ SELECT s.service_id, s.kind, s.name, s.base_url, s.search_style, s.status, s.cli
 FROM services s
 WHERE s.service_id = $1;
 
+-- name: get_services
+-- The member services among the given IDs (federation: the registries a look-up is referred to).
+SELECT s.service_id, s.kind, s.name, s.base_url, s.search_style, s.status, s.client_id, s.bearer_token_file,
+       s.created_at, s.updated_at
+FROM services s
+WHERE s.service_id = ANY($1::text[]);
+
 -- name: set_service_status
 -- Enable or disable a member service.
 UPDATE services SET status = $2, updated_at = now()

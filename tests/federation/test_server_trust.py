@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
@@ -126,8 +125,4 @@ async def test_service_without_credentials_is_a_typed_error(pair: Pair) -> None:
 
 
 async def _assertions_at(server: RunningServer, client_id: str) -> int:
-    conn = await asyncpg.connect(server.database_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM client_assertions WHERE client_id = $1", client_id))
-    finally:
-        await conn.close()
+    return await server.count("SELECT count(*) FROM client_assertions WHERE client_id = $1", client_id)

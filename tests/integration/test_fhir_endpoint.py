@@ -32,11 +32,13 @@ async def test_read_maps_a_gateway(fhir: httpx.AsyncClient, server: RunningServe
 
 
 async def test_read_maps_a_disabled_registry(fhir: httpx.AsyncClient, server: RunningServer) -> None:
-    """A disabled registry reads as an Endpoint with status off, kind registry and payload Basic."""
+    """A disabled registry reads as an Endpoint with status off, kind registry, payload Basic, and its FHIR base
+    (its base URL, the root of its API, + /fhir) as the address."""
     service_id = make_service_id()
-    await server.add_service(service_id, kind="registry", status="disabled")
+    await server.add_service(service_id, kind="registry", status="disabled", base_url="https://jurisdiction.example")
     endpoint = (await fhir.get(f"/fhir/Endpoint/{service_id}")).json()
     assert endpoint["status"] == "off"
+    assert endpoint["address"] == "https://jurisdiction.example/fhir"
     assert extension(endpoint, "endpoint-service-kind")["valueCode"] == "registry"
     assert [p["coding"][0]["code"] for p in endpoint["payloadType"]] == ["Basic"]
 

@@ -12,6 +12,7 @@ from registry import __version__
 from registry.app import create_app
 from registry.auth.scopes import satisfies
 from registry.config import FhirSettings, LogSettings, Settings
+from schemas.discovery import GatewayProblem
 from tests.factories import make_ihi, make_service_id
 from tests.fhir import BASE, check_fhir_response, extension, record_body
 from tests.pg import TestCluster
@@ -23,14 +24,35 @@ _ROUTED = {
     ("POST", False): "create",
     ("PUT", True): "update",
     ("PUT", False): "conditional-update",
+    ("DELETE", True): "delete",
 }
 _SCOPES = {
     ("Basic", "GET"): ("system/Basic.rs",),
     ("Basic", "POST"): ("system/Basic.cu",),
     ("Basic", "PUT"): ("system/Basic.cu",),
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
+    ("ImagingStudy", "GET"): ("system/ImagingStudy.rs",),
+    ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
+    ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
+_SUBSCRIPTION_SCOPES = {
+    "search-type": ("system/Subscription.s",),
+    "read": ("system/Subscription.r",),
+    "create": ("system/Subscription.c",),
+    "update": ("system/Subscription.u",),
+    "delete": ("system/Subscription.d",),
+    "operation": ("system/Subscription.r",),
+}
+_TOPIC = "SubscriptionTopic"
+"""Served at the topic's canonical URL; R4 has no SubscriptionTopic type, so the statement names it by extension."""
+
+
+def _interaction(method: str, parts: list[str]) -> str:
+    """The interaction (or ``operation``) a FHIR route performs; ``parts`` follow ``/fhir``."""
+    if any(part.startswith("$") for part in parts):
+        return "operation"
+    return _ROUTED[(method, len(parts) == 2)]
 
 
 def _fhir_handlers() -> list[tuple[str, str, Any]]:
@@ -71,16 +93,29 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert list(resources) == [
         "Endpoint",
         "Basic",
+        "Patient",
+        "ImagingStudy",
+        "DocumentReference",
         "AuditEvent",
+        "Subscription",
         "StructureDefinition",
         "CodeSystem",
         "ValueSet",
         "SearchParameter",
+        "OperationDefinition",
     ]
     assert resources["Basic"]["profile"] == f"{BASE}/StructureDefinition/RegistryRecord"
     assert resources["Basic"]["conditionalUpdate"] is True
     assert resources["Basic"]["versioning"] == "versioned-update"
     assert resources["Endpoint"]["conditionalUpdate"] is False
+    assert resources["Patient"]["operation"] == [
+        {
+            "name": "locate",
+            "definition": f"{BASE}/OperationDefinition/Patient-locate",
+            "documentation": resources["Patient"]["operation"][0]["documentation"],
+        }
+    ]
+    assert "interaction" not in resources["Patient"]
 
 
 async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncClient) -> None:
@@ -89,18 +124,27 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
     declared: dict[str, set[str]] = {}
     declared_params: dict[str, set[str]] = {}
     for resource in statement["rest"][0]["resource"]:
-        interactions = {i["code"] for i in resource["interaction"]}
+        interactions = {i["code"] for i in resource.get("interaction", [])}
+        interactions |= {f"${op['name']}" for op in resource.get("operation", [])}
         if resource["conditionalUpdate"]:
             interactions.add("conditional-update")
         declared[resource["type"]] = interactions
         declared_params[resource["type"]] = {p["name"] for p in resource.get("searchParam", [])}
     routed: dict[str, set[str]] = {}
     routed_params: dict[str, set[str]] = {}
+    declared_operations = {
+        resource["type"]: {op["name"] for op in resource.get("operation", [])}
+        for resource in statement["rest"][0]["resource"]
+    }
     for path, method, handler in _fhir_handlers():
         parts = path.split("/")[2:]
-        if parts == ["metadata"]:
+        if parts == ["metadata"] or parts[0] == _TOPIC:
             continue
-        interaction = _ROUTED[(method, len(parts) == 2)]
+        interaction = _interaction(method, parts)
+        if interaction == "operation":  # its parameters are in its OperationDefinition
+            assert parts[-1].removeprefix("$") in declared_operations[parts[0]], path
+            routed.setdefault(parts[0], set()).add(parts[-1])
+            continue
         routed.setdefault(parts[0], set()).add(interaction)
         accepted = {_base_name(name) for name in handler.opt["query"]} - {"_format"}
         if interaction == "search-type":
@@ -118,8 +162,13 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
 def test_every_fhir_route_declares_what_it_needs() -> None:
     """Each FHIR route declares its scopes (Basic read/write, Endpoint) or is public (metadata, definitions)."""
     for path, method, handler in _fhir_handlers():
-        kind = path.split("/")[2]
-        expected = _SCOPES.get((kind, method))
+        parts = path.split("/")[2:]
+        kind = parts[0]
+        expected: tuple[str, ...] | None
+        if kind == "Subscription":
+            expected = _SUBSCRIPTION_SCOPES[_interaction(method, parts)]
+        else:
+            expected = _SCOPES.get((kind, method))
         if expected is None:
             assert handler.opt.get("public") is True, (path, method)
             assert "scopes" not in handler.opt
@@ -132,7 +181,13 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
-    expected = {"StructureDefinition": 6, "CodeSystem": 5, "ValueSet": 5, "SearchParameter": 2}
+    expected = {
+        "StructureDefinition": 15,
+        "CodeSystem": 7,
+        "ValueSet": 7,
+        "SearchParameter": 2,
+        "OperationDefinition": 1,
+    }
     for kind, count in expected.items():
         bundle = (await fhir.get(f"/fhir/{kind}")).json()
         assert bundle["total"] == count, kind
@@ -168,6 +223,7 @@ async def test_code_systems_hold_exactly_the_accepted_codes(fhir: httpx.AsyncCli
         ("registry-record-type", ["record", "registry"]),
         ("service-kind", ["gateway", "registry"]),
         ("search-style", ["ief", "harmony"]),
+        ("broker-outcome", [str(problem) for problem in GatewayProblem]),
     ]:
         code_system = (await fhir.get(f"/fhir/CodeSystem/{system_id}")).json()
         assert [c["code"] for c in code_system["concept"]] == codes
@@ -183,6 +239,30 @@ async def test_search_by_url_and_version(fhir: httpx.AsyncClient) -> None:
     assert (await fhir.get("/fhir/CodeSystem", params={"url": url})).json()["total"] == 0
     missing = await fhir.get("/fhir/StructureDefinition/NoSuchProfile")
     assert missing.status_code == 404
+
+
+async def test_operations_take_the_parameters_their_definitions_declare(fhir: httpx.AsyncClient) -> None:
+    """Each operation route accepts exactly the input parameters of its OperationDefinition (ours are served here;
+    the Subscriptions backport IG publishes its own)."""
+    statement = (await fhir.get("/fhir/metadata")).json()
+    operations = {
+        (resource["type"], f"${op['name']}"): op["definition"]
+        for resource in statement["rest"][0]["resource"]
+        for op in resource.get("operation", [])
+    }
+    routes = {
+        (path.split("/")[2], path.split("/")[-1]): handler
+        for path, _, handler in _fhir_handlers()
+        if path.split("/")[-1].startswith("$")
+    }
+    assert set(routes) == set(operations)
+    for key, canonical in operations.items():
+        if not canonical.startswith(BASE):
+            assert canonical.startswith("http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"), key
+            continue
+        definition = (await fhir.get("/fhir/OperationDefinition", params={"url": canonical})).json()["entry"][0]
+        inputs = {p["name"] for p in definition["resource"]["parameter"] if p["use"] == "in"}
+        assert routes[key].opt["query"] - {"_format"} == inputs, key
 
 
 @pytest.mark.slow

@@ -102,6 +102,38 @@ async def test_list_returns_only_active_by_default(
     assert {r["serviceId"]: r["type"] for r in every["records"]}[archived] == "registry"
 
 
+async def test_look_up_names_each_services_directory_entry(client: httpx.AsyncClient, server: RunningServer) -> None:
+    """Each record of a look-up carries its service's kind, name, base URL and search style from the directory."""
+    ihi, service_id = make_ihi(), make_service_id()
+    await server.add_service(service_id, name="Harbour PACS", base_url="https://harbour.example/fhir", style="harmony")
+    await client.put(f"/registry/records/{ihi}/{service_id}", json={})
+    [record] = (await client.get(f"/registry/records/{ihi}")).json()["records"]
+    assert record["service"] == {
+        "kind": "gateway",
+        "name": "Harbour PACS",
+        "baseUrl": "https://harbour.example/fhir",
+        "searchStyle": "harmony",
+    }
+
+
+async def test_follow_with_nothing_to_follow_lists_own_records_with_empty_chains(
+    client: httpx.AsyncClient, gateway: str
+) -> None:
+    """follow=true on a patient with no registry records: the own records, each via nothing, and nothing unresolved."""
+    ihi = make_ihi()
+    await client.put(f"/registry/records/{ihi}/{gateway}", json={})
+    answer = (await client.get(f"/registry/records/{ihi}", params={"follow": "true"})).json()
+    assert [(r["serviceId"], r["via"]) for r in answer["records"]] == [(gateway, [])]
+    assert answer["unresolved"] == []
+
+
+async def test_follow_takes_a_boolean(client: httpx.AsyncClient) -> None:
+    """follow=maybe is a well-formed request with an invalid value: 422."""
+    response = await client.get(f"/registry/records/{make_ihi()}", params={"follow": "maybe"})
+    assert response.status_code == 422
+    assert "follow" in response.text
+
+
 async def test_unknown_ihi_lists_nothing(client: httpx.AsyncClient) -> None:
     """A valid IHI with no records answers 200 with an empty list, not 404."""
     ihi = make_ihi()

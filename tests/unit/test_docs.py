@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from registry.config import describe_settings
-from registry.fhir import FHIR_RESOURCES
+from registry.fhir.router import FHIR_RESOURCES
 from registry.log import EVENTS
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources

@@ -1,0 +1,164 @@
+"""``ImagingStudy`` and ``DocumentReference`` searches: the broker's fan-out to the patient's gateways.
+
+Search only (the resources live at the gateways; each entry's ``fullUrl`` is its address there).
+``Prefer: wait=N`` shortens the search's deadline to N seconds; ``Preference-Applied`` says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+
+from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY, PAGE_TOKEN, DiscoveryQuery, SearchKind
+from broker.discovery.service import DiscoveryService
+from registry.config import FhirSettings
+from registry.fhir.io import fhir_base, fhir_response, route_opt
+from registry.fhir.search import SearchQuery
+from registry.http import request_id
+from schemas.audit import Interaction
+from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
+from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
+
+__all__ = (
+    "DOCUMENT_REFERENCE_SEARCH",
+    "IMAGING_STUDY_SEARCH",
+    "DocumentReferenceController",
+    "ImagingStudyController",
+    "prefer_wait",
+)
+
+_PAGE_TOKEN = SearchParam(
+    PAGE_TOKEN, "string", "Opaque token of a merged result kept for paging; the Bundle's paging links carry it."
+)
+_BROKERED = (
+    " The broker asks every gateway holding data for the patient (federation followed) and merges their answers: "
+    "entries de-duplicated, each with its absolute `fullUrl` at its gateway and the gateway in `meta.source`, newest "
+    "first; one OperationOutcome entry (`search.mode = outcome`) names every gateway that failed, timed out or was "
+    "skipped. `Prefer: wait=N` shortens the deadline."
+)
+
+
+def _patient(resource_type: str) -> tuple[SearchParam, SearchParam]:
+    return (
+        SearchParam(
+            "patient",
+            "reference",
+            "The patient (exactly one): `patient.identifier=<IHI system>|<IHI>` (or a bare IHI), or "
+            "`patient=<IHI>` / `Patient/<IHI>`.",
+            f"{HL7_SEARCH_PARAMETER}/clinical-patient",
+            spellings=("patient.identifier", "patient"),
+        ),
+        SearchParam(
+            "subject",
+            "reference",
+            "The patient, as `subject:identifier=<IHI system>|<IHI>` or `subject=Patient/<IHI>`.",
+            f"{HL7_SEARCH_PARAMETER}/{resource_type}-subject",
+            spellings=("subject:identifier", "subject"),
+        ),
+    )
+
+
+IMAGING_STUDY_SEARCH = ResourceCapability(
+    "ImagingStudy",
+    "Imaging studies of one patient, wherever they are held." + _BROKERED,
+    ("search-type",),
+    search=(
+        *_patient("ImagingStudy"),
+        SearchParam(
+            "modality",
+            "token",
+            "DICOM modality (`CT`, or `<system>|CT`; commas for several), passed to every gateway.",
+            f"{HL7_SEARCH_PARAMETER}/ImagingStudy-modality",
+        ),
+        SearchParam(
+            "started",
+            "date",
+            "When the study started, with FHIR prefixes (`ge2024-01-01`); passed to IEF-style gateways, applied by "
+            "the broker to Harmony-style answers.",
+            f"{HL7_SEARCH_PARAMETER}/ImagingStudy-started",
+        ),
+        *PAGING,
+        _PAGE_TOKEN,
+    ),
+)
+
+DOCUMENT_REFERENCE_SEARCH = ResourceCapability(
+    "DocumentReference",
+    "Documents (imaging reports) of one patient, wherever they are held." + _BROKERED,
+    ("search-type",),
+    search=(
+        *_patient("DocumentReference"),
+        SearchParam(
+            "date",
+            "date",
+            "When the document was created, with FHIR prefixes; passed to IEF-style gateways, applied by the broker "
+            "to Harmony-style answers.",
+            f"{HL7_SEARCH_PARAMETER}/DocumentReference-date",
+        ),
+        *PAGING,
+        _PAGE_TOKEN,
+    ),
+)
+
+Discovery = NamedDependency[DiscoveryService]
+Settings = NamedDependency[FhirSettings]
+
+
+def prefer_wait(header: str | None) -> int | None:
+    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), in seconds; None without a usable one."""
+    for preference in (header or "").split(","):
+        name, _eq, value = preference.split(";", 1)[0].strip().partition("=")
+        if name.strip().lower() == "wait" and value.strip().strip('"').isdigit():
+            return int(value.strip().strip('"'))
+    return None
+
+
+async def _search(
+    kind: SearchKind, discovery: DiscoveryService, settings: FhirSettings, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    query = DiscoveryQuery.parse(kind, SearchQuery.paged(request, settings))
+    wait = prefer_wait(request.headers.get("prefer"))
+    budget = discovery.budget(wait)
+    bundle = await discovery.search(query, base=fhir_base(request), budget=budget, request_id=request_id(request))
+    applied = {"Preference-Applied": f"wait={budget:g}"} if wait is not None and budget < discovery.deadline else None
+    return fhir_response(bundle, headers=applied)
+
+
+class ImagingStudyController(Controller):
+    """Imaging studies of a patient, from every gateway that holds some."""
+
+    path = "/ImagingStudy"
+    tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get(
+        "/",
+        operation_id="searchImagingStudy",
+        opt=route_opt(IMAGING_STUDY_SEARCH.query(), scopes=(IMAGING_STUDY.scope,), audit=Interaction.SEARCH_TYPE),
+    )
+    async def search(
+        self, discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Search the patient's gateways for imaging studies and merge what they hold."""
+        return await _search(IMAGING_STUDY, discovery, fhir_settings, request)
+
+
+class DocumentReferenceController(Controller):
+    """Documents (reports) of a patient, from every gateway that holds some."""
+
+    path = "/DocumentReference"
+    tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get(
+        "/",
+        operation_id="searchDocumentReference",
+        opt=route_opt(
+            DOCUMENT_REFERENCE_SEARCH.query(), scopes=(DOCUMENT_REFERENCE.scope,), audit=Interaction.SEARCH_TYPE
+        ),
+    )
+    async def search(
+        self, discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Search the patient's gateways for documents and merge what they hold."""
+        return await _search(DOCUMENT_REFERENCE, discovery, fhir_settings, request)

@@ -1,0 +1,59 @@
+"""``Patient/$locate`` (DESIGN §4.2): where a patient's imaging is, as Endpoints. The only Patient route:
+patients are named by IHI, and there are no Patient resources here."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+
+from registry.fhir.io import fhir_base, fhir_response, route_opt
+from registry.fhir.locate import LOCATE_PARAMETERS, Locator
+from registry.fhir.search import Criteria
+from registry.http import request_id
+from schemas.audit import Interaction
+from schemas.fhir.canonical import LOCATE_OPERATION
+from schemas.fhir.capability import FORMAT, Operation, ResourceCapability
+
+__all__ = ("PATIENT", "PatientController")
+
+_SCOPES = ("system/Basic.rs", "system/Endpoint.rs")
+
+PATIENT = ResourceCapability(
+    "Patient",
+    "No Patient resources are served (patients are named by IHI); only the $locate operation.",
+    (),
+    operations=(
+        Operation(
+            "locate",
+            f"OperationDefinition/{LOCATE_OPERATION}",
+            "The gateways holding a patient's imaging, as Endpoints; registry referrals are followed "
+            "(federation) and the registries that could not be are named in an OperationOutcome entry.",
+        ),
+    ),
+)
+
+Locate = NamedDependency[Locator]
+
+
+class PatientController(Controller):
+    """The ``$locate`` operation."""
+
+    path = "/Patient"
+    tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get(
+        "/$locate",
+        operation_id="locatePatient",
+        opt=route_opt(frozenset({FORMAT, *LOCATE_PARAMETERS}), scopes=_SCOPES, audit=Interaction.OPERATION),
+    )
+    async def locate(self, fhir_locator: Locate, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """A searchset Bundle of the Endpoints of the gateways that hold imaging for the patient (``identifier``)."""
+        criteria = Criteria.of(request)
+        self_url = f"{fhir_base(request)}/Patient/$locate?{urlencode(criteria.items)}"
+        bundle = await fhir_locator.locate(
+            criteria, request_id=request_id(request), fhir_base=fhir_base(request), self_url=self_url
+        )
+        return fhir_response(bundle)
