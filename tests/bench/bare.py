@@ -2,8 +2,8 @@
 
 ``python -m tests.bench.bare --port P --database-url URL`` serves, on a migrated database:
 
-- ``GET /registry/records/{ihi}``: the ``get_records`` query (active records), answered as a
-  ``RecordList``;
+- ``GET /registry/records/{ihi}``: the ``get_records`` query (active records, each with its
+  service's directory entry), answered as a ``RecordList``;
 - ``PUT /registry/records/{ihi}/{serviceId}``: the ``put_record`` query, answered as a ``Record``
   with 201 or 200;
 - ``POST /registry/records:batch``: a JSON array of items, sorted and de-duplicated by key, written
@@ -32,8 +32,8 @@ from litestar.datastructures import State
 from registry.config import DatabaseSettings
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
-from schemas.records import Record, RecordList
-from schemas.types import RecordStatus, RecordType
+from schemas.records import Record, RecordList, ServiceRef
+from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind
 
 __all__ = ("create_bare_app", "main")
 
@@ -61,14 +61,25 @@ _write_decoder = msgspec.json.Decoder(_Write)
 _batch_decoder = msgspec.json.Decoder(list[_Item])
 
 
-def _record(row: asyncpg.Record) -> Record:
+def _record(row: asyncpg.Record, service: ServiceRef | None = None) -> Record:
     return Record(
         ihi=row["ihi"],
         service_id=row["service_id"],
         status=RecordStatus(row["status"]),
         type=RecordType(row["type"]),
         last_updated=row["last_updated"],
+        service=service,
     )
+
+
+def _with_service(row: asyncpg.Record) -> Record:
+    service = ServiceRef(
+        kind=ServiceKind(row["service_kind"]),
+        name=row["service_name"],
+        base_url=row["service_base_url"],
+        search_style=SearchStyle(row["service_search_style"]),
+    )
+    return _record(row, service)
 
 
 @get("/registry/records/{ihi:str}")
@@ -76,7 +87,7 @@ async def get_records(state: State, ihi: str) -> RecordList:
     """The active records of one IHI."""
     async with state.db.read.acquire() as conn:
         rows = await conn.fetch(state.queries["get_records"], ihi, _ACTIVE)
-    return RecordList(ihi=ihi, records=[_record(row) for row in rows])
+    return RecordList(ihi=ihi, records=[_with_service(row) for row in rows])
 
 
 @put("/registry/records/{ihi:str}/{service_id:str}", status_code=200)

@@ -48,7 +48,7 @@ from tests.factories import make_service_id
 from tests.pg import TestCluster
 from tests.server import add_service, free_port
 
-__all__ = ("CHECKOUT", "BenchResult", "main", "ratios")
+__all__ = ("CHECKOUT", "BenchResult", "main", "parser", "ratios", "run", "table")
 
 CHECKOUT = "checkout"
 """Label of the build run from this checkout: the one every ratio is about."""
@@ -121,7 +121,8 @@ class BenchResult(msgspec.Struct, kw_only=True):
     growth: list[Growth] = msgspec.field(default_factory=list)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.bench`` (the registry matrix)."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records to bulk-load (default 1,000,000)")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per timed phase (default 15)")
@@ -459,7 +460,8 @@ def server_micros_per_op(phase: PhaseResult) -> float:
     return phase.server_cpu / rate * 1e6 if rate else 0.0
 
 
-def _table(result: BenchResult) -> str:
+def table(result: BenchResult) -> str:
+    """The run's table, its ceiling and memory lines, the ratios and the growth, as printed."""
     rows = [_COLUMNS, *(_row(p) for p in result.phases)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
 
@@ -501,12 +503,12 @@ def _table(result: BenchResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments, run, print the table, write the JSON."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run(args))
     print()
-    print(_table(result))
+    print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")
