@@ -116,14 +116,20 @@ async def add_service(
     base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
     client_id: str | None = None, bearer_token_file: str | None = None,
 ) -> None:  # fmt: skip
-    """Put a member service straight into the directory of the database at ``database_url``."""
+    """Put a member service straight into the directory of the database at ``database_url``.
+
+    The credential columns are named only when given, so the benchmark can register a gateway in
+    the database of a build from before they existed (``--ref``).
+    """
+    values: dict[str, str | None] = {
+        "service_id": service_id, "kind": kind, "name": name, "base_url": base_url, "search_style": style,
+        "status": status,
+    }  # fmt: skip
+    values |= {k: v for k, v in (("client_id", client_id), ("bearer_token_file", bearer_token_file)) if v is not None}
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO services (service_id, kind, name, base_url, search_style, status, client_id, "
-            "bearer_token_file) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            service_id, kind, name, base_url, style, status, client_id, bearer_token_file,
-        )  # fmt: skip
+        await conn.execute(f"INSERT INTO services ({', '.join(values)}) VALUES ({placeholders})", *values.values())
     finally:
         await conn.close()
 
