@@ -252,6 +252,14 @@ class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flush_max_rows: Annotated[
         int, Meta(ge=1, le=10_000, description="Most audit rows written by one group-commit insert.")
     ] = 500
+    flush_concurrency: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=16,
+            description="Audit group-commit inserts in flight at once per server process (one connection each).",
+        ),
+    ] = 4
     seal_interval_ms: Annotated[
         int,
         Meta(ge=10, le=60_000, description="How often (ms) a server process appends new audit rows to the hash chain."),

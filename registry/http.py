@@ -1,7 +1,8 @@
 """HTTP plumbing shared by every controller: request context, access log, request checks, base URL.
 
 ``RequestContext`` wraps the whole ASGI app (outside Litestar's router, so 404s are logged too):
-it takes or makes the request ID, binds it to every log line, returns it as ``X-Request-Id`` and
+it takes or makes the request ID (a random per-process prefix and a counter: 32 hex digits, as
+unique as a UUID without a system call per request), binds it to every log line, returns it as ``X-Request-Id`` and
 writes one canonical ``http_request`` line per request, with the authenticated client's ID. The
 line names the route template, never the raw path, because paths carry IHIs.
 
@@ -12,6 +13,8 @@ take (``opt={"media_types": {...}}``), before any body is read.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import time
 import uuid
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id")
+__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id", "scope_header")
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -44,14 +47,16 @@ class RequestContext:
         self.app = app
         self.access_log = access_log
         self.max_query_params = max_query_params
+        self._id_prefix = os.urandom(8).hex()
+        self._id_counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
-        rid = incoming if incoming and _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        incoming = scope_header(scope, b"x-request-id")
+        rid = incoming if incoming and _SAFE_ID.match(incoming) else f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
@@ -83,7 +88,8 @@ class RequestContext:
             structlog.contextvars.clear_contextvars()
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` in lower case), read from the scope without parsing the rest."""
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
@@ -98,7 +104,7 @@ def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
 
 def media_type(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The request's media type without parameters, lower case."""
-    return connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return (scope_header(connection.scope, b"content-type") or "").split(";", 1)[0].strip().lower()
 
 
 async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

@@ -1,6 +1,7 @@
 """Structured logging: structlog configured once, request context bound through contextvars.
 
-JSON lines when stderr is not a terminal, readable console output when it is. Every line of a
+JSON lines when stderr is not a terminal (encoded by msgspec and written as bytes: the standard
+library's encoder cost about a third of the access line), readable console output when it is. Every line of a
 request carries ``request_id``. Raw IHIs never appear: ``ihi_hash()`` gives the keyed hash that
 stands for them.
 """
@@ -13,6 +14,7 @@ import logging
 import sys
 from typing import Any
 
+import msgspec
 import structlog
 
 __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_key")
@@ -86,7 +88,12 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
-    renderer: Any = structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    renderer: Any
+    factory: Any
+    if console:
+        renderer, factory = structlog.dev.ConsoleRenderer(), structlog.WriteLoggerFactory(file=sys.stderr)
+    else:
+        renderer, factory = _json_lines(), structlog.BytesLoggerFactory(file=sys.stderr.buffer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -96,12 +103,22 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
     for noisy in ("uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _json_lines() -> Any:
+    """The last processor of JSON logging: the event as one JSON object in bytes (anything unusual as its ``str``)."""
+    encoder = msgspec.json.Encoder(enc_hook=str)
+
+    def render(_logger: Any, _method: str, event: dict[str, Any]) -> bytes:
+        return encoder.encode(event)
+
+    return render
 
 
 def get_logger(name: str) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,14 +18,17 @@ import asyncpg
 import msgspec
 import uvicorn
 from litestar import Litestar
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
 
-from registry.app import build_asgi
+from registry.app import build_asgi, create_app
 from registry.auth.clients import OPERATOR_CLIENT_ID
 from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
 from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
+from tests.factories import make_service_id
 
 __all__ = ("RunningServer", "add_service", "asgi_server", "free_port", "json_server", "running_server", "serving")
 
@@ -113,16 +116,33 @@ async def add_service(
     base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
     client_id: str | None = None, bearer_token_file: str | None = None,
 ) -> None:  # fmt: skip
-    """Put a member service straight into the directory of the database at ``database_url``."""
+    """Put a member service straight into the directory of the database at ``database_url``.
+
+    The credential columns are named only when given, so the benchmark can register a gateway in
+    the database of a build from before they existed (``--ref``).
+    """
+    values: dict[str, str | None] = {
+        "service_id": service_id, "kind": kind, "name": name, "base_url": base_url, "search_style": style,
+        "status": status,
+    }  # fmt: skip
+    values |= {k: v for k, v in (("client_id", client_id), ("bearer_token_file", bearer_token_file)) if v is not None}
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.execute(
-            "INSERT INTO services (service_id, kind, name, base_url, search_style, status, client_id, "
-            "bearer_token_file) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            service_id, kind, name, base_url, style, status, client_id, bearer_token_file,
-        )  # fmt: skip
+        await conn.execute(f"INSERT INTO services ({', '.join(values)}) VALUES ({placeholders})", *values.values())
     finally:
         await conn.close()
+
+
+def route_handlers(settings: Settings | None = None) -> Iterator[tuple[str, HTTPRouteHandler]]:
+    """Every route handler of an app built with ``settings`` (no database needed), with its route's path."""
+    app = create_app(
+        settings or Settings(), database_url="postgresql://unused", service_id=make_service_id(), hash_key=b"k"
+    )
+    for route in app.routes:
+        assert isinstance(route, HTTPRoute)
+        for handler in route.route_handlers:
+            yield route.path, handler
 
 
 def _litestar_in(app: Any) -> Litestar:

@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+import msgspec
+
 from registry.auth.scopes import PRINCIPAL_KEY, Principal
 from schemas.audit import Action, AuditEntry, Interaction, default_action, outcome_of
 from schemas.types import IHI_SYSTEM_ALIASES, InvalidValueError, parse_ihi
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
 
     from litestar.types import Scope
 
@@ -64,7 +66,8 @@ def _valid_ihi(value: str) -> str | None:
 
 
 def _printable(value: str, limit: int) -> str:
-    return "".join(c if c.isprintable() else "?" for c in value[:limit])
+    value = value[:limit]
+    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
 
 
 @dataclass(slots=True)
@@ -148,7 +151,7 @@ class AuditContext:
         if isinstance(ihi, str) and (valid := _valid_ihi(ihi)):
             yield valid
         query = self.scope.get("query_string", b"").decode("latin-1")
-        for name, value in parse_qsl(query, keep_blank_values=False):
+        for name, value in parse_qsl(query, keep_blank_values=False) if query else ():
             if name in PATIENT_QUERY_PARAMS and (valid := _valid_ihi(value)):
                 yield valid
 
@@ -166,22 +169,13 @@ class AuditContext:
         who = principal if isinstance(principal, Principal) else None
         client = self.scope.get("client")
         peer_request_id = self._header(PEER_REQUEST_ID_HEADER)
-        write = write or WriteOutcome()
-        outcome = outcome_of(status)
-        if write.failed and outcome == 0:
-            outcome = outcome_of(400)
         patients = dict.fromkeys(self._named_patients()) | self.patients
-        records = dict.fromkeys(write.records) | self.records
         raw_path = self.scope.get("raw_path") or str(self.scope.get("path", "")).encode()
         return AuditEntry(
             recorded=datetime.now(UTC),
             request_id=str(state.get("request_id", "")),
             peer_request_id=_printable(peer_request_id, 128) if peer_request_id else None,
             interaction=str(interaction),
-            action=str(write.action or default_action(interaction)),
-            outcome=int(outcome),
-            status=status,
-            detail=_printable(text, _MAX_TEXT) if (text := write.detail or self.detail) else None,
             method=str(self.scope.get("method", "")),
             path=_printable(raw_path.decode("latin-1"), _MAX_PATH),
             query=_printable(self.scope.get("query_string", b"").decode("latin-1"), _MAX_QUERY),
@@ -191,8 +185,34 @@ class AuditContext:
             token_id=who.token_id if who else None,
             observer=observer,
             patients=tuple(patients),
-            records=tuple(records),
+            **self._ending(status, write or WriteOutcome(), interaction),
         )
+
+    def entries(self, writes: Mapping[str, WriteOutcome], *, observer: str) -> list[tuple[str, AuditEntry]]:
+        """The row of this request for each way a write may end, by name (built once, then varied)."""
+        found: list[tuple[str, AuditEntry]] = []
+        interaction = self.interaction or Interaction.OPERATION
+        for name, write in writes.items():
+            status = write.status or 0
+            if not found:
+                found.append((name, self.entry(status=status, observer=observer, write=write)))
+            else:
+                found.append((name, msgspec.structs.replace(found[0][1], **self._ending(status, write, interaction))))
+        return found
+
+    def _ending(self, status: int, write: WriteOutcome, interaction: Interaction) -> dict[str, Any]:
+        """The columns that depend on how the request ends: status, outcome, action, detail, records."""
+        outcome = outcome_of(status)
+        if write.failed and outcome == 0:
+            outcome = outcome_of(400)
+        text = write.detail or self.detail
+        return {
+            "status": status,
+            "outcome": int(outcome),
+            "action": str(write.action or default_action(interaction)),
+            "detail": _printable(text, _MAX_TEXT) if text else None,
+            "records": tuple(dict.fromkeys(write.records) | self.records),
+        }
 
 
 def current() -> AuditContext | None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("AuditRepository", "ChainHead", "ChainLink", "SearchFilter", "WalkedRow")
+__all__ = ("AuditRepository", "ChainHead", "ChainLink", "SearchFilter", "WalkedRow", "insert_columns")
 
 SEAL_LOCK_KEY = 0x1EF_0A0D
 """Advisory lock key held by the one sealer at work."""
@@ -97,6 +97,20 @@ def _event(row: asyncpg.Record) -> StoredAuditEvent:
     )
 
 
+def _insert_row(e: AuditEntry) -> tuple[object, ...]:
+    """One row's values in the order of ``insert_audit_events``' parallel arrays."""
+    return (
+        e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status,
+        e.detail, e.method, e.path, e.query, e.client_id, e.client_service, e.client_address,
+        e.token_id, e.observer, ",".join(e.patients), ",".join(e.records),
+    )  # fmt: skip
+
+
+def insert_columns(entries: list[AuditEntry]) -> list[list[object]]:
+    """Audit rows as the parallel arrays that ``insert_audit_events`` (and statements that embed it) take."""
+    return [list(column) for column in zip(*map(_insert_row, entries), strict=True)]
+
+
 class AuditRepository:
     """The only caller of the audit queries."""
 
@@ -107,17 +121,10 @@ class AuditRepository:
 
     async def insert(self, conn: Connection, entries: list[AuditEntry]) -> None:
         """Insert audit rows in one statement (in the caller's transaction, if any)."""
-        columns: list[list[object]] = [[] for _ in range(18)]
-        for e in entries:
-            values = (
-                e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status,
-                e.detail, e.method, e.path, e.query, e.client_id, e.client_service, e.client_address,
-                e.token_id, e.observer, ",".join(e.patients), ",".join(e.records),
-            )  # fmt: skip
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
+        if not entries:
+            return
         with translate_db_errors():
-            await conn.execute(self._q["insert_audit_events"], *columns)
+            await conn.execute(self._q["insert_audit_events"], *insert_columns(entries))
 
     async def lock_sealer(self, conn: Connection, *, wait: bool) -> bool:
         """Take the sealer lock for the current transaction; without ``wait``, False when another sealer has it."""

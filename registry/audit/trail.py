@@ -2,7 +2,8 @@
 
 - Writes: a service wraps its write transaction in ``trail.transaction(conn)`` and says how the
   request ends (``done``); the request's row is inserted in that transaction, so the write and its
-  audit row commit together or not at all.
+  audit row commit together or not at all. A write that is one statement can carry its row in that
+  statement instead (``rows_for_outcomes``, then ``committed``): one round trip, not four.
 - Everything else (reads, refusals, failed writes): ``AuditMiddleware`` calls ``record`` before the
   response starts; the row goes through the group-commit ``AuditWriter``.
 - The sealer task appends committed rows to the hash chain every ``seal_interval`` while there is
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from registry.audit.chain import seal
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from registry.audit.repository import AuditRepository
     from registry.config import AuditSettings
     from registry.db.pool import Connection, Database
+    from schemas.audit import AuditEntry
 
 __all__ = ("AuditTrail",)
 
@@ -58,6 +60,7 @@ class AuditTrail:
             self._repo,
             flush_interval=self._settings.flush_interval_ms / 1000,
             max_rows=self._settings.flush_max_rows,
+            concurrency=self._settings.flush_concurrency,
             timeout=write_timeout,
             on_flush=self.poke,
         )
@@ -98,6 +101,25 @@ class AuditTrail:
                 await self._repo.insert(conn, [entry])
                 wrote = True
         if wrote and context is not None:
+            context.audited = True
+            self.poke()
+
+    def rows_for_outcomes(self, outcomes: Mapping[str, WriteOutcome]) -> list[tuple[str, AuditEntry]] | None:
+        """The request's audit row for each way a one-statement write may end, by outcome name.
+
+        The statement inserts the row of the outcome that happened, in itself (so the write and
+        its row commit together); call ``committed`` once it has. None when the request is not
+        audited (no request, or a route without ``opt["audit"]``): write without a row.
+        """
+        context = current()
+        if context is None or context.interaction is None:
+            return None
+        return context.entries(outcomes, observer=self.observer)
+
+    def committed(self) -> None:
+        """The one-statement write that carried the request's row has committed: the request is audited."""
+        context = current()
+        if context is not None:
             context.audited = True
             self.poke()
 

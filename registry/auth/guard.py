@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from registry import errors
 from registry.auth.scopes import ADMIN, PRINCIPAL_KEY, is_scope
+from registry.http import scope_header
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -49,7 +50,7 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         return
     client = connection.scope.get("client")
     principal = await connection.app.state.authenticator.principal(
-        connection.headers.get("authorization"), client[0] if client else None
+        scope_header(connection.scope, b"authorization"), client[0] if client else None
     )
     connection.scope["state"][PRINCIPAL_KEY] = principal
     for required in opt.get("scopes") or (ADMIN,):

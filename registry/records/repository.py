@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from uuid import UUID
 
+from registry.audit.repository import insert_columns
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
 from schemas.records import HistoryEntry, ServiceRef
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from registry.db.pool import Connection
     from registry.db.queries import Queries
+    from schemas.audit import AuditEntry
 
 __all__ = ("BatchRow", "RecordRepository", "StoredRecord")
 
@@ -89,6 +91,27 @@ class RecordRepository:
             row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_)
         assert row is not None
         return _stored(row), row["outcome"]
+
+    async def put_audited(
+        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str,
+        audit_rows: list[tuple[str, AuditEntry]],
+    ) -> tuple[StoredRecord, str]:  # fmt: skip
+        """Write one record idempotently and insert the audit row of its outcome, in one statement.
+
+        ``audit_rows`` pairs each outcome (``created``, ``updated``, ``unchanged``) with the row to
+        insert if the write ends that way; the row gets the record's id.
+        """
+        outcomes = [name for name, _ in audit_rows]
+        columns = insert_columns([entry for _, entry in audit_rows])
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["put_record_audited"], ihi, service_id, status, type_, *columns, outcomes)
+        assert row is not None
+        return _stored(row), row["outcome"]
+
+    async def plan_batches(self, conn: Connection) -> None:
+        """Plan the batch statements of the caller's transaction for their own parameters (never a generic plan)."""
+        with translate_db_errors():
+            await conn.execute(self._q["custom_batch_plans"])
 
     async def put_many(
         self,

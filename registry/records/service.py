@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 
 from registry import errors
-from registry.audit.context import note_patients, note_records
+from registry.audit.context import WriteOutcome, note_patients, note_records
 from registry.log import get_logger
 from registry.records.lifecycle import WRITE_STATUS, check_ihi, check_service_id, parse_statuses
 from schemas.audit import Action
@@ -135,6 +135,8 @@ class RecordService:
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
         check_actor(actor, service_id)
+        if expected_version is None:
+            return await self._put_in_one_statement(ihi, service_id, status, type_)
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
             if expected_version is not None:
                 current = await self._repo.lock_by_key(conn, ihi, service_id)
@@ -144,6 +146,27 @@ class RecordService:
             stored, outcome = await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
             action = Action.CREATE if outcome == "created" else Action.UPDATE
             audit.done(status=WRITE_STATUS[outcome], action=action, records=[stored.record_id], detail=outcome)
+        return stored, outcome
+
+    async def _put_in_one_statement(
+        self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType
+    ) -> tuple[StoredRecord, str]:
+        """An unconditional write and its audit row in one statement (one round trip instead of four)."""
+        rows = self._audit.rows_for_outcomes(
+            {
+                outcome: WriteOutcome(
+                    status=code, action=Action.CREATE if outcome == "created" else Action.UPDATE, detail=outcome
+                )
+                for outcome, code in WRITE_STATUS.items()
+            }
+        )
+        async with self._db.writer() as conn:
+            if rows is None:
+                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            stored, outcome = await self._repo.put_audited(
+                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, audit_rows=rows
+            )
+        self._audit.committed()
         return stored, outcome
 
     async def for_ihi(
@@ -277,6 +300,7 @@ class RecordService:
         size = self._settings.batch_chunk_size
         rows: dict[int, BatchRow] = {}
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            await self._repo.plan_batches(conn)
             for start in range(0, len(chosen), size):
                 chunk = chosen[start : start + size]
                 rows |= await self._repo.put_many(

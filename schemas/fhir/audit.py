@@ -9,7 +9,9 @@ One stored audit row becomes one AuditEvent:
   and this server (DICOM "Destination Role ID", ``who.identifier`` its service ID);
 - ``source.observer``: this registry (its service ID), an application server;
 - ``entity``: each patient (IHI, role Patient), each record (``Basic/<id>``, role Domain Resource),
-  the request (BALP's X-Request-Id entity type; a calling peer's ``IEF-Request-Id`` too), and for
+  or, when an event names more than ``LISTED_ENTITIES`` of either (a batch), one entity for all
+  the patients and one for all the records, their IHIs and ids space-separated in ``detail``; the
+  request (BALP's X-Request-Id entity type; a calling peer's ``IEF-Request-Id`` too), and for
   searches and operations the query as sent (base64, role Query).
 """
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "BALP_ENTITY_TYPE",
+    "LISTED_ENTITIES",
     "audit_event",
     "audit_searchset",
     "check_r4b",
@@ -87,23 +90,50 @@ def _client_agent(event: StoredAuditEvent, clients: str) -> dict[str, Any]:
     return agent
 
 
-def _entities(event: StoredAuditEvent) -> list[dict[str, Any]]:
-    entities: list[dict[str, Any]] = [
-        {
-            "what": {"identifier": {"system": IHI_SYSTEM, "value": ihi}, "type": "Patient"},
-            "type": _coding(_ENTITY_TYPE, "1", "Person"),
-            "role": _coding(_OBJECT_ROLE, "1", "Patient"),
-        }
-        for ihi in event.patients
+LISTED_ENTITIES = 20
+"""Most patients (and, separately, records) an AuditEvent names one entity each; above, one entity lists them all.
+
+One entity per item is about 300 bytes of JSON; a 10,000-item batch rendered that way was a 6 MB
+AuditEvent. Listed, an item costs its IHI or id and a space. The stored row names every patient
+either way, so a search by patient finds the event.
+"""
+
+_PATIENT_ENTITY = {"type": _coding(_ENTITY_TYPE, "1", "Person"), "role": _coding(_OBJECT_ROLE, "1", "Patient")}
+_RECORD_ENTITY = {
+    "type": _coding(_ENTITY_TYPE, "2", "System Object"),
+    "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
+}
+
+
+def _patients(patients: tuple[str, ...]) -> list[dict[str, Any]]:
+    if len(patients) > LISTED_ENTITIES:
+        return [
+            {
+                **_PATIENT_ENTITY,
+                "description": f"{len(patients)} patients: their IHIs ({IHI_SYSTEM}) in detail, space-separated",
+                "detail": [{"type": "ihi-list", "valueString": " ".join(patients)}],
+            }
+        ]
+    return [
+        {"what": {"identifier": {"system": IHI_SYSTEM, "value": ihi}, "type": "Patient"}, **_PATIENT_ENTITY}
+        for ihi in patients
     ]
-    entities.extend(
-        {
-            "what": {"reference": f"Basic/{record_id}"},
-            "type": _coding(_ENTITY_TYPE, "2", "System Object"),
-            "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
-        }
-        for record_id in event.records
-    )
+
+
+def _records(records: tuple[str, ...]) -> list[dict[str, Any]]:
+    if len(records) > LISTED_ENTITIES:
+        return [
+            {
+                **_RECORD_ENTITY,
+                "description": f"{len(records)} registry records: their Basic ids in detail, space-separated",
+                "detail": [{"type": "basic-id-list", "valueString": " ".join(records)}],
+            }
+        ]
+    return [{"what": {"reference": f"Basic/{record_id}"}, **_RECORD_ENTITY} for record_id in records]
+
+
+def _entities(event: StoredAuditEvent) -> list[dict[str, Any]]:
+    entities = [*_patients(event.patients), *_records(event.records)]
     entities.append(
         {
             "what": {"identifier": {"value": event.request_id}},

@@ -3,6 +3,32 @@
 SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
 FROM put_record($1, $2, $3, $4);
 
+-- name: put_record_audited
+-- put_record() and the request's audit row in one statement: a single statement is its own
+-- transaction, so one round trip commits both, or neither (BEGIN, write, audit insert and COMMIT
+-- were four). $1..$4 as put_record. $5..$22 are the audit row once for each way the write can end
+-- (parallel arrays as in insert_audit_events, records left empty) and $23 names those outcomes;
+-- the row whose outcome happened is inserted, with the record's id.
+WITH w AS MATERIALIZED (
+    SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
+    FROM put_record($1, $2, $3, $4)
+), audited AS (
+    INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
+                              method, path, query, client_id, client_service, client_address, token_id, observer,
+                              patients, records)
+    SELECT e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status, e.detail,
+           e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
+           string_to_array(e.patients, ','), ARRAY[w.record_id]
+    FROM w
+    JOIN unnest($5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::smallint[], $11::smallint[],
+                $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+                $20::text[], $21::text[], $22::text[], $23::text[])
+         AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
+              client_id, client_service, client_address, token_id, observer, patients, records, ended)
+      ON e.ended = w.outcome
+)
+SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome FROM w;
+
 -- name: put_records
 -- Apply a batch chunk in one statement. $1..$5 are parallel arrays (ord, ihi, service_id, status,
 -- type), de-duplicated by (ihi, service_id) by the caller. Rows are written in key order so that
@@ -31,6 +57,13 @@ SELECT input.ord,
 FROM input
 LEFT JOIN written w ON w.ihi = input.ihi AND w.service_id = input.service_id
 LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
+
+-- name: custom_batch_plans
+-- For the rest of the transaction, plan every statement for its own parameters. asyncpg prepares
+-- put_records; from its sixth execution PostgreSQL may switch to a generic plan, which estimates
+-- unnest($n) at 10 rows and joins `written` to `input` with a nested loop: 1,000 x 1,000
+-- comparisons per chunk, four to six times the chunk's time (docs/benchmarks.md).
+SET LOCAL plan_cache_mode = force_custom_plan;
 
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service (kind,

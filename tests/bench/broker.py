@@ -52,7 +52,7 @@ from tests.gateway import ReferenceGateway
 from tests.pg import TestCluster
 from tests.server import free_port
 
-__all__ = ("main",)
+__all__ = ("Phase", "main", "parser", "report", "run")
 
 ROOT = Path(__file__).resolve().parents[2]
 _PLACEHOLDER_IHI = "8003608166690503"
@@ -350,7 +350,8 @@ async def _wait_ready(base_url: str, server: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-async def _run(args: argparse.Namespace) -> list[Phase]:
+async def run(args: argparse.Namespace) -> list[Phase]:
+    """Start the cluster, the gateways and the server, load the patients, measure every phase."""
     delay = args.delay_ms / 1000
     async with _cluster() as database_url:
         with tempfile.TemporaryDirectory(prefix="ief-bench-broker-") as tmp:
@@ -415,7 +416,8 @@ async def _run(args: argparse.Namespace) -> list[Phase]:
     return phases
 
 
-def _print(phases: list[Phase], args: argparse.Namespace) -> None:
+def report(phases: list[Phase], args: argparse.Namespace) -> None:
+    """Print the phases' table and the median parts of a fan-out."""
     print(f"broker fan-out: {args.gateways} gateways answering in {args.delay_ms} ms, {args.patients} patients")
     print(
         f"{'phase':<10} {'c':>3} {'requests':>8} {'errors':>6} {'rate/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
@@ -434,6 +436,20 @@ def _print(phases: list[Phase], args: argparse.Namespace) -> None:
             print(f"  broker c={p.concurrency}: {p.locate_ms:.1f} / {p.gateways_ms:.1f} / {p.merge_ms:.1f}")
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.bench.broker``."""
+    found = argparse.ArgumentParser(prog="python -m tests.bench.broker", description=__doc__.split("\n")[0])
+    found.add_argument("--gateways", type=int, default=10)
+    found.add_argument("--delay-ms", type=float, default=50.0)
+    found.add_argument("--patients", type=int, default=1000)
+    found.add_argument("--concurrency", type=int, default=32)
+    found.add_argument("--requests-c1", type=int, default=300)
+    found.add_argument("--requests-cn", type=int, default=2000)
+    found.add_argument("--json", type=Path, help="also write the numbers to this file")
+    found.add_argument("--profile", type=Path, help="run the server under cProfile, writing its stats to this file")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark (or, internally, the gateways or a load phase)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -444,18 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(_load(msgspec.json.decode(sys.stdin.buffer.read())))
         sys.stdout.buffer.write(msgspec.json.encode(result))
         return 0
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.broker", description=__doc__.split("\n")[0])
-    parser.add_argument("--gateways", type=int, default=10)
-    parser.add_argument("--delay-ms", type=float, default=50.0)
-    parser.add_argument("--patients", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--requests-c1", type=int, default=300)
-    parser.add_argument("--requests-cn", type=int, default=2000)
-    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
-    parser.add_argument("--profile", type=Path, help="run the server under cProfile, writing its stats to this file")
-    args = parser.parse_args(argv)
-    phases = asyncio.run(_run(args))
-    _print(phases, args)
+    args = parser().parse_args(argv)
+    phases = asyncio.run(run(args))
+    report(phases, args)
     if args.json:
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(phases)))
     return 0 if all(p.errors == 0 for p in phases) else 1

@@ -49,7 +49,7 @@ from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
 from tests.server import free_port
 
-__all__ = ("LoadResult", "LoadSpec", "main")
+__all__ = ("LoadResult", "LoadSpec", "Phase", "main", "medians", "parser", "run", "table")
 
 ROOT = Path(__file__).resolve().parents[2]
 _SERVER_SETTINGS = {
@@ -430,7 +430,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _medians(results: list[Phase]) -> dict[tuple[str, int], LoadResult]:
+def medians(results: list[Phase]) -> dict[tuple[str, int], LoadResult]:
     """Per phase and concurrency, the median of each measure over the rounds (errors summed)."""
     grouped: dict[tuple[str, int], list[LoadResult]] = {}
     for p in results:
@@ -450,10 +450,11 @@ def _medians(results: list[Phase]) -> dict[tuple[str, int], LoadResult]:
     }
 
 
-def _table(results: list[Phase]) -> str:
-    medians = _medians(results)
+def table(results: list[Phase]) -> str:
+    """Medians over the rounds per phase and concurrency, with ratios to ``local``."""
+    by_phase = medians(results)
     cpu: dict[tuple[str, int], tuple[float, float, float]] = {}
-    for key in medians:
+    for key in by_phase:
         rounds = [p for p in results if (p.phase, p.concurrency) == key]
         cpu[key] = (
             statistics.median(p.asked_cpu_ms for p in rounds),
@@ -464,8 +465,8 @@ def _table(results: list[Phase]) -> str:
         "phase", "c", "req/s", "p50 ms", "p99 ms", "errors", "p50 / local", "req/s / local",
         "asked cpu ms/req", "registries cpu ms/req", "pg cpu ms/req",
     )]  # fmt: skip
-    for (phase, concurrency), load in sorted(medians.items(), key=lambda item: item[0][1]):
-        local = medians[("local", concurrency)]
+    for (phase, concurrency), load in sorted(by_phase.items(), key=lambda item: item[0][1]):
+        local = by_phase[("local", concurrency)]
         asked_cpu, registry_cpu, pg_cpu = cpu[(phase, concurrency)]
         rows.append((
             phase, str(concurrency), f"{load.rate:,.0f}", f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
@@ -483,27 +484,32 @@ def _table(results: list[Phase]) -> str:
     return "\n".join(lines)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.bench.federation``."""
+    found = argparse.ArgumentParser(prog="python -m tests.bench.federation", description=__doc__.split("\n\n")[0])
+    found.add_argument("--ihis", type=int, default=2000, help="IHIs per kind of look-up (default 2000)")
+    found.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase (default 10)")
+    found.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring (default 1)")
+    found.add_argument("--rounds", type=int, default=3, help="rounds of every phase, order alternating (default 3)")
+    found.add_argument(
+        "--concurrency", type=lambda text: [int(x) for x in text.split(",")], default=[1, 8],
+        help="connections, comma-separated (default 1,8)",
+    )  # fmt: skip
+    found.add_argument("--ref", help="also run the plain look-up on a server of this git revision (or source folder)")
+    found.add_argument("--json", type=Path, help="write every measurement to this file")
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments and run (or, as ``loadgen``, serve as the load generator)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["loadgen"]:
         _loadgen()
         return
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.federation", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ihis", type=int, default=2000, help="IHIs per kind of look-up (default 2000)")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase (default 10)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring (default 1)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every phase, order alternating (default 3)")
-    parser.add_argument(
-        "--concurrency", type=lambda text: [int(x) for x in text.split(",")], default=[1, 8],
-        help="connections, comma-separated (default 1,8)",
-    )  # fmt: skip
-    parser.add_argument("--ref", help="also run the plain look-up on a server of this git revision (or source folder)")
-    parser.add_argument("--json", type=Path, help="write every measurement to this file")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     results = asyncio.run(run(args))
     print()
-    print(_table(results))
+    print(table(results))
     if args.json:
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(results)) + b"\n")
 

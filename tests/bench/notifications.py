@@ -347,12 +347,17 @@ async def main(args: argparse.Namespace) -> None:
         cluster.stop()
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.bench.notifications``."""
+    found = argparse.ArgumentParser(description="Notification latency and registration-rate benchmark.")
+    found.add_argument("--events", type=int, default=1000, help="registrations timed for latency")
+    found.add_argument("--rate", type=float, default=50.0, help="registrations per second for the latency run")
+    found.add_argument("--scale", type=int, default=10_000, help="subscriptions for the rate run (0: skip it)")
+    found.add_argument("--rounds", type=int, default=4)
+    found.add_argument("--per-round", type=int, default=500)
+    found.add_argument("--concurrency", type=int, default=8)
+    return found
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Notification latency and registration-rate benchmark.")
-    parser.add_argument("--events", type=int, default=1000, help="registrations timed for latency")
-    parser.add_argument("--rate", type=float, default=50.0, help="registrations per second for the latency run")
-    parser.add_argument("--scale", type=int, default=10_000, help="subscriptions for the rate run (0: skip it)")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--per-round", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=8)
-    asyncio.run(main(parser.parse_args()))
+    asyncio.run(main(parser().parse_args()))

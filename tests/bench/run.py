@@ -1,11 +1,13 @@
 """``python -m tests.bench``: bulk-load, then drive PUT and GET at a fixed concurrency, and report.
 
 One run: measure the load generator's ceiling against a trivial server; start a throwaway
-PostgreSQL cluster; start the server of each build (this checkout, and ``--ref`` in a temporary
-git worktree) on its own database; bulk-load ``--records`` records through the batch endpoint; run
-each timed phase (``scenarios.standard_phases``) on every build in turn, alternating which goes
-first; print one table (and ``--json FILE``). The load generator is a separate process
-(``tests.bench.loadgen``); the servers' resident memory is sampled over the whole run.
+PostgreSQL cluster; start the server of each build (this checkout; ``--ref`` in a temporary git
+worktree, with ``--ref-patch`` applied; the bare reference app with ``--bare``) on its own
+database; bulk-load ``--records`` records through the batch endpoint; run each timed phase
+(``scenarios.standard_phases``, ``--rounds`` times) on every build in turn, rotating which goes
+first; print one table, and the checkout's rates as ratios to every other build's (and
+``--json FILE``). The load generator is a separate process (``tests.bench.loadgen``); the
+servers' resident memory is sampled over the whole run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import datetime
 import os
 import platform
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,14 +31,27 @@ import asyncpg
 import msgspec
 import psutil
 
+from registry.db.migrate import apply_migrations
 from tests.bench.loadgen import LoadResult, LoadSpec
 from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
-from tests.bench.servers import ROOT, Build, ProcessTree, ServerProcess, checkout, git_describe, peak_rss
+from tests.bench.servers import (
+    BARE_LABEL,
+    ROOT,
+    Build,
+    ProcessTree,
+    ServerProcess,
+    checkout,
+    git_describe,
+    peak_rss,
+)
 from tests.factories import make_service_id
 from tests.pg import TestCluster
 from tests.server import add_service, free_port
 
-__all__ = ("BenchResult", "main")
+__all__ = ("CHECKOUT", "BenchResult", "main", "parser", "ratios", "run", "table")
+
+CHECKOUT = "checkout"
+"""Label of the build run from this checkout: the one every ratio is about."""
 
 
 class PhaseResult(msgspec.Struct, kw_only=True):
@@ -43,6 +60,10 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     phase: str
     build: str
     load: LoadResult
+    round: int = 1
+    """Which repetition of the timed phases (``--rounds``); the bulk load is round 1."""
+    records: int = 0
+    """Records in the build's database while the phase ran (after a bulk load: when it ended)."""
     server_cpu: float
     """Cores used by the server processes on average during the phase."""
     pg_cpu: float
@@ -59,24 +80,66 @@ class BuildResult(msgspec.Struct, kw_only=True):
     """Peak resident memory of the server process and its worker children, summed."""
 
 
+class Ratio(msgspec.Struct, kw_only=True):
+    """The checkout's rate in one phase divided by another build's, per round (adjacent in time) and their median.
+
+    ``cpu_per_round`` and ``cpu_median`` compare server CPU per operation the other way round (the
+    other build's divided by the checkout's: above 1, the checkout spends less), which varies less
+    than rates when other work shares the machine.
+    """
+
+    phase: str
+    versus: str
+    per_round: list[float]
+    median: float
+    cpu_per_round: list[float] = msgspec.field(default_factory=list)
+    cpu_median: float = 0.0
+
+
+class Growth(msgspec.Struct, kw_only=True):
+    """How a build's rate in one phase changed when the records grew (``--grow-to``): medians over rounds."""
+
+    phase: str
+    build: str
+    records_before: int
+    records_after: int
+    rate_before: float
+    rate_after: float
+    ratio: float
+
+
 class BenchResult(msgspec.Struct, kw_only=True):
     """Everything a run measured (``--json``)."""
 
     started_at: str
     machine: dict[str, str | int]
-    settings: dict[str, str | int | float | None]
+    settings: dict[str, str | bool | int | float | None]
     ceiling: LoadResult
     builds: list[BuildResult]
     phases: list[PhaseResult]
+    ratios: list[Ratio] = msgspec.field(default_factory=list)
+    growth: list[Growth] = msgspec.field(default_factory=list)
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.bench`` (the registry matrix)."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000, help="records to bulk-load (default 1,000,000)")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per timed phase (default 15)")
     parser.add_argument("--concurrency", type=int, default=32, help="connections in the loaded phases (default 32)")
     parser.add_argument("--workers", type=int, default=1, help="server processes per build (default 1)")
     parser.add_argument("--ref", help="also run the server of this git revision, for a before/after comparison")
+    parser.add_argument(
+        "--ref-patch", type=Path, help="apply this patch (git apply) to the --ref checkout; nothing is committed"
+    )
+    parser.add_argument("--bare", action="store_true", help="also run the bare reference app (tests.bench.bare)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the timed phases this many times (default 1)")
+    parser.add_argument(
+        "--grow-to", type=int, metavar="N", help="then load up to N records and run the timed phases once more"
+    )
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="record the checkout's server with py-spy in every phase (to DIR)"
+    )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
@@ -133,11 +196,35 @@ async def _ceiling(concurrency: int, duration: float) -> LoadResult:
         await trivial.wait()
 
 
-async def _measured(server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str]) -> PhaseResult:
+@contextlib.asynccontextmanager
+async def _profiled(server: ServerProcess, scenario: Scenario, folder: Path | None, round_: int) -> AsyncIterator[None]:
+    """Record the server with ``py-spy`` (collapsed stacks, 250 samples/s) while the block runs."""
+    if folder is None or server.build.label != CHECKOUT:
+        yield
+        return
+    name = "".join(c if c.isalnum() else "-" for c in scenario.name.lower())
+    out = folder / f"{name}-round{round_}.txt"
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+    process = await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(server.process.pid), "--format", "raw", "--rate", "250", "--nonblocking",
+        "--output", str(out), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        await process.wait()
+
+
+async def _measured(
+    server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str], *, profile: Path | None = None,
+    round_: int = 1,
+) -> PhaseResult:  # fmt: skip
     scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers})
     server_before, pg_before = server.tree.cpu_seconds(), pg.cpu_seconds()
     wall_before = asyncio.get_running_loop().time()
-    load = await _run_loadgen(server.port, scenario)
+    async with _profiled(server, scenario, profile, round_):
+        load = await _run_loadgen(server.port, scenario)
     wall = asyncio.get_running_loop().time() - wall_before
     return PhaseResult(
         phase=scenario.name,
@@ -146,6 +233,17 @@ async def _measured(server: ServerProcess, pg: ProcessTree, scenario: Scenario, 
         server_cpu=round((server.tree.cpu_seconds() - server_before) / wall, 2),
         pg_cpu=round((pg.cpu_seconds() - pg_before) / wall, 2),
     )
+
+
+async def _settle(database_url: str) -> None:
+    """After a bulk load: vacuum and analyze the build's database and checkpoint, so the timed phases
+    that follow do not share the machine with the load's aftermath (autovacuum, dirty buffers)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("VACUUM (ANALYZE)")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 async def _count_records(database_url: str) -> int:
@@ -157,13 +255,22 @@ async def _count_records(database_url: str) -> int:
 
 
 @contextlib.contextmanager
-def _builds(ref: str | None) -> Iterator[list[Build]]:
-    current = Build(label="checkout", source=ROOT, commit=git_describe(ROOT))
+def _builds(ref: str | None, patch: Path | None, *, bare: bool) -> Iterator[list[Build]]:
+    current = Build(label=CHECKOUT, source=ROOT, commit=git_describe(ROOT))
+    others = [Build(label=BARE_LABEL, source=ROOT, commit=current.commit, bare=True)] if bare else []
     if ref is None:
-        yield [current]
+        yield [*others, current]
         return
-    with checkout(ref) as other:
-        yield [other, current]
+    with checkout(ref, patch) as other:
+        yield [other, *others, current]
+
+
+async def _migrate(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -173,10 +280,12 @@ async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -
     settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
     settings |= _pairs(args.server_env, "=")
     servers: list[ServerProcess] = []
-    with _builds(args.ref) as builds:
+    with _builds(args.ref, args.ref_patch, bare=args.bare) as builds:
         try:
             for number, build in enumerate(builds):
                 database_url = await cluster.empty_database(f"bench_{number}")
+                if build.bare:  # the registry migrates its own database; the bare app needs it done
+                    await _migrate(database_url)
                 servers.append(
                     ServerProcess(build, python=args.python, database_url=database_url, workers=args.workers,
                                   work=work, settings=settings)
@@ -205,12 +314,22 @@ async def run(args: argparse.Namespace) -> BenchResult:
     headers = _pairs(args.header, ":")
     service_id = make_service_id()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    phases = [
-        bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
-                        concurrency=args.batch_concurrency, headers=headers),
-        *standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
-                         duration=args.duration, headers=headers),
+    phases = [  # (round, phase within the round, records loaded, scenario)
+        (1, 0, args.records, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
+                                             concurrency=args.batch_concurrency, headers=headers)),
     ]  # fmt: skip
+    for round_ in range(args.rounds):
+        timed = standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
+                                duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)  # fmt: skip
+        phases += [(round_ + 1, number, args.records, phase) for number, phase in enumerate(timed)]
+    if args.grow_to and args.grow_to > args.records:
+        grown = args.rounds + 1
+        phases.append((grown, 0, args.grow_to, bulk_load_phase(
+            records=args.grow_to, start=args.records, service_id=service_id, batch_size=args.batch_size,
+            concurrency=args.batch_concurrency, headers=headers)))  # fmt: skip
+        timed = standard_phases(records=args.grow_to, first=args.records, service_id=service_id,
+                                concurrency=args.concurrency, duration=args.duration, headers=headers)  # fmt: skip
+        phases += [(grown, number + 1, args.grow_to, phase) for number, phase in enumerate(timed)]
     print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
     ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
     work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
@@ -226,10 +345,18 @@ async def run(args: argparse.Namespace) -> BenchResult:
                 auth = {server.build.label: server.authorization() for server in servers}
                 for server in servers:
                     await add_service(server.database_url, service_id)
-                for number, scenario in enumerate(phases):
-                    for server in servers if number % 2 == 0 else servers[::-1]:  # alternate who goes first
-                        print(f"{scenario.name} on {server.build.label} ...", flush=True)
-                        results.append(await _measured(server, pg, scenario, auth[server.build.label]))
+                for round_, number, loaded, scenario in phases:
+                    # Rotate who goes first, from phase to phase and from round to round.
+                    first = (number + round_ - 1) % len(servers)
+                    for server in servers[first:] + servers[:first]:
+                        print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
+                        measured = await _measured(
+                            server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_
+                        )
+                        results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
+                    if scenario.requests == "batch_load":
+                        for server in servers:
+                            await _settle(server.database_url)
             builds = [
                 BuildResult(
                     label=server.build.label,
@@ -242,31 +369,104 @@ async def run(args: argparse.Namespace) -> BenchResult:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    settings = {name: getattr(args, name) for name in ("records", "duration", "concurrency", "workers", "ref")}
+    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to")
+    settings = {name: getattr(args, name) for name in names}
+    settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
     settings |= {"server_env": " ".join(args.server_env) or None}
     return BenchResult(
         started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
-        phases=results,
+        phases=results, ratios=ratios(results), growth=growth(results),
     )  # fmt: skip
 
 
-_COLUMNS = ("phase", "build", "req/s", "records/s", "p50 ms", "p99 ms", "errors", "server cpu", "pg cpu", "client cpu")
+def growth(phases: Sequence[PhaseResult]) -> list[Growth]:
+    """Each build's median rate per timed phase at the largest record count ÷ at the smallest (``--grow-to``)."""
+    counts = sorted({p.records for p in phases})
+    if len(counts) < 2:
+        return []
+    found: list[Growth] = []
+    for name, build in dict.fromkeys((p.phase, p.build) for p in phases if not p.phase.startswith("bulk")):
+        rates = [
+            statistics.median(_rate(p) for p in phases if (p.phase, p.build, p.records) == (name, build, count))
+            for count in (counts[0], counts[-1])
+        ]
+        found.append(
+            Growth(phase=name, build=build, records_before=counts[0], records_after=counts[-1],
+                   rate_before=rates[0], rate_after=rates[1], ratio=round(rates[1] / rates[0], 3) if rates[0] else 0.0)
+        )  # fmt: skip
+    return found
+
+
+def _rate(phase: PhaseResult) -> float:
+    return phase.load.item_rate if phase.load.items != phase.load.requests else phase.load.rate
+
+
+def ratios(phases: Sequence[PhaseResult]) -> list[Ratio]:
+    """The checkout's rate divided by every other build's, phase by phase, inside each round."""
+    by_key = {(p.phase, p.build, p.round): p for p in phases}
+    found: list[Ratio] = []
+    names = list(dict.fromkeys(p.phase for p in phases))
+    others = list(dict.fromkeys(p.build for p in phases if p.build != CHECKOUT))
+    for name in names:
+        for other in others:
+            pairs = [
+                (mine, by_key[(name, other, number)])
+                for (phase, build, number), mine in by_key.items()
+                if phase == name and build == CHECKOUT and (name, other, number) in by_key
+            ]
+            rates = [round(_rate(mine) / _rate(theirs), 3) for mine, theirs in pairs if _rate(theirs)]
+            cpu = [
+                round(server_micros_per_op(theirs) / server_micros_per_op(mine), 3)
+                for mine, theirs in pairs
+                if server_micros_per_op(mine)
+            ]
+            if rates:
+                found.append(
+                    Ratio(phase=name, versus=other, per_round=rates, median=statistics.median(rates),
+                          cpu_per_round=cpu, cpu_median=statistics.median(cpu) if cpu else 0.0)
+                )  # fmt: skip
+    return found
+
+
+_COLUMNS = (
+    "phase",
+    "round",
+    "records",
+    "build",
+    "req/s",
+    "records/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "server cpu",
+    "server us/op",
+    "pg cpu",
+    "client cpu",
+)
 
 
 def _row(p: PhaseResult) -> tuple[str, ...]:
     load = p.load
     records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
-    return (p.phase, p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}", f"{load.p99_ms:.2f}",
-            str(load.errors), f"{p.server_cpu:.2f}", f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
+    return (p.phase, str(p.round), f"{p.records:,}", p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}",
+            f"{load.p99_ms:.2f}", str(load.errors), f"{p.server_cpu:.2f}", f"{server_micros_per_op(p):,.0f}",
+            f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
 
 
-def _table(result: BenchResult) -> str:
+def server_micros_per_op(phase: PhaseResult) -> float:
+    """Server CPU per request (per record in the bulk load) in microseconds: steadier than rates on a shared machine."""
+    rate = _rate(phase)
+    return phase.server_cpu / rate * 1e6 if rate else 0.0
+
+
+def table(result: BenchResult) -> str:
+    """The run's table, its ceiling and memory lines, the ratios and the growth, as printed."""
     rows = [_COLUMNS, *(_row(p) for p in result.phases)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
 
     def line(row: tuple[str, ...]) -> str:
-        return "  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        return "  ".join(cell.ljust(widths[i]) if i in {0, 3} else cell.rjust(widths[i]) for i, cell in enumerate(row))
 
     lines = [line(rows[0]), "  ".join("-" * width for width in widths), *(line(row) for row in rows[1:])]
     ceiling = result.ceiling
@@ -280,15 +480,35 @@ def _table(result: BenchResult) -> str:
         f"server peak RSS {b.peak_rss_mb:,.0f} MB"
         for b in result.builds
     ]
+    if result.ratios:
+        lines += [
+            "",
+            "checkout ÷ other build: rate (records/s for the bulk load, else req/s), per round -> median;",
+            "  server CPU per operation, other build ÷ checkout (above 1: the checkout spends less), likewise",
+        ]
+        lines += [
+            f"  {r.phase} vs {r.versus}: rate {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f};"
+            f" cpu {' '.join(f'{v:.2f}' for v in r.cpu_per_round)} -> {r.cpu_median:.2f}"
+            for r in result.ratios
+        ]
+    if result.growth:
+        lines += ["", "rate with more records ÷ rate before (medians over rounds):"]
+        lines += [
+            f"  {g.phase} on {g.build}: {g.rate_after:,.0f} at {g.records_after:,} ÷ {g.rate_before:,.0f} at "
+            f"{g.records_before:,} = {g.ratio:.2f}"
+            for g in result.growth
+        ]
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse the arguments, run, print the table, write the JSON."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run(args))
     print()
-    print(_table(result))
+    print(table(result))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_bytes(msgspec.json.format(msgspec.json.encode(result)) + b"\n")

@@ -134,30 +134,44 @@ def build_requests(scenario: Scenario) -> list[Request]:
 
 
 def bulk_load_phase(
-    *, records: int, service_id: str, batch_size: int, concurrency: int, headers: dict[str, str]
+    *, records: int, service_id: str, batch_size: int, concurrency: int, headers: dict[str, str], start: int = 0
 ) -> Scenario:
-    """Register ``records`` records (IHIs 0 to ``records``) through the batch endpoint, each request once."""
+    """Register records ``start`` to ``records`` (their IHIs) through the batch endpoint, each request once."""
     return Scenario(
-        name="bulk load", requests="batch_load", concurrency=concurrency, headers=headers,
-        params={"service_id": service_id, "start": 0, "stop": records, "batch_size": batch_size},
+        name="bulk load" if start == 0 else f"bulk load to {records:,}", requests="batch_load",
+        concurrency=concurrency, headers=headers,
+        params={"service_id": service_id, "start": start, "stop": records, "batch_size": batch_size},
     )  # fmt: skip
 
 
 def standard_phases(
-    *, records: int, service_id: str, concurrency: int, duration: float, headers: dict[str, str], sample: int = 50_000
+    *,
+    records: int,
+    service_id: str,
+    concurrency: int,
+    duration: float,
+    headers: dict[str, str],
+    sample: int = 50_000,
+    round_: int = 0,
+    rounds: int = 1,
+    first: int = 0,
 ) -> list[Scenario]:
     """The timed phases of a run over ``records`` loaded records, loaded and unloaded (c=1).
 
     Each PUT phase owns a quarter of the records and the GET phases the other half, so one phase's
-    writes never turn another's into no-ops.
+    writes never turn another's into no-ops. When the phases are repeated (``rounds``), each
+    round's PUT phases own their own slice of those quarters, for the same reason. With ``first``,
+    the phases use only records ``first`` to ``records`` (those loaded after earlier phases ran).
     """
-    quarter, half = records // 4, records // 2
+    quarter, half = (records - first) // 4, first + (records - first) // 2
+    share = quarter // rounds
+    first += round_ * share
     warmup = min(2.0, duration / 5)
     common: dict[str, Any] = {"headers": headers, "duration": duration, "warmup": warmup}
     return [
         Scenario(
             name=f"PUT c={concurrency}", requests="put_status", concurrency=concurrency,
-            params={"service_id": service_id, "start": 0, "stop": quarter, "sample": sample}, **common,
+            params={"service_id": service_id, "start": first, "stop": first + share, "sample": sample}, **common,
         ),
         Scenario(
             name=f"GET c={concurrency}", requests="get_records", concurrency=concurrency,
@@ -165,7 +179,9 @@ def standard_phases(
         ),
         Scenario(
             name="PUT c=1", requests="put_status", concurrency=1,
-            params={"service_id": service_id, "start": quarter, "stop": half, "sample": sample}, **common,
+            params={"service_id": service_id, "start": quarter + first, "stop": quarter + first + share,
+                    "sample": sample},
+            **common,
         ),
         Scenario(
             name="GET c=1", requests="get_records", concurrency=1,

@@ -1,8 +1,10 @@
 """The processes a benchmark run drives and watches: server builds, their CPU and memory.
 
 A ``Build`` is a source tree to run the server from: this checkout, or another git revision
-checked out into a temporary worktree. Each is started as ``python -m registry serve`` with the
-same interpreter (or another one of the same version, given this one's packages).
+checked out into a temporary worktree (optionally with a patch applied, never committed). Each is
+started as ``python -m registry serve`` with the same interpreter (or another one of the same
+version, given this one's packages). The bare reference app (``tests.bench.bare``) is a build too,
+started from this checkout.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import psutil
 
 from tests.server import free_port
 
-__all__ = ("ROOT", "Build", "ProcessTree", "ServerProcess", "checkout", "git_describe", "stop_process")
+__all__ = ("BARE_LABEL", "ROOT", "Build", "ProcessTree", "ServerProcess", "checkout", "git_describe", "stop_process")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,16 +52,28 @@ class Build:
     label: str
     source: Path
     commit: str
+    bare: bool = False
+    """The bare reference app (``tests.bench.bare``) rather than the registry."""
+
+
+BARE_LABEL = "bare"
 
 
 @contextlib.contextmanager
-def checkout(ref: str) -> Iterator[Build]:
-    """Check ``ref`` out into a temporary git worktree for the block, then remove it."""
+def checkout(ref: str, patch: Path | None = None) -> Iterator[Build]:
+    """Check ``ref`` out into a temporary git worktree for the block (with ``patch`` applied), then remove it.
+
+    The patch is applied to the files only: nothing is committed, and the worktree is removed with it.
+    """
     folder = Path(tempfile.mkdtemp(prefix="ief-bench-ref-"))
     folder.rmdir()
     subprocess.run(["git", "worktree", "add", "--detach", str(folder), ref], cwd=ROOT, capture_output=True, check=True)
     try:
-        yield Build(label=ref, source=folder, commit=git_describe(folder))
+        label = ref
+        if patch is not None:
+            subprocess.run(["git", "apply", str(patch.resolve())], cwd=folder, capture_output=True, check=True)
+            label = f"{ref}+{patch.stem}"
+        yield Build(label=label, source=folder, commit=git_describe(folder))
     finally:
         subprocess.run(
             ["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True, check=False
@@ -168,6 +182,8 @@ class ServerProcess:
         self.env.update({"IEF_DATABASE_URL": database_url, "IEF_DATA_DIR": str(work / f"data-{self.port}")})
         self.env.update({"IEF_LOG_FORMAT": "json", **settings})
         command = [python, "-m", "registry", "serve", "--port", str(self.port), "--workers", str(workers)]
+        if build.bare:
+            command = [python, "-m", "tests.bench.bare", "--port", str(self.port), "--database-url", database_url]
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
                 command, cwd=build.source, env=self.env, stdout=sink, stderr=subprocess.STDOUT
@@ -177,8 +193,10 @@ class ServerProcess:
     def authorization(self, lifetime: int = 43_200) -> dict[str, str]:
         """An ``Authorization`` header with an operator admin token (``ief-registry token``) for the run.
 
-        A build from before authentication has no ``token`` command and needs no header.
+        A build from before authentication has no ``token`` command and needs no header; nor does the bare app.
         """
+        if self.build.bare:
+            return {}
         issued = subprocess.run(
             [self.python, "-m", "registry", "token", "--scopes", "admin", "--lifetime", str(lifetime)],
             cwd=self.build.source, env=self.env, capture_output=True, text=True, check=False,

@@ -23,14 +23,14 @@ def _in_git_checkout() -> bool:
 def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
     """``python -m tests.bench`` loads every record, runs each phase on each build without errors and reports them."""
     out = tmp_path / "bench.json"
-    builds = ["checkout"]
+    builds = ["bare", "checkout"]
     command = [
         sys.executable, "-m", "tests.bench", "--records", "2000", "--duration", "0.5", "--concurrency", "4",
-        "--batch-size", "500", "--header", "X-Bench: smoke", "--json", str(out),
+        "--batch-size", "500", "--header", "X-Bench: smoke", "--json", str(out), "--bare",
     ]  # fmt: skip
     if _in_git_checkout():
         command += ["--ref", "HEAD"]
-        builds = ["HEAD", "checkout"]
+        builds = ["HEAD", "bare", "checkout"]
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert finished.returncode == 0, finished.stderr + finished.stdout
 
@@ -50,6 +50,12 @@ def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
             assert phase.load.items == 2000
             assert phase.load.requests == 4
     assert result.ceiling.requests > 0
+    assert sorted((r.phase, r.versus) for r in result.ratios) == sorted(
+        (p, b) for p in phases for b in builds if b != "checkout"
+    )
+    for ratio in result.ratios:
+        assert len(ratio.per_round) == 1
+        assert ratio.median > 0
     header = finished.stdout.splitlines()
-    assert any(line.split()[:3] == ["phase", "build", "req/s"] for line in header)
+    assert any(line.split()[:5] == ["phase", "round", "records", "build", "req/s"] for line in header)
     assert "load generator ceiling" in finished.stdout

@@ -228,3 +228,18 @@ async def test_bad_search_parameters_are_refused(
 async def test_unknown_event_is_404(client: httpx.AsyncClient) -> None:
     """An id that is not an AuditEvent (or not a UUID at all) is 404."""
     assert (await client.get("/fhir/AuditEvent/not-a-uuid")).status_code == 404
+
+
+async def test_a_batch_is_found_by_any_of_its_patients(server: RunningServer, client: httpx.AsyncClient) -> None:
+    """A batch's one AuditEvent is found by searching for any patient in it, and lists every patient and record once."""
+    gateway, ihis = make_service_id(), sorted(make_ihi() for _ in range(30))
+    await server.add_service(gateway)
+    batch = await client.post("/registry/records:batch", json=[{"ihi": i, "serviceId": gateway} for i in ihis])
+    assert batch.status_code == 200
+    found = await client.get("/fhir/AuditEvent", params={"patient": f"{IHI_SYSTEM}|{ihis[17]}", "_count": 1})
+    event = found.json()["entry"][0]["resource"]
+    check_r4b(event)
+    assert event["subtype"][0]["code"] == "batch"
+    listed = {e["role"]["code"]: e["detail"][0]["valueString"].split() for e in event["entity"] if "detail" in e}
+    assert listed["1"] == ihis  # patients (object-role 1), in the batch's key order
+    assert len(set(listed["4"])) == 30  # records (object-role 4): the Basic ids of the batch's records

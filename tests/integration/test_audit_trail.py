@@ -73,16 +73,18 @@ async def test_refusals_on_patient_routes_are_audited(
 async def test_writes_and_reads_record_their_records(
     client: httpx.AsyncClient, server: RunningServer, gateway: str
 ) -> None:
-    """A created record's row is action C with the record; the look-up that returns it names it too."""
+    """Each write's row states its outcome (created C, updated or unchanged U) and the record; so does a look-up."""
     ihi = make_ihi()
     created = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     changed = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "archived"})
+    same = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "archived"})
     listed = await client.get(f"/registry/records/{ihi}", params={"status": "archived"})
     record_id = (await _rows(server.database_url, "SELECT record_id FROM records WHERE ihi = $1", ihi))[0][0]
-    rows = [await _row_of(server.database_url, r) for r in (created, changed, listed)]
+    rows = [await _row_of(server.database_url, r) for r in (created, changed, same, listed)]
     assert [(row["action"], row["status"], row["detail"]) for row in rows] == [
-        ("C", 201, "created"), ("U", 200, "updated"), ("E", 200, None),
+        ("C", 201, "created"), ("U", 200, "updated"), ("U", 200, "unchanged"), ("E", 200, None),
     ]  # fmt: skip
+    assert [row["patients"] for row in rows] == [[ihi]] * 4
     assert all(row["records"] == [record_id] for row in rows)
 
 
@@ -301,3 +303,36 @@ async def test_a_full_group_is_written_without_waiting(fresh: str) -> None:
         await db.close()
     rows = await _rows(fresh, "SELECT count(*) AS n, count(DISTINCT xid) AS inserts FROM audit_events")
     assert (rows[0]["n"], rows[0]["inserts"]) == (3, 1)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_row_need_not_wait_for_another_groups_commit(fresh: str, concurrency: int) -> None:
+    """With two inserts allowed in flight, a row queued during a slow insert commits first; with one, it waits."""
+    conn = await asyncpg.connect(fresh)
+    try:
+        await conn.execute(
+            "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN IF NEW.request_id = 'slow' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$; "
+            "CREATE TRIGGER slow_row BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION slow_row()"
+        )
+    finally:
+        await conn.close()
+    db = await open_database(fresh, Settings().database)
+    done: list[str] = []
+
+    async def write(writer: AuditWriter, request_id: str) -> None:
+        await writer.write(make_audit_entry(request_id))
+        done.append(request_id)
+
+    try:
+        writer = AuditWriter(
+            db, AuditRepository(load_queries()), flush_interval=0, max_rows=100, timeout=10, concurrency=concurrency
+        )
+        writer.start()
+        slow = asyncio.create_task(write(writer, "slow"))
+        await asyncio.sleep(0.3)  # the slow row's insert is under way
+        await asyncio.wait_for(asyncio.gather(slow, write(writer, "fast")), timeout=10)
+        await writer.close()
+    finally:
+        await db.close()
+    assert done == (["fast", "slow"] if concurrency == 2 else ["slow", "fast"])

@@ -10,9 +10,7 @@ import time
 import httpx
 import msgspec
 import pytest
-from litestar.routes import HTTPRoute
 
-from registry.app import create_app
 from registry.auth.guard import required_scopes
 from registry.auth.keys import ISSUER
 from registry.config import Settings
@@ -21,7 +19,7 @@ from tests.auth import bearer, claims_for, forge
 from tests.conftest import GatewayClient
 from tests.factories import make_ihi, make_rsa_key, make_service_id
 from tests.pg import TestCluster
-from tests.server import RunningServer, running_server
+from tests.server import RunningServer, route_handlers, running_server
 
 
 def _b64(data: bytes) -> str:
@@ -215,18 +213,15 @@ async def test_public_routes_need_no_token(anonymous: httpx.AsyncClient, path: s
 
 def test_every_route_declares_public_or_scopes() -> None:
     """Each route handler declares opt public or scopes; Litestar's own OPTIONS handlers inherit or fail closed."""
-    app = create_app(Settings(), database_url="postgresql://unused", service_id=make_service_id(), hash_key=b"k")
     checked = 0
-    for route in app.routes:
-        assert isinstance(route, HTTPRoute)
-        for handler in route.route_handlers:
-            if handler.http_methods == {"OPTIONS"} and not handler.include_in_schema:
-                # Public only where the whole controller is (health); elsewhere admin.
-                assert required_scopes(handler) in (None, ("admin",)), route.path
-                continue
-            declared = handler.opt.get("public") is True or bool(handler.opt.get("scopes"))
-            assert declared, f"{route.path} {sorted(handler.http_methods)} declares neither public nor scopes"
-            checked += 1
+    for path, handler in route_handlers():
+        if handler.http_methods == {"OPTIONS"} and not handler.include_in_schema:
+            # Public only where the whole controller is (health); elsewhere admin.
+            assert required_scopes(handler) in (None, ("admin",)), path
+            continue
+        declared = handler.opt.get("public") is True or bool(handler.opt.get("scopes"))
+        assert declared, f"{path} {sorted(handler.http_methods)} declares neither public nor scopes"
+        checked += 1
     assert checked >= 8
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import httpx
 import msgspec
@@ -34,6 +36,17 @@ async def test_access_line_per_request_without_raw_ihi(template: TestCluster) ->
     assert access[0]["request_id"] == put.headers["x-request-id"]
     assert access[1]["request_id"] == bad.headers["x-request-id"]
     assert ihi not in msgspec.json.encode(logs).decode()
+
+
+async def test_request_ids_are_unique_and_a_safe_one_is_kept(client: httpx.AsyncClient) -> None:
+    """The server gives each request its own 32-hex-digit ID, and answers with the caller's own when it is safe."""
+    made = [(await client.get("/health/live")).headers["x-request-id"] for _ in range(5)]
+    kept = await client.get("/health/live", headers={"X-Request-Id": "caller-123"})
+    unsafe = await client.get("/health/live", headers={"X-Request-Id": "no spaces allowed"})
+    assert len(set(made)) == 5
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in made)
+    assert kept.headers["x-request-id"] == "caller-123"
+    assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
 
 
 async def test_ready_turns_503_when_the_database_goes(template: TestCluster) -> None:

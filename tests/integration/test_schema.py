@@ -77,3 +77,28 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     finally:
         await conn.close()
     assert read < 50
+
+
+async def test_batch_statements_are_planned_for_their_own_rows(template: TestCluster) -> None:
+    """In a batch transaction the chunk statement never gets a generic plan (which nest-loops over the chunk)."""
+    database_url = await template.new_database()
+    service_id = make_service_id()
+    await add_service(database_url, service_id)
+    repository = RecordRepository(load_queries())
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await repository.plan_batches(conn)
+            for _ in range(8):  # PostgreSQL weighs a generic plan from the sixth execution on
+                chunk = sorted(make_ihi() for _ in range(200))
+                await repository.put_many(
+                    conn, ords=list(range(len(chunk))), ihis=chunk, service_ids=[service_id] * len(chunk),
+                    statuses=["active"] * len(chunk), types=["record"] * len(chunk),
+                )  # fmt: skip
+        plans = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH input AS%'"
+        )
+    finally:
+        await conn.close()
+    assert plans is not None
+    assert (plans["generic_plans"], plans["custom_plans"]) == (0, 8)

@@ -71,6 +71,29 @@ async def test_c27_a_rolled_back_registration_leaves_nothing(subs: Subscriptions
     await hook.wait(lambda h: h.event_numbers() == [1])
 
 
+async def test_a_registration_commits_its_record_audit_row_and_event_together(subs: Subscriptions) -> None:
+    """A PUT's write, its audit row and its subscription event are one transaction (the one-statement write)."""
+    hook = subs.subscriber.hook()
+    created, ihi = await subs.active(hook)
+    # Delivery would mark the event delivered (a new row version, a new xmin): the subscriber now
+    # answers after the 2 s timeout, so the event stays as inserted for four attempts (over 8 s).
+    hook.delay = 30
+    for status in ("active", "removed"):
+        response = await subs.register(ihi, status=status)
+        rows = await subs.sql(
+            "SELECT (SELECT xmin::text FROM records WHERE ihi = $1 AND service_id = $2) AS record,"
+            " (SELECT xmin::text FROM audit_events WHERE request_id = $3) AS audit,"
+            " (SELECT xmin::text FROM subscription_events WHERE subscription_id = $4 AND record_status = $5) AS event",
+            ihi,
+            subs.service_id,
+            response.headers["x-request-id"],
+            created["id"],
+            status,
+        )
+        assert rows[0]["record"] is not None
+        assert rows[0]["record"] == rows[0]["audit"] == rows[0]["event"], dict(rows[0])
+
+
 async def test_c28_one_subscription_in_order(subs: Subscriptions) -> None:
     """Event N+1 is not POSTed before event N got its 2xx: a failing first event holds back the ones behind it."""
     hook = subs.subscriber.hook()

@@ -15,7 +15,7 @@ from registry.audit.chain import GENESIS, canonical, link_hash
 from registry.audit.context import AuditContext, WriteOutcome
 from registry.auth.scopes import PRINCIPAL_KEY, Principal
 from schemas.audit import Action, Interaction, StoredAuditEvent, outcome_of
-from schemas.fhir.audit import audit_event, check_r4b
+from schemas.fhir.audit import LISTED_ENTITIES, audit_event, check_r4b
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id, with_bad_check_digit
 
 if TYPE_CHECKING:
@@ -202,3 +202,46 @@ def test_every_column_is_covered_by_the_chain_hash() -> None:
     for name, value in changes.items():
         assert link_hash(GENESIS, msgspec.structs.replace(event, **{name: value})) != original, name
     assert canonical(event) == canonical(msgspec.structs.replace(event))
+
+
+def test_unprintable_and_long_request_text_is_cleaned() -> None:
+    """Control characters in the query and a peer's request ID are stored as '?', and over-long values are cut."""
+    query = b"status=active&note=a%0Ab&x=\x1b[31m" + b"y" * 5000
+    headers = [(b"ief-request-id", b"peer\x00\x07id" + b"z" * 200)]
+    entry = AuditContext(_scope(Interaction.SEARCH_TYPE, query=query, headers=headers)).entry(
+        status=200, observer=make_service_id()
+    )
+    assert entry.query.startswith("status=active&note=a%0Ab&x=?[31m")
+    assert len(entry.query) == 4096
+    assert entry.peer_request_id == "peer??id" + "z" * 120
+    assert all(c.isprintable() for c in entry.query + entry.path)
+
+
+def test_a_large_batch_event_lists_patients_and_records_compactly() -> None:
+    """Past LISTED_ENTITIES, patients and records are listed in one entity each: valid R4, tens of bytes per item."""
+    unique: set[str] = set()
+    while len(unique) < 10_000:  # random IHIs collide now and then at this count (a list keeps each once)
+        unique.add(make_ihi())
+    ihis = sorted(unique)
+    records = [str(uuid.uuid4()) for _ in ihis]
+    context = AuditContext(_scope(Interaction.BATCH, principal=_principal()))
+    context.add_patients(ihis)
+    context.add_records(records)
+    resource = audit_event(_stored(context, 200), canonical_base=CANONICAL_BASE)
+    check_r4b(resource)
+    listed = [e for e in resource["entity"] if "detail" in e]
+    assert [(e["role"]["code"], e["type"]["code"]) for e in listed] == [("1", "1"), ("4", "2")]
+    assert listed[0]["detail"][0]["valueString"].split() == ihis
+    assert listed[1]["detail"][0]["valueString"].split() == records
+    assert len(msgspec.json.encode(resource)) < 60 * len(ihis)
+
+
+def test_a_few_patients_are_one_entity_each() -> None:
+    """Up to LISTED_ENTITIES patients, each is its own BALP entity (what.identifier the IHI), with no list."""
+    ihis = [make_ihi() for _ in range(LISTED_ENTITIES)]
+    context = AuditContext(_scope(Interaction.SEARCH_TYPE))
+    context.add_patients(ihis)
+    context.add_records([uuid.uuid4()])
+    entities = audit_event(_stored(context, 200), canonical_base=CANONICAL_BASE)["entity"]
+    assert [e["what"]["identifier"]["value"] for e in entities if e.get("role", {}).get("code") == "1"] == ihis
+    assert not any("detail" in e for e in entities)

@@ -1,4 +1,4 @@
-"""The socket ``serve --workers N`` shares between worker processes."""
+"""How requests are served: the socket ``serve --workers N`` shares, and nothing per request in a thread."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import asyncio
 import socket
 
 import uvicorn
+from litestar.utils.sync import AsyncCallable
 
 from registry.cli import worker_listener
-from tests.server import free_port
+from tests.server import free_port, route_handlers
 
 
 async def test_worker_connections_have_nagle_off() -> None:
@@ -31,3 +32,16 @@ async def test_worker_connections_have_nagle_off() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_no_route_runs_guards_or_dependencies_in_threads() -> None:
+    """Every guard of every route is a coroutine and no dependency is sent to a worker thread (a hop per request)."""
+    checked = 0
+    for path, handler in route_handlers():
+        for guard in handler.resolve_guards():
+            assert not isinstance(guard, AsyncCallable), f"{path}: guard {guard.func} runs in a thread"
+        for name, provider in handler.resolve_dependencies().items():
+            assert not (provider.has_sync_callable and provider.sync_to_thread), f"{path}: {name}"
+        assert not handler.has_sync_callable or handler.sync_to_thread is False, path
+        checked += 1
+    assert checked >= 8
