@@ -570,8 +570,8 @@ async def run(args: argparse.Namespace) -> Results:
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the arguments, run, print the tables, write the JSON."""
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.bench.scaleout`` (also how ``--all`` sets its sizes)."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench.scaleout", description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", default="servers,workers,replica", help="comma-separated: servers,workers,replica")
     parser.add_argument("--records", type=int, default=200_000, help="records bulk-loaded for PUT and GET")
@@ -583,7 +583,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="registrations per second in the steady phase")
     parser.add_argument("--steady", type=int, default=1000, help="registrations in the steady phase")
     parser.add_argument("--json", type=Path, help="write every number to this file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse the arguments, run, print the tables, write the JSON."""
+    args = parser().parse_args(argv)
     results = asyncio.run(run(args))
     print()
     print(report(results))

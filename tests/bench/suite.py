@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 import psutil
 
-from tests.bench import broker, federation, notifications
+from tests.bench import broker, federation, notifications, scaleout
 from tests.bench import run as matrix
 from tests.pg import TestCluster
 
@@ -216,11 +216,73 @@ def notification_rows(
     return rows
 
 
+async def _scaleout(_options: Options) -> list[SummaryRow]:
+    """One server process against two, one delivery worker against two, look-ups with and without a replica."""
+    args = scaleout.parser().parse_args(
+        ["--records", "50000", "--duration", "5", "--rounds", "1", "--patients", "100", "--steady", "500"]
+    )
+    results = await scaleout.run(args)
+    print(scaleout.report(results), flush=True)
+    return scaleout_rows(results)
+
+
+def scaleout_rows(results: scaleout.Results) -> list[SummaryRow]:
+    """Each configuration's mean rate, the two-process (replica) configuration as a ratio to the one-process one."""
+    rows: list[SummaryRow] = []
+
+    def add(
+        scenario: str, loads: list[tuple[float, float, float, int]], base: float | None, versus: str, unit: str
+    ) -> float:
+        rate = statistics.mean(load[0] for load in loads)
+        rows.append(
+            SummaryRow(
+                scenario=scenario, throughput=rate, unit=unit,
+                p50_ms=statistics.median(load[1] for load in loads),
+                p99_ms=statistics.median(load[2] for load in loads),
+                errors=sum(load[3] for load in loads),
+                ratios={f"÷ {versus}": round(rate / base, 3)} if base else {},
+            )
+        )  # fmt: skip
+        return rate
+
+    for phase in ("PUT", "GET"):
+        base = None
+        for servers in (1, 2):
+            loads = [
+                (p.load.rate, p.load.p50_ms, p.load.p99_ms, p.load.errors)
+                for p in results.servers if p.phase == phase and p.servers == servers
+            ]  # fmt: skip
+            if loads:
+                rate = add(f"scale-out {phase} c=32, {servers} server process(es)", loads, base, "one", "req/s")
+                base = base or rate
+    base = None
+    for workers in (1, 2):
+        drains = [
+            (d.rate, d.p50_ms, d.p99_ms, abs(d.events - d.received))  # lost or repeated
+            for d in results.workers if d.phase == "drain" and d.workers == workers
+        ]  # fmt: skip
+        if drains:
+            rate = add(f"scale-out drain, {workers} delivery worker(s)", drains, base, "one", "notifications/s")
+            base = base or rate
+    base = None
+    for source in ("primary", "replica"):
+        loads = [
+            (r.load.rate, r.load.p50_ms, r.load.p99_ms, r.load.errors)
+            for r in results.replica
+            if r.reads_from == source
+        ]
+        if loads:
+            rate = add(f"scale-out GET c=32, reads from the {source}", loads, base, "primary", "req/s")
+            base = base or rate
+    return rows
+
+
 SCENARIOS: list[Scenario] = [
     Scenario("registry", _registry),
     Scenario("federation", _federation),
     Scenario("broker", _broker),
     Scenario("notifications", _notifications),
+    Scenario("scaleout", _scaleout),
 ]
 """Every scenario of ``--all``, in the order they run."""
 

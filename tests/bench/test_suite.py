@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.bench import broker
+from tests.bench import broker, scaleout
+from tests.bench.loadgen import LoadResult
 from tests.bench.run import CHECKOUT, BenchResult, BuildResult, growth, ratios
-from tests.bench.suite import SCENARIOS, SummaryRow, broker_rows, registry_rows, summary_table
+from tests.bench.suite import SCENARIOS, SummaryRow, broker_rows, registry_rows, scaleout_rows, summary_table
 from tests.bench.test_report import _phase
 
 
@@ -93,3 +94,46 @@ def test_every_scenario_has_its_own_name() -> None:
     names = [scenario.name for scenario in SCENARIOS]
     assert len(set(names)) == len(names)
     assert {"registry", "federation", "broker", "notifications"} <= set(names)
+
+
+def _load(rate: float, errors: int = 0) -> LoadResult:
+    return LoadResult(
+        scenario="x", concurrency=32, requests=100, items=100, errors=errors, statuses={}, seconds=1.0, rate=rate,
+        item_rate=rate, p50_ms=rate / 100, p90_ms=0.0, p99_ms=rate / 10, max_ms=0.0, client_cpu=0.0,
+    )  # fmt: skip
+
+
+def test_scaleout_rows_average_rounds_and_compare_two_processes_with_one() -> None:
+    """A scale-out row is a configuration's mean rate over rounds, two processes (or the replica) divided by one."""
+    servers = [
+        scaleout.ServersPhase(phase="PUT", servers=n, load=_load(rate, errors), server_cpu=0.5, pg_cpu=0.5)
+        for n, rate, errors in ((1, 500, 0), (2, 900, 1), (2, 1100, 0), (1, 700, 0))
+    ]
+    drains = [
+        scaleout.DeliveryPhase(
+            phase="drain",
+            workers=n,
+            events=100,
+            received=received,
+            seconds=1.0,
+            rate=rate,
+            p50_ms=1.0,
+            p99_ms=2.0,
+            worker_cpu=0.5,
+            pg_cpu=0.5,
+            per_worker={},
+        )
+        for n, rate, received in ((1, 400, 100), (2, 300, 101))
+    ]
+    replica = [
+        scaleout.ReplicaPhase(reads_from=source, load=_load(rate), server_cpu=0.5, primary_cpu=0.2, replica_cpu=0.1)
+        for source, rate in (("primary", 1000), ("replica", 1200))
+    ]
+    rows = scaleout_rows(scaleout.Results(settings={}, servers=servers, workers=drains, replica=replica))
+    by_name = {row.scenario: row for row in rows}
+    one, two = by_name["scale-out PUT c=32, 1 server process(es)"], by_name["scale-out PUT c=32, 2 server process(es)"]
+    assert (one.throughput, one.ratios, two.throughput, two.errors) == (600, {}, 1000, 1)
+    assert two.ratios == {"÷ one": round(1000 / 600, 3)}
+    drain = by_name["scale-out drain, 2 delivery worker(s)"]
+    assert (drain.ratios, drain.errors, drain.unit) == ({"÷ one": 0.75}, 1, "notifications/s")
+    assert by_name["scale-out GET c=32, reads from the replica"].ratios == {"÷ primary": 1.2}
