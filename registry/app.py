@@ -41,7 +41,7 @@ from registry.fhir.router import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext, check_request
 from registry.log import set_hash_key
-from registry.metrics import MetricsController
+from registry.metrics import HttpMetrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
@@ -177,9 +177,10 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 db, subscriptions, settings.subscriptions, trail, canon=canon, policy=policy
             )
             app.state.metrics_sources = [
+                app.state.http_metrics,
                 SubscriptionMetrics(
                     db, subscriptions, top=settings.subscriptions.metrics_max_subscriptions, latency=latency
-                )
+                ),
             ]
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
@@ -273,6 +274,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         debug=False,
     )
     check_route_security(app)
+    app.state.http_metrics = HttpMetrics()
     return app
 
 
@@ -280,4 +282,7 @@ def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_k
     """The ASGI application a server runs: the Litestar app inside the audit and request-context middlewares."""
     app = create_app(settings, database_url=database_url, service_id=service_id, hash_key=hash_key)
     audited = AuditMiddleware(app, app.state.audit_trail)
-    return RequestContext(audited, access_log=settings.log.access, max_query_params=settings.http.max_query_params)
+    return RequestContext(
+        audited, access_log=settings.log.access, max_query_params=settings.http.max_query_params,
+        metrics=app.state.http_metrics,
+    )  # fmt: skip

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+    from registry.metrics import HttpMetrics
+
 __all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id", "scope_header")
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
@@ -43,9 +45,12 @@ _log = get_logger("registry.http")
 class RequestContext:
     """Outermost ASGI middleware: request ID, log context and the canonical access line."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True, max_query_params: int = 64) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log: bool = True, max_query_params: int = 64, metrics: HttpMetrics | None = None
+    ) -> None:
         self.app = app
         self.access_log = access_log
+        self.metrics = metrics
         self.max_query_params = max_query_params
         self._id_prefix = os.urandom(8).hex()
         self._id_counter = itertools.count(1)
@@ -74,16 +79,20 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("path_template", "(unmatched)")
+            if self.metrics is not None:
+                self.metrics.observe(scope["method"], route, status, seconds)
             if self.access_log:
                 principal = scope["state"].get(PRINCIPAL_KEY)
                 _log.info(
                     "http_request",
                     request_id=rid,
                     method=scope.get("method"),
-                    route=scope.get("path_template", "(unmatched)"),
+                    route=route,
                     status=status,
                     client_id=getattr(principal, "client_id", None),
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
                 )
             structlog.contextvars.clear_contextvars()
 

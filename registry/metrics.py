@@ -7,6 +7,7 @@ them), so this module knows none of them.
 
 from __future__ import annotations
 
+import bisect
 import time
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from litestar.datastructures import State
 from registry import __version__
 from registry.auth.scopes import ADMIN
 
-__all__ = ("PROMETHEUS_TEXT", "MetricsController", "MetricsSource")
+__all__ = ("PROMETHEUS_TEXT", "HttpMetrics", "MetricsController", "MetricsSource")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _STARTED = time.time()
@@ -28,6 +29,67 @@ class MetricsSource(Protocol):
     async def render(self) -> list[str]:
         """Its exposition lines (``# HELP``, ``# TYPE`` and samples)."""
         ...
+
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the request duration histogram's buckets."""
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class HttpMetrics:
+    """Requests served by this process: counts by method, route template and status; durations by route.
+
+    Labels are route templates (``/registry/records/{ihi}``), never raw paths, which carry IHIs; so
+    the number of series is bounded by the routes. Fed by ``registry.http.RequestContext``; the
+    cost per request is two dictionary updates and a bisection.
+    """
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, int], int] = {}
+        self._durations: dict[tuple[str, str], list[float]] = {}
+        """Per (method, route): a count per bucket (the last for +Inf), then the sum of durations."""
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request that took ``seconds`` to answer (a method outside HTTP's usual ones counts as OTHER)."""
+        method = method if method in _METHODS else "OTHER"
+        key = (method, route, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        histogram = self._durations.get((method, route))
+        if histogram is None:
+            histogram = self._durations[(method, route)] = [0.0] * (len(_BUCKETS) + 2)
+        histogram[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
+
+    async def render(self) -> list[str]:
+        """The two series: ``ief_http_requests_total`` and ``ief_http_request_duration_seconds``."""
+        lines = [
+            "# HELP ief_http_requests_total HTTP requests answered by this process, by method, route and status.",
+            "# TYPE ief_http_requests_total counter",
+        ]
+        for (method, route, status), count in sorted(self._requests.items()):
+            lines.append(
+                f'ief_http_requests_total{{method="{method}",route="{_label(route)}",status="{status}"}} {count}'
+            )
+        name = "ief_http_request_duration_seconds"
+        lines += [
+            f"# HELP {name} Time from a request's arrival to the end of its response, by method and route.",
+            f"# TYPE {name} histogram",
+        ]
+        for (method, route), histogram in sorted(self._durations.items()):
+            labels = f'method="{method}",route="{_label(route)}"'
+            running = 0
+            for bound, in_bucket in zip(_BUCKETS, histogram, strict=False):
+                running += int(in_bucket)
+                lines.append(f'{name}_bucket{{{labels},le="{bound:g}"}} {running}')
+            total = running + int(histogram[len(_BUCKETS)])
+            lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {total}')
+            lines.append(f"{name}_sum{{{labels}}} {histogram[-1]:.6f}")
+            lines.append(f"{name}_count{{{labels}}} {total}")
+        return lines
+
+
+def _label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
 class MetricsController(Controller):

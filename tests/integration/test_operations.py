@@ -104,3 +104,27 @@ async def test_schema_is_served_as_openapi(template: TestCluster) -> None:
         document = (await client.get("/schema/openapi.json")).json()
     assert "/registry/records/{ihi}/{service_id}" in document["paths"]
     assert "RecordWrite" in msgspec.json.encode(document).decode()
+
+
+async def test_metrics_count_requests_by_route_template_never_by_path(template: TestCluster) -> None:
+    """/metrics counts requests and their durations by method, route template and status; no IHI appears."""
+    service_id = make_service_id()
+    async with running_server(Settings(), await template.new_database(), make_service_id()) as server:
+        await server.add_service(service_id)
+        ihi = make_ihi()
+        async with httpx.AsyncClient(base_url=server.base_url, headers=await server.headers()) as client:
+            for _ in range(3):
+                await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "active"})
+            await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "nope"})
+            await client.get(f"/registry/records/{ihi}")
+            await client.get("/no/such/route")
+            text = (await client.get("/metrics")).text
+    route = "/registry/records/{ihi}/{service_id}"
+    assert f'ief_http_requests_total{{method="PUT",route="{route}",status="201"}} 1' in text
+    assert f'ief_http_requests_total{{method="PUT",route="{route}",status="200"}} 2' in text
+    assert f'ief_http_requests_total{{method="PUT",route="{route}",status="422"}} 1' in text
+    assert 'ief_http_requests_total{method="GET",route="/registry/records/{ihi}",status="200"} 1' in text
+    assert 'ief_http_requests_total{method="GET",route="(unmatched)",status="404"} 1' in text
+    assert f'ief_http_request_duration_seconds_count{{method="PUT",route="{route}"}} 4' in text
+    assert f'ief_http_request_duration_seconds_bucket{{method="PUT",route="{route}",le="+Inf"}} 4' in text
+    assert ihi not in text
