@@ -152,7 +152,31 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--server-env", action="append", default=[], metavar="IEF_X=VALUE", help="a setting for the servers"
     )
+    parser.add_argument(
+        "--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the benchmark's cluster (ALTER SYSTEM, then a restart), e.g. shared_buffers=2GB",
+    )  # fmt: skip
     return parser
+
+
+async def _configure_cluster(cluster: TestCluster, settings: dict[str, str]) -> None:
+    """Apply PostgreSQL settings to the benchmark's cluster and restart it so that every one takes effect."""
+    if not settings:
+        return
+    conn = await asyncpg.connect(cluster.url)
+    try:
+        for name, value in settings.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    finally:
+        await conn.close()
+    cluster.cluster.stop()
+    cluster.start()
+    conn = await asyncpg.connect(cluster.url)
+    try:
+        shown = {name: await conn.fetchval(f"SHOW {name}") for name in settings}
+    finally:
+        await conn.close()
+    print(f"PostgreSQL settings: {shown}", flush=True)
 
 
 def _pairs(values: Sequence[str], separator: str) -> dict[str, str]:
@@ -336,6 +360,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
     cluster = TestCluster()
     try:
         cluster.start()
+        await _configure_cluster(cluster, _pairs(args.pg_setting, "="))
         postmaster = cluster.cluster.postmaster_pid()
         assert postmaster is not None
         pg = ProcessTree(postmaster)
@@ -373,7 +398,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
-    settings |= {"server_env": " ".join(args.server_env) or None}
+    settings |= {"server_env": " ".join(args.server_env) or None, "pg_settings": " ".join(args.pg_setting) or None}
     return BenchResult(
         started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
         phases=results, ratios=ratios(results), growth=growth(results),
