@@ -35,7 +35,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from broker.discovery.dates import parse_criterion
-from tests.server import serving
+from tests.server import read_body, serving
 
 __all__ = ("Behaviour", "ReferenceGateway", "Seen", "reference_gateway")
 
@@ -229,12 +229,7 @@ class ReferenceGateway:
     async def _token(self, receive: Any, send: Any) -> None:
         """``private_key_jwt``: the assertion must be signed by a key of ``jwks_url`` and name our client."""
         self.token_requests += 1
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         form = dict(parse_qsl(body.decode()))
         try:
             async with httpx.AsyncClient(timeout=5) as http:

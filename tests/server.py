@@ -30,7 +30,26 @@ from registry.db.queries import load_queries
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
 
-__all__ = ("RunningServer", "add_service", "asgi_server", "free_port", "json_server", "running_server", "serving")
+__all__ = (
+    "RunningServer",
+    "add_service",
+    "asgi_server",
+    "free_port",
+    "json_server",
+    "read_body",
+    "running_server",
+    "serving",
+)
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI request, from however many ``http.request`` messages it came in."""
+    body = b""
+    while True:
+        message = await receive()
+        body += bytes(message.get("body", b""))
+        if not message.get("more_body"):
+            return body
 
 
 def free_port() -> int:

@@ -40,7 +40,7 @@ import httpx
 
 from tests.factories import make_ihi
 from tests.pg import TestCluster
-from tests.server import free_port
+from tests.server import free_port, read_body
 
 _SUBSCRIBERS = 100
 _TOPIC = "/fhir/SubscriptionTopic/patient-registration"
@@ -56,12 +56,7 @@ def _subscriber_process(port: int, out: str) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         at = time.time()
         kind = "?"
         numbers: list[str] = []

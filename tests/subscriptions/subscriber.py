@@ -20,7 +20,7 @@ import msgspec
 import uvicorn
 
 from tests.fhir import parse_resource
-from tests.server import free_port
+from tests.server import free_port, read_body
 
 __all__ = ("Hook", "Received", "Subscriber")
 
@@ -140,12 +140,7 @@ class Subscriber:
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         hook = self.hooks.get(scope["path"])
         if hook is None:
             await send({"type": "http.response.start", "status": 404, "headers": []})
