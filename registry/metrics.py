@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from litestar import Controller, Response, get
@@ -17,7 +18,7 @@ from litestar.datastructures import State
 from registry import __version__
 from registry.auth.scopes import ADMIN
 
-__all__ = ("PROMETHEUS_TEXT", "HttpMetrics", "MetricsController", "MetricsSource")
+__all__ = ("PROMETHEUS_TEXT", "HttpMetrics", "MetricsController", "MetricsSource", "histogram_lines")
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 _STARTED = time.time()
@@ -76,16 +77,31 @@ class HttpMetrics:
             f"# TYPE {name} histogram",
         ]
         for (method, route), histogram in sorted(self._durations.items()):
-            labels = f'method="{method}",route="{_label(route)}"'
-            running = 0
-            for bound, in_bucket in zip(_BUCKETS, histogram, strict=False):
-                running += int(in_bucket)
-                lines.append(f'{name}_bucket{{{labels},le="{bound:g}"}} {running}')
-            total = running + int(histogram[len(_BUCKETS)])
-            lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {total}')
-            lines.append(f"{name}_sum{{{labels}}} {histogram[-1]:.6f}")
-            lines.append(f"{name}_count{{{labels}}} {total}")
+            counts = [int(count) for count in histogram[:-1]]
+            lines += histogram_lines(
+                name, f'method="{method}",route="{_label(route)}"', _BUCKETS, counts, histogram[-1]
+            )
         return lines
+
+
+def histogram_lines(name: str, labels: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> list[str]:
+    """A histogram's samples: cumulative ``_bucket`` lines, then ``_sum`` and ``_count``.
+
+    ``counts`` holds one count per bucket of ``bounds`` (upper bounds, in seconds) and one more for
+    what lies above the last; ``total`` is the sum of the observed values; ``labels`` the other labels.
+    """
+    within = f"{labels}," if labels else ""
+    lines = []
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):
+        running += count
+        lines.append(f'{name}_bucket{{{within}le="{bound:g}"}} {running}')
+    running += counts[len(bounds)]
+    lines.append(f'{name}_bucket{{{within}le="+Inf"}} {running}')
+    suffix = f"{{{labels}}}" if labels else ""
+    lines.append(f"{name}_sum{suffix} {total:.6f}")
+    lines.append(f"{name}_count{suffix} {running}")
+    return lines
 
 
 def _label(text: str) -> str:

@@ -14,6 +14,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from registry.metrics import histogram_lines
+
 if TYPE_CHECKING:
     from broker.subscriptions.repository import SubscriptionRepository
     from registry.db.pool import Database
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ("LatencyHistogram", "SubscriptionMetrics")
 
 _BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
+_BOUNDS = tuple(bound / 1000 for bound in _BUCKETS_MS)
 _ERROR_LABEL_MAX = 120
 
 
@@ -42,14 +45,7 @@ class LatencyHistogram:
         """The histogram's exposition lines."""
         lines = [f"# HELP {name} Event committed to notification acknowledged (2xx), this process's worker.",
                  f"# TYPE {name} histogram"]  # fmt: skip
-        running = 0
-        for bound, count in zip(_BUCKETS_MS, self.counts, strict=False):
-            running += count
-            lines.append(f'{name}_bucket{{le="{bound / 1000:g}"}} {running}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{name}_sum {self.total:.6f}")
-        lines.append(f"{name}_count {self.count}")
-        return lines
+        return [*lines, *histogram_lines(name, "", _BOUNDS, self.counts, self.total)]
 
 
 def _label(text: str) -> str:
