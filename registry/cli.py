@@ -233,12 +233,11 @@ def demo(obj: _Context, port: int, gateway_port: int | None, data_dir: str) -> N
     hash_key = log_hash_key(settings.data_dir, settings.log.hash_key)
     _stop_cleanly_on_signals()
     with database_url(settings) as url:
-        _run(lambda: _migrate(url, settings))
         token_file = Path(settings.data_dir) / "demo-gateway-token"
         if not token_file.exists():
             token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
             token_file.chmod(0o600)
-        _with_directory(settings, lambda d: _add_demo_gateways(d, origin, token_file))
+        _with_directory(settings, lambda d: _add_demo_gateways(d, origin, token_file))  # migrates first
         admin = _run(lambda: _mint(url, settings, service_id, ["admin"], settings.auth.max_token_lifetime))
         env = {
             **os.environ,
