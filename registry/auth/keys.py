@@ -5,6 +5,10 @@ signed (DESIGN §3: state lives in PostgreSQL only). Keys are created on first s
 rotate`` makes a new active key and retires the old one, which stays published in
 ``/.well-known/jwks.json`` (and trusted) until every token it can have signed has expired.
 
+Importing a private key checks it (about 50-80 ms of CPU for RSA 2048), so each key is imported
+once per process and kept by ``kid``: re-reading the keys (every ``auth.key_refresh_seconds``)
+costs a query, not an import per key.
+
 Purposes:
 
 - ``issuer``: signs access tokens (RS256: verification is the cheap operation of RSA);
@@ -42,8 +46,18 @@ def new_key_pem() -> str:
     return key.as_pem(private=True).decode()
 
 
-def _import(row: KeyRow) -> RSAKey:
-    return RSAKey.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
+@dataclass(frozen=True, slots=True)
+class _Imported:
+    """One key as imported: the private key and its public half."""
+
+    pem: str
+    private: RSAKey
+    public: RSAKey
+
+
+def _import(row: KeyRow) -> _Imported:
+    private = RSAKey.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
+    return _Imported(row.private_pem, private, RSAKey.import_key(private.as_dict(private=False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,8 @@ class KeyRing:
         self._refresh = refresh_seconds
         self._keep = keep_seconds
         self._keys: Keys | None = None
+        self._imported: dict[str, _Imported] = {}
+        """Every key imported so far, by ``kid`` (a ``kid`` is the thumbprint of its key)."""
 
     @property
     def keys(self) -> Keys:
@@ -100,17 +116,23 @@ class KeyRing:
             raise RuntimeError(
                 f"no active {', '.join(sorted(missing))} key: run `ief-registry db upgrade` or start `serve`"
             )
-        imported = {row.kid: _import(row) for row in rows}
-        issuer_public: list[Key] = [
-            RSAKey.import_key(imported[row.kid].as_dict(private=False)) for row in rows if row.purpose == ISSUER
-        ]
+        imported = {row.kid: self._imported_key(row) for row in rows}
+        self._imported = imported  # keys no longer live are forgotten
+        issuer_public: list[Key] = [imported[row.kid].public for row in rows if row.purpose == ISSUER]
         self._keys = Keys(
-            issuer=imported[active[ISSUER].kid],
-            outbound=imported[active[OUTBOUND].kid],
+            issuer=imported[active[ISSUER].kid].private,
+            outbound=imported[active[OUTBOUND].kid].private,
             issuer_keys=KeySet(issuer_public),
-            jwks={"keys": [imported[row.kid].as_dict(private=False) for row in rows]},
+            jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows]},
         )
         return self._keys
+
+    def _imported_key(self, row: KeyRow) -> _Imported:
+        """The key of ``row``, imported once (again only if the row is not what was imported)."""
+        known = self._imported.get(row.kid)
+        if known is not None and known.pem == row.private_pem and known.private.alg == row.alg:
+            return known
+        return _import(row)
 
     async def fresh(self) -> Keys:
         """The keys, re-read first when they are older than the refresh interval."""

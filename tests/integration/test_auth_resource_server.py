@@ -239,3 +239,14 @@ async def test_rotated_key_keeps_old_tokens_valid(template: TestCluster, setting
     assert {old_kid, new_kid} <= published
     assert new_kid != old_kid
     assert msgspec.json.decode(base64.urlsafe_b64decode(new_token.split(".")[0] + "=="))["kid"] == new_kid
+
+
+async def test_reading_the_keys_again_imports_none_again(server: RunningServer) -> None:
+    """Keys re-read on every use (refresh 0) come from the database each time, but no key is imported twice."""
+    first = await server.auth.keys.fresh()
+    await server.token()
+    again = await server.auth.keys.fresh()
+    assert again is not first  # read again
+    assert again.issuer is first.issuer
+    assert again.outbound is first.outbound
+    assert [key.kid for key in again.issuer_keys] == [key.kid for key in first.issuer_keys]
