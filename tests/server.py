@@ -21,12 +21,12 @@ from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
-from registry.app import build_asgi, create_app
 from registry.auth.clients import OPERATOR_CLIENT_ID
 from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
 from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
+from registry.server.app import build_asgi, create_app
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
 

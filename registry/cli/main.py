@@ -184,7 +184,7 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
                 if settings.dev:
                     os.environ["IEF_DEV"] = "true"  # workers read settings from the environment
                 config = uvicorn.Config(
-                    "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
+                    "registry.server.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
                     workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
                     server_header=False,
                 )  # fmt: skip
@@ -199,7 +199,7 @@ def _serve_in_process(settings: Settings, url: str, service_id: str, hash_key: b
     """Serve HTTP in this process until a signal stops it; returns whether the server started."""
     import uvicorn
 
-    from registry.app import build_asgi
+    from registry.server.app import build_asgi
 
     app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key)
     config = uvicorn.Config(
@@ -295,7 +295,7 @@ async def _work(url: str, settings: Settings) -> None:
     from broker.subscriptions.delivery import DeliveryWorker
     from broker.subscriptions.metrics import LatencyHistogram
     from broker.subscriptions.repository import SubscriptionRepository
-    from registry.app import endpoint_policy
+    from registry.server.app import endpoint_policy
     from schemas.fhir.canonical import Canonicals
 
     conn = await connect(url, statement_cache=settings.database.statement_cache)

@@ -71,7 +71,7 @@ def to_record(stored: StoredRecord) -> Record:
 class Referrals(Protocol):
     """Follows ``registry`` records to the registries they name (DESIGN §5).
 
-    The records layer declares what it needs; ``registry/app.py`` injects the implementation
+    The records layer declares what it needs; ``registry/server/`` injects the implementation
     (``federation.resolver.Resolver``), so records never import federation.
     """
 

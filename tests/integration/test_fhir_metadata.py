@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from registry import __version__
-from registry.app import create_app
 from registry.auth.scopes import satisfies
 from registry.config import FhirSettings, LogSettings, Settings
+from registry.server.app import create_app
 from schemas.discovery import GatewayProblem
 from tests.factories import make_ihi, make_service_id
 from tests.fhir import BASE, check_fhir_response, extension, record_body

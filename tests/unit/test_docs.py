@@ -8,8 +8,8 @@ from pathlib import Path
 import msgspec
 
 from registry.config import describe_settings
-from registry.fhir.router import FHIR_RESOURCES
 from registry.log import EVENTS
+from registry.server.fhir_routes import FHIR_RESOURCES
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources
 from tests.fhir import parse_resource

@@ -11,8 +11,8 @@ import pytest
 from registry import errors
 from registry.config import FhirSettings
 from registry.fhir.conformance import CONFORMANCE
-from registry.fhir.router import FHIR_RESOURCES
 from registry.fhir.search import Criteria, SearchQuery, ihi_token, string_prefix
+from registry.server.fhir_routes import FHIR_RESOURCES
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.capability import Operation, ResourceCapability, capability_statement
 from schemas.fhir.definitions import conformance_resources

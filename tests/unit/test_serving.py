@@ -14,7 +14,7 @@ from tests.server import free_port, route_handlers
 
 async def test_worker_connections_have_nagle_off() -> None:
     """Connections accepted on the workers' listening socket get TCP_NODELAY, as single-process serving does."""
-    listener = worker_listener(uvicorn.Config("registry.asgi:create", host="127.0.0.1", port=free_port()))
+    listener = worker_listener(uvicorn.Config("registry.server.asgi:create", host="127.0.0.1", port=free_port()))
     accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     class Probe(asyncio.Protocol):

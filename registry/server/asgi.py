@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from registry.app import build_asgi
 from registry.config import load_settings
 from registry.instance import instance_service_id, log_hash_key
 from registry.log import configure_logging
+from registry.server.app import build_asgi
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp

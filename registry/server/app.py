@@ -37,7 +37,6 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
-from registry.fhir.router import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext, check_request
 from registry.log import set_hash_key
@@ -46,6 +45,7 @@ from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
+from registry.server.fhir_routes import fhir_router
 from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
