@@ -14,8 +14,8 @@ from litestar.di import NamedDependency
 from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY, PAGE_TOKEN, DiscoveryQuery, SearchKind
 from broker.discovery.service import DiscoveryService
 from registry.config import FhirSettings
-from registry.fhir.io import fhir_base, fhir_response, route_opt
-from registry.fhir.search import SearchQuery
+from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.search import SearchQuery
 from registry.http import request_id
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER

@@ -20,8 +20,8 @@ from broker.subscriptions.service import SubscriptionService, topic_url
 from registry import errors
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
-from registry.fhir.io import etag, fhir_base, fhir_response, last_modified, read_resource, route_opt
-from registry.fhir.search import Criteria, SearchQuery, any_text, code_token
+from registry.fhirapi.io import etag, fhir_base, fhir_response, last_modified, read_resource, route_opt
+from registry.fhirapi.search import Criteria, SearchQuery, any_text, code_token
 from schemas.audit import Interaction
 from schemas.fhir.bundle import searchset
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, Canonicals

@@ -10,8 +10,8 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
 from registry import errors
-from registry.fhir.io import fhir_base, fhir_response, route_opt
-from registry.fhir.search import Criteria
+from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.search import Criteria
 from schemas.fhir.bundle import searchset
 from schemas.fhir.capability import ResourceCapability, SearchParam
 

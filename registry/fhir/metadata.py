@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
-from registry.fhir.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.io import fhir_base, fhir_response, route_opt
 from schemas.fhir.capability import capability_statement
 
 if TYPE_CHECKING:

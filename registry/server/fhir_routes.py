@@ -27,16 +27,16 @@ from broker.subscriptions.controller import (
     SubscriptionTopicController,
 )
 from registry import __version__
-from registry.audit.controller import AUDIT_EVENT, AuditEventController
-from registry.fhir.basic import BASIC, BasicController
+from registry.fhir.audit_event.controller import AUDIT_EVENT, AuditEventController
+from registry.fhir.basic.controller import BASIC, BasicController
+from registry.fhir.basic.resources import RecordResources
 from registry.fhir.conformance import CONFORMANCE, Conformance, conformance_controllers
-from registry.fhir.directory import EndpointResources
-from registry.fhir.endpoint import ENDPOINT, EndpointController
-from registry.fhir.io import check_format, fhir_base
-from registry.fhir.locate import Locator
+from registry.fhir.endpoint.controller import ENDPOINT, EndpointController
+from registry.fhir.endpoint.resources import EndpointResources
 from registry.fhir.metadata import Metadata, MetadataController
-from registry.fhir.patient import PATIENT, PatientController
-from registry.fhir.records import RecordResources
+from registry.fhir.patient.controller import PATIENT, PatientController
+from registry.fhir.patient.resources import Locator
+from registry.fhirapi.io import check_format, fhir_base
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources
 from schemas.fhir.subscription import topic_document

@@ -15,7 +15,7 @@ from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY, DiscoveryQ
 from broker.discovery.singleflight import SingleFlight
 from registry import errors
 from registry.config import FhirSettings
-from registry.fhir.search import SearchQuery
+from registry.fhirapi.search import SearchQuery
 from schemas.types import IHI_SYSTEM, SearchStyle
 from tests.factories import make_ihi
 

@@ -11,7 +11,7 @@ import pytest
 from registry import errors
 from registry.config import FhirSettings
 from registry.fhir.conformance import CONFORMANCE
-from registry.fhir.search import Criteria, SearchQuery, ihi_token, string_prefix
+from registry.fhirapi.search import Criteria, SearchQuery, ihi_token, string_prefix
 from registry.server.fhir_routes import FHIR_RESOURCES
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.capability import Operation, ResourceCapability, capability_statement

@@ -14,9 +14,9 @@ from litestar.params import PathParameter
 
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
-from registry.fhir.io import etag, fhir_base, fhir_response, if_match, last_modified, read_resource, route_opt
-from registry.fhir.records import RecordResources, Written
-from registry.fhir.search import Criteria, SearchQuery
+from registry.fhir.basic.resources import RecordResources, Written
+from registry.fhirapi.io import etag, fhir_base, fhir_response, if_match, last_modified, read_resource, route_opt
+from registry.fhirapi.search import Criteria, SearchQuery
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, REGISTRY_RECORD
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry import errors
-from registry.fhir.search import SearchQuery, any_text, code_token, service_token, string_prefix
+from registry.fhirapi.search import SearchQuery, any_text, code_token, service_token, string_prefix
 from schemas.fhir.bundle import searchset
 from schemas.fhir.endpoint import ENDPOINT_STATUS, endpoint
 from schemas.types import InvalidValueError, parse_service_id

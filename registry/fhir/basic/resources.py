@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from registry import errors
-from registry.fhir.search import Criteria, SearchQuery, any_text, code_token, ihi_reference, ihi_token, service_token
+from registry.fhirapi.search import Criteria, SearchQuery, any_text, code_token, ihi_reference, ihi_token, service_token
 from registry.records.lifecycle import ROUTING_STATUSES
 from schemas.fhir.bundle import searchset
 from schemas.fhir.record import read_registry_record, registry_record

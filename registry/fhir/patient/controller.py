@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
-from registry.fhir.io import fhir_base, fhir_response, route_opt
-from registry.fhir.locate import LOCATE_PARAMETERS, Locator
-from registry.fhir.search import Criteria
+from registry.fhir.patient.resources import LOCATE_PARAMETERS, Locator
+from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.search import Criteria
 from registry.http import request_id
 from schemas.audit import Interaction
 from schemas.fhir.canonical import LOCATE_OPERATION

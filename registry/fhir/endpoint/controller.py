@@ -9,9 +9,9 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
 from registry.config import FhirSettings
-from registry.fhir.directory import EndpointResources
-from registry.fhir.io import fhir_base, fhir_response, last_modified, route_opt
-from registry.fhir.search import SearchQuery
+from registry.fhir.endpoint.resources import EndpointResources
+from registry.fhirapi.io import fhir_base, fhir_response, last_modified, route_opt
+from registry.fhirapi.search import SearchQuery
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry import errors
-from registry.fhir.search import Criteria, code_token, ihi_token
+from registry.fhirapi.search import Criteria, code_token, ihi_token
 from schemas.fhir.locate import locate_bundle
 
 if TYPE_CHECKING:

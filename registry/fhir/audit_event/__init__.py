@@ -1,0 +1,1 @@
+"""``AuditEvent``: the audit trail as FHIR resources."""

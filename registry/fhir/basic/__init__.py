@@ -1,0 +1,1 @@
+"""``Basic`` with the RegistryRecord profile: registry records as FHIR resources."""

@@ -1,0 +1,1 @@
+"""``Endpoint``: the member services of the directory as FHIR resources."""

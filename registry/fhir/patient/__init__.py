@@ -1,0 +1,1 @@
+"""``Patient/$locate``: where a patient's imaging is, as Endpoints."""
