@@ -1,0 +1,41 @@
+"""Settings: one msgspec tree, read from ``IEF_*`` environment variables and an optional TOML file."""
+
+from registry.config.settings import (
+    TOML_ONLY,
+    AuditSettings,
+    AuthSettings,
+    BrokerSettings,
+    DatabaseSettings,
+    EmbeddedSettings,
+    FederationSettings,
+    FhirSettings,
+    HttpSettings,
+    LogSettings,
+    RecordSettings,
+    SettingDoc,
+    Settings,
+    SubscriptionSettings,
+    TrustedIssuer,
+    describe_settings,
+    load_settings,
+)
+
+__all__ = (
+    "TOML_ONLY",
+    "AuditSettings",
+    "AuthSettings",
+    "BrokerSettings",
+    "DatabaseSettings",
+    "EmbeddedSettings",
+    "FederationSettings",
+    "FhirSettings",
+    "HttpSettings",
+    "LogSettings",
+    "RecordSettings",
+    "SettingDoc",
+    "Settings",
+    "SubscriptionSettings",
+    "TrustedIssuer",
+    "describe_settings",
+    "load_settings",
+)
