@@ -9,6 +9,7 @@ from registry import errors
 from registry.db.errors import translate_db_errors
 from registry.db.migrate import schema_state
 from registry.db.pool import read_only
+from registry.route import RouteSpec
 
 __all__ = ("HealthController",)
 
@@ -18,7 +19,7 @@ class HealthController(Controller):
 
     path = "/health"
     tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute as is
-    opt = {"public": True}  # noqa: RUF012 - probes carry no token
+    opt = RouteSpec(public=True).opt  # probes carry no token
 
     @get("/live", operation_id="healthLive")
     async def live(self) -> dict[str, str]:

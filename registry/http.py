@@ -7,8 +7,8 @@ writes one canonical ``http_request`` line per request, with the authenticated c
 line names the route template, never the raw path, because paths carry IHIs.
 
 ``check_request`` is an app-wide guard: it refuses too many query values, query parameters the
-route does not declare (``opt={"query": {...}}``) and bodies in a media type the route does not
-take (``opt={"media_types": {...}}``), before any body is read.
+route does not declare (its ``RouteSpec.query``) and bodies in a media type the route does not
+take (``RouteSpec.media_types``), before any body is read.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import structlog
 from litestar.enums import ScopeType
 
 from registry import errors
-from registry.auth.scopes import PRINCIPAL_KEY
 from registry.log import get_logger
+from registry.route import PRINCIPAL_KEY, route_spec
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -34,9 +34,8 @@ if TYPE_CHECKING:
 
     from registry.metrics import HttpMetrics
 
-__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id", "scope_header")
+__all__ = ("RequestContext", "base_url", "check_request", "request_id", "scope_header")
 
-JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _log = get_logger("registry.http")
@@ -126,24 +125,23 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
         UnknownParameter: a parameter the route does not declare, or too many values.
         UnsupportedMediaType: a body media type the route does not take.
     """
-    opt = handler.opt
+    spec = route_spec(handler)
     params = connection.query_params
     limit = connection.app.state.get("max_query_params", 64)
     if sum(1 for _pair in params.multi_items()) > limit:  # one per value, repeats included
         raise errors.UnknownParameter(f"too many query parameter values (at most {limit})")
-    allowed: frozenset[str] = opt.get("query", frozenset())
-    unknown = sorted(set(params.keys()) - allowed)
+    unknown = sorted(set(params.keys()) - spec.query)
     if unknown:
         raise errors.UnknownParameter(
             f"unknown query parameter(s): {', '.join(unknown)}",
             issues=[errors.Issue(f"unknown query parameter {name!r}", name) for name in unknown],
         )
     if connection.scope.get("method") in _BODY_METHODS:
-        accepted: frozenset[str] = opt.get("media_types", JSON_TYPES)
         got = media_type(connection)
-        if got not in accepted:
+        if got not in spec.media_types:
             raise errors.UnsupportedMediaType(
-                f"body media type {got or '(none)'!r} is not accepted here; use one of: {', '.join(sorted(accepted))}"
+                f"body media type {got or '(none)'!r} is not accepted here; use one of: "
+                f"{', '.join(sorted(spec.media_types))}"
             )
 
 

@@ -17,6 +17,7 @@ from litestar.datastructures import State
 
 from registry import __version__
 from registry.auth.scopes import ADMIN
+from registry.route import RouteSpec
 
 __all__ = ("PROMETHEUS_TEXT", "HttpMetrics", "MetricsController", "MetricsSource", "histogram_lines")
 
@@ -114,7 +115,7 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/", operation_id="metrics", media_type=PROMETHEUS_TEXT, opt={"scopes": (ADMIN,)})
+    @get("/", operation_id="metrics", media_type=PROMETHEUS_TEXT, opt=RouteSpec(scopes=(ADMIN,)).opt)
     async def metrics(self, state: State) -> Response[str]:
         """Server and subscription metrics in the Prometheus text format."""
         lines = [

@@ -3,7 +3,7 @@
 ``AuditLedger`` hooks into httpx clients: it gives each request its own ``X-Request-Id`` (unless
 the test sets one) and
 notes every answered request. ``check`` then compares the notes with the audit table: a request
-to a route that declares ``opt={"audit": …}`` must have exactly one row with its request ID, any
+to a route whose ``RouteSpec`` names an audit interaction must have exactly one row with its request ID, any
 other request none. Which routes are patient-linked is read from the running app's own route
 table, so a new route is covered the moment it declares itself.
 """
@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 from litestar import Litestar
 
-from registry.audit.context import AUDIT_OPT
+from registry.route import route_spec
 
 __all__ = ("AuditLedger", "AuditedRoute", "audited_routes")
 
@@ -42,7 +42,7 @@ def audited_routes(app: Litestar) -> list[AuditedRoute]:
         methods = frozenset(
             method
             for handler in getattr(route, "route_handlers", [])
-            if handler.opt.get(AUDIT_OPT)
+            if route_spec(handler).audit
             for method in handler.http_methods
         )
         if methods:

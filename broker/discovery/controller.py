@@ -14,7 +14,7 @@ from litestar.di import NamedDependency
 from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY, PAGE_TOKEN, DiscoveryQuery, SearchKind
 from broker.discovery.service import DiscoveryService
 from registry.config import FhirSettings
-from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import SearchQuery
 from registry.http import request_id
 from schemas.audit import Interaction
@@ -135,7 +135,7 @@ class ImagingStudyController(Controller):
     @get(
         "/",
         operation_id="searchImagingStudy",
-        opt=route_opt(IMAGING_STUDY_SEARCH.query(), scopes=(IMAGING_STUDY.scope,), audit=Interaction.SEARCH_TYPE),
+        opt=fhir_route(IMAGING_STUDY_SEARCH.query(), scopes=(IMAGING_STUDY.scope,), audit=Interaction.SEARCH_TYPE),
     )
     async def search(
         self, discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
@@ -153,7 +153,7 @@ class DocumentReferenceController(Controller):
     @get(
         "/",
         operation_id="searchDocumentReference",
-        opt=route_opt(
+        opt=fhir_route(
             DOCUMENT_REFERENCE_SEARCH.query(), scopes=(DOCUMENT_REFERENCE.scope,), audit=Interaction.SEARCH_TYPE
         ),
     )

@@ -20,7 +20,7 @@ from broker.subscriptions.service import SubscriptionService, topic_url
 from registry import errors
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
-from registry.fhirapi.io import etag, fhir_base, fhir_response, last_modified, read_resource, route_opt
+from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery, any_text, code_token
 from schemas.audit import Interaction
 from schemas.fhir.bundle import searchset
@@ -178,7 +178,10 @@ class SubscriptionController(Controller):
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
     @post(
-        "/", operation_id="createSubscription", status_code=201, opt=route_opt(scopes=_CREATE, audit=Interaction.CREATE)
+        "/",
+        operation_id="createSubscription",
+        status_code=201,
+        opt=fhir_route(scopes=_CREATE, audit=Interaction.CREATE),
     )
     async def create(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
@@ -188,7 +191,9 @@ class SubscriptionController(Controller):
         stored, secret = await fhir_subscriptions.service.create(claim, actor=principal, base=fhir_subscriptions.base)
         return fhir_subscriptions.written(stored, principal, status=201, secret=secret)
 
-    @get("/{subscription_id:str}", operation_id="readSubscription", opt=route_opt(scopes=_READ, audit=Interaction.READ))
+    @get(
+        "/{subscription_id:str}", operation_id="readSubscription", opt=fhir_route(scopes=_READ, audit=Interaction.READ)
+    )
     async def read(
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
     ) -> Response[bytes]:
@@ -199,7 +204,7 @@ class SubscriptionController(Controller):
     @put(
         "/{subscription_id:str}",
         operation_id="updateSubscription",
-        opt=route_opt(scopes=_UPDATE, audit=Interaction.UPDATE),
+        opt=fhir_route(scopes=_UPDATE, audit=Interaction.UPDATE),
     )
     async def update(
         self,
@@ -217,7 +222,7 @@ class SubscriptionController(Controller):
 
     @delete(
         "/{subscription_id:str}", operation_id="deleteSubscription", status_code=200,
-        opt=route_opt(scopes=_DELETE, audit=Interaction.DELETE),
+        opt=fhir_route(scopes=_DELETE, audit=Interaction.DELETE),
     )  # fmt: skip
     async def remove(
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
@@ -235,7 +240,7 @@ class SubscriptionController(Controller):
     @get(
         "/",
         operation_id="searchSubscription",
-        opt=route_opt(SUBSCRIPTION.query(), scopes=_SEARCH, audit=Interaction.SEARCH_TYPE),
+        opt=fhir_route(SUBSCRIPTION.query(), scopes=_SEARCH, audit=Interaction.SEARCH_TYPE),
     )
     async def search(
         self, fhir_subscriptions: Resources, fhir_settings: Settings, principal: Caller, request: Request[Any, Any, Any]
@@ -246,7 +251,7 @@ class SubscriptionController(Controller):
     @get(
         "/$status",
         operation_id="statusSubscriptions",
-        opt=route_opt(_STATUS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
+        opt=fhir_route(_STATUS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
     )
     async def status_all(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
@@ -261,7 +266,7 @@ class SubscriptionController(Controller):
         "/$status",
         operation_id="statusSubscriptionsPost",
         status_code=200,
-        opt=route_opt(scopes=_READ, audit=Interaction.OPERATION),
+        opt=fhir_route(scopes=_READ, audit=Interaction.OPERATION),
     )
     async def status_post(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
@@ -273,7 +278,7 @@ class SubscriptionController(Controller):
     @get(
         "/{subscription_id:str}/$status",
         operation_id="statusSubscription",
-        opt=route_opt(scopes=_READ, audit=Interaction.OPERATION),
+        opt=fhir_route(scopes=_READ, audit=Interaction.OPERATION),
     )
     async def status_one(
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
@@ -284,7 +289,7 @@ class SubscriptionController(Controller):
 
     @get(
         "/{subscription_id:str}/$events", operation_id="eventsSubscription",
-        opt=route_opt(_EVENTS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
+        opt=fhir_route(_EVENTS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
     )  # fmt: skip
     async def events(
         self,
@@ -303,7 +308,7 @@ class SubscriptionTopicController(Controller):
     path = "/SubscriptionTopic"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get(f"/{TOPIC_ID}", operation_id="readSubscriptionTopic", opt=route_opt(public=True))
+    @get(f"/{TOPIC_ID}", operation_id="readSubscriptionTopic", opt=fhir_route(public=True))
     async def read(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
         """The SubscriptionTopic of registrations (R5 shape, valid R4B JSON)."""
         return fhir_response(fhir_topic(topic_url(fhir_base(request))))

@@ -3,7 +3,7 @@
 ``AuditMiddleware`` opens an ``AuditContext`` for every HTTP request and keeps it in a context
 variable, so services can add what only they know (``note_patients``, ``note_records``,
 ``note_detail``) without any HTTP in them. Everything else is read from the ASGI scope when the
-row is built: the route's ``opt["audit"]`` interaction, path and query parameters (a patient's
+row is built: the interaction of the route's ``RouteSpec``, path and query parameters (a patient's
 IHI), the request ID, the authenticated ``Principal`` and the caller's address.
 """
 
@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from registry.auth.scopes import PRINCIPAL_KEY, Principal
+from registry.auth.scopes import Principal
+from registry.route import PRINCIPAL_KEY, route_spec
 from schemas.audit import Action, AuditEntry, Interaction, default_action, outcome_of
 from schemas.types import IHI_SYSTEM_ALIASES, InvalidValueError, parse_ihi
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from litestar.types import Scope
 
 __all__ = (
-    "AUDIT_OPT",
     "PATIENT_QUERY_PARAMS",
     "PEER_REQUEST_ID_HEADER",
     "AuditContext",
@@ -39,9 +39,6 @@ __all__ = (
     "note_records",
     "opened",
 )
-
-AUDIT_OPT = "audit"
-"""Handler ``opt`` key of a patient-linked route; its value is the route's ``Interaction``."""
 
 PATIENT_QUERY_PARAMS = ("patient", "subject:identifier", "patient.identifier", "identifier")
 """Query parameters that name a patient (``system|value`` or a bare IHI)."""
@@ -124,8 +121,7 @@ class AuditContext:
     def interaction(self) -> Interaction | None:
         """The interaction of the matched route, or None when the route is not patient-linked (or unmatched)."""
         handler: Any = self.scope.get("route_handler")
-        value = handler.opt.get(AUDIT_OPT) if handler is not None else None
-        return Interaction(value) if value else None
+        return route_spec(handler).audit if handler is not None else None
 
     @property
     def pending(self) -> bool:

@@ -2,7 +2,7 @@
 
 It sits inside ``RequestContext`` (so the request ID is known) and outside Litestar (so it sees
 every response as sent: successes, refusals from guards, validation errors, 413s, 500s). When the
-matched route declares ``opt={"audit": …}`` and the request was not already audited in its write
+matched route's ``RouteSpec`` names an audit interaction and the request was not already audited in its write
 transaction, it writes the row on ``http.response.start`` and only then lets the response go. If
 the row cannot be written, the response is replaced by a 503 OperationOutcome.
 """

@@ -19,6 +19,7 @@ from registry import errors
 from registry.auth.issuer import ASSERTION_ALGORITHMS
 from registry.http import base_url
 from registry.log import get_logger
+from registry.route import RouteSpec
 from schemas.auth import SmartConfiguration, TokenResponse
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class TokenController(Controller):
         Exception: _unexpected,
     }
 
-    @post("/", operation_id="token", status_code=200, opt={"public": True, "media_types": frozenset({FORM})})
+    @post("/", operation_id="token", status_code=200, opt=RouteSpec(public=True, media_types=frozenset({FORM})).opt)
     async def token(self, request: Request[Any, Any, Any], state: State) -> Response[TokenResponse]:
         """Exchange client credentials for an access token (RFC 6749 §4.4, SMART Backend Services)."""
         return await issue_token(request, state.auth)
@@ -124,7 +125,7 @@ class WellKnownController(Controller):
     path = "/.well-known"
     tags = ["auth"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/jwks.json", operation_id="jwks", opt={"public": True})
+    @get("/jwks.json", operation_id="jwks", opt=RouteSpec(public=True).opt)
     async def jwks(self, state: State) -> Response[bytes]:
         """The public keys of the built-in issuer and of this instance's outbound key pair."""
         keys = await state.auth.keys.fresh()
@@ -132,7 +133,7 @@ class WellKnownController(Controller):
             msgspec.json.encode(keys.jwks), media_type="application/json", headers={"Cache-Control": "max-age=60"}
         )
 
-    @get("/smart-configuration", operation_id="smartConfiguration", opt={"public": True})
+    @get("/smart-configuration", operation_id="smartConfiguration", opt=RouteSpec(public=True).opt)
     async def smart_configuration(self, request: Request[Any, Any, Any], state: State) -> SmartConfiguration:
         """SMART discovery: the token endpoint, the JWKS, what client authentication is accepted."""
         return smart_configuration(request, state.auth)

@@ -1,7 +1,7 @@
 """SMART scopes and the authenticated caller.
 
-Routes declare what they need in ``opt={"scopes": ("system/Basic.rs", …)}`` (every entry is
-required) or ``opt={"public": True}`` (no token at all). A granted scope set satisfies a
+Routes declare what they need in their ``RouteSpec``: ``scopes=("system/Basic.rs", …)`` (every entry
+is required) or ``public=True`` (no token at all). A granted scope set satisfies a
 requirement when it holds every permission letter the requirement names, for that resource or
 for ``*``; ``admin`` satisfies every requirement.
 
@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from registry.route import PRINCIPAL_KEY
+
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
 
@@ -39,9 +41,6 @@ __all__ = (
 
 ADMIN = "admin"
 """The operator scope: satisfies every requirement."""
-
-PRINCIPAL_KEY = "principal"
-"""Key of the authenticated ``Principal`` in ``scope["state"]`` (set by the authentication guard)."""
 
 _LETTERS = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": _LETTERS}

@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
 from registry import errors
-from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import Criteria
 from schemas.fhir.bundle import searchset
 from schemas.fhir.capability import ResourceCapability, SearchParam
@@ -91,12 +91,12 @@ def _controller(capability: ResourceCapability) -> type[Controller]:
         path = f"/{kind}"
         tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-        @get("/{resource_id:str}", operation_id=f"read{kind}", opt=route_opt(public=True))
+        @get("/{resource_id:str}", operation_id=f"read{kind}", opt=fhir_route(public=True))
         async def read(self, fhir_conformance: Catalogue, resource_id: ResourceId) -> Response[bytes]:
             """Read one published conformance resource."""
             return fhir_response(fhir_conformance.read(kind, resource_id))
 
-        @get("/", operation_id=f"search{kind}", opt=route_opt(capability.query(), public=True))
+        @get("/", operation_id=f"search{kind}", opt=fhir_route(capability.query(), public=True))
         async def search(self, fhir_conformance: Catalogue, request: Request[Any, Any, Any]) -> Response[bytes]:
             """Search the published conformance resources of this type by canonical URL."""
             bundle = fhir_conformance.search(kind, Criteria.of(request), fhir_base(request), str(request.url))

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
-from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from schemas.fhir.capability import capability_statement
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class MetadataController(Controller):
     path = "/metadata"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/", operation_id="capabilities", opt=route_opt(public=True))
+    @get("/", operation_id="capabilities", opt=fhir_route(public=True))
     async def capabilities(
         self, fhir_metadata: NamedDependency[Metadata], request: Request[Any, Any, Any]
     ) -> Response[bytes]:

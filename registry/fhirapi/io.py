@@ -1,7 +1,7 @@
 """FHIR HTTP plumbing shared by the FHIR controllers: route declarations, bodies in, resources out.
 
-- ``route_opt`` builds a handler's ``opt``: the query parameters it takes (``check_request``
-  refuses the rest) and what it will need of the caller (``registry.auth.scopes``).
+- ``fhir_route`` declares a FHIR handler (its ``RouteSpec``): who may call it, the query parameters it
+  takes (``_format`` always among them) and, for patient-linked routes, what its audit row records.
 - ``check_format`` (a guard on the FHIR router) refuses a ``_format`` other than JSON with 406.
 - ``read_resource`` reads a body and turns inbound FHIR errors of ``schemas.fhir.parse`` into the error tree: not JSON
   is 400, not a valid resource 422.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,10 +20,9 @@ import msgspec
 from litestar import Response
 
 from registry import errors
-from registry.audit.context import AUDIT_OPT
 from registry.http import base_url
 from registry.outcome import FHIR_JSON
-from schemas.audit import Interaction
+from registry.route import RouteSpec
 from schemas.fhir.capability import FORMAT
 from schemas.fhir.parse import NotJson, ResourceError
 
@@ -34,15 +33,17 @@ if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
 
+    from schemas.audit import Interaction
+
 __all__ = (
     "check_format",
     "etag",
     "fhir_base",
     "fhir_response",
+    "fhir_route",
     "if_match",
     "last_modified",
     "read_resource",
-    "route_opt",
     "translate_resource_errors",
 )
 
@@ -51,21 +52,21 @@ _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 _IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')
 
 
-def route_opt(
-    query: frozenset[str] = frozenset({FORMAT}),
+def fhir_route(
+    query: Iterable[str] = (),
     *,
     scopes: tuple[str, ...] = (),
     public: bool = False,
     audit: Interaction | None = None,
 ) -> dict[str, Any]:
-    """A FHIR handler's ``opt``: the query parameters it takes, the scopes it needs (or ``public``),
-    and, for a route that touches patient data, the interaction its audit row records."""
-    assert bool(scopes) != public, "a route either needs scopes or is public"
-    assert not (public and audit), "a public route reveals no patient data"
-    opt: dict[str, Any] = {"query": query, **({"public": True} if public else {"scopes": scopes})}
-    if audit is not None:
-        opt[AUDIT_OPT] = audit
-    return opt
+    """A FHIR handler's ``opt``: its ``RouteSpec``, with ``_format`` among the query parameters it takes.
+
+    Raises:
+        ValueError: the route names no scopes and is not public (a FHIR route says which it is).
+    """
+    if bool(scopes) == public:
+        raise ValueError("a FHIR route either needs scopes or is public")
+    return RouteSpec(scopes=scopes, public=public, query=frozenset({FORMAT, *query}), audit=audit).opt
 
 
 async def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:

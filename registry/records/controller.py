@@ -14,6 +14,7 @@ from registry.auth.scopes import Principal
 from registry.http import media_type, request_id
 from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import RecordService, to_record
+from registry.route import RouteSpec
 from schemas.audit import Interaction
 from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
 
@@ -52,7 +53,7 @@ class RecordController(Controller):
         "/{ihi:str}/{service_id:str}",
         operation_id="putRecord",
         status_code=200,
-        opt={"scopes": _WRITE, "audit": Interaction.UPDATE},
+        opt=RouteSpec(scopes=_WRITE, audit=Interaction.UPDATE).opt,
     )
     async def put_record(
         self,
@@ -69,7 +70,7 @@ class RecordController(Controller):
     @get(
         "/{ihi:str}",
         operation_id="getRecords",
-        opt={"query": frozenset({"status", "follow"}), "scopes": _READ, "audit": Interaction.SEARCH_TYPE},
+        opt=RouteSpec(query=frozenset({"status", "follow"}), scopes=_READ, audit=Interaction.SEARCH_TYPE).opt,
     )
     async def get_records(
         self,
@@ -89,7 +90,7 @@ class RecordController(Controller):
     @get(
         "/{ihi:str}/history",
         operation_id="getRecordHistory",
-        opt={"scopes": _READ, "audit": Interaction.HISTORY_TYPE},
+        opt=RouteSpec(scopes=_READ, audit=Interaction.HISTORY_TYPE).opt,
     )
     async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
         """Every status change of every record of a patient, oldest first."""
@@ -106,7 +107,9 @@ class BatchController(Controller):
         "/",
         operation_id="putRecordsBatch",
         status_code=200,
-        opt={"media_types": frozenset({"application/json", *_NDJSON}), "scopes": _WRITE, "audit": Interaction.BATCH},
+        opt=RouteSpec(
+            media_types=frozenset({"application/json", *_NDJSON}), scopes=_WRITE, audit=Interaction.BATCH
+        ).opt,
     )
     async def batch(self, records: Records, principal: Caller, request: Request[Any, Any, Any]) -> BatchResult:
         """Apply up to 10,000 records (JSON array or NDJSON); items of other services are refused one by one."""

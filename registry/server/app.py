@@ -29,7 +29,7 @@ from registry.audit.repository import AuditRepository
 from registry.audit.service import AuditService
 from registry.audit.trail import AuditTrail
 from registry.auth.controller import TokenController, WellKnownController
-from registry.auth.guard import authenticate, check_route_security
+from registry.auth.guard import check_route_security, guard
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import start_auth
 from registry.db.migrate import SchemaTooNew, schema_state
@@ -38,19 +38,18 @@ from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.health import HealthController
-from registry.http import RequestContext, check_request
+from registry.http import RequestContext
 from registry.log import set_hash_key
 from registry.metrics import HttpMetrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
+from registry.route import RouteSpec
 from registry.server.fhir_routes import fhir_router
 from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
-    from litestar.connection import ASGIConnection
-    from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp
 
     from registry.auth.wiring import AuthParts
@@ -80,15 +79,6 @@ def _provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 def _provide_audit(state: State) -> AuditService:
     return state.audit  # type: ignore[no-any-return]
-
-
-async def _guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The app-wide guard: authentication first (strangers learn nothing about parameters or media
-    types), then the request checks. One guard rather than two: Litestar copies the route handler
-    for every guard it runs, and each copy cost about 2.5 % of a look-up (docs/benchmarks.md).
-    """
-    await authenticate(connection, handler)
-    await check_request(connection, handler)
 
 
 def endpoint_policy(settings: Settings) -> EndpointPolicy:
@@ -240,7 +230,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "audit": Provide(_provide_audit, sync_to_thread=False),
             "discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
-        guards=[_guard],
+        guards=[guard],
         plugins=[OperationOutcomePlugin()],
         lifespan=[lifespan],
         state=State(
@@ -257,7 +247,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             title="ief-registry",
             version="0.1.0",
             # The API description is public: it says what the API is, not who is in it.
-            openapi_router=Router(path="/schema", route_handlers=[], opt={"public": True}),
+            openapi_router=Router(path="/schema", route_handlers=[], opt=RouteSpec(public=True).opt),
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(

@@ -14,6 +14,7 @@ import pytest
 from registry.auth.guard import required_scopes
 from registry.auth.keys import ISSUER
 from registry.config import Settings
+from registry.route import route_spec
 from schemas.types import ServiceStatus
 from tests.auth import bearer, claims_for, forge
 from tests.conftest import GatewayClient
@@ -219,7 +220,7 @@ def test_every_route_declares_public_or_scopes() -> None:
             # Public only where the whole controller is (health); elsewhere admin.
             assert required_scopes(handler) in (None, ("admin",)), path
             continue
-        declared = handler.opt.get("public") is True or bool(handler.opt.get("scopes"))
+        declared = route_spec(handler).public or bool(route_spec(handler).scopes)
         assert declared, f"{path} {sorted(handler.http_methods)} declares neither public nor scopes"
         checked += 1
     assert checked >= 8

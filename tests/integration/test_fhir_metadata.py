@@ -11,6 +11,7 @@ import pytest
 from registry import __version__
 from registry.auth.scopes import satisfies
 from registry.config import FhirSettings, LogSettings, Settings
+from registry.route import route_spec
 from registry.server.app import create_app
 from schemas.discovery import GatewayProblem
 from tests.factories import make_ihi, make_service_id
@@ -146,7 +147,7 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
             routed.setdefault(parts[0], set()).add(parts[-1])
             continue
         routed.setdefault(parts[0], set()).add(interaction)
-        accepted = {_base_name(name) for name in handler.opt["query"]} - {"_format"}
+        accepted = {_base_name(name) for name in route_spec(handler).query} - {"_format"}
         if interaction == "search-type":
             routed_params[parts[0]] = accepted
         elif interaction == "conditional-update":
@@ -170,10 +171,10 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
         else:
             expected = _SCOPES.get((kind, method))
         if expected is None:
-            assert handler.opt.get("public") is True, (path, method)
-            assert "scopes" not in handler.opt
+            assert route_spec(handler).public, (path, method)
+            assert not route_spec(handler).scopes
         else:
-            assert handler.opt.get("scopes") == expected, (path, method)
+            assert route_spec(handler).scopes == expected, (path, method)
             assert all(
                 not satisfies(frozenset(), scope) for scope in expected
             )  # valid requirements, not met by nothing
@@ -262,7 +263,7 @@ async def test_operations_take_the_parameters_their_definitions_declare(fhir: ht
             continue
         definition = (await fhir.get("/fhir/OperationDefinition", params={"url": canonical})).json()["entry"][0]
         inputs = {p["name"] for p in definition["resource"]["parameter"] if p["use"] == "in"}
-        assert routes[key].opt["query"] - {"_format"} == inputs, key
+        assert route_spec(routes[key]).query - {"_format"} == inputs, key
 
 
 @pytest.mark.slow

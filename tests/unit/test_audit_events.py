@@ -14,6 +14,7 @@ import pytest
 from registry.audit.chain import GENESIS, canonical, link_hash
 from registry.audit.context import AuditContext, WriteOutcome
 from registry.auth.scopes import PRINCIPAL_KEY, Principal
+from registry.route import RouteSpec
 from schemas.audit import Action, Interaction, StoredAuditEvent, outcome_of
 from schemas.fhir.audit import LISTED_ENTITIES, audit_event, check_r4b
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id, with_bad_check_digit
@@ -46,7 +47,7 @@ def _scope(
         "client": ("192.0.2.7", 50123),
         "state": state,
         "path_params": {"ihi": path_ihi} if path_ihi else {},
-        "route_handler": SimpleNamespace(opt={"audit": interaction} if interaction else {}),
+        "route_handler": SimpleNamespace(opt=RouteSpec(audit=interaction).opt if interaction else {}),
     }
     return cast("HTTPScope", scope)
 

@@ -12,6 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
 from registry.audit.service import AuditPage, AuditQuery, AuditService
+from registry.fhirapi.io import fhir_route
 from registry.http import base_url
 from registry.outcome import FHIR_JSON
 from schemas.audit import Interaction
@@ -48,7 +49,6 @@ AUDIT_EVENT = ResourceCapability(
 
 Audit = NamedDependency[AuditService]
 _SCOPES = ("system/AuditEvent.rs",)
-_SEARCH = AUDIT_EVENT.query()
 Repeated = Annotated[list[str] | None, QueryParameter(required=False)]
 Count = Annotated[int | None, QueryParameter(name="_count", required=False)]
 CursorParam = Annotated[str | None, QueryParameter(name="_cursor", required=False)]
@@ -85,7 +85,7 @@ class AuditEventController(Controller):
     @get(
         "/",
         operation_id="searchAuditEvents",
-        opt={"query": _SEARCH, "scopes": _SCOPES, "audit": Interaction.SEARCH_TYPE},
+        opt=fhir_route(AUDIT_EVENT.query(), scopes=_SCOPES, audit=Interaction.SEARCH_TYPE),
     )
     async def search(
         self, audit: Audit, request: Request[Any, Any, Any], state: State, patient: Repeated = None,
@@ -99,7 +99,7 @@ class AuditEventController(Controller):
     @get(
         "/{event_id:str}",
         operation_id="readAuditEvent",
-        opt={"query": AUDIT_EVENT.query(()), "scopes": _SCOPES, "audit": Interaction.READ},
+        opt=fhir_route(scopes=_SCOPES, audit=Interaction.READ),
     )
     async def read(self, audit: Audit, state: State, event_id: FromPath[str]) -> Response[bytes]:
         """One AuditEvent by id."""

@@ -15,7 +15,7 @@ from litestar.params import PathParameter
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
-from registry.fhirapi.io import etag, fhir_base, fhir_response, if_match, last_modified, read_resource, route_opt
+from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, if_match, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, REGISTRY_RECORD
@@ -100,7 +100,7 @@ class BasicController(Controller):
     path = "/Basic"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @post("/", operation_id="createBasic", status_code=201, opt=route_opt(scopes=_WRITE, audit=Interaction.CREATE))
+    @post("/", operation_id="createBasic", status_code=201, opt=fhir_route(scopes=_WRITE, audit=Interaction.CREATE))
     async def create(
         self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
@@ -111,7 +111,7 @@ class BasicController(Controller):
     @put(
         "/",
         operation_id="conditionalUpdateBasic",
-        opt=route_opt(BASIC.query(_KEY), scopes=_WRITE, audit=Interaction.UPDATE),
+        opt=fhir_route(BASIC.query(_KEY), scopes=_WRITE, audit=Interaction.UPDATE),
     )
     async def conditional_update(
         self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
@@ -121,7 +121,7 @@ class BasicController(Controller):
         written = await fhir_records.conditional_update(Criteria.of(request), claim, if_match(request), actor=principal)
         return _written(written, request)
 
-    @put("/{record_id:str}", operation_id="updateBasic", opt=route_opt(scopes=_WRITE, audit=Interaction.UPDATE))
+    @put("/{record_id:str}", operation_id="updateBasic", opt=fhir_route(scopes=_WRITE, audit=Interaction.UPDATE))
     async def update(
         self, fhir_records: Records, principal: Caller, record_id: RecordId, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
@@ -129,13 +129,13 @@ class BasicController(Controller):
         claim = await read_resource(request, fhir_records.parse)
         return _written(await fhir_records.update(record_id, claim, if_match(request), actor=principal), request)
 
-    @get("/{record_id:str}", operation_id="readBasic", opt=route_opt(scopes=_READ, audit=Interaction.READ))
+    @get("/{record_id:str}", operation_id="readBasic", opt=fhir_route(scopes=_READ, audit=Interaction.READ))
     async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:
         """Read one record, whatever its status."""
         stored = await fhir_records.read(record_id)
         return fhir_response(fhir_records.resource(stored), headers=_version_headers(stored))
 
-    @get("/", operation_id="searchBasic", opt=route_opt(BASIC.query(), scopes=_READ, audit=Interaction.SEARCH_TYPE))
+    @get("/", operation_id="searchBasic", opt=fhir_route(BASIC.query(), scopes=_READ, audit=Interaction.SEARCH_TYPE))
     async def search(
         self, fhir_records: Records, fhir_settings: Settings, request: Request[Any, Any, Any]
     ) -> Response[bytes]:

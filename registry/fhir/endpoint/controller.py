@@ -10,7 +10,7 @@ from litestar.params import PathParameter
 
 from registry.config import FhirSettings
 from registry.fhir.endpoint.resources import EndpointResources
-from registry.fhirapi.io import fhir_base, fhir_response, last_modified, route_opt
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route, last_modified
 from registry.fhirapi.search import SearchQuery
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
@@ -60,7 +60,7 @@ class EndpointController(Controller):
     path = "/Endpoint"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/{endpoint_id:str}", operation_id="readEndpoint", opt=route_opt(scopes=_SCOPES))
+    @get("/{endpoint_id:str}", operation_id="readEndpoint", opt=fhir_route(scopes=_SCOPES))
     async def read(self, fhir_endpoints: Endpoints, endpoint_id: EndpointId) -> Response[bytes]:
         """Read one member service."""
         service = await fhir_endpoints.read(endpoint_id)
@@ -68,7 +68,7 @@ class EndpointController(Controller):
             fhir_endpoints.resource(service), headers={"Last-Modified": last_modified(service.updated_at)}
         )
 
-    @get("/", operation_id="searchEndpoint", opt=route_opt(ENDPOINT.query(), scopes=_SCOPES))
+    @get("/", operation_id="searchEndpoint", opt=fhir_route(ENDPOINT.query(), scopes=_SCOPES))
     async def search(
         self, fhir_endpoints: Endpoints, fhir_settings: Settings, request: Request[Any, Any, Any]
     ) -> Response[bytes]:

@@ -10,12 +10,12 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
 from registry.fhir.patient.resources import LOCATE_PARAMETERS, Locator
-from registry.fhirapi.io import fhir_base, fhir_response, route_opt
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import Criteria
 from registry.http import request_id
 from schemas.audit import Interaction
 from schemas.fhir.canonical import LOCATE_OPERATION
-from schemas.fhir.capability import FORMAT, Operation, ResourceCapability
+from schemas.fhir.capability import Operation, ResourceCapability
 
 __all__ = ("PATIENT", "PatientController")
 
@@ -47,7 +47,7 @@ class PatientController(Controller):
     @get(
         "/$locate",
         operation_id="locatePatient",
-        opt=route_opt(frozenset({FORMAT, *LOCATE_PARAMETERS}), scopes=_SCOPES, audit=Interaction.OPERATION),
+        opt=fhir_route(LOCATE_PARAMETERS, scopes=_SCOPES, audit=Interaction.OPERATION),
     )
     async def locate(self, fhir_locator: Locate, request: Request[Any, Any, Any]) -> Response[bytes]:
         """A searchset Bundle of the Endpoints of the gateways that hold imaging for the patient (``identifier``)."""
