@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from federation.backoff import FailureCache
     from federation.client import PeerAnswer, PeerClient
     from registry.config import FederationSettings
-    from registry.directory.service import DirectoryService
+    from registry.feature import Members
     from schemas.records import Record
     from schemas.services import Service
 
@@ -53,7 +53,7 @@ class Resolver:
         self,
         *,
         origin: str,
-        directory: DirectoryService,
+        directory: Members,
         client: PeerClient,
         settings: FederationSettings,
         failures: FailureCache,

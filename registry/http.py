@@ -18,7 +18,7 @@ import os
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from litestar.enums import ScopeType
@@ -32,20 +32,31 @@ if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-    from registry.metrics import HttpMetrics
-
-__all__ = ("RequestContext", "base_url", "check_request", "request_id", "scope_header")
+__all__ = ("RequestContext", "RequestObserver", "base_url", "check_request", "request_id", "scope_header")
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _log = get_logger("registry.http")
 
 
+class RequestObserver(Protocol):
+    """What counts requests (``registry.metrics``): told each request's method, route template, status and time."""
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request that took ``seconds`` to answer."""
+        ...
+
+
 class RequestContext:
     """Outermost ASGI middleware: request ID, log context and the canonical access line."""
 
     def __init__(
-        self, app: ASGIApp, *, access_log: bool = True, max_query_params: int = 64, metrics: HttpMetrics | None = None
+        self,
+        app: ASGIApp,
+        *,
+        access_log: bool = True,
+        max_query_params: int = 64,
+        metrics: RequestObserver | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log

@@ -23,8 +23,8 @@ from litestar.plugins import InitPlugin
 from litestar.status_codes import HTTP_405_METHOD_NOT_ALLOWED
 
 from registry import errors
-from registry.audit.context import note_detail
 from registry.log import get_logger
+from registry.route import OUTCOME_KEY
 from schemas.fhir.outcome import operation_outcome
 
 if TYPE_CHECKING:
@@ -69,37 +69,41 @@ def outcome_body(status: int, issues: list[tuple[str, str | None]]) -> bytes:
 
 
 def outcome_response(
-    status: int, issues: list[tuple[str, str | None]], headers: dict[str, str] | None = None
+    request: Request[Any, Any, Any],
+    status: int,
+    issues: list[tuple[str, str | None]],
+    headers: dict[str, str] | None = None,
 ) -> Response[bytes]:
-    """An OperationOutcome response with the given status (its issues also go into the request's audit row)."""
-    note_detail("; ".join(message for message, _ in issues))
+    """An OperationOutcome response with the given status; what it says is kept in the request's state,
+    for its audit row (``registry.audit``)."""
+    request.scope.setdefault("state", {})[OUTCOME_KEY] = "; ".join(message for message, _ in issues)
     return Response(content=outcome_body(status, issues), status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def _registry_error(_request: Request[Any, Any, Any], exc: errors.RegistryError) -> Response[bytes]:
+def _registry_error(request: Request[Any, Any, Any], exc: errors.RegistryError) -> Response[bytes]:
     headers: dict[str, str] = {}
     if isinstance(exc, errors.RateLimited | errors.DependencyUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, errors.Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if exc.token_sent else "Bearer"
-    return outcome_response(status_of(exc), [(i.message, i.expression) for i in exc.issues], headers)
+    return outcome_response(request, status_of(exc), [(i.message, i.expression) for i in exc.issues], headers)
 
 
-def _validation_error(_request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
     cause = exc.__cause__
     if isinstance(cause, msgspec.ValidationError):
         text = str(cause)
         match = _PATH.search(text)
         message = _PATH.sub("", text)
-        return outcome_response(422, [(message, match.group(1) or None if match else None)])
+        return outcome_response(request, 422, [(message, match.group(1) or None if match else None)])
     issues: list[tuple[str, str | None]] = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             issues.append((str(item.get("message", exc.detail)), item.get("key")))
-    return outcome_response(400, issues or [(exc.detail, None)])
+    return outcome_response(request, 400, issues or [(exc.detail, None)])
 
 
-def _http_exception(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     detail = exc.detail
     if isinstance(exc, NotFoundException) or status == 404:
@@ -113,12 +117,12 @@ def _http_exception(_request: Request[Any, Any, Any], exc: HTTPException) -> Res
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in ("allow", "retry-after")}
     if isinstance(exc, NotAuthorizedException | PermissionDeniedException):
         headers["WWW-Authenticate"] = "Bearer"
-    return outcome_response(status, [(detail, None)], headers)
+    return outcome_response(request, status, [(detail, None)], headers)
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     _log.error("unhandled_error", route=request.scope.get("path_template"), exc_info=exc)
-    return outcome_response(500, [("the server could not complete the request", None)])
+    return outcome_response(request, 500, [("the server could not complete the request", None)])
 
 
 class OperationOutcomePlugin(InitPlugin):

@@ -3,8 +3,9 @@
 The broker needs, for one IHI, the services that hold data (with what the registry that holds each
 record knows of them: kind, name, FHIR base URL, search style, and the chain of registries it was
 learned through) and the federation hops that could not be followed. ``Locator`` is that contract;
-``app.py`` injects the implementation: ``RecordsLocator``, which asks the records service to follow
-``registry`` records (the federation resolver, ``federation/resolver.py``, behind it).
+the server injects the implementation: ``RecordsLocator``, over anything that looks up a patient's
+records with ``registry`` records followed (``PatientRecords``: the registry's records service, the
+federation resolver behind it).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from typing import TYPE_CHECKING, Protocol
 from schemas.types import RecordType, SearchStyle, ServiceKind
 
 if TYPE_CHECKING:
-    from registry.records.service import RecordService
-    from schemas.records import Unresolved
+    from schemas.records import RecordList, Unresolved
 
-__all__ = ("Located", "LocatedService", "Locator", "RecordsLocator")
+__all__ = ("Located", "LocatedService", "Locator", "PatientRecords", "RecordsLocator")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,22 @@ class Locator(Protocol):
         ...
 
 
+class PatientRecords(Protocol):
+    """The look-up ``RecordsLocator`` needs: a patient's active records, ``registry`` records followed."""
+
+    async def for_ihi(
+        self,
+        ihi: str,
+        statuses: list[str] | None = None,
+        *,
+        follow: bool = False,
+        request_id: str = "",
+        deadline: float | None = None,
+    ) -> RecordList:
+        """The records of ``ihi`` (active ones by default); with ``follow``, those learned at other registries too."""
+        ...
+
+
 class RecordsLocator:
     """The patient's active records here and at the registries they refer to, federation hops followed.
 
@@ -76,7 +92,7 @@ class RecordsLocator:
     through; hops that could not be followed come back as they are.
     """
 
-    def __init__(self, records: RecordService) -> None:
+    def __init__(self, records: PatientRecords) -> None:
         self._records = records
 
     async def locate(self, ihi: str, *, request_id: str, deadline: float) -> Located:

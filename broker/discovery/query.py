@@ -16,8 +16,7 @@ from typing import Any
 
 from broker.discovery.dates import DateCriterion, InvalidDate, parse_criterion
 from registry import errors
-from registry.fhir.basic.resources import PATIENT_PARAMETERS
-from registry.fhirapi.search import SearchQuery
+from registry.fhirapi.search import PATIENT_PARAMETERS, SearchQuery
 from schemas.types import IHI_SYSTEM, SearchStyle
 
 __all__ = ("DOCUMENT_REFERENCE", "IMAGING_STUDY", "PAGE_TOKEN", "DiscoveryQuery", "SearchKind")

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from broker.discovery.merge import Check, Found
     from broker.discovery.query import DiscoveryQuery
     from registry.config import BrokerSettings
-    from registry.directory.service import DirectoryService
+    from registry.feature import Members
     from schemas.fhir.canonical import Canonicals
     from schemas.services import Service
 
@@ -81,7 +81,7 @@ class DiscoveryService:
         self,
         *,
         locator: Locator,
-        directory: DirectoryService,
+        directory: Members,
         gateways: GatewayClient,
         http: GatewayPools,
         settings: BrokerSettings,
@@ -204,13 +204,7 @@ class DiscoveryService:
 
     async def _targets(self, located: Located, issues: list[Issue], asked: list[str]) -> list[Target]:
         """The located services to ask; the others are reported as skipped."""
-        ids = [s.service_id for s in located.services]
-        members: dict[str, Service] = {}
-        if ids:
-            found, _total = await self._directory.search(
-                service_ids=ids, statuses=None, name_patterns=None, limit=len(ids), offset=0
-            )
-            members = {s.service_id: s for s in found}
+        members = await self._directory.get_many([s.service_id for s in located.services])
         targets: list[Target] = []
         for service in located.services:
             target, reason = self._target(service, members.get(service.service_id))

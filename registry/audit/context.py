@@ -3,7 +3,8 @@
 ``AuditMiddleware`` opens an ``AuditContext`` for every HTTP request and keeps it in a context
 variable, so services can add what only they know (``note_patients``, ``note_records``,
 ``note_detail``) without any HTTP in them. Everything else is read from the ASGI scope when the
-row is built: the interaction of the route's ``RouteSpec``, path and query parameters (a patient's
+row is built (what an error response said included: ``registry.outcome`` leaves it in the request's
+state): the interaction of the route's ``RouteSpec``, path and query parameters (a patient's
 IHI), the request ID, the authenticated ``Principal`` and the caller's address.
 """
 
@@ -18,7 +19,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from registry.auth.scopes import Principal
-from registry.route import PRINCIPAL_KEY, route_spec
+from registry.route import OUTCOME_KEY, PRINCIPAL_KEY, route_spec
 from schemas.audit import Action, AuditEntry, Interaction, default_action, outcome_of
 from schemas.types import IHI_SYSTEM_ALIASES, InvalidValueError, parse_ihi
 
@@ -196,12 +197,18 @@ class AuditContext:
                 found.append((name, msgspec.structs.replace(found[0][1], **self._ending(status, write, interaction))))
         return found
 
+    def _said(self) -> str | None:
+        """What services noted, then what an error response said, in that order ("; " between them)."""
+        answered = self.scope.get("state", {}).get(OUTCOME_KEY)
+        parts = [text for text in (self.detail, answered) if text]
+        return "; ".join(parts) if parts else None
+
     def _ending(self, status: int, write: WriteOutcome, interaction: Interaction) -> dict[str, Any]:
         """The columns that depend on how the request ends: status, outcome, action, detail, records."""
         outcome = outcome_of(status)
         if write.failed and outcome == 0:
             outcome = outcome_of(400)
-        text = write.detail or self.detail
+        text = write.detail or self._said()
         return {
             "status": status,
             "outcome": int(outcome),

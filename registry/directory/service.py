@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from registry import errors
-from registry.records.lifecycle import check_service_id
+from registry.checks import check_service_id
 from schemas.types import SearchStyle, ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:

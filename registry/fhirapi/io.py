@@ -2,7 +2,8 @@
 
 - ``fhir_route`` declares a FHIR handler (its ``RouteSpec``): who may call it, the query parameters it
   takes (``_format`` always among them) and, for patient-linked routes, what its audit row records.
-- ``check_format`` (a guard on the FHIR router) refuses a ``_format`` other than JSON with 406.
+- ``fhir_router`` mounts FHIR controllers under ``/fhir``, behind ``check_format`` (which refuses a
+  ``_format`` other than JSON with 406) and the body limit of ordinary routes.
 - ``read_resource`` reads a body and turns inbound FHIR errors of ``schemas.fhir.parse`` into the error tree: not JSON
   is 400, not a valid resource 422.
 - ``fhir_response`` answers ``application/fhir+json``; ``etag`` and ``if_match`` speak versions.
@@ -17,7 +18,7 @@ from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from litestar import Response
+from litestar import Response, Router
 
 from registry import errors
 from registry.http import base_url
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from litestar import Request
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
+    from litestar.types import ControllerRouterHandler
 
     from schemas.audit import Interaction
 
@@ -41,6 +43,7 @@ __all__ = (
     "fhir_base",
     "fhir_response",
     "fhir_route",
+    "fhir_router",
     "if_match",
     "last_modified",
     "read_resource",
@@ -81,6 +84,13 @@ async def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler:
         if value.strip().replace(" ", "+").lower() not in _JSON_FORMATS:
             message = f"_format {value!r} is not served; this server speaks FHIR JSON only (application/fhir+json)"
             raise errors.NotAcceptable(message, issues=[errors.Issue(message, FORMAT)])
+
+
+def fhir_router(route_handlers: Iterable[ControllerRouterHandler], *, max_body_bytes: int) -> Router:
+    """FHIR controllers mounted under ``/fhir``: the ``_format`` guard and the body limit of every FHIR route."""
+    return Router(
+        path="/fhir", route_handlers=list(route_handlers), guards=[check_format], request_max_body_size=max_body_bytes
+    )
 
 
 def fhir_base(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from registry import errors
-from registry.records.lifecycle import check_ihi, check_service_id
+from registry.checks import check_ihi, check_service_id
 from schemas.types import IHI_SYSTEM, IHI_SYSTEM_ALIASES
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from registry.config import FhirSettings
 
 __all__ = (
+    "PATIENT_PARAMETERS",
     "Criteria",
     "Parser",
     "SearchQuery",
@@ -108,6 +109,15 @@ def string_prefix(name: str, text: str) -> str:
 def any_text(_name: str, text: str) -> str:
     """A value taken as it is (a resource id)."""
     return text
+
+
+PATIENT_PARAMETERS: dict[str, Parser[str]] = {
+    "subject:identifier": ihi_token,
+    "patient.identifier": ihi_token,
+    "subject": ihi_reference,
+    "patient": ihi_reference,
+}
+"""Every query spelling that names the patient (of a record, a study, a document), and how its value gives the IHI."""
 
 
 class Criteria:

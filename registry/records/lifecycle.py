@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 from registry import errors
-from schemas.types import InvalidValueError, RecordStatus, parse_ihi, parse_service_id
+from schemas.types import RecordStatus
 
-__all__ = ("ROUTING_STATUSES", "WRITE_STATUS", "check_ihi", "check_service_id", "parse_statuses")
+__all__ = ("ROUTING_STATUSES", "WRITE_STATUS", "parse_statuses")
 
 ROUTING_STATUSES: tuple[RecordStatus, ...] = (RecordStatus.ACTIVE,)
 """Only active records route discovery; the others are returned only when asked for."""
 
 WRITE_STATUS = {"created": 201, "updated": 200, "unchanged": 200}
 """The HTTP status a write answers for each outcome (the controller sends it; the audit row records it)."""
-
-
-def check_ihi(value: str, expression: str = "ihi") -> str:
-    """Validate an IHI, raising ``InvalidInput`` that names where it came from."""
-    try:
-        return parse_ihi(value)
-    except InvalidValueError as exc:
-        raise errors.InvalidInput(
-            f"invalid IHI: {exc}", issues=[errors.Issue(f"invalid IHI: {exc}", expression)]
-        ) from None
-
-
-def check_service_id(value: str, expression: str = "serviceId") -> str:
-    """Validate and normalise a service ID, raising ``InvalidInput`` that names where it came from."""
-    try:
-        return parse_service_id(value)
-    except InvalidValueError as exc:
-        message = f"invalid service ID: {exc}"
-        raise errors.InvalidInput(message, issues=[errors.Issue(message, expression)]) from None
 
 
 def parse_statuses(values: list[str] | None) -> list[str]:

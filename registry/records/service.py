@@ -8,8 +8,9 @@ import msgspec
 
 from registry import errors
 from registry.audit.context import WriteOutcome, note_patients, note_records
+from registry.checks import check_ihi, check_service_id
 from registry.log import get_logger
-from registry.records.lifecycle import WRITE_STATUS, check_ihi, check_service_id, parse_statuses
+from registry.records.lifecycle import WRITE_STATUS, parse_statuses
 from schemas.audit import Action
 from schemas.records import (
     BatchItem,

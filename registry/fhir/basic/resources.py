@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from registry import errors
-from registry.fhirapi.search import Criteria, SearchQuery, any_text, code_token, ihi_reference, ihi_token, service_token
+from registry.fhirapi.search import PATIENT_PARAMETERS, Criteria, SearchQuery, any_text, code_token, service_token
 from registry.records.lifecycle import ROUTING_STATUSES
 from schemas.fhir.bundle import searchset
 from schemas.fhir.record import read_registry_record, registry_record
@@ -24,15 +24,7 @@ if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
     from schemas.fhir.record import RecordClaim
 
-__all__ = ("PATIENT_PARAMETERS", "RecordResources", "Written")
-
-PATIENT_PARAMETERS = {
-    "subject:identifier": ihi_token,
-    "patient.identifier": ihi_token,
-    "subject": ihi_reference,
-    "patient": ihi_reference,
-}
-"""Every query spelling that names the patient, and how its value gives the IHI."""
+__all__ = ("RecordResources", "Written")
 
 
 @dataclass(frozen=True, slots=True)
