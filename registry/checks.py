@@ -18,8 +18,9 @@ def check_ihi(value: str, expression: str = "ihi") -> str:
     try:
         return parse_ihi(value)
     except InvalidValueError as exc:
+        message = f"invalid IHI: {exc}"
         raise errors.InvalidInput(
-            f"invalid IHI: {exc}", issues=[errors.Issue(f"invalid IHI: {exc}", expression)]
+            message, issues=[errors.Issue(message, expression)], code=errors.ErrorCode.INVALID_IHI
         ) from None
 
 
@@ -29,4 +30,5 @@ def check_service_id(value: str, expression: str = "serviceId") -> str:
         return parse_service_id(value)
     except InvalidValueError as exc:
         message = f"invalid service ID: {exc}"
-        raise errors.InvalidInput(message, issues=[errors.Issue(message, expression)]) from None
+        issues = [errors.Issue(message, expression)]
+        raise errors.InvalidInput(message, issues=issues, code=errors.ErrorCode.INVALID_SERVICE_ID) from None

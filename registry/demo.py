@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl
 import httpx
 import msgspec
 
+from schemas.fhir.outcome import OutcomeIssue, operation_outcome
+
 __all__ = ("GATEWAYS", "PATIENTS", "DemoGateway", "Gateway", "Study", "main")
 
 IHI_SYSTEM = "http://ns.electronichealth.net.au/id/hi/ihi/1.0"
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _outcome(code: str, text: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}
+    return operation_outcome([OutcomeIssue(text, code)])
 
 
 async def _send(send: Send, status: int, value: object) -> None:

@@ -34,7 +34,10 @@ class HealthController(Controller):
                 schema = await schema_state(conn)
                 refuses_writes = await read_only(conn)
         if refuses_writes:
-            raise errors.DependencyUnavailable("the database is read-only (a standby, or a primary being demoted)")
+            raise errors.DependencyUnavailable(
+                "the database is read-only (a standby, or a primary being demoted)",
+                code=errors.ErrorCode.DATABASE_UNAVAILABLE,
+            )
         if not schema.at_head:
             raise errors.DependencyUnavailable(
                 f"database schema is not at head: pending {[m.version for m in schema.pending]}, "

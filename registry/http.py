@@ -140,7 +140,8 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
     params = connection.query_params
     limit = connection.app.state.get("max_query_params", 64)
     if sum(1 for _pair in params.multi_items()) > limit:  # one per value, repeats included
-        raise errors.UnknownParameter(f"too many query parameter values (at most {limit})")
+        message = f"too many query parameter values (at most {limit})"
+        raise errors.UnknownParameter(message, code=errors.ErrorCode.TOO_MANY_PARAMETERS)
     unknown = sorted(set(params.keys()) - spec.query)
     if unknown:
         raise errors.UnknownParameter(

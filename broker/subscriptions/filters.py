@@ -44,8 +44,8 @@ class Filters:
         return written
 
 
-def _bad(message: str, where: str) -> errors.InvalidInput:
-    return errors.InvalidInput(message, issues=[errors.Issue(message, where)])
+def _bad(message: str, where: str, code: errors.ErrorCode | None = None) -> errors.InvalidInput:
+    return errors.InvalidInput(message, issues=[errors.Issue(message, where)], code=code)
 
 
 def _split(text: str, where: str) -> tuple[str, str]:
@@ -66,16 +66,19 @@ def _split(text: str, where: str) -> tuple[str, str]:
     return name, value.strip()
 
 
+_INVALID_IHI = errors.ErrorCode.INVALID_IHI
+
+
 def _ihi(value: str, where: str) -> str:
     if "," in value:
         raise _bad("a subscription filters by one patient; make one subscription per patient", where)
     system, bar, code = value.rpartition("|")
     if bar and system not in IHI_SYSTEM_ALIASES:
-        raise _bad(f"the patient filter names the IHI system {IHI_SYSTEM}, not {system!r}", where)
+        raise _bad(f"the patient filter names the IHI system {IHI_SYSTEM}, not {system!r}", where, _INVALID_IHI)
     try:
         return parse_ihi(code.removeprefix("Patient/") if not bar else code)
     except InvalidValueError as exc:
-        raise _bad(f"invalid IHI in the patient filter: {exc}", where) from None
+        raise _bad(f"invalid IHI in the patient filter: {exc}", where, _INVALID_IHI) from None
 
 
 def _services(value: str, where: str, service_system: str) -> tuple[str, ...]:

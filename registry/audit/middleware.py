@@ -16,25 +16,31 @@ from litestar.enums import ScopeType
 from registry import errors
 from registry.audit.context import close, opened
 from registry.log import get_logger
-from registry.outcome import FHIR_JSON, outcome_body
+from registry.outcome import FHIR_JSON, outcome_body, status_of
+from schemas.errors import ErrorCode
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
     from registry.audit.trail import AuditTrail
+    from schemas.fhir.canonical import Canonicals
 
 __all__ = ("AuditMiddleware",)
 
 _log = get_logger(__name__)
-_UNAVAILABLE = 503
 
 
 class AuditMiddleware:
     """ASGI middleware: the universal audit of patient-linked routes."""
 
-    def __init__(self, app: ASGIApp, trail: AuditTrail) -> None:
+    def __init__(self, app: ASGIApp, trail: AuditTrail, canon: Canonicals) -> None:
         self.app = app
         self.trail = trail
+        self._unavailable = outcome_body(
+            canon,
+            ErrorCode.AUDIT_UNAVAILABLE,
+            [("the audit trail cannot be written; the request was not answered", None, None)],
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
@@ -55,7 +61,7 @@ class AuditMiddleware:
                         await self.trail.record(context, message["status"])
                     except Exception:  # noqa: BLE001 - whatever the cause, the response must not go out unaudited
                         replaced = True
-                        await _send_unavailable(send)
+                        await _send_unavailable(send, self._unavailable)
                         return
             await send(message)
 
@@ -72,12 +78,11 @@ class AuditMiddleware:
             close(token)
 
 
-async def _send_unavailable(send: Send) -> None:
-    body = outcome_body(_UNAVAILABLE, [("the audit trail cannot be written; the request was not answered", None)])
+async def _send_unavailable(send: Send, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": _UNAVAILABLE,
+            "status": status_of(ErrorCode.AUDIT_UNAVAILABLE),
             "headers": [
                 (b"content-type", FHIR_JSON.encode()),
                 (b"content-length", str(len(body)).encode()),

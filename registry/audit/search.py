@@ -34,8 +34,8 @@ _DATE = re.compile(
 _PREFIXES = frozenset({"eq", "ge", "gt", "le", "lt"})
 
 
-def _invalid(message: str, parameter: str) -> errors.InvalidInput:
-    return errors.InvalidInput(message, issues=[errors.Issue(message, parameter)])
+def _invalid(message: str, parameter: str, code: errors.ErrorCode | None = None) -> errors.InvalidInput:
+    return errors.InvalidInput(message, issues=[errors.Issue(message, parameter)], code=code)
 
 
 def one_value(values: list[str] | None, parameter: str) -> str | None:
@@ -59,11 +59,12 @@ def parse_patient(value: str) -> str:
     """
     system, bar, code = value.rpartition("|")
     if bar and system not in IHI_SYSTEM_ALIASES:
-        raise _invalid(f"patient is searched by IHI: the system must be {sorted(IHI_SYSTEM_ALIASES)[0]}", "patient")
+        message = f"patient is searched by IHI: the system must be {sorted(IHI_SYSTEM_ALIASES)[0]}"
+        raise _invalid(message, "patient", errors.ErrorCode.INVALID_IHI)
     try:
         return parse_ihi(code)
     except InvalidValueError as exc:
-        raise _invalid(f"invalid IHI: {exc}", "patient") from None
+        raise _invalid(f"invalid IHI: {exc}", "patient", errors.ErrorCode.INVALID_IHI) from None
 
 
 def _range(value: str) -> tuple[str, datetime, datetime]:

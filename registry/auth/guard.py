@@ -54,7 +54,8 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: 
     connection.scope["state"][PRINCIPAL_KEY] = principal
     for scope in required:
         if not principal.allows(scope):
-            raise errors.Forbidden(f"this needs the scope {scope}, which the token does not grant")
+            message = f"this needs the scope {scope}, which the token does not grant"
+            raise errors.Forbidden(message, code=errors.ErrorCode.SCOPE_MISSING)
 
 
 async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

@@ -235,7 +235,7 @@ class Authenticator:
             self._verified[token] = principal
         elif principal.expires_at + self._leeway <= time.time():
             del self._verified[token]
-            raise errors.Unauthenticated("the token has expired")
+            raise errors.Unauthenticated("the token has expired", code=errors.ErrorCode.TOKEN_EXPIRED)
         return principal
 
     def _evict(self) -> None:
@@ -275,7 +275,7 @@ class Authenticator:
         try:
             rules.validate(verified.claims)
         except ExpiredTokenError:
-            raise errors.Unauthenticated("the token has expired") from None
+            raise errors.Unauthenticated("the token has expired", code=errors.ErrorCode.TOKEN_EXPIRED) from None
         except (InvalidClaimError, MissingClaimError) as exc:
             reason = _CLAIM_REFUSALS.get(exc.claim, f"the token's {exc.claim} claim is missing or not acceptable here")
             raise errors.Unauthenticated(reason) from None

@@ -42,13 +42,16 @@ _UNAVAILABLE = (
 )
 
 
+_DATABASE = errors.ErrorCode.DATABASE_UNAVAILABLE
+
+
 @contextlib.contextmanager
 def translate_db_errors() -> Iterator[None]:
     """Turn asyncpg and connection errors into ``RegistryError``s; anything else propagates."""
     try:
         yield
     except _UNAVAILABLE_SERVER as exc:
-        raise errors.DependencyUnavailable("the database cannot be reached") from exc
+        raise errors.DependencyUnavailable("the database cannot be reached", code=_DATABASE) from exc
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == UNKNOWN_SERVICE:
             raise errors.UnknownService(str(exc.args[0] if exc.args else exc), issues=None) from exc
@@ -59,7 +62,7 @@ def translate_db_errors() -> Iterator[None]:
             # aborted this one; repeating it is safe (writes are idempotent).
             raise errors.Conflict("the write met a concurrent one and was rolled back; repeat it") from exc
         if isinstance(exc, asyncpg.QueryCanceledError):
-            raise errors.DependencyUnavailable("the database did not answer in time") from exc
+            raise errors.DependencyUnavailable("the database did not answer in time", code=_DATABASE) from exc
         raise
     except _UNAVAILABLE as exc:
-        raise errors.DependencyUnavailable("the database cannot be reached") from exc
+        raise errors.DependencyUnavailable("the database cannot be reached", code=_DATABASE) from exc

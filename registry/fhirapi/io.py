@@ -106,7 +106,8 @@ def translate_resource_errors() -> Iterator[None]:
     except NotJson as exc:
         raise errors.MalformedRequest(str(exc)) from None
     except ResourceError as exc:
-        raise errors.InvalidInput(str(exc), issues=[errors.Issue(m, e) for m, e in exc.issues]) from None
+        issues = [errors.Issue(m, e) for m, e in exc.issues]
+        raise errors.InvalidInput(str(exc), issues=issues, code=errors.ErrorCode.INVALID_RESOURCE) from None
 
 
 async def read_resource(request: Request[Any, Any, Any], parse: Callable[[bytes], T]) -> T:

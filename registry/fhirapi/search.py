@@ -45,8 +45,8 @@ _NUMBER = re.compile(r"^[0-9]{1,9}$")
 _PAGING = ("_count", "_offset")
 
 
-def _invalid(name: str, message: str) -> errors.InvalidInput:
-    return errors.InvalidInput(message, issues=[errors.Issue(message, name)])
+def _invalid(name: str, message: str, code: errors.ErrorCode | None = None) -> errors.InvalidInput:
+    return errors.InvalidInput(message, issues=[errors.Issue(message, name)], code=code)
 
 
 def _unescape(text: str) -> str:
@@ -63,7 +63,9 @@ def ihi_token(name: str, text: str) -> str:
     """An IHI given as a token: ``<IHI system>|<ihi>`` (any accepted system spelling) or a bare IHI."""
     system, value = _split_token(text)
     if system is not None and system not in IHI_SYSTEM_ALIASES:
-        raise _invalid(name, f"{name} must name the IHI system {IHI_SYSTEM}, not {system!r}")
+        raise _invalid(
+            name, f"{name} must name the IHI system {IHI_SYSTEM}, not {system!r}", errors.ErrorCode.INVALID_IHI
+        )
     return check_ihi(value, name)
 
 
@@ -78,7 +80,8 @@ def service_token(system: str) -> Parser[str]:
     def parse(name: str, text: str) -> str:
         given, value = _split_token(text)
         if given is not None and given != system:
-            raise _invalid(name, f"{name} must name the service ID system {system}, not {given!r}")
+            message = f"{name} must name the service ID system {system}, not {given!r}"
+            raise _invalid(name, message, errors.ErrorCode.INVALID_SERVICE_ID)
         return check_service_id(value, name)
 
     return parse

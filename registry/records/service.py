@@ -48,7 +48,7 @@ def check_actor(actor: Principal, service_id: str) -> None:
         Forbidden: the caller is bound to another service.
     """
     if not actor.may_act_for(service_id):
-        raise errors.Forbidden(_refusal(actor, service_id))
+        raise errors.Forbidden(_refusal(actor, service_id), code=errors.ErrorCode.SERVICE_BINDING)
 
 
 def _note_read(stored: list[StoredRecord]) -> None:
@@ -143,7 +143,9 @@ class RecordService:
                 current = await self._repo.lock_by_key(conn, ihi, service_id)
                 if current is None or current.version != expected_version:
                     found = "no such record" if current is None else f"the record is at version {current.version}"
-                    raise errors.PreconditionFailed(f"expected version {expected_version}, but {found}")
+                    raise errors.PreconditionFailed(
+                        f"expected version {expected_version}, but {found}", code=errors.ErrorCode.VERSION_MISMATCH
+                    )
             stored, outcome = await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
             action = Action.CREATE if outcome == "created" else Action.UPDATE
             audit.done(status=WRITE_STATUS[outcome], action=action, records=[stored.record_id], detail=outcome)

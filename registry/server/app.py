@@ -231,7 +231,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
         guards=[guard],
-        plugins=[OperationOutcomePlugin()],
+        plugins=[OperationOutcomePlugin(Canonicals(settings.fhir.canonical_base.rstrip("/")))],
         lifespan=[lifespan],
         state=State(
             {
@@ -271,7 +271,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
 def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> ASGIApp:
     """The ASGI application a server runs: the Litestar app inside the audit and request-context middlewares."""
     app = create_app(settings, database_url=database_url, service_id=service_id, hash_key=hash_key)
-    audited = AuditMiddleware(app, app.state.audit_trail)
+    audited = AuditMiddleware(app, app.state.audit_trail, Canonicals(settings.fhir.canonical_base.rstrip("/")))
     return RequestContext(
         audited, access_log=settings.log.access, max_query_params=settings.http.max_query_params,
         metrics=app.state.http_metrics,

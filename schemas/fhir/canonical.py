@@ -21,6 +21,7 @@ __all__ = (
     "EXT_TYPE",
     "EXT_UNRESOLVED_SERVICE",
     "HL7_SEARCH_PARAMETER",
+    "IEF_ERROR",
     "LOCATE_OPERATION",
     "REGISTRY_RECORD",
     "RESOURCE_TYPES_SYSTEM",
@@ -42,6 +43,9 @@ BROKER_OUTCOME = "broker-outcome"
 """Id of the code system of the broker's per-gateway problems (``schemas.discovery.GatewayProblem``)."""
 EXT_LOCATE_CHAIN = "locate-chain"
 EXT_UNRESOLVED_SERVICE = "unresolved-service"
+
+IEF_ERROR = "ief-error"
+"""Id of the code system (and value set) of the error codes (``schemas.errors``)."""
 
 LOCATE_OPERATION = "Patient-locate"
 """Id of the OperationDefinition of ``Patient/$locate``."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.discovery import GatewayProblem
+from schemas.errors import ERRORS, ErrorCode
 from schemas.fhir.canonical import (
     BROKER_OUTCOME,
     EXT_BROKER_SOURCE,
@@ -23,6 +24,7 @@ from schemas.fhir.canonical import (
     EXT_STATUS,
     EXT_TYPE,
     EXT_UNRESOLVED_SERVICE,
+    IEF_ERROR,
     LOCATE_OPERATION,
     REGISTRY_RECORD,
     UNRESOLVED_REASON,
@@ -207,6 +209,14 @@ _TERMINOLOGIES = (
         "IEF Basic resource types",
         "Codes of Basic.code for the IEF resources carried by Basic.",
         ((BASIC_CODE, "IEF registry record", "A registry record: a service holds or knows data for a patient."),),
+    ),
+    _Terminology(
+        IEF_ERROR,
+        "IefError",
+        "Error codes",
+        "What went wrong with a request, in each issue of its OperationOutcome (details.coding); each code has one "
+        "HTTP status.",
+        _concepts(ErrorCode, {code: (kind.display, kind.definition) for code, kind in ERRORS.items()}),
     ),
 )
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.discovery import GatewayProblem
 from schemas.fhir.canonical import BROKER_OUTCOME, EXT_BROKER_SOURCE
+from schemas.fhir.outcome import OutcomeIssue, operation_outcome
 
 if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
@@ -51,19 +52,19 @@ def outcome_entry(canon: Canonicals, problems: list[tuple[GatewayProblem, str | 
 
     Partial results are normal: issues are warnings (information for ``incomplete``), never errors.
     """
-    issues: list[dict[str, Any]] = []
-    for problem, service_id, text in problems:
-        issue: dict[str, Any] = {
-            "severity": "information" if problem in _INFORMATION else "warning",
-            "code": ISSUE_TYPES[problem],
-            "details": {"coding": [{"system": canon.code_system(BROKER_OUTCOME), "code": str(problem)}]},
-            "diagnostics": text,
-        }
-        if service_id:
-            issue["extension"] = [source_extension(canon, service_id)]
-        issues.append(issue)
+    system = canon.code_system(BROKER_OUTCOME)
+    issues = [
+        OutcomeIssue(
+            text,
+            ISSUE_TYPES[problem],
+            severity="information" if problem in _INFORMATION else "warning",
+            coding=(system, str(problem)),
+            extensions=(source_extension(canon, service_id),) if service_id else (),
+        )
+        for problem, service_id, text in problems
+    ]
     return {
         "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-        "resource": {"resourceType": "OperationOutcome", "issue": issues},
+        "resource": operation_outcome(issues),
         "search": {"mode": "outcome"},
     }

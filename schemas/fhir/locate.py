@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.fhir.canonical import EXT_LOCATE_CHAIN, EXT_UNRESOLVED_SERVICE, UNRESOLVED_REASON
 from schemas.fhir.endpoint import endpoint_of
+from schemas.fhir.outcome import OutcomeIssue, operation_outcome
 from schemas.types import RecordStatus, RecordType, ServiceKind, UnresolvedReason
 
 if TYPE_CHECKING:
@@ -67,22 +68,20 @@ def _located(canon: Canonicals, record: Record) -> dict[str, Any] | None:
     return {"resource": resource, "search": {"mode": "match"}}
 
 
-def _issue(canon: Canonicals, unresolved: Unresolved) -> dict[str, Any]:
+def _issue(canon: Canonicals, unresolved: Unresolved) -> OutcomeIssue:
     chain = f" (referred through {' > '.join(unresolved.via)})" if unresolved.via else ""
     service = _identifier(canon, unresolved.service_id)
     extensions = [{"url": canon.extension(EXT_UNRESOLVED_SERVICE), "valueIdentifier": service}]
     if unresolved.via:
         extensions.append(_chain(canon, unresolved.via))
-    return {
-        "extension": extensions,
-        "severity": "warning",
-        "code": ISSUE_CODES[unresolved.reason],
-        "details": {
-            "coding": [{"system": canon.code_system(UNRESOLVED_REASON), "code": str(unresolved.reason)}],
-            "text": unresolved.service_id,
-        },
-        "diagnostics": f"registry {unresolved.service_id}: {unresolved.reason}: {unresolved.detail}{chain}",
-    }
+    return OutcomeIssue(
+        f"registry {unresolved.service_id}: {unresolved.reason}: {unresolved.detail}{chain}",
+        ISSUE_CODES[unresolved.reason],
+        severity="warning",
+        coding=(canon.code_system(UNRESOLVED_REASON), str(unresolved.reason)),
+        text=unresolved.service_id,
+        extensions=tuple(extensions),
+    )
 
 
 def locate_bundle(
@@ -103,7 +102,7 @@ def locate_bundle(
             entries.append(entry)
     total = len(entries)
     if unresolved:
-        outcome = {"resourceType": "OperationOutcome", "issue": [_issue(canon, u) for u in unresolved]}
+        outcome = operation_outcome(_issue(canon, u) for u in unresolved)
         entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": outcome, "search": {"mode": "outcome"}})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

@@ -1,12 +1,28 @@
-"""OperationOutcome builders and the catalogue of issue codes by error kind."""
+"""OperationOutcome: the one place it is built, for errors and for the outcomes carried inside answers.
+
+- ``error_outcome``: the body of an error answer. Every issue carries the error's code from the
+  ``ief-error`` code system (``schemas.errors``) in ``details.coding``; its FHIR ``IssueType``
+  follows from the code's HTTP status (``ISSUE_TYPES``).
+- ``operation_outcome``: any other OperationOutcome (the outcome entry of a broker search or of
+  ``$locate``, a deletion, events no longer kept), from ``OutcomeIssue``s.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ("OUTCOME_CODES", "operation_outcome")
+from schemas.errors import ERRORS, ErrorCode
+from schemas.fhir.canonical import IEF_ERROR
 
-OUTCOME_CODES: dict[int, str] = {
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from schemas.fhir.canonical import Canonicals
+
+__all__ = ("ISSUE_TYPES", "OutcomeIssue", "error_outcome", "operation_outcome")
+
+ISSUE_TYPES: dict[int, str] = {
     400: "structure",
     401: "login",
     403: "forbidden",
@@ -22,22 +38,68 @@ OUTCOME_CODES: dict[int, str] = {
     500: "exception",
     503: "transient",
 }
-"""FHIR ``IssueType`` code for each HTTP status we answer with."""
+"""FHIR ``IssueType`` code for each HTTP status the server answers errors with."""
 
 
-def operation_outcome(
-    status: int,
-    issues: list[tuple[str, str | None]],
-    *,
-    severity: str = "error",
-    code: str | None = None,
+@dataclass(frozen=True, slots=True)
+class OutcomeIssue:
+    """One issue of an OperationOutcome.
+
+    Attributes:
+        diagnostics: what happened, for people.
+        code: the FHIR ``IssueType``.
+        severity: ``fatal``, ``error``, ``warning`` or ``information``.
+        coding: ``(system, code)`` of ``details.coding``: the precise reason, from a published code system.
+        text: ``details.text``.
+        expression: where the problem is (a FHIRPath-like path, a query parameter, a header).
+        extensions: the issue's extensions (the service it concerns, a chain of registries).
+    """
+
+    diagnostics: str
+    code: str
+    severity: str = "error"
+    coding: tuple[str, str] | None = None
+    text: str | None = None
+    expression: str | None = None
+    extensions: tuple[dict[str, Any], ...] = ()
+
+
+def _issue(issue: OutcomeIssue) -> dict[str, Any]:
+    rendered: dict[str, Any] = {}
+    if issue.extensions:
+        rendered["extension"] = list(issue.extensions)
+    rendered["severity"] = issue.severity
+    rendered["code"] = issue.code
+    if issue.coding is not None or issue.text is not None:
+        details: dict[str, Any] = {}
+        if issue.coding is not None:
+            system, code = issue.coding
+            details["coding"] = [{"system": system, "code": code}]
+        if issue.text is not None:
+            details["text"] = issue.text
+        rendered["details"] = details
+    rendered["diagnostics"] = issue.diagnostics
+    if issue.expression:
+        rendered["expression"] = [issue.expression]
+    return rendered
+
+
+def operation_outcome(issues: Iterable[OutcomeIssue]) -> dict[str, Any]:
+    """An R4 OperationOutcome of ``issues``, in order."""
+    return {"resourceType": "OperationOutcome", "issue": [_issue(issue) for issue in issues]}
+
+
+def error_outcome(
+    canon: Canonicals, code: ErrorCode, issues: Iterable[tuple[str, str | None, ErrorCode | None]]
 ) -> dict[str, Any]:
-    """Build an R4 OperationOutcome: one issue per ``(diagnostics, expression)`` pair."""
-    issue_code = code or OUTCOME_CODES.get(status, "processing")
-    rendered: list[dict[str, Any]] = []
-    for diagnostics, expression in issues:
-        issue: dict[str, Any] = {"severity": severity, "code": issue_code, "diagnostics": diagnostics}
-        if expression:
-            issue["expression"] = [expression]
-        rendered.append(issue)
-    return {"resourceType": "OperationOutcome", "issue": rendered}
+    """The OperationOutcome of an error answered with ``code``'s status.
+
+    Each of ``issues`` is ``(diagnostics, expression, code)``; an issue without a code of its own
+    carries the error's. Every issue is an ``error`` whose ``IssueType`` follows from the status.
+    """
+    issue_type = ISSUE_TYPES.get(ERRORS[code].status, "processing")
+    system = canon.code_system(IEF_ERROR)
+    return operation_outcome(
+        OutcomeIssue(diagnostics, issue_type, coding=(system, str(own or code)), expression=expression)
+        for diagnostics, expression, own in issues
+    )

@@ -184,8 +184,8 @@ async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
     expected = {
         "StructureDefinition": 15,
-        "CodeSystem": 7,
-        "ValueSet": 7,
+        "CodeSystem": 8,
+        "ValueSet": 8,
         "SearchParameter": 2,
         "OperationDefinition": 1,
     }

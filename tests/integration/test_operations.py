@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from registry.config import LogSettings, Settings
 from tests.factories import make_ihi, make_service_id
+from tests.fhir import BASE
 from tests.pg import TestCluster
 from tests.server import running_server
 
@@ -89,7 +90,12 @@ async def test_unexpected_failure_is_a_bare_500_outcome(template: TestCluster) -
     assert response.json() == {
         "resourceType": "OperationOutcome",
         "issue": [
-            {"severity": "error", "code": "exception", "diagnostics": "the server could not complete the request"}
+            {
+                "severity": "error",
+                "code": "exception",
+                "details": {"coding": [{"system": f"{BASE}/CodeSystem/ief-error", "code": "internal-error"}]},
+                "diagnostics": "the server could not complete the request",
+            }
         ],
     }
     assert any(entry["event"] == "unhandled_error" for entry in logs)

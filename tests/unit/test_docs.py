@@ -10,8 +10,10 @@ import msgspec
 from registry.config import describe_settings
 from registry.log import EVENTS
 from registry.server.fhir_routes import FHIR_RESOURCES
+from schemas.errors import ERRORS
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources
+from schemas.fhir.outcome import ISSUE_TYPES
 from tests.fhir import parse_resource
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -29,6 +31,13 @@ def test_every_log_event_is_documented() -> None:
     text = (DOCS / "operations.md").read_text(encoding="utf-8")
     for event in EVENTS:
         assert f"| `{event}` |" in text, event
+
+
+def test_every_error_code_is_in_the_catalogue() -> None:
+    """docs/fhir.md's error catalogue has a row for every code the server answers with, its status and issue type."""
+    text = (DOCS / "fhir.md").read_text(encoding="utf-8")
+    for code, kind in ERRORS.items():
+        assert f"| `{code}` | {kind.status} | `{ISSUE_TYPES[kind.status]}` |" in text, code
 
 
 def test_fhir_examples_are_valid_r4b() -> None:
