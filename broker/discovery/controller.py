@@ -12,7 +12,7 @@ from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
 from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY, PAGE_TOKEN, DiscoveryQuery, SearchKind
-from broker.discovery.service import DiscoveryService
+from broker.discovery.resources import DiscoveryResources
 from registry.config import FhirSettings
 from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import SearchQuery
@@ -102,7 +102,7 @@ DOCUMENT_REFERENCE_SEARCH = ResourceCapability(
     ),
 )
 
-Discovery = NamedDependency[DiscoveryService]
+Discovery = NamedDependency[DiscoveryResources]
 Settings = NamedDependency[FhirSettings]
 
 
@@ -116,7 +116,7 @@ def prefer_wait(header: str | None) -> int | None:
 
 
 async def _search(
-    kind: SearchKind, discovery: DiscoveryService, settings: FhirSettings, request: Request[Any, Any, Any]
+    kind: SearchKind, discovery: DiscoveryResources, settings: FhirSettings, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     query = DiscoveryQuery.parse(kind, SearchQuery.paged(request, settings))
     wait = prefer_wait(request.headers.get("prefer"))
@@ -138,10 +138,10 @@ class ImagingStudyController(Controller):
         opt=fhir_route(IMAGING_STUDY_SEARCH.query(), scopes=(IMAGING_STUDY.scope,), audit=Interaction.SEARCH_TYPE),
     )
     async def search(
-        self, discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Search the patient's gateways for imaging studies and merge what they hold."""
-        return await _search(IMAGING_STUDY, discovery, fhir_settings, request)
+        return await _search(IMAGING_STUDY, fhir_discovery, fhir_settings, request)
 
 
 class DocumentReferenceController(Controller):
@@ -158,7 +158,7 @@ class DocumentReferenceController(Controller):
         ),
     )
     async def search(
-        self, discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Search the patient's gateways for documents and merge what they hold."""
-        return await _search(DOCUMENT_REFERENCE, discovery, fhir_settings, request)
+        return await _search(DOCUMENT_REFERENCE, fhir_discovery, fhir_settings, request)

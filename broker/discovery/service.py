@@ -12,7 +12,8 @@ One search (``DiscoveryService.search``):
    search and ``broker.gateway_concurrency`` in flight to any one gateway; each under
    ``broker.gateway_timeout`` and all under one deadline (``broker.deadline``, shortened by the
    consumer's ``Prefer: wait``). A gateway whose circuit is open is skipped at once.
-4. Answers are merged (``merge.py``); every problem becomes an issue of the outcome entry.
+4. Answers are merged (``merge.py``); every problem becomes an issue (``resources.py`` renders the
+   page as a searchset Bundle with the issues in its outcome entry).
 
 Identical concurrent searches (same resource type, patient, filters, ``_count`` and deadline)
 share one fan-out in a process. A result of several pages is kept for its paging links
@@ -36,8 +37,6 @@ from registry import errors
 from registry.audit.context import note_detail, note_patients
 from registry.log import get_logger, ihi_hash
 from schemas.discovery import GatewayProblem
-from schemas.fhir.bundle import searchset_of
-from schemas.fhir.discovery import outcome_entry
 from schemas.fhir.parse import InvalidResource, check_resource
 from schemas.types import ServiceKind, ServiceStatus
 
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
     from schemas.services import Service
 
-__all__ = ("DiscoveryService", "Merged")
+__all__ = ("DiscoveryService", "Issue", "Merged", "Page")
 
 _log = get_logger("broker.discovery")
 
@@ -72,6 +71,23 @@ class Merged:
     entries: list[dict[str, Any]]
     issues: list[Issue]
     asked: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a search's merged result.
+
+    Attributes:
+        entries: the page's matches.
+        total: how many matches the whole result holds.
+        issues: one per problem (on every page).
+        token: the kept result later pages are read from (None: one page holds it all).
+    """
+
+    entries: list[dict[str, Any]]
+    total: int
+    issues: list[Issue]
+    token: str | None
 
 
 class DiscoveryService:
@@ -110,15 +126,14 @@ class DiscoveryService:
         """Seconds a search may take: the deadline, or the consumer's shorter ``Prefer: wait`` (at least 1 s)."""
         return self._settings.deadline if wait is None else min(self._settings.deadline, float(max(wait, 1)))
 
-    async def search(self, query: DiscoveryQuery, *, base: str, budget: float, request_id: str) -> dict[str, Any]:
-        """One page of the merged result of a search, as a searchset Bundle (``base``: this FHIR base).
+    async def search(self, query: DiscoveryQuery, *, budget: float, request_id: str) -> Page:
+        """One page of the merged result of a search.
 
         Raises:
             DependencyUnavailable: the patient's services could not be located (the database is down).
         """
-        url = f"{base}/{query.kind.resource_type}"
         if query.ihi is None:  # contradictory patient criteria: nothing can match, nobody is asked
-            return searchset_of([], total=0, links=query.links(url, 0, None))
+            return Page([], 0, [], None)
         note_patients([query.ihi])
         token = query.page_token
         merged = self._kept.get(token, query.key) if token else None
@@ -133,11 +148,8 @@ class DiscoveryService:
             note_detail(f"services asked{shared}: {'; '.join(merged.asked) or 'none'}")
             more_pages = 0 < query.page_size < len(merged.entries)  # _count=0 asks for the total only
             token = self._kept.keep(query.key, merged) if more_pages else None
-        total = len(merged.entries)
         entries = merged.entries[query.offset : query.offset + query.page_size]
-        if merged.issues:
-            entries = [*entries, outcome_entry(self._canon, merged.issues)]
-        return searchset_of(entries, total=total, links=query.links(url, total, token))
+        return Page(entries, len(merged.entries), merged.issues, token)
 
     async def _fan_out(self, query: DiscoveryQuery, ihi: str, budget: float, request_id: str) -> Merged:
         started = time.monotonic()

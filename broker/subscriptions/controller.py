@@ -1,53 +1,39 @@
 """FHIR routes of subscriptions: ``Subscription`` CRUD and search, ``$status``, ``$events``, and the topic.
 
-The routes only speak HTTP; ``SubscriptionResources`` (built per request from the service, the
-canonicals and the request's FHIR base) turns requests into service calls and answers into
-resources.
+The routes only speak HTTP; ``SubscriptionResources`` (``resources.py``, built per request for the
+request's FHIR base) turns FHIR input into service calls and answers into resources.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
-from broker.subscriptions.bundles import status_searchset
-from broker.subscriptions.service import SubscriptionService, topic_url
-from registry import errors
+from broker.subscriptions.resources import SubscriptionResources, Written
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, last_modified, read_resource
-from registry.fhirapi.search import Criteria, SearchQuery, any_text, code_token
+from registry.fhirapi.search import Criteria, SearchQuery
 from schemas.audit import Interaction
-from schemas.fhir.bundle import searchset
-from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, Canonicals
+from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import FORMAT, PAGING, Operation, ResourceCapability, SearchParam
 from schemas.fhir.subscription import (
     BACKPORT_CAPABILITY,
-    CONTENT_CODES,
     EXT_TOPIC_CANONICAL,
     OP_EVENTS,
     OP_STATUS,
     PROFILE_SUBSCRIPTION,
     TOPIC_ID,
     read_status_request,
-    read_subscription,
+    topic_url,
 )
 
-if TYPE_CHECKING:
-    from broker.subscriptions.repository import StoredSubscription
-    from schemas.fhir.subscription import SubscriptionClaim
-
-__all__ = ("SUBSCRIPTION", "SubscriptionController", "SubscriptionResources", "SubscriptionTopicController")
+__all__ = ("SUBSCRIPTION", "SubscriptionController", "SubscriptionTopicController")
 
 SubscriptionId = Annotated[str, PathParameter(description="The subscription id.")]
-
-_STATUSES = ("requested", "active", "error", "off")
-_NUMBER = re.compile(r"^[0-9]{1,18}$")
 
 SUBSCRIPTION = ResourceCapability(
     "Subscription",
@@ -95,80 +81,18 @@ _STATUS_QUERY = frozenset({FORMAT, "id", "status"})
 _EVENTS_QUERY = frozenset({FORMAT, "eventsSinceNumber", "eventsUntilNumber", "content"})
 
 
-def _number(criteria: Criteria, name: str) -> int | None:
-    values = [value for key, value in criteria.items if key == name]
-    if not values:
-        return None
-    if len(values) > 1 or not _NUMBER.match(values[0]) or int(values[0]) < 1:
-        message = f"{name} is one event number (1 or more)"
-        raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
-    return int(values[0])
-
-
-@dataclass(frozen=True, slots=True)
-class SubscriptionResources:
-    """Subscriptions as FHIR resources for one request's FHIR base."""
-
-    service: SubscriptionService
-    canon: Canonicals
-    base: str
-
-    def parse(self, body: bytes) -> SubscriptionClaim:
-        """A Subscription body as what it asks for."""
-        return read_subscription(body, self.canon)
-
-    def written(
-        self, stored: StoredSubscription, actor: Principal, *, status: int, secret: str | None = None
-    ) -> Response[bytes]:
-        """A subscription as answered to a write or read, with its version headers."""
-        headers = {"ETag": etag(stored.version), "Last-Modified": last_modified(stored.updated_at)}
-        if status == 201:
-            headers["Location"] = f"{self.base}/Subscription/{stored.id}"
-        return fhir_response(self.service.resource(stored, actor, secret=secret), status=status, headers=headers)
-
-    async def search(self, query: SearchQuery, actor: Principal) -> dict[str, Any]:
-        """A searchset of the caller's subscriptions."""
-        ids = query.any_of({"_id": any_text})
-        statuses = query.any_of({"status": code_token({s: s for s in _STATUSES})})
-        endpoints = query.any_of({"url": any_text})
-        found, total = await self.service.search(
-            actor=actor, ids=_sorted(ids), statuses=_sorted(statuses), endpoints=_sorted(endpoints),
-            limit=query.count, offset=query.offset,
-        )  # fmt: skip
-        resources = [self.service.resource(s, actor) for s in found]
-        return searchset(self.base, resources, total=total, links=query.links(f"{self.base}/Subscription", total))
-
-    async def status(self, actor: Principal, ids: list[str], statuses: list[str]) -> dict[str, Any]:
-        """``$status`` over the caller's subscriptions: ids OR-ed, statuses OR-ed (none: no restriction)."""
-        split_ids = [part for value in ids for part in value.split(",") if part]
-        split_statuses = [part for value in statuses for part in value.split(",") if part]
-        unknown = sorted(set(split_statuses) - set(_STATUSES))
-        if unknown:
-            message = f"unknown status {unknown[0]!r}; use requested, active, error or off"
-            raise errors.InvalidInput(message, issues=[errors.Issue(message, "status")])
-        found, _ = await self.service.search(
-            actor=actor, ids=[i.removeprefix("Subscription/") for i in split_ids] or None,
-            statuses=split_statuses or None, endpoints=None, limit=10_000, offset=0,
-        )  # fmt: skip
-        return status_searchset([self.service.status_parameters(s) for s in found])
-
-    async def events(self, subscription_id: str, criteria: Criteria, actor: Principal) -> dict[str, Any]:
-        """``$events`` of one subscription."""
-        content = criteria.any_of({"content": code_token({c: c for c in CONTENT_CODES})}, once=True)
-        answer = await self.service.events(
-            subscription_id, actor=actor, since=_number(criteria, "eventsSinceNumber"),
-            until=_number(criteria, "eventsUntilNumber"), content=next(iter(content)) if content else None,
-        )  # fmt: skip
-        return self.service.events_bundle(answer)
-
-
-def _sorted(values: set[str] | None) -> list[str] | None:
-    return None if values is None else sorted(values)
-
-
 Resources = NamedDependency[SubscriptionResources]
 Caller = NamedDependency[Principal]
 Settings = NamedDependency[FhirSettings]
+
+
+def _written(written: Written, base: str, *, status: int = 200) -> Response[bytes]:
+    """A subscription as answered to a write or read, with its version headers (and Location when created)."""
+    stored = written.stored
+    headers = {"ETag": etag(stored.version), "Last-Modified": last_modified(stored.updated_at)}
+    if status == 201:
+        headers["Location"] = f"{base}/Subscription/{stored.id}"
+    return fhir_response(written.resource, status=status, headers=headers)
 
 
 class SubscriptionController(Controller):
@@ -188,8 +112,7 @@ class SubscriptionController(Controller):
     ) -> Response[bytes]:
         """Create a subscription (201, status requested); the signing secret is returned this once."""
         claim = await read_resource(request, fhir_subscriptions.parse)
-        stored, secret = await fhir_subscriptions.service.create(claim, actor=principal, base=fhir_subscriptions.base)
-        return fhir_subscriptions.written(stored, principal, status=201, secret=secret)
+        return _written(await fhir_subscriptions.create(claim, principal), fhir_subscriptions.base, status=201)
 
     @get(
         "/{subscription_id:str}", operation_id="readSubscription", opt=fhir_route(scopes=_READ, audit=Interaction.READ)
@@ -198,8 +121,7 @@ class SubscriptionController(Controller):
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
     ) -> Response[bytes]:
         """Read one subscription (headers masked unless the caller owns it)."""
-        stored = await fhir_subscriptions.service.read(subscription_id, actor=principal)
-        return fhir_subscriptions.written(stored, principal, status=200)
+        return _written(await fhir_subscriptions.read(subscription_id, principal), fhir_subscriptions.base)
 
     @put(
         "/{subscription_id:str}",
@@ -215,10 +137,8 @@ class SubscriptionController(Controller):
     ) -> Response[bytes]:
         """Change a subscription; status off pauses it, requested (or active) on error/off reactivates it."""
         claim = await read_resource(request, fhir_subscriptions.parse)
-        stored = await fhir_subscriptions.service.update(
-            subscription_id, claim, actor=principal, base=fhir_subscriptions.base
-        )
-        return fhir_subscriptions.written(stored, principal, status=200)
+        written = await fhir_subscriptions.update(subscription_id, claim, principal)
+        return _written(written, fhir_subscriptions.base)
 
     @delete(
         "/{subscription_id:str}", operation_id="deleteSubscription", status_code=200,
@@ -228,14 +148,7 @@ class SubscriptionController(Controller):
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
     ) -> Response[bytes]:
         """Delete a subscription: delivery stops and its queued events are cancelled."""
-        stored = await fhir_subscriptions.service.delete(subscription_id, actor=principal)
-        outcome = {
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {"severity": "information", "code": "deleted", "diagnostics": f"subscription {stored.id} deleted"}
-            ],
-        }
-        return fhir_response(outcome)
+        return fhir_response(await fhir_subscriptions.delete(subscription_id, principal))
 
     @get(
         "/",
@@ -284,8 +197,7 @@ class SubscriptionController(Controller):
         self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
     ) -> Response[bytes]:
         """The status of one subscription: a searchset of one status Parameters."""
-        stored = await fhir_subscriptions.service.read(subscription_id, actor=principal)
-        return fhir_response(status_searchset([fhir_subscriptions.service.status_parameters(stored)]))
+        return fhir_response(await fhir_subscriptions.status_of(subscription_id, principal))
 
     @get(
         "/{subscription_id:str}/$events", operation_id="eventsSubscription",

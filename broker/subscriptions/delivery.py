@@ -45,8 +45,8 @@ from broker.subscriptions import permissions
 from broker.subscriptions.bundles import notification_bundle
 from broker.subscriptions.notifier import Notifier
 from broker.subscriptions.repository import Notification
+from broker.subscriptions.resources import event_view, status_view
 from broker.subscriptions.retry import RetryPolicy, parse_schedule
-from broker.subscriptions.service import event_view, status_view
 from registry.log import get_logger
 
 if TYPE_CHECKING:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from broker.subscriptions import permissions
-from broker.subscriptions.bundles import EventView, StatusView, notification_bundle, status_parameters
 from broker.subscriptions.endpoints import EndpointError, EndpointPolicy
 from broker.subscriptions.filters import parse_filters
 from broker.subscriptions.repository import SubscriptionWrite
@@ -25,13 +24,7 @@ from registry import errors
 from registry.audit.context import note_detail, note_patients
 from registry.log import get_logger
 from schemas.audit import Action
-from schemas.fhir.subscription import (
-    CONTENT_CODES,
-    STATS_EXTENSIONS,
-    TOPIC_ID,
-    StoredView,
-    subscription_resource,
-)
+from schemas.fhir.subscription import CONTENT_CODES, topic_url
 
 if TYPE_CHECKING:
     from broker.subscriptions.repository import StoredEvent, StoredSubscription, SubscriptionRepository
@@ -42,7 +35,7 @@ if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
     from schemas.fhir.subscription import SubscriptionClaim
 
-__all__ = ("EventsAnswer", "SubscriptionService", "event_view", "mask_headers", "status_view", "topic_url")
+__all__ = ("EventsAnswer", "SubscriptionService", "mask_headers", "visible_headers")
 
 _log = get_logger(__name__)
 _S = "Subscription"
@@ -54,11 +47,6 @@ _RESERVED_HEADERS = frozenset(
 )
 _LEVELS = {code: rank for rank, code in enumerate(CONTENT_CODES)}
 _MASK = "***"
-
-
-def topic_url(base: str) -> str:
-    """The canonical URL of the registration topic under a FHIR base."""
-    return f"{base}/SubscriptionTopic/{TOPIC_ID}"
 
 
 def _bad(message: str, where: str) -> errors.InvalidInput:
@@ -92,32 +80,21 @@ def mask_headers(headers: list[str]) -> list[str]:
     return [f"{header.split(':', 1)[0]}: {_MASK}" for header in headers]
 
 
-def event_view(event: StoredEvent) -> EventView:
-    """A stored event as the bundles show it."""
-    return EventView(
-        number=event.event_number, occurred_at=event.occurred_at, change=event.change, record_id=event.record_id,
-        ihi=event.ihi, service_id=event.service_id, status=event.record_status, type=event.record_type,
-        version=event.record_version, updated=event.record_updated,
-    )  # fmt: skip
-
-
-def status_view(stored: StoredSubscription, stats: list[dict[str, Any]] | None = None) -> StatusView:
-    """A stored subscription's status as the bundles show it."""
-    return StatusView(
-        base=stored.base_url, subscription_id=stored.id, topic=topic_url(stored.base_url), status=stored.status,
-        events_since_start=stored.events_since_start, content=stored.content, error_code=stored.error_code,
-        error_text=stored.error_text, stats=stats or [],
-    )  # fmt: skip
+def visible_headers(stored: StoredSubscription, actor: Principal) -> list[str]:
+    """A subscription's ``channel.header`` lines as ``actor`` may see them: values only for its owner."""
+    return stored.headers if stored.client_id == actor.client_id else mask_headers(stored.headers)
 
 
 @dataclass(frozen=True, slots=True)
 class EventsAnswer:
-    """What ``$events`` returns: the subscription, the kept events asked for, and the numbers no longer kept."""
+    """What ``$events`` returns: the subscription, the kept events asked for, and the numbers no longer kept
+    (final events are kept ``retention_seconds``)."""
 
     subscription: StoredSubscription
     events: list[StoredEvent]
     content: str
     gone: tuple[int, int] | None
+    retention_seconds: int
 
 
 class SubscriptionService:
@@ -139,35 +116,6 @@ class SubscriptionService:
         self._audit = audit
         self._canon = canon
         self._policy = policy
-
-    # Shapes
-
-    def resource(self, stored: StoredSubscription, actor: Principal, *, secret: str | None = None) -> dict[str, Any]:
-        """A stored subscription as the caller may see it: headers masked unless the caller owns it."""
-        owner = stored.client_id == actor.client_id
-        view = StoredView(
-            id=stored.id, version=stored.version, updated_at=stored.updated_at, status=stored.status,
-            reason=stored.reason, end=stored.end_at, topic=topic_url(stored.base_url), filters=stored.filters,
-            endpoint=stored.endpoint, payload=stored.payload_type, content=stored.content,
-            headers=stored.headers if owner else mask_headers(stored.headers), heartbeat_period=stored.heartbeat_period,
-            timeout=stored.timeout_seconds, max_count=stored.max_count, error=stored.error_text or stored.error_code,
-            secret=secret,
-        )  # fmt: skip
-        return subscription_resource(view, self._canon)
-
-    def stats_extensions(self, stored: StoredSubscription) -> list[dict[str, Any]]:
-        """The delivery counters of a subscription as extensions (on ``$status``'s subscription parameter)."""
-        delivered, pending, failed, last_error, last_success = (self._canon.extension(i) for i in STATS_EXTENSIONS)
-        found: list[dict[str, Any]] = [
-            {"url": delivered, "valueDecimal": stored.delivered_count},
-            {"url": pending, "valueDecimal": stored.pending},
-            {"url": failed, "valueDecimal": stored.failed_attempts},
-        ]
-        if stored.last_error:
-            found.append({"url": last_error, "valueString": stored.last_error})
-        if stored.last_success_at:
-            found.append({"url": last_success, "valueInstant": stored.last_success_at})
-        return found
 
     # Validation
 
@@ -387,10 +335,6 @@ class SubscriptionService:
         note_patients(s.filter_ihi for s in found if s.filter_ihi)
         return found, total
 
-    def status_parameters(self, stored: StoredSubscription) -> dict[str, Any]:
-        """The ``query-status`` Parameters of one subscription, with its delivery counters."""
-        return status_parameters(status_view(stored, self.stats_extensions(stored)), "query-status")
-
     async def events(
         self, subscription_id: str, *, actor: Principal, since: int | None, until: int | None, content: str | None
     ) -> EventsAnswer:
@@ -415,29 +359,9 @@ class SubscriptionService:
                 self._settings.events_page_max,
             )
         note_detail(f"subscription {stored.id}: events {first}-{last}, {len(found)} returned")
-        return EventsAnswer(subscription=stored, events=found, content=level, gone=gone)
-
-    def events_bundle(self, answer: EventsAnswer) -> dict[str, Any]:
-        """The ``$events`` answer: a ``query-event`` history Bundle; the status entry's outcome names lost numbers."""
-        outcome = None
-        if answer.gone is not None:
-            low, high = answer.gone
-            numbers = str(low) if low == high else f"{low} to {high}"
-            outcome = {
-                "resourceType": "OperationOutcome",
-                "issue": [
-                    {
-                        "severity": "warning",
-                        "code": "not-found",
-                        "diagnostics": f"events {numbers} are no longer kept (retention "
-                        f"{self._settings.event_retention_seconds} s); the oldest kept is "
-                        f"{answer.subscription.purged_through + 1}",
-                    }
-                ],
-            }
-        return notification_bundle(
-            status_view(answer.subscription), "query-event", [event_view(e) for e in answer.events],
-            canon=self._canon, content=answer.content, outcome=outcome,
+        return EventsAnswer(
+            subscription=stored, events=found, content=level, gone=gone,
+            retention_seconds=self._settings.event_retention_seconds,
         )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from broker.discovery.gateways import GatewayClient, new_gateway_http
 from broker.discovery.locator import RecordsLocator
+from broker.discovery.resources import DiscoveryResources
 from broker.discovery.service import DiscoveryService
 from broker.subscriptions.delivery import DeliveryWorker
 from broker.subscriptions.endpoints import EndpointPolicy
@@ -37,6 +38,7 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.fhir.audit_event.resources import AuditEventResources
 from registry.health import HealthController
 from registry.http import RequestContext
 from registry.log import set_hash_key
@@ -77,8 +79,8 @@ def _provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return principal
 
 
-def _provide_audit(state: State) -> AuditService:
-    return state.audit  # type: ignore[no-any-return]
+def _provide_audit(state: State) -> AuditEventResources:
+    return AuditEventResources(state.audit, state.settings.fhir.canonical_base)
 
 
 def endpoint_policy(settings: Settings) -> EndpointPolicy:
@@ -90,8 +92,8 @@ def endpoint_policy(settings: Settings) -> EndpointPolicy:
     )
 
 
-def _provide_discovery(state: State) -> DiscoveryService:
-    return state.discovery  # type: ignore[no-any-return]
+def _provide_discovery(state: State) -> DiscoveryResources:
+    return DiscoveryResources(state.discovery, state.canon)
 
 
 def _discovery(
@@ -227,8 +229,8 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "records": Provide(_provide_records, sync_to_thread=False),
             "directory": Provide(_provide_directory, sync_to_thread=False),
             "principal": Provide(_provide_principal, sync_to_thread=False),
-            "audit": Provide(_provide_audit, sync_to_thread=False),
-            "discovery": Provide(_provide_discovery, sync_to_thread=False),
+            "fhir_audit": Provide(_provide_audit, sync_to_thread=False),
+            "fhir_discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
         guards=[guard],
         plugins=[OperationOutcomePlugin(Canonicals(settings.fhir.canonical_base.rstrip("/")))],
@@ -236,6 +238,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         state=State(
             {
                 "settings": settings,
+                "canon": Canonicals(settings.fhir.canonical_base.rstrip("/")),
                 "service_id": service_id,
                 "audit_trail": trail,
                 "public_base_url": settings.public_base_url,

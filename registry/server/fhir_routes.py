@@ -20,12 +20,8 @@ from broker.discovery.controller import (
     DocumentReferenceController,
     ImagingStudyController,
 )
-from broker.subscriptions.controller import (
-    SUBSCRIPTION,
-    SubscriptionController,
-    SubscriptionResources,
-    SubscriptionTopicController,
-)
+from broker.subscriptions.controller import SUBSCRIPTION, SubscriptionController, SubscriptionTopicController
+from broker.subscriptions.resources import SubscriptionResources
 from registry import __version__
 from registry.fhir.audit_event.controller import AUDIT_EVENT, AuditEventController
 from registry.fhir.basic.controller import BASIC, BasicController

@@ -48,6 +48,7 @@ __all__ = (
     "read_subscription",
     "subscription_resource",
     "topic_document",
+    "topic_url",
 )
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
@@ -286,6 +287,11 @@ def subscription_resource(view: StoredView, canon: Canonicals) -> dict[str, Any]
         resource["error"] = view.error
     resource["channel"] = channel
     return resource
+
+
+def topic_url(base: str) -> str:
+    """The canonical URL of the registration topic under a FHIR base."""
+    return f"{base}/SubscriptionTopic/{TOPIC_ID}"
 
 
 def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:

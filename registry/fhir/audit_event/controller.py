@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-import msgspec
 from litestar import Controller, Request, Response, get
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, QueryParameter
 
-from registry.audit.service import AuditPage, AuditQuery, AuditService
-from registry.fhirapi.io import fhir_route
-from registry.http import base_url
-from registry.outcome import FHIR_JSON
+from registry.audit.service import AuditQuery
+from registry.fhir.audit_event.resources import AuditEventResources
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from schemas.audit import Interaction
-from schemas.fhir.audit import audit_event, audit_searchset
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import ResourceCapability, SearchParam
 
@@ -47,33 +42,11 @@ AUDIT_EVENT = ResourceCapability(
     ),
 )
 
-Audit = NamedDependency[AuditService]
+Audit = NamedDependency[AuditEventResources]
 _SCOPES = ("system/AuditEvent.rs",)
 Repeated = Annotated[list[str] | None, QueryParameter(required=False)]
 Count = Annotated[int | None, QueryParameter(name="_count", required=False)]
 CursorParam = Annotated[str | None, QueryParameter(name="_cursor", required=False)]
-
-
-def _fhir(content: dict[str, Any]) -> Response[bytes]:
-    return Response(content=msgspec.json.encode(content), media_type=FHIR_JSON)
-
-
-def _page_url(request: Request[Any, Any, Any], cursor: str | None) -> str:
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
-    if cursor:
-        params.append(("_cursor", cursor))
-    return f"{base_url(request)}/fhir/AuditEvent" + (f"?{urlencode(params)}" if params else "")
-
-
-def _searchset(request: Request[Any, Any, Any], state: State, page: AuditPage, cursor: str | None) -> Response[bytes]:
-    bundle = audit_searchset(
-        page.events,
-        canonical_base=state.settings.fhir.canonical_base,
-        resource_base=f"{base_url(request)}/fhir",
-        self_url=_page_url(request, cursor),
-        next_url=_page_url(request, page.next_cursor) if page.next_cursor else None,
-    )
-    return _fhir(bundle)
 
 
 class AuditEventController(Controller):
@@ -88,19 +61,19 @@ class AuditEventController(Controller):
         opt=fhir_route(AUDIT_EVENT.query(), scopes=_SCOPES, audit=Interaction.SEARCH_TYPE),
     )
     async def search(
-        self, audit: Audit, request: Request[Any, Any, Any], state: State, patient: Repeated = None,
-        agent: Repeated = None, date: Repeated = None, count: Count = None,
-        cursor: CursorParam = None,
+        self, fhir_audit: Audit, request: Request[Any, Any, Any], patient: Repeated = None, agent: Repeated = None,
+        date: Repeated = None, count: Count = None, cursor: CursorParam = None,
     ) -> Response[bytes]:  # fmt: skip
         """AuditEvents by patient (IHI), agent (client ID) and date (eq/ge/gt/le/lt), newest first, paged."""
-        page = await audit.search(AuditQuery(patient=patient, agent=agent, date=date, count=count, cursor=cursor))
-        return _searchset(request, state, page, cursor)
+        query = AuditQuery(patient=patient, agent=agent, date=date, count=count, cursor=cursor)
+        params = list(request.query_params.multi_items())
+        return fhir_response(await fhir_audit.search(query, base=fhir_base(request), params=params))
 
     @get(
         "/{event_id:str}",
         operation_id="readAuditEvent",
         opt=fhir_route(scopes=_SCOPES, audit=Interaction.READ),
     )
-    async def read(self, audit: Audit, state: State, event_id: FromPath[str]) -> Response[bytes]:
+    async def read(self, fhir_audit: Audit, event_id: FromPath[str]) -> Response[bytes]:
         """One AuditEvent by id."""
-        return _fhir(audit_event(await audit.read(event_id), canonical_base=state.settings.fhir.canonical_base))
+        return fhir_response(await fhir_audit.read(event_id))
