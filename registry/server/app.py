@@ -42,7 +42,7 @@ from registry.fhir.audit_event.resources import AuditEventResources
 from registry.health import HealthController
 from registry.http import RequestContext
 from registry.log import set_hash_key
-from registry.metrics import HttpMetrics, MetricsController
+from registry.metrics import Metrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
 from registry.records.controller import BatchController, RecordController
 from registry.records.repository import RecordRepository
@@ -141,6 +141,12 @@ def _resolver(settings: Settings, service_id: str, directory: DirectoryService, 
     )
 
 
+def _metrics(latency: LatencyHistogram) -> Metrics:
+    metrics = Metrics()
+    metrics.add(latency.histogram)
+    return metrics
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -155,6 +161,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     canon = Canonicals(settings.fhir.canonical_base.rstrip("/"))
     policy = endpoint_policy(settings)
     latency = LatencyHistogram()
+    metrics = _metrics(latency)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -168,12 +175,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             app.state.subscriptions = SubscriptionService(
                 db, subscriptions, settings.subscriptions, trail, canon=canon, policy=policy
             )
-            app.state.metrics_sources = [
-                app.state.http_metrics,
-                SubscriptionMetrics(
-                    db, subscriptions, top=settings.subscriptions.metrics_max_subscriptions, latency=latency
-                ),
-            ]
+            metrics.add(SubscriptionMetrics(db, subscriptions, top=settings.subscriptions.metrics_max_subscriptions))
             auth = await start_auth(db, queries, settings, service_id)
             app.state.auth = auth
             app.state.authenticator = auth.authenticator
@@ -229,6 +231,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             "records": Provide(_provide_records, sync_to_thread=False),
             "directory": Provide(_provide_directory, sync_to_thread=False),
             "principal": Provide(_provide_principal, sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
             "fhir_audit": Provide(_provide_audit, sync_to_thread=False),
             "fhir_discovery": Provide(_provide_discovery, sync_to_thread=False),
         },
@@ -267,7 +270,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         debug=False,
     )
     check_route_security(app)
-    app.state.http_metrics = HttpMetrics()
+    app.state.metrics = metrics
     return app
 
 
@@ -277,5 +280,5 @@ def build_asgi(settings: Settings, *, database_url: str, service_id: str, hash_k
     audited = AuditMiddleware(app, app.state.audit_trail, Canonicals(settings.fhir.canonical_base.rstrip("/")))
     return RequestContext(
         audited, access_log=settings.log.access, max_query_params=settings.http.max_query_params,
-        metrics=app.state.http_metrics,
+        metrics=app.state.metrics,
     )  # fmt: skip

@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from registry.config import LogSettings, Settings
 from tests.factories import make_ihi, make_service_id
 from tests.fhir import BASE
+from tests.metrics import key, samples_of
 from tests.pg import TestCluster
 from tests.server import running_server
 
@@ -124,13 +125,16 @@ async def test_metrics_count_requests_by_route_template_never_by_path(template: 
             await client.put(f"/registry/records/{ihi}/{service_id}", json={"status": "nope"})
             await client.get(f"/registry/records/{ihi}")
             await client.get("/no/such/route")
-            text = (await client.get("/metrics")).text
+            response = await client.get("/metrics")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    samples = samples_of(response.text)
     route = "/registry/records/{ihi}/{service_id}"
-    assert f'ief_http_requests_total{{method="PUT",route="{route}",status="201"}} 1' in text
-    assert f'ief_http_requests_total{{method="PUT",route="{route}",status="200"}} 2' in text
-    assert f'ief_http_requests_total{{method="PUT",route="{route}",status="422"}} 1' in text
-    assert 'ief_http_requests_total{method="GET",route="/registry/records/{ihi}",status="200"} 1' in text
-    assert 'ief_http_requests_total{method="GET",route="(unmatched)",status="404"} 1' in text
-    assert f'ief_http_request_duration_seconds_count{{method="PUT",route="{route}"}} 4' in text
-    assert f'ief_http_request_duration_seconds_bucket{{method="PUT",route="{route}",le="+Inf"}} 4' in text
-    assert ihi not in text
+    requests = "ief_http_requests_total"
+    assert samples[key(requests, method="PUT", route=route, status="201")] == 1
+    assert samples[key(requests, method="PUT", route=route, status="200")] == 2
+    assert samples[key(requests, method="PUT", route=route, status="422")] == 1
+    assert samples[key(requests, method="GET", route="/registry/records/{ihi}", status="200")] == 1
+    assert samples[key(requests, method="GET", route="(unmatched)", status="404")] == 1
+    assert samples[key("ief_http_request_duration_seconds_count", method="PUT", route=route)] == 4
+    assert samples[key("ief_http_request_duration_seconds_bucket", method="PUT", route=route, le="+Inf")] == 4
+    assert ihi not in response.text
