@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get
-from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from registry import errors
 from registry.db.errors import translate_db_errors
 from registry.db.migrate import schema_state
-from registry.db.pool import read_only
+from registry.db.pool import Database, read_only
 from registry.route import RouteSpec
 
 __all__ = ("HealthController",)
@@ -27,9 +27,9 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", operation_id="healthReady")
-    async def ready(self, state: State) -> Response[dict[str, object]]:
+    async def ready(self, db: NamedDependency[Database]) -> Response[dict[str, object]]:
         """The database answers, takes writes, and its schema is at this release's head (503 otherwise)."""
-        async with state.db.writer() as conn:
+        async with db.writer() as conn:
             with translate_db_errors():
                 schema = await schema_state(conn)
                 refuses_writes = await read_only(conn)

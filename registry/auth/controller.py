@@ -7,25 +7,22 @@ parse them. It takes ``application/x-www-form-urlencoded`` only, and its answers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError, OAuth2Error
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 
 from registry import errors
 from registry.auth.issuer import ASSERTION_ALGORITHMS
+from registry.auth.wiring import AuthParts
 from registry.http import base_url
 from registry.log import get_logger
 from registry.route import RouteSpec
 from schemas.auth import SmartConfiguration, TokenResponse
-
-if TYPE_CHECKING:
-    from litestar.datastructures import State
-
-    from registry.auth.wiring import AuthParts
 
 __all__ = ("TokenController", "WellKnownController")
 
@@ -114,9 +111,9 @@ class TokenController(Controller):
     }
 
     @post("/", operation_id="token", status_code=200, opt=RouteSpec(public=True, media_types=frozenset({FORM})).opt)
-    async def token(self, request: Request[Any, Any, Any], state: State) -> Response[TokenResponse]:
+    async def token(self, request: Request[Any, Any, Any], auth: NamedDependency[AuthParts]) -> Response[TokenResponse]:
         """Exchange client credentials for an access token (RFC 6749 §4.4, SMART Backend Services)."""
-        return await issue_token(request, state.auth)
+        return await issue_token(request, auth)
 
 
 class WellKnownController(Controller):
@@ -126,17 +123,19 @@ class WellKnownController(Controller):
     tags = ["auth"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
     @get("/jwks.json", operation_id="jwks", opt=RouteSpec(public=True).opt)
-    async def jwks(self, state: State) -> Response[bytes]:
+    async def jwks(self, auth: NamedDependency[AuthParts]) -> Response[bytes]:
         """The public keys of the built-in issuer and of this instance's outbound key pair."""
-        keys = await state.auth.keys.fresh()
+        keys = await auth.keys.fresh()
         return Response(
             msgspec.json.encode(keys.jwks), media_type="application/json", headers={"Cache-Control": "max-age=60"}
         )
 
     @get("/smart-configuration", operation_id="smartConfiguration", opt=RouteSpec(public=True).opt)
-    async def smart_configuration(self, request: Request[Any, Any, Any], state: State) -> SmartConfiguration:
+    async def smart_configuration(
+        self, request: Request[Any, Any, Any], auth: NamedDependency[AuthParts]
+    ) -> SmartConfiguration:
         """SMART discovery: the token endpoint, the JWKS, what client authentication is accepted."""
-        return smart_configuration(request, state.auth)
+        return smart_configuration(request, auth)
 
 
 def smart_configuration(request: Request[Any, Any, Any], auth: AuthParts) -> SmartConfiguration:

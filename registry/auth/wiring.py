@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpx
 import msgspec
 
 from registry.auth.clients import ClientService
@@ -17,8 +18,6 @@ from registry.auth.repository import AuthRepository
 from registry.auth.verifier import Authenticator
 
 if TYPE_CHECKING:
-    import httpx
-
     from registry.config import Settings
     from registry.db.pool import Database
     from registry.db.queries import Queries

@@ -292,10 +292,7 @@ curl -s '{registry_url}/fhir/AuditEvent?patient={ihi}' -H "Authorization: Bearer
 
 
 async def _work(url: str, settings: Settings) -> None:
-    from broker.subscriptions.delivery import DeliveryWorker
-    from broker.subscriptions.metrics import LatencyHistogram
-    from broker.subscriptions.repository import SubscriptionRepository
-    from registry.server.app import endpoint_policy
+    from broker.subscriptions.plugin import SubscriptionsPlugin
     from schemas.fhir.canonical import Canonicals
 
     conn = await connect(url, statement_cache=settings.database.statement_cache)
@@ -311,17 +308,11 @@ async def _work(url: str, settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        worker = DeliveryWorker(
-            database, SubscriptionRepository(load_queries()), settings.subscriptions,
+        async with SubscriptionsPlugin(settings).delivery(
+            db=database, queries=load_queries(), canon=Canonicals.under(settings.fhir.canonical_base),
             listen_url=settings.database.direct_url or url,
-            canon=Canonicals(settings.fhir.canonical_base.rstrip("/")), policy=endpoint_policy(settings),
-            latency=LatencyHistogram(),
-        )  # fmt: skip
-        await worker.start()
-        try:
+        ):  # fmt: skip
             await stop.wait()
-        finally:
-            await worker.stop()
     finally:
         await database.close()
 

@@ -1,5 +1,5 @@
-"""FHIR R4 facade (DESIGN 4.2). ``router.py`` wires it: ``FHIR_RESOURCES`` and ``fhir_router(settings)``.
-
-Nothing is imported here, so that importing a module of this package (``search``, ``io``…) never
-pulls in the whole facade and the broker's controllers with it (that would make an import cycle).
+"""The registry's own FHIR resources (DESIGN 4.2): one package per resource, each a controller (HTTP
+only) and its resources (the FHIR mapping over the records, directory and audit services), plus the
+CapabilityStatement (``metadata``) and the published conformance resources (``conformance``).
+``plugin.py`` contributes them to the server; ``registry.fhirapi`` is the FHIR plumbing they share.
 """

@@ -27,13 +27,13 @@ class Metadata:
     ) -> None:
         self.capabilities = capabilities
         self._canon = canon
-        self._version = version
+        self.version = version
         self.date = date
 
     def statement(self, base: str) -> dict[str, Any]:
         """The CapabilityStatement of the FHIR base ``base``."""
         return capability_statement(
-            self.capabilities, canon=self._canon, software_version=self._version, base_url=base, date=self.date
+            self.capabilities, canon=self._canon, software_version=self.version, base_url=base, date=self.date
         )
 
 

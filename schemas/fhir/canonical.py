@@ -64,6 +64,11 @@ class Canonicals:
 
     base: str
 
+    @classmethod
+    def under(cls, base: str) -> Canonicals:
+        """The canonicals of a configured base (``fhir.canonical_base``; a trailing slash is dropped)."""
+        return cls(base.rstrip("/"))
+
     def of(self, resource_type: str, resource_id: str) -> str:
         """The canonical URL of one conformance resource."""
         return f"{self.base}/{resource_type}/{resource_id}"

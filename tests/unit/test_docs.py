@@ -7,9 +7,9 @@ from pathlib import Path
 
 import msgspec
 
-from registry.config import describe_settings
+from registry.config import Settings, describe_settings
 from registry.log import EVENTS
-from registry.server.fhir_routes import FHIR_RESOURCES
+from registry.server.app import Features
 from schemas.errors import ERRORS
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.definitions import conformance_resources
@@ -54,7 +54,7 @@ def test_every_fhir_definition_and_search_parameter_is_documented() -> None:
     text = (DOCS / "fhir.md").read_text(encoding="utf-8")
     for resource in conformance_resources(Canonicals("https://ief-registry.org/fhir"), "0"):
         assert f"`{resource['id']}`" in text or resource["url"] in text, resource["url"]
-    for capability, _controller in FHIR_RESOURCES:
+    for capability in Features.of(Settings()).capabilities:
         for param in capability.search:
             for spelling in param.accepted:
                 assert f"`{spelling}`" in text, (capability.type, spelling)

@@ -9,10 +9,10 @@ import msgspec
 import pytest
 
 from registry import errors
-from registry.config import FhirSettings
+from registry.config import FhirSettings, Settings
 from registry.fhir.conformance import CONFORMANCE
 from registry.fhirapi.search import Criteria, SearchQuery, ihi_token, string_prefix
-from registry.server.fhir_routes import FHIR_RESOURCES
+from registry.server.app import Features
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.capability import Operation, ResourceCapability, capability_statement
 from schemas.fhir.definitions import conformance_resources
@@ -44,7 +44,7 @@ def test_statement_renders_operations_and_parses() -> None:
         ("search-type",),
         operations=(Operation("locate", "OperationDefinition/locate", "Locate the patient's imaging."),),
     )
-    capabilities = (*(cap for cap, _ in FHIR_RESOURCES), *CONFORMANCE, locate)
+    capabilities = (*Features.of(Settings()).capabilities, *CONFORMANCE, locate)
     statement = capability_statement(
         capabilities, canon=CANON, software_version="0.1.0", base_url="https://r.example/fhir", date=datetime.now(UTC)
     )

@@ -1,0 +1,87 @@
+"""How subscriptions join the server: the Subscription routes, the delivery worker and their metrics.
+
+``ief-registry worker`` uses the same plugin for its delivery worker (``delivery``), without routes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+from broker.subscriptions.controller import SUBSCRIPTION, SubscriptionController, SubscriptionTopicController
+from broker.subscriptions.delivery import DeliveryWorker
+from broker.subscriptions.endpoints import EndpointPolicy
+from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
+from broker.subscriptions.repository import SubscriptionRepository
+from broker.subscriptions.service import SubscriptionService
+from registry.feature import FeaturePlugin
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from litestar.types import ControllerRouterHandler
+
+    from registry.audit.trail import AuditTrail
+    from registry.db.pool import Database
+    from registry.db.queries import Queries
+    from registry.metrics import Metrics
+    from schemas.fhir.canonical import Canonicals
+
+__all__ = ("SubscriptionsPlugin",)
+
+
+class SubscriptionsPlugin(FeaturePlugin):
+    """FHIR subscriptions and notifications (DESIGN §7)."""
+
+    capabilities = (SUBSCRIPTION,)
+
+    def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
+        """The Subscription routes and the topic."""
+        return (SubscriptionController, SubscriptionTopicController)
+
+    def policy(self) -> EndpointPolicy:
+        """Where notifications may go (dev mode allows http and local addresses)."""
+        settings = self.settings.subscriptions
+        return EndpointPolicy(
+            dev=self.settings.dev, allowed_hosts=settings.allowed_hosts, allowed_networks=settings.allowed_networks
+        )
+
+    @contextlib.asynccontextmanager
+    async def open(
+        self, *, db: Database, queries: Queries, trail: AuditTrail, canon: Canonicals, metrics: Metrics, listen_url: str
+    ) -> AsyncIterator[SubscriptionService]:
+        """The subscription service of a server process, its metrics, and its delivery worker when
+        ``subscriptions.worker`` is on (``listen_url``: where the worker's LISTEN connects)."""
+        settings = self.settings.subscriptions
+        repository = SubscriptionRepository(queries)
+        latency = LatencyHistogram()
+        metrics.add(latency.histogram)
+        metrics.add(SubscriptionMetrics(db, repository, top=settings.metrics_max_subscriptions))
+        service = SubscriptionService(db, repository, settings, trail, canon=canon, policy=self.policy())
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.worker:
+                await stack.enter_async_context(
+                    self.delivery(db=db, queries=queries, canon=canon, listen_url=listen_url, latency=latency)
+                )
+            yield service
+
+    @contextlib.asynccontextmanager
+    async def delivery(
+        self,
+        *,
+        db: Database,
+        queries: Queries,
+        canon: Canonicals,
+        listen_url: str,
+        latency: LatencyHistogram | None = None,
+    ) -> AsyncIterator[DeliveryWorker]:
+        """A running delivery worker (stopped at the end): inside ``serve``, or ``ief-registry worker`` alone."""
+        worker = DeliveryWorker(
+            db, SubscriptionRepository(queries), self.settings.subscriptions, listen_url=listen_url, canon=canon,
+            policy=self.policy(), latency=latency or LatencyHistogram(),
+        )  # fmt: skip
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.stop()

@@ -1,0 +1,39 @@
+"""How the registry's own FHIR resources join the server, over the records, directory and audit services:
+Endpoint, Basic (RegistryRecord) and ``Patient/$locate``; and the audit trail as AuditEvent."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from registry.feature import FeaturePlugin
+from registry.fhir.audit_event.controller import AUDIT_EVENT, AuditEventController
+from registry.fhir.basic.controller import BASIC, BasicController
+from registry.fhir.endpoint.controller import ENDPOINT, EndpointController
+from registry.fhir.patient.controller import PATIENT, PatientController
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from litestar.types import ControllerRouterHandler
+
+__all__ = ("AuditEventPlugin", "RegistryResourcesPlugin")
+
+
+class RegistryResourcesPlugin(FeaturePlugin):
+    """The FHIR face of the registry's records and directory."""
+
+    capabilities = (ENDPOINT, BASIC, PATIENT)
+
+    def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
+        """One controller per resource type."""
+        return (EndpointController, BasicController, PatientController)
+
+
+class AuditEventPlugin(FeaturePlugin):
+    """The audit trail as FHIR AuditEvents (the operator's view)."""
+
+    capabilities = (AUDIT_EVENT,)
+
+    def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
+        """Search and read."""
+        return (AuditEventController,)

@@ -1,0 +1,114 @@
+"""Every dependency the routes take, by name: the services of the lifespan and, per request, the FHIR
+resources of each feature over them (``fhir_*``).
+
+Litestar reads the providers' signatures at runtime, so the types they name are imported here at
+runtime too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from broker.discovery.resources import DiscoveryResources
+from broker.discovery.service import DiscoveryService
+from broker.subscriptions.resources import SubscriptionResources
+from registry import errors
+from registry.auth.scopes import Principal, principal_of
+from registry.auth.wiring import AuthParts
+from registry.config import Settings
+from registry.db.pool import Database
+from registry.directory.service import DirectoryService
+from registry.fhir.audit_event.resources import AuditEventResources
+from registry.fhir.basic.resources import RecordResources
+from registry.fhir.conformance import Conformance
+from registry.fhir.endpoint.resources import EndpointResources
+from registry.fhir.metadata import Metadata
+from registry.fhir.patient.resources import Locator
+from registry.fhirapi.io import fhir_base
+from registry.metrics import Metrics
+from registry.records.service import RecordService
+from registry.server.lifespan import services_of
+from schemas.fhir.canonical import Canonicals
+from schemas.fhir.subscription import topic_document
+
+__all__ = ("dependencies",)
+
+
+def _principal(request: Request[Any, Any, Any]) -> Principal:
+    principal = principal_of(request)
+    if principal is None:  # only on a public route that asks for a caller: a wiring mistake
+        raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
+    return principal
+
+
+def _db(state: State) -> Database:
+    return services_of(state).db
+
+
+def _auth(state: State) -> AuthParts:
+    return services_of(state).auth
+
+
+def _records(state: State) -> RecordService:
+    return services_of(state).records
+
+
+def _directory(state: State) -> DirectoryService:
+    return services_of(state).directory
+
+
+def _discovery(state: State) -> DiscoveryService:
+    return services_of(state).discovery
+
+
+def dependencies(
+    settings: Settings, *, canon: Canonicals, metrics: Metrics, metadata: Metadata, conformance: Conformance
+) -> dict[str, Provide]:
+    """Every ``Provide`` of the application (each a coroutine-free function, never run in a thread)."""
+
+    def fhir_records(state: State) -> RecordResources:
+        return RecordResources(services_of(state).records, canon)
+
+    def fhir_endpoints(state: State) -> EndpointResources:
+        return EndpointResources(services_of(state).directory, canon)
+
+    def fhir_locator(state: State) -> Locator:
+        return Locator(services_of(state).records, canon)
+
+    def fhir_audit(state: State) -> AuditEventResources:
+        return AuditEventResources(services_of(state).audit, canon.base)
+
+    def fhir_discovery(state: State) -> DiscoveryResources:
+        return DiscoveryResources(services_of(state).discovery, canon)
+
+    def fhir_subscriptions(state: State, request: Request[Any, Any, Any]) -> SubscriptionResources:
+        return SubscriptionResources(services_of(state).subscriptions, canon, fhir_base(request))
+
+    def topic(url: str) -> dict[str, Any]:
+        return topic_document(url, version=metadata.version, date=metadata.date)
+
+    provided: dict[str, Callable[..., Any]] = {
+        "principal": _principal,
+        "db": _db,
+        "auth": _auth,
+        "records": _records,
+        "directory": _directory,
+        "discovery": _discovery,
+        "metrics": lambda: metrics,
+        "fhir_settings": lambda: settings.fhir,
+        "fhir_metadata": lambda: metadata,
+        "fhir_conformance": lambda: conformance,
+        "fhir_topic": lambda: topic,
+        "fhir_records": fhir_records,
+        "fhir_endpoints": fhir_endpoints,
+        "fhir_locator": fhir_locator,
+        "fhir_audit": fhir_audit,
+        "fhir_discovery": fhir_discovery,
+        "fhir_subscriptions": fhir_subscriptions,
+    }
+    return {name: Provide(function, sync_to_thread=False) for name, function in provided.items()}

@@ -1,0 +1,140 @@
+"""The lifespan of one server process: the platform opened once, then each feature's services, in order.
+
+Platform first: the database (its schema must be at this release's head), the audit trail (group
+writer and sealer), the authentication parts (keys, issuer, outbound credentials). Then the
+features, each through its plugin's typed ``open``: the directory, federation's resolver (which
+the records service takes as its ``Referrals``), the records service, the broker (which locates
+through the records service), subscriptions (and their delivery worker). The result is one typed
+``Services`` on ``app.state.services``, which ``deps.py`` hands to the routes. Everything closes in
+the reverse order.
+
+This is where a cross-cutting policy joins: built here from the platform, and given to each
+feature that discloses (records, the broker, federation, notifications) as it is opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.discovery.locator import RecordsLocator
+from broker.discovery.plugin import DiscoveryPlugin
+from broker.subscriptions.plugin import SubscriptionsPlugin
+from federation.plugin import FederationPlugin
+from registry.audit.repository import AuditRepository
+from registry.audit.service import AuditService
+from registry.auth.wiring import start_auth
+from registry.db.migrate import SchemaTooNew, schema_state
+from registry.db.pool import open_database
+from registry.db.queries import load_queries
+from registry.directory.repository import ServiceRepository
+from registry.directory.service import DirectoryService
+from registry.records.repository import RecordRepository
+from registry.records.service import RecordService
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+    from contextlib import AbstractAsyncContextManager
+
+    from litestar import Litestar
+    from litestar.datastructures import State
+
+    from broker.discovery.service import DiscoveryService
+    from broker.subscriptions.service import SubscriptionService
+    from registry.audit.trail import AuditTrail
+    from registry.auth.wiring import AuthParts
+    from registry.config import Settings
+    from registry.db.pool import Database
+    from registry.metrics import Metrics
+    from registry.server.app import Features
+    from schemas.fhir.canonical import Canonicals
+
+__all__ = ("SchemaNotReady", "Services", "lifespan", "services_of")
+
+
+class SchemaNotReady(RuntimeError):
+    """The database schema is behind this release and migrations are not to be applied here."""
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the routes use, opened once per process by the lifespan (``app.state.services``)."""
+
+    db: Database
+    auth: AuthParts
+    directory: DirectoryService
+    records: RecordService
+    audit: AuditService
+    discovery: DiscoveryService
+    subscriptions: SubscriptionService
+
+
+def services_of(state: State) -> Services:
+    """The services of the running application."""
+    services: Services = state.services
+    return services
+
+
+async def _require_schema_at_head(db: Database) -> None:
+    """Refuse a database whose schema is behind this release or ahead of it."""
+    async with db.primary.acquire() as conn:
+        state = await schema_state(conn)
+    if state.unknown:
+        raise SchemaTooNew(f"the database has migrations {state.unknown} that this release does not know")
+    if state.pending:
+        raise SchemaNotReady(
+            f"the database lacks migrations {[m.version for m in state.pending]}; run `ief-registry db upgrade`"
+        )
+
+
+def lifespan(
+    settings: Settings,
+    features: Features,
+    *,
+    database_url: str,
+    service_id: str,
+    trail: AuditTrail,
+    metrics: Metrics,
+    canon: Canonicals,
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """The lifespan of an application built by ``create_app``."""
+    queries = load_queries()
+
+    @contextlib.asynccontextmanager
+    async def run(app: Litestar) -> AsyncIterator[None]:
+        federation, discovery, subscriptions = (
+            features.get(FederationPlugin),
+            features.get(DiscoveryPlugin),
+            features.get(SubscriptionsPlugin),
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            db = await open_database(database_url, settings.database)
+            stack.push_async_callback(db.close)
+            await _require_schema_at_head(db)
+            await trail.start(db, write_timeout=settings.database.command_timeout)
+            stack.push_async_callback(trail.stop)
+            auth = await start_auth(db, queries, settings, service_id)
+            stack.push_async_callback(auth.close)
+            directory = DirectoryService(db, ServiceRepository(queries))
+            referrals = await stack.enter_async_context(
+                federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
+            )
+            records = RecordService(db, RecordRepository(queries), settings.records, trail, referrals)
+            # The broker locates a patient's services through their records here and at the registries they name.
+            locator = RecordsLocator(records)
+            broker = await stack.enter_async_context(
+                discovery.open(locator=locator, directory=directory, credentials=auth.outbound, canon=canon)
+            )
+            listen_url = settings.database.direct_url or database_url
+            notifications = await stack.enter_async_context(
+                subscriptions.open(
+                    db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url
+                )
+            )
+            audit = AuditService(db, AuditRepository(queries), settings.fhir)
+            app.state.services = Services(db, auth, directory, records, audit, broker, notifications)
+            app.state.authenticator = auth.authenticator  # the guard's, on every protected request
+            yield
+
+    return run
