@@ -31,6 +31,7 @@ import msgspec
 
 from registry import __version__
 from registry.errors import OutboundAuthError
+from registry.outbound.reader import TooLarge, read_capped, refuse_declared
 from schemas.records import PeerRecord, PeerRecordList, Record, ServiceRef
 from schemas.types import (
     InvalidValueError,
@@ -208,15 +209,14 @@ class PeerClient:
             async with self._http.stream("GET", url, params=params, headers=headers, timeout=seconds) as response:
                 if response.status_code != 200:
                     return response.status_code, b""
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self._max_bytes:
-                    raise PeerTooLarge(f"its answer of {declared} bytes is over the limit of {self._max_bytes}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self._max_bytes:
-                        raise PeerTooLarge(f"its answer is over the limit of {self._max_bytes} bytes")
-                return 200, bytes(body)
+                refuse_declared(response.headers.get("content-length"), self._max_bytes)
+                return 200, await read_capped(response.aiter_bytes(), self._max_bytes)
+        except TooLarge as exc:
+            if exc.declared is not None:
+                raise PeerTooLarge(
+                    f"its answer of {exc.declared} bytes is over the limit of {self._max_bytes}"
+                ) from None
+            raise PeerTooLarge(f"its answer is over the limit of {self._max_bytes} bytes") from None
         except httpx.TimeoutException:
             raise PeerTimeout(f"no answer within {seconds:.2f} s") from None
         except httpx.ConnectError as exc:

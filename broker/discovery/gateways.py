@@ -11,19 +11,16 @@ timeout and the search's deadline (``asyncio.timeout``), and classifies running 
   token file); a gateway with neither is called without one only when the service allows it.
 - A 401 drops the cached token, so the next search gets a fresh one.
 - Bodies are streamed and abandoned as soon as they pass ``max_bytes`` (a declared
-  ``Content-Length`` over the limit is refused before reading); only FHIR JSON is read at all.
+  ``Content-Length`` over the limit is refused before reading; ``registry.outbound.reader``); only
+  FHIR JSON is read at all.
+- Connections: the broker's own stack, ``registry.outbound.transport`` (kept per gateway; ADR 0009).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
-import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 import httpcore
 import httpx
@@ -31,17 +28,17 @@ import msgspec
 
 from broker.discovery.merge import Found, Source, normalise
 from registry.errors import OutboundAuthError
+from registry.outbound.reader import INFLATABLE, Corrupt, Inflate, TooLarge, read_capped, refuse_declared
+from registry.outbound.transport import TRANSPORT_ERRORS, ConnectionPools
 from schemas.discovery import GatewayProblem
 from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from broker.discovery.query import DiscoveryQuery
     from registry.auth.outbound import OutboundCredentials, OutboundTarget
     from registry.config import BrokerSettings
 
-__all__ = ("Answer", "GatewayClient", "GatewayPools", "Problem", "Target", "new_gateway_http")
+__all__ = ("Answer", "GatewayClient", "Problem", "Target", "new_gateway_http")
 
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 _decoder = msgspec.json.Decoder()
@@ -85,103 +82,6 @@ class Answer:
         return any(problem.failure for problem in self.problems)
 
 
-class GatewayPools:
-    """The process's connections to gateways: httpcore connections, kept per gateway (scheme, host, port).
-
-    httpx is the HTTP client everywhere else; here, where every search makes one request per gateway,
-    its own transport layer (httpcore) is driven directly: each gateway's URL parts, ``Host`` and fixed
-    headers are prepared once, and its idle connections kept on a stack (``_Connections``) rather than
-    in httpcore's pool. Measured per ten-gateway fan-out (``docs/benchmarks.md``): httpx's request
-    path (a ``Request``, its URL, merged headers and cookies on every call) about 9 ms of CPU, httpcore's
-    pool used directly about 6 ms, these connections about 5 ms at one search at a time and about a
-    third of the pool's CPU with 16 in flight. Kept per gateway rather than for all: httpx's one pool
-    made a fan-out cost 12 ms of CPU alone and 50-70 ms with 8-32 searches in flight. Keep-alive, no
-    redirects, no proxies (as before with httpx and an explicit transport), TLS verified with httpx's
-    default context.
-    """
-
-    def __init__(self, settings: BrokerSettings) -> None:
-        timeout = settings.gateway_timeout
-        self._timeouts = {"connect": min(timeout, 5.0), "read": timeout, "write": timeout}
-        self._ssl = httpx.create_ssl_context()
-        self._pools: dict[tuple[bytes, bytes, int | None], _Connections] = {}
-        self._routes: dict[str, _Route] = {}
-
-    def route(self, base_url: str) -> _Route:
-        """How to reach the gateway at ``base_url`` (its pool, and its URL parts and Host header, parsed once).
-
-        Raises:
-            httpx.InvalidURL: the base URL cannot be parsed.
-        """
-        route = self._routes.get(base_url)
-        if route is None:
-            parsed = httpx.URL(base_url)
-            key = (parsed.raw_scheme, parsed.raw_host, parsed.port)
-            pool = self._pools.get(key)
-            if pool is None:
-                port = parsed.port or (443 if parsed.raw_scheme == b"https" else 80)
-                pool = self._pools[key] = _Connections(httpcore.Origin(key[0], key[1], port), self._ssl)
-            host = httpx.Request("GET", parsed).headers["host"].encode("ascii")
-            headers = ((b"Host", host), *_HEADERS)
-            route = self._routes[base_url] = _Route(pool, key, parsed.raw_path.rstrip(b"/"), headers, self._timeouts)
-        return route
-
-    async def aclose(self) -> None:
-        """Close every pool."""
-        pools, self._pools, self._routes = list(self._pools.values()), {}, {}
-        for pool in pools:
-            await pool.aclose()
-
-
-class _Connections:
-    """One gateway's keep-alive connections: the idle ones on a stack, the most recently used taken first.
-
-    httpcore's own pool looks at every connection it holds on every request it assigns and every
-    response it closes (whether each is idle, expired, or was closed by the server, the last a
-    system call), so with N searches in flight to a gateway each request cost O(N) such checks.
-    Here a request takes the top idle connection (one check) or opens a new one, and gives it back
-    when its response is closed and the connection is reusable; the oldest idle connection is
-    checked too, so connections left idle after a burst are closed once they expire. There is no
-    limit here: the broker's per-gateway slot (``gateway_concurrency``) bounds the requests in flight
-    to a gateway, and so the connections open to it.
-    """
-
-    def __init__(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext) -> None:
-        self._origin = origin
-        self._ssl = ssl_context
-        self._idle: deque[httpcore.AsyncHTTPConnection] = deque()
-
-    @contextlib.asynccontextmanager
-    async def stream(
-        self, method: bytes, url: httpcore.URL, *, headers: list[tuple[bytes, bytes]], extensions: dict[str, Any]
-    ) -> AsyncIterator[httpcore.Response]:
-        """Send a request on an idle connection (or a new one) and yield its response, headers read."""
-        connection = await self._take()
-        try:
-            async with connection.stream(method, url, headers=headers, extensions=extensions) as response:
-                yield response
-        finally:
-            if connection.is_idle() and not connection.is_closed():
-                self._idle.append(connection)
-            else:
-                await connection.aclose()
-
-    async def _take(self) -> httpcore.AsyncHTTPConnection:
-        if len(self._idle) > 1 and self._idle[0].has_expired():
-            await self._idle.popleft().aclose()
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.has_expired():
-                return connection
-            await connection.aclose()
-        return httpcore.AsyncHTTPConnection(self._origin, ssl_context=self._ssl, keepalive_expiry=30.0, retries=0)
-
-    async def aclose(self) -> None:
-        """Close the idle connections (those in use close when their response does)."""
-        while self._idle:
-            await self._idle.pop().aclose()
-
-
 _HEADERS = (
     (b"Accept", b"application/fhir+json"),
     (b"Accept-Encoding", b"gzip, deflate"),
@@ -189,76 +89,9 @@ _HEADERS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """A gateway's pool, and the parts of every request to it that do not change."""
-
-    pool: _Connections
-    origin: tuple[bytes, bytes, int | None]
-    path: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
-    timeouts: dict[str, float]
-
-    def url(self, resource_type: str, params: tuple[tuple[str, str], ...]) -> httpcore.URL:
-        """The search URL for ``resource_type`` with the query ``params``."""
-        target = b"%b/%b?%b" % (self.path, resource_type.encode("ascii"), urlencode(params).encode("ascii"))
-        scheme, host, port = self.origin
-        return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
-
-
-def new_gateway_http(settings: BrokerSettings) -> GatewayPools:
+def new_gateway_http(settings: BrokerSettings) -> ConnectionPools:
     """The process's connections to gateways (closed with ``aclose`` at the end of the server's lifespan)."""
-    return GatewayPools(settings)
-
-
-_UNREACHABLE = (
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    httpcore.ProxyError,
-    httpcore.ConnectionNotAvailable,
-)
-"""httpcore's errors other than timeouts: the gateway could not be reached or spoke broken HTTP."""
-
-_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-"""The content codings asked for (``Accept-Encoding``), as httpx asks for them without brotli or zstd."""
-
-
-class _Decoder:
-    """Decompresses a gzip or deflate body, never producing more than it is allowed at a time."""
-
-    def __init__(self, coding: str) -> None:
-        self._raw_fallback = coding == "deflate"  # "deflate" is zlib-wrapped, but some servers send it raw
-        self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16 if coding != "deflate" else zlib.MAX_WBITS)
-        self.pending = False
-        """Compressed input is left over that would have produced more than allowed."""
-
-    def decode(self, data: bytes, allowed: int) -> bytes:
-        """Up to ``allowed`` decompressed bytes of ``data`` (``pending`` says whether more would follow).
-
-        Raises:
-            _Refused: the data is not validly compressed.
-        """
-        try:
-            out = self._zlib.decompress(data, allowed)
-        except zlib.error:
-            if not self._raw_fallback:
-                raise _Refused(_corrupt()) from None
-            self._raw_fallback = False
-            self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
-            return self.decode(data, allowed)
-        self._raw_fallback = False
-        self.pending = bool(self._zlib.unconsumed_tail)
-        return out
-
-    def finish(self) -> None:
-        """Check that the compressed data ended properly.
-
-        Raises:
-            _Refused: it was cut short.
-        """
-        if not self._zlib.eof:
-            raise _Refused(_corrupt())
+    return ConnectionPools(timeout=settings.gateway_timeout, headers=_HEADERS)
 
 
 def _corrupt() -> Problem:
@@ -276,7 +109,9 @@ class _Refused(Exception):
 class GatewayClient:
     """Searches gateways over one shared HTTP client; at most ``per_gateway`` searches in flight to each."""
 
-    def __init__(self, http: GatewayPools, outbound: OutboundCredentials, *, max_bytes: int, per_gateway: int) -> None:
+    def __init__(
+        self, http: ConnectionPools, outbound: OutboundCredentials, *, max_bytes: int, per_gateway: int
+    ) -> None:
         self._http = http
         self._outbound = outbound
         self._max_bytes = max_bytes
@@ -319,11 +154,11 @@ class GatewayClient:
                 b"GET", url, headers=[*route.headers, *headers], extensions={"timeout": route.timeouts}
             ) as response:
                 answer.reached = True
-                decoder = self._check_head(response, target)
-                body = await self._read_body(response, decoder)
+                inflate = self._check_head(response, target)
+                body = await self._read_body(response, inflate)
         except httpcore.TimeoutException:
             raise _Refused(Problem(GatewayProblem.TIMEOUT, "no answer in time", failure=True)) from None
-        except (*_UNREACHABLE, httpx.InvalidURL) as exc:
+        except (*TRANSPORT_ERRORS, httpx.InvalidURL) as exc:
             text = f"could not be reached ({type(exc).__name__})"
             raise _Refused(Problem(GatewayProblem.UNREACHABLE, text, failure=True)) from None
         try:
@@ -335,7 +170,7 @@ class GatewayClient:
             raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, text, failure=True))
         return bundle
 
-    def _check_head(self, response: httpcore.Response, target: Target) -> _Decoder | None:
+    def _check_head(self, response: httpcore.Response, target: Target) -> Inflate | None:
         """Refuse what cannot be used from the status and headers alone; the body's decompressor, if any."""
         status = response.status
         if status in (401, 403):
@@ -351,31 +186,27 @@ class GatewayClient:
         if media not in FHIR_JSON_TYPES:
             text = f"answered {media or 'without a content type'}, not FHIR JSON"
             raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, text, failure=True))
-        declared = head.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self._max_bytes:
-            raise _Refused(self._too_large())
+        try:
+            refuse_declared(head.get(b"content-length"), self._max_bytes)
+        except TooLarge:
+            raise _Refused(self._too_large()) from None
         coding = head.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
         if coding in ("", "identity"):
             return None
-        if coding not in _CODINGS:
+        if coding not in INFLATABLE:
             text = f"its answer is compressed with {coding[:40]!r}, which was not asked for"
             raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, text, failure=True))
-        return _Decoder(coding)
+        return Inflate(coding)
 
-    async def _read_body(self, response: httpcore.Response, decoder: _Decoder | None) -> bytes:
+    async def _read_body(self, response: httpcore.Response, inflate: Inflate | None) -> bytes:
         """The body (decompressed), abandoned as soon as it is larger than ``max_bytes``: compressed bodies
         are counted after decompression, which never produces more than the limit allows."""
-        chunks: list[bytes] = []
-        size = 0
-        async for data in response.aiter_stream():
-            chunk = data if decoder is None else decoder.decode(data, self._max_bytes + 1 - size)
-            size += len(chunk)
-            if size > self._max_bytes or (decoder is not None and decoder.pending):
-                raise _Refused(self._too_large())
-            chunks.append(chunk)
-        if decoder is not None:
-            decoder.finish()
-        return b"".join(chunks)
+        try:
+            return await read_capped(response.aiter_stream(), self._max_bytes, inflate=inflate)
+        except TooLarge:
+            raise _Refused(self._too_large()) from None
+        except Corrupt:
+            raise _Refused(_corrupt()) from None
 
     def _too_large(self) -> Problem:
         return Problem(GatewayProblem.TOO_LARGE, f"its answer is larger than {self._max_bytes} bytes", failure=True)

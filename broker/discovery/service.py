@@ -41,12 +41,13 @@ from schemas.fhir.parse import InvalidResource, check_resource
 from schemas.types import ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
-    from broker.discovery.gateways import GatewayClient, GatewayPools
+    from broker.discovery.gateways import GatewayClient
     from broker.discovery.locator import Located, LocatedService, Locator
     from broker.discovery.merge import Check, Found
     from broker.discovery.query import DiscoveryQuery
     from registry.config import BrokerSettings
     from registry.feature import Members
+    from registry.outbound.transport import ConnectionPools
     from schemas.fhir.canonical import Canonicals
     from schemas.services import Service
 
@@ -99,7 +100,7 @@ class DiscoveryService:
         locator: Locator,
         directory: Members,
         gateways: GatewayClient,
-        http: GatewayPools,
+        http: ConnectionPools,
         settings: BrokerSettings,
         canon: Canonicals,
     ) -> None:

@@ -17,6 +17,8 @@ import msgspec
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from registry.outbound.reader import TooLarge, read_capped
+
 __all__ = ("JwksCache", "RemoteError", "fetch_json", "new_http_client")
 
 _MIN_REFETCH_SECONDS = 10.0
@@ -54,18 +56,16 @@ async def fetch_json(
     """
     try:
         async with http.stream(method, url, data=data) as response:
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body.extend(chunk)
-                if len(body) > max_bytes:
-                    raise RemoteError(f"{url}: answer larger than {max_bytes} bytes")
+            body = await read_capped(response.aiter_bytes(), max_bytes)
             status = response.status_code
+    except TooLarge:
+        raise RemoteError(f"{url}: answer larger than {max_bytes} bytes") from None
     except httpx.TimeoutException:
         raise RemoteError(f"{url}: no answer in time") from None
     except httpx.HTTPError as exc:
         raise RemoteError(f"{url}: {type(exc).__name__}") from None
     try:
-        value = msgspec.json.decode(bytes(body))
+        value = msgspec.json.decode(body)
     except msgspec.DecodeError:
         raise RemoteError(f"{url}: answered {status} without JSON") from None
     if status not in ok and not 400 <= status < 500:
