@@ -8,7 +8,7 @@ import socket
 import uvicorn
 from litestar.utils.sync import AsyncCallable
 
-from registry.cli import worker_listener
+from registry.cli.serving import worker_listener
 from tests.server import free_port, route_handlers
 
 
