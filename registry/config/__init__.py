@@ -1,23 +1,20 @@
-"""Settings: one msgspec tree, read from ``IEF_*`` environment variables and an optional TOML file."""
+"""Settings: one msgspec tree (``settings.py``, ``outbound.py``), read from ``IEF_*`` environment variables and an
+optional TOML file (``loading.py``)."""
 
+from registry.config.loading import TOML_ONLY, SettingDoc, describe_settings, load_settings
+from registry.config.outbound import BrokerSettings, FederationSettings
 from registry.config.settings import (
-    TOML_ONLY,
     AuditSettings,
     AuthSettings,
-    BrokerSettings,
     DatabaseSettings,
     EmbeddedSettings,
-    FederationSettings,
     FhirSettings,
     HttpSettings,
     LogSettings,
     RecordSettings,
-    SettingDoc,
     Settings,
     SubscriptionSettings,
     TrustedIssuer,
-    describe_settings,
-    load_settings,
 )
 
 __all__ = (

@@ -1,41 +1,31 @@
-"""Settings: one msgspec tree, read from ``IEF_*`` environment variables and an optional TOML file.
+"""The settings tree (msgspec): its sections and the root ``Settings``.
 
-Nothing is read at import time. ``load_settings()`` builds a ``Settings`` once (the CLI does it);
-tests build ``Settings(...)`` directly. Each field's environment variable is ``IEF_`` followed by
-its path in upper case joined by ``_``: ``database.url`` is ``IEF_DATABASE_URL``, ``data_dir`` is
-``IEF_DATA_DIR``. The TOML file (``IEF_CONFIG`` or ``--config``) uses the same tree as tables;
-environment variables win over it.
+Nothing is read at import time: ``loading.load_settings()`` builds a ``Settings`` once (the CLI
+does it); tests build ``Settings(...)`` directly. The sections of the look-ups this server makes
+at other servers (the broker's, federation's) are in ``outbound.py``.
 """
 
 from __future__ import annotations
 
-import os
-import tomllib
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
+from registry.config.outbound import BrokerSettings, FederationSettings
+
 __all__ = (
-    "TOML_ONLY",
     "AuditSettings",
     "AuthSettings",
-    "BrokerSettings",
     "DatabaseSettings",
     "EmbeddedSettings",
-    "FederationSettings",
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
     "RecordSettings",
-    "SettingDoc",
     "Settings",
     "SubscriptionSettings",
     "TrustedIssuer",
-    "describe_settings",
-    "load_settings",
 )
 
 
@@ -355,83 +345,6 @@ class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     ] = 100
 
 
-class BrokerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Discovery fan-out: ImagingStudy and DocumentReference searches asked of the patient's gateways."""
-
-    gateway_timeout: Annotated[
-        float, Meta(gt=0, description="Seconds one gateway may take to answer a search (getting a token included).")
-    ] = 10.0
-    deadline: Annotated[
-        float,
-        Meta(gt=0, description="Seconds a whole search may take, locating included; `Prefer: wait=N` shortens it."),
-    ] = 15.0
-    request_concurrency: Annotated[
-        int, Meta(ge=1, le=1000, description="Gateways one search asks at once (the rest wait for a slot).")
-    ] = 16
-    gateway_concurrency: Annotated[
-        int,
-        Meta(ge=1, le=1000, description="Searches in flight to one gateway at once (its connections), per process."),
-    ] = 32
-    max_response_bytes: Annotated[
-        int, Meta(ge=1024, description="Largest answer read from one gateway; larger ones are abandoned (too-large).")
-    ] = 8_388_608
-    breaker_failures: Annotated[
-        int, Meta(ge=1, description="Consecutive failures that open a gateway's circuit (it is then skipped).")
-    ] = 5
-    breaker_cooldown: Annotated[
-        float,
-        Meta(gt=0, description="Seconds an open circuit skips its gateway before one probe search is let through."),
-    ] = 30.0
-    anonymous_gateways: Annotated[
-        bool,
-        Meta(
-            description="Ask gateways this instance has no credentials for (federated ones, or members without "
-            "`--client-id`/`--bearer-token-file`) without a token, instead of skipping them."
-        ),
-    ] = False
-    page_seconds: Annotated[
-        float, Meta(gt=0, description="Seconds a merged result of several pages is kept for its paging links.")
-    ] = 300.0
-    page_cache_size: Annotated[
-        int, Meta(ge=1, description="Merged results kept for paging, per server process (the oldest go first).")
-    ] = 256
-
-
-class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Federation: the limits of one look-up that follows `registry` records to peer registries (DESIGN §5)."""
-
-    hop_limit: Annotated[
-        int, Meta(ge=1, le=8, description="Most registry hops one look-up follows from this registry (at most 8).")
-    ] = 4
-    budget: Annotated[
-        int, Meta(ge=1, le=1000, description="Most requests to peer registries one look-up may send.")
-    ] = 32
-    deadline: Annotated[
-        float,
-        Meta(gt=0, le=60, description="Seconds one look-up may take in all; each peer is given what is left."),
-    ] = 5.0
-    min_hop_time: Annotated[
-        float,
-        Meta(
-            ge=0, le=5, description="Seconds that must be left of the deadline to ask one more peer (else `deadline`)."
-        ),
-    ] = 0.05
-    concurrency: Annotated[int, Meta(ge=1, le=64, description="Peer registries one look-up asks at the same time.")] = 8
-    max_response_bytes: Annotated[
-        int, Meta(ge=1024, description="Largest answer accepted from a peer registry (`too-large` above).")
-    ] = 1_048_576
-    negative_cache_seconds: Annotated[
-        float,
-        Meta(
-            ge=0,
-            description="Seconds a peer that failed is not asked again (`failed-recently`), per process; 0: off.",
-        ),
-    ] = 30.0
-    max_connections: Annotated[
-        int, Meta(ge=1, description="Connections to peer registries each server process keeps at most.")
-    ] = 100
-
-
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -457,131 +370,3 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
-
-
-class SettingDoc(msgspec.Struct, frozen=True):
-    """One setting as documented: its environment variable, TOML key, default and meaning."""
-
-    env: str
-    key: str
-    default: str
-    description: str
-
-
-TOML_ONLY = "(TOML only)"
-"""The ``env`` of a setting that has no environment variable: a list of tables, given in the TOML file."""
-
-
-def _fields(cls: type[msgspec.Struct], prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    info = msgspec.inspect.type_info(cls)
-    assert isinstance(info, msgspec.inspect.StructType)
-    for field in info.fields:
-        path = (*prefix, field.name)
-        field_type = field.type
-        if isinstance(field_type, msgspec.inspect.StructType):
-            yield from _fields(field_type.cls, path)
-        else:
-            yield path, field
-
-
-def _table_list(field: Any) -> type[msgspec.Struct] | None:
-    """The Struct of a list-of-tables setting (TOML only), or None for a scalar setting."""
-    field_type = field.type
-    if isinstance(field_type, msgspec.inspect.Metadata):
-        field_type = field_type.type
-    if isinstance(field_type, msgspec.inspect.ListType) and isinstance(
-        field_type.item_type, msgspec.inspect.StructType
-    ):
-        return field_type.item_type.cls
-    return None
-
-
-def _description(field: Any) -> str:
-    if isinstance(field.type, msgspec.inspect.Metadata) and field.type.extra_json_schema:
-        return str(field.type.extra_json_schema.get("description", ""))
-    return ""
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "(unset)"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list | dict):
-        return msgspec.json.encode(value).decode()
-    return str(value)
-
-
-def describe_settings() -> list[SettingDoc]:
-    """Every setting, in tree order, with its environment variable, default and description.
-
-    A list of tables (``auth.trusted_issuers``) has no environment variable: it is documented as
-    one row for the list and one row per key of its tables (``auth.trusted_issuers[].issuer``).
-    """
-    defaults = msgspec.to_builtins(Settings())
-    docs: list[SettingDoc] = []
-    for path, field in _fields(Settings):
-        value: Any = defaults
-        for part in path:
-            value = value.get(part) if isinstance(value, dict) else None
-        table = _table_list(field)
-        env = TOML_ONLY if table else "IEF_" + "_".join(path).upper()
-        docs.append(SettingDoc(env=env, key=".".join(path), default=_shown(value), description=_description(field)))
-        if table is not None:
-            info = msgspec.inspect.type_info(table)
-            assert isinstance(info, msgspec.inspect.StructType)
-            for item in info.fields:
-                if item.required:
-                    default = "(required)"
-                elif item.default is not msgspec.NODEFAULT:
-                    default = _shown(msgspec.to_builtins(item.default))
-                else:
-                    default = _shown(msgspec.to_builtins(item.default_factory()))
-                docs.append(
-                    SettingDoc(
-                        env=TOML_ONLY,
-                        key=f"{'.'.join(path)}[].{item.name}",
-                        default=default,
-                        description=_description(item),
-                    )
-                )
-    return docs
-
-
-def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: str) -> None:
-    node = tree
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = value
-
-
-def load_settings(
-    environ: Mapping[str, str] | None = None,
-    *,
-    config_file: str | Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Build ``Settings`` from a TOML file, then ``IEF_*`` variables, then explicit overrides.
-
-    Raises:
-        ValueError: a setting has a value of the wrong kind, or the TOML file has unknown keys.
-    """
-    env = os.environ if environ is None else environ
-    tree: dict[str, Any] = {}
-    path = config_file or env.get("IEF_CONFIG")
-    if path:
-        with Path(path).open("rb") as handle:
-            tree = tomllib.load(handle)
-    for setting_path, field in _fields(Settings):
-        if _table_list(field) is not None:
-            continue
-        name = "IEF_" + "_".join(setting_path).upper()
-        if name in env and env[name] != "":
-            _set_path(tree, setting_path, env[name])
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_path(tree, tuple(dotted.split(".")), value)
-    try:
-        return msgspec.convert(tree, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"invalid setting: {exc}") from exc
