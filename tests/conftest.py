@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from registry.config import AuthSettings, LogSettings, Settings
+from registry.config import Settings
 from tests.audit_ledger import AuditLedger
+from tests.clients import ClientFactory, client_factory
 from tests.factories import make_rsa_key, make_service_id
-from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
+from tests.settings import test_settings
 from tests.subscriptions.subscriber import Subscriber
 
 
@@ -32,23 +32,16 @@ def pg() -> Iterator[TestCluster]:
 
 @pytest.fixture(scope="session")
 async def template(pg: TestCluster) -> TestCluster:
-    """The cluster with its migrated template database in place."""
+    """The cluster (without durability: ``TestCluster.without_durability``) with its migrated template database."""
+    await pg.without_durability()
     await pg.make_template()
     return pg
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """Settings of the session's server: client state and keys re-read on every use, rates out of the way.
-
-    Rate limits have tests of their own, on servers of their own; here every test shares one
-    operator client and one address (loopback).
-    """
-    auth = AuthSettings(
-        client_cache_seconds=0, key_refresh_seconds=0, rate_per_second=10_000, rate_burst=10_000,
-        failure_rate_per_second=10_000, failure_burst=10_000,
-    )  # fmt: skip
-    return Settings(log=LogSettings(access=False), auth=auth)
+    """Settings of the session's server (``tests.settings.test_settings``)."""
+    return test_settings()
 
 
 @pytest.fixture(scope="session")
@@ -68,33 +61,21 @@ async def ledger(server: RunningServer) -> AsyncIterator[AuditLedger]:
 
 
 @pytest.fixture
-async def clients(server: RunningServer, ledger: AuditLedger) -> Callable[..., httpx.AsyncClient]:
-    """Makes HTTP clients for the session's server (``httpx.AsyncClient`` options), watched by the audit ledger.
-
-    They carry the operator's admin token unless ``headers`` says otherwise (``headers={}``: no token),
-    and every FHIR JSON answer they get (errors included) must parse with the R4B models.
-    """
-    admin = await server.headers("admin")
-
-    def make(**options: Any) -> httpx.AsyncClient:
-        options.setdefault("timeout", 30)
-        options.setdefault("headers", admin)
-        hooks = ledger.hooks()
-        hooks["response"].append(check_fhir_response)
-        return httpx.AsyncClient(base_url=server.base_url, event_hooks=hooks, **options)
-
-    return make
+async def clients(server: RunningServer, ledger: AuditLedger) -> ClientFactory:
+    """Makes HTTP clients for the session's server, watched by the audit ledger, with the operator's admin token
+    unless ``headers`` says otherwise (``tests.clients.client_factory``)."""
+    return client_factory(server.base_url, await server.headers("admin"), ledger)
 
 
 @pytest.fixture
-async def client(clients: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+async def client(clients: ClientFactory) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the session's server with the operator's admin token (watched by the audit ledger)."""
     async with clients() as http:
         yield http
 
 
 @pytest.fixture
-async def anonymous(clients: Callable[..., httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+async def anonymous(clients: ClientFactory) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the session's server with no token (watched by the audit ledger)."""
     async with clients(headers={}) as http:
         yield http
@@ -131,7 +112,7 @@ def client_key() -> RSAKey:
 
 @pytest.fixture
 async def gateway_client(
-    server: RunningServer, client_key: RSAKey, clients: Callable[..., httpx.AsyncClient]
+    server: RunningServer, client_key: RSAKey, clients: ClientFactory
 ) -> AsyncIterator[GatewayClient]:
     """A fresh gateway service and a client bound to it holding ``system/Basic.cu system/Basic.rs``."""
     service_id = make_service_id()

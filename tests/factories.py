@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from datetime import UTC, datetime
@@ -43,8 +44,11 @@ def make_service_id() -> str:
     return str(uuid.uuid4())
 
 
-def make_rsa_key(alg: str = "RS384", kid: str = "test-key") -> RSAKey:
-    """A fresh private RSA key for a test client, with its ``kid`` and ``alg`` set."""
+@functools.cache
+def make_rsa_key(alg: str = "RS384", kid: str = "test-key", *, holder: str = "a test client") -> RSAKey:
+    """A private RSA key with its ``kid`` and ``alg`` set, made once per ``kid``, ``alg`` and ``holder`` in a session
+    (generating one costs about 60 ms): a test that needs a key of its own asks for a ``kid`` of its own, or for
+    another ``holder`` when the ``kid`` must be the same (an impostor's key)."""
     key = RSAKey.generate_key(2048, private=True)
     return RSAKey.import_key(key.as_dict(private=True), parameters={"kid": kid, "alg": alg, "use": "sig"})
 

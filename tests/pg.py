@@ -51,6 +51,22 @@ class TestCluster:
             await conn.close()
         return self.url_for(name)
 
+    async def without_durability(self) -> None:
+        """Stop syncing to disk: a throwaway cluster need not survive a power cut, only its server's crashes.
+
+        Commits then return without waiting for ``fsync`` (and ``CREATE DATABASE`` without its
+        checkpoint's), so a test waits for its own work, not for a disk shared with other suites. A
+        server process that crashes loses nothing even so (the operating system holds what it wrote);
+        the tests of crashes and failovers start clusters of their own, as production runs them.
+        """
+        conn = await asyncpg.connect(self.url)
+        try:
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                await conn.execute(f"ALTER SYSTEM SET {name} = off")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
     async def make_template(self) -> None:
         """Create the migrated template database every test database is copied from."""
         conn = await asyncpg.connect(await self.empty_database(TEMPLATE))

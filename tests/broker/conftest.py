@@ -11,13 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.config import AuthSettings, BrokerSettings, LogSettings, Settings
+from registry.config import BrokerSettings
 from tests.audit_ledger import AuditLedger
+from tests.clients import client_factory
 from tests.factories import IHI_SYSTEM, make_service_id
-from tests.fhir import check_fhir_response
 from tests.gateway import ReferenceGateway
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
+from tests.settings import test_settings
 
 DISCOVERY_SCOPES = "system/ImagingStudy.rs system/DocumentReference.rs"
 
@@ -34,18 +35,14 @@ BROKER_SETTINGS = BrokerSettings(
 @pytest.fixture(scope="package")
 async def broker_server(template: TestCluster) -> AsyncIterator[RunningServer]:
     """A registry server whose broker has short timeouts, on its own database."""
-    auth = AuthSettings(
-        client_cache_seconds=0, key_refresh_seconds=0, rate_per_second=10_000, rate_burst=10_000,
-        failure_rate_per_second=10_000, failure_burst=10_000,
-    )  # fmt: skip
-    settings = Settings(log=LogSettings(access=False), auth=auth, broker=BROKER_SETTINGS)
+    settings = test_settings(broker=BROKER_SETTINGS)
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         yield server
 
 
 @dataclass(frozen=True, slots=True)
 class Tokens:
-    """Access tokens minted once for the package (minting reads and imports the issuer key each time)."""
+    """Access tokens minted once for the package."""
 
     consumer: str
     admin: str
@@ -110,17 +107,8 @@ async def broker(broker_server: RunningServer, tokens: Tokens, tmp_path: Path) -
     """The broker with a consumer and an operator client; afterwards every patient-linked request must
     have exactly one audit row."""
     ledger = AuditLedger(broker_server.audited)
-    options: dict[str, Any] = {"base_url": broker_server.base_url, "timeout": 30}
-
-    def hooks() -> dict[str, list[Any]]:
-        found = ledger.hooks()
-        found["response"].append(check_fhir_response)
-        return found
-
-    async with (
-        httpx.AsyncClient(headers=_bearer(tokens.consumer), event_hooks=hooks(), **options) as consumer,
-        httpx.AsyncClient(headers=_bearer(tokens.admin), event_hooks=hooks(), **options) as admin,
-    ):
+    clients = client_factory(broker_server.base_url, _bearer(tokens.admin), ledger)
+    async with clients(headers=_bearer(tokens.consumer)) as consumer, clients() as admin:
         yield Broker(broker_server, consumer, admin, tmp_path, tokens)
     await ledger.check(broker_server.database_url)
 

@@ -18,12 +18,18 @@ from tests.gateway import reference_gateway
 from tests.pg import TestCluster
 
 
-@pytest.fixture
-async def net(template: TestCluster, settings: Settings) -> AsyncIterator[Network]:
-    """A national and a state registry trusting each other; afterwards every audited request has its row."""
+@pytest.fixture(scope="module")
+async def registries_of_the_module(template: TestCluster, settings: Settings) -> AsyncIterator[Network]:
+    """A national and a state registry trusting each other, shared by the module's tests."""
     async with registries(template, [("national", settings), ("state", settings)]) as network:
         yield network
-        await network.check_audit()
+
+
+@pytest.fixture
+async def net(registries_of_the_module: Network) -> AsyncIterator[Network]:
+    """The two registries; after the test, every patient-linked request its clients made has one audit row."""
+    yield registries_of_the_module
+    await registries_of_the_module.check_audit()
 
 
 async def test_a_gateway_known_through_a_referral_is_searched(net: Network, tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ async def test_wrong_audience_is_401(server: RunningServer) -> None:
 
 async def test_bad_signature_is_401(server: RunningServer) -> None:
     """A token signed by another key under the issuer's kid is refused."""
-    impostor = make_rsa_key(alg="RS256", kid=server.auth.keys.keys.issuer.kid or "")
+    impostor = make_rsa_key(alg="RS256", kid=server.auth.keys.keys.issuer.kid or "", holder="an impostor")
     _assert_refused(await _get(server, forge(server, key=impostor)), "signature does not verify")
 
 

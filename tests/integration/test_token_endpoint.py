@@ -125,7 +125,7 @@ async def test_assertion_signed_by_another_key_is_refused(
 ) -> None:
     """An assertion signed by a key the client did not register is invalid_client."""
     _service_id, client_id = gateway
-    signed = assertion(make_rsa_key(), client_id, _token_url(server))
+    signed = assertion(make_rsa_key(holder="a stranger"), client_id, _token_url(server))
     _assert_oauth_error(await request_token(anonymous, signed, GATEWAY_SCOPES), 400, "invalid_client")
 
 
@@ -241,7 +241,7 @@ async def test_failed_client_authentications_are_rate_limited(template: TestClus
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             answers = []
             for _ in range(5):
-                bad = assertion(make_rsa_key(), client_id, _token_url(server))
+                bad = assertion(make_rsa_key(holder="a stranger"), client_id, _token_url(server))
                 answers.append(await request_token(http, bad, "system/Basic.rs"))
     assert [a.status_code for a in answers] == [400, 400, 400, 429, 429]
     assert int(answers[-1].headers["retry-after"]) >= 1

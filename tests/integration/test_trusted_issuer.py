@@ -116,7 +116,7 @@ async def test_external_token_for_another_audience_is_401(authority: Authority) 
 
 async def test_external_token_signed_by_a_stranger_is_401(authority: Authority) -> None:
     """A token claiming the authority as issuer but signed by another key (same kid) is refused."""
-    token = _external_token(make_rsa_key(alg="RS256", kid="hc-1"))
+    token = _external_token(make_rsa_key(alg="RS256", kid="hc-1", holder="a stranger"))
     assert (await _put(authority, authority.gateway, token)).status_code == 401
 
 

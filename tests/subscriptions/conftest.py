@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from registry.config import AuthSettings, LogSettings, Settings, SubscriptionSettings
+from registry.config import Settings, SubscriptionSettings
 from tests.audit_ledger import AuditLedger
+from tests.clients import ClientFactory, client_factory
 from tests.factories import make_service_id
-from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
+from tests.settings import test_settings
 from tests.subscriptions.helpers import Subscriptions
 from tests.subscriptions.subscriber import Subscriber
 
@@ -33,12 +33,8 @@ FAST = SubscriptionSettings(
 
 def fast_settings(**subscriptions: Any) -> Settings:
     """Dev-mode settings (http and loopback subscribers) with the fast subscription settings, changed by keyword."""
-    auth = AuthSettings(
-        client_cache_seconds=0, key_refresh_seconds=0, rate_per_second=10_000, rate_burst=10_000,
-        failure_rate_per_second=10_000, failure_burst=10_000,
-    )  # fmt: skip
     fields = {name: getattr(FAST, name) for name in FAST.__struct_fields__} | subscriptions
-    return Settings(dev=True, log=LogSettings(access=False), auth=auth, subscriptions=SubscriptionSettings(**fields))
+    return test_settings(dev=True, subscriptions=SubscriptionSettings(**fields))
 
 
 @pytest.fixture(scope="session")
@@ -57,23 +53,14 @@ async def sub_ledger(sub_server: RunningServer) -> AsyncIterator[AuditLedger]:
 
 
 @pytest.fixture
-async def sub_clients(sub_server: RunningServer, sub_ledger: AuditLedger) -> Callable[..., httpx.AsyncClient]:
+async def sub_clients(sub_server: RunningServer, sub_ledger: AuditLedger) -> ClientFactory:
     """Makes clients of the subscription server (admin token unless ``headers`` says otherwise), audit-checked."""
-    admin = await sub_server.headers("admin")
-
-    def make(**options: Any) -> httpx.AsyncClient:
-        options.setdefault("timeout", 30)
-        options.setdefault("headers", admin)
-        hooks = sub_ledger.hooks()
-        hooks["response"].append(check_fhir_response)
-        return httpx.AsyncClient(base_url=sub_server.base_url, event_hooks=hooks, **options)
-
-    return make
+    return client_factory(sub_server.base_url, await sub_server.headers("admin"), sub_ledger)
 
 
 @pytest.fixture
 async def subs(
-    sub_server: RunningServer, sub_clients: Callable[..., httpx.AsyncClient], subscriber: Subscriber
+    sub_server: RunningServer, sub_clients: ClientFactory, subscriber: Subscriber
 ) -> AsyncIterator[Subscriptions]:
     """The subscription server driven as the operator (admin), with a gateway service of the test's own."""
     service_id = make_service_id()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from tests.server import free_port, read_body
 __all__ = ("Hook", "Received", "Subscriber")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Received:
     """One request as the subscriber got it."""
 
@@ -33,9 +34,9 @@ class Received:
     body: bytes
     at: float
 
-    @property
+    @functools.cached_property
     def bundle(self) -> dict[str, Any]:
-        """The body as JSON (a notification Bundle), checked against the R4B models."""
+        """The body as JSON (a notification Bundle), checked against the R4B models (once: waits read it often)."""
         data: dict[str, Any] = msgspec.json.decode(self.body)
         parse_resource(data)
         return data
@@ -166,6 +167,8 @@ class Subscriber:
             access_log=False,
             lifespan="off",
             interface="asgi3",
+            # Shutting down waits for the notifiers' keep-alive connections at most this long.
+            timeout_graceful_shutdown=1,
         )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())

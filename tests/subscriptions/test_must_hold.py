@@ -9,16 +9,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from registry.config import Settings
+from tests.clients import client_factory
 from tests.factories import make_ihi, make_service_id
-from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import running_server
 from tests.subscriptions.conftest import fast_settings
@@ -33,14 +31,9 @@ async def _own_server(
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         service_id = make_service_id()
         await server.add_service(service_id)
-        headers = await server.headers("admin")
-        hooks = {"response": [check_fhir_response]}
-        async with httpx.AsyncClient(base_url=server.base_url, headers=headers, event_hooks=hooks, timeout=30) as http:
-
-            def make(**options: Any) -> httpx.AsyncClient:
-                return httpx.AsyncClient(base_url=server.base_url, event_hooks=hooks, **options)
-
-            yield Subscriptions(server, http, subscriber, service_id, make)
+        clients = client_factory(server.base_url, await server.headers("admin"))
+        async with clients() as http:
+            yield Subscriptions(server, http, subscriber, service_id, clients)
 
 
 async def _burst(count: int, concurrency: int, register: Callable[[int], Awaitable[object]]) -> float:

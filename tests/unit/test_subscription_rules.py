@@ -40,7 +40,7 @@ def test_filters_read_every_spelling_into_one_canonical_form() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["patient", "patient=", f"patient={make_ihi()},{make_ihi()}", "patient=urn:x|8003608166690503", "x=1"],
+    ["patient", "patient=", "patient=8003608166690503,8003608166690511", "patient=urn:x|8003608166690503", "x=1"],
 )
 def test_filters_refuse_what_they_cannot_honour(text: str) -> None:
     """No value, two patients, a foreign IHI system, an unknown name: refused naming where."""
