@@ -6,7 +6,8 @@ rotate`` makes a new active key and retires the old one, which stays published i
 ``/.well-known/jwks.json`` (and trusted) until every token it can have signed has expired.
 
 Importing a private key checks it (about 50-80 ms of CPU for RSA 2048), so each key is imported
-once per process and kept by ``kid``: re-reading the keys (every ``auth.key_refresh_seconds``)
+once per process and kept by ``kid`` (whichever ``KeyRing`` reads it: a server and a command, or the
+servers of a test, share the imports): re-reading the keys (every ``auth.key_refresh_seconds``)
 costs a query, not an import per key.
 
 Purposes:
@@ -55,9 +56,23 @@ class _Imported:
     public: RSAKey
 
 
-def _import(row: KeyRow) -> _Imported:
+_IMPORTED: dict[str, _Imported] = {}
+"""Every key imported in this process, by ``kid`` (a kid is the thumbprint of its key)."""
+_IMPORTED_MAX = 256
+"""Forget them all past this many (a process reads a handful of keys: its active ones and those they replaced)."""
+
+
+def _imported(row: KeyRow) -> _Imported:
+    """The key of ``row``, imported once per process (again only if the row is not what was imported)."""
+    known = _IMPORTED.get(row.kid)
+    if known is not None and known.pem == row.private_pem and known.private.alg == row.alg:
+        return known
     private = RSAKey.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
-    return _Imported(row.private_pem, private, RSAKey.import_key(private.as_dict(private=False)))
+    imported = _Imported(row.private_pem, private, RSAKey.import_key(private.as_dict(private=False)))
+    if len(_IMPORTED) >= _IMPORTED_MAX:
+        _IMPORTED.clear()
+    _IMPORTED[row.kid] = imported
+    return imported
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +101,6 @@ class KeyRing:
         self._refresh = refresh_seconds
         self._keep = keep_seconds
         self._keys: Keys | None = None
-        self._imported: dict[str, _Imported] = {}
-        """Every key imported so far, by ``kid`` (a ``kid`` is the thumbprint of its key)."""
 
     @property
     def keys(self) -> Keys:
@@ -116,8 +129,7 @@ class KeyRing:
             raise RuntimeError(
                 f"no active {', '.join(sorted(missing))} key: run `ief-registry db upgrade` or start `serve`"
             )
-        imported = {row.kid: self._imported_key(row) for row in rows}
-        self._imported = imported  # keys no longer live are forgotten
+        imported = {row.kid: _imported(row) for row in rows}
         issuer_public: list[Key] = [imported[row.kid].public for row in rows if row.purpose == ISSUER]
         self._keys = Keys(
             issuer=imported[active[ISSUER].kid].private,
@@ -126,13 +138,6 @@ class KeyRing:
             jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows]},
         )
         return self._keys
-
-    def _imported_key(self, row: KeyRow) -> _Imported:
-        """The key of ``row``, imported once (again only if the row is not what was imported)."""
-        known = self._imported.get(row.kid)
-        if known is not None and known.pem == row.private_pem and known.private.alg == row.alg:
-            return known
-        return _import(row)
 
     async def fresh(self) -> Keys:
         """The keys, re-read first when they are older than the refresh interval."""
