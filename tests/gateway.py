@@ -35,6 +35,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from broker.discovery.dates import parse_criterion
+from tests.clients import SHARED_TLS
 from tests.server import read_body, serving
 
 __all__ = ("Behaviour", "ReferenceGateway", "Seen", "reference_gateway")
@@ -232,7 +233,7 @@ class ReferenceGateway:
         body = await read_body(receive)
         form = dict(parse_qsl(body.decode()))
         try:
-            async with httpx.AsyncClient(timeout=5) as http:
+            async with httpx.AsyncClient(timeout=5, verify=SHARED_TLS) as http:
                 keys = KeySet.import_key_set((await http.get(str(self.jwks_url))).json())
             claims = jwt.decode(form.get("client_assertion", ""), keys, algorithms=_ALGORITHMS).claims
         except Exception:  # noqa: BLE001 - any failure to verify is an invalid client, as a real gateway says

@@ -20,8 +20,8 @@ from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from tests.audit_ledger import AuditLedger
+from tests.clients import client_factory
 from tests.factories import make_service_id
-from tests.fhir import check_fhir_response
 from tests.server import RunningServer, running_server
 
 if TYPE_CHECKING:
@@ -74,11 +74,8 @@ class Network:
         """An admin client of one registry: FHIR answers parsed with R4B, requests noted by its audit ledger."""
         if name not in self._admin:
             self._admin[name] = await self.servers[name].headers("admin")
-        hooks = self.ledgers[name].hooks()
-        hooks["response"].append(check_fhir_response)
-        options.setdefault("headers", self._admin[name])
-        async with httpx.AsyncClient(
-            base_url=self.servers[name].base_url, timeout=30, event_hooks=hooks, **options
+        async with client_factory(self.servers[name].base_url, self._admin[name], self.ledgers[name])(
+            **options
         ) as http:
             yield http
 
