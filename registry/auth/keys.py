@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, KeyRow
     from registry.db.pool import Database
 
-__all__ = ("ISSUER", "OUTBOUND", "KeyRing", "Keys", "new_key_pem")
+__all__ = ("ISSUER", "OUTBOUND", "KeyRing", "Keys")
 
 ISSUER = "issuer"
 OUTBOUND = "outbound"
@@ -39,12 +39,6 @@ _ALG = {ISSUER: "RS256", OUTBOUND: "RS384"}
 _RSA_BITS = 2048
 _UNKNOWN_KID_RELOAD_SECONDS = 1.0
 _log = get_logger("registry.auth.keys")
-
-
-def new_key_pem() -> str:
-    """A fresh RSA private key, PKCS#8 PEM."""
-    key = RSAKey.generate_key(_RSA_BITS, private=True)
-    return key.as_pem(private=True).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +161,8 @@ class KeyRing:
         return kid
 
     async def _add(self, conn: Any, purpose: str) -> str:
-        pem = new_key_pem()
-        kid = RSAKey.import_key(pem).thumbprint()
+        key = RSAKey.generate_key(_RSA_BITS, private=True)
+        kid = key.thumbprint()  # of the key just made: importing its PEM again would check it again
+        pem = key.as_pem(private=True).decode()
         await self._repo.add_active_key(conn, kid=kid, purpose=purpose, alg=_ALG[purpose], private_pem=pem)
         return kid
