@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import structlog
 from joserfc.jwk import RSAKey
 
 from registry.config import Settings
@@ -17,6 +19,21 @@ from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
 from tests.settings import test_settings
 from tests.subscriptions.subscriber import Subscriber
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Logs of the servers the session runs: info and above, tracebacks as plain text (rendering one with rich
+    costs more than a second), printed where pytest captures them."""
+    del config
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+    )
 
 
 @pytest.fixture(scope="session")
