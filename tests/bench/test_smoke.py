@@ -25,7 +25,7 @@ def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     builds = ["bare", "checkout"]
     command = [
-        sys.executable, "-m", "tests.bench", "--records", "2000", "--duration", "0.5", "--concurrency", "4",
+        sys.executable, "-m", "tests.bench", "--records", "2000", "--duration", "0.2", "--concurrency", "4",
         "--batch-size", "500", "--header", "X-Bench: smoke", "--json", str(out), "--bare",
     ]  # fmt: skip
     if _in_git_checkout():
