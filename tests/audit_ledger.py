@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 from litestar import Litestar
 
+from registry.db.pool import Database
 from registry.route import route_spec
 
 __all__ = ("AuditLedger", "AuditedRoute", "audited_routes")
@@ -75,18 +76,24 @@ class AuditLedger:
         """Whether a request goes to a patient-linked route."""
         return any(method in route.methods and route.pattern.match(path) for route in self.routes)
 
-    async def check(self, database_url: str) -> None:
-        """Fail, naming each offending request, unless every noted request has its expected number of rows."""
+    async def check(self, database: Database | str) -> None:
+        """Fail, naming each offending request, unless every noted request has its expected number of rows.
+
+        ``database``: the server's pool, or the URL of the database to read (the primary, past a pooler).
+        """
         if not self.answered:
             return
-        conn = await asyncpg.connect(database_url)
-        try:
-            rows = await conn.fetch(
-                "SELECT request_id, count(*) AS n FROM audit_events WHERE request_id = ANY($1::text[]) GROUP BY 1",
-                [rid for _, _, rid in self.answered],
-            )
-        finally:
-            await conn.close()
+        sql = "SELECT request_id, count(*) AS n FROM audit_events WHERE request_id = ANY($1::text[]) GROUP BY 1"
+        request_ids = [rid for _, _, rid in self.answered]
+        if isinstance(database, str):
+            conn = await asyncpg.connect(database)
+            try:
+                rows = await conn.fetch(sql, request_ids)
+            finally:
+                await conn.close()
+        else:
+            async with database.writer() as pooled:
+                rows = await pooled.fetch(sql, request_ids)
         counts = {row["request_id"]: row["n"] for row in rows}
         wrong = [
             f"{method} {path} (request {rid}): {counts.get(rid, 0)} audit rows, expected {expected}"

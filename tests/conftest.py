@@ -74,7 +74,7 @@ async def ledger(server: RunningServer) -> AsyncIterator[AuditLedger]:
     """Notes the test's requests to the session's server; afterwards each patient-linked one must have one audit row."""
     notes = AuditLedger(server.audited)
     yield notes
-    await notes.check(server.database_url)
+    await notes.check(server.database)
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """A real ief-registry HTTP server (uvicorn on loopback) inside the test session's event loop.
 
-Each running server comes with the server's own authentication parts on its database
-(``RunningServer.auth``), so tests register clients and mint tokens through the same issuer code
-the server uses: no mocks.
+Each running server comes with its own authentication parts and database pool (``RunningServer.auth``
+and ``.database``: the very objects the server opened in its lifespan), so tests register clients
+and mint tokens with the issuer the server uses: no mocks.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
 from registry.auth.clients import OPERATOR_CLIENT_ID
-from registry.auth.wiring import AuthParts, start_auth
+from registry.auth.wiring import AuthParts
 from registry.config import Settings
-from registry.db.pool import Database, open_database
-from registry.db.queries import load_queries
+from registry.db.pool import Connection, Database
 from registry.server.app import build_asgi, create_app
+from registry.server.lifespan import services_of
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
 
@@ -112,18 +112,16 @@ class RunningServer:
     ) -> None:  # fmt: skip
         """Put a member service straight into the directory (as the operator's CLI would), with how this
         server authenticates to it (``client_id`` it gave us, or a ``bearer_token_file``), if at all."""
-        await add_service(
-            self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
-            client_id=client_id, bearer_token_file=bearer_token_file,
-        )  # fmt: skip
+        async with self.database.writer() as conn:
+            await _insert_service(
+                conn, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
+                client_id=client_id, bearer_token_file=bearer_token_file,
+            )  # fmt: skip
 
     async def count(self, sql: str, *args: object) -> int:
         """The number a ``SELECT count(*) …`` finds in the server's database (checks behind the API's back)."""
-        conn = await asyncpg.connect(self.database_url)
-        try:
+        async with self.database.writer() as conn:
             return int(await conn.fetchval(sql, *args))
-        finally:
-            await conn.close()
 
     async def record_count(self, ihi: str) -> int:
         """How many records (any status) the database holds for an IHI."""
@@ -140,17 +138,27 @@ async def add_service(
     The credential columns are named only when given, so the benchmark can register a gateway in
     the database of a build from before they existed (``--ref``).
     """
+    conn = await asyncpg.connect(database_url)
+    try:
+        await _insert_service(
+            conn, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
+            client_id=client_id, bearer_token_file=bearer_token_file,
+        )  # fmt: skip
+    finally:
+        await conn.close()
+
+
+async def _insert_service(
+    conn: Connection, service_id: str, *, kind: str, name: str, base_url: str, style: str, status: str,
+    client_id: str | None, bearer_token_file: str | None,
+) -> None:  # fmt: skip
     values: dict[str, str | None] = {
         "service_id": service_id, "kind": kind, "name": name, "base_url": base_url, "search_style": style,
         "status": status,
     }  # fmt: skip
     values |= {k: v for k, v in (("client_id", client_id), ("bearer_token_file", bearer_token_file)) if v is not None}
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f"INSERT INTO services ({', '.join(values)}) VALUES ({placeholders})", *values.values())
-    finally:
-        await conn.close()
+    await conn.execute(f"INSERT INTO services ({', '.join(values)}) VALUES ({placeholders})", *values.values())
 
 
 def route_handlers(settings: Settings | None = None) -> Iterator[tuple[str, HTTPRouteHandler]]:
@@ -179,14 +187,8 @@ async def running_server(
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
     async with serving(app, port=port, lifespan="on") as base_url:
-        own = settings.database.__class__(pool_min=0, pool_max=4, statement_cache=settings.database.statement_cache)
-        database = await open_database(database_url, own)
-        auth = await start_auth(database, load_queries(), settings, service_id)
-        try:
-            yield RunningServer(base_url, database_url, service_id, settings, auth, database, routes)
-        finally:
-            await auth.close()
-            await database.close()
+        services = services_of(_litestar_in(app).state)  # opened by the lifespan, closed with it
+        yield RunningServer(base_url, database_url, service_id, settings, services.auth, services.db, routes)
 
 
 @contextlib.asynccontextmanager

@@ -110,7 +110,7 @@ async def broker(broker_server: RunningServer, tokens: Tokens, tmp_path: Path) -
     clients = client_factory(broker_server.base_url, _bearer(tokens.admin), ledger)
     async with clients(headers=_bearer(tokens.consumer)) as consumer, clients() as admin:
         yield Broker(broker_server, consumer, admin, tmp_path, tokens)
-    await ledger.check(broker_server.database_url)
+    await ledger.check(broker_server.database)
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -82,7 +82,7 @@ class Network:
     async def check_audit(self) -> None:
         """Every patient-linked request the clients made left exactly one audit row at its registry."""
         for name, ledger in self.ledgers.items():
-            await ledger.check(self.servers[name].database_url)
+            await ledger.check(self.servers[name].database)
 
     async def put(self, name: str, ihi: str, service_id: str, type_: str = "record", status: str = "active") -> None:
         """Register a record at one registry (as its operator)."""

@@ -38,8 +38,13 @@ def fast_settings(**subscriptions: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def sub_server(template: TestCluster) -> AsyncIterator[RunningServer]:
-    """A server in dev mode with fast retries and its delivery worker, on a database of its own."""
+async def sub_server(template: TestCluster, subscriber: Subscriber) -> AsyncIterator[RunningServer]:
+    """A server in dev mode with fast retries and its delivery worker, on a database of its own.
+
+    It stops before the session's subscriber (it takes it, unused): its worker's connections are closed by
+    then, so the subscriber's shutdown waits for none of them.
+    """
+    del subscriber
     async with running_server(fast_settings(), await template.new_database(), make_service_id()) as running:
         yield running
 
@@ -49,7 +54,7 @@ async def sub_ledger(sub_server: RunningServer) -> AsyncIterator[AuditLedger]:
     """The audit check of the subscription server: every patient-linked request leaves one audit row."""
     notes = AuditLedger(sub_server.audited)
     yield notes
-    await notes.check(sub_server.database_url)
+    await notes.check(sub_server.database)
 
 
 @pytest.fixture
