@@ -21,7 +21,7 @@ import msgspec
 import uvicorn
 
 from tests.fhir import parse_resource
-from tests.server import free_port, read_body
+from tests.server import LoopbackServer, free_port, read_body
 
 __all__ = ("Hook", "Received", "Subscriber")
 
@@ -123,7 +123,7 @@ class Subscriber:
         self.port = free_port()
         self.hooks: dict[str, Hook] = {}
         self._names = itertools.count(1)
-        self._server: uvicorn.Server | None = None
+        self._server: LoopbackServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -170,18 +170,12 @@ class Subscriber:
             # Shutting down waits for the notifiers' keep-alive connections at most this long.
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        for _ in range(500):
-            if self._server.started or self._task.done():
-                break
-            await asyncio.sleep(0.01)
-        if not self._server.started:
-            raise RuntimeError("the subscriber did not start")
+        self._server = LoopbackServer(config)
+        self._task = await self._server.start()
 
     async def down(self) -> None:
         """Stop listening: notifications meet a refused connection."""
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
+            self._server.stop()
             await self._task
             self._server = None
