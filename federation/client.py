@@ -39,6 +39,7 @@ from schemas.types import (
     SearchStyle,
     ServiceKind,
     UnresolvedReason,
+    ascii_int,
     parse_service_id,
 )
 
@@ -208,8 +209,8 @@ class PeerClient:
             async with self._http.stream("GET", url, params=params, headers=headers, timeout=seconds) as response:
                 if response.status_code != 200:
                     return response.status_code, b""
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > self._max_bytes:
+                declared = ascii_int(response.headers.get("content-length", ""))
+                if declared is not None and declared > self._max_bytes:
                     raise PeerTooLarge(f"its answer of {declared} bytes is over the limit of {self._max_bytes}")
                 body = bytearray()
                 async for chunk in response.aiter_bytes():

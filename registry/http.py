@@ -38,7 +38,7 @@ __all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _log = get_logger("registry.http")
 
 
@@ -61,7 +61,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = scope_header(scope, b"x-request-id")
-        rid = incoming if incoming and _SAFE_ID.match(incoming) else f"{self._id_prefix}{next(self._id_counter):016x}"
+        safe = incoming is not None and _SAFE_ID.fullmatch(incoming)
+        rid = incoming if safe and incoming else f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)

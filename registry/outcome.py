@@ -51,7 +51,7 @@ _STATUS: list[tuple[type[errors.RegistryError], int]] = [
     (errors.RateLimited, 429),
     (errors.DependencyUnavailable, 503),
 ]
-_PATH = re.compile(r" - at `\$(?:\.data)?\.?([^`]*)`$")
+_PATH = re.compile(r" - at `\$(?:\.data)?\.?([^`]*)`\Z")
 _log = get_logger(__name__)
 
 

@@ -32,7 +32,7 @@ import msgspec
 from broker.discovery.merge import Found, Source, normalise
 from registry.errors import OutboundAuthError
 from schemas.discovery import GatewayProblem
-from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle
+from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle, ascii_int
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -351,8 +351,8 @@ class GatewayClient:
         if media not in FHIR_JSON_TYPES:
             text = f"answered {media or 'without a content type'}, not FHIR JSON"
             raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, text, failure=True))
-        declared = head.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self._max_bytes:
+        declared = ascii_int(head.get(b"content-length", b"").decode("latin-1"))
+        if declared is not None and declared > self._max_bytes:
             raise _Refused(self._too_large())
         coding = head.get(b"content-encoding", b"identity").decode("latin-1").strip().lower()
         if coding in ("", "identity"):

@@ -47,7 +47,7 @@ __all__ = ("SUBSCRIPTION", "SubscriptionController", "SubscriptionResources", "S
 SubscriptionId = Annotated[str, PathParameter(description="The subscription id.")]
 
 _STATUSES = ("requested", "active", "error", "off")
-_NUMBER = re.compile(r"^[0-9]{1,18}$")
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 SUBSCRIPTION = ResourceCapability(
     "Subscription",
@@ -99,7 +99,7 @@ def _number(criteria: Criteria, name: str) -> int | None:
     values = [value for key, value in criteria.items if key == name]
     if not values:
         return None
-    if len(values) > 1 or not _NUMBER.match(values[0]) or int(values[0]) < 1:
+    if len(values) > 1 or not _NUMBER.fullmatch(values[0]) or int(values[0]) < 1:
         message = f"{name} is one event number (1 or more)"
         raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
     return int(values[0])

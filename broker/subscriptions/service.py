@@ -46,9 +46,9 @@ __all__ = ("EventsAnswer", "SubscriptionService", "event_view", "mask_headers", 
 
 _log = get_logger(__name__)
 _S = "Subscription"
-_MIME = re.compile(r"^\s*(application/fhir\+json|application/json)\s*(?:;\s*fhirVersion\s*=\s*([0-9.]+)\s*)?$")
+_MIME = re.compile(r" *(application/fhir\+json|application/json) *(?:; *fhirVersion *= *([0-9.]+) *)?")
 _FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
-_HEADER = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$")
+_HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
 _RESERVED_HEADERS = frozenset(
     {"host", "content-type", "content-length", "transfer-encoding", "connection", "te", "upgrade", "expect"}
 )
@@ -74,7 +74,7 @@ def _clamp(value: int | None, low: int, high: int, default: int | None) -> int |
 def _check_headers(headers: list[str]) -> list[str]:
     for index, header in enumerate(headers):
         where = f"{_S}.channel.header[{index}]"
-        match = _HEADER.match(header)
+        match = _HEADER.fullmatch(header)
         if not match or any(c in header for c in "\r\n\0"):
             raise _bad(
                 "a channel header is 'Name: value': a token, a colon, one optional space, then printable ASCII "
@@ -214,7 +214,7 @@ class SubscriptionService:
         where = f"{_S}.channel.payload"
         if not claim.payload:
             raise _bad("channel.payload is required (application/fhir+json)", where)
-        match = _MIME.match(claim.payload)
+        match = _MIME.fullmatch(claim.payload)
         if not match:
             raise _bad(f"payload type {claim.payload!r} is not served; use application/fhir+json", where)
         if match.group(2) is not None and match.group(2) not in _FHIR_VERSIONS:

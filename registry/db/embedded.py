@@ -18,6 +18,7 @@ import hashlib
 import os
 import pwd
 import shutil
+import string
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -57,7 +58,7 @@ class EmbeddedUnavailable(RuntimeError):
 
 
 def _version_key(path: str) -> tuple[int, ...]:
-    digits = [int(part) for part in "".join(c if c.isdigit() else " " for c in path).split()]
+    digits = [int(part) for part in "".join(c if c in string.digits else " " for c in path).split()]
     return tuple(digits)
 
 

@@ -48,7 +48,7 @@ __all__ = (
 
 T = TypeVar("T")
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')
+_IF_MATCH = re.compile(r' *(?:W/)?"([0-9]{1,9})" *')
 
 
 def route_opt(
@@ -136,7 +136,7 @@ def if_match(request: Request[Any, Any, Any]) -> int | None:
     value = request.headers.get("if-match")
     if value is None:
         return None
-    match = _IF_MATCH.match(value)
+    match = _IF_MATCH.fullmatch(value)
     if not match:
         message = 'If-Match takes the ETag of a version, such as W/"3"'
         raise errors.MalformedRequest(message, issues=[errors.Issue(message, "If-Match")])
