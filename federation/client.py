@@ -31,6 +31,7 @@ import msgspec
 
 from registry import __version__
 from registry.errors import OutboundAuthError
+from schemas import strictjson
 from schemas.records import PeerRecord, PeerRecordList, Record, ServiceRef
 from schemas.types import (
     InvalidValueError,
@@ -187,7 +188,10 @@ class PeerClient:
         if status != 200:
             raise PeerErrorResponse(f"it answered {status}")
         try:
+            strictjson.check_depth(body, strictjson.REMOTE_MAX_DEPTH)
             answer = _decoder.decode(body)
+        except strictjson.TooDeep:
+            raise PeerInvalidResponse("its answer is nested too deep") from None
         except msgspec.ValidationError as exc:
             raise PeerInvalidResponse(f"its answer is not a record list: {exc}") from None
         except msgspec.DecodeError:

@@ -39,7 +39,7 @@ from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.fhir.router import fhir_router
 from registry.health import HealthController
-from registry.http import RequestContext, check_request
+from registry.http import JsonRequest, RequestContext, check_request
 from registry.log import set_hash_key
 from registry.metrics import HttpMetrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
@@ -253,6 +253,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,
+        request_class=JsonRequest,
         openapi_config=OpenAPIConfig(
             title="ief-registry",
             version="0.1.0",

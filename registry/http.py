@@ -6,6 +6,10 @@ unique as a UUID without a system call per request), binds it to every log line,
 writes one canonical ``http_request`` line per request, with the authenticated client's ID. The
 line names the route template, never the raw path, because paths carry IHIs.
 
+``JsonRequest`` is the app's request class: every JSON body a handler takes as ``data`` is decoded
+by ``schemas.strictjson`` (nesting bounded, repeated keys refused), the same path as batch items,
+NDJSON lines and FHIR resources; what it refuses is 400.
+
 ``check_request`` is an app-wide guard: it refuses too many query values, query parameters the
 route does not declare (``opt={"query": {...}}``) and bodies in a media type the route does not
 take (``opt={"media_types": {...}}``), before any body is read.
@@ -21,11 +25,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from litestar import Request
 from litestar.enums import ScopeType
+from litestar.types import Empty
 
 from registry import errors
 from registry.auth.scopes import PRINCIPAL_KEY
 from registry.log import get_logger
+from schemas import strictjson
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -34,7 +41,16 @@ if TYPE_CHECKING:
 
     from registry.metrics import HttpMetrics
 
-__all__ = ("JSON_TYPES", "RequestContext", "base_url", "check_request", "request_id", "scope_header")
+__all__ = (
+    "JSON_TYPES",
+    "JsonRequest",
+    "RequestContext",
+    "base_url",
+    "check_request",
+    "decode_json_body",
+    "request_id",
+    "scope_header",
+)
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -96,6 +112,35 @@ class RequestContext:
                     duration_ms=round(seconds * 1000, 2),
                 )
             structlog.contextvars.clear_contextvars()
+
+
+def decode_json_body(body: bytes) -> Any:
+    """A JSON request body, decoded the one way (``schemas.strictjson``).
+
+    Raises:
+        MalformedRequest: not JSON, nested too deep, or an object repeats a key.
+    """
+    try:
+        return strictjson.decode(body)
+    except strictjson.JsonError as exc:
+        raise errors.MalformedRequest(str(exc)) from None
+
+
+class JsonRequest(Request[Any, Any, Any]):
+    """Litestar's request, whose JSON body (``data`` of a handler) is decoded by ``decode_json_body``."""
+
+    async def json(self) -> Any:
+        """The JSON body, decoded once.
+
+        Raises:
+            MalformedRequest: what ``decode_json_body`` refuses.
+        """
+        if self._json is Empty:
+            cached = self._connection_state.json
+            self._json = self._connection_state.json = (
+                cached if cached is not Empty else decode_json_body(await self.body() or b"null")
+            )
+        return self._json
 
 
 def scope_header(scope: Scope, name: bytes) -> str | None:

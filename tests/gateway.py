@@ -59,6 +59,8 @@ class Behaviour:
     """Answer 200 with an HTML page."""
     garbage: bool = False
     """Answer 200 ``application/fhir+json`` with bytes that are not JSON."""
+    deep: bool = False
+    """Answer 200 with a Bundle whose extension nests 100,000 arrays."""
     not_bundle: bool = False
     """Answer 200 with an OperationOutcome instead of a Bundle."""
     huge: int = 0
@@ -167,6 +169,9 @@ class ReferenceGateway:
             await _send(send, 200, b"<!doctype html><html><body>Gateway maintenance</body></html>", b"text/html")
         elif behaviour.garbage:
             await _send(send, 200, b"\x00\x01 this is { not JSON", FHIR_JSON)
+        elif behaviour.deep:
+            deep = b"[" * 100_000 + b"]" * 100_000
+            await _send(send, 200, b'{"resourceType":"Bundle","type":"searchset","x":' + deep + b"}", FHIR_JSON)
         elif behaviour.not_bundle:
             await _send_json(send, 200, _outcome("informational", "not a Bundle"))
         elif behaviour.huge:

@@ -27,10 +27,10 @@ from urllib.parse import urlencode
 
 import httpcore
 import httpx
-import msgspec
 
 from broker.discovery.merge import Found, Source, normalise
 from registry.errors import OutboundAuthError
+from schemas import strictjson
 from schemas.discovery import GatewayProblem
 from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle, ascii_int
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ("Answer", "GatewayClient", "GatewayPools", "Problem", "Target", "new_gateway_http")
 
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
-_decoder = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,8 +326,11 @@ class GatewayClient:
             text = f"could not be reached ({type(exc).__name__})"
             raise _Refused(Problem(GatewayProblem.UNREACHABLE, text, failure=True)) from None
         try:
-            bundle = _decoder.decode(body)
-        except msgspec.DecodeError:
+            bundle = strictjson.decode(body, max_depth=strictjson.REMOTE_MAX_DEPTH, duplicate_keys=True)
+        except strictjson.TooDeep:
+            text = "its answer is nested too deep"
+            raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, text, failure=True)) from None
+        except strictjson.JsonError:
             raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, "its answer is not JSON", failure=True)) from None
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
             text = "its answer is not a FHIR searchset Bundle"

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import msgspec
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+
+from schemas import strictjson
 
 __all__ = ("JwksCache", "RemoteError", "fetch_json", "new_http_client")
 
@@ -65,9 +66,9 @@ async def fetch_json(
     except httpx.HTTPError as exc:
         raise RemoteError(f"{url}: {type(exc).__name__}") from None
     try:
-        value = msgspec.json.decode(bytes(body))
-    except msgspec.DecodeError:
-        raise RemoteError(f"{url}: answered {status} without JSON") from None
+        value = strictjson.decode(bytes(body), max_depth=strictjson.REMOTE_MAX_DEPTH, duplicate_keys=True)
+    except strictjson.JsonError:
+        raise RemoteError(f"{url}: answered {status} without usable JSON") from None
     if status not in ok and not 400 <= status < 500:
         raise RemoteError(f"{url}: answered {status}")
     return status, value

@@ -214,6 +214,7 @@ async def test_misbehaving_peers_are_reported_never_a_crash(
     expected = {
         await fake_peer(fed, peers, "error", token_files["good"]): "error-response",
         await fake_peer(fed, peers, "garbage", token_files["good"]): "invalid-response",
+        await fake_peer(fed, peers, "deep", token_files["good"]): "invalid-response",
         await fake_peer(fed, peers, "huge", token_files["good"]): "too-large",
         await fake_peer(fed, peers, "empty", token_files["wrong"]): "unauthorized",
         await fake_peer(fed, peers, "other-ihi", token_files["good"]): "invalid-response",
@@ -228,6 +229,7 @@ async def test_misbehaving_peers_are_reported_never_a_crash(
     assert details["error-response"] == "it answered 500"
     assert details["too-large"] == "its answer is over the limit of 1048576 bytes"
     assert details["unauthorized"] == "it refused this registry's token (401)"
+    assert "its answer is nested too deep" in [u["detail"] for u in answer["unresolved"]]
 
 
 async def test_a_peer_that_does_not_admit_us_is_unauthorized(fed: Network) -> None:
