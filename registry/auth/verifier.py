@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from joserfc import jws, jwt
+from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, MissingClaimError
 from joserfc.jwk import KeySet
 
@@ -27,6 +27,7 @@ from registry.auth.clients import check_key_url
 from registry.auth.issuer import SERVICE_CLAIM
 from registry.auth.remote import RemoteError, parse_jwks
 from registry.auth.scopes import Principal, may_hold
+from registry.auth.tokens import MalformedToken, unverified
 from registry.log import get_logger
 
 if TYPE_CHECKING:
@@ -248,23 +249,19 @@ class Authenticator:
 
     async def _verify(self, token: str) -> Principal:
         try:
-            unverified = jws.extract_compact(token.encode())
-            claims = msgspec.json.decode(unverified.payload)
-        except (JoseError, ValueError, msgspec.DecodeError):
-            raise errors.Unauthenticated("the token is not a signed JWT") from None
-        header = unverified.headers()
-        if not isinstance(claims, dict):
-            raise errors.Unauthenticated("the token is not a signed JWT")
-        source = self._sources.get(claims.get("iss"))  # type: ignore[arg-type]
+            parts = unverified(token)
+        except MalformedToken as exc:
+            raise errors.Unauthenticated(str(exc)) from None
+        header, claims = parts.header, parts.claims
+        source = self._sources.get(claims.get("iss") or "")
         if source is None:
             raise errors.Unauthenticated("the token's issuer is not trusted here")
-        alg = header.get("alg")
+        alg = header["alg"]
         if alg not in source.algorithms:
-            raise errors.Unauthenticated(f"the signature algorithm {alg!r} is not accepted")
-        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+            raise errors.Unauthenticated(f"the signature algorithm {alg[:32]!r} is not accepted")
         try:
-            verified = jwt.decode(token, await source.key_set(kid), algorithms=list(source.algorithms))
-        except JoseError:
+            verified = jwt.decode(token, await source.key_set(header.get("kid")), algorithms=list(source.algorithms))
+        except (JoseError, ValueError, TypeError):  # the shapes were checked; anything left is a bad token
             raise errors.Unauthenticated("the token's signature does not verify") from None
         rules = jwt.JWTClaimsRegistry(
             leeway=self._leeway,
@@ -279,4 +276,6 @@ class Authenticator:
         except (InvalidClaimError, MissingClaimError) as exc:
             reason = _CLAIM_REFUSALS.get(exc.claim, f"the token's {exc.claim} claim is missing or not acceptable here")
             raise errors.Unauthenticated(reason) from None
+        except (JoseError, ValueError, TypeError):
+            raise errors.Unauthenticated("the token's claims are not acceptable") from None
         return await source.principal(verified.claims, self._clients)
