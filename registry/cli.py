@@ -498,7 +498,11 @@ def _with_auth(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
         return _run(run)
 
 
-async def _mint(url: str, settings: Settings, service_id: str, scopes: list[str], lifetime: int | None) -> str:
+async def _mint(
+    url: str, settings: Settings, service_id: str, scopes: list[str], lifetime: int | None, bound: str | None = None
+) -> str:
+    """A token of this instance's issuer (named after ``service_id``, this instance's), bound to ``bound``
+    (default: this instance's service)."""
     from registry.auth.clients import OPERATOR_CLIENT_ID
     from registry.auth.wiring import start_auth
 
@@ -507,7 +511,7 @@ async def _mint(url: str, settings: Settings, service_id: str, scopes: list[str]
         auth = await start_auth(database, load_queries(), settings, service_id)
         try:
             issued = await auth.issuer.mint(
-                client_id=OPERATOR_CLIENT_ID, service_id=service_id, scopes=scopes, lifetime=lifetime
+                client_id=OPERATOR_CLIENT_ID, service_id=bound or service_id, scopes=scopes, lifetime=lifetime
             )
         finally:
             await auth.close()
@@ -535,17 +539,14 @@ def token(obj: _Context, scopes: str, service_id: str | None, lifetime: int | No
         raise click.ClickException(f"unknown scope(s): {' '.join(unknown) or '(none given)'}")
     if lifetime is not None and not 10 <= lifetime <= settings.auth.max_token_lifetime:
         raise click.ClickException(f"--lifetime is 10 to {settings.auth.max_token_lifetime} seconds")
+    own = instance_service_id(settings.data_dir, settings.service_id)
     try:
-        bound = (
-            check_bound_service(service_id)
-            if service_id
-            else instance_service_id(settings.data_dir, settings.service_id)
-        )
+        bound = check_bound_service(service_id) if service_id else own
     except errors.InvalidInput as exc:
         raise click.ClickException(exc.message) from None
     with database_url(settings) as url:
         _run(lambda: _migrate(url, settings))
-        click.echo(_run(lambda: _mint(url, settings, bound, wanted, lifetime)))
+        click.echo(_run(lambda: _mint(url, settings, own, wanted, lifetime, bound)))
 
 
 @main.group()
