@@ -16,7 +16,6 @@ from broker.discovery.gateways import GatewayClient, new_gateway_http
 from broker.discovery.locator import RecordsLocator
 from broker.discovery.service import DiscoveryService
 from broker.subscriptions.delivery import DeliveryWorker
-from broker.subscriptions.endpoints import EndpointPolicy
 from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
 from broker.subscriptions.repository import SubscriptionRepository
 from broker.subscriptions.service import SubscriptionService
@@ -37,6 +36,7 @@ from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.egress import AddressPolicy, outbound_policy, webhook_policy
 from registry.fhir.router import fhir_router
 from registry.health import HealthController
 from registry.http import JsonRequest, RequestContext, check_request
@@ -91,13 +91,9 @@ async def _guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRo
     await check_request(connection, handler)
 
 
-def endpoint_policy(settings: Settings) -> EndpointPolicy:
+def endpoint_policy(settings: Settings) -> AddressPolicy:
     """Where notifications may go, from the settings (dev mode allows http and local addresses)."""
-    return EndpointPolicy(
-        dev=settings.dev,
-        allowed_hosts=settings.subscriptions.allowed_hosts,
-        allowed_networks=settings.subscriptions.allowed_networks,
-    )
+    return webhook_policy(settings)
 
 
 def _provide_discovery(state: State) -> DiscoveryService:
@@ -108,7 +104,7 @@ def _discovery(
     settings: Settings, records: RecordService, directory: DirectoryService, auth: AuthParts
 ) -> DiscoveryService:
     """The broker of one process: its gateway HTTP client, breakers and single flights."""
-    http = new_gateway_http(settings.broker)
+    http = new_gateway_http(settings.broker, outbound_policy(settings))
     gateways = GatewayClient(
         http,
         auth.outbound,
@@ -170,7 +166,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         try:
             await _require_schema_at_head(db)
             app.state.db = db
-            directory = DirectoryService(db, ServiceRepository(queries))
+            directory = DirectoryService(db, ServiceRepository(queries), policy=outbound_policy(settings))
             app.state.directory = directory
             app.state.audit = AuditService(db, audit_repository, settings.fhir)
             app.state.subscriptions = SubscriptionService(
@@ -189,6 +185,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 auth.outbound,
                 max_bytes=settings.federation.max_response_bytes,
                 max_connections=settings.federation.max_connections,
+                policy=outbound_policy(settings),
             )
             resolver = _resolver(settings, service_id, directory, peers)
             app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail, resolver)

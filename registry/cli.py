@@ -385,11 +385,13 @@ def services() -> None:
 def _with_directory(settings: Settings, action: Callable[[Any], Awaitable[T]]) -> T:
     from registry.directory.repository import ServiceRepository
     from registry.directory.service import DirectoryService
+    from registry.egress import outbound_policy
 
     async def run() -> T:
         database = await open_database(url, settings.database)
         try:
-            return await action(DirectoryService(database, ServiceRepository(load_queries())))
+            policy = outbound_policy(settings)
+            return await action(DirectoryService(database, ServiceRepository(load_queries()), policy=policy))
         finally:
             await database.close()
 
@@ -410,6 +412,8 @@ def _with_directory(settings: Settings, action: Callable[[Any], Awaitable[T]]) -
 @click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding a fixed bearer token that service takes from this instance.")  # fmt: skip
+@click.option("--token-endpoint", default=None,
+              help="Where to get tokens for --client-id when not on the service's own origin.")  # fmt: skip
 @click.pass_obj
 def services_add(
     obj: _Context,
@@ -420,6 +424,7 @@ def services_add(
     style: str,
     client_id: str | None,
     bearer_token_file: str | None,
+    token_endpoint: str | None,
 ) -> None:
     """Add a member service (or change and re-enable an existing one)."""
     settings = obj.settings()
@@ -428,7 +433,7 @@ def services_add(
         settings,
         lambda d: d.add(
             service_id=service_id, kind=kind, name=name, base_url=base_url, search_style=style, client_id=client_id,
-            bearer_token_file=token_file,
+            bearer_token_file=token_file, token_endpoint=token_endpoint,
         ),
     )  # fmt: skip
     click.echo(f"{'added' if created else 'updated'} {service.kind} {service.service_id} {service.name}")

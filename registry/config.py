@@ -29,6 +29,7 @@ __all__ = (
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
+    "OutboundSettings",
     "RecordSettings",
     "SettingDoc",
     "Settings",
@@ -432,6 +433,25 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     ] = 100
 
 
+class OutboundSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where this server may call: member gateways and registries, JWKS URLs, token endpoints (not webhooks)."""
+
+    allowed_hosts: Annotated[
+        str,
+        Meta(
+            description="Host names (comma-separated) of member services, key and token URLs this server may call "
+            "whatever they resolve to (loopback, private, link-local)."
+        ),
+    ] = ""
+    allowed_networks: Annotated[
+        str,
+        Meta(
+            description="Address ranges (CIDR, comma-separated) member services, key and token URLs may resolve "
+            "to although private or local (a hospital network's gateways)."
+        ),
+    ] = ""
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -457,6 +477,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
+    outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

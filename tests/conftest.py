@@ -10,9 +10,9 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from registry.config import AuthSettings, LogSettings, Settings
+from registry.config import AuthSettings, LogSettings, OutboundSettings, Settings
 from tests.audit_ledger import AuditLedger
-from tests.factories import make_rsa_key, make_service_id
+from tests.factories import LOOPBACK_NETWORKS, make_rsa_key, make_service_id
 from tests.fhir import check_fhir_response
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
@@ -48,7 +48,9 @@ def settings() -> Settings:
         client_cache_seconds=0, key_refresh_seconds=0, rate_per_second=10_000, rate_burst=10_000,
         failure_rate_per_second=10_000, failure_burst=10_000,
     )  # fmt: skip
-    return Settings(log=LogSettings(access=False), auth=auth)
+    return Settings(
+        log=LogSettings(access=False), auth=auth, outbound=OutboundSettings(allowed_networks=LOOPBACK_NETWORKS)
+    )
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,8 @@ class ReferenceGateway:
     """The client this gateway gave the broker: tokens from ``/auth/token`` for ``private_key_jwt`` assertions."""
     jwks_url: str | None = None
     """Where the keys of ``client_id`` are published (the broker's ``/.well-known/jwks.json``)."""
+    announced_token_endpoint: str | None = None
+    """The token endpoint its SMART configuration names (None: its own ``/auth/token``)."""
     behaviour: Behaviour = field(default_factory=Behaviour)
     seen: list[Seen] = field(default_factory=list)
     token_requests: int = 0
@@ -138,7 +140,8 @@ class ReferenceGateway:
         path: str = scope["path"]
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         if path == "/fhir/.well-known/smart-configuration":
-            await _send_json(send, 200, {"token_endpoint": f"{self._origin}/auth/token"}, b"application/json")
+            endpoint = self.announced_token_endpoint or f"{self._origin}/auth/token"
+            await _send_json(send, 200, {"token_endpoint": endpoint}, b"application/json")
             return
         if path == "/auth/token" and scope["method"] == "POST":
             await self._token(receive, send)

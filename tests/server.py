@@ -108,13 +108,13 @@ class RunningServer:
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
         base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
-        client_id: str | None = None, bearer_token_file: str | None = None,
+        client_id: str | None = None, bearer_token_file: str | None = None, token_endpoint: str | None = None,
     ) -> None:  # fmt: skip
-        """Put a member service straight into the directory (as the operator's CLI would), with how this
-        server authenticates to it (``client_id`` it gave us, or a ``bearer_token_file``), if at all."""
+        """Put a member service straight into the directory (the database, past the checks of the operator's
+        CLI), with how this server authenticates to it (``client_id`` it gave us, or a ``bearer_token_file``)."""
         await add_service(
             self.database_url, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
-            client_id=client_id, bearer_token_file=bearer_token_file,
+            client_id=client_id, bearer_token_file=bearer_token_file, token_endpoint=token_endpoint,
         )  # fmt: skip
 
     async def count(self, sql: str, *args: object) -> int:
@@ -133,7 +133,7 @@ class RunningServer:
 async def add_service(
     database_url: str, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
     base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
-    client_id: str | None = None, bearer_token_file: str | None = None,
+    client_id: str | None = None, bearer_token_file: str | None = None, token_endpoint: str | None = None,
 ) -> None:  # fmt: skip
     """Put a member service straight into the directory of the database at ``database_url``.
 
@@ -144,7 +144,8 @@ async def add_service(
         "service_id": service_id, "kind": kind, "name": name, "base_url": base_url, "search_style": style,
         "status": status,
     }  # fmt: skip
-    values |= {k: v for k, v in (("client_id", client_id), ("bearer_token_file", bearer_token_file)) if v is not None}
+    optional = {"client_id": client_id, "bearer_token_file": bearer_token_file, "token_endpoint": token_endpoint}
+    values |= {k: v for k, v in optional.items() if v is not None}
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     conn = await asyncpg.connect(database_url)
     try:

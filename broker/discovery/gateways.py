@@ -29,6 +29,7 @@ import httpcore
 import httpx
 
 from broker.discovery.merge import Found, Source, normalise
+from registry.egress import CheckedBackend, EgressError, new_connection, tls_context
 from registry.errors import OutboundAuthError
 from schemas import strictjson
 from schemas.discovery import GatewayProblem
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from broker.discovery.query import DiscoveryQuery
     from registry.auth.outbound import OutboundCredentials, OutboundTarget
     from registry.config import BrokerSettings
+    from registry.egress import AddressPolicy
 
 __all__ = ("Answer", "GatewayClient", "GatewayPools", "Problem", "Target", "new_gateway_http")
 
@@ -95,14 +97,16 @@ class GatewayPools:
     pool used directly about 6 ms, these connections about 5 ms at one search at a time and about a
     third of the pool's CPU with 16 in flight. Kept per gateway rather than for all: httpx's one pool
     made a fan-out cost 12 ms of CPU alone and 50-70 ms with 8-32 searches in flight. Keep-alive, no
-    redirects, no proxies (as before with httpx and an explicit transport), TLS verified with httpx's
-    default context.
+    redirects, no proxies (as before with httpx and an explicit transport), TLS 1.2 at least, verified, and
+    every new connection resolved and checked against the outbound address policy (``registry.egress``).
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, policy: AddressPolicy) -> None:
         timeout = settings.gateway_timeout
         self._timeouts = {"connect": min(timeout, 5.0), "read": timeout, "write": timeout}
-        self._ssl = httpx.create_ssl_context()
+        self._ssl = tls_context()
+        self._policy = policy
+        self._backend = CheckedBackend(policy)
         self._pools: dict[tuple[bytes, bytes, int | None], _Connections] = {}
         self._routes: dict[str, _Route] = {}
 
@@ -111,15 +115,18 @@ class GatewayPools:
 
         Raises:
             httpx.InvalidURL: the base URL cannot be parsed.
+            AddressRefused: the outbound policy does not allow it (plain http to a host that is not loopback).
         """
         route = self._routes.get(base_url)
         if route is None:
+            self._policy.check_url(base_url, "its base URL")
             parsed = httpx.URL(base_url)
             key = (parsed.raw_scheme, parsed.raw_host, parsed.port)
             pool = self._pools.get(key)
             if pool is None:
                 port = parsed.port or (443 if parsed.raw_scheme == b"https" else 80)
-                pool = self._pools[key] = _Connections(httpcore.Origin(key[0], key[1], port), self._ssl)
+                origin = httpcore.Origin(key[0], key[1], port)
+                pool = self._pools[key] = _Connections(origin, self._ssl, self._backend)
             host = httpx.Request("GET", parsed).headers["host"].encode("ascii")
             headers = ((b"Host", host), *_HEADERS)
             route = self._routes[base_url] = _Route(pool, key, parsed.raw_path.rstrip(b"/"), headers, self._timeouts)
@@ -145,9 +152,10 @@ class _Connections:
     to a gateway, and so the connections open to it.
     """
 
-    def __init__(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext, backend: CheckedBackend) -> None:
         self._origin = origin
         self._ssl = ssl_context
+        self._backend = backend
         self._idle: deque[httpcore.AsyncHTTPConnection] = deque()
 
     @contextlib.asynccontextmanager
@@ -173,7 +181,7 @@ class _Connections:
             if not connection.has_expired():
                 return connection
             await connection.aclose()
-        return httpcore.AsyncHTTPConnection(self._origin, ssl_context=self._ssl, keepalive_expiry=30.0, retries=0)
+        return new_connection(self._origin, self._backend, self._ssl, keepalive_expiry=30.0)
 
     async def aclose(self) -> None:
         """Close the idle connections (those in use close when their response does)."""
@@ -205,9 +213,9 @@ class _Route:
         return httpcore.URL(scheme=scheme, host=host, port=port, target=target)
 
 
-def new_gateway_http(settings: BrokerSettings) -> GatewayPools:
+def new_gateway_http(settings: BrokerSettings, policy: AddressPolicy) -> GatewayPools:
     """The process's connections to gateways (closed with ``aclose`` at the end of the server's lifespan)."""
-    return GatewayPools(settings)
+    return GatewayPools(settings, policy)
 
 
 _UNREACHABLE = (
@@ -306,7 +314,7 @@ class GatewayClient:
         if target.credentials is not None:
             try:
                 authorization = await self._outbound.authorization(target.credentials, [query.kind.scope])
-            except OutboundAuthError as exc:
+            except OutboundAuthError as exc:  # its message is fit for consumers (registry.auth.outbound)
                 raise _Refused(
                     Problem(GatewayProblem.UNAUTHORIZED, f"no credentials could be obtained: {exc}")
                 ) from None
@@ -322,6 +330,8 @@ class GatewayClient:
                 body = await self._read_body(response, decoder)
         except httpcore.TimeoutException:
             raise _Refused(Problem(GatewayProblem.TIMEOUT, "no answer in time", failure=True)) from None
+        except EgressError as exc:
+            raise _Refused(Problem(GatewayProblem.UNREACHABLE, f"not called: {exc}")) from None
         except (*_UNREACHABLE, httpx.InvalidURL) as exc:
             text = f"could not be reached ({type(exc).__name__})"
             raise _Refused(Problem(GatewayProblem.UNREACHABLE, text, failure=True)) from None

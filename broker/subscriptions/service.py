@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from broker.subscriptions import permissions
 from broker.subscriptions.bundles import EventView, StatusView, notification_bundle, status_parameters
-from broker.subscriptions.endpoints import EndpointError, EndpointPolicy
 from broker.subscriptions.filters import parse_filters
 from broker.subscriptions.repository import SubscriptionWrite
 from broker.subscriptions.signing import check_secret, generate_secret
 from registry import errors
 from registry.audit.context import note_detail, note_patients
+from registry.egress import EgressError
 from registry.log import get_logger
 from schemas.audit import Action
 from schemas.fhir.subscription import (
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from registry.auth.scopes import Principal
     from registry.config import SubscriptionSettings
     from registry.db.pool import Database
+    from registry.egress import AddressPolicy
     from schemas.fhir.canonical import Canonicals
     from schemas.fhir.subscription import SubscriptionClaim
 
@@ -131,7 +132,7 @@ class SubscriptionService:
         audit: AuditTrail,
         *,
         canon: Canonicals,
-        policy: EndpointPolicy,
+        policy: AddressPolicy,
     ) -> None:
         self._db = db
         self._repo = repository
@@ -193,8 +194,8 @@ class SubscriptionService:
         if not claim.endpoint:
             raise _bad("a rest-hook subscription names its endpoint", f"{_S}.channel.endpoint")
         try:
-            await self._policy.resolve_checked(claim.endpoint)
-        except EndpointError as exc:
+            await self._policy.check(claim.endpoint, "the endpoint")
+        except EgressError as exc:
             raise _bad(str(exc), f"{_S}.channel.endpoint") from None
         secret, previous, previous_until = self._secret(claim, current)
         settings = self._settings

@@ -16,6 +16,7 @@ import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from registry.egress import AddressPolicy, new_client, refusal
 from schemas import strictjson
 
 __all__ = ("JwksCache", "RemoteError", "fetch_json", "new_http_client")
@@ -28,12 +29,13 @@ class RemoteError(Exception):
     """Another server did not give a usable answer."""
 
 
-def new_http_client(timeout: float) -> httpx.AsyncClient:
-    """The HTTP client for outbound auth calls: explicit timeouts and pool limits, no redirects."""
-    return httpx.AsyncClient(
+def new_http_client(timeout: float, policy: AddressPolicy) -> httpx.AsyncClient:
+    """The HTTP client for outbound auth calls: explicit timeouts and pool limits, no redirects, ``policy``'s
+    addresses only, TLS 1.2 at least (``registry.egress``)."""
+    return new_client(
+        policy,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
-        follow_redirects=False,
         headers={"Accept": "application/json"},
     )
 
@@ -64,7 +66,8 @@ async def fetch_json(
     except httpx.TimeoutException:
         raise RemoteError(f"{url}: no answer in time") from None
     except httpx.HTTPError as exc:
-        raise RemoteError(f"{url}: {type(exc).__name__}") from None
+        refused = refusal(exc)
+        raise RemoteError(f"{url}: {refused or type(exc).__name__}") from None
     try:
         value = strictjson.decode(bytes(body), max_depth=strictjson.REMOTE_MAX_DEPTH, duplicate_keys=True)
     except strictjson.JsonError:

@@ -23,11 +23,11 @@ from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, Miss
 from joserfc.jwk import KeySet
 
 from registry import errors
-from registry.auth.clients import check_key_url
 from registry.auth.issuer import SERVICE_CLAIM
 from registry.auth.remote import RemoteError, parse_jwks
 from registry.auth.scopes import Principal, may_hold
 from registry.auth.tokens import MalformedToken, unverified
+from registry.egress import AddressRefused
 from registry.log import get_logger
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, ClientState
     from registry.config import AuthSettings, TrustedIssuer
     from registry.db.pool import Database
+    from registry.egress import AddressPolicy
 
 __all__ = ("Authenticator",)
 
@@ -105,9 +106,12 @@ class _BuiltIn:
 class _External:
     """A trusted outside authority: keys from its JWKS, its client IDs mapped to local clients."""
 
-    def __init__(self, config: TrustedIssuer, jwks: JwksCache, *, allow_http: bool) -> None:
+    def __init__(self, config: TrustedIssuer, jwks: JwksCache, *, policy: AddressPolicy) -> None:
         if config.jwks_url:
-            check_key_url(config.jwks_url, allow_http=allow_http)
+            try:
+                policy.check_url(config.jwks_url, f"the JWKS URL of trusted issuer {config.issuer!r}")
+            except AddressRefused as exc:
+                raise errors.InvalidInput(str(exc)) from None
         self.issuer = config.issuer
         self.audience = config.audience
         self.algorithms = tuple(config.algorithms)
@@ -190,10 +194,10 @@ class Authenticator:
         jwks: JwksCache,
         requests: RateLimiter,
         failures: RateLimiter,
-        dev: bool = False,
+        policy: AddressPolicy,
     ) -> None:
         sources: list[_Source] = [_BuiltIn(issuer, audience, keys)]
-        sources += [_External(config, jwks, allow_http=dev) for config in settings.trusted_issuers]
+        sources += [_External(config, jwks, policy=policy) for config in settings.trusted_issuers]
         self._sources: dict[str, _Source] = {source.issuer: source for source in sources}
         self._clients = _Clients(db, repository, settings.client_cache_seconds)
         self._leeway = settings.leeway

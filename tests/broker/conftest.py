@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from registry.config import AuthSettings, BrokerSettings, LogSettings, Settings
+from registry.config import AuthSettings, BrokerSettings, LogSettings, OutboundSettings, Settings
 from tests.audit_ledger import AuditLedger
-from tests.factories import IHI_SYSTEM, make_service_id
+from tests.factories import IHI_SYSTEM, LOOPBACK_NETWORKS, make_service_id
 from tests.fhir import check_fhir_response
 from tests.gateway import ReferenceGateway
 from tests.pg import TestCluster
@@ -38,7 +38,8 @@ async def broker_server(template: TestCluster) -> AsyncIterator[RunningServer]:
         client_cache_seconds=0, key_refresh_seconds=0, rate_per_second=10_000, rate_burst=10_000,
         failure_rate_per_second=10_000, failure_burst=10_000,
     )  # fmt: skip
-    settings = Settings(log=LogSettings(access=False), auth=auth, broker=BROKER_SETTINGS)
+    loopback = OutboundSettings(allowed_networks=LOOPBACK_NETWORKS)
+    settings = Settings(log=LogSettings(access=False), auth=auth, broker=BROKER_SETTINGS, outbound=loopback)
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         yield server
 

@@ -19,6 +19,7 @@ import httpx
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.egress import outbound_policy
 from tests.audit_ledger import AuditLedger
 from tests.factories import make_service_id
 from tests.fhir import check_fhir_response
@@ -35,7 +36,7 @@ LOOKUP = "system/Basic.rs"
 
 def directory(server: RunningServer) -> DirectoryService:
     """The services directory of a running server (the one ``ief-registry services`` edits)."""
-    return DirectoryService(server.database, ServiceRepository(load_queries()))
+    return DirectoryService(server.database, ServiceRepository(load_queries()), policy=outbound_policy(server.settings))
 
 
 async def trust(caller: RunningServer, callee: RunningServer, *, name: str) -> str:

@@ -233,7 +233,8 @@ async def test_misbehaving_peers_are_reported_never_a_crash(
 
 
 async def test_a_peer_that_does_not_admit_us_is_unauthorized(fed: Network) -> None:
-    """A registry of ours that has no such client refuses A's token request: reported as unauthorized."""
+    """A registry of ours that has no such client refuses A's token request: reported as unauthorized, without
+    echoing the peer's token URL or its answer to the consumer."""
     c = fed["C"]
     stranger = make_service_id()  # C again, under a directory entry with a client ID C never gave out
     await directory(fed["A"]).add(
@@ -244,7 +245,9 @@ async def test_a_peer_that_does_not_admit_us_is_unauthorized(fed: Network) -> No
     answer = await look_up(fed, ihi)
     [entry] = answer["unresolved"]
     assert (entry["serviceId"], entry["reason"]) == (stranger, "unauthorized")
-    assert "invalid_client" in entry["detail"]
+    assert "refused, HTTP 400" in entry["detail"]
+    assert "invalid_client" not in entry["detail"]
+    assert "/auth/token" not in entry["detail"]
 
 
 async def test_invalid_records_of_a_peer_are_dropped_and_reported(
