@@ -39,7 +39,7 @@ from registry.directory.service import DirectoryService
 from registry.egress import AddressPolicy, outbound_policy, webhook_policy
 from registry.fhir.router import fhir_router
 from registry.health import HealthController
-from registry.http import JsonRequest, RequestContext, check_request
+from registry.http import JsonRequest, RequestContext, check_request, public_base_url
 from registry.log import set_hash_key
 from registry.metrics import HttpMetrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
@@ -245,7 +245,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 "settings": settings,
                 "service_id": service_id,
                 "audit_trail": trail,
-                "public_base_url": settings.public_base_url,
+                "public_base_url": public_base_url(settings),
                 "max_query_params": settings.http.max_query_params,
             }
         ),

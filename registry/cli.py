@@ -29,6 +29,7 @@ from registry.db.pool import connect, open_database
 from registry.db.queries import load_queries
 from registry.instance import instance_service_id, log_hash_key
 from registry.log import configure_logging, get_logger
+from registry.serving.limits import uvicorn_options
 
 __all__ = ("main", "worker_listener")
 
@@ -186,7 +187,7 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
                 config = uvicorn.Config(
                     "registry.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
                     workers=settings.http.workers, log_config=None, access_log=False, lifespan="on",
-                    server_header=False,
+                    **uvicorn_options(settings),
                 )  # fmt: skip
                 Multiprocess(config, sockets=[worker_listener(config)]).run()
     finally:
@@ -204,7 +205,7 @@ def _serve_in_process(settings: Settings, url: str, service_id: str, hash_key: b
     app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key)
     config = uvicorn.Config(
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False, lifespan="on",
-        server_header=False,
+        **uvicorn_options(settings),
     )  # fmt: skip
     server = uvicorn.Server(config)
     server.run()

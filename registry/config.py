@@ -9,6 +9,7 @@ environment variables win over it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -55,6 +56,26 @@ class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_query_params: Annotated[
         int, Meta(ge=1, description="Most query parameter values one request may carry (400 above).")
     ] = 64
+    max_header_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=1_048_576, description="Largest request line and headers accepted (431 above)."),
+    ] = 16_384
+    header_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="Seconds a connection has to send a complete request line and headers (408 after).",
+        ),
+    ] = 10.0
+    max_connections_per_address: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Open connections one client address may hold per server process (429 above; trusted "
+            "proxies are not limited).",
+        ),
+    ] = 256
 
 
 class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -451,6 +472,19 @@ class OutboundSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         ),
     ] = ""
 
+    def __post_init__(self) -> None:
+        """Refuse an allowed network that is not an address or a CIDR range."""
+        _check_networks(self.allowed_networks, "outbound.allowed_networks")
+
+
+def _check_networks(text: str, name: str) -> None:
+    for part in text.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{name}: {part.strip()!r} is not an address or a CIDR range") from None
+
 
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
@@ -464,8 +498,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = None
     public_base_url: Annotated[
         str | None,
-        Meta(description="External base URL (scheme, host, port, path); unset derives it from the request."),
+        Meta(
+            description="External base URL (scheme, host, port, path); unset: `http://<http.host>:<http.port>` "
+            "(dev mode: from the request)."
+        ),
     ] = None
+    trusted_proxies: Annotated[
+        str,
+        Meta(
+            description="Addresses or CIDR ranges (comma-separated) of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; unset: none."
+        ),
+    ] = ""
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = msgspec.field(default_factory=EmbeddedSettings)
@@ -478,6 +522,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
+
+    def __post_init__(self) -> None:
+        """Refuse a trusted proxy that is not an address or a CIDR range."""
+        _check_networks(self.trusted_proxies, "trusted_proxies")
 
 
 class SettingDoc(msgspec.Struct, frozen=True):

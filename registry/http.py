@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+    from registry.config import Settings
     from registry.metrics import HttpMetrics
 
 __all__ = (
@@ -48,6 +50,7 @@ __all__ = (
     "base_url",
     "check_request",
     "decode_json_body",
+    "public_base_url",
     "request_id",
     "scope_header",
 )
@@ -193,8 +196,27 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
             )
 
 
+def public_base_url(settings: Settings) -> str | None:
+    """This server's external base URL from configuration alone: ``public_base_url``, else
+    ``http://<http.host>:<http.port>`` (a wildcard host stands for this machine's name); None in dev mode
+    without one, where it follows each request (``Host``), as a developer's machine has many names.
+
+    Security decisions (the ``aud`` client assertions must name, the URLs in answers) never follow a
+    request's headers outside dev mode: behind a proxy, set ``public_base_url``.
+    """
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    if settings.dev:
+        return None
+    host = settings.http.host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind, named by the machine's name
+        host = socket.getfqdn()
+    name = f"[{host}]" if ":" in host else host
+    return f"http://{name}:{settings.http.port}"
+
+
 def base_url(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """This server's external base URL: the configured one, else derived from the request."""
+    """This server's external base URL: from configuration (``public_base_url``), else (dev mode) the request's."""
     configured = connection.app.state.get("public_base_url")
     if configured:
         return str(configured).rstrip("/")

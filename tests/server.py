@@ -27,6 +27,7 @@ from registry.auth.wiring import AuthParts, start_auth
 from registry.config import Settings
 from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
+from registry.serving.limits import uvicorn_options
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
 
@@ -176,10 +177,16 @@ def _litestar_in(app: Any) -> Litestar:
 async def running_server(
     settings: Settings, database_url: str, service_id: str, *, port: int | None = None
 ) -> AsyncIterator[RunningServer]:
-    """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
+    """Serve the app on a free loopback port (or ``port``) for the duration of the block, as ``serve`` does
+    (its uvicorn options; ``http.host`` and ``http.port`` set to where it listens, which the public base URL
+    is derived from)."""
+    port = port or free_port()
+    settings = msgspec.structs.replace(
+        settings, http=msgspec.structs.replace(settings.http, host="127.0.0.1", port=port)
+    )
     app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
-    async with serving(app, port=port, lifespan="on") as base_url:
+    async with serving(app, port=port, lifespan="on", options=uvicorn_options(settings)) as base_url:
         own = settings.database.__class__(pool_min=0, pool_max=4, statement_cache=settings.database.statement_cache)
         database = await open_database(database_url, own)
         auth = await start_auth(database, load_queries(), settings, service_id)
@@ -191,10 +198,14 @@ async def running_server(
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on loopback in this event loop; yield its base URL."""
+async def serving(
+    app: Any, *, port: int | None, lifespan: Literal["on", "off"], options: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on loopback in this event loop (and uvicorn ``options``); yield its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan, **(options or {})
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):

@@ -18,7 +18,7 @@ from joserfc import jws
 
 from registry.auth.issuer import ASSERTION_TYPE
 from registry.auth.tokens import MalformedToken, unverified
-from registry.config import AuthSettings, LogSettings, Settings
+from registry.config import AuthSettings, HttpSettings, LogSettings, Settings
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
@@ -99,9 +99,10 @@ def test_a_well_formed_token_passes_the_shape_check() -> None:
 
 @pytest.fixture
 async def strict_server(template: TestCluster) -> AsyncIterator[RunningServer]:
-    """A server whose failed-authentication bucket holds exactly one token per malformed case (and refills slowly)."""
+    """A server whose failed-authentication bucket holds exactly one token per malformed case (and refills slowly);
+    its head limit lets the largest cases reach the verifier (the default refuses them with 431 first)."""
     auth = AuthSettings(failure_rate_per_second=0.01, failure_burst=len(MALFORMED) + len(_signed_cases()))
-    settings = Settings(log=LogSettings(access=False), auth=auth)
+    settings = Settings(log=LogSettings(access=False), auth=auth, http=HttpSettings(max_header_bytes=262_144))
     async with running_server(settings, await template.new_database(), make_service_id()) as server:
         yield server
 
