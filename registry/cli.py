@@ -27,6 +27,7 @@ from registry.db.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from registry.db.migrate import SchemaTooNew, apply_migrations, schema_state
 from registry.db.pool import connect, open_database
 from registry.db.queries import load_queries
+from registry.db.roles import owner_database_url, server_database_url
 from registry.instance import instance_service_id, log_hash_key
 from registry.log import configure_logging, get_logger
 from registry.serving.limits import uvicorn_options
@@ -64,17 +65,19 @@ class _Context:
 
 @contextlib.contextmanager
 def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[str]:
-    """The database URL to use: the configured one, else the embedded cluster's (started if needed).
+    """The URL of the schema's owner: the configured one, else the embedded cluster's (started if needed,
+    its roles prepared); server processes use ``server_database_url`` of it.
 
     The embedded cluster is stopped on exit when this call started it, unless ``keep_running``.
     """
-    if settings.database.url:
-        yield settings.database.url
+    if configured := owner_database_url(settings):
+        yield configured
         return
     cluster = EmbeddedPostgres(settings.data_dir, user=settings.embedded.user, bin_dir=settings.embedded.bin_dir)
     try:
         was_running = cluster.running()
-        url = cluster.start()
+        cluster.start()
+        url = cluster.prepare_roles()
     except EmbeddedUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     if not was_running:
@@ -176,11 +179,11 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
                 dev=settings.dev,
             )
             if settings.http.workers == 1:
-                failed = not _serve_in_process(settings, url, service_id, hash_key)
+                failed = not _serve_in_process(settings, server_database_url(settings, url), service_id, hash_key)
             else:
                 from uvicorn.supervisors import Multiprocess
 
-                os.environ["IEF_DATABASE_URL"] = url
+                os.environ["IEF_DATABASE_URL"] = server_database_url(settings, url)
                 os.environ["IEF_SERVICE_ID"] = service_id
                 if settings.dev:
                     os.environ["IEF_DEV"] = "true"  # workers read settings from the environment
@@ -249,7 +252,7 @@ def demo(obj: _Context, port: int, gateway_port: int | None, data_dir: str) -> N
         process = subprocess.Popen(command, env=env)  # noqa: S603 - our own module, by the running interpreter
         try:
             click.echo(_demo_walkthrough(registry_url, admin))
-            failed = not _serve_in_process(settings, url, service_id, hash_key)
+            failed = not _serve_in_process(settings, server_database_url(settings, url), service_id, hash_key)
         finally:
             process.terminate()
             process.wait(30)
@@ -337,7 +340,7 @@ def worker(obj: _Context, concurrency: int | None, dev: bool | None) -> None:
     """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
     settings = obj.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
     with database_url(settings) as url:
-        _run(lambda: _work(url, settings))
+        _run(lambda: _work(server_database_url(settings, url), settings))
 
 
 @main.group()

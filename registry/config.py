@@ -83,7 +83,17 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
     url: Annotated[
         str | None,
-        Meta(description="PostgreSQL URL of an external server; unset starts the embedded cluster."),
+        Meta(
+            description="PostgreSQL URL of an external server, as the server's role (member of `ief_server`); "
+            "unset starts the embedded cluster."
+        ),
+    ] = None
+    owner_url: Annotated[
+        str | None,
+        Meta(
+            description="URL of the role that owns the schema, for migrations and the operator's commands; "
+            "unset: `database.url` (one role for both)."
+        ),
     ] = None
     read_url: Annotated[str | None, Meta(description="Optional URL of a streaming replica for read-only look-ups.")] = (
         None

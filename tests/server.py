@@ -30,6 +30,7 @@ from registry.db.queries import load_queries
 from registry.serving.limits import uvicorn_options
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
+from tests.pg import as_server
 
 __all__ = (
     "RunningServer",
@@ -177,14 +178,20 @@ def _litestar_in(app: Any) -> Litestar:
 async def running_server(
     settings: Settings, database_url: str, service_id: str, *, port: int | None = None
 ) -> AsyncIterator[RunningServer]:
-    """Serve the app on a free loopback port (or ``port``) for the duration of the block, as ``serve`` does
-    (its uvicorn options; ``http.host`` and ``http.port`` set to where it listens, which the public base URL
-    is derived from)."""
+    """Serve the app on a free loopback port (or ``port``) for the duration of the block, as ``serve`` does:
+    its uvicorn options; ``http.host`` and ``http.port`` set to where it listens (the public base URL is
+    derived from them); the server's database role (``tests.pg.as_server``). ``database_url`` (the
+    superuser's) stays the tests' own, in ``RunningServer.database_url``."""
     port = port or free_port()
-    settings = msgspec.structs.replace(
-        settings, http=msgspec.structs.replace(settings.http, host="127.0.0.1", port=port)
+    http = msgspec.structs.replace(settings.http, host="127.0.0.1", port=port)
+    urls = settings.database
+    urls = msgspec.structs.replace(
+        urls,
+        direct_url=as_server(urls.direct_url) if urls.direct_url else None,
+        read_url=as_server(urls.read_url) if urls.read_url else None,
     )
-    app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
+    settings = msgspec.structs.replace(settings, http=http, database=urls)
+    app = build_asgi(settings, database_url=as_server(database_url), service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
     async with serving(app, port=port, lifespan="on", options=uvicorn_options(settings)) as base_url:
         own = settings.database.__class__(pool_min=0, pool_max=4, statement_cache=settings.database.statement_cache)
