@@ -21,6 +21,8 @@ __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_ke
 
 EVENTS = {
     "http_request": "one canonical line per HTTP request: method, route, status, client ID, duration",
+    "request_refused": "the server refused a connection or request before the application: head too large (431), "
+    "head not complete in time (408), too many connections from one address (429); reason, size or address",
     "server_starting": "the server is starting: address, database kind, service ID",
     "server_stopped": "the server stopped",
     "embedded_started": "the embedded PostgreSQL cluster is running",
