@@ -38,6 +38,7 @@ __all__ = (
     "asgi_server",
     "free_port",
     "json_server",
+    "raw_connection",
     "read_body",
     "running_server",
     "serving",
@@ -52,6 +53,20 @@ async def read_body(receive: Any) -> bytes:
         body += bytes(message.get("body", b""))
         if not message.get("more_body"):
             return body
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(
+    port: int, source: str = "127.0.0.1"
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw TCP connection to a server on loopback from ``source`` (any 127.x.y.z address is this machine)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def free_port() -> int:

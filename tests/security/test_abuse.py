@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,7 +39,7 @@ import pytest
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
 from tests.security.test_malformed_tokens import MALFORMED
-from tests.server import free_port
+from tests.server import free_port, raw_connection
 
 pytestmark = pytest.mark.slow
 
@@ -100,17 +100,6 @@ def _source() -> str:
     return f"127.{1 + n // 65_000}.{(n // 250) % 250}.{1 + n % 250}"
 
 
-@contextlib.asynccontextmanager
-async def _connect(port: int, source: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
 class Tally:
     """What the attackers got back, by kind of attack and status (0: cut off without an answer)."""
 
@@ -136,7 +125,7 @@ async def oversized(port: int, stop: asyncio.Event, tally: Tally) -> None:
     chunk = b"a" * 65_536
     while not stop.is_set():
         with contextlib.suppress(OSError):
-            async with _connect(port, _source()) as (reader, writer):
+            async with raw_connection(port, _source()) as (reader, writer):
                 answer = asyncio.create_task(_status(reader))
                 writer.write(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Huge: ")
                 sent = 0
@@ -156,7 +145,7 @@ async def slow(port: int, stop: asyncio.Event, tally: Tally) -> None:
     """Send part of a head, then a byte every 300 ms, never finishing; reconnect when cut off."""
     while not stop.is_set():
         with contextlib.suppress(OSError):
-            async with _connect(port, _source()) as (reader, writer):
+            async with raw_connection(port, _source()) as (reader, writer):
                 answer = asyncio.create_task(_status(reader))
                 writer.write(b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Slow: ")
                 with contextlib.suppress(ConnectionError):
@@ -187,7 +176,7 @@ async def flood(port: int, stop: asyncio.Event, tally: Tally, source: str) -> No
     """Hold a connection from the shared address, reconnecting when it is closed."""
     while not stop.is_set():
         with contextlib.suppress(OSError):
-            async with _connect(port, source) as (reader, _writer):
+            async with raw_connection(port, source) as (reader, _writer):
                 status = await _status(reader)  # 429 at once past the limit, else closed at the head deadline
                 tally.add("flood", status)
         await asyncio.sleep(RECONNECT_PAUSE)

@@ -23,7 +23,7 @@ from registry.config import AuthSettings, HttpSettings, LogSettings, Settings
 from registry.serving.limits import ServingLimits, trusted_networks
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
-from tests.server import RunningServer, running_server
+from tests.server import RunningServer, raw_connection, running_server
 
 LIMIT = 8192
 TIMEOUT = 0.6
@@ -44,18 +44,11 @@ def _port(server: RunningServer) -> int:
     return int(server.base_url.rsplit(":", 1)[1])
 
 
-@contextlib.asynccontextmanager
-async def connection(
+def connection(
     server: RunningServer, source: str = "127.0.0.1"
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+) -> contextlib.AbstractAsyncContextManager[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """A raw TCP connection to the server from ``source`` (any 127.x.y.z address is this machine)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", _port(server), local_addr=(source, 0))
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    return raw_connection(_port(server), source)
 
 
 async def _answer(reader: asyncio.StreamReader, within: float = 10.0) -> tuple[int, dict[str, str], bytes]:
