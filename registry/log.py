@@ -21,6 +21,8 @@ __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_ke
 
 EVENTS = {
     "http_request": "one canonical line per HTTP request: method, route, status, client ID, duration",
+    "request_refused": "the server refused a connection or request before the application: head too large (431), "
+    "head not complete in time (408), too many connections from one address (429); reason, size or address",
     "server_starting": "the server is starting: address, database kind, service ID",
     "server_stopped": "the server stopped",
     "embedded_started": "the embedded PostgreSQL cluster is running",
@@ -37,7 +39,11 @@ EVENTS = {
     "client_jwks_unavailable": "a client's JWKS URL could not be fetched during token issuance: client ID, reason",
     "issuer_jwks_unavailable": "a trusted issuer's JWKS could not be fetched or read: issuer, reason",
     "outbound_token": "this instance got an access token from a member service: base URL, client ID, lifetime",
-    "outbound_auth_failed": "this instance could not get credentials for a member service: base URL, reason",
+    "outbound_auth_failed": "this instance could not get credentials for a member service: base URL, reason "
+    "(the URLs tried and what the other side answered: logged here, never told to consumers)",
+    "outbound_refused": "an outbound call was not made: its host resolves to an address the policy refuses "
+    "(host, address); allow it with IEF_OUTBOUND_ALLOWED_* or IEF_SUBSCRIPTIONS_ALLOWED_*",
+    "outbound_unresolved": "a URL an operator added does not resolve yet; it is checked again at every connection",
     "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
     "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
+from tests.factories import LOOPBACK_NETWORKS
+
 __all__ = ("CliResult", "Instance", "run_cli")
 
 
@@ -42,6 +44,7 @@ async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None
         "IEF_DATABASE_URL": server.database_url,
         "IEF_SERVICE_ID": server.service_id,
         "IEF_LOG_LEVEL": "warning",
+        "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,  # as the test servers: their peers run on loopback
         **(extra_env or {}),
     }
     process = await asyncio.create_subprocess_exec(

@@ -47,7 +47,6 @@ def token(runtime: Runtime, scopes: str, service_id: str | None, lifetime: int |
         lambda session: mint(session, wanted, lifetime, bound),
         migrate=True,
         auth=True,
-        auth_service_id=bound,
     )
     click.echo(issued)
 

@@ -2,7 +2,7 @@
 optional TOML file (``loading.py``)."""
 
 from registry.config.loading import TOML_ONLY, SettingDoc, describe_settings, load_settings
-from registry.config.outbound import BrokerSettings, FederationSettings
+from registry.config.outbound import BrokerSettings, FederationSettings, OutboundSettings
 from registry.config.settings import (
     AuditSettings,
     AuthSettings,
@@ -28,6 +28,7 @@ __all__ = (
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
+    "OutboundSettings",
     "RecordSettings",
     "SettingDoc",
     "Settings",

@@ -12,7 +12,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from registry.config.outbound import BrokerSettings, FederationSettings
+from registry.config.outbound import BrokerSettings, FederationSettings, OutboundSettings, check_networks
 
 __all__ = (
     "AuditSettings",
@@ -44,6 +44,26 @@ class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_query_params: Annotated[
         int, Meta(ge=1, description="Most query parameter values one request may carry (400 above).")
     ] = 64
+    max_header_bytes: Annotated[
+        int,
+        Meta(ge=1024, le=1_048_576, description="Largest request line and headers accepted (431 above)."),
+    ] = 16_384
+    header_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="Seconds a connection has to send a complete request line and headers (408 after).",
+        ),
+    ] = 10.0
+    max_connections_per_address: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Open connections one client address may hold per server process (429 above; trusted "
+            "proxies are not limited).",
+        ),
+    ] = 256
 
 
 class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -51,7 +71,17 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
     url: Annotated[
         str | None,
-        Meta(description="PostgreSQL URL of an external server; unset starts the embedded cluster."),
+        Meta(
+            description="PostgreSQL URL of an external server, as the server's role (member of `ief_server`); "
+            "unset starts the embedded cluster."
+        ),
+    ] = None
+    owner_url: Annotated[
+        str | None,
+        Meta(
+            description="URL of the role that owns the schema, for migrations and the operator's commands; "
+            "unset: `database.url` (one role for both)."
+        ),
     ] = None
     read_url: Annotated[str | None, Meta(description="Optional URL of a streaming replica for read-only look-ups.")] = (
         None
@@ -357,8 +387,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = None
     public_base_url: Annotated[
         str | None,
-        Meta(description="External base URL (scheme, host, port, path); unset derives it from the request."),
+        Meta(
+            description="External base URL (scheme, host, port, path); unset: `http://<http.host>:<http.port>` "
+            "(dev mode: from the request)."
+        ),
     ] = None
+    trusted_proxies: Annotated[
+        str,
+        Meta(
+            description="Addresses or CIDR ranges (comma-separated) of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; unset: none."
+        ),
+    ] = ""
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = msgspec.field(default_factory=EmbeddedSettings)
@@ -370,3 +410,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
+    outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
+
+    def __post_init__(self) -> None:
+        """Refuse a trusted proxy that is not an address or a CIDR range."""
+        check_networks(self.trusted_proxies, "trusted_proxies")

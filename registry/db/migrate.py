@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ("Migration", "SchemaState", "SchemaTooNew", "apply_migrations", "known_migrations", "schema_state")
 
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE = re.compile(r"([0-9]{4})_([a-z0-9_]+)\.sql")
 _LOCK_KEY = 0x1EF_0001
 
 
@@ -67,7 +67,7 @@ def known_migrations(folder: Path = SQL_DIR / "migrations") -> list[Migration]:
     """Every migration file, in version order; a malformed name or a repeated number is an error."""
     found: list[Migration] = []
     for path in sorted(folder.glob("*.sql")):
-        match = _FILE.match(path.name)
+        match = _FILE.fullmatch(path.name)
         if not match:
             raise ValueError(f"migration file name {path.name!r} is not NNNN_what.sql")
         found.append(Migration(int(match.group(1)), match.group(2), path))

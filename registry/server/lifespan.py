@@ -30,6 +30,7 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.outbound.egress import outbound_policy
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
 
@@ -116,7 +117,7 @@ def lifespan(
             stack.push_async_callback(trail.stop)
             auth = await start_auth(db, queries, settings, service_id)
             stack.push_async_callback(auth.close)
-            directory = DirectoryService(db, ServiceRepository(queries))
+            directory = DirectoryService(db, ServiceRepository(queries), policy=outbound_policy(settings))
             referrals = await stack.enter_async_context(
                 federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
             )

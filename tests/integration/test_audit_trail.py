@@ -247,7 +247,8 @@ async def test_ledger_names_a_request_without_its_row(server: RunningServer) -> 
     assert ledger.patient_linked("GET", f"/registry/records/{ihi}")
     assert ledger.patient_linked("POST", "/registry/records:batch")
     assert not ledger.patient_linked("GET", "/health/live")
-    ledger.answered.append(("GET", f"/registry/records/{ihi}", "never-sent"))
+    assert ledger.patient_linked("DELETE", f"/registry/records/{ihi}", 405)
+    ledger.answered.append(("GET", f"/registry/records/{ihi}", "never-sent", 200))
     with pytest.raises(AssertionError, match="never-sent\\): 0 audit rows, expected 1"):
         await ledger.check(server.database_url)
 
