@@ -24,7 +24,10 @@ from federation.backoff import FailureCache
 from federation.client import PeerClient
 from federation.resolver import Resolver
 from registry import errors
+from registry.audit.api import AuditCheckpointController
+from registry.audit.checkpoints import CheckpointSigner, PublishedCheckpoints
 from registry.audit.middleware import AuditMiddleware
+from registry.audit.partitions import MonthKeeper
 from registry.audit.repository import AuditRepository
 from registry.audit.service import AuditService
 from registry.audit.trail import AuditTrail
@@ -149,6 +152,19 @@ def _resolver(settings: Settings, service_id: str, directory: DirectoryService, 
     )
 
 
+async def _start_audit(
+    app: Litestar, settings: Settings, db: Database, auth: AuthParts, trail: AuditTrail, repository: AuditRepository
+) -> MonthKeeper:
+    """The audit parts of a server process: search, checkpoints, partitions made ahead, the writer and the sealer."""
+    app.state.audit = AuditService(db, repository, settings.fhir)
+    app.state.audit_checkpoints = PublishedCheckpoints(db, repository)
+    months = MonthKeeper(db, repository)
+    await months.start()  # before the first request: its audit row needs this month's partition
+    signer = CheckpointSigner(key=lambda: auth.keys.keys.audit, issuer=trail.observer)
+    await trail.start(db, write_timeout=settings.database.command_timeout, signer=signer)
+    return months
+
+
 def create_app(settings: Settings, *, database_url: str, service_id: str, hash_key: bytes) -> Litestar:
     """Build the Litestar application for one server process.
 
@@ -172,7 +188,6 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             app.state.db = db
             directory = DirectoryService(db, ServiceRepository(queries))
             app.state.directory = directory
-            app.state.audit = AuditService(db, audit_repository, settings.fhir)
             app.state.subscriptions = SubscriptionService(
                 db, subscriptions, settings.subscriptions, trail, canon=canon, policy=policy
             )
@@ -193,7 +208,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             resolver = _resolver(settings, service_id, directory, peers)
             app.state.records = RecordService(db, RecordRepository(queries), settings.records, trail, resolver)
             app.state.discovery = _discovery(settings, app.state.records, directory, auth)
-            await trail.start(db, write_timeout=settings.database.command_timeout)
+            months = await _start_audit(app, settings, db, auth, trail, audit_repository)
             worker = None
             if settings.subscriptions.worker:
                 worker = DeliveryWorker(
@@ -209,6 +224,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                     await worker.stop()
                 await peers.close()
                 await auth.close()
+                await months.stop()
         finally:
             await trail.stop()
             await db.close()
@@ -232,6 +248,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             MetricsController,
             TokenController,
             WellKnownController,
+            AuditCheckpointController,
         ],
         dependencies={
             "records": Provide(_provide_records, sync_to_thread=False),

@@ -296,6 +296,8 @@ async def _work(url: str, settings: Settings) -> None:
     from broker.subscriptions.metrics import LatencyHistogram
     from broker.subscriptions.repository import SubscriptionRepository
     from registry.app import endpoint_policy
+    from registry.audit.partitions import MonthKeeper
+    from registry.audit.repository import AuditRepository
     from schemas.fhir.canonical import Canonicals
 
     conn = await connect(url, statement_cache=settings.database.statement_cache)
@@ -310,7 +312,9 @@ async def _work(url: str, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    months = MonthKeeper(database, AuditRepository(load_queries()))
     try:
+        await months.start()
         worker = DeliveryWorker(
             database, SubscriptionRepository(load_queries()), settings.subscriptions,
             listen_url=settings.database.direct_url or url,
@@ -323,6 +327,7 @@ async def _work(url: str, settings: Settings) -> None:
         finally:
             await worker.stop()
     finally:
+        await months.stop()
         await database.close()
 
 
@@ -731,46 +736,171 @@ def clients_enable(obj: _Context, client_id: str) -> None:
 
 @main.group()
 def audit() -> None:
-    """The audit trail: verify its hash chain."""
+    """The audit trail: verify its hash chain and checkpoints; export, verify and prune months."""
+
+
+class _Progress:
+    """A progress bar on stderr when it is a terminal (made at the first report, when the total is known)."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bar: Any = None
+        self._shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self._bar is None or self._shown > done:  # a new pass (writing, then reading back)
+            self.close()
+            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr, show_pos=True)
+            self._shown = 0
+        self._bar.update(done - self._shown)
+        self._shown = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.render_finish()
+            self._bar = None
 
 
 @audit.command("verify")
+@click.option("--expect-head", metavar="HASH", help="A head hash printed before: the chain must still pass through it.")
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint kept elsewhere (a JWS, or a saved GET /audit/checkpoints): it must still be stored.",
+)
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Check an export offline against its checkpoint instead (no database).",
+)
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --export: the trusted audit keys (JWKS, or a saved GET /audit/checkpoints).")  # fmt: skip
 @click.pass_obj
-def audit_verify(obj: _Context) -> None:
-    """Seal pending audit rows, then check every row against the hash chain; exit 1 naming the first bad row."""
-    import asyncpg
-
-    from registry.audit.chain import ChainBroken, seal, verify
-    from registry.audit.repository import AuditRepository
-
-    repository = AuditRepository(load_queries())
-    sealing_failed: list[str] = []
-
-    async def run() -> Any:
-        conn = await connect(url, statement_cache=settings.database.statement_cache)
-        try:
-            if not (await schema_state(conn)).at_head:
-                raise click.ClickException(
-                    "the database schema is not at this release's head: run `ief-registry db upgrade`"
-                )
-            try:
-                while (result := await seal(conn, repository, wait=True)).more and result.sealed:
-                    pass  # more than one run's worth; rows that wait for open transactions stay pending
-            except (ChainBroken, asyncpg.PostgresError) as exc:
-                sealing_failed.append(str(exc))
-            return await verify(conn, repository)
-        finally:
-            await conn.close()
+def audit_verify(
+    obj: _Context, expect_head: str | None, checkpoint_file: Path | None, export_dir: Path | None, key_file: Path | None
+) -> None:
+    """Seal pending audit rows, then check every row, checkpoint and anchor; exit 1 naming the first problem."""
+    from registry.audit import operator
+    from registry.audit.checkpoints import CheckpointInvalid, read_checkpoint_file
+    from registry.audit.verify import Anchor
 
     settings = obj.settings()
+    if export_dir is not None:
+        try:
+            bar = _Progress(f"verifying {export_dir}")
+            checked = operator.verify_offline(export_dir, key_file, bar)
+            bar.close()
+        except CheckpointInvalid as exc:
+            raise click.ClickException(str(exc)) from None
+        _report_export(checked, export_dir)
+        return
+    try:
+        head = bytes.fromhex(expect_head) if expect_head else None
+        anchor = Anchor(head_hash=head, checkpoint=read_checkpoint_file(checkpoint_file) if checkpoint_file else None)
+    except (ValueError, CheckpointInvalid) as exc:
+        raise click.ClickException(f"bad anchor: {exc}") from None
+    service_id = instance_service_id(settings.data_dir, settings.service_id)
     with database_url(settings) as url:
-        verdict = _run(run)
+        sealed = _run(lambda: _audit_call(operator.seal_and_verify(url, settings, service_id, anchor)))
+    verdict = sealed.verdict
     if not verdict.ok:
         click.echo(f"audit verify: FAILED after {verdict.rows} good rows: {verdict.problem}", err=True)
         sys.exit(1)
-    if sealing_failed:
-        click.echo(f"audit verify: FAILED: new rows could not be sealed: {sealing_failed[0]}", err=True)
+    if sealed.sealing_failed:
+        click.echo(f"audit verify: FAILED: new rows could not be sealed: {sealed.sealing_failed}", err=True)
         sys.exit(1)
-    click.echo(f"audit verify: ok: {verdict.rows} rows chained, head hash {verdict.head_hash}")
+    since = f" from the checkpoint of {verdict.since}" if verdict.since else ""
+    click.echo(
+        f"audit verify: ok: {verdict.rows} rows chained{since}, head hash {verdict.head_hash} "
+        f"(chain entry {verdict.head_seq}; {verdict.checkpoints} checkpoints verified)"
+    )
     if verdict.pending:
         click.echo(f"audit verify: {verdict.pending} newer rows wait for open transactions to end before sealing")
+
+
+def _report_export(verdict: Any, directory: Path) -> None:
+    if not verdict.ok:
+        click.echo(f"audit verify: FAILED: export {directory} ({verdict.month}): {verdict.problem}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"audit verify: ok: export {directory}: {verdict.month}, {verdict.events} events, head hash "
+        f"{verdict.head_hash}, checkpoint signed by audit key {verdict.kid}"
+    )
+
+
+async def _audit_call(call: Awaitable[T]) -> T:
+    """Await an audit operation, its refusals as command-line errors."""
+    from registry.audit.export import ExportRefused
+    from registry.audit.operator import NotAtHead
+    from registry.audit.retention import PruneRefused
+
+    try:
+        return await call
+    except (NotAtHead, ExportRefused, PruneRefused) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _month(value: str) -> Any:
+    from registry.audit.checkpoints import parse_month
+
+    try:
+        return parse_month(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@audit.command("export")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The month to export (closed and checkpointed).")
+@click.option("--to", "directory", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="An empty (or new) directory for the export.")  # fmt: skip
+@click.pass_obj
+def audit_export(obj: _Context, month: str, directory: Path) -> None:
+    """Write a month as FHIR Bulk Data NDJSON with its checkpoint, read it back against it, and note the export."""
+    from registry.audit import operator
+
+    wanted, settings, target = _month(month), obj.settings(), directory.resolve()
+    request = f"ief-registry audit export --month {month}"
+    bar = _Progress(f"exporting {month}")
+    with database_url(settings) as url:
+        call = operator.export(url, settings, wanted, target, request=request, progress=bar)
+        summary, verdict = _run(lambda: _audit_call(call))
+    bar.close()
+    if not verdict.ok:
+        _report_export(verdict, directory)
+    click.echo(
+        f"audit export: {summary.month}: {summary.events} events to {directory} ({summary.size / 1e6:.1f} MB), "
+        f"checkpoint head {summary.head_hash}, read back and verified"
+    )
+
+
+@audit.command("prune")
+@click.option(
+    "--before",
+    "before",
+    metavar="YYYY-MM",
+    help="Drop months that end by the start of this month [default: from IEF_AUDIT_RETENTION_MONTHS].",
+)
+@click.option("--database-url", "owner_url", envvar="IEF_DATABASE_OWNER_URL", default=None,
+              help="Connect as the role that owns the audit tables [default: the database URL].")  # fmt: skip
+@click.pass_obj
+def audit_prune(obj: _Context, before: str | None, owner_url: str | None) -> None:
+    """Drop the oldest months of the trail; only months exported and verified, and records it in the chain."""
+    from registry.audit import operator
+    from registry.audit.checkpoints import month_label
+    from registry.audit.retention import default_before
+
+    settings = obj.settings()
+    if before is None and not settings.audit.retention_months:
+        raise click.ClickException("give --before YYYY-MM, or set IEF_AUDIT_RETENTION_MONTHS")
+    cut = _month(before) if before else default_before(settings.audit.retention_months)
+    service_id = instance_service_id(settings.data_dir, settings.service_id)
+    with database_url(settings) as url:
+        pruned = _run(lambda: _audit_call(operator.prune_before(owner_url or url, settings, cut, service_id)))
+    for month in pruned:
+        click.echo(f"audit prune: dropped {month.month} ({month.events} events; exported to {month.location})")
+    if not pruned:
+        click.echo(f"audit prune: no kept month ends by {month_label(cut)}")
