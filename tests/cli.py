@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ("CliResult", "Instance", "run_cli")
+__all__ = ("CliResult", "Instance", "InstanceOf", "run_cli")
 
 
 class Instance(Protocol):
@@ -19,6 +19,14 @@ class Instance(Protocol):
 
     @property
     def service_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOf:
+    """An instance known by its database and service ID alone (no server running)."""
+
+    database_url: str
+    service_id: str
 
 
 @dataclass(frozen=True, slots=True)

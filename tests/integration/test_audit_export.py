@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from registry.audit.repository import AuditRepository
 from registry.db.queries import load_queries
 from schemas.fhir.audit import check_r4b
 from tests.audit_months import insert_events, months_back
-from tests.cli import CliResult, run_cli
+from tests.cli import CliResult, InstanceOf, run_cli
 from tests.factories import make_rsa_key, make_service_id
 from tests.pg import TestCluster
 
@@ -26,20 +25,12 @@ _NOW = {"IEF_AUDIT_CLOSE_GRACE_SECONDS": "0"}
 """Months close as soon as they end (a test may run in the first minutes of a month)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """An instance the operator runs commands for: its database and service ID."""
-
-    database_url: str
-    service_id: str
-
-
-async def _cli(instance: Instance, *args: str) -> CliResult:
+async def _cli(instance: InstanceOf, *args: str) -> CliResult:
     return await run_cli(instance, *args, extra_env=_NOW)
 
 
-async def _sealed_trail(template: TestCluster) -> Instance:
-    instance = Instance(await template.new_database(), make_service_id())
+async def _sealed_trail(template: TestCluster) -> InstanceOf:
+    instance = InstanceOf(await template.new_database(), make_service_id())
     conn = await asyncpg.connect(instance.database_url)
     try:
         await AuditRepository(load_queries()).ensure_months(conn, months_back(2), months_back(2))
@@ -58,19 +49,19 @@ async def _sealed_trail(template: TestCluster) -> Instance:
 
 
 @pytest.fixture
-async def sealed(template: TestCluster) -> Instance:
+async def sealed(template: TestCluster) -> InstanceOf:
     """A trail whose month before last holds 300 events and last month 50, both sealed; this month has 5."""
     return await _sealed_trail(template)
 
 
 @pytest.fixture(scope="module")
-async def shared(template: TestCluster) -> Instance:
+async def shared(template: TestCluster) -> InstanceOf:
     """The same trail, shared by the tests of this module that only read it."""
     return await _sealed_trail(template)
 
 
 @pytest.fixture(scope="module")
-async def exported(shared: Instance, tmp_path_factory: pytest.TempPathFactory) -> Path:
+async def exported(shared: InstanceOf, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An export of the month before last of the shared trail (tests copy it before changing it)."""
     folder = tmp_path_factory.mktemp("export") / "out"
     result = await _cli(shared, "audit", "export", "--month", _label(months_back(2)), "--to", str(folder))
@@ -82,7 +73,7 @@ def _label(month: date) -> str:
     return month_label(month)
 
 
-async def test_export_writes_bulk_ndjson_that_verifies_offline(shared: Instance, tmp_path: Path) -> None:
+async def test_export_writes_bulk_ndjson_that_verifies_offline(shared: InstanceOf, tmp_path: Path) -> None:
     """An export holds the month's AuditEvents (valid R4, BALP) with their chain and checkpoint; it verifies alone."""
     month = _label(months_back(2))
     folder = tmp_path / "out"
@@ -108,13 +99,13 @@ async def test_export_writes_bulk_ndjson_that_verifies_offline(shared: Instance,
     assert checkpoint.head_hash == chain[-1]["hash"]
     assert checkpoint.issuer == shared.service_id
 
-    offline = await run_cli(Instance("postgresql://nowhere.invalid/none", shared.service_id),
+    offline = await run_cli(InstanceOf("postgresql://nowhere.invalid/none", shared.service_id),
                             "audit", "verify", "--export", str(folder))  # fmt: skip
     assert offline.code == 0, offline.err
     assert f"ok: export {folder}: {month}, 300 events, head hash {checkpoint.head_hash}" in offline.out
 
 
-async def test_the_export_is_the_search_rendering(shared: Instance, tmp_path: Path) -> None:
+async def test_the_export_is_the_search_rendering(shared: InstanceOf, tmp_path: Path) -> None:
     """Each exported line is the AuditEvent of its chain row, in chain order: the same mapping as the FHIR search."""
     month = _label(months_back(1))
     assert (await _cli(shared, "audit", "export", "--month", month, "--to", str(tmp_path))).code == 0
@@ -147,7 +138,7 @@ async def test_the_export_is_the_search_rendering(shared: Instance, tmp_path: Pa
     ],
 )
 async def test_a_changed_export_fails_offline(
-    shared: Instance, exported: Path, tmp_path: Path, tamper: str, named: str
+    shared: InstanceOf, exported: Path, tmp_path: Path, tamper: str, named: str
 ) -> None:
     """Changing an event, a chain row, the order, the length or the checkpoint of an export (verified when written,
     by `audit export`) is caught offline."""
@@ -182,7 +173,7 @@ async def test_a_changed_export_fails_offline(
 
 
 async def test_prune_drops_only_exported_months_and_verify_goes_on_from_the_checkpoint(
-    sealed: Instance, tmp_path: Path
+    sealed: InstanceOf, tmp_path: Path
 ) -> None:
     """Prune refuses a month without a verified export (dropping nothing), drops it once exported, and says so."""
     older, last = _label(months_back(2)), _label(months_back(1))
@@ -219,7 +210,7 @@ async def test_prune_drops_only_exported_months_and_verify_goes_on_from_the_chec
     assert again.code == 0, again.err
 
 
-async def test_export_refuses_an_open_month_and_a_used_directory(shared: Instance, tmp_path: Path) -> None:
+async def test_export_refuses_an_open_month_and_a_used_directory(shared: InstanceOf, tmp_path: Path) -> None:
     """This month is not sealed yet; an export never overwrites files; an unknown month is named."""
     this_month = await _cli(shared, "audit", "export", "--month", _label(months_back(0)), "--to", str(tmp_path / "a"))
     assert this_month.code == 1
