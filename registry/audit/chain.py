@@ -200,5 +200,6 @@ async def seal(
             )  # fmt: skip
             await repo.insert_checkpoint(conn, month.month, stored)
             return SealResult(sealed=len(links), head_seq=seq, more=True, locked=True, checkpointed=checkpoint.month)
-        more = await repo.unsealed_exists(conn, month, position)
+        # A closed month has work left until its checkpoint is stored (its rows may have filled this run exactly).
+        more = month.closed or await repo.unsealed_exists(conn, month, position)
     return SealResult(sealed=len(links), head_seq=seq, more=more, locked=True)
