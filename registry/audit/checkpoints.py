@@ -34,6 +34,7 @@ __all__ = (
     "CheckpointInvalid",
     "CheckpointSigner",
     "PublishedCheckpoints",
+    "checkpoints_document",
     "month_label",
     "open_checkpoint",
     "parse_month",

@@ -342,3 +342,21 @@ async def test_the_newest_page_reads_only_the_newest_months(searchable: str) -> 
         f"audit_events_y{m.year}m{m.month:02d}" for m in (add_months(this_month(), n) for n in range(MONTHS_AHEAD + 1))
     }
     assert read == newer | {f"audit_events_y{last.year}m{last.month:02d}"}
+
+
+async def test_a_month_whose_rows_fill_the_last_run_exactly_is_still_checkpointed(fresh: str) -> None:
+    """A closed month of exactly two runs' worth of rows, and nothing after it, gets its checkpoint in the same loop."""
+    repo = AuditRepository(load_queries())
+    conn = await asyncpg.connect(fresh)
+    try:
+        await insert_events(conn, months_back(1), 20)
+        async with instance_signer(fresh) as signer:
+            runs = [await seal(conn, repo, signer, limit=10, close_grace=0)]
+            while runs[-1].more and (runs[-1].sealed or runs[-1].checkpointed):
+                runs.append(await seal(conn, repo, signer, limit=10, close_grace=0))
+        rows = await conn.fetchval("SELECT rows FROM audit_checkpoints WHERE month = $1", months_back(1))
+    finally:
+        await conn.close()
+    assert [r.sealed for r in runs[:3]] == [10, 10, 0]
+    assert runs[2].checkpointed == month_label(months_back(1))
+    assert rows == 20

@@ -19,11 +19,12 @@ import asyncpg
 import msgspec
 import pytest
 
-from registry.audit.checkpoints import month_label
+from registry.audit.checkpoints import checkpoints_document, month_label
 from registry.audit.repository import AuditRepository
 from registry.db.queries import load_queries
 from tests.audit_months import insert_events, months_back
-from tests.factories import make_audit_entry, make_ihi
+from tests.cli import InstanceOf, run_cli
+from tests.factories import make_audit_entry, make_ihi, make_service_id
 from tests.pg import TestCluster
 
 
@@ -296,3 +297,21 @@ async def test_a_forged_checkpoint_is_named(months: str, forgery: str, named: st
     assert status == 1
     assert f"checkpoint of {month_label(months_back(1))}" in output
     assert named in output
+
+
+async def test_checkpoints_signed_before_an_audit_key_rotation_still_verify(months: str) -> None:
+    """After `keys rotate --audit`, old checkpoints verify with the retired key; the published keys hold both."""
+    instance = InstanceOf(months, make_service_id())
+    rotated = await run_cli(instance, "keys", "rotate", "--audit")
+    assert rotated.code == 0, rotated.err
+    assert "new active audit key" in rotated.out
+    conn = await asyncpg.connect(months)
+    try:
+        await conn.execute("UPDATE auth_keys SET expires_at = now() - interval '1 day' WHERE retired_at IS NOT NULL")
+        document = await checkpoints_document(conn, AuditRepository(load_queries()))
+    finally:
+        await conn.close()
+    status, output = await _verify(months)
+    assert status == 0, output
+    assert "1 checkpoints verified" in output
+    assert len(document["jwks"]["keys"]) == 2
