@@ -68,14 +68,18 @@ CREATE TABLE audit_exports (
     verified_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
-    FOR EACH ROW EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER audit_exports_append_only BEFORE UPDATE OR DELETE ON audit_exports
-    FOR EACH ROW EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER audit_exports_no_truncate BEFORE TRUNCATE ON audit_exports
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+-- Append-only for every role: row triggers refuse UPDATE and DELETE (on a partitioned table they are
+-- cloned onto every partition, present and future), a statement trigger refuses TRUNCATE (statement
+-- triggers are not cloned: audit_create_month adds one to each partition).
+CREATE FUNCTION make_append_only(p_table text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION refuse_change()',
+                   p_table || '_append_only', p_table);
+    EXECUTE format('CREATE TRIGGER %I BEFORE TRUNCATE ON %I FOR EACH STATEMENT EXECUTE FUNCTION refuse_change()',
+                   p_table || '_no_truncate', p_table);
+END $$;
+
+SELECT make_append_only('audit_checkpoints'), make_append_only('audit_exports');
 
 -- Checkpoints are signed with a key of their own purpose.
 ALTER TABLE auth_keys DROP CONSTRAINT auth_keys_purpose_check;
@@ -85,53 +89,18 @@ ALTER TABLE auth_keys ADD CONSTRAINT auth_keys_purpose_check CHECK (purpose IN (
 ALTER TABLE audit_events RENAME TO audit_events_before_months;
 ALTER TABLE audit_chain RENAME TO audit_chain_before_months;
 
--- Columns and CHECK constraints exactly as before (the constraint names too: attaching the old table
--- as a partition matches them by name). Unique keys are per partition (id, event_id; seq, audit_id):
+-- The partitioned tables: columns, defaults, identity and CHECK constraints as before (the
+-- constraint names too: attaching the old table as a partition matches them by name), and the
+-- chain's month, its partition key. Unique keys are per partition (id, event_id; seq, audit_id):
 -- a unique index across partitions would have to include the partition key.
-CREATE TABLE audit_events (
-    id              bigint      GENERATED ALWAYS AS IDENTITY,
-    event_id        uuid        NOT NULL DEFAULT gen_random_uuid(),
-    -- The inserting transaction: fixes the row's place in its month's stretch of the chain.
-    xid             xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    recorded        timestamptz NOT NULL,
-    request_id      text        NOT NULL,
-    peer_request_id text,
-    interaction     text        NOT NULL,
-    action          text        NOT NULL CONSTRAINT audit_events_action_check CHECK (action IN ('C', 'R', 'U', 'D', 'E')),
-    outcome         smallint    NOT NULL CONSTRAINT audit_events_outcome_check CHECK (outcome IN (0, 4, 8, 12)),
-    status          smallint    NOT NULL CONSTRAINT audit_events_status_check CHECK (status BETWEEN 100 AND 599),
-    detail          text,
-    method          text        NOT NULL,
-    path            text        NOT NULL,
-    query           text        NOT NULL DEFAULT '',
-    client_id       text,
-    client_service  text,
-    client_address  text,
-    token_id        text,
-    observer        text        NOT NULL,
-    patients        text[]      NOT NULL DEFAULT '{}',
-    records         uuid[]      NOT NULL DEFAULT '{}'
-) PARTITION BY RANGE (recorded);
-
+CREATE TABLE audit_events (LIKE audit_events_before_months INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS)
+    PARTITION BY RANGE (recorded);
 CREATE TABLE audit_chain (
-    seq       bigint NOT NULL CONSTRAINT audit_chain_seq_check CHECK (seq >= 1),
-    audit_id  bigint NOT NULL,
-    prev_hash bytea  NOT NULL CONSTRAINT audit_chain_prev_hash_check CHECK (length(prev_hash) = 32),
-    hash      bytea  NOT NULL CONSTRAINT audit_chain_hash_check CHECK (length(hash) = 32),
+    LIKE audit_chain_before_months INCLUDING CONSTRAINTS,
     -- The month (audit_months.month) of the entry's row.
-    month     date   NOT NULL
+    month date NOT NULL
 ) PARTITION BY RANGE (month);
-
--- Row triggers on a partitioned table are cloned onto every partition, present and future; statement
--- triggers (TRUNCATE) are not, so audit_create_month adds those to each partition.
-CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
-    FOR EACH ROW EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER audit_chain_append_only BEFORE UPDATE OR DELETE ON audit_chain
-    FOR EACH ROW EXECUTE FUNCTION refuse_change();
-CREATE TRIGGER audit_chain_no_truncate BEFORE TRUNCATE ON audit_chain
-    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+SELECT make_append_only('audit_events'), make_append_only('audit_chain');
 
 CREATE FUNCTION audit_partition_name(p_table text, p_month date) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT p_table || to_char(p_month, '"_y"YYYY"m"MM') $$;
