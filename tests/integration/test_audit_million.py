@@ -1,7 +1,12 @@
-"""A month of a million audit events: sealed, exported, verified offline, pruned, and the trail still verifies."""
+"""A month of a million audit events: sealed, exported, verified offline, pruned, and the trail still verifies.
+
+About four minutes on a busy 2-core machine: rows inserted in one statement 18 s, sealed and
+verified 100 s, exported and read back 60 s (2.8 GB), verified offline 20 s.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import asyncpg
@@ -43,6 +48,18 @@ async def test_a_month_of_a_million_events_round_trips(template: TestCluster, tm
     assert f"ok: {_EVENTS + 3} rows chained" in sealed.out
 
     folder = tmp_path / last
+    try:
+        await _export_verify_prune(instance, last, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # 2.8 GB: pytest keeps the folders of its last runs
+
+    after = await run_cli(instance, "audit", "verify", extra_env=_NOW)
+    assert after.code == 0, after.err
+    assert f"ok: 4 rows chained from the checkpoint of {last}" in after.out  # this month's three and the prune's
+    assert f"(chain entry {_EVENTS + 4};" in after.out
+
+
+async def _export_verify_prune(instance: InstanceOf, last: str, folder: Path) -> None:
     exported = await run_cli(instance, "audit", "export", "--month", last, "--to", str(folder), extra_env=_NOW)
     assert exported.code == 0, exported.err
     assert f"audit export: {last}: {_EVENTS} events to {folder}" in exported.out
@@ -56,8 +73,3 @@ async def test_a_month_of_a_million_events_round_trips(template: TestCluster, tm
     pruned = await run_cli(instance, "audit", "prune", "--before", month_label(months_back(0)), extra_env=_NOW)
     assert pruned.code == 0, pruned.err
     assert f"dropped {last} ({_EVENTS} events" in pruned.out
-
-    after = await run_cli(instance, "audit", "verify", extra_env=_NOW)
-    assert after.code == 0, after.err
-    assert f"ok: 4 rows chained from the checkpoint of {last}" in after.out  # this month's three and the prune's
-    assert f"(chain entry {_EVENTS + 4};" in after.out
