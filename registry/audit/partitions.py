@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
@@ -51,10 +52,18 @@ async def ensure_months(conn: Connection, repository: AuditRepository, now: date
 class MonthKeeper:
     """Keeps the audit partitions made ahead, in a server process or a worker."""
 
-    def __init__(self, db: Database, repository: AuditRepository, *, interval: float = CHECK_SECONDS) -> None:
+    def __init__(
+        self,
+        db: Database,
+        repository: AuditRepository,
+        *,
+        interval: float = CHECK_SECONDS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._db = db
         self._repo = repository
         self._interval = interval
+        self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -71,7 +80,7 @@ class MonthKeeper:
 
     async def _ensure(self) -> None:
         async with self._db.writer() as conn:
-            made = await ensure_months(conn, self._repo)
+            made = await ensure_months(conn, self._repo, self._clock())
         if made:
             _log.info("audit_months_made", months=made)
 

@@ -175,7 +175,8 @@ async def test_a_changed_export_fails_offline(
 async def test_prune_drops_only_exported_months_and_verify_goes_on_from_the_checkpoint(
     sealed: InstanceOf, tmp_path: Path
 ) -> None:
-    """Prune refuses a month without a verified export (dropping nothing), drops it once exported, and says so."""
+    """Prune refuses a month without a verified export (dropping nothing), drops it once exported (by --before or
+    the retention policy), and says so in the chain."""
     older, last = _label(months_back(2)), _label(months_back(1))
     refused = await _cli(sealed, "audit", "prune", "--before", _label(months_back(0)))
     assert refused.code == 1
@@ -186,7 +187,10 @@ async def test_prune_drops_only_exported_months_and_verify_goes_on_from_the_chec
     assert still_refused.code == 1
     assert f"nothing pruned: {last} has no verified export" in still_refused.err
 
-    pruned = await _cli(sealed, "audit", "prune", "--before", last)
+    no_policy = await _cli(sealed, "audit", "prune")
+    assert no_policy.code == 1
+    assert "give --before YYYY-MM, or set IEF_AUDIT_RETENTION_MONTHS" in no_policy.err
+    pruned = await run_cli(sealed, "audit", "prune", extra_env={**_NOW, "IEF_AUDIT_RETENTION_MONTHS": "1"})
     assert pruned.code == 0, pruned.err
     assert f"audit prune: dropped {older} (300 events; exported to {tmp_path / older})" in pruned.out
     conn = await asyncpg.connect(sealed.database_url)

@@ -17,10 +17,11 @@ import pytest
 from registry import errors
 from registry.audit.chain import seal
 from registry.audit.checkpoints import month_label, open_checkpoint, read_trusted_keys
-from registry.audit.partitions import MONTHS_AHEAD, add_months, ensure_months, this_month
+from registry.audit.partitions import MONTHS_AHEAD, MonthKeeper, add_months, ensure_months, this_month
 from registry.audit.repository import AuditRepository
 from registry.audit.verify import verify
-from registry.config import AuditSettings, LogSettings, Settings
+from registry.config import AuditSettings, DatabaseSettings, LogSettings, Settings
+from registry.db.pool import Database, open_database
 from registry.db.queries import load_queries
 from schemas.audit import AuditEntry
 from tests.audit_ledger import AuditLedger
@@ -84,6 +85,32 @@ async def test_months_are_made_ahead_consecutively_and_once(fresh: str) -> None:
         await conn.close()
     assert (made, again) == (3, 0)
     assert months == [add_months(this_month(), n) for n in range(-1, MONTHS_AHEAD + 4)]
+
+
+async def test_the_keeper_makes_the_months_due_at_start_and_then_on_its_interval(fresh: str) -> None:
+    """A process's keeper makes what is missing before it serves, and again on its interval as time goes on."""
+    later = [datetime.now(UTC)]
+    database = await open_database(fresh, DatabaseSettings(pool_min=0, pool_max=2))
+    keeper = MonthKeeper(database, AuditRepository(load_queries()), interval=0.05, clock=lambda: later[0])
+    try:
+        await keeper.start()
+        at_start = await _last_month(database)
+        later[0] += timedelta(days=40)
+        for _ in range(200):
+            if await _last_month(database) > at_start:
+                break
+            await asyncio.sleep(0.02)
+        moved_on = await _last_month(database)
+    finally:
+        await keeper.stop()
+        await database.close()
+    assert at_start == add_months(this_month(), MONTHS_AHEAD)
+    assert moved_on == add_months(this_month(later[0]), MONTHS_AHEAD)
+
+
+async def _last_month(database: Database) -> date:
+    async with database.writer() as conn:
+        return await conn.fetchval("SELECT max(month) FROM audit_months")  # type: ignore[no-any-return]
 
 
 async def test_earlier_months_are_added_only_while_nothing_is_chained(fresh: str) -> None:
