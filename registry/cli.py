@@ -742,30 +742,6 @@ def audit() -> None:
     """The audit trail: verify its hash chain and checkpoints; export, verify and prune months."""
 
 
-class _Progress:
-    """A progress bar on stderr when it is a terminal (made at the first report, when the total is known)."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._bar: Any = None
-        self._shown = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if self._bar is None or self._shown > done:  # a new pass (writing, then reading back)
-            self.close()
-            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr, show_pos=True)
-            self._shown = 0
-        self._bar.update(done - self._shown)
-        self._shown = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.render_finish()
-            self._bar = None
-
-
 @audit.command("verify")
 @click.option("--expect-head", metavar="HASH", help="A head hash printed before: the chain must still pass through it.")
 @click.option(
@@ -787,73 +763,19 @@ def audit_verify(
     obj: _Context, expect_head: str | None, checkpoint_file: Path | None, export_dir: Path | None, key_file: Path | None
 ) -> None:
     """Seal pending audit rows, then check every row, checkpoint and anchor; exit 1 naming the first problem."""
-    from registry.audit import operator
-    from registry.audit.checkpoints import CheckpointInvalid, read_checkpoint_file
-    from registry.audit.verify import Anchor
+    from registry.audit import console, operator
 
     settings = obj.settings()
     if export_dir is not None:
-        try:
-            bar = _Progress(f"verifying {export_dir}")
-            checked = operator.verify_offline(export_dir, key_file, bar)
-            bar.close()
-        except CheckpointInvalid as exc:
-            raise click.ClickException(str(exc)) from None
-        _report_export(checked, export_dir)
+        bar = console.Progress(f"verifying {export_dir}")
+        checked = _run(lambda: console.refusals_as_errors(operator.verify_offline(export_dir, key_file, bar)))
+        console.emit(console.offline(checked, export_dir), bar)
         return
-    try:
-        head = bytes.fromhex(expect_head) if expect_head else None
-        anchor = Anchor(head_hash=head, checkpoint=read_checkpoint_file(checkpoint_file) if checkpoint_file else None)
-    except (ValueError, CheckpointInvalid) as exc:
-        raise click.ClickException(f"bad anchor: {exc}") from None
+    anchor = console.anchor(expect_head, checkpoint_file)
     service_id = instance_service_id(settings.data_dir, settings.service_id)
     with database_url(settings) as url:
-        sealed = _run(lambda: _audit_call(operator.seal_and_verify(url, settings, service_id, anchor)))
-    verdict = sealed.verdict
-    if not verdict.ok:
-        click.echo(f"audit verify: FAILED after {verdict.rows} good rows: {verdict.problem}", err=True)
-        sys.exit(1)
-    if sealed.sealing_failed:
-        click.echo(f"audit verify: FAILED: new rows could not be sealed: {sealed.sealing_failed}", err=True)
-        sys.exit(1)
-    since = f" from the checkpoint of {verdict.since}" if verdict.since else ""
-    click.echo(
-        f"audit verify: ok: {verdict.rows} rows chained{since}, head hash {verdict.head_hash} "
-        f"(chain entry {verdict.head_seq}; {verdict.checkpoints} checkpoints verified)"
-    )
-    if verdict.pending:
-        click.echo(f"audit verify: {verdict.pending} newer rows wait for open transactions to end before sealing")
-
-
-def _report_export(verdict: Any, directory: Path) -> None:
-    if not verdict.ok:
-        click.echo(f"audit verify: FAILED: export {directory} ({verdict.month}): {verdict.problem}", err=True)
-        sys.exit(1)
-    click.echo(
-        f"audit verify: ok: export {directory}: {verdict.month}, {verdict.events} events, head hash "
-        f"{verdict.head_hash}, checkpoint signed by audit key {verdict.kid}"
-    )
-
-
-async def _audit_call(call: Awaitable[T]) -> T:
-    """Await an audit operation, its refusals as command-line errors."""
-    from registry.audit.export import ExportRefused
-    from registry.audit.operator import NotAtHead
-    from registry.audit.retention import PruneRefused
-
-    try:
-        return await call
-    except (NotAtHead, ExportRefused, PruneRefused) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _month(value: str) -> Any:
-    from registry.audit.checkpoints import parse_month
-
-    try:
-        return parse_month(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        sealed = _run(lambda: console.refusals_as_errors(operator.seal_and_verify(url, settings, service_id, anchor)))
+    console.emit(console.verified(sealed))
 
 
 @audit.command("export")
@@ -863,21 +785,13 @@ def _month(value: str) -> Any:
 @click.pass_obj
 def audit_export(obj: _Context, month: str, directory: Path) -> None:
     """Write a month as FHIR Bulk Data NDJSON with its checkpoint, read it back against it, and note the export."""
-    from registry.audit import operator
+    from registry.audit import console, operator
 
-    wanted, settings, target = _month(month), obj.settings(), directory.resolve()
+    wanted, settings, bar = console.month(month), obj.settings(), console.Progress(f"exporting {month}")
     request = f"ief-registry audit export --month {month}"
-    bar = _Progress(f"exporting {month}")
     with database_url(settings) as url:
-        call = operator.export(url, settings, wanted, target, request=request, progress=bar)
-        summary, verdict = _run(lambda: _audit_call(call))
-    bar.close()
-    if not verdict.ok:
-        _report_export(verdict, directory)
-    click.echo(
-        f"audit export: {summary.month}: {summary.events} events to {directory} ({summary.size / 1e6:.1f} MB), "
-        f"checkpoint head {summary.head_hash}, read back and verified"
-    )
+        call = operator.export(url, settings, wanted, directory.resolve(), request=request, progress=bar)
+        console.emit(console.exported(_run(lambda: console.refusals_as_errors(call))), bar)
 
 
 @audit.command("prune")
@@ -892,18 +806,11 @@ def audit_export(obj: _Context, month: str, directory: Path) -> None:
 @click.pass_obj
 def audit_prune(obj: _Context, before: str | None, owner_url: str | None) -> None:
     """Drop the oldest months of the trail; only months exported and verified, and records it in the chain."""
-    from registry.audit import operator
-    from registry.audit.checkpoints import month_label
-    from registry.audit.retention import default_before
+    from registry.audit import console, operator
 
     settings = obj.settings()
-    if before is None and not settings.audit.retention_months:
-        raise click.ClickException("give --before YYYY-MM, or set IEF_AUDIT_RETENTION_MONTHS")
-    cut = _month(before) if before else default_before(settings.audit.retention_months)
+    cut = console.prune_cut(before, settings)
     service_id = instance_service_id(settings.data_dir, settings.service_id)
     with database_url(settings) as url:
-        pruned = _run(lambda: _audit_call(operator.prune_before(owner_url or url, settings, cut, service_id)))
-    for month in pruned:
-        click.echo(f"audit prune: dropped {month.month} ({month.events} events; exported to {month.location})")
-    if not pruned:
-        click.echo(f"audit prune: no kept month ends by {month_label(cut)}")
+        call = operator.prune_before(owner_url or url, settings, cut, service_id)
+        console.emit(console.pruned(_run(lambda: console.refusals_as_errors(call)), cut))

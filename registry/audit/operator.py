@@ -108,8 +108,12 @@ async def export(
         await database.close()
 
 
-def verify_offline(directory: Path, key_file: Path | None, progress: Progress) -> ExportVerdict:
-    """Check an export with no database, against ``key_file`` (else the keys the export carries)."""
+async def verify_offline(directory: Path, key_file: Path | None, progress: Progress) -> ExportVerdict:
+    """Check an export with no database, against ``key_file`` (else the keys the export carries).
+
+    Raises:
+        registry.audit.checkpoints.CheckpointInvalid: ``key_file`` holds no usable key.
+    """
     return verify_export(directory, read_trusted_keys(key_file) if key_file else None, progress)
 
 
