@@ -43,7 +43,7 @@ EVENTS = {
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
     "audit_month_sealed": "an audit month was closed, chained to its last row and its checkpoint signed: month, head",
     "audit_months_made": "audit partitions were made ahead of time: how many months",
-    "audit_months_failed": "audit partitions could not be made ahead (database down?); retried in a minute",
+    "audit_months_failed": "audit partitions could not be made ahead (database down, lock not had); retried soon",
     "subscription_created": "a subscription was created (requested): subscription ID, client ID, payload content",
     "subscription_updated": "a client changed a subscription: subscription ID, status before and after, handshake",
     "subscription_deleted": "a client deleted a subscription: subscription ID, client ID",

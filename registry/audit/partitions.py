@@ -28,6 +28,7 @@ MONTHS_AHEAD = 2
 """Months made beyond the current one."""
 CHECK_SECONDS = 3600.0
 _RETRY_SECONDS = 60.0
+_FIRST_RETRY_SECONDS = 5.0
 _log = get_logger(__name__)
 
 
@@ -67,9 +68,18 @@ class MonthKeeper:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Make what is missing now (so the first request has its partition), then keep it up."""
-        await self._ensure()
-        self._task = asyncio.create_task(self._keep(), name="audit-months")
+        """Make what is missing now (so the first request has its partition), then keep it up.
+
+        A failure now (a lock not had in time, the database away) is logged and retried soon; it does
+        not stop the process, whose requests answer 503 meanwhile only if this month has no partition.
+        """
+        first_wait = self._interval
+        try:
+            await self._ensure()
+        except Exception as exc:  # noqa: BLE001 - see above
+            _log.error("audit_months_failed", error=f"{type(exc).__name__}: {exc}")
+            first_wait = min(self._interval, _FIRST_RETRY_SECONDS)
+        self._task = asyncio.create_task(self._keep(first_wait), name="audit-months")
 
     async def stop(self) -> None:
         """Stop keeping."""
@@ -84,8 +94,7 @@ class MonthKeeper:
         if made:
             _log.info("audit_months_made", months=made)
 
-    async def _keep(self) -> None:
-        wait = self._interval
+    async def _keep(self, wait: float) -> None:
         while True:
             await asyncio.sleep(wait)
             try:

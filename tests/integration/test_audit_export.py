@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import pty
 import shutil
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -230,3 +235,35 @@ async def test_export_refuses_an_open_month_and_a_used_directory(shared: Instanc
     bad = await _cli(shared, "audit", "export", "--month", "May", "--to", str(tmp_path / "d"))
     assert bad.code == 2
     assert "is not a month (YYYY-MM)" in bad.err
+
+
+async def test_a_terminal_gets_a_progress_bar(shared: InstanceOf, tmp_path: Path) -> None:
+    """On a terminal, export and offline verify draw a progress bar (on stderr) that reaches every event."""
+    folder = tmp_path / "out"
+    drawn = [
+        await _on_a_terminal(shared, "audit", "export", "--month", _label(months_back(2)), "--to", str(folder)),
+        await _on_a_terminal(shared, "audit", "verify", "--export", str(folder)),
+    ]
+    assert "exporting" in drawn[0]
+    assert "300/300" in drawn[0]
+    assert "verifying" in drawn[1]
+    assert "300/300" in drawn[1]
+
+
+async def _on_a_terminal(instance: InstanceOf, *args: str) -> str:
+    """Run the CLI with its stderr on a pseudo-terminal; what was drawn there."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "IEF_DATABASE_URL": instance.database_url, "IEF_SERVICE_ID": instance.service_id,
+           "IEF_LOG_LEVEL": "warning", **_NOW}  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=follower
+    )
+    os.close(follower)
+    await process.communicate()
+    drawn = b""
+    with contextlib.suppress(OSError):  # the terminal is closed once the process has ended and all is read
+        while chunk := os.read(leader, 65536):
+            drawn += chunk
+    os.close(leader)
+    assert process.returncode == 0, drawn.decode(errors="replace")
+    return drawn.decode(errors="replace")
