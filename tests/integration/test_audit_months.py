@@ -108,6 +108,20 @@ async def test_the_keeper_makes_the_months_due_at_start_and_then_on_its_interval
     assert moved_on == add_months(this_month(later[0]), MONTHS_AHEAD)
 
 
+async def test_a_keeper_that_fails_at_start_lets_the_process_start(fresh: str) -> None:
+    """Making months can fail at start (here: a clock far ahead); the process starts anyway and the keeper goes on."""
+    database = await open_database(fresh, DatabaseSettings(pool_min=0, pool_max=2))
+    far = datetime.now(UTC) + timedelta(days=800)
+    keeper = MonthKeeper(database, AuditRepository(load_queries()), interval=3600, clock=lambda: far)
+    try:
+        await keeper.start()
+        last = await _last_month(database)
+    finally:
+        await keeper.stop()
+        await database.close()
+    assert last == add_months(this_month(), MONTHS_AHEAD)
+
+
 async def _last_month(database: Database) -> date:
     async with database.writer() as conn:
         return await conn.fetchval("SELECT max(month) FROM audit_months")  # type: ignore[no-any-return]
