@@ -10,7 +10,7 @@ from typing import Protocol
 
 from tests.factories import LOOPBACK_NETWORKS
 
-__all__ = ("CliResult", "Instance", "run_cli")
+__all__ = ("CliResult", "Instance", "InstanceOf", "run_cli")
 
 
 class Instance(Protocol):
@@ -21,6 +21,14 @@ class Instance(Protocol):
 
     @property
     def service_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOf:
+    """An instance known by its database and service ID alone (no server running)."""
+
+    database_url: str
+    service_id: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.db.queries import Queries
 
-__all__ = ("AuthParts", "issuer_name", "start_auth")
+__all__ = ("AuthParts", "issuer_name", "key_ring", "start_auth")
 
 
 def issuer_name(settings: Settings, service_id: str) -> str:
@@ -58,13 +58,19 @@ class AuthParts:
         await self.http.aclose()
 
 
+def key_ring(db: Database, repository: AuthRepository, settings: Settings) -> KeyRing:
+    """This instance's keys as the settings keep them (a retired key stays published until its tokens expire)."""
+    auth = settings.auth
+    keep = auth.max_token_lifetime + auth.leeway + auth.key_refresh_seconds
+    return KeyRing(db, repository, refresh_seconds=auth.key_refresh_seconds, keep_seconds=keep)
+
+
 async def start_auth(db: Database, queries: Queries, settings: Settings, service_id: str) -> AuthParts:
     """Create missing keys and the operator client, load the keys, and build the parts."""
     # Dev mode accepts client secrets; nothing turns authentication itself off.
     auth = msgspec.structs.replace(settings.auth, allow_client_secrets=True) if settings.dev else settings.auth
     repository = AuthRepository(queries)
-    keep = auth.max_token_lifetime + auth.leeway + auth.key_refresh_seconds
-    keys = KeyRing(db, repository, refresh_seconds=auth.key_refresh_seconds, keep_seconds=keep)
+    keys = key_ring(db, repository, settings)
     await keys.ensure()
     policy = outbound_policy(settings)
     clients = ClientService(db, repository, policy=policy)

@@ -185,6 +185,8 @@ def _serve_in_workers(settings: Settings) -> None:
 def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
     """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
     from broker.subscriptions.plugin import SubscriptionsPlugin
+    from registry.audit.partitions import MonthKeeper
+    from registry.audit.repository import AuditRepository
     from schemas.fhir.canonical import Canonicals
 
     settings = runtime.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
@@ -194,10 +196,12 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with SubscriptionsPlugin(settings).delivery(
+        months = MonthKeeper(session.database, AuditRepository(session.queries))  # audit partitions made ahead
+        delivery = SubscriptionsPlugin(settings).delivery(
             db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
             listen_url=settings.database.direct_url or session.url,
-        ):  # fmt: skip
+        )  # fmt: skip
+        async with months.running(), delivery:
             await stop.wait()
 
     runtime.run(settings, work, at_head=True, as_server=True)

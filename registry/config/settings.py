@@ -284,6 +284,24 @@ class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int,
         Meta(ge=10, le=60_000, description="How often (ms) a server process appends new audit rows to the hash chain."),
     ] = 250
+    close_grace_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=86_400,
+            description="Seconds after a month ends before it is closed (rows for it refused), chained to the end "
+            "and its checkpoint signed; covers rows timed just before midnight and inserted just after.",
+        ),
+    ] = 300.0
+    retention_months: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1200,
+            description="Months of audit kept in the database: `ief-registry audit prune` without `--before` drops "
+            "older months, and only those exported and verified; 0 keeps everything.",
+        ),
+    ] = 0
 
 
 class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -7,7 +7,7 @@ ALTER TABLE services
     ADD COLUMN token_endpoint text CHECK (token_endpoint ~ '^https?://'),
     ADD CONSTRAINT services_token_endpoint_needs_client CHECK (token_endpoint IS NULL OR client_id IS NOT NULL);
 
--- The server's role (docs/deployment.md, ADR 0012). Schema objects belong to the role that runs
+-- The server's role (docs/deployment.md, ADR 0015). Schema objects belong to the role that runs
 -- migrations (the owner); server processes log in as a member of the group role ief_server, which
 -- owns nothing and holds only what a server process does: it cannot delete or truncate what the
 -- triggers keep, alter a table (so it cannot disable a trigger), or write a history row itself.
