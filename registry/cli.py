@@ -27,6 +27,7 @@ from registry.db.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from registry.db.migrate import SchemaTooNew, apply_migrations, schema_state
 from registry.db.pool import connect, open_database
 from registry.db.queries import load_queries
+from registry.db.wait import wait_for_database
 from registry.instance import instance_service_id, log_hash_key
 from registry.log import configure_logging, get_logger
 
@@ -159,6 +160,7 @@ def serve(obj: _Context, host: str | None, port: int | None, workers: int | None
     failed = False
     try:
         with database_url(settings) as url:
+            _run(lambda: wait_for_database(url, settings.database))
             if settings.database.auto_migrate:
                 applied = _run(lambda: _migrate(url, settings))
                 if applied:
@@ -336,6 +338,7 @@ def worker(obj: _Context, concurrency: int | None, dev: bool | None) -> None:
     """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
     settings = obj.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
     with database_url(settings) as url:
+        _run(lambda: wait_for_database(url, settings.database))
         _run(lambda: _work(url, settings))
 
 
