@@ -2,11 +2,12 @@
 
 etcd, three PostgreSQL nodes under Patroni (synchronous mode) and HAProxy on the leader
 (``tests/patroni.py``); two ``serve`` processes and one ``ief-registry worker`` on HAProxy's port
-(``tests/scale/fleet.py``); real HTTP subscribers. Clients register records and create
-subscriptions at a steady rate through both servers; the leader's Patroni and PostgreSQL are
-SIGKILLed together; Patroni promotes the synchronous standby once the leader key expires. Two more
-``serve`` processes are started while no leader exists: one on HAProxy, one on the multi-host URL
-of the three nodes (``target_session_attrs=read-write``).
+(``tests/scale/fleet.py``), and a third ``serve`` on the multi-host URL of the three nodes
+(``target_session_attrs=read-write``, the deployment without a proxy); real HTTP subscribers.
+Clients register records and create subscriptions at a steady rate through the three servers in
+turn; the leader's Patroni and PostgreSQL are SIGKILLed together; Patroni promotes the synchronous
+standby once the leader key expires. Two more ``serve`` processes are started while no leader
+exists, one on HAProxy and one on the multi-host URL: they wait, and come up.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from registry.db.migrate import apply_migrations
 from tests.bench.servers import ROOT, Build, ServerProcess, git_describe, server_environment
 from tests.factories import make_ihi, make_service_id
 from tests.patroni import PATRONI_TIMINGS, PatroniCluster, patroni_cluster
-from tests.scale.fleet import Fleet, dev_token, fleet
+from tests.scale.fleet import dev_token, fleet
 from tests.server import add_service
 from tests.subscriptions.helpers import subscription_body
 from tests.subscriptions.subscriber import Hook, Received, Subscriber
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.ha, pytest.mark.slow]
 PUBLIC_BASE = "http://registry.test"
 TOPIC = f"{PUBLIC_BASE}/fhir/SubscriptionTopic/patient-registration"
 LANES = 4
-"""Clients registering at once, each at ``LANE_RATE`` requests a second, alternating between the two servers."""
+"""Clients registering at once, each at ``LANE_RATE`` requests a second, the servers taken in turn."""
 LANE_RATE = 8.0
 SUBSCRIBE_RATE = 2.0
 """Subscriptions created a second (each for a patient of its own) by one more client."""
@@ -67,7 +68,7 @@ class Answer:
 
 
 class Load:
-    """Registrations and subscriptions at a steady rate, through both servers, until stopped."""
+    """Registrations and subscriptions at a steady rate, through every server in turn, until stopped."""
 
     def __init__(self, clients: list[httpx.AsyncClient], gateway: str, hook: Hook) -> None:
         self.clients = clients
@@ -169,7 +170,7 @@ def _startup(log: Path) -> list[str]:
     return events
 
 
-def _late_server(label: str, database_url: str, work: Path, settings: dict[str, str]) -> ServerProcess:
+def _server(label: str, database_url: str, work: Path, settings: dict[str, str]) -> ServerProcess:
     build = Build(label=label, source=ROOT, commit=git_describe(ROOT))
     return ServerProcess(
         build, python=sys.executable, database_url=database_url, workers=1, work=work, settings=settings
@@ -209,7 +210,7 @@ async def test_a_patroni_failover_under_load_loses_no_acknowledged_write_and_no_
     registrations reaches every subscriber once, in order (a repeat is the same notification again, same
     webhook-id and bytes); a serve started during the failover waits and comes up; the audit chain verifies."""
     work = Path(tempfile.mkdtemp(prefix="ief-test-ha-"))
-    late: list[ServerProcess] = []
+    own: list[ServerProcess] = []  # the server on the multi-host URL, and those started during the failover
     try:
         async with patroni_cluster() as ha:
             conn = await asyncpg.connect(ha.url)
@@ -231,10 +232,12 @@ async def test_a_patroni_failover_under_load_loses_no_acknowledged_write_and_no_
                 "IEF_DATABASE_STARTUP_WAIT": "150",
             }
             async with fleet(ha.url, work, servers=2, workers=1, settings=settings) as running:
-                outcome = await _fail_over(ha, running, subscriber, gateway, settings, work, late)
+                own.append(await asyncio.to_thread(_server, "multi-host", ha.multi_host_url, work, settings))
+                await asyncio.to_thread(own[0].wait_ready)
+                outcome = await _fail_over(ha, [*running.servers, own[0]], subscriber, gateway, settings, work, own)
             verified = await _audit_verify(ha.url, work / "verify")
     finally:
-        for server in late:
+        for server in own:
             await asyncio.to_thread(server.stop)
         shutil.rmtree(work, ignore_errors=True)
     _check(outcome)
@@ -256,14 +259,16 @@ class Outcome:
     hooks: dict[str, Hook]
     late_logs: dict[str, list[str]]
     late_writes: list[int]
+    ready: list[int]
 
 
 async def _fail_over(
-    ha: PatroniCluster, running: Fleet, subscriber: Subscriber, gateway: str, settings: dict[str, str], work: Path,
-    late: list[ServerProcess],
+    ha: PatroniCluster, servers: list[ServerProcess], subscriber: Subscriber, gateway: str, settings: dict[str, str],
+    work: Path, own: list[ServerProcess],
 ) -> Outcome:  # fmt: skip
-    token = dev_token(running.servers[0])
-    clients = [httpx.AsyncClient(base_url=s.base_url, headers=token, timeout=60) for s in running.servers]
+    token = dev_token(servers[0])
+    clients = [httpx.AsyncClient(base_url=s.base_url, headers=token, timeout=60) for s in servers]
+    late: list[ServerProcess] = []
     try:
         hooks = [subscriber.hook(), subscriber.hook()]  # one event per notification, and up to ten
         ids = await _subscribe_all(clients[0], hooks, [None, 10])
@@ -275,7 +280,8 @@ async def _fail_over(
             killed_at = time.monotonic()
             await asyncio.to_thread(old.kill)
             for label, url in (("late-haproxy", ha.url), ("late-multi-host", ha.multi_host_url)):
-                late.append(await asyncio.to_thread(_late_server, label, url, work, settings))
+                late.append(await asyncio.to_thread(_server, label, url, work, settings))
+                own.append(late[-1])
             new = await asyncio.to_thread(ha.wait_new_leader, old, 120)
             await load.wait_acknowledged("record", WRITES_BEFORE, time.monotonic(), within=120)
         finally:
@@ -288,6 +294,7 @@ async def _fail_over(
                 answer = await http.put(f"/registry/records/{make_ihi()}/{gateway}", json={"status": "active"})
                 late_writes.append(answer.status_code)
 
+        ready = [(await http.get("/health/ready")).status_code for http in clients]  # no restart needed
         created = load.acknowledged("subscription")
 
         async def settled() -> bool:
@@ -326,7 +333,7 @@ async def _fail_over(
             subscriptions_on_leader={r["id"]: r["status"] for r in subscriptions},
             events=events, hooks=dict(zip(ids, hooks, strict=True)),
             late_logs={s.build.label: _startup(s.log) for s in late},
-            late_writes=late_writes,
+            late_writes=late_writes, ready=ready,
         )  # fmt: skip
     finally:
         for client in clients:
@@ -365,6 +372,7 @@ def _check(outcome: Outcome) -> None:
         assert events[0] == "database_waiting", (label, events)
         assert events[-2:] == ["database_reachable", "server_starting"], (label, events)
     assert outcome.late_writes == [201, 201]
+    assert outcome.ready == [200, 200, 200]
 
     first_refused = min(a.sent for a in refused)
     last_refused = max(a.answered for a in refused)
