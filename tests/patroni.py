@@ -45,8 +45,15 @@ from tests.server import free_port
 
 __all__ = ("PATRONI_TIMINGS", "PatroniCluster", "PatroniNode", "find_ha_tools", "patroni_cluster")
 
-PATRONI_TIMINGS = {"ttl": 10, "loop_wait": 1, "retry_timeout": 4}
-"""Patroni's clock for the tests: the leader key lives 10 s (production: 30 s, ``loop_wait`` 10 s)."""
+
+def _timings(text: str) -> dict[str, int]:
+    """``ttl=30,loop_wait=10,retry_timeout=10`` as Patroni's settings."""
+    return {name.strip(): int(value) for name, value in (item.split("=") for item in text.split(",") if item.strip())}
+
+
+PATRONI_TIMINGS = _timings(os.environ.get("IEF_TEST_PATRONI_TIMINGS", "ttl=10,loop_wait=1,retry_timeout=4"))
+"""Patroni's clock for the tests: the leader key lives 10 s (Patroni's defaults: ``ttl=30,loop_wait=10,
+retry_timeout=10``, which ``IEF_TEST_PATRONI_TIMINGS`` sets to measure a failover as deployed)."""
 
 SCOPE = "ief-ha"
 _SEARCH = {
