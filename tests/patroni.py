@@ -41,6 +41,7 @@ import psutil
 import pytest
 
 from registry.db.embedded import EmbeddedUnavailable, find_bin_dir
+from tests.bench.servers import stop_process
 from tests.server import free_port
 
 __all__ = ("PATRONI_TIMINGS", "PatroniCluster", "PatroniNode", "find_ha_tools", "patroni_cluster")
@@ -238,13 +239,8 @@ class PatroniNode:
 
     def stop(self) -> None:
         """SIGTERM Patroni (it stops PostgreSQL first), then SIGKILL whatever is left."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process)
         self.kill()
 
 
@@ -407,23 +403,13 @@ class PatroniCluster:
 
     def stop(self) -> None:
         """Stop HAProxy, every node and etcd; whatever fails to stop is killed."""
-        for process in (self._haproxy,):
-            _terminate(process)
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                node.stop()
-        _terminate(self._etcd)
-
-
-def _terminate(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+        with contextlib.ExitStack() as stack:  # every step runs, whatever an earlier one raised; last first
+            if self._etcd is not None:
+                stack.callback(stop_process, self._etcd)
+            for node in self.nodes:
+                stack.callback(node.stop)
+            if self._haproxy is not None:
+                stack.callback(stop_process, self._haproxy)
 
 
 @contextlib.asynccontextmanager

@@ -34,7 +34,7 @@ from registry.db.migrate import apply_migrations
 from tests.bench.servers import ROOT, Build, ServerProcess, git_describe, server_environment
 from tests.factories import make_ihi, make_service_id
 from tests.patroni import PATRONI_TIMINGS, PatroniCluster, patroni_cluster
-from tests.scale.fleet import dev_token, fleet
+from tests.scale.fleet import deployment_settings, dev_token, fleet
 from tests.server import add_service
 from tests.subscriptions.helpers import subscription_body
 from tests.subscriptions.subscriber import Hook, Received, Subscriber
@@ -220,14 +220,7 @@ async def test_a_patroni_failover_under_load_loses_no_acknowledged_write_and_no_
                 await conn.close()
             gateway = make_service_id()
             await add_service(ha.url, gateway)
-            settings = {
-                "IEF_SERVICE_ID": make_service_id(),
-                "IEF_LOG_HASH_KEY": "ha",
-                "IEF_PUBLIC_BASE_URL": PUBLIC_BASE,
-                "IEF_DEV": "true",  # http subscribers on loopback
-                "IEF_LOG_ACCESS": "false",
-                "IEF_AUTH_RATE_PER_SECOND": "100000",
-                "IEF_AUTH_RATE_BURST": "100000",
+            settings = deployment_settings("ha", PUBLIC_BASE) | {
                 "IEF_SUBSCRIPTIONS_LEASE_MARGIN": "2",  # a notification cut short is sent again 4 s after its claim
                 "IEF_DATABASE_STARTUP_WAIT": "150",
             }

@@ -56,6 +56,14 @@ async def _burst(count: int, concurrency: int, register: Callable[[int], Awaitab
     return count / (time.perf_counter() - started)
 
 
+async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``ief-registry worker`` as a process of its own (so that it can be killed), its output discarded."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "worker", env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 async def test_registration_to_verified_notification(subs: Subscriptions) -> None:
     """A registration is notified: history Bundle, event number 1, id-only focus, signature verified."""
     hook = subs.subscriber.hook()
@@ -92,13 +100,7 @@ async def test_worker_killed_mid_burst_delivers_everything_in_order(
     async with _own_server(template, subscriber, settings) as subs:
         env["IEF_DATABASE_URL"] = subs.server.database_url
 
-        async def start_worker() -> asyncio.subprocess.Process:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "registry", "worker", env=env, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-
-        worker = await start_worker()
+        worker = await _start_worker(env)
         try:
             hooks = [subscriber.hook(), subscriber.hook()]
             created = [await subs.create(subs.body(hook, max_count=25)) for hook in hooks]
@@ -117,7 +119,7 @@ async def test_worker_killed_mid_burst_delivers_everything_in_order(
 
             await _burst(total, 8, register)
             assert worker.returncode == -signal.SIGKILL
-            worker = await start_worker()
+            worker = await _start_worker(env)
             for hook in hooks:
                 await hook.wait(lambda h: set(h.event_numbers()) >= set(range(1, total + 1)), within=90)
         finally:
@@ -155,13 +157,7 @@ async def test_a_notification_sent_but_not_recorded_is_sent_again_as_it_was(
     async with _own_server(template, subscriber, settings) as subs:
         env["IEF_DATABASE_URL"] = subs.server.database_url
 
-        async def start_worker() -> asyncio.subprocess.Process:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "registry", "worker", env=env, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-
-        worker = await start_worker()
+        worker = await _start_worker(env)
         try:
             hook = subscriber.hook()
             created = await subs.create(subs.body(hook, max_count=10, timeout=5))
@@ -174,7 +170,7 @@ async def test_a_notification_sent_but_not_recorded_is_sent_again_as_it_was(
             hook.delay = 0.0
             for _ in range(3):  # events 2..4 arrive while event 1's notification waits for its lease to end
                 await subs.register(make_ihi())
-            worker = await start_worker()
+            worker = await _start_worker(env)
             await hook.wait(lambda h: set(h.event_numbers()) >= {1, 2, 3, 4}, within=60)
         finally:
             if worker.returncode is None:
