@@ -28,6 +28,9 @@ EVENTS = {
     "embedded_started": "the embedded PostgreSQL cluster is running",
     "embedded_stopped": "the embedded PostgreSQL cluster was stopped",
     "migrations_applied": "pending migrations were applied",
+    "database_waiting": "at start, the database could not be reached or refused writes: the reason, attempts, "
+    "seconds waited and the limit (IEF_DATABASE_STARTUP_WAIT); logged again every 10 s while waiting",
+    "database_reachable": "at start, the database answered after waiting: attempts, seconds waited",
     "replica_unavailable": "the read replica could not be reached; look-ups use the primary until it answers again",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",
     "batch_applied": "a batch of records was applied: counts per outcome",

@@ -4,7 +4,8 @@
 configures logging (to stderr, so stdout carries only a command's result). ``Runtime.run(settings,
 action)`` resolves the database as the role that owns the schema (``IEF_DATABASE_OWNER_URL``, else
 ``IEF_DATABASE_URL``, else the embedded cluster in the data directory: started if needed, its roles
-prepared, and stopped afterwards only if this command started it), migrates it or checks it is at
+prepared, and stopped afterwards only if this command started it), waits for it when asked (a
+server process starting during a failover: ``registry.db.wait``), migrates it or checks it is at
 head when asked, opens it (as the server's role for a server process: ``as_server``), starts the
 authentication parts when asked, runs ``action(Session)`` and closes everything; our errors, a
 newer schema and an unreachable database become a one-line ``click`` error.
@@ -26,6 +27,7 @@ from registry.db.migrate import SchemaTooNew, apply_migrations, schema_state
 from registry.db.pool import connect, open_database
 from registry.db.queries import load_queries
 from registry.db.roles import owner_database_url, server_database_url
+from registry.db.wait import wait_for_database
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.instance import instance_service_id
@@ -105,10 +107,13 @@ class Runtime:
         at_head: bool = False,
         auth: bool = False,
         as_server: bool = False,
+        wait: bool = False,
     ) -> T:
         """Run ``action`` on the database: migrated first (``migrate``), or refused unless at head (``at_head``),
         with the authentication parts started (``auth``); opened as the server's role (``as_server``: a
-        server process, ``worker``), else as the schema's owner (the operator's commands).
+        server process, ``worker``), else as the schema's owner (the operator's commands). A server
+        process ``wait``s first, up to ``database.startup_wait`` seconds, for a database that cannot be
+        reached or refuses writes.
 
         ``url``: the owner's URL, already resolved (``database_url``) by a command that keeps it for longer.
 
@@ -125,6 +130,7 @@ class Runtime:
                     migrate=migrate,
                     at_head=at_head,
                     auth=auth,
+                    wait=wait,
                     session_url=server_database_url(settings, resolved) if as_server else resolved,
                 )
             )
@@ -186,8 +192,11 @@ async def _session(
     migrate: bool,
     at_head: bool,
     auth: bool,
+    wait: bool,
     session_url: str,
 ) -> T:
+    if wait:
+        await wait_for_database(url, settings.database)
     conn = await connect(url, statement_cache=settings.database.statement_cache)
     try:
         applied = [f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn)] if migrate else []

@@ -126,7 +126,8 @@ def _resolved(runtime: Runtime, settings: Settings, url: str) -> Settings:
             click.echo(f"Development admin token (scope admin, valid {hours:g} h; dev mode only):\n{token}")
         return session.service_id
 
-    service_id = runtime.run(settings, prepare, url=url, migrate=settings.database.auto_migrate, auth=settings.dev)
+    migrate = settings.database.auto_migrate
+    service_id = runtime.run(settings, prepare, url=url, migrate=migrate, auth=settings.dev, wait=True)
     return _filled_in(settings, url, service_id)
 
 
@@ -204,7 +205,7 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
         async with months.running(), delivery:
             await stop.wait()
 
-    runtime.run(settings, work, at_head=True, as_server=True)
+    runtime.run(settings, work, at_head=True, as_server=True, wait=True)
 
 
 @click.command()

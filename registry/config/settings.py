@@ -105,6 +105,14 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     auto_migrate: Annotated[
         bool, Meta(description="Apply pending migrations when `serve` starts (else refuse to start).")
     ] = True
+    startup_wait: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="Seconds `serve` and `worker` wait at start for a database that cannot be reached or "
+            "refuses writes (a failover, a server starting); 0 gives up at once.",
+        ),
+    ] = 60.0
 
 
 class EmbeddedSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
