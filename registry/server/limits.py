@@ -18,8 +18,13 @@ process its memory or its connections. ``LimitedHttpToolsProtocol`` adds, per co
   (``trusted_proxies``) are not limited: every client behind them shares their address.
 
 ``uvicorn_options(settings)`` is what ``serve`` (one process or several) and the tests give
-uvicorn: this protocol, and proxy headers trusted only from ``trusted_proxies`` (none by default,
-so ``X-Forwarded-For`` and ``X-Forwarded-Proto`` from anyone else change nothing).
+uvicorn: this protocol, proxy headers trusted only from ``trusted_proxies`` (none by default, so
+``X-Forwarded-For`` and ``X-Forwarded-Proto`` from anyone else change nothing), and how long an
+idle connection is kept (``http.keep_alive_timeout``). The server must close idle connections
+later than its clients stop reusing them: a client that sends a request on a connection in the
+very moment the server closes it gets a reset (``ReadError``), not an answer. uvicorn's 5 s
+default equals httpx's idle expiry (the registry's own peers, most Python clients), hence 15 s;
+behind a load balancer, more than the balancer's idle timeout.
 """
 
 from __future__ import annotations
@@ -245,6 +250,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     )
     return {
         "http": functools.partial(LimitedHttpToolsProtocol, limits=limits),
+        "timeout_keep_alive": settings.http.keep_alive_timeout,
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": [str(network) for network in proxies],
         "server_header": False,
