@@ -21,7 +21,7 @@ from registry.db.queries import load_queries
 from tests.factories import make_audit_entry, make_ihi
 from tests.pg import TestCluster
 
-_BUILDS = {"before": 6, "months": None}
+_BUILDS = {"before": 7, "months": None}
 _GROUPS = ((1, 1500), (100, 150))
 """Rows per insert, and inserts per round."""
 

@@ -1,4 +1,4 @@
-"""Upgrading a database with an audit trail from before months (migration 0006) to months (0008)."""
+"""Upgrading a database with an audit trail from before months (migration 0007) to months (0008)."""
 
 from __future__ import annotations
 
