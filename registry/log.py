@@ -22,9 +22,12 @@ __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_ke
 EVENTS = {
     "http_request": "one canonical line per HTTP request: method, route, status, client ID, duration",
     "server_starting": "the server is starting: address, database kind, service ID",
-    "server_stopped": "the server stopped",
+    "server_ready": "the server answers: the URL of its index (`/`), which answered 200",
+    "server_stopped": "the server stopped (logged only when it had started)",
     "embedded_started": "the embedded PostgreSQL cluster is running",
     "embedded_stopped": "the embedded PostgreSQL cluster was stopped",
+    "embedded_stale_lock": "a lock file left by a server that did not shut down named another live process: "
+    "moved aside (`*.stale`) before the cluster started",
     "migrations_applied": "pending migrations were applied",
     "replica_unavailable": "the read replica could not be reached; look-ups use the primary until it answers again",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.db.queries import Queries
 
-__all__ = ("Runtime", "Session", "database_url", "run_async")
+__all__ = ("Runtime", "Session", "database_url", "embedded_cluster", "run_async")
 
 T = TypeVar("T")
 _log = get_logger("registry.cli")
@@ -131,16 +131,24 @@ class Runtime:
             return on(resolved)
 
 
+def embedded_cluster(settings: Settings) -> EmbeddedPostgres | None:
+    """The embedded cluster of the data directory (it may not exist yet); None when a database URL is set."""
+    if settings.database.url:
+        return None
+    return EmbeddedPostgres(settings.data_dir, user=settings.embedded.user, bin_dir=settings.embedded.bin_dir)
+
+
 @contextlib.contextmanager
 def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[str]:
     """The database URL to use: the configured one, else the embedded cluster's (started if needed).
 
     The embedded cluster is stopped on exit when this call started it, unless ``keep_running``.
     """
-    if settings.database.url:
+    cluster = embedded_cluster(settings)
+    if cluster is None:
+        assert settings.database.url is not None
         yield settings.database.url
         return
-    cluster = EmbeddedPostgres(settings.data_dir, user=settings.embedded.user, bin_dir=settings.embedded.bin_dir)
     try:
         was_running = cluster.running()
         url = cluster.start()

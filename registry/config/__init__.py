@@ -1,7 +1,7 @@
 """Settings: one msgspec tree (``settings.py``, ``outbound.py``), read from ``IEF_*`` environment variables and an
 optional TOML file (``loading.py``)."""
 
-from registry.config.loading import TOML_ONLY, SettingDoc, describe_settings, load_settings
+from registry.config.loading import TOML_ONLY, SettingDoc, SettingsError, describe_settings, load_settings
 from registry.config.outbound import BrokerSettings, FederationSettings
 from registry.config.settings import (
     AuditSettings,
@@ -31,6 +31,7 @@ __all__ = (
     "RecordSettings",
     "SettingDoc",
     "Settings",
+    "SettingsError",
     "SubscriptionSettings",
     "TrustedIssuer",
     "describe_settings",
