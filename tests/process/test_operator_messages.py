@@ -171,13 +171,18 @@ def _wait(predicate: object, what: str, timeout: float = 90) -> None:
         time.sleep(0.1)
 
 
+def _fresh(workdir: Workdir, name: str) -> tuple[Cli, OsUser]:
+    """The CLI, as the tests' own user, on a fresh data directory; and the user its cluster runs as."""
+    me = OsUser.current()
+    cluster_user = cluster_user_for(me)
+    return Cli(workdir.data_dir(name, owner=me, cluster_user=cluster_user), me, interpreter_for(me)), cluster_user
+
+
 @pytest.mark.slow
 def test_demo_with_its_default_port_busy_takes_a_free_one(workdir: Workdir) -> None:
     """With 8080 taken, demo says so and runs on a free port; its gateways register there, not at the other server."""
-    user = OsUser.current()
-    cluster_user = cluster_user_for(user)
-    data_dir = workdir.data_dir("demo", owner=user, cluster_user=cluster_user)
-    cli = Cli(data_dir, user, interpreter_for(user))
+    cli, _ = _fresh(workdir, "demo")
+    data_dir = cli.data_dir
     output = data_dir.parent / "demo.out"
     with contextlib.ExitStack() as stack:
         with contextlib.suppress(OSError):  # already taken by someone else: as good for this test
@@ -233,11 +238,8 @@ def test_demo_with_a_busy_port_asked_for_stops_at_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_stale_lock_naming_a_live_process_does_not_stop_start_up(workdir: Workdir) -> None:
     """After a crash, lock files naming a PID now used by another live process of PostgreSQL's user are set aside."""
-    me = OsUser.current()
-    cluster_user = cluster_user_for(me)
-    data_dir = workdir.data_dir("data", owner=me, cluster_user=cluster_user)
-    cli = Cli(data_dir, me, interpreter_for(me))
-    cluster = embedded(data_dir, cluster_user)
+    cli, cluster_user = _fresh(workdir, "data")
+    cluster = embedded(cli.data_dir, cluster_user)
     assert cli.run("db", "upgrade").returncode == 0
 
     # A crash: the server is killed and leaves its lock files; the system gives its PID to another process.
