@@ -261,7 +261,7 @@ def demo(runtime: Runtime, port: int | None, gateway_port: int | None, data_dir:
 
 def _demo_ports(host: str, port: int | None, gateway_port: int | None) -> tuple[socket.socket, int]:
     """The registry's bound socket and a free port for the gateways: the ones asked for (refused at once when
-    in use), else the defaults, else ports the system chooses (said on stderr)."""
+    in use), else the defaults, else ports the system chooses (said before the walkthrough)."""
     if port is not None:
         sock = listener.bind(host, port, choose="--port N")
     else:
