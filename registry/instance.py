@@ -1,15 +1,16 @@
-"""This instance's identity, kept in the data directory: its service ID and its log-hash key."""
+"""This instance's identity: its service ID and its log-hash key (kept in the data directory), and its release."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 from schemas.types import parse_service_id
 
-__all__ = ("instance_service_id", "log_hash_key")
+__all__ = ("instance_service_id", "log_hash_key", "release")
 
 
 def _read_or_create(path: Path, make: bytes) -> bytes:
@@ -36,3 +37,11 @@ def log_hash_key(data_dir: str | Path, configured: str | None) -> bytes:
     if configured:
         return configured.encode()
     return _read_or_create(Path(data_dir) / "log-hash.key", secrets.token_hex(32).encode())
+
+
+def release() -> str:
+    """This release's version, as installed (``ief-registry --version``, the index at ``/``, the OpenAPI document)."""
+    try:
+        return metadata.version("ief-registry")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"

@@ -24,9 +24,12 @@ EVENTS = {
     "request_refused": "the server refused a connection or request before the application: head too large (431), "
     "head not complete in time (408), too many connections from one address (429); reason, size or address",
     "server_starting": "the server is starting: address, database kind, service ID",
-    "server_stopped": "the server stopped",
+    "server_ready": "the server answers: the URL of its index (`/`), which answered 200",
+    "server_stopped": "the server stopped (logged only when it had started)",
     "embedded_started": "the embedded PostgreSQL cluster is running",
     "embedded_stopped": "the embedded PostgreSQL cluster was stopped",
+    "embedded_stale_lock": "a lock file left by a server that did not shut down named another live process: "
+    "moved aside (`*.stale`) before the cluster started",
     "migrations_applied": "pending migrations were applied",
     "database_waiting": "at start, the database could not be reached or refused writes: the reason, attempts, "
     "seconds waited and the limit (IEF_DATABASE_STARTUP_WAIT); logged again every 10 s while waiting",

@@ -10,6 +10,7 @@ import click
 import msgspec
 
 from registry import errors
+from registry.cli.output import echo_table
 from registry.cli.runtime import Runtime, Session
 from registry.cli.serving import mint
 
@@ -175,19 +176,18 @@ def clients_full_resource(runtime: Runtime, client_id: str, off: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 @click.pass_obj
 def clients_list(runtime: Runtime, as_json: bool) -> None:
-    """List clients (never their secrets)."""
+    """List clients, never their secrets (a table with a header line, or JSON lines)."""
     from registry.auth.clients import client_info
 
-    for row in runtime.run(
-        runtime.settings(), lambda session: session.auth.clients.list_all(), migrate=True, auth=True
-    ):
-        if as_json:
+    found = runtime.run(runtime.settings(), lambda session: session.auth.clients.list_all(), migrate=True, auth=True)
+    if as_json:
+        for row in found:
             click.echo(msgspec.json.encode(client_info(row)).decode())
-        else:
-            click.echo(
-                f"{row.client_id}  {row.status:8}  {row.auth_method:15}  {row.service_id}  {row.name}  "
-                f"{' '.join(row.scopes)}"
-            )
+        return
+    echo_table(
+        ("CLIENT ID", "STATUS", "AUTHENTICATION", "SERVICE ID", "NAME", "SCOPES"),
+        ((row.client_id, row.status, row.auth_method, row.service_id, row.name, " ".join(row.scopes)) for row in found),
+    )
 
 
 @clients.command("rotate")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import msgspec
 
+from registry.cli.output import echo_table
 from registry.cli.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -32,7 +33,12 @@ def _with_directory(runtime: Runtime, action: Callable[[DirectoryService], Await
 
 @services.command("add")
 @click.option("--id", "service_id", required=True, help="Service ID (UUID or ULID).")
-@click.option("--kind", type=click.Choice(["gateway", "registry"]), required=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["gateway", "registry"]),
+    required=True,
+    help="gateway: holds imaging and answers FHIR searches; registry: a peer registry that records refer to.",
+)
 @click.option("--name", required=True, help="Display name.")
 @click.option(
     "--base-url", required=True, help="A gateway's FHIR base URL; a registry's root (its API and /fhir hang off it)."
@@ -69,20 +75,28 @@ def services_add(
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 @click.pass_obj
 def services_list(runtime: Runtime, as_json: bool) -> None:
-    """List member services."""
+    """List member services (a table with a header line, or JSON lines)."""
     found = _with_directory(runtime, lambda d: d.list_all())
-    for service in found:
-        if as_json:
+    if as_json:
+        for service in found:
             click.echo(msgspec.json.encode(service).decode())
-        else:
-            credential = (
-                f"client {service.client_id}" if service.client_id
-                else "token file" if service.bearer_token_file else "no credentials"
-            )  # fmt: skip
-            click.echo(
-                f"{service.service_id}  {service.kind:8}  {service.status:8}  {service.search_style:7}  "
-                f"{service.name}  {service.base_url}  ({credential})"
+        return
+    echo_table(
+        ("SERVICE ID", "KIND", "STATUS", "STYLE", "NAME", "BASE URL", "CREDENTIALS"),
+        (
+            (
+                service.service_id, service.kind, service.status, service.search_style, service.name,
+                service.base_url, _credential(service.client_id, service.bearer_token_file),
             )
+            for service in found
+        ),
+    )  # fmt: skip
+
+
+def _credential(client_id: str | None, bearer_token_file: str | None) -> str:
+    if client_id:
+        return f"client {client_id}"
+    return "token file" if bearer_token_file else "none"
 
 
 @services.command("disable")

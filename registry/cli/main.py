@@ -16,12 +16,14 @@ from registry.cli.database import db
 from registry.cli.directory import services
 from registry.cli.runtime import Runtime
 from registry.cli.serving import demo, serve, worker
+from registry.instance import release
 
 __all__ = ("main",)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", type=click.Path(dir_okay=False), envvar="IEF_CONFIG", help="TOML settings file.")
+@click.version_option(release(), "--version", prog_name="ief-registry", message="%(prog)s %(version)s")
+@click.option("--config", type=click.Path(dir_okay=False), help="TOML settings file (else IEF_CONFIG, if set).")
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """ief-registry: the Registry and Broker of the Imaging Exchange Framework."""

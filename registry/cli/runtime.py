@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.db.queries import Queries
 
-__all__ = ("Runtime", "Session", "database_url", "run_async")
+__all__ = ("Runtime", "Session", "database_url", "embedded_cluster", "run_async")
 
 T = TypeVar("T")
 _log = get_logger("registry.cli")
@@ -141,6 +141,15 @@ class Runtime:
             return on(resolved)
 
 
+def embedded_cluster(settings: Settings) -> EmbeddedPostgres | None:
+    """The embedded cluster of the data directory (it may not exist yet); None when a database URL is set."""
+    return None if owner_database_url(settings) else _cluster(settings)
+
+
+def _cluster(settings: Settings) -> EmbeddedPostgres:
+    return EmbeddedPostgres(settings.data_dir, user=settings.embedded.user, bin_dir=settings.embedded.bin_dir)
+
+
 @contextlib.contextmanager
 def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[str]:
     """The URL of the role that owns the schema: the configured one, else the embedded cluster's (started if
@@ -151,7 +160,7 @@ def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[
     if configured := owner_database_url(settings):
         yield configured
         return
-    cluster = EmbeddedPostgres(settings.data_dir, user=settings.embedded.user, bin_dir=settings.embedded.bin_dir)
+    cluster = _cluster(settings)
     try:
         was_running = cluster.running()
         cluster.start()

@@ -8,10 +8,10 @@ as one serialized value (``registry.server.asgi``), so the workers run exactly a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
+from registry.cli import listener
 from registry.cli.runtime import Runtime, Session, database_url
 from registry.config import TOML_ONLY, describe_settings
 from registry.db.roles import owner_database_url, server_database_url
@@ -26,11 +27,11 @@ from registry.instance import log_hash_key
 from registry.log import get_logger
 
 if TYPE_CHECKING:
-    import uvicorn
+    import socket
 
     from registry.config import Settings
 
-__all__ = ("demo", "serve", "worker", "worker_listener")
+__all__ = ("demo", "serve", "worker")
 
 _log = get_logger("registry.cli")
 
@@ -41,19 +42,6 @@ def _settings_epilog() -> str:
         lines.append(f"  {doc.key} {TOML_ONLY}={doc.default}" if doc.env == TOML_ONLY else f"  {doc.env}={doc.default}")
         lines.append(f"      {doc.description}")
     return "\n".join(lines)
-
-
-def worker_listener(config: uvicorn.Config) -> socket.socket:
-    """The listening socket shared by worker processes, marked as TCP so its connections get TCP_NODELAY.
-
-    uvicorn's ``bind_socket()`` leaves the socket's ``proto`` at 0, and asyncio turns Nagle's
-    algorithm off only for sockets whose ``proto`` is ``IPPROTO_TCP``: every keep-alive response
-    would then wait about 40 ms for the client's delayed ACK (https://github.com/Kludex/uvicorn/issues/3149).
-    """
-    bound = config.bind_socket()
-    if bound.family not in {socket.AF_INET, socket.AF_INET6}:
-        return bound
-    return socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, fileno=bound.detach())
 
 
 def _exit_on_signal(_signum: int, _frame: object) -> None:
@@ -90,27 +78,28 @@ async def mint(session: Session, scopes: list[str], lifetime: int | None, servic
 def serve(runtime: Runtime, host: str | None, port: int | None, workers: int | None, dev: bool | None) -> None:
     """Start the server (on the embedded PostgreSQL unless IEF_DATABASE_URL is set)."""
     settings = runtime.settings(**{"http.host": host, "http.port": port, "http.workers": workers, "dev": dev})
+    sock = listener.bind(settings.http.host, settings.http.port, choose="--port N or IEF_HTTP_PORT=N")
     _stop_cleanly_on_signals()
     external = bool(owner_database_url(settings))
-    failed = False
-    try:
-        with database_url(settings) as url:
-            settings = _resolved(runtime, settings, url)
-            _log.info(
-                "server_starting",
-                address=f"http://{settings.http.host}:{settings.http.port}",
-                database="external" if external else "embedded",
-                service_id=settings.service_id,
-                dev=settings.dev,
-            )
-            if settings.http.workers == 1:
-                failed = not _serve_in_process(settings)
-            else:
-                _serve_in_workers(settings)
-    finally:
-        _log.info("server_stopped")
-    if failed:
+    with contextlib.closing(sock), database_url(settings) as url:
+        settings = _resolved(runtime, settings, url)
+        settings = _on_port(settings, sock.getsockname()[1])
+        _log.info(
+            "server_starting",
+            address=listener.origin(sock),
+            database="external" if external else "embedded",
+            service_id=settings.service_id,
+            dev=settings.dev,
+        )
+        run = _serve_in_process if settings.http.workers == 1 else _serve_in_workers
+        started = run(settings, sock)
+    if not started:
         raise click.ClickException("the server did not start (see the log above)")
+
+
+def _on_port(settings: Settings, port: int) -> Settings:
+    """``settings`` with the port actually bound (``--port 0``: the one the system chose)."""
+    return msgspec.structs.replace(settings, http=msgspec.structs.replace(settings.http, port=port))
 
 
 def _resolved(runtime: Runtime, settings: Settings, url: str) -> Settings:
@@ -144,8 +133,8 @@ def _filled_in(settings: Settings, url: str, service_id: str) -> Settings:
     )
 
 
-def _serve_in_process(settings: Settings) -> bool:
-    """Serve HTTP in this process until a signal stops it; returns whether the server started."""
+def _serve_in_process(settings: Settings, sock: socket.socket) -> bool:
+    """Serve HTTP on ``sock`` in this process until a signal stops it; returns whether the server started."""
     import uvicorn
 
     from registry.server.asgi import application
@@ -157,12 +146,17 @@ def _serve_in_process(settings: Settings) -> bool:
         **uvicorn_options(settings),
     )  # fmt: skip
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        with listener.Announcer(listener.origin(sock) + "/"):
+            server.run(sockets=[sock])
+    finally:  # also when the signal that stopped uvicorn ends this process (SystemExit)
+        if server.started:
+            _log.info("server_stopped")
     return server.started
 
 
-def _serve_in_workers(settings: Settings) -> None:
-    """Serve HTTP in ``http.workers`` processes sharing one socket, each built from these very settings."""
+def _serve_in_workers(settings: Settings, sock: socket.socket) -> bool:
+    """Serve HTTP in ``http.workers`` processes sharing ``sock``, each built from these very settings."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -174,7 +168,12 @@ def _serve_in_workers(settings: Settings) -> None:
         "registry.server.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
         workers=settings.http.workers, log_config=None, access_log=False, lifespan="on", **uvicorn_options(settings),
     )  # fmt: skip
-    Multiprocess(config, sockets=[worker_listener(config)]).run()
+    try:
+        with listener.Announcer(listener.origin(sock) + "/"):
+            Multiprocess(config, sockets=[sock]).run()
+    finally:
+        _log.info("server_stopped")
+    return True
 
 
 @click.command()
@@ -208,26 +207,41 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
     runtime.run(settings, work, at_head=True, as_server=True, wait=True)
 
 
+DEMO_PORT = 8080
+"""The demonstration registry's port unless ``--port`` says otherwise (a free one when it is in use)."""
+
+
 @click.command()
-@click.option("--port", type=int, default=8080, show_default=True, help="The registry's TCP port.")
-@click.option("--gateway-port", type=int, default=None, help="The demonstration gateways' port [default: port + 1].")
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help=f"The registry's TCP port [default: {DEMO_PORT}, or a free port when {DEMO_PORT} is in use].",
+)
+@click.option(
+    "--gateway-port",
+    type=int,
+    default=None,
+    help="The demonstration gateways' port [default: the registry's port + 1, or a free port].",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".ief-demo", show_default=True,
               help="The demonstration's own data directory and embedded cluster.")  # fmt: skip
 @click.pass_obj
-def demo(runtime: Runtime, port: int, gateway_port: int | None, data_dir: str) -> None:
+def demo(runtime: Runtime, port: int | None, gateway_port: int | None, data_dir: str) -> None:
     """Run the registry in dev mode with three demonstration gateways that register patients and answer searches."""
     import subprocess
 
     from registry import demo as gateways
 
-    settings = runtime.settings(**{"http.port": port, "data_dir": str(Path(data_dir).resolve()), "dev": True})
+    settings = runtime.settings(data_dir=str(Path(data_dir).resolve()), dev=True)
     if settings.database.url:
         raise click.ClickException("the demonstration runs on an embedded cluster of its own: unset IEF_DATABASE_URL")
-    gateway_port = gateway_port or port + 1
+    sock, gateway_port = _demo_ports(settings.http.host, port, gateway_port)
+    settings = _on_port(settings, sock.getsockname()[1])
     origin = f"http://127.0.0.1:{gateway_port}"
-    registry_url = f"http://{settings.http.host}:{port}"
+    registry_url = listener.origin(sock)
     _stop_cleanly_on_signals()
-    with database_url(settings) as url:
+    with contextlib.closing(sock), database_url(settings) as url:
         token_file = Path(settings.data_dir) / "demo-gateway-token"
         if not token_file.exists():
             token_file.write_text(secrets.token_urlsafe(32), encoding="utf-8")
@@ -247,12 +261,33 @@ def demo(runtime: Runtime, port: int, gateway_port: int | None, data_dir: str) -
         process = subprocess.Popen(command, env=env)  # noqa: S603 - our own module, by the running interpreter
         try:
             click.echo(_demo_walkthrough(registry_url, admin))
-            failed = not _serve_in_process(_filled_in(settings, url, service_id))
+            started = _serve_in_process(_filled_in(settings, url, service_id), sock)
         finally:
             process.terminate()
             process.wait(30)
-    if failed:
+    if not started:
         raise click.ClickException("the server did not start (see the log above)")
+
+
+def _demo_ports(host: str, port: int | None, gateway_port: int | None) -> tuple[socket.socket, int]:
+    """The registry's bound socket and a free port for the gateways: the ones asked for (refused at once when
+    in use), else the defaults, else ports the system chooses (said before the walkthrough)."""
+    if port is not None:
+        sock = listener.bind(host, port, choose="--port N")
+    else:
+        sock = listener.bind_preferring(host, DEMO_PORT, choose="--port N")
+        if (chosen := sock.getsockname()[1]) != DEMO_PORT:
+            click.echo(f"Port {DEMO_PORT} is in use (by another server?): the demonstration registry uses {chosen}.")
+    try:
+        if gateway_port is not None:
+            probe = listener.bind("127.0.0.1", gateway_port, choose="--gateway-port N")
+        else:
+            probe = listener.bind_preferring("127.0.0.1", sock.getsockname()[1] + 1, choose="--gateway-port N")
+    except click.ClickException:
+        sock.close()
+        raise
+    with probe:  # the gateways' process binds it a moment later
+        return sock, probe.getsockname()[1]
 
 
 async def _add_demo_gateways(session: Session, origin: str, token_file: Path) -> None:

@@ -1,7 +1,7 @@
 """Settings: one msgspec tree (``settings.py``, ``server.py``, ``outbound.py``), read from ``IEF_*`` environment
 variables and an optional TOML file (``loading.py``)."""
 
-from registry.config.loading import TOML_ONLY, SettingDoc, describe_settings, load_settings
+from registry.config.loading import TOML_ONLY, SettingDoc, SettingsError, describe_settings, load_settings
 from registry.config.outbound import BrokerSettings, FederationSettings, OutboundSettings
 from registry.config.server import DatabaseSettings, EmbeddedSettings, HttpSettings
 from registry.config.settings import (
@@ -30,6 +30,7 @@ __all__ = (
     "RecordSettings",
     "SettingDoc",
     "Settings",
+    "SettingsError",
     "SubscriptionSettings",
     "TrustedIssuer",
     "describe_settings",

@@ -4,11 +4,15 @@ Each field's environment variable is ``IEF_`` followed by its path in upper case
 ``database.url`` is ``IEF_DATABASE_URL``, ``data_dir`` is ``IEF_DATA_DIR``. The TOML file
 (``IEF_CONFIG`` or ``--config``) uses the same tree as tables; environment variables win over it,
 and command-line options over both. A list of tables (``auth.trusted_issuers``) is TOML only.
+
+Every problem is a ``SettingsError`` whose message says where the bad value came from (the
+environment variable, the key in the file, or the command line), so an operator can fix it at once.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -18,7 +22,11 @@ import msgspec
 
 from registry.config.settings import Settings
 
-__all__ = ("TOML_ONLY", "SettingDoc", "describe_settings", "load_settings")
+__all__ = ("TOML_ONLY", "SettingDoc", "SettingsError", "describe_settings", "load_settings")
+
+
+class SettingsError(ValueError):
+    """A setting or the settings file is wrong; the message names where the value came from."""
 
 
 class SettingDoc(msgspec.Struct, frozen=True):
@@ -126,24 +134,61 @@ def load_settings(
     """Build ``Settings`` from a TOML file, then ``IEF_*`` variables, then explicit overrides.
 
     Raises:
-        ValueError: a setting has a value of the wrong kind, or the TOML file has unknown keys.
+        SettingsError: the file cannot be read or is not TOML, a setting has a value of the wrong kind,
+            or the file has unknown keys; the message names the variable, key or option.
     """
     env = os.environ if environ is None else environ
     tree: dict[str, Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
     path = config_file or env.get("IEF_CONFIG")
+    file_origin = None
     if path:
-        with Path(path).open("rb") as handle:
-            tree = tomllib.load(handle)
+        tree = _read_file(Path(path), "--config" if config_file else "IEF_CONFIG")
+        file_origin = f"in {path}"
     for setting_path, field in _fields(Settings):
         if _table_list(field) is not None:
             continue
         name = "IEF_" + "_".join(setting_path).upper()
         if name in env and env[name] != "":
             _set_path(tree, setting_path, env[name])
+            origins[setting_path] = f"{name}={env[name]!r}"
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_path(tree, tuple(dotted.split(".")), value)
+            origins[tuple(dotted.split("."))] = f"{value!r} on the command line"
     try:
         return msgspec.convert(tree, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"invalid setting: {exc}") from exc
+        raise SettingsError(_explained(str(exc), origins, file_origin)) from exc
+
+
+def _read_file(path: Path, given_by: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(f"the settings file {path} ({given_by}) does not exist") from None
+    except OSError as exc:
+        raise SettingsError(f"the settings file {path} ({given_by}) cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"the settings file {path} ({given_by}) is not valid TOML: {exc}") from None
+
+
+_LOCATION = re.compile(r"(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?", re.DOTALL)
+
+
+def _explained(problem: str, origins: Mapping[tuple[str, ...], str], file_origin: str | None) -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.http.port``` as the setting's name and its value's origin."""
+    found = _LOCATION.fullmatch(problem)
+    assert found is not None  # the pattern matches any text
+    detail, where = found["problem"], (found["path"] or "").lstrip(".")
+    detail = detail[:1].lower() + detail[1:]
+    if not where:
+        return f"invalid settings{' ' + file_origin if file_origin else ''}: {detail}"
+    key = tuple(re.sub(r"\[[0-9]+\]", "", where).split("."))
+    origin = origins.get(key)
+    if origin is not None and origin.startswith("IEF_"):
+        return f"invalid setting {origin} ({where}): {detail}"
+    if origin is not None:
+        return f"invalid setting {where}: {origin}: {detail}"
+    return f"invalid setting {where}{' ' + file_origin if file_origin else ''}: {detail}"

@@ -5,6 +5,13 @@ it (``pg_ctl``), and stops it on shutdown. It listens on no TCP port, so nothing
 binaries are the machine's own (PATH, ``IEF_EMBEDDED_BIN_DIR`` or the usual PostgreSQL folders),
 else those of the ``pgserver`` wheel when it is installed.
 
+A lock file left by a server that did not shut down (``postmaster.pid``, and the socket's
+``.s.PGSQL.5432.lock``) may name a process ID that the system has since given to another live
+process. PostgreSQL then takes the cluster for running (``pg_ctl status``) or refuses to start ("lock
+file already exists"). Where the system shows processes' folders (``/proc``), a lock file whose
+process does not run in this cluster's folder, as every PostgreSQL server runs in its own, is moved
+aside (``*.stale``) before the server starts.
+
 PostgreSQL refuses to run as root. When this process is root, the cluster belongs to and runs as
 an unprivileged system user (``IEF_EMBEDDED_USER``, default ``postgres``, the user Debian's
 package creates); when it is not root, the cluster runs as the current user.
@@ -20,6 +27,7 @@ import pwd
 import shutil
 import string
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,8 +35,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from registry.db.roles import OWNER_ROLE, as_role, prepare_roles
+from registry.log import get_logger
 
-__all__ = ("SEARCH_PATTERNS", "EmbeddedPostgres", "EmbeddedUnavailable", "find_bin_dir")
+__all__ = ("SEARCH_PATTERNS", "EmbeddedPostgres", "EmbeddedUnavailable", "find_bin_dir", "install_hint")
 
 SEARCH_PATTERNS = (
     "/usr/lib/postgresql/*/bin",
@@ -38,21 +47,49 @@ SEARCH_PATTERNS = (
     "/usr/local/opt/postgresql@*/bin",
     "/Applications/Postgres.app/Contents/Versions/*/bin",
 )
+_log = get_logger("registry.db.embedded")
 _SUPERUSER = "ief"
 _DATABASE = "postgres"
 # Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.5432".
 _MAX_SOCKET_DIR = 90
 
-INSTALL_HINT = (
-    "No PostgreSQL server programs (initdb, pg_ctl) were found on PATH or in the usual folders.\n"
-    "Install PostgreSQL, then run the command again:\n"
-    "  Debian/Ubuntu:  sudo apt-get install -y postgresql\n"
-    "  Fedora/RHEL:    sudo dnf install -y postgresql-server\n"
-    "  macOS:          brew install postgresql@16\n"
-    "or install the bundled server wheel:  pip install 'ief-registry[embedded]'\n"
-    "or point at an existing server:       IEF_DATABASE_URL=postgresql://user@host/db\n"
-    "or name the folder that holds initdb: IEF_EMBEDDED_BIN_DIR=/path/to/postgresql/bin"
-)
+_PROJECT = Path(__file__).resolve().parents[2]
+"""The folder holding the ``registry`` package: a clone of the repository when it has ``pyproject.toml``."""
+
+
+def install_hint(cwd: Path | None = None, project: Path = _PROJECT, python: str = sys.executable) -> str:
+    """What to do when no PostgreSQL server programs are found, with the install command of this very install.
+
+    From a clone (the project's ``pyproject.toml`` beside the package) the bundled server wheel comes with
+    an editable install of the clone's ``embedded`` extra; from an installed package, with the extra of
+    ``ief-registry``; either way by the pip of the interpreter running this command (``.venv/bin/pip``).
+    """
+    here = (cwd or Path.cwd()).resolve()
+    pip = Path(python).parent / "pip"
+    pip_command = _shown(pip, here) if pip.exists() else f"{_shown(Path(python), here)} -m pip"
+    if (project / "pyproject.toml").is_file():
+        target = "." if project == here else str(project)
+        bundled = f"{pip_command} install -e '{target}[embedded]'"
+    else:
+        bundled = f"{pip_command} install 'ief-registry[embedded]'"
+    return (
+        "No PostgreSQL server programs (initdb, pg_ctl) were found on PATH or in the usual folders.\n"
+        "Install PostgreSQL, then run the command again:\n"
+        "  Debian/Ubuntu:  sudo apt-get install -y postgresql\n"
+        "  Fedora/RHEL:    sudo dnf install -y postgresql-server\n"
+        "  macOS:          brew install postgresql@16\n"
+        f"or install the bundled server wheel:  {bundled}\n"
+        "or point at an existing server:       IEF_DATABASE_URL=postgresql://user@host/db\n"
+        "or name the folder that holds initdb: IEF_EMBEDDED_BIN_DIR=/path/to/postgresql/bin"
+    )
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd`` when it is inside it (``.venv/bin/pip``), else as it is."""
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
 
 
 class EmbeddedUnavailable(RuntimeError):
@@ -97,7 +134,7 @@ def find_bin_dir(configured: str | None = None, *, search: Iterable[str] = SEARC
         folder = Path(pgserver.__file__).parent / "pginstall" / "bin"
         if usable(folder):
             return folder
-    raise EmbeddedUnavailable(INSTALL_HINT)
+    raise EmbeddedUnavailable(install_hint())
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +257,37 @@ class EmbeddedPostgres:
         return (self.cluster / "PG_VERSION").exists()
 
     def running(self) -> bool:
-        """Whether the cluster's server is running."""
+        """Whether the cluster's server is running (a lock file naming another process does not count)."""
         if not self.initialised:
             return False
-        return self._run("pg_ctl", "status", "-D", str(self.cluster), check=False).returncode == 0
+        if self._run("pg_ctl", "status", "-D", str(self.cluster), check=False).returncode != 0:
+            return False
+        return not self._stale(self.cluster / "postmaster.pid")
+
+    def _lock_files(self) -> tuple[Path, ...]:
+        return (self.cluster / "postmaster.pid", self.socket_dir / ".s.PGSQL.5432.lock")
+
+    def _stale(self, lock_file: Path) -> bool:
+        """Whether ``lock_file`` names a live process that is not a server of this cluster.
+
+        Every PostgreSQL server process runs in its cluster's folder; the process's folder is read from
+        ``/proc``. Where it cannot be read (no ``/proc``, or another user's process), the lock is taken
+        at its word, as PostgreSQL takes it.
+        """
+        try:
+            pid = int(lock_file.read_text(encoding="utf-8").splitlines()[0])
+            folder = Path(f"/proc/{pid}/cwd").readlink()
+        except (OSError, ValueError, IndexError):
+            return False
+        return folder.resolve() != self.cluster.resolve()
+
+    def _set_aside_stale_locks(self) -> None:
+        """Move aside every lock file that names a process which is not this cluster's server."""
+        for lock_file in self._lock_files():
+            if self._stale(lock_file):
+                aside = lock_file.with_name(lock_file.name + ".stale")
+                lock_file.replace(aside)
+                _log.warning("embedded_stale_lock", lock_file=str(lock_file), moved_to=str(aside))
 
     def start(self) -> str:
         """Create the cluster if needed, start it if it is not running, and return its URL."""
@@ -247,6 +311,7 @@ class EmbeddedPostgres:
         if self._run_as is not None:
             os.chown(settings, self._run_as.uid, self._run_as.gid)
         if not self.running():
+            self._set_aside_stale_locks()
             self._run("pg_ctl", "start", "-D", str(self.cluster), "-l", str(self.log_file), "-w", "-t", "120")
         return self.url
 

@@ -30,6 +30,7 @@ from registry.fhir.plugin import AuditEventPlugin, RegistryResourcesPlugin
 from registry.fhirapi.io import fhir_router
 from registry.health import HealthController
 from registry.http import JsonRequest, RequestContext, public_base_url
+from registry.instance import release
 from registry.log import set_hash_key
 from registry.metrics import Metrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
@@ -38,6 +39,7 @@ from registry.route import RouteSpec
 from registry.server.deps import dependencies
 from registry.server.fhir_routes import base_routes, conformance, metadata
 from registry.server.lifespan import lifespan
+from registry.server.pages import SCHEMA_PATH, index, schema_assets, schema_pages
 from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
@@ -99,8 +101,9 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     about = metadata(features.capabilities, canon)
     provided = dependencies(settings, canon=canon, metrics=metrics, metadata=about, conformance=conformance(canon))
     fhir_base = fhir_router(base_routes(), max_body_bytes=settings.http.max_body_bytes)
+    pages = (index, schema_assets())
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, TokenController, WellKnownController, fhir_base],
+        route_handlers=[HealthController, MetricsController, TokenController, WellKnownController, fhir_base, *pages],
         plugins=[OperationOutcomePlugin(canon), *features.plugins],
         dependencies=provided,
         guards=[guard],
@@ -127,8 +130,9 @@ def _openapi() -> OpenAPIConfig:
     """The OpenAPI description at ``/schema``: public, since it says what the API is, not who is in it."""
     return OpenAPIConfig(
         title="ief-registry",
-        version="0.1.0",
-        openapi_router=Router(path="/schema", route_handlers=[], opt=RouteSpec(public=True).opt),
+        version=release(),
+        openapi_router=Router(path=SCHEMA_PATH, route_handlers=[], opt=RouteSpec(public=True).opt),
+        render_plugins=schema_pages(),
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(

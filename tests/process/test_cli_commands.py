@@ -26,15 +26,20 @@ async def test_db_commands_and_a_database_newer_than_the_code(workdir: Workdir) 
     cluster = embedded(data_dir, cluster_user)
     names = [f"{m.version:04d}_{m.name}" for m in known_migrations()]
 
-    # On a fresh data dir the command creates the cluster, reports, and stops the cluster it started.
+    # On a fresh data dir the command creates nothing: every migration is pending, and it says what creates it.
     fresh = cli.run("db", "status")
     assert fresh.returncode == 1, fresh.stderr
     assert fresh.stdout.splitlines() == [f"{name}  pending" for name in names]
-    assert cluster.initialised
-    assert postmasters(cluster.cluster) == []
+    assert fresh.stderr.startswith(f"no database yet in {data_dir}: `ief-registry db upgrade` creates and migrates it")
+    assert not cluster.initialised
+    assert not (data_dir / "pg").exists()
 
-    # With the cluster already running, commands use it and leave it running.
+    # With the cluster already running, commands use it and leave it running; pending migrations point to upgrade.
     cluster.start()
+    empty = cli.run("db", "status")
+    assert empty.returncode == 1
+    assert empty.stdout.splitlines() == [f"{name}  pending" for name in names]
+    assert "pending migrations: `ief-registry db upgrade` applies them" in empty.stderr
     upgraded = cli.run("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.strip() == "applied: " + ", ".join(names)

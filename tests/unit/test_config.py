@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import TOML_ONLY, Settings, describe_settings, load_settings
+from registry.config import TOML_ONLY, Settings, SettingsError, describe_settings, load_settings
 
 
 def test_defaults_without_environment() -> None:
@@ -44,6 +44,54 @@ def test_bad_values_are_refused(environ: dict[str, str]) -> None:
     """A value of the wrong kind or out of range is an error naming the setting."""
     with pytest.raises(ValueError, match="invalid setting"):
         load_settings(environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "message"),
+    [
+        ({"IEF_HTTP_PORT": "abc"}, {}, "IEF_HTTP_PORT='abc' (http.port): expected `int`, got `str`"),
+        ({"IEF_HTTP_WORKERS": "0"}, {}, "IEF_HTTP_WORKERS='0' (http.workers): expected `int` >= 1"),
+        ({"IEF_DEV": "maybe"}, {}, "IEF_DEV='maybe' (dev): expected `bool`"),
+        ({"IEF_HTTP_PORT": "80"}, {"http.port": "x"}, "http.port: 'x' on the command line: expected `int`"),
+    ],
+)
+def test_a_bad_value_names_where_it_came_from(environ: dict[str, str], overrides: dict[str, str], message: str) -> None:
+    """The error names the environment variable (or says the command line) and the setting's key, not ``$.a.b``."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings(environ, overrides=overrides)
+    assert message in str(refused.value)
+    assert "$." not in str(refused.value)
+
+
+def test_a_bad_value_in_the_file_names_the_file_and_key(tmp_path: Path) -> None:
+    """A bad value in the TOML file is named by its key and the file; the environment does not take the blame."""
+    config = tmp_path / "ief.toml"
+    config.write_text('[http]\nport = "x"\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match=f"invalid setting http.port in {config}: expected `int`"):
+        load_settings({}, config_file=config)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "does not exist"), ("[http\n", "is not valid TOML"), ("", "cannot be read")],
+)
+def test_a_settings_file_that_cannot_be_used_is_said_plainly(tmp_path: Path, content: str | None, message: str) -> None:
+    """A missing, unreadable or malformed settings file is one plain sentence naming it and how it was given."""
+    config = tmp_path / "ief.toml"
+    if content is not None:
+        config.write_text(content, encoding="utf-8")
+    if message == "cannot be read":
+        config.unlink()
+        config.mkdir()  # a folder where the file should be: reading it fails like an unreadable file
+    for given, kwargs, environ in (
+        ("--config", {"config_file": config}, {}),
+        ("IEF_CONFIG", {}, {"IEF_CONFIG": str(config)}),
+    ):
+        with pytest.raises(SettingsError) as refused:
+            load_settings(environ, **kwargs)  # type: ignore[arg-type]
+        assert str(refused.value).startswith(f"the settings file {config} ({given})")
+        assert message in str(refused.value)
+        assert "Errno" not in str(refused.value)
 
 
 def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""How requests are served: the socket ``serve --workers N`` shares, nothing per request in a thread, and idle
-connections kept longer than clients reuse them."""
+"""How requests are served: the socket ``serve`` binds (its workers share it), nothing per request in a thread, and
+idle connections kept longer than clients reuse them."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import httpx
 import uvicorn
 from litestar.utils.sync import AsyncCallable
 
-from registry.cli.serving import worker_listener
+from registry.cli import listener as listening
 from registry.config import Settings
 from registry.server.limits import uvicorn_options
 from tests.server import free_port, route_handlers
 
 
 async def test_worker_connections_have_nagle_off() -> None:
-    """Connections accepted on the workers' listening socket get TCP_NODELAY, as single-process serving does."""
-    listener = worker_listener(uvicorn.Config("registry.server.asgi:create", host="127.0.0.1", port=free_port()))
+    """Connections accepted on the socket ``serve`` binds (and its workers share) get TCP_NODELAY."""
+    listener = listening.bind("127.0.0.1", free_port(), choose="--port N")
     accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     class Probe(asyncio.Protocol):
