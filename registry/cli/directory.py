@@ -48,6 +48,8 @@ def _with_directory(runtime: Runtime, action: Callable[[DirectoryService], Await
 @click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding a fixed bearer token that service takes from this instance.")  # fmt: skip
+@click.option("--token-endpoint", default=None,
+              help="Where to get tokens for --client-id when not on the service's own origin.")  # fmt: skip
 @click.pass_obj
 def services_add(
     runtime: Runtime,
@@ -58,6 +60,7 @@ def services_add(
     style: str,
     client_id: str | None,
     bearer_token_file: str | None,
+    token_endpoint: str | None,
 ) -> None:
     """Add a member service (or change and re-enable an existing one)."""
     token_file = str(Path(bearer_token_file).resolve()) if bearer_token_file else None
@@ -65,7 +68,7 @@ def services_add(
         runtime,
         lambda d: d.add(
             service_id=service_id, kind=kind, name=name, base_url=base_url, search_style=style, client_id=client_id,
-            bearer_token_file=token_file,
+            bearer_token_file=token_file, token_endpoint=token_endpoint,
         ),
     )  # fmt: skip
     click.echo(f"{'added' if created else 'updated'} {service.kind} {service.service_id} {service.name}")

@@ -33,6 +33,7 @@ from registry.auth.remote import new_http_client
 from registry.config import AuthSettings, BrokerSettings, LogSettings, OutboundSettings, Settings
 from registry.outbound.egress import AddressPolicy, AddressRefused, ResolutionFailed, is_public, refusal, tls_context
 from tests.auth import assertion, request_token
+from tests.cli import run_cli
 from tests.factories import IHI_SYSTEM, LOOPBACK_NETWORKS, make_ihi, make_rsa_key, make_service_id
 from tests.federation.network import directory
 from tests.gateway import ReferenceGateway, reference_gateway
@@ -160,6 +161,23 @@ async def test_member_base_urls_and_token_endpoints_are_checked_when_added(stric
                 service_id=make_service_id(), kind="gateway", name="Local", base_url="https://8.8.8.8/fhir",
                 client_id="c", token_endpoint=url,
             )  # fmt: skip
+
+
+async def test_services_add_takes_a_token_endpoint_from_the_command_line(strict: RunningServer) -> None:
+    """``services add --token-endpoint`` stores the endpoint for the service's client ID, and refuses one at a local
+    address as the directory does."""
+    service_id = make_service_id()
+    common = ("services", "add", "--id", service_id, "--kind", "gateway", "--name", "Elsewhere Imaging",
+              "--base-url", "https://imaging.example/fhir", "--client-id", "ours-at-imaging")  # fmt: skip
+    endpoint = "https://login.imaging.example/token"
+    refused = await run_cli(strict, *common, "--token-endpoint", "https://10.1.2.3/token")
+    assert refused.code == 1
+    assert "the token endpoint" in refused.err
+    added = await run_cli(strict, *common, "--token-endpoint", endpoint)
+    assert added.code == 0, added.err
+    listed = await run_cli(strict, "services", "list", "--json")
+    [service] = [s for s in map(msgspec.json.decode, listed.out.splitlines()) if s["serviceId"] == service_id]
+    assert service["tokenEndpoint"] == endpoint
 
 
 async def test_client_jwks_urls_are_checked_when_registered(strict: RunningServer) -> None:
