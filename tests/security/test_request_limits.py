@@ -5,15 +5,22 @@ cost before a request reaches the application (``registry.server.limits``): a he
 ``http.max_header_bytes`` is 431 with an OperationOutcome, a head not complete within
 ``http.header_timeout`` is 408 (a connection that sent nothing is closed), and connections past
 ``http.max_connections_per_address`` from one address are 429. Requests within the bounds,
-large bodies and keep-alive included, are served as before.
+large bodies and keep-alive included, are served as before. ``serve`` itself gives these bounds
+and the keep-alive time to the server on the socket it binds first, in one process and with
+``--workers N``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -25,7 +32,7 @@ from registry.server.limits import ServingLimits, trusted_networks
 from schemas.fhir.canonical import Canonicals
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
-from tests.server import RunningServer, raw_connection, running_server
+from tests.server import RunningServer, free_port, raw_connection, running_server
 
 LIMIT = 8192
 TIMEOUT = 0.6
@@ -228,3 +235,70 @@ def test_trusted_proxies_are_not_limited_per_address() -> None:
     assert limits.exempted("10.1.2.3")
     assert not limits.exempted("127.0.0.1")
     assert not limits.exempted("not an address")
+
+
+@contextlib.contextmanager
+def _serve(database_url: str, work: Path, workers: int, **settings: str) -> Iterator[int]:
+    """``python -m registry serve --workers N`` on a free port with ``settings``; its port once it logged ready."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IEF_")}
+    env |= {"IEF_DATABASE_URL": database_url, "IEF_DATA_DIR": str(work), "IEF_LOG_FORMAT": "json", **settings}
+    log = work / "serve.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "registry", "serve", "--port", str(port), "--workers", str(workers)],
+            env=env, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while '"server_ready"' not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.05)
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_serve_bounds_connections_in_one_process_and_in_workers(
+    template: TestCluster, tmp_path: Path, workers: int
+) -> None:
+    """``serve`` (alone, or with workers sharing the socket it bound first) answers a head over
+    IEF_HTTP_MAX_HEADER_BYTES with 431, refuses connections past IEF_HTTP_MAX_CONNECTIONS_PER_ADDRESS in a process
+    with 429, closes a silent connection after IEF_HTTP_HEADER_TIMEOUT and an idle one after
+    IEF_HTTP_KEEP_ALIVE_TIMEOUT (both far below their defaults here)."""
+    bounds = {
+        "IEF_HTTP_MAX_HEADER_BYTES": str(LIMIT),
+        "IEF_HTTP_HEADER_TIMEOUT": "2",
+        "IEF_HTTP_MAX_CONNECTIONS_PER_ADDRESS": str(PER_ADDRESS),
+        "IEF_HTTP_KEEP_ALIVE_TIMEOUT": "1",
+    }
+    with _serve(await template.new_database(), tmp_path, workers, **bounds) as port:
+        async with raw_connection(port) as (reader, writer):
+            writer.write(_request(extra=b"X-Big: " + b"a" * LIMIT + b"\r\n"))
+            status, _headers, body = await _answer(reader)
+        assert status == 431
+        assert _code(msgspec.json.decode(body)) == "request-head-too-large"
+
+        async with contextlib.AsyncExitStack() as stack:
+            # one more than every process together may hold: at least one process refuses one
+            held = [
+                await stack.enter_async_context(raw_connection(port, "127.0.0.5"))
+                for _ in range(workers * PER_ADDRESS + 1)
+            ]
+            async with asyncio.timeout(30):  # the silent ones are closed after the 2 s head deadline
+                answers = await asyncio.gather(*(reader.read() for reader, _writer in held))
+        refusals = [answer for answer in answers if answer]
+        assert refusals, "no connection past the per-address limit was refused"
+        for answer in refusals:
+            assert answer.startswith(b"HTTP/1.1 429 ")
+            assert _code(msgspec.json.decode(answer.partition(b"\r\n\r\n")[2])) == "too-many-connections"
+
+        async with raw_connection(port) as (reader, writer):
+            writer.write(_request())
+            assert (await _answer(reader))[0] == 200
+            async with asyncio.timeout(10):  # the default keep-alive (15 s) would still hold it
+                assert await reader.read() == b""
