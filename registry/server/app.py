@@ -22,8 +22,8 @@ from federation.plugin import FederationPlugin
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
 from registry.audit.trail import AuditTrail
-from registry.auth.controller import TokenController, WellKnownController
-from registry.auth.guard import check_route_security, guard
+from registry.auth.controller import FhirWellKnownController, TokenController, WellKnownController
+from registry.auth.guard import check_route_security, guard, open_options
 from registry.db.queries import load_queries
 from registry.feature import FeaturePlugin
 from registry.fhir.plugin import AuditEventPlugin, RegistryResourcesPlugin
@@ -100,7 +100,14 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     provided = dependencies(settings, canon=canon, metrics=metrics, metadata=about, conformance=conformance(canon))
     fhir_base = fhir_router(base_routes(), max_body_bytes=settings.http.max_body_bytes)
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, TokenController, WellKnownController, fhir_base],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            TokenController,
+            WellKnownController,
+            FhirWellKnownController,
+            fhir_base,
+        ],
         plugins=[OperationOutcomePlugin(canon), *features.plugins],
         dependencies=provided,
         guards=[guard],
@@ -119,6 +126,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         debug=False,
     )
     check_route_security(app)
+    open_options(app)
     return app
 
 

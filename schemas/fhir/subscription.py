@@ -44,7 +44,6 @@ __all__ = (
     "TOPIC_ID",
     "StoredView",
     "SubscriptionClaim",
-    "read_status_request",
     "read_subscription",
     "subscription_resource",
     "topic_document",
@@ -334,29 +333,3 @@ def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:
         ],
         "notificationShape": [{"resource": basic}],
     }
-
-
-def read_status_request(body: bytes) -> tuple[list[str], list[str]]:
-    """The ``id`` and ``status`` values of a ``POST Subscription/$status`` Parameters body.
-
-    Raises:
-        NotJson: the body is not JSON.
-        InvalidResource: not a valid Parameters resource, or a parameter ``$status`` does not take.
-    """
-    data = load_resource(body, "Parameters")
-    ids: list[str] = []
-    statuses: list[str] = []
-    issues: Issues = []
-    for index, parameter in enumerate(data.get("parameter") or []):
-        name = parameter.get("name")
-        value = _value(parameter, ("valueString", "valueId", "valueCode", "valueUri"))
-        where = f"Parameters.parameter[{index}]"
-        if name not in ("id", "status"):
-            issues.append((f"$status takes the parameters id and status, not {name!r}", where))
-        elif not isinstance(value, str):
-            issues.append((f"the {name} parameter carries a string or code value", where))
-        else:
-            (ids if name == "id" else statuses).append(value)
-    if issues:
-        raise InvalidResource("the Parameters are not a $status request", issues)
-    return ids, statuses
