@@ -101,6 +101,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*_with_head_allowed(message.get("headers", ())), rid_header]
+                if head:  # the server answers a HEAD: the GET's headers, Content-Length included, and no body
+                    scope["method"] = "HEAD"
             elif head and message["type"] == "http.response.body":
                 message = {"type": "http.response.body", "body": b"", "more_body": message.get("more_body", False)}
             await send(message)

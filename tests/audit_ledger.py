@@ -74,6 +74,7 @@ class AuditLedger:
 
     def patient_linked(self, method: str, path: str) -> bool:
         """Whether a request goes to a patient-linked route."""
+        method = "GET" if method == "HEAD" else method  # HEAD is served, and audited, as the GET it asks about
         return any(method in route.methods and route.pattern.match(path) for route in self.routes)
 
     async def check(self, database: Database | str) -> None:

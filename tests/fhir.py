@@ -85,8 +85,11 @@ def parse_resource(data: Any) -> Any:
 async def check_fhir_response(response: httpx.Response) -> None:
     """httpx response hook: FHIR routes answer FHIR JSON, and every FHIR JSON body is a valid resource."""
     content_type = response.headers.get("content-type", "").split(";")[0].strip()
-    if response.request.url.path.startswith("/fhir") and content_type != FHIR_JSON:
+    path = response.request.url.path
+    await response.aread()
+    if not response.content:  # HEAD, 304, 204, Prefer: return=minimal
+        return
+    if path.startswith("/fhir") and not path.startswith("/fhir/.well-known/") and content_type != FHIR_JSON:
         raise FhirResponseError(f"{response.request.url.path} answered {content_type!r}, not {FHIR_JSON}")
     if content_type == FHIR_JSON:
-        await response.aread()
         parse_resource(msgspec.json.decode(response.content))

@@ -198,7 +198,7 @@ class SubscriptionResources:
 
     def _events_bundle(self, answer: EventsAnswer) -> dict[str, Any]:
         """The ``$events`` answer; the status entry's outcome names the numbers no longer kept."""
-        outcome = None
+        issues = []
         if answer.gone is not None:
             low, high = answer.gone
             numbers = str(low) if low == high else f"{low} to {high}"
@@ -206,7 +206,14 @@ class SubscriptionResources:
                 f"events {numbers} are no longer kept (retention {answer.retention_seconds} s); the oldest kept is "
                 f"{answer.subscription.purged_through + 1}"
             )
-            outcome = operation_outcome([OutcomeIssue(text, "not-found", severity="warning")])
+            issues.append(OutcomeIssue(text, "not-found", severity="warning"))
+        if answer.not_given is not None:
+            text = (
+                f"content {answer.not_given} was asked for; events are given as {answer.content}, the content this "
+                "subscription was created with (a request may ask for less detail, never more)"
+            )
+            issues.append(OutcomeIssue(text, "not-supported", severity="warning", expression="content"))
+        outcome = operation_outcome(issues) if issues else None
         return notification_bundle(
             status_view(answer.subscription), "query-event", [event_view(e) for e in answer.events],
             canon=self.canon, content=answer.content, outcome=outcome,

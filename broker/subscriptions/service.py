@@ -95,6 +95,8 @@ class EventsAnswer:
     content: str
     gone: tuple[int, int] | None
     retention_seconds: int
+    not_given: str | None = None
+    """A content the request asked for that is richer than the subscription's (answered at its own level)."""
 
 
 class SubscriptionService:
@@ -347,6 +349,7 @@ class SubscriptionService:
         first = since if since is not None else stored.purged_through + 1
         last = until if until is not None else stored.events_since_start
         level = stored.content
+        not_given = content if content is not None and _LEVELS[content] > _LEVELS[level] else None
         if content is not None and _LEVELS[content] < _LEVELS[level]:
             level = content  # a hint may ask for less, never for more
         gone = (first, min(last, stored.purged_through)) if first <= stored.purged_through and first <= last else None
@@ -361,7 +364,7 @@ class SubscriptionService:
         note_detail(f"subscription {stored.id}: events {first}-{last}, {len(found)} returned")
         return EventsAnswer(
             subscription=stored, events=found, content=level, gone=gone,
-            retention_seconds=self._settings.event_retention_seconds,
+            retention_seconds=self._settings.event_retention_seconds, not_given=not_given,
         )  # fmt: skip
 
 
