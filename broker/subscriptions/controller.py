@@ -75,6 +75,7 @@ SUBSCRIPTION = ResourceCapability(
     canonical_extensions=((EXT_TOPIC_CANONICAL, f"SubscriptionTopic/{TOPIC_ID}"),),
 )
 
+_TOPIC_VERSIONS = ("5.0", "4.3")
 _CREATE = ("system/Subscription.c",)
 _READ = ("system/Subscription.r",)
 _UPDATE = ("system/Subscription.u",)
@@ -218,5 +219,11 @@ class SubscriptionTopicController(Controller):
 
     @get(f"/{TOPIC_ID}", operation_id="readSubscriptionTopic", opt=fhir_route(public=True))
     async def read(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
-        """The SubscriptionTopic of registrations (R5 shape, valid R4B JSON)."""
-        return fhir_response(fhir_topic(topic_url(fhir_base(request))))
+        """The topic of registrations: the Backport IG's R4 representation (a Basic), or the R5 SubscriptionTopic
+        when ``Accept`` asks for ``fhirVersion=5.0`` (or ``4.3``, where the resource exists too)."""
+        accept = request.headers.get("accept", "").replace(" ", "")
+        version = next((v for v in _TOPIC_VERSIONS if f"fhirVersion={v}" in accept), None)
+        resource = fhir_topic(topic_url(fhir_base(request)), r5=version is not None)
+        if version is None:
+            return fhir_response(resource)
+        return fhir_response(resource, media_type=f"application/fhir+json; fhirVersion={version}")

@@ -24,7 +24,7 @@ from registry import errors
 from registry.audit.context import note_detail, note_patients
 from registry.log import get_logger
 from schemas.audit import Action
-from schemas.fhir.subscription import CONTENT_CODES, topic_url
+from schemas.fhir.subscription import CONTENT_CODES, names_topic, topic_url
 
 if TYPE_CHECKING:
     from broker.subscriptions.repository import StoredEvent, StoredSubscription, SubscriptionRepository
@@ -125,7 +125,7 @@ class SubscriptionService:
         self, claim: SubscriptionClaim, actor: Principal, base: str, current: StoredSubscription | None
     ) -> SubscriptionWrite:
         """Every rule a Subscription body must meet; the validated, clamped write."""
-        if claim.criteria.split("|", 1)[0] != topic_url(base):
+        if not names_topic(claim.criteria, base):
             raise _bad(f"this server has one topic, {topic_url(base)}; criteria names another", f"{_S}.criteria")
         if claim.channel_type != "rest-hook":
             raise _bad(f"channel type {claim.channel_type!r} is not supported; use rest-hook", f"{_S}.channel.type")

@@ -156,10 +156,10 @@ async def read_resource(request: Request[Any, Any, Any], parse: Callable[[bytes]
 
 
 def fhir_response(
-    resource: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
+    resource: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None, media_type: str = FHIR_JSON
 ) -> Response[bytes]:
-    """A FHIR JSON response."""
-    return Response(content=msgspec.json.encode(resource), status_code=status, media_type=FHIR_JSON, headers=headers)
+    """A FHIR JSON response (R4 unless ``media_type`` names another ``fhirVersion``)."""
+    return Response(content=msgspec.json.encode(resource), status_code=status, media_type=media_type, headers=headers)
 
 
 def etag(version: int) -> str:
