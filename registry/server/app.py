@@ -38,6 +38,7 @@ from registry.route import RouteSpec
 from registry.server.deps import dependencies
 from registry.server.fhir_routes import base_routes, conformance, metadata
 from registry.server.lifespan import lifespan
+from registry.server.openapi import OpenApiController, OpenApiDocument
 from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 "metrics": metrics,
                 "public_base_url": settings.public_base_url,
                 "max_query_params": settings.http.max_query_params,
+                "openapi_document": OpenApiDocument(features.capabilities),
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,
@@ -135,7 +137,7 @@ def _openapi() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="ief-registry",
         version="0.1.0",
-        openapi_router=Router(path="/schema", route_handlers=[], opt=RouteSpec(public=True).opt),
+        openapi_router=Router(path="/schema", route_handlers=[OpenApiController], opt=RouteSpec(public=True).opt),
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(
