@@ -183,7 +183,7 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
         )
     if connection.scope.get("method") in _BODY_METHODS:
         got = media_type(connection)
-        if got not in spec.media_types and (got or not _no_body(connection.scope)):
+        if got not in spec.media_types and not _no_body(connection.scope):  # an empty body has no media type
             raise errors.UnsupportedMediaType(
                 f"body media type {got or '(none)'!r} is not accepted here; use one of: "
                 f"{', '.join(sorted(spec.media_types))}"

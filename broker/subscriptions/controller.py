@@ -15,7 +15,7 @@ from litestar.params import PathParameter
 from broker.subscriptions.resources import SubscriptionResources, Written
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
-from registry.fhirapi.conditional import if_none_exist
+from registry.fhirapi.conditional import conditional_create_route, if_none_exist
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, last_modified, read_resource
 from registry.fhirapi.operations import fhir_operation, operation_input
 from registry.fhirapi.search import Criteria, SearchQuery
@@ -109,7 +109,7 @@ class SubscriptionController(Controller):
         "/",
         operation_id="createSubscription",
         status_code=201,
-        opt=fhir_route(scopes=_CREATE, audit=Interaction.CREATE),
+        opt=fhir_route(conditional_create_route(SUBSCRIPTION), scopes=_CREATE, audit=Interaction.CREATE, strict=True),
     )
     async def create(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]

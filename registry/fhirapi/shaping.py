@@ -58,13 +58,14 @@ def result_parameters(items: list[tuple[str, str]]) -> tuple[ResultParameters, b
 
 
 def _etag_matches(condition: str, etag: str | None) -> bool:
-    """RFC 9110 §13.1.2: ``*`` or any listed tag equal to the answer's, compared weakly."""
+    """RFC 9110 §13.1.2: ``*`` or any listed tag equal to the answer's, compared weakly (a bare version id, as
+    some clients send ``meta.versionId``, is taken as its tag)."""
     if etag is None:
         return False
     if condition.strip() == "*":
         return True
-    mine = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == mine for tag in condition.split(","))
+    mine = etag.removeprefix("W/").strip('"')
+    return any(tag.strip().removeprefix("W/").strip('"') == mine for tag in condition.split(","))
 
 
 class FhirAnswers:

@@ -79,7 +79,7 @@ async def _schemathesis(server: RunningServer, tmp_path: Path) -> None:
         str(Path(sys.executable).with_name("schemathesis")),
         "run", f"{server.base_url}/schema/openapi.json",
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        "--mode", "positive", "--max-examples", "4", "--seed", "16", "--max-time", "120",
+        "--mode", "positive", "--max-examples", "3", "--seed", "16", "--max-time", "60",
         "--phases", "examples,fuzzing", "--workers", "1", "--request-timeout", "20",
         "-H", f"Authorization: Bearer {token}",
         "--exclude-path-regex", "^/fhir/(ImagingStudy|DocumentReference)$|^/schema/",  # fan-out: tests/broker

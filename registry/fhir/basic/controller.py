@@ -15,7 +15,7 @@ from litestar.params import PathParameter
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
-from registry.fhirapi.conditional import if_none_exist
+from registry.fhirapi.conditional import conditional_create_route, if_none_exist
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, if_match, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery
 from schemas.audit import Interaction
@@ -107,7 +107,12 @@ class BasicController(Controller):
     path = "/Basic"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @post("/", operation_id="createBasic", status_code=201, opt=fhir_route(scopes=_WRITE, audit=Interaction.CREATE))
+    @post(
+        "/",
+        operation_id="createBasic",
+        status_code=201,
+        opt=fhir_route(conditional_create_route(BASIC), scopes=_WRITE, audit=Interaction.CREATE, strict=True),
+    )
     async def create(
         self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
