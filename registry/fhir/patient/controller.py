@@ -29,8 +29,9 @@ PATIENT = ResourceCapability(
         Operation(
             "locate",
             f"OperationDefinition/{LOCATE_OPERATION}",
-            "The gateways holding a patient's imaging, as Endpoints; registry referrals are followed "
-            "(federation) and the registries that could not be are named in an OperationOutcome entry.",
+            "`GET|POST Patient/$locate` (POST: a Parameters body): the gateways holding a patient's imaging, as "
+            "Endpoints; registry referrals are followed (federation) and the registries that could not be are named "
+            "in an OperationOutcome entry.",
         ),
     ),
 )
