@@ -52,16 +52,8 @@ class RecordVersion:
 
 
 def _version(row: asyncpg.Record) -> RecordVersion:
-    record = StoredRecord(
-        ihi=row["ihi"],
-        service_id=row["service_id"],
-        record_id=row["record_id"],
-        status=RecordStatus(row["status"]),
-        type=RecordType(row["type"]),
-        version=row["version"],
-        last_updated=row["recorded_at"],
-    )
-    return RecordVersion(record=record, change=row["change"])
+    """A history row (its ``last_updated`` is when the change was recorded) as a version of its record."""
+    return RecordVersion(record=_stored(row), change=row["change"])
 
 
 @dataclass(frozen=True, slots=True)
