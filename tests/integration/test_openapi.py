@@ -87,8 +87,8 @@ async def _schemathesis(server: RunningServer, tmp_path: Path) -> None:
     ]  # fmt: skip
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"}
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env
-    )
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, cwd=tmp_path
+    )  # its cache (.schemathesis/) stays in the test's folder
     output, _ = await asyncio.wait_for(process.communicate(), timeout=300)
     text = output.decode(errors="replace")
     (tmp_path / "schemathesis.txt").write_text(text)
