@@ -10,9 +10,14 @@ line names the route template, never the raw path, because paths carry IHIs.
 by ``schemas.strictjson`` (nesting bounded, repeated keys refused), the same path as batch items,
 NDJSON lines and FHIR resources; what it refuses is 400.
 
+``RequestContext`` also answers ``HEAD`` wherever ``GET`` works: the request is routed, authorised
+and audited as the ``GET`` it asks about, and only the body is left out (its headers, ``Content-Length``
+included, are the ``GET``'s). ``Allow`` headers name ``HEAD`` beside ``GET``.
+
 ``check_request`` is an app-wide guard: it refuses too many query values, query parameters the
-route does not declare (its ``RouteSpec.query``) and bodies in a media type the route does not
-take (``RouteSpec.media_types``), before any body is read.
+route does not declare (its ``RouteSpec.query``; a ``lenient`` route ignores them instead, notes
+them under ``IGNORED_KEY``, and refuses them only on ``Prefer: handling=strict``) and bodies in a
+media type the route does not take (``RouteSpec.media_types``), before any body is read.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from litestar.types import Empty
 
 from registry import errors
 from registry.log import get_logger
-from registry.route import PRINCIPAL_KEY, route_spec
+from registry.route import IGNORED_KEY, PRINCIPAL_KEY, route_spec
 from schemas import strictjson
 from schemas.errors import ErrorCode
 
@@ -50,7 +55,9 @@ __all__ = (
     "base_url",
     "check_request",
     "decode_json_body",
+    "preference",
     "public_base_url",
+    "query_items",
     "refused_json",
     "request_id",
     "scope_header",
@@ -101,12 +108,19 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         rid_header = (b"x-request-id", rid.encode())
+        head = scope["method"] == "HEAD"
+        if head:  # answered as the GET it asks about, without the body
+            scope["method"] = "GET"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                message["headers"] = [*_with_head_allowed(message.get("headers", ())), rid_header]
+                if head:  # the server answers a HEAD: the GET's headers, Content-Length included, and no body
+                    scope["method"] = "HEAD"
+            elif head and message["type"] == "http.response.body":
+                message = {"type": "http.response.body", "body": b"", "more_body": message.get("more_body", False)}
             await send(message)
 
         try:
@@ -121,7 +135,7 @@ class RequestContext:
                 _log.info(
                     "http_request",
                     request_id=rid,
-                    method=scope.get("method"),
+                    method="HEAD" if head else scope.get("method"),
                     route=route,
                     status=status,
                     client_id=getattr(principal, "client_id", None),
@@ -166,6 +180,16 @@ class JsonRequest(Request[Any, Any, Any]):
         return self._json
 
 
+def _with_head_allowed(headers: Any) -> list[tuple[bytes, bytes]]:
+    """Response headers with ``HEAD`` named in an ``Allow`` that names ``GET`` (HEAD works wherever GET does)."""
+    out = []
+    for key, value in headers:
+        methods = [m.strip() for m in value.split(b",")] if key.lower() == b"allow" else []
+        added = [b"HEAD"] if b"GET" in methods and b"HEAD" not in methods else []
+        out.append((key, b", ".join([*methods, *added]) if added else value))
+    return out
+
+
 def scope_header(scope: Scope, name: bytes) -> str | None:
     """The first value of a request header (``name`` in lower case), read from the scope without parsing the rest."""
     for key, value in scope["headers"]:
@@ -202,14 +226,16 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
         message = f"too many query parameter values (at most {limit})"
         raise errors.UnknownParameter(message, code=errors.ErrorCode.TOO_MANY_PARAMETERS)
     unknown = sorted(set(params.keys()) - spec.query)
-    if unknown:
+    if spec.lenient and preference(connection.scope, "handling") != "strict":
+        connection.scope["state"][IGNORED_KEY] = unknown
+    elif unknown:
         raise errors.UnknownParameter(
             f"unknown query parameter(s): {', '.join(unknown)}",
             issues=[errors.Issue(f"unknown query parameter {name!r}", name) for name in unknown],
         )
     if connection.scope.get("method") in _BODY_METHODS:
         got = media_type(connection)
-        if got not in spec.media_types:
+        if got not in spec.media_types and not _no_body(connection.scope):  # an empty body has no media type
             raise errors.UnsupportedMediaType(
                 f"body media type {got or '(none)'!r} is not accepted here; use one of: "
                 f"{', '.join(sorted(spec.media_types))}"
@@ -233,6 +259,34 @@ def public_base_url(settings: Settings) -> str | None:
         host = socket.getfqdn()
     name = f"[{host}]" if ":" in host else host
     return f"http://{name}:{settings.http.port}"
+
+
+def preference(scope: Scope, name: str) -> str | None:
+    """The value of one preference of the request's ``Prefer`` headers (RFC 7240), lower case; None when absent.
+
+    A preference without a value (``respond-async``) is the empty string.
+    """
+    for key, value in scope["headers"]:
+        if key != b"prefer":
+            continue
+        for item in value.decode("latin-1").split(","):
+            token, _eq, given = item.split(";", 1)[0].strip().partition("=")
+            if token.strip().lower() == name:
+                return given.strip().strip('"').lower()
+    return None
+
+
+def query_items(connection: ASGIConnection[Any, Any, Any, Any]) -> list[tuple[str, str]]:
+    """The request's query parameters in the order sent, without those its lenient route ignored."""
+    ignored = connection.scope.get("state", {}).get(IGNORED_KEY)
+    items = connection.query_params.multi_items()
+    return [(key, value) for key, value in items if key not in ignored] if ignored else list(items)
+
+
+def _no_body(scope: Scope) -> bool:
+    """Whether the request says it has no body (``Content-Length: 0``, or neither a length nor chunks)."""
+    length = scope_header(scope, b"content-length")
+    return length == "0" or (length is None and scope_header(scope, b"transfer-encoding") is None)
 
 
 def base_url(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -110,7 +110,7 @@ class MetricsController(Controller):
     path = "/metrics"
     tags = ["operations"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/", operation_id="metrics", opt=RouteSpec(scopes=(ADMIN,)).opt)
+    @get("/", operation_id="metrics", media_type="text/plain", opt=RouteSpec(scopes=(ADMIN,)).opt)
     async def metrics(self, metrics: NamedDependency[Metrics], request: Request[Any, Any, Any]) -> Response[bytes]:
         """Server and subscription metrics in the Prometheus text format (OpenMetrics when asked for)."""
         body, media_type = await metrics.exposition(request.headers.get("accept"))

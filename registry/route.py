@@ -5,8 +5,9 @@ Every route handler (or the controller or router above it) declares ``opt=RouteS
 - who may call it: ``public=True`` (no token: health, metadata, discovery documents, the token
   endpoint, OpenAPI) or the ``scopes`` its bearer token must grant. A route that declares neither
   needs ``admin``: ``registry.auth.guard`` fails closed;
-- the query parameters it takes (``registry.http.check_request`` refuses the others) and the media
-  types of the bodies it takes;
+- the query parameters it takes (``registry.http.check_request`` refuses the others, or, on a
+  ``lenient`` route (FHIR's default), ignores them unless the request says ``Prefer: handling=strict``)
+  and the media types of the bodies it takes;
 - for a route that reads or writes patient-linked data, the ``Interaction`` its audit row records
   (``registry.audit``: no answer leaves such a route before its row is committed).
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from schemas.audit import Interaction
 
-__all__ = ("JSON_TYPES", "OUTCOME_KEY", "PRINCIPAL_KEY", "ROUTE_KEY", "RouteSpec", "route_spec")
+__all__ = ("IGNORED_KEY", "JSON_TYPES", "OUTCOME_KEY", "PRINCIPAL_KEY", "ROUTE_KEY", "RouteSpec", "route_spec")
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 """The body media types a route takes unless it says otherwise."""
@@ -35,6 +36,9 @@ ROUTE_KEY = "route"
 
 PRINCIPAL_KEY = "principal"
 """Key of the authenticated ``Principal`` in ``scope["state"]`` (set by the authentication guard)."""
+
+IGNORED_KEY = "ignored_parameters"
+"""Key in ``scope["state"]`` of the query parameter names a lenient route ignored (sorted, possibly empty)."""
 
 OUTCOME_KEY = "outcome"
 """Key in ``scope["state"]`` of what an error response said (its audit row records it)."""
@@ -50,6 +54,8 @@ class RouteSpec:
         query: the query parameter names it takes; any other is refused (400).
         media_types: the body media types it takes; any other is refused (415).
         audit: the interaction its audit row records; None for a route that is not patient-linked.
+        lenient: unknown query parameters are ignored (and reported) rather than refused, unless the
+            request asks ``Prefer: handling=strict`` (FHIR's rule); otherwise they are refused.
     """
 
     scopes: tuple[str, ...] = ()
@@ -57,6 +63,7 @@ class RouteSpec:
     query: frozenset[str] = frozenset()
     media_types: frozenset[str] = JSON_TYPES
     audit: Interaction | None = None
+    lenient: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a public route that names scopes or is audited (a public route reveals no patient data).

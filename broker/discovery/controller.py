@@ -6,7 +6,7 @@ Search only (the resources live at the gateways; each entry's ``fullUrl`` is its
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
@@ -16,11 +16,14 @@ from broker.discovery.resources import DiscoveryResources
 from registry.config import FhirSettings
 from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import SearchQuery
-from registry.http import request_id
+from registry.http import preference, request_id
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
 from schemas.types import ascii_int
+
+if TYPE_CHECKING:
+    from litestar.types import Scope
 
 __all__ = (
     "DOCUMENT_REFERENCE_SEARCH",
@@ -107,21 +110,16 @@ Discovery = NamedDependency[DiscoveryResources]
 Settings = NamedDependency[FhirSettings]
 
 
-def prefer_wait(header: str | None) -> int | None:
-    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), in seconds; None without a usable one."""
-    for preference in (header or "").split(","):
-        name, _eq, value = preference.split(";", 1)[0].strip().partition("=")
-        seconds = ascii_int(value.strip().strip('"'))
-        if name.strip().lower() == "wait" and seconds is not None:
-            return seconds
-    return None
+def prefer_wait(scope: Scope) -> int | None:
+    """The ``wait`` preference of a request (RFC 7240), in seconds; None without a usable one."""
+    return ascii_int(preference(scope, "wait") or "")
 
 
 async def _search(
     kind: SearchKind, discovery: DiscoveryResources, settings: FhirSettings, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     query = DiscoveryQuery.parse(kind, SearchQuery.paged(request, settings))
-    wait = prefer_wait(request.headers.get("prefer"))
+    wait = prefer_wait(request.scope)
     budget = discovery.budget(wait)
     bundle = await discovery.search(query, base=fhir_base(request), budget=budget, request_id=request_id(request))
     applied = {"Preference-Applied": f"wait={budget:g}"} if wait is not None and budget < discovery.deadline else None

@@ -15,11 +15,13 @@ from litestar.params import PathParameter
 from broker.subscriptions.resources import SubscriptionResources, Written
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
+from registry.fhirapi.conditional import conditional_create_route, if_none_exist
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, last_modified, read_resource
+from registry.fhirapi.operations import fhir_operation, operation_input
 from registry.fhirapi.search import Criteria, SearchQuery
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
-from schemas.fhir.capability import FORMAT, PAGING, Operation, ResourceCapability, SearchParam
+from schemas.fhir.capability import PAGING, Operation, ResourceCapability, SearchParam
 from schemas.fhir.subscription import (
     BACKPORT_CAPABILITY,
     EXT_TOPIC_CANONICAL,
@@ -27,7 +29,6 @@ from schemas.fhir.subscription import (
     OP_STATUS,
     PROFILE_SUBSCRIPTION,
     TOPIC_ID,
-    read_status_request,
     topic_url,
 )
 
@@ -53,18 +54,20 @@ SUBSCRIPTION = ResourceCapability(
         *PAGING,
     ),
     versioning="versioned",
+    conditional_create=True,
     operations=(
         Operation(
             "status",
             OP_STATUS,
-            "`GET Subscription/{id}/$status`, `GET|POST Subscription/$status?id=&status=`: current status, "
-            "events since start, error, delivery counters.",
+            "`GET|POST Subscription/{id}/$status`, `GET|POST Subscription/$status?id=&status=` (POST: a Parameters "
+            "body): current status, events since start, error, delivery counters.",
         ),
         Operation(
             "events",
             OP_EVENTS,
-            "`GET Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`: kept events; "
-            "the status entry's outcome names numbers no longer kept.",
+            "`GET|POST Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=` (POST: a "
+            "Parameters body): kept events; the status entry's outcome names numbers no longer kept, and a content "
+            "richer than the subscription's.",
         ),
     ),
     supported_profiles=(PROFILE_SUBSCRIPTION,),
@@ -72,13 +75,14 @@ SUBSCRIPTION = ResourceCapability(
     canonical_extensions=((EXT_TOPIC_CANONICAL, f"SubscriptionTopic/{TOPIC_ID}"),),
 )
 
+_TOPIC_VERSIONS = ("5.0", "4.3")
 _CREATE = ("system/Subscription.c",)
 _READ = ("system/Subscription.r",)
 _UPDATE = ("system/Subscription.u",)
 _DELETE = ("system/Subscription.d",)
 _SEARCH = ("system/Subscription.s",)
-_STATUS_QUERY = frozenset({FORMAT, "id", "status"})
-_EVENTS_QUERY = frozenset({FORMAT, "eventsSinceNumber", "eventsUntilNumber", "content"})
+_STATUS_QUERY = ("id", "status")
+_EVENTS_QUERY = ("eventsSinceNumber", "eventsUntilNumber", "content")
 
 
 Resources = NamedDependency[SubscriptionResources]
@@ -105,13 +109,17 @@ class SubscriptionController(Controller):
         "/",
         operation_id="createSubscription",
         status_code=201,
-        opt=fhir_route(scopes=_CREATE, audit=Interaction.CREATE),
+        opt=fhir_route(conditional_create_route(SUBSCRIPTION), scopes=_CREATE, audit=Interaction.CREATE, strict=True),
     )
     async def create(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
-        """Create a subscription (201, status requested); the signing secret is returned this once."""
+        """Create a subscription (201, status requested); the signing secret is returned this once. With
+        ``If-None-Exist`` (a search of the caller's subscriptions) the one that matches is answered (200) instead."""
         claim = await read_resource(request, fhir_subscriptions.parse)
+        existing = await if_none_exist(request, SUBSCRIPTION, lambda c: fhir_subscriptions.matches(c, principal))
+        if existing is not None:
+            return _written(existing, fhir_subscriptions.base)
         return _written(await fhir_subscriptions.create(claim, principal), fhir_subscriptions.base, status=201)
 
     @get(
@@ -161,47 +169,35 @@ class SubscriptionController(Controller):
         """Search the caller's subscriptions by id, status and endpoint."""
         return fhir_response(await fhir_subscriptions.search(SearchQuery.paged(request, fhir_settings), principal))
 
-    @get(
-        "/$status",
-        operation_id="statusSubscriptions",
-        opt=fhir_route(_STATUS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
+    @fhir_operation(
+        "/$status", name="statusSubscriptions", query=_STATUS_QUERY, scopes=_READ, audit=Interaction.OPERATION
     )
     async def status_all(
         self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """The status of the caller's subscriptions (``id`` and ``status`` OR-ed; none: all of them)."""
-        query = request.query_params
-        return fhir_response(
-            await fhir_subscriptions.status(principal, query.getall("id", []), query.getall("status", []))
-        )
-
-    @post(
-        "/$status",
-        operation_id="statusSubscriptionsPost",
-        status_code=200,
-        opt=fhir_route(scopes=_READ, audit=Interaction.OPERATION),
-    )
-    async def status_post(
-        self, fhir_subscriptions: Resources, principal: Caller, request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
-        """``$status`` with a Parameters body (``id`` and ``status`` parameters)."""
-        ids, statuses = await read_resource(request, read_status_request)
+        given = await operation_input(request)
+        ids = [value for key, value in given if key == "id"]
+        statuses = [value for key, value in given if key == "status"]
         return fhir_response(await fhir_subscriptions.status(principal, ids, statuses))
 
-    @get(
-        "/{subscription_id:str}/$status",
-        operation_id="statusSubscription",
-        opt=fhir_route(scopes=_READ, audit=Interaction.OPERATION),
+    @fhir_operation(
+        "/{subscription_id:str}/$status", name="statusSubscription", scopes=_READ, audit=Interaction.OPERATION
     )
     async def status_one(
-        self, fhir_subscriptions: Resources, principal: Caller, subscription_id: SubscriptionId
+        self,
+        fhir_subscriptions: Resources,
+        principal: Caller,
+        subscription_id: SubscriptionId,
+        request: Request[Any, Any, Any],
     ) -> Response[bytes]:
         """The status of one subscription: a searchset of one status Parameters."""
+        await operation_input(request)  # no parameters; unknown ones are ignored or refused like any
         return fhir_response(await fhir_subscriptions.status_of(subscription_id, principal))
 
-    @get(
-        "/{subscription_id:str}/$events", operation_id="eventsSubscription",
-        opt=fhir_route(_EVENTS_QUERY, scopes=_READ, audit=Interaction.OPERATION),
+    @fhir_operation(
+        "/{subscription_id:str}/$events", name="eventsSubscription", query=_EVENTS_QUERY, scopes=_READ,
+        audit=Interaction.OPERATION,
     )  # fmt: skip
     async def events(
         self,
@@ -211,7 +207,8 @@ class SubscriptionController(Controller):
         request: Request[Any, Any, Any],
     ) -> Response[bytes]:
         """The kept events of one subscription, numbered eventsSinceNumber to eventsUntilNumber."""
-        return fhir_response(await fhir_subscriptions.events(subscription_id, Criteria.of(request), principal))
+        criteria = Criteria(await operation_input(request))
+        return fhir_response(await fhir_subscriptions.events(subscription_id, criteria, principal))
 
 
 class SubscriptionTopicController(Controller):
@@ -222,5 +219,11 @@ class SubscriptionTopicController(Controller):
 
     @get(f"/{TOPIC_ID}", operation_id="readSubscriptionTopic", opt=fhir_route(public=True))
     async def read(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
-        """The SubscriptionTopic of registrations (R5 shape, valid R4B JSON)."""
-        return fhir_response(fhir_topic(topic_url(fhir_base(request))))
+        """The topic of registrations: the Backport IG's R4 representation (a Basic), or the R5 SubscriptionTopic
+        when ``Accept`` asks for ``fhirVersion=5.0`` (or ``4.3``, where the resource exists too)."""
+        accept = request.headers.get("accept", "").replace(" ", "")
+        version = next((v for v in _TOPIC_VERSIONS if f"fhirVersion={v}" in accept), None)
+        resource = fhir_topic(topic_url(fhir_base(request)), r5=version is not None)
+        if version is None:
+            return fhir_response(resource)
+        return fhir_response(resource, media_type=f"application/fhir+json; fhirVersion={version}")

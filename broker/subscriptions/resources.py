@@ -130,15 +130,25 @@ class SubscriptionResources:
 
     async def search(self, query: SearchQuery, actor: Principal) -> dict[str, Any]:
         """A searchset of the caller's subscriptions (every one, for ``admin``)."""
-        ids = query.any_of({"_id": any_text})
-        statuses = query.any_of({"status": code_token({s: s for s in STATUSES})})
-        endpoints = query.any_of({"url": any_text})
-        found, total = await self.service.search(
-            actor=actor, ids=_sorted(ids), statuses=_sorted(statuses), endpoints=_sorted(endpoints),
-            limit=query.count, offset=query.offset,
-        )  # fmt: skip
+        found, total = await self._find(query, actor, limit=query.count, offset=query.offset)
         resources = [self.resource(s, actor) for s in found]
         return searchset(self.base, resources, total=total, links=query.links(f"{self.base}/Subscription", total))
+
+    async def matches(self, criteria: Criteria, actor: Principal) -> list[Written]:
+        """At most two of the caller's subscriptions that ``criteria`` select (a conditional create's question)."""
+        found, _total = await self._find(criteria, actor, limit=2, offset=0)
+        return [Written(self.resource(s, actor), s) for s in found]
+
+    async def _find(
+        self, criteria: Criteria, actor: Principal, *, limit: int, offset: int
+    ) -> tuple[list[StoredSubscription], int]:
+        ids = criteria.any_of({"_id": any_text})
+        statuses = criteria.any_of({"status": code_token({s: s for s in STATUSES})})
+        endpoints = criteria.any_of({"url": any_text})
+        return await self.service.search(
+            actor=actor, ids=_sorted(ids), statuses=_sorted(statuses), endpoints=_sorted(endpoints),
+            limit=limit, offset=offset,
+        )  # fmt: skip
 
     async def status(self, actor: Principal, ids: list[str], statuses: list[str]) -> dict[str, Any]:
         """``$status`` over the caller's subscriptions: ids OR-ed, statuses OR-ed (none: no restriction)."""
@@ -188,7 +198,7 @@ class SubscriptionResources:
 
     def _events_bundle(self, answer: EventsAnswer) -> dict[str, Any]:
         """The ``$events`` answer; the status entry's outcome names the numbers no longer kept."""
-        outcome = None
+        issues = []
         if answer.gone is not None:
             low, high = answer.gone
             numbers = str(low) if low == high else f"{low} to {high}"
@@ -196,7 +206,14 @@ class SubscriptionResources:
                 f"events {numbers} are no longer kept (retention {answer.retention_seconds} s); the oldest kept is "
                 f"{answer.subscription.purged_through + 1}"
             )
-            outcome = operation_outcome([OutcomeIssue(text, "not-found", severity="warning")])
+            issues.append(OutcomeIssue(text, "not-found", severity="warning"))
+        if answer.not_given is not None:
+            text = (
+                f"content {answer.not_given} was asked for; events are given as {answer.content}, the content this "
+                "subscription was created with (a request may ask for less detail, never more)"
+            )
+            issues.append(OutcomeIssue(text, "not-supported", severity="warning", expression="content"))
+        outcome = operation_outcome(issues) if issues else None
         return notification_bundle(
             status_view(answer.subscription), "query-event", [event_view(e) for e in answer.events],
             canon=self.canon, content=answer.content, outcome=outcome,

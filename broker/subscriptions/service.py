@@ -24,7 +24,7 @@ from registry.audit.context import note_detail, note_patients
 from registry.log import get_logger
 from registry.outbound.egress import AddressRefused, EgressError
 from schemas.audit import Action
-from schemas.fhir.subscription import CONTENT_CODES, topic_url
+from schemas.fhir.subscription import CONTENT_CODES, names_topic, topic_url
 
 if TYPE_CHECKING:
     from broker.subscriptions.repository import StoredEvent, StoredSubscription, SubscriptionRepository
@@ -96,6 +96,8 @@ class EventsAnswer:
     content: str
     gone: tuple[int, int] | None
     retention_seconds: int
+    not_given: str | None = None
+    """A content the request asked for that is richer than the subscription's (answered at its own level)."""
 
 
 class SubscriptionService:
@@ -124,7 +126,7 @@ class SubscriptionService:
         self, claim: SubscriptionClaim, actor: Principal, base: str, current: StoredSubscription | None
     ) -> SubscriptionWrite:
         """Every rule a Subscription body must meet; the validated, clamped write."""
-        if claim.criteria.split("|", 1)[0] != topic_url(base):
+        if not names_topic(claim.criteria, base):
             raise _bad(f"this server has one topic, {topic_url(base)}; criteria names another", f"{_S}.criteria")
         if claim.channel_type != "rest-hook":
             raise _bad(f"channel type {claim.channel_type!r} is not supported; use rest-hook", f"{_S}.channel.type")
@@ -349,6 +351,7 @@ class SubscriptionService:
         first = since if since is not None else stored.purged_through + 1
         last = until if until is not None else stored.events_since_start
         level = stored.content
+        not_given = content if content is not None and _LEVELS[content] > _LEVELS[level] else None
         if content is not None and _LEVELS[content] < _LEVELS[level]:
             level = content  # a hint may ask for less, never for more
         gone = (first, min(last, stored.purged_through)) if first <= stored.purged_through and first <= last else None
@@ -363,7 +366,7 @@ class SubscriptionService:
         note_detail(f"subscription {stored.id}: events {first}-{last}, {len(found)} returned")
         return EventsAnswer(
             subscription=stored, events=found, content=level, gone=gone,
-            retention_seconds=self._settings.event_retention_seconds,
+            retention_seconds=self._settings.event_retention_seconds, not_given=not_given,
         )  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from registry.log import get_logger
 from registry.route import RouteSpec
 from schemas.auth import SmartConfiguration, TokenResponse
 
-__all__ = ("TokenController", "WellKnownController")
+__all__ = ("FhirWellKnownController", "TokenController", "WellKnownController", "smart_configuration")
 
 FORM = "application/x-www-form-urlencoded"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -116,6 +116,20 @@ class TokenController(Controller):
         return await issue_token(request, auth)
 
 
+class FhirWellKnownController(Controller):
+    """SMART discovery where SMART App Launch 2 clients look for it: under the FHIR base (JSON, not FHIR)."""
+
+    path = "/fhir/.well-known"
+    tags = ["auth"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get("/smart-configuration", operation_id="fhirSmartConfiguration", opt=RouteSpec(public=True).opt)
+    async def smart_configuration(
+        self, request: Request[Any, Any, Any], auth: NamedDependency[AuthParts]
+    ) -> SmartConfiguration:
+        """SMART discovery: the token endpoint, the JWKS, what client authentication is accepted."""
+        return smart_configuration(request, auth)
+
+
 class WellKnownController(Controller):
     """Discovery documents: the keys that verify this instance's signatures, and SMART configuration."""
 
@@ -144,8 +158,10 @@ def smart_configuration(request: Request[Any, Any, Any], auth: AuthParts) -> Sma
     allow_secrets = auth.allow_client_secrets
     methods = ["private_key_jwt"] + (["client_secret_basic", "client_secret_post"] if allow_secrets else [])
     capabilities = ["client-confidential-asymmetric"] + (["client-confidential-symmetric"] if allow_secrets else [])
+    capabilities += ["permission-v2", "permission-v1"]
+    issuer = auth.issuer.issuer
     return SmartConfiguration(
-        issuer=auth.issuer.issuer,
+        issuer=issuer if issuer.startswith("https://") else None,
         jwks_uri=f"{base}/.well-known/jwks.json",
         token_endpoint=f"{base}/auth/token",
         grant_types_supported=["client_credentials"],

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 from registry import errors
 from registry.auth.scopes import ADMIN, PRINCIPAL_KEY, is_scope
 from registry.http import check_request, scope_header
-from registry.route import route_spec
+from registry.route import ROUTE_KEY, RouteSpec, route_spec
 
 if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
 
-__all__ = ("authenticate", "check_route_security", "guard", "required_scopes")
+__all__ = ("authenticate", "check_route_security", "guard", "open_options", "required_scopes")
 
 
 def required_scopes(handler: BaseRouteHandler) -> tuple[str, ...] | None:
@@ -78,3 +78,19 @@ def check_route_security(app: Litestar) -> None:
             for scope in required_scopes(handler) or ():
                 if not is_scope(scope):
                     raise ValueError(f"route {route.path} declares {scope!r}, which is not a scope")
+
+
+def open_options(app: Litestar) -> None:
+    """Declare the ``OPTIONS`` handler Litestar adds to each path public where every other method of the path is.
+
+    ``OPTIONS`` says which methods a path takes and nothing else; on a public path (metadata, discovery
+    documents, health) it needs no token either, and a CORS preflight never carries one. Elsewhere it
+    keeps the fail-closed default (``admin``), so a stranger learns nothing about protected paths.
+    """
+    for route in app.routes:
+        handlers = getattr(route, "route_handlers", ())
+        options = [h for h in handlers if getattr(h, "http_methods", ()) == {"OPTIONS"}]
+        others = [h for h in handlers if h not in options]
+        if options and others and all(route_spec(h).public for h in others):
+            for handler in options:
+                handler.opt[ROUTE_KEY] = RouteSpec(public=True)

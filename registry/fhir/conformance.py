@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
 from registry import errors
-from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
+from registry.fhirapi.io import fhir_base, fhir_response, fhir_route, self_link
 from registry.fhirapi.search import Criteria
 from schemas.fhir.bundle import searchset
 from schemas.fhir.capability import ResourceCapability, SearchParam
@@ -99,7 +99,7 @@ def _controller(capability: ResourceCapability) -> type[Controller]:
         @get("/", operation_id=f"search{kind}", opt=fhir_route(capability.query(), public=True))
         async def search(self, fhir_conformance: Catalogue, request: Request[Any, Any, Any]) -> Response[bytes]:
             """Search the published conformance resources of this type by canonical URL."""
-            bundle = fhir_conformance.search(kind, Criteria.of(request), fhir_base(request), str(request.url))
+            bundle = fhir_conformance.search(kind, Criteria.of(request), fhir_base(request), self_link(request))
             return fhir_response(bundle)
 
     ConformanceController.__name__ = ConformanceController.__qualname__ = f"{kind}Controller"

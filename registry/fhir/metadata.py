@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
-from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
+from registry.fhirapi.io import fhir_response, fhir_route
+from registry.http import base_url
 from schemas.fhir.capability import capability_statement
 
 if TYPE_CHECKING:
@@ -30,11 +31,12 @@ class Metadata:
         self.version = version
         self.date = date
 
-    def statement(self, base: str) -> dict[str, Any]:
-        """The CapabilityStatement of the FHIR base ``base``."""
+    def statement(self, server: str) -> dict[str, Any]:
+        """The CapabilityStatement of the FHIR base of the server at ``server`` (its token endpoint there too)."""
         return capability_statement(
-            self.capabilities, canon=self._canon, software_version=self.version, base_url=base, date=self.date
-        )
+            self.capabilities, canon=self._canon, software_version=self.version, base_url=f"{server}/fhir",
+            token_url=f"{server}/auth/token", date=self.date,
+        )  # fmt: skip
 
 
 class MetadataController(Controller):
@@ -48,4 +50,4 @@ class MetadataController(Controller):
         self, fhir_metadata: NamedDependency[Metadata], request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """What this FHIR server implements: resources, interactions, search parameters, profiles."""
-        return fhir_response(fhir_metadata.statement(fhir_base(request)))
+        return fhir_response(fhir_metadata.statement(base_url(request)))

@@ -1,9 +1,13 @@
 """FHIR HTTP plumbing shared by the FHIR controllers: route declarations, bodies in, resources out.
 
 - ``fhir_route`` declares a FHIR handler (its ``RouteSpec``): who may call it, the query parameters it
-  takes (``_format`` always among them) and, for patient-linked routes, what its audit row records.
-- ``fhir_router`` mounts FHIR controllers under ``/fhir``, behind ``check_format`` (which refuses a
-  ``_format`` other than JSON with 406) and the body limit of ordinary routes.
+  takes (``_format`` and the result parameters ``_summary``, ``_elements``, ``_total``, ``_pretty``
+  always among them; others are ignored unless the request says ``Prefer: handling=strict``) and, for
+  patient-linked routes, what its audit row records.
+- ``fhir_router`` mounts FHIR controllers under ``/fhir``, behind ``check_fhir_request`` (which refuses a
+  ``_format`` other than JSON with 406, and malformed result parameters with 400), the body limit of
+  ordinary routes, and ``FhirAnswers`` (``shaping.py``: conditional reads, ``Prefer: return``, the result
+  parameters).
 - ``read_resource`` reads a body and turns inbound FHIR errors of ``schemas.fhir.parse`` into the error tree: not JSON
   is 400, not a valid resource 422.
 - ``fhir_response`` answers ``application/fhir+json``; ``etag`` and ``if_match`` speak versions.
@@ -16,17 +20,20 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
 
 import msgspec
 from litestar import Response, Router
 
 from registry import errors
-from registry.http import base_url, refused_json
+from registry.fhirapi.shaping import RESULT_NAMES, FhirAnswers
+from registry.http import base_url, query_items, refused_json
 from registry.outcome import FHIR_JSON
 from registry.route import RouteSpec
 from schemas import strictjson
 from schemas.fhir.capability import FORMAT
 from schemas.fhir.parse import NotJson, ResourceError
+from schemas.fhir.results import SUMMARY_MODES, TOTAL_MODES
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -39,7 +46,7 @@ if TYPE_CHECKING:
     from schemas.audit import Interaction
 
 __all__ = (
-    "check_format",
+    "check_fhir_request",
     "etag",
     "fhir_base",
     "fhir_response",
@@ -48,12 +55,14 @@ __all__ = (
     "if_match",
     "last_modified",
     "read_resource",
+    "self_link",
     "translate_resource_errors",
 )
 
 T = TypeVar("T")
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
 _IF_MATCH = re.compile(r' *(?:W/)?"([0-9]{1,9})" *')
+_RESULT_VALUES = {"_summary": SUMMARY_MODES, "_total": TOTAL_MODES, "_pretty": ("true", "false")}
 
 
 def fhir_route(
@@ -62,41 +71,65 @@ def fhir_route(
     scopes: tuple[str, ...] = (),
     public: bool = False,
     audit: Interaction | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """A FHIR handler's ``opt``: its ``RouteSpec``, with ``_format`` among the query parameters it takes.
+    """A FHIR handler's ``opt``: its ``RouteSpec``, with ``_format`` and the result parameters among the query
+    parameters it takes; others are ignored (FHIR's lenient default) unless the request or ``strict`` says
+    otherwise (a conditional write is strict: an ignored criterion could select another resource).
 
     Raises:
         ValueError: the route names no scopes and is not public (a FHIR route says which it is).
     """
     if bool(scopes) == public:
         raise ValueError("a FHIR route either needs scopes or is public")
-    return RouteSpec(scopes=scopes, public=public, query=frozenset({FORMAT, *query}), audit=audit).opt
+    names = frozenset({FORMAT, *RESULT_NAMES, *query})
+    return RouteSpec(scopes=scopes, public=public, query=names, audit=audit, lenient=not strict).opt
 
 
-async def check_format(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-    """Refuse ``_format`` values other than JSON (a ``+`` sent unencoded arrives as a space).
+async def check_fhir_request(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    """Refuse ``_format`` values other than JSON (a ``+`` sent unencoded arrives as a space) and result
+    parameters given twice or with a value FHIR does not define.
 
     A coroutine so that Litestar does not run it in a worker thread (see ``registry.http.check_request``).
 
     Raises:
         NotAcceptable: the request asks for XML, Turtle or anything else that is not JSON.
+        MalformedRequest: ``_summary``, ``_total``, ``_pretty`` or ``_elements`` is malformed.
     """
-    for value in connection.query_params.getall(FORMAT, []):
+    query = connection.query_params
+    for value in query.getall(FORMAT, []):
         if value.strip().replace(" ", "+").lower() not in _JSON_FORMATS:
             message = f"_format {value!r} is not served; this server speaks FHIR JSON only (application/fhir+json)"
             raise errors.NotAcceptable(message, issues=[errors.Issue(message, FORMAT)])
+    for name in RESULT_NAMES:
+        values = query.getall(name, [])
+        allowed = _RESULT_VALUES.get(name)
+        if len(values) > 1 or (values and allowed is not None and values[0] not in allowed):
+            message = f"{name} is given once, as one of: {', '.join(allowed)}" if allowed else f"{name} is given once"
+            raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
 
 
 def fhir_router(route_handlers: Iterable[ControllerRouterHandler], *, max_body_bytes: int) -> Router:
     """FHIR controllers mounted under ``/fhir``: the ``_format`` guard and the body limit of every FHIR route."""
     return Router(
-        path="/fhir", route_handlers=list(route_handlers), guards=[check_format], request_max_body_size=max_body_bytes
+        path="/fhir",
+        route_handlers=list(route_handlers),
+        guards=[check_fhir_request],
+        middleware=[FhirAnswers],
+        request_max_body_size=max_body_bytes,
     )
 
 
 def fhir_base(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """The external URL of the FHIR base (``…/fhir``)."""
     return f"{base_url(connection)}/fhir"
+
+
+def self_link(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The external URL of the request as it was applied: the parameters a lenient route ignored left out."""
+    items = query_items(connection)
+    path = f"{base_url(connection)}{connection.scope['path']}"
+    return f"{path}?{urlencode(items)}" if items else path
 
 
 @contextlib.contextmanager
@@ -127,10 +160,10 @@ async def read_resource(request: Request[Any, Any, Any], parse: Callable[[bytes]
 
 
 def fhir_response(
-    resource: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
+    resource: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None, media_type: str = FHIR_JSON
 ) -> Response[bytes]:
-    """A FHIR JSON response."""
-    return Response(content=msgspec.json.encode(resource), status_code=status, media_type=FHIR_JSON, headers=headers)
+    """A FHIR JSON response (R4 unless ``media_type`` names another ``fhirVersion``)."""
+    return Response(content=msgspec.json.encode(resource), status_code=status, media_type=media_type, headers=headers)
 
 
 def etag(version: int) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from registry import errors
 from registry.checks import check_ihi, check_service_id
+from registry.http import query_items
 from schemas.types import IHI_SYSTEM, IHI_SYSTEM_ALIASES
 
 if TYPE_CHECKING:
@@ -131,8 +133,8 @@ class Criteria:
 
     @classmethod
     def of(cls, connection: ASGIConnection[Any, Any, Any, Any]) -> Criteria:
-        """The criteria of a request, in the order sent."""
-        return cls(list(connection.query_params.multi_items()))
+        """The criteria of a request, in the order sent (without the parameters its lenient route ignored)."""
+        return cls(query_items(connection))
 
     def any_of(self, parsers: Mapping[str, Parser[T]], *, once: bool = False) -> set[T] | None:
         """The values one criterion allows, or None when no parameter of ``parsers`` is given.
@@ -168,8 +170,26 @@ class SearchQuery(Criteria):
 
     @classmethod
     def paged(cls, connection: ASGIConnection[Any, Any, Any, Any], settings: FhirSettings) -> SearchQuery:
-        """The search query of a request."""
-        return cls(list(connection.query_params.multi_items()), settings)
+        """The search query of a request (without the parameters its lenient route ignored)."""
+        return cls(query_items(connection), settings)
+
+    def instant(self, name: str) -> datetime | None:
+        """A FHIR ``instant`` (or a date, meaning its first moment in UTC) given once as ``name``; None when absent.
+
+        Raises:
+            MalformedRequest: given twice, or not a date or an instant with a time zone.
+        """
+        values = [value for key, value in self.items if key == name]
+        if not values:
+            return None
+        message = f"{name} is one instant with a time zone (2024-05-01T10:00:00Z) or a date"
+        try:
+            when = datetime.fromisoformat(values[0]) if len(values) == 1 and len(values[0]) >= 10 else None
+        except ValueError:
+            when = None
+        if when is None or (len(values[0]) > 10 and when.tzinfo is None):
+            raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
+        return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
     def _number(self, name: str) -> int | None:
         values = [value for key, value in self.items if key == name]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("BatchRow", "RecordRepository", "StoredRecord")
+__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredRecord")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,22 @@ class StoredRecord:
     version: int
     last_updated: datetime
     service: ServiceRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordVersion:
+    """One version of a record: a ``record_history`` row, the record as that change left it.
+
+    ``record.last_updated`` is when the change was recorded; ``change`` what it was (``created``, ``updated``).
+    """
+
+    record: StoredRecord
+    change: str
+
+
+def _version(row: asyncpg.Record) -> RecordVersion:
+    """A history row (its ``last_updated`` is when the change was recorded) as a version of its record."""
+    return RecordVersion(record=_stored(row), change=row["change"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +210,27 @@ class RecordRepository:
             conn, self._q["search_records"], ihis, service_ids, record_ids, statuses, limit=limit, offset=offset
         )
         return [_stored(row) for row in rows], total
+
+    async def version(self, conn: Connection, record_id: UUID, version: int) -> RecordVersion | None:
+        """One version of a record, or None."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["get_record_version"], record_id, version)
+        return _version(row) if row else None
+
+    async def versions(
+        self, conn: Connection, record_id: UUID, *, since: datetime | None, limit: int, offset: int
+    ) -> tuple[list[RecordVersion], int]:
+        """A page of one record's versions, newest first, and the count of every match."""
+        rows, total = await fetch_page(
+            conn, self._q["get_record_versions"], record_id, since, limit=limit, offset=offset
+        )
+        return [_version(row) for row in rows], total
+
+    async def all_versions(
+        self, conn: Connection, *, service_ids: list[str] | None, since: datetime | None, limit: int, offset: int
+    ) -> tuple[list[RecordVersion], int]:
+        """A page of the versions of every record of ``service_ids`` (None: any), newest first, and their count."""
+        rows, total = await fetch_page(
+            conn, self._q["get_records_versions"], service_ids, since, limit=limit, offset=offset
+        )
+        return [_version(row) for row in rows], total

@@ -24,13 +24,14 @@ from schemas.records import (
 from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi, parse_service_id
 
 if TYPE_CHECKING:
+    from datetime import datetime
     from uuid import UUID
 
     from registry.audit.trail import AuditTrail
     from registry.auth.scopes import Principal
     from registry.config import RecordSettings
     from registry.db.pool import Database
-    from registry.records.repository import BatchRow, RecordRepository, StoredRecord
+    from registry.records.repository import BatchRow, RecordRepository, RecordVersion, StoredRecord
 
 __all__ = ("RecordService", "Referrals", "check_actor", "to_record")
 
@@ -223,6 +224,48 @@ class RecordService:
             raise errors.NotFound("no such record")
         _note_read([stored])
         return stored
+
+    async def version(self, record_id: UUID, version: int) -> RecordVersion:
+        """One version of a record (FHIR vread).
+
+        Raises:
+            NotFound: no such record, or no such version of it.
+        """
+        async with self._db.reader() as conn:
+            found = await self._repo.version(conn, record_id, version)
+            if found is None:
+                exists = await self._repo.by_id(conn, record_id)
+                raise errors.NotFound("no such version of the record" if exists else "no such record")
+        _note_read([found.record])
+        return found
+
+    async def versions(
+        self, record_id: UUID, *, since: datetime | None, limit: int, offset: int
+    ) -> tuple[list[RecordVersion], int]:
+        """A page of one record's versions, newest first, and their count (FHIR instance history).
+
+        Raises:
+            NotFound: no such record.
+        """
+        async with self._db.reader() as conn:
+            found, total = await self._repo.versions(conn, record_id, since=since, limit=limit, offset=offset)
+            if not found and await self._repo.by_id(conn, record_id) is None:
+                raise errors.NotFound("no such record")
+        _note_read([v.record for v in found])
+        return found, total
+
+    async def all_versions(
+        self, *, actor: Principal, since: datetime | None, limit: int, offset: int
+    ) -> tuple[list[RecordVersion], int]:
+        """A page of the versions of every record the caller may list, newest first (FHIR type history): its own
+        service's records, or every record for ``admin``."""
+        services = None if actor.is_admin else [actor.service_id]
+        async with self._db.reader() as conn:
+            found, total = await self._repo.all_versions(
+                conn, service_ids=services, since=since, limit=limit, offset=offset
+            )
+        _note_read([v.record for v in found])
+        return found, total
 
     async def by_key(self, ihi: str, service_id: str) -> StoredRecord | None:
         """One record by its natural key, or None."""

@@ -22,8 +22,8 @@ from federation.plugin import FederationPlugin
 from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
 from registry.audit.trail import AuditTrail
-from registry.auth.controller import TokenController, WellKnownController
-from registry.auth.guard import check_route_security, guard
+from registry.auth.controller import FhirWellKnownController, TokenController, WellKnownController
+from registry.auth.guard import check_route_security, guard, open_options
 from registry.db.queries import load_queries
 from registry.feature import FeaturePlugin
 from registry.fhir.plugin import AuditEventPlugin, RegistryResourcesPlugin
@@ -39,6 +39,7 @@ from registry.route import RouteSpec
 from registry.server.deps import dependencies
 from registry.server.fhir_routes import base_routes, conformance, metadata
 from registry.server.lifespan import lifespan
+from registry.server.openapi import OpenApiDocument
 from registry.server.pages import SCHEMA_PATH, index, schema_assets, schema_pages
 from schemas.fhir.canonical import Canonicals
 
@@ -103,7 +104,15 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     fhir_base = fhir_router(base_routes(), max_body_bytes=settings.http.max_body_bytes)
     pages = (index, schema_assets())
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, TokenController, WellKnownController, fhir_base, *pages],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            TokenController,
+            WellKnownController,
+            FhirWellKnownController,
+            fhir_base,
+            *pages,
+        ],
         plugins=[OperationOutcomePlugin(canon), *features.plugins],
         dependencies=provided,
         guards=[guard],
@@ -114,6 +123,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 "metrics": metrics,
                 "public_base_url": public_base_url(settings),
                 "max_query_params": settings.http.max_query_params,
+                "openapi_document": OpenApiDocument(features.capabilities),
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,
@@ -123,6 +133,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         debug=False,
     )
     check_route_security(app)
+    open_options(app)
     return app
 
 

@@ -35,7 +35,7 @@ from registry.metrics import Metrics
 from registry.records.service import RecordService
 from registry.server.lifespan import services_of
 from schemas.fhir.canonical import Canonicals
-from schemas.fhir.subscription import topic_document
+from schemas.fhir.topic import topic_basic, topic_document
 
 __all__ = ("dependencies",)
 
@@ -94,8 +94,9 @@ def dependencies(
     def fhir_subscriptions(state: State, request: Request[Any, Any, Any]) -> SubscriptionResources:
         return SubscriptionResources(services_of(state).subscriptions, canon, fhir_base(request))
 
-    def topic(url: str) -> dict[str, Any]:
-        return topic_document(url, version=metadata.version, date=metadata.date)
+    def topic(url: str, *, r5: bool = False) -> dict[str, Any]:
+        render = topic_document if r5 else topic_basic
+        return render(url, version=metadata.version, date=metadata.date)
 
     provided: dict[str, Callable[..., Any]] = {
         "principal": _principal,

@@ -10,9 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from registry import __version__
+from litestar import post
+
+from registry import __version__, errors
 from registry.fhir.conformance import CONFORMANCE, Conformance, conformance_controllers
 from registry.fhir.metadata import Metadata, MetadataController
+from registry.fhirapi.io import fhir_route
 from schemas.fhir.definitions import conformance_resources
 
 if TYPE_CHECKING:
@@ -38,6 +41,20 @@ def conformance(canon: Canonicals) -> Conformance:
     return Conformance(conformance_resources(canon, __version__))
 
 
+@post("/", operation_id="transactionOrBatch", status_code=405, opt=fhir_route(public=True))
+async def transaction_or_batch() -> None:
+    """``POST [base]`` (a transaction or batch Bundle): not supported, 405 (records in bulk: the native batch).
+
+    Raises:
+        MethodNotAllowed: always.
+    """
+    raise errors.MethodNotAllowed(
+        "transaction and batch Bundles are not supported; register records one by one (POST Basic) or in bulk "
+        "through the native batch (POST /registry/records:batch)"
+    )
+
+
 def base_routes() -> list[ControllerRouterHandler]:
-    """The controllers of the FHIR base itself: metadata, and one per conformance resource type."""
-    return [MetadataController, *conformance_controllers(CONFORMANCE)]
+    """The handlers of the FHIR base itself: metadata, one controller per conformance resource type, and the
+    refusal of transactions and batches."""
+    return [MetadataController, *conformance_controllers(CONFORMANCE), transaction_or_batch]

@@ -20,6 +20,7 @@ from litestar.response import File
 from registry import errors
 from registry.instance import release
 from registry.route import RouteSpec
+from registry.server.openapi import Described
 
 if TYPE_CHECKING:
     from litestar.openapi.plugins import OpenAPIRenderPlugin
@@ -57,9 +58,10 @@ async def index() -> dict[str, object]:
 
 def schema_pages() -> list[OpenAPIRenderPlugin]:
     """ReDoc (``/schema``, ``/schema/redoc``), Swagger UI (``/schema/swagger``) and the description itself
-    (``/schema/openapi.json``, ``/schema/openapi.yaml``), every page loading its assets from ``/schema/assets``."""
+    (``/schema/openapi.json``, ``/schema/openapi.yaml``), every page loading its assets from ``/schema/assets``
+    and showing the one completed document (``registry.server.openapi``)."""
     favicon = f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>"
-    return [
+    pages: list[OpenAPIRenderPlugin] = [
         RedocRenderPlugin(
             js_url=f"{ASSETS_PATH}/redoc.standalone.js", google_fonts=False, path=["/", "/redoc"], favicon=favicon
         ),
@@ -73,6 +75,7 @@ def schema_pages() -> list[OpenAPIRenderPlugin]:
         JsonRenderPlugin(),
         YamlRenderPlugin(),
     ]
+    return [Described(page) for page in pages]
 
 
 @get("/{name:str}", include_in_schema=False)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-__all__ = ("searchset", "searchset_of")
+if TYPE_CHECKING:
+    from datetime import datetime
+
+__all__ = ("HistoryEntry", "history", "searchset", "searchset_of")
 
 
 def searchset(
@@ -31,5 +35,47 @@ def searchset_of(entries: list[dict[str, Any]], *, total: int, links: list[tuple
         "link": [{"relation": relation, "url": url} for relation, url in links],
     }
     if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
+    return bundle
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One version in a history Bundle: the resource as that version was, and the interaction that made it."""
+
+    resource: dict[str, Any]
+    method: str
+    """``POST`` (the version that created the resource) or ``PUT``."""
+    status: str
+    """The HTTP status the interaction answered (``201``, ``200``)."""
+    when: datetime
+
+
+def history(base: str, versions: list[HistoryEntry], *, total: int, links: list[tuple[str, str]]) -> dict[str, Any]:
+    """A ``history`` Bundle, newest version first; ``base`` is the FHIR base the ``fullUrl``s hang off."""
+    entries = []
+    for version in versions:
+        resource = version.resource
+        kind, rid, vid = resource["resourceType"], resource["id"], resource["meta"]["versionId"]
+        entries.append(
+            {
+                "fullUrl": f"{base}/{kind}/{rid}",
+                "resource": resource,
+                "request": {"method": version.method, "url": kind if version.method == "POST" else f"{kind}/{rid}"},
+                "response": {
+                    "status": version.status,
+                    "location": f"{kind}/{rid}/_history/{vid}",
+                    "etag": f'W/"{vid}"',
+                    "lastModified": version.when,
+                },
+            }
+        )
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": total,
+        "link": [{"relation": relation, "url": url} for relation, url in links],
+    }
+    if entries:
         bundle["entry"] = entries
     return bundle

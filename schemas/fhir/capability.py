@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
     from schemas.fhir.canonical import Canonicals
 
-__all__ = ("FORMAT", "PAGING", "Operation", "ResourceCapability", "SearchParam", "capability_statement")
+__all__ = (
+    "FORMAT",
+    "PAGING",
+    "RESULTS",
+    "Operation",
+    "ResourceCapability",
+    "SearchParam",
+    "capability_statement",
+)
 
 FORMAT = "_format"
 """Accepted by every FHIR route; only JSON is served."""
@@ -52,6 +60,24 @@ PAGING = (
 )
 """Result parameters of every paged search."""
 
+RESULTS = (
+    SearchParam(
+        "_summary",
+        "token",
+        "`true` (summary elements), `text`, `data` (all but the narrative), `count` (the total only) or `false`; "
+        "a subsetted resource is tagged SUBSETTED.",
+        "http://hl7.org/fhir/SearchParameter/Resource-summary",
+    ),
+    SearchParam(
+        "_elements",
+        "string",
+        "Comma-separated top-level elements to return (id, meta and mandatory elements are always returned).",
+        "http://hl7.org/fhir/SearchParameter/Resource-elements",
+    ),
+    SearchParam("_total", "token", "`none` leaves Bundle.total out; `estimate` and `accurate` give the exact count."),
+)
+"""Result parameters of every FHIR route (``_pretty`` too); the CapabilityStatement lists them on every search."""
+
 
 @dataclass(frozen=True, slots=True)
 class Operation:
@@ -73,6 +99,8 @@ class ResourceCapability:
     profile: str | None = None
     versioning: str = "no-version"
     conditional_update: bool = False
+    conditional_create: bool = False
+    """``If-None-Exist`` on create (``registry.fhirapi.conditional``): FHIR R4's rules over the resource's search."""
     operations: tuple[Operation, ...] = ()
     supported_profiles: tuple[str, ...] = ()
     instantiates: tuple[str, ...] = ()
@@ -101,15 +129,15 @@ def _resource(canon: Canonicals, cap: ResourceCapability, base_url: str) -> dict
     if cap.interactions:  # FHIR JSON has no empty arrays (Patient has only an operation)
         entry["interaction"] = [{"code": code} for code in cap.interactions]
     entry["versioning"] = cap.versioning
-    entry["readHistory"] = False
+    entry["readHistory"] = "vread" in cap.interactions
     entry["updateCreate"] = False
-    entry["conditionalCreate"] = False
+    entry["conditionalCreate"] = cap.conditional_create
     entry["conditionalRead"] = "not-supported"
     entry["conditionalUpdate"] = cap.conditional_update
     entry["conditionalDelete"] = "not-supported"
     if cap.search:
         entry["searchParam"] = []
-        for param in cap.search:
+        for param in (*cap.search, *RESULTS):
             rendered: dict[str, Any] = {"name": param.name, "type": param.type, "documentation": param.documentation}
             if param.definition:
                 rendered["definition"] = canon.resolve(param.definition)
@@ -126,12 +154,34 @@ def _resource(canon: Canonicals, cap: ResourceCapability, base_url: str) -> dict
     return entry
 
 
+SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+
+
+def _security(token_url: str) -> dict[str, Any]:
+    """``rest.security``: SMART on FHIR (Backend Services), with its token endpoint in the ``oauth-uris`` extension."""
+    return {
+        "extension": [{"url": SMART_OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_url}]}],
+        "cors": False,
+        "service": [
+            {
+                "coding": [{"system": _SECURITY_SERVICE, "code": "SMART-on-FHIR"}],
+                "text": "OAuth2 bearer tokens, SMART Backend Services (client credentials, private_key_jwt)",
+            }
+        ],
+        "description": "Every route but metadata, the conformance resources and the discovery documents needs a "
+        "bearer token from the token endpoint (discovery: .well-known/smart-configuration under this base) "
+        "or a trusted issuer, granting SMART v2 system scopes (v1 spellings accepted).",
+    }
+
+
 def capability_statement(
     capabilities: Iterable[ResourceCapability],
     *,
     canon: Canonicals,
     software_version: str,
     base_url: str,
+    token_url: str,
     date: datetime,
 ) -> dict[str, Any]:
     """The server's CapabilityStatement (kind ``instance``) for the FHIR base ``base_url``."""
@@ -154,7 +204,13 @@ def capability_statement(
                 "documentation": "Registry records (Basic, RegistryRecord profile), the member services (Endpoint), "
                 "Patient/$locate (the gateways holding a patient's imaging, federation hops followed), the broker's "
                 "ImagingStudy and DocumentReference searches, the audit trail (AuditEvent), subscriptions and "
-                "the conformance resources that define them. Unknown search parameters are refused (400).",
+                "the conformance resources that define them. Query parameters a route does not define are ignored "
+                "and reported (a warning in a search Bundle's OperationOutcome entry) unless the request says "
+                "`Prefer: handling=strict`, which makes them 400. Every route takes _format (JSON only), _pretty, "
+                "_summary, _elements and _total; reads answer ETags and 304 to If-None-Match; creates and updates "
+                "honour Prefer: return=minimal|representation|OperationOutcome; every operation takes GET and POST "
+                "with a Parameters body; HEAD works wherever GET does.",
+                "security": _security(token_url),
                 "resource": [_resource(canon, cap, base_url) for cap in capabilities],
             }
         ],

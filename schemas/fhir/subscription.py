@@ -6,9 +6,8 @@ extensions on ``_criteria`` or ``channel``, a custom channel type, a missing con
 with one issue per problem. The rules that need the server's state (topic URL, filters,
 endpoint safety, permissions, limits) are the subscription service's.
 
-Outbound: ``subscription_resource`` renders a stored subscription; ``topic_document`` the
-``SubscriptionTopic`` served at its canonical URL (R5-shaped, also valid R4B JSON: R4 has no
-SubscriptionTopic resource, and the IG leaves the topic definition out of scope for R4).
+Outbound: ``subscription_resource`` renders a stored subscription; ``schemas.fhir.topic`` the
+topic served at its canonical URL.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from schemas.fhir.parse import InvalidResource, Issues, load_resource
 
@@ -44,10 +44,9 @@ __all__ = (
     "TOPIC_ID",
     "StoredView",
     "SubscriptionClaim",
-    "read_status_request",
+    "names_topic",
     "read_subscription",
     "subscription_resource",
-    "topic_document",
     "topic_url",
 )
 
@@ -294,69 +293,13 @@ def topic_url(base: str) -> str:
     return f"{base}/SubscriptionTopic/{TOPIC_ID}"
 
 
-def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:
-    """The ``SubscriptionTopic`` of registrations (R5 shape; valid R4B JSON)."""
-    basic = "http://hl7.org/fhir/StructureDefinition/Basic"
-    return {
-        "resourceType": "SubscriptionTopic",
-        "id": TOPIC_ID,
-        "url": url,
-        "version": version,
-        "title": "Patient imaging registration",
-        "status": "active",
-        "date": date,
-        "description": "A registry record (Basic, RegistryRecord profile) was created or changed status: a service "
-        "now holds, no longer holds, or archived imaging for a patient. The focus of each event is the record.",
-        "resourceTrigger": [
-            {
-                "description": "A RegistryRecord is created, or its status changes.",
-                "resource": basic,
-                "supportedInteraction": ["create", "update"],
-            }
-        ],
-        "canFilterBy": [
-            {
-                "description": "The patient: the IHI as <IHI system>|<IHI>, a bare IHI, or Patient/<IHI>. "
-                "Without it the subscription needs the admin scope.",
-                "resource": basic,
-                "filterParameter": "patient",
-            },
-            {
-                "description": "The service that holds or knows the data (IEF service ID; comma for several).",
-                "resource": basic,
-                "filterParameter": "service",
-            },
-            {
-                "description": "The record's new status: active, removed or archived (comma for several).",
-                "resource": basic,
-                "filterParameter": "status",
-            },
-        ],
-        "notificationShape": [{"resource": basic}],
-    }
+def names_topic(criteria: str, base: str) -> bool:
+    """Whether a Subscription's ``criteria`` names the registration topic of the FHIR base ``base``.
 
-
-def read_status_request(body: bytes) -> tuple[list[str], list[str]]:
-    """The ``id`` and ``status`` values of a ``POST Subscription/$status`` Parameters body.
-
-    Raises:
-        NotJson: the body is not JSON.
-        InvalidResource: not a valid Parameters resource, or a parameter ``$status`` does not take.
+    The topic is recognised by its path under the base, whatever host name the client learned it
+    under: a server answers to several names (a load balancer's, a node's, ``localhost``), and
+    without a configured public base URL each name gives the topic another URL.
     """
-    data = load_resource(body, "Parameters")
-    ids: list[str] = []
-    statuses: list[str] = []
-    issues: Issues = []
-    for index, parameter in enumerate(data.get("parameter") or []):
-        name = parameter.get("name")
-        value = _value(parameter, ("valueString", "valueId", "valueCode", "valueUri"))
-        where = f"Parameters.parameter[{index}]"
-        if name not in ("id", "status"):
-            issues.append((f"$status takes the parameters id and status, not {name!r}", where))
-        elif not isinstance(value, str):
-            issues.append((f"the {name} parameter carries a string or code value", where))
-        else:
-            (ids if name == "id" else statuses).append(value)
-    if issues:
-        raise InvalidResource("the Parameters are not a $status request", issues)
-    return ids, statuses
+    wanted = urlsplit(topic_url(base))
+    given = urlsplit(criteria.split("|", 1)[0])
+    return given.scheme in ("http", "https") and bool(given.netloc) and (given.path, given.query) == (wanted.path, "")

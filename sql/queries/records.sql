@@ -115,3 +115,30 @@ WHERE ($1::bpchar[] IS NULL OR r.ihi = ANY($1::bpchar[]))
   AND r.status = ANY($4::text[])
 ORDER BY r.ihi, r.service_id
 LIMIT $5 OFFSET $6;
+
+-- name: get_record_version
+-- One version of a record (FHIR vread): its history row. Every change that made a version wrote one.
+SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change
+FROM record_history h
+WHERE h.record_id = $1 AND h.version = $2;
+
+-- name: get_record_versions
+-- The versions of one record (FHIR instance history), newest first; $2 `_since` (NULL: all).
+-- Paged; `total` counts every match.
+SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
+       count(*) OVER () AS total
+FROM record_history h
+WHERE h.record_id = $1 AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
+ORDER BY h.id DESC
+LIMIT $3 OFFSET $4;
+
+-- name: get_records_versions
+-- The versions of every record (FHIR type history), newest first: $1 service IDs (NULL: any),
+-- $2 `_since` (NULL: all). Paged; `total` counts every match.
+SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
+       count(*) OVER () AS total
+FROM record_history h
+WHERE ($1::text[] IS NULL OR h.service_id = ANY($1::text[]))
+  AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
+ORDER BY h.id DESC
+LIMIT $3 OFFSET $4;

@@ -210,8 +210,8 @@ async def test_a_patient_with_no_records_has_an_empty_result(broker: Broker) -> 
 
 
 async def test_search_refusals(broker: Broker) -> None:
-    """No patient or two patients is 400, a bad IHI or date 422, an unknown parameter 400, a token
-    without the discovery scope 403."""
+    """No patient or two patients is 400, a bad IHI or date 422, an unknown parameter 400 when the request is strict
+    (and ignored, with a warning, when it is not), a token without the discovery scope 403."""
     ihi = make_ihi()
     assert (await broker.consumer.get("/fhir/ImagingStudy", params={"modality": "CT"})).status_code == 400
     two = {"patient": [ihi, make_ihi()]}
@@ -221,7 +221,11 @@ async def test_search_refusals(broker: Broker) -> None:
     assert (await broker.consumer.get("/fhir/ImagingStudy", params=two)).status_code == 200  # AND: nothing matches
     assert (await broker.search(ihi[:-1] + str((int(ihi[-1]) + 1) % 10))).status_code == 422
     assert (await broker.search(ihi, started="yesterday")).status_code == 422
-    assert (await broker.search(ihi, "DocumentReference", modality="CT")).status_code == 400
+    strict = {"Prefer": "handling=strict"}
+    assert (await broker.search(ihi, "DocumentReference", modality="CT", headers=strict)).status_code == 400
+    lenient = (await broker.search(ihi, "DocumentReference", modality="CT")).json()
+    outcome = next(e["resource"] for e in lenient["entry"] if e["search"]["mode"] == "outcome")
+    assert [i["expression"] for i in outcome["issue"] if i["severity"] == "warning"] == [["modality"]]
     basic_only = {"Authorization": f"Bearer {broker.tokens.basic_only}"}
     assert (await broker.search(ihi, headers=basic_only)).status_code == 403
 

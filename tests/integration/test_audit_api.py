@@ -219,8 +219,8 @@ async def test_reading_the_audit_is_audited(trail: Trail) -> None:
 async def test_bad_search_parameters_are_refused(
     client: httpx.AsyncClient, params: dict[str, Any], status: int
 ) -> None:
-    """Bad IHIs, dates, page sizes, cursors, repeated agents and unknown parameters get an OperationOutcome."""
-    response = await client.get("/fhir/AuditEvent", params=params)
+    """Bad IHIs, dates, page sizes, cursors, repeated agents and (strict) unknown parameters get an OperationOutcome."""
+    response = await client.get("/fhir/AuditEvent", params=params, headers={"Prefer": "handling=strict"})
     assert response.status_code == status
     assert response.json()["resourceType"] == "OperationOutcome"
 

@@ -35,6 +35,7 @@ _SCOPES = {
     ("ImagingStudy", "GET"): ("system/ImagingStudy.rs",),
     ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
     ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
+    ("Patient", "POST"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
 }
 _SUBSCRIPTION_SCOPES = {
@@ -45,6 +46,8 @@ _SUBSCRIPTION_SCOPES = {
     "delete": ("system/Subscription.d",),
     "operation": ("system/Subscription.r",),
 }
+_GENERAL = {"_format", "_pretty", "_summary", "_elements", "_total"}
+"""Taken by every FHIR route (the statement lists _summary, _elements and _total on every search)."""
 _TOPIC = "SubscriptionTopic"
 """Served at the topic's canonical URL; R4 has no SubscriptionTopic type, so the statement names it by extension."""
 
@@ -53,6 +56,8 @@ def _interaction(method: str, parts: list[str]) -> str:
     """The interaction (or ``operation``) a FHIR route performs; ``parts`` follow ``/fhir``."""
     if any(part.startswith("$") for part in parts):
         return "operation"
+    if "_history" in parts:
+        return "history-type" if parts[1] == "_history" else "history-instance" if len(parts) == 3 else "vread"
     return _ROUTED[(method, len(parts) == 2)]
 
 
@@ -139,7 +144,7 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
     }
     for path, method, handler in _fhir_handlers():
         parts = path.split("/")[2:]
-        if parts == ["metadata"] or parts[0] == _TOPIC:
+        if parts in (["metadata"], []) or parts[0] in (_TOPIC, ".well-known"):
             continue
         interaction = _interaction(method, parts)
         if interaction == "operation":  # its parameters are in its OperationDefinition
@@ -147,23 +152,27 @@ async def test_capability_statement_lists_exactly_the_routes(fhir: httpx.AsyncCl
             routed.setdefault(parts[0], set()).add(parts[-1])
             continue
         routed.setdefault(parts[0], set()).add(interaction)
-        accepted = {_base_name(name) for name in route_spec(handler).query} - {"_format"}
-        if interaction == "search-type":
+        accepted = {_base_name(name) for name in route_spec(handler).query} - _GENERAL
+        if interaction in ("history-type", "history-instance"):
+            assert accepted == {"_since", "_count", "_offset"}, path
+        elif interaction == "search-type":
             routed_params[parts[0]] = accepted
-        elif interaction == "conditional-update":
+        elif interaction in ("conditional-update", "create"):  # conditions: the search's parameters, strictly
             assert accepted <= declared_params[parts[0]], path
+            assert not route_spec(handler).lenient, path
         else:
             assert accepted == set(), (path, method)
     assert routed == declared
     assert routed_params == {
-        kind: params for kind, params in declared_params.items() if "search-type" in declared[kind]
+        kind: params - _GENERAL for kind, params in declared_params.items() if "search-type" in declared[kind]
     }
+    assert all(params >= {"_summary", "_elements"} for kind, params in declared_params.items() if kind in routed_params)
 
 
 def test_every_fhir_route_declares_what_it_needs() -> None:
     """Each FHIR route declares its scopes (Basic read/write, Endpoint) or is public (metadata, definitions)."""
     for path, method, handler in _fhir_handlers():
-        parts = path.split("/")[2:]
+        parts = path.split("/")[2:] or ["(base)"]
         kind = parts[0]
         expected: tuple[str, ...] | None
         if kind == "Subscription":
@@ -263,7 +272,7 @@ async def test_operations_take_the_parameters_their_definitions_declare(fhir: ht
             continue
         definition = (await fhir.get("/fhir/OperationDefinition", params={"url": canonical})).json()["entry"][0]
         inputs = {p["name"] for p in definition["resource"]["parameter"] if p["use"] == "in"}
-        assert route_spec(routes[key]).query - {"_format"} == inputs, key
+        assert route_spec(routes[key]).query - _GENERAL == inputs, key
 
 
 @pytest.mark.slow

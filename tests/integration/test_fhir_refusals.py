@@ -183,30 +183,54 @@ async def test_body_over_the_limit_is_413(fhir: httpx.AsyncClient, server: Runni
     assert await server.record_count(ihi) == 0
 
 
-@pytest.mark.parametrize(
-    ("path", "params"),
-    [
-        ("/fhir/Basic", {"patient": "IHI", "colour": "blue"}),
-        ("/fhir/Basic", {"patient": "IHI", "_sort": "-_lastUpdated"}),
-        ("/fhir/Basic", {"patient:missing": "true"}),
-        ("/fhir/Endpoint", {"address": "https://x"}),
-        ("/fhir/metadata", {"mode": "full"}),
-        ("/fhir/StructureDefinition", {"name": "RegistryRecord"}),
-        ("/fhir/Basic/ID", {"_pretty": "true"}),
-    ],
-)
-async def test_unknown_parameters_are_400(fhir: httpx.AsyncClient, path: str, params: dict[str, str]) -> None:
-    """A query parameter the route does not define is 400 naming it (never silently ignored)."""
+_UNKNOWN = [
+    ("/fhir/Basic", {"patient": "IHI", "colour": "blue"}),
+    ("/fhir/Basic", {"patient": "IHI", "_sort": "-_lastUpdated"}),
+    ("/fhir/Basic", {"patient": "IHI", "patient:missing": "true"}),
+    ("/fhir/Endpoint", {"address": "https://x"}),
+    ("/fhir/metadata", {"mode": "full"}),
+    ("/fhir/StructureDefinition", {"name": "RegistryRecord"}),
+    ("/fhir/Basic/ID", {"_sort": "x"}),
+]
+
+
+@pytest.mark.parametrize(("path", "params"), _UNKNOWN)
+async def test_unknown_parameters_are_400_when_strict(
+    fhir: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    """With ``Prefer: handling=strict`` a query parameter the route does not define is 400 naming it."""
     ihi = make_ihi()
     query = {name: value.replace("IHI", ihi) for name, value in params.items()}
-    response = await fhir.get(path.replace("ID", "00000000-0000-4000-8000-000000000000"), params=query)
+    response = await fhir.get(
+        path.replace("ID", "00000000-0000-4000-8000-000000000000"), params=query, headers={"Prefer": "handling=strict"}
+    )
     assert response.status_code == 400
     unknown = next(name for name in params if name not in ("patient",))
     assert response.json()["issue"][0]["expression"] == [unknown]
 
 
+@pytest.mark.parametrize(("path", "params"), [(p, q) for p, q in _UNKNOWN if "ID" not in p])
+async def test_unknown_parameters_are_ignored_and_reported_by_default(
+    fhir: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    """Without a handling preference (FHIR's default: lenient) an unknown parameter is ignored: a search Bundle
+    says so in its OperationOutcome entry, naming it, and its self link leaves it out."""
+    ihi = make_ihi()
+    query = {name: value.replace("IHI", ihi) for name, value in params.items()}
+    response = await fhir.get(path, params=query, headers={"Prefer": "handling=lenient"})
+    assert response.status_code == 200
+    unknown = next(name for name in params if name not in ("patient",))
+    body = response.json()
+    if body["resourceType"] == "Bundle":
+        outcome = next(e["resource"] for e in body["entry"] if e["search"]["mode"] == "outcome")
+        assert [i["expression"] for i in outcome["issue"]] == [[unknown]]
+        assert outcome["issue"][0]["severity"] == "warning"
+        assert unknown not in next(link["url"] for link in body["link"] if link["relation"] == "self")
+
+
 async def test_conditional_update_refuses_search_only_parameters(fhir: httpx.AsyncClient, gateway: str) -> None:
-    """A conditional update takes only the natural-key parameters: status or _count there is 400."""
+    """A conditional update takes only the natural-key parameters: status or _count there is 400 (a conditional
+    write is strict: ignoring a criterion could write another record than the one meant)."""
     ihi = make_ihi()
     response = await fhir.put(
         "/fhir/Basic", params={"patient": ihi, "service": gateway, "status": "active"}, json=record_body(ihi, gateway)

@@ -9,6 +9,7 @@ from tests.factories import make_ihi, with_bad_check_digit
 from tests.server import RunningServer
 from tests.subscriptions.helpers import BACKPORT_SD, IHI_SYSTEM, Subscriptions, subscription_body
 
+_R5 = "application/fhir+json; fhirVersion=5.0"
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
 
 
@@ -33,10 +34,12 @@ async def test_c01_create_answers_201_requested_with_payload_and_headers_unchang
 
 
 async def test_c02_criteria_must_be_the_topic(subs: Subscriptions) -> None:
-    """A criteria other than this server's topic canonical is refused (422 OperationOutcome), nothing created."""
+    """A criteria other than this server's topic is refused (422 OperationOutcome), nothing created."""
     hook = subs.subscriber.hook()
     for criteria in (
-        "https://example.org/fhir/SubscriptionTopic/patient-registration",
+        "https://example.org/fhir/SubscriptionTopic/patient-registration/1",
+        "https://example.org/other/SubscriptionTopic/patient-registration",
+        "/fhir/SubscriptionTopic/patient-registration",
         f"{subs.server.base_url}/fhir/SubscriptionTopic/encounter-start",
         "Basic?patient=8003608166690503",
     ):
@@ -46,6 +49,14 @@ async def test_c02_criteria_must_be_the_topic(subs: Subscriptions) -> None:
         assert response.json()["resourceType"] == "OperationOutcome"
         assert "Subscription.criteria" in _issues(response)
     assert hook.received == []
+
+
+async def test_the_topic_is_recognised_under_any_host_name(subs: Subscriptions) -> None:
+    """A topic URL learned through another host name of the server (localhost rather than 127.0.0.1) is the topic."""
+    other_name = subs.topic.replace("127.0.0.1", "localhost")
+    assert other_name != subs.topic
+    body = subscription_body(other_name, subs.subscriber.hook().url, filters=[f"patient={make_ihi()}"])
+    assert (await subs.http.post("/fhir/Subscription", json=body)).status_code == 201
 
 
 @pytest.mark.parametrize("form", ["patient={ihi}", "Basic?patient={ihi}", "Basic.patient={ihi}"])
@@ -201,7 +212,26 @@ async def test_c09_capability_statement_declares_the_backport_server(
         "events": f"{BACKPORT}/OperationDefinition/backport-subscription-events",
     }
     assert {i["code"] for i in resource["interaction"]} == {"read", "search-type", "create", "update", "delete"}
-    topic = await fhir.get("/fhir/SubscriptionTopic/patient-registration")
-    assert topic.status_code == 200
-    assert topic.json()["url"] == topics[0]
-    assert [f["filterParameter"] for f in topic.json()["canFilterBy"]] == ["patient", "service", "status"]
+    r5 = await fhir.get("/fhir/SubscriptionTopic/patient-registration", headers={"Accept": _R5})
+    assert r5.status_code == 200
+    assert r5.headers["content-type"] == "application/fhir+json; fhirVersion=5.0"
+    assert r5.json()["url"] == topics[0]
+    assert [f["filterParameter"] for f in r5.json()["canFilterBy"]] == ["patient", "service", "status"]
+
+
+async def test_the_topic_is_an_r4_basic_by_default(fhir: httpx.AsyncClient) -> None:
+    """Without asking for R5, the topic is the Backport IG's R4 representation: a Basic coded SubscriptionTopic
+    carrying the R5 cross-version extensions, with the same canonical URL, triggers and filters as the R5 one."""
+    r4 = (await fhir.get("/fhir/SubscriptionTopic/patient-registration")).json()
+    r5 = (await fhir.get("/fhir/SubscriptionTopic/patient-registration", headers={"Accept": _R5})).json()
+    assert r4["resourceType"] == "Basic"
+    assert r4["code"]["coding"] == [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]
+    values = {e["url"].rsplit(".", 1)[-1]: e for e in r4["extension"]}
+    assert values["url"]["valueUri"] == r5["url"]
+    assert values["status"]["valueCode"] == "active"
+    filters = [e for e in r4["extension"] if e["url"].endswith("SubscriptionTopic.canFilterBy")]
+    names = [next(p["valueString"] for p in f["extension"] if p["url"] == "filterParameter") for f in filters]
+    assert names == ["patient", "service", "status"]
+    trigger = next(e for e in r4["extension"] if e["url"].endswith("SubscriptionTopic.resourceTrigger"))
+    interactions = [p["valueCode"] for p in trigger["extension"] if p["url"] == "supportedInteraction"]
+    assert interactions == ["create", "update"]

@@ -133,7 +133,10 @@ async def test_c37_events_in_a_range_with_a_content_hint(subs: Subscriptions) ->
     lower = (await subs.http.get(url, params={"eventsSinceNumber": "1", "content": "empty"})).json()
     assert len(lower["entry"]) == 1  # no record entries, no focus
     higher = (await subs.http.get(url, params={"eventsSinceNumber": "4", "content": "full-resource"})).json()
-    assert "resource" not in higher["entry"][1]  # still id-only
+    assert "resource" not in higher["entry"][1]  # still id-only, and said so
+    warning = higher["entry"][0]["response"]["outcome"]["issue"]
+    assert [(i["severity"], i["expression"]) for i in warning] == [("warning", ["content"])]
+    assert "id-only" in warning[0]["diagnostics"]
     bad = await subs.http.get(url, params={"eventsSinceNumber": "zero"})
     assert bad.status_code == 400
 
@@ -266,3 +269,41 @@ async def test_c38_every_attempt_checks_the_endpoint_again(subs: Subscriptions) 
     finally:
         await strict.close()
         await lenient.close()
+
+
+async def test_operations_take_post_with_parameters(subs: Subscriptions) -> None:
+    """Instance $status and $events answer POST (a Parameters body, or none) as they answer GET."""
+    hook = subs.subscriber.hook()
+    created, ihi = await subs.active(hook)
+    await subs.register(ihi)
+    await hook.wait_count("event-notification", 1)
+    status = await subs.http.post(f"/fhir/Subscription/{created['id']}/$status")
+    assert status.status_code == 200
+    assert _parameters(status.json())[0]["status"]["valueCode"] == "active"
+    url = f"/fhir/Subscription/{created['id']}/$events"
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "eventsSinceNumber", "valueString": "1"}, {"name": "content", "valueCode": "empty"}],
+    }
+    posted = (await subs.http.post(url, json=parameters)).json()
+    got = (await subs.http.get(url, params={"eventsSinceNumber": "1", "content": "empty"})).json()
+    assert posted["type"] == got["type"] == "history"
+    assert len(posted["entry"]) == len(got["entry"]) == 1
+
+
+async def test_conditional_create_of_a_subscription(subs: Subscriptions) -> None:
+    """If-None-Exist over the caller's subscriptions: no match creates (201), one match answers it (200, nothing
+    created), two are 412; a parameter a Subscription search does not take is 400."""
+    body = subs.body(subs.subscriber.hook(), make_ihi())
+    endpoint = body["channel"]["endpoint"]
+    condition = {"If-None-Exist": f"url={endpoint}"}
+    first = await subs.http.post("/fhir/Subscription", json=body, headers=condition)
+    assert first.status_code == 201
+    again = await subs.http.post("/fhir/Subscription", json=body, headers=condition)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    second = await subs.http.post("/fhir/Subscription", json=body)
+    assert second.status_code == 201
+    assert (await subs.http.post("/fhir/Subscription", json=body, headers=condition)).status_code == 412
+    unknown = await subs.http.post("/fhir/Subscription", json=body, headers={"If-None-Exist": "colour=blue"})
+    assert unknown.status_code == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -231,11 +232,16 @@ def test_query_refusals() -> None:
         _query(patient="8003608166690504")
 
 
+def _prefer(header: str | None) -> Any:
+    """A request scope with one ``Prefer`` header (or none)."""
+    return {"headers": [] if header is None else [(b"prefer", header.encode())]}
+
+
 def test_prefer_wait() -> None:
     """The wait preference is read among others, in seconds; anything else is no preference."""
-    assert prefer_wait("wait=5") == 5
-    assert prefer_wait("respond-async, wait=10; x=1") == 10
-    assert prefer_wait('Wait="3"') == 3
-    assert prefer_wait("wait=soon") is None
-    assert prefer_wait("return=minimal") is None
-    assert prefer_wait(None) is None
+    assert prefer_wait(_prefer("wait=5")) == 5
+    assert prefer_wait(_prefer("respond-async, wait=10; x=1")) == 10
+    assert prefer_wait(_prefer('Wait="3"')) == 3
+    assert prefer_wait(_prefer("wait=soon")) is None
+    assert prefer_wait(_prefer("return=minimal")) is None
+    assert prefer_wait(_prefer(None)) is None

@@ -46,8 +46,9 @@ def test_statement_renders_operations_and_parses() -> None:
     )
     capabilities = (*Features.of(Settings()).capabilities, *CONFORMANCE, locate)
     statement = capability_statement(
-        capabilities, canon=CANON, software_version="0.1.0", base_url="https://r.example/fhir", date=datetime.now(UTC)
-    )
+        capabilities, canon=CANON, software_version="0.1.0", base_url="https://r.example/fhir",
+        token_url="https://r.example/auth/token", date=datetime.now(UTC),  # noqa: S106 - a URL, not a password
+    )  # fmt: skip
     patient = statement["rest"][0]["resource"][-1]
     assert patient["operation"] == [
         {

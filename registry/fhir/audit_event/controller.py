@@ -11,6 +11,7 @@ from litestar.params import FromPath, QueryParameter
 from registry.audit.service import AuditQuery
 from registry.fhir.audit_event.resources import AuditEventResources
 from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
+from registry.http import query_items
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import ResourceCapability, SearchParam
@@ -66,7 +67,7 @@ class AuditEventController(Controller):
     ) -> Response[bytes]:  # fmt: skip
         """AuditEvents by patient (IHI), agent (client ID) and date (eq/ge/gt/le/lt), newest first, paged."""
         query = AuditQuery(patient=patient, agent=agent, date=date, count=count, cursor=cursor)
-        params = list(request.query_params.multi_items())
+        params = query_items(request)
         return fhir_response(await fhir_audit.search(query, base=fhir_base(request), params=params))
 
     @get(

@@ -15,6 +15,7 @@ from litestar.params import PathParameter
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
+from registry.fhirapi.conditional import conditional_create_route, if_none_exist
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, if_match, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery
 from schemas.audit import Interaction
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ("BASIC", "BasicController")
 
 RecordId = Annotated[str, PathParameter(description="The record id.")]
+VersionId = Annotated[str, PathParameter(description="The version id (meta.versionId).")]
+_HISTORY = ("_since", "_count", "_offset")
 
 _READ = ("system/Basic.rs",)
 _WRITE = ("system/Basic.cu",)
@@ -58,9 +61,12 @@ _KEY = (_SUBJECT, _PATIENT, _SERVICE)
 BASIC = ResourceCapability(
     "Basic",
     "Registry records (profile RegistryRecord): a service holds or knows imaging for a patient (IHI). "
-    "Create is idempotent on (IHI, service): an existing record is updated (200) or left unchanged (200). "
-    "Searches name a patient, a service or an _id; they return active records unless `status` says otherwise.",
-    ("read", "search-type", "create", "update"),
+    "Create is idempotent on (IHI, service): an existing record is updated (200) or left unchanged (200); "
+    "with If-None-Exist (a Basic search) a matching record is answered (200) without any write, several are 412. "
+    "Searches name a patient, a service or an _id; they return active records unless `status` says otherwise. "
+    "Every status or type change is a version: vread, instance history and type history (`_since`, paged; a "
+    "caller sees its own service's records there, admin every record).",
+    ("read", "vread", "search-type", "history-instance", "history-type", "create", "update"),
     search=(
         SearchParam("_id", "token", "The record's id.", f"{HL7_SEARCH_PARAMETER}/Resource-id"),
         *_KEY,
@@ -75,6 +81,7 @@ BASIC = ResourceCapability(
     profile=f"StructureDefinition/{REGISTRY_RECORD}",
     versioning="versioned-update",
     conditional_update=True,
+    conditional_create=True,
 )
 
 Records = NamedDependency[RecordResources]
@@ -100,18 +107,27 @@ class BasicController(Controller):
     path = "/Basic"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @post("/", operation_id="createBasic", status_code=201, opt=fhir_route(scopes=_WRITE, audit=Interaction.CREATE))
+    @post(
+        "/",
+        operation_id="createBasic",
+        status_code=201,
+        opt=fhir_route(conditional_create_route(BASIC), scopes=_WRITE, audit=Interaction.CREATE, strict=True),
+    )
     async def create(
         self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
-        """Register a record (201), or update (200) or repeat (200) the one with the same IHI and service."""
+        """Register a record (201), or update (200) or repeat (200) the one with the same IHI and service; with
+        ``If-None-Exist``, answer the one record the criteria match (200) without writing."""
         claim = await read_resource(request, fhir_records.parse)
+        existing = await if_none_exist(request, BASIC, fhir_records.matches)
+        if existing is not None:
+            return fhir_response(fhir_records.resource(existing), headers=_version_headers(existing))
         return _written(await fhir_records.create(claim, actor=principal), request)
 
     @put(
         "/",
         operation_id="conditionalUpdateBasic",
-        opt=fhir_route(BASIC.query(_KEY), scopes=_WRITE, audit=Interaction.UPDATE),
+        opt=fhir_route(BASIC.query(_KEY), scopes=_WRITE, audit=Interaction.UPDATE, strict=True),
     )
     async def conditional_update(
         self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
@@ -128,6 +144,40 @@ class BasicController(Controller):
         """Change an existing record's status or type; honours If-Match."""
         claim = await read_resource(request, fhir_records.parse)
         return _written(await fhir_records.update(record_id, claim, if_match(request), actor=principal), request)
+
+    @get(
+        "/_history",
+        operation_id="historyTypeBasic",
+        opt=fhir_route(_HISTORY, scopes=_READ, audit=Interaction.HISTORY_TYPE),
+    )
+    async def type_history(
+        self, fhir_records: Records, fhir_settings: Settings, principal: Caller, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Every version of every record the caller may list, newest first (``_since``, paged)."""
+        query = SearchQuery.paged(request, fhir_settings)
+        return fhir_response(await fhir_records.type_history(query, fhir_base(request), actor=principal))
+
+    @get(
+        "/{record_id:str}/_history",
+        operation_id="historyInstanceBasic",
+        opt=fhir_route(_HISTORY, scopes=_READ, audit=Interaction.HISTORY_INSTANCE),
+    )
+    async def history(
+        self, fhir_records: Records, fhir_settings: Settings, record_id: RecordId, request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
+        """Every version of one record, newest first (``_since``, paged)."""
+        query = SearchQuery.paged(request, fhir_settings)
+        return fhir_response(await fhir_records.history(record_id, query, fhir_base(request)))
+
+    @get(
+        "/{record_id:str}/_history/{version_id:str}",
+        operation_id="vreadBasic",
+        opt=fhir_route(scopes=_READ, audit=Interaction.VREAD),
+    )
+    async def vread(self, fhir_records: Records, record_id: RecordId, version_id: VersionId) -> Response[bytes]:
+        """One version of a record, as it was."""
+        version = await fhir_records.vread(record_id, version_id)
+        return fhir_response(fhir_records.resource(version.record), headers=_version_headers(version.record))
 
     @get("/{record_id:str}", operation_id="readBasic", opt=fhir_route(scopes=_READ, audit=Interaction.READ))
     async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:

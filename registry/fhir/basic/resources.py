@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 from registry import errors
 from registry.fhirapi.search import PATIENT_PARAMETERS, Criteria, SearchQuery, any_text, code_token, service_token
 from registry.records.lifecycle import ROUTING_STATUSES
-from schemas.fhir.bundle import searchset
+from schemas.fhir.bundle import HistoryEntry, history, searchset
 from schemas.fhir.record import read_registry_record, registry_record
-from schemas.types import RecordStatus
+from schemas.types import RecordStatus, ascii_int
 
 if TYPE_CHECKING:
     from registry.auth.scopes import Principal
-    from registry.records.repository import StoredRecord
+    from registry.records.repository import RecordVersion, StoredRecord
     from registry.records.service import RecordService
     from schemas.fhir.canonical import Canonicals
     from schemas.fhir.record import RecordClaim
@@ -62,6 +62,51 @@ class RecordResources:
             last_updated=stored.last_updated,
         )
 
+    def version(self, version: RecordVersion) -> HistoryEntry:
+        """One version of a record (a ``record_history`` row) as a version of its RegistryRecord: the one mapping
+        of history rows to resources (vread, instance and type history)."""
+        created = version.change == "created"
+        return HistoryEntry(
+            self.resource(version.record),
+            method="POST" if created else "PUT",
+            status="201" if created else "200",
+            when=version.record.last_updated,
+        )
+
+    async def vread(self, record_id: str, version_id: str) -> RecordVersion:
+        """One version of a record by resource id and version id.
+
+        Raises:
+            NotFound: no such record or version.
+        """
+        key, number = _uuid_or_none(record_id), ascii_int(version_id, max_digits=9)
+        if key is None or number is None:
+            raise errors.NotFound("no such record" if key is None else "no such version of the record")
+        return await self._records.version(key, number)
+
+    async def history(self, record_id: str, query: SearchQuery, base: str) -> dict[str, Any]:
+        """The instance history of a record: a ``history`` Bundle, newest version first (``_since``, paged).
+
+        Raises:
+            NotFound: no such record.
+        """
+        key = _uuid_or_none(record_id)
+        if key is None:
+            raise errors.NotFound("no such record")
+        found, total = await self._records.versions(
+            key, since=query.instant("_since"), limit=query.count, offset=query.offset
+        )
+        links = query.links(f"{base}/Basic/{record_id}/_history", total)
+        return history(base, [self.version(v) for v in found], total=total, links=links)
+
+    async def type_history(self, query: SearchQuery, base: str, *, actor: Principal) -> dict[str, Any]:
+        """The type history: every version of every record the caller may list (its service's; ``admin``: all)."""
+        found, total = await self._records.all_versions(
+            actor=actor, since=query.instant("_since"), limit=query.count, offset=query.offset
+        )
+        links = query.links(f"{base}/Basic/_history", total)
+        return history(base, [self.version(v) for v in found], total=total, links=links)
+
     async def read(self, record_id: str, *, primary: bool = False) -> StoredRecord:
         """One record by its resource id (from the primary when a write follows).
 
@@ -80,10 +125,25 @@ class RecordResources:
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
         """
-        ihis = query.any_of(PATIENT_PARAMETERS)
-        services = query.any_of({"service": self._service})
-        ids = query.any_of({"_id": any_text})
-        statuses = query.any_of({"status": self._status})
+        stored, total = await self._find(query, limit=query.count, offset=query.offset)
+        resources = [self.resource(s) for s in stored]
+        return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
+
+    async def matches(self, criteria: Criteria) -> list[StoredRecord]:
+        """At most two records the search ``criteria`` select (a conditional create's question)."""
+        stored, _total = await self._find(criteria, limit=2, offset=0)
+        return stored
+
+    async def _find(self, criteria: Criteria, *, limit: int, offset: int) -> tuple[list[StoredRecord], int]:
+        """A page of the records a search selects, and their count.
+
+        Raises:
+            MalformedRequest: the search names neither a patient, a service nor an id.
+        """
+        ihis = criteria.any_of(PATIENT_PARAMETERS)
+        services = criteria.any_of({"service": self._service})
+        ids = criteria.any_of({"_id": any_text})
+        statuses = criteria.any_of({"status": self._status})
         if ihis is None and services is None and ids is None:
             message = (
                 "a Basic search names a patient (subject:identifier, patient.identifier, patient), a service or an _id"
@@ -91,19 +151,12 @@ class RecordResources:
             raise errors.MalformedRequest(message)
         record_ids = None if ids is None else sorted({key for key in map(_uuid_or_none, ids) if key is not None})
         wanted = statuses if statuses is not None else {str(s) for s in ROUTING_STATUSES}
-        stored: list[StoredRecord] = []
-        total = 0
-        if not (ihis == set() or services == set() or record_ids == [] or not wanted):  # else nothing can match
-            stored, total = await self._records.search(
-                ihis=_sorted(ihis),
-                service_ids=_sorted(services),
-                record_ids=record_ids,
-                statuses=sorted(wanted),
-                limit=query.count,
-                offset=query.offset,
-            )
-        resources = [self.resource(s) for s in stored]
-        return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
+        if ihis == set() or services == set() or record_ids == [] or not wanted:  # nothing can match
+            return [], 0
+        return await self._records.search(
+            ihis=_sorted(ihis), service_ids=_sorted(services), record_ids=record_ids, statuses=sorted(wanted),
+            limit=limit, offset=offset,
+        )  # fmt: skip
 
     async def create(self, claim: RecordClaim, *, actor: Principal) -> Written:
         """``POST``: create the record, or (as the native PUT) update or leave unchanged the one with its key."""

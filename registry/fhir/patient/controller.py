@@ -4,13 +4,13 @@ patients are named by IHI, and there are no Patient resources here."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, Response
 from litestar.di import NamedDependency
 
 from registry.fhir.patient.resources import LOCATE_PARAMETERS, Locator
-from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
+from registry.fhirapi.io import fhir_base, fhir_response, self_link
+from registry.fhirapi.operations import fhir_operation, operation_input
 from registry.fhirapi.search import Criteria
 from registry.http import request_id
 from schemas.audit import Interaction
@@ -29,8 +29,9 @@ PATIENT = ResourceCapability(
         Operation(
             "locate",
             f"OperationDefinition/{LOCATE_OPERATION}",
-            "The gateways holding a patient's imaging, as Endpoints; registry referrals are followed "
-            "(federation) and the registries that could not be are named in an OperationOutcome entry.",
+            "`GET|POST Patient/$locate` (POST: a Parameters body): the gateways holding a patient's imaging, as "
+            "Endpoints; registry referrals are followed (federation) and the registries that could not be are named "
+            "in an OperationOutcome entry.",
         ),
     ),
 )
@@ -44,15 +45,14 @@ class PatientController(Controller):
     path = "/Patient"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get(
-        "/$locate",
-        operation_id="locatePatient",
-        opt=fhir_route(LOCATE_PARAMETERS, scopes=_SCOPES, audit=Interaction.OPERATION),
+    @fhir_operation(
+        "/$locate", name="locatePatient", query=LOCATE_PARAMETERS, scopes=_SCOPES, audit=Interaction.OPERATION
     )
     async def locate(self, fhir_locator: Locate, request: Request[Any, Any, Any]) -> Response[bytes]:
-        """A searchset Bundle of the Endpoints of the gateways that hold imaging for the patient (``identifier``)."""
-        criteria = Criteria.of(request)
-        self_url = f"{fhir_base(request)}/Patient/$locate?{urlencode(criteria.items)}"
+        """A searchset Bundle of the Endpoints of the gateways that hold imaging for the patient (``identifier``),
+        asked by GET or by POST with a Parameters body."""
+        criteria = Criteria(await operation_input(request))
+        self_url = self_link(request)
         bundle = await fhir_locator.locate(
             criteria, request_id=request_id(request), fhir_base=fhir_base(request), self_url=self_url
         )

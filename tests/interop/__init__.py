@@ -1,0 +1,1 @@
+"""Vendors' clients, unmodified apart from configuration, against a live server of the suite."""
