@@ -31,6 +31,10 @@ async def _record(fhir: httpx.AsyncClient, ihi: str, service_id: str, **changes:
         ("/health/live", True),
         ("/fhir/StructureDefinition", True),
         ("/fhir/Endpoint", False),
+        ("/", True),
+        ("/schema", True),
+        ("/schema/openapi.json", True),
+        ("/schema/assets/redoc.standalone.js", True),
     ],
 )
 async def test_head_answers_what_get_would_without_the_body(
@@ -54,7 +58,8 @@ async def test_head_of_a_record_is_audited_like_its_read(fhir: httpx.AsyncClient
 
 async def test_options_is_public_on_public_routes_only(anonymous: httpx.AsyncClient) -> None:
     """OPTIONS of a public path needs no token and names HEAD beside GET; on a protected path it needs one."""
-    for path in ("/fhir/metadata", "/.well-known/smart-configuration", "/health/live"):
+    for path in ("/fhir/metadata", "/.well-known/smart-configuration", "/health/live", "/", "/schema",
+                 "/schema/openapi.json", "/schema/assets/swagger-ui.css"):  # fmt: skip
         response = await anonymous.options(path)
         assert response.status_code == 204, path
         assert {m.strip() for m in response.headers["allow"].split(",")} >= {"GET", "HEAD", "OPTIONS"}, path

@@ -66,3 +66,18 @@ async def test_only_the_pages_assets_are_served(anonymous: httpx.AsyncClient) ->
         response = await anonymous.get(f"/schema/assets/{name}")
         assert response.status_code == 404, name
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_every_page_and_file_shows_the_completed_document(anonymous: httpx.AsyncClient) -> None:
+    """``openapi.yaml`` and the pages state the document of ``openapi.json``, completed from the routes'
+    declarations (its OperationOutcome schema, its FHIR media types), not Litestar's draft of it."""
+    document = (await anonymous.get("/schema/openapi.json")).json()
+    assert "OperationOutcome" in document["components"]["schemas"]
+    as_yaml = await anonymous.get("/schema/openapi.yaml")
+    assert as_yaml.status_code == 200
+    assert "\n    OperationOutcome:\n" in as_yaml.text
+    assert "application/fhir+json" in as_yaml.text
+    for page in ("/schema", "/schema/swagger"):
+        text = (await anonymous.get(page)).text
+        assert '"OperationOutcome"' in text, page
+        assert "application/fhir+json" in text, page
