@@ -54,10 +54,17 @@ async def test_every_change_is_a_version(fhir: httpx.AsyncClient, gateway: str) 
 
 
 async def test_unknown_versions_and_records_are_404(fhir: httpx.AsyncClient, gateway: str) -> None:
-    """A version that never was, a record that does not exist, an id that is not one: 404 with an OperationOutcome."""
+    """A version that never was, a record that does not exist, an id that is not one (digits of other scripts
+    included): 404 with an OperationOutcome."""
     record = await _write(fhir, make_ihi(), gateway)
     path = f"/fhir/Basic/{record['id']}"
-    for missing in (f"{path}/_history/2", f"{path}/_history/x", "/fhir/Basic/not-an-id/_history/1"):
+    other_digits = ("%C2%B9", "%D9%A1")  # superscript one, Arabic-Indic one: str.isdigit() takes both
+    for missing in (
+        f"{path}/_history/2",
+        f"{path}/_history/x",
+        *(f"{path}/_history/{digit}" for digit in other_digits),
+        "/fhir/Basic/not-an-id/_history/1",
+    ):
         response = await fhir.get(missing)
         assert response.status_code == 404, missing
         assert response.json()["resourceType"] == "OperationOutcome"

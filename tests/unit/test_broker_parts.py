@@ -245,3 +245,4 @@ def test_prefer_wait() -> None:
     assert prefer_wait(_prefer("wait=soon")) is None
     assert prefer_wait(_prefer("return=minimal")) is None
     assert prefer_wait(_prefer(None)) is None
+    assert prefer_wait({"headers": [(b"prefer", b"wait=\xb2")]}) is None  # a superscript two: not an ASCII digit
