@@ -1,6 +1,6 @@
 """JSON bodies nested deep enough to exhaust a decoder, and duplicate keys that make two readers see two documents.
 
-Every JSON body (native writes, batch arrays, NDJSON lines, FHIR resources) is decoded by
+Every JSON body (native writes, batch arrays, NDJSON lines, FHIR resources, operations' Parameters) is decoded by
 ``schemas.strictjson``: nesting is bounded before decoding, a repeated key is refused. Each
 endpoint that takes a body is driven with both; a bad NDJSON line is one item error.
 """
@@ -79,6 +79,17 @@ ENDPOINTS: dict[str, Shape] = {
         f"/fhir/Subscription/{uuid.uuid4()}",
         FHIR,
         _subscription(ihi),
+    ),
+    "FHIR $locate by POST": lambda ihi, _sid: (
+        "POST",
+        "/fhir/Patient/$locate",
+        FHIR,
+        msgspec.json.encode(
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "identifier", "valueIdentifier": {"system": IHI_SYSTEM, "value": ihi}}],
+            }
+        ),
     ),
     "FHIR Subscription $status": lambda _ihi, _sid: (
         "POST",
