@@ -232,9 +232,10 @@ def test_query_refusals() -> None:
         _query(patient="8003608166690504")
 
 
-def _prefer(header: str | None) -> Any:
+def _prefer(header: str | bytes | None) -> Any:
     """A request scope with one ``Prefer`` header (or none)."""
-    return {"headers": [] if header is None else [(b"prefer", header.encode())]}
+    raw = header.encode() if isinstance(header, str) else header
+    return {"headers": [] if raw is None else [(b"prefer", raw)]}
 
 
 def test_prefer_wait() -> None:
@@ -245,4 +246,4 @@ def test_prefer_wait() -> None:
     assert prefer_wait(_prefer("wait=soon")) is None
     assert prefer_wait(_prefer("return=minimal")) is None
     assert prefer_wait(_prefer(None)) is None
-    assert prefer_wait({"headers": [(b"prefer", b"wait=\xb2")]}) is None  # a superscript two: not an ASCII digit
+    assert prefer_wait(_prefer(b"wait=\xb2")) is None  # a superscript two (Latin-1): not an ASCII digit
