@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from litestar import Litestar, Router
+from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -35,12 +35,11 @@ from registry.log import set_hash_key
 from registry.metrics import Metrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
 from registry.records.plugin import RecordsPlugin
-from registry.route import RouteSpec
 from registry.server.deps import dependencies
 from registry.server.fhir_routes import base_routes, conformance, metadata
 from registry.server.lifespan import lifespan
 from registry.server.openapi import OpenApiDocument
-from registry.server.pages import SCHEMA_PATH, index, schema_assets, schema_pages
+from registry.server.pages import index, schema_assets, schema_pages, schema_router
 from schemas.fhir.canonical import Canonicals
 
 if TYPE_CHECKING:
@@ -142,7 +141,7 @@ def _openapi() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="ief-registry",
         version=release(),
-        openapi_router=Router(path=SCHEMA_PATH, route_handlers=[], opt=RouteSpec(public=True).opt),
+        openapi_router=schema_router(),
         render_plugins=schema_pages(),
         components=Components(
             security_schemes={

@@ -25,7 +25,7 @@ from registry.server.openapi import Described
 if TYPE_CHECKING:
     from litestar.openapi.plugins import OpenAPIRenderPlugin
 
-__all__ = ("ASSETS_PATH", "SCHEMA_PATH", "index", "schema_assets", "schema_pages")
+__all__ = ("ASSETS_PATH", "SCHEMA_PATH", "index", "schema_assets", "schema_pages", "schema_router")
 
 SCHEMA_PATH = "/schema"
 ASSETS_PATH = f"{SCHEMA_PATH}/assets"
@@ -91,6 +91,19 @@ async def _asset(name: FromPath[str]) -> File:
         content_disposition_type="inline",
         headers={"Cache-Control": "public, max-age=86400"},
     )
+
+
+@get("/{path:str}", include_in_schema=False)
+async def _no_such_page(path: FromPath[str]) -> None:
+    """Any other name under ``/schema``: a 404 OperationOutcome, as everywhere. It takes the place of the OpenAPI
+    plugin's own handler of the same path (an HTML page)."""
+    raise errors.NotFound(f"no documentation page {path!r}")
+
+
+def schema_router() -> Router:
+    """The router of the pages under ``/schema`` (public: they say what the API is, not who is in it); the pages
+    themselves are added by the OpenAPI plugin from ``schema_pages()``."""
+    return Router(path=SCHEMA_PATH, route_handlers=[_no_such_page], opt=RouteSpec(public=True).opt)
 
 
 def schema_assets() -> Router:

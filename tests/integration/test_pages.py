@@ -81,3 +81,12 @@ async def test_every_page_and_file_shows_the_completed_document(anonymous: httpx
         text = (await anonymous.get(page)).text
         assert '"OperationOutcome"' in text, page
         assert "application/fhir+json" in text, page
+
+
+@pytest.mark.parametrize("path", ["/schema/elements", "/schema/nothing-here", "/schema/openapi.xml"])
+async def test_any_other_page_is_a_404_outcome(anonymous: httpx.AsyncClient, path: str) -> None:
+    """A name under ``/schema`` that is no page is a 404 OperationOutcome, as everywhere (not an HTML page)."""
+    response = await anonymous.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/fhir+json"
+    assert response.json()["resourceType"] == "OperationOutcome"
