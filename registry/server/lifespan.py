@@ -30,6 +30,7 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.records.idempotency import IdempotencyRepository
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
 
@@ -120,7 +121,9 @@ def lifespan(
             referrals = await stack.enter_async_context(
                 federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
             )
-            records = RecordService(db, RecordRepository(queries), settings.records, trail, referrals)
+            records = RecordService(
+                db, RecordRepository(queries), settings.records, trail, referrals, keys=IdempotencyRepository(queries)
+            )
             # The broker locates a patient's services through their records here and at the registries they name.
             locator = RecordsLocator(records)
             broker = await stack.enter_async_context(

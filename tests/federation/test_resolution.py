@@ -278,28 +278,30 @@ async def test_a_fan_of_50_referrals_is_held_to_the_budget(
 
 
 async def test_referrals_this_registry_cannot_follow_are_not_members(fed: Network) -> None:
-    """A referral to a registry A does not know, to a disabled one, or to a gateway is reported as not-a-member."""
+    """A referral to a registry A does not know, or to a service A knows as a gateway (its kind changed after the
+    record was written), is reported as not-a-member; one to a disabled registry is not routed, so it is not named."""
     a, b = fed["A"], fed["B"]
     ihi = make_ihi()
     unknown_to_a = make_service_id()
     await b.add_service(unknown_to_a, kind="registry", name="Known to B only", base_url="https://elsewhere.test")
-    disabled, gateway = make_service_id(), await fed.gateway("A", "Local")
+    disabled, now_gateway = make_service_id(), make_service_id()
     await a.add_service(disabled, kind="registry", name="Disabled", base_url="https://disabled.test")
+    await a.add_service(now_gateway, kind="registry", name="Local", base_url="https://local.test")
     await fed.put("A", ihi, disabled, "registry")
     await directory(a).set_status(disabled, ServiceStatus.DISABLED)
     await fed.put("A", ihi, b.service_id, "registry")
-    await fed.put("A", ihi, gateway, "registry")
+    await fed.put("A", ihi, now_gateway, "registry")
+    await directory(a).add(service_id=now_gateway, kind="gateway", name="Local", base_url="https://local.test")
     await fed.put("B", ihi, unknown_to_a, "registry")
     answer = await look_up(fed, ihi)
     assert unresolved(answer) == {
-        disabled: ("not-a-member", []),
-        gateway: ("not-a-member", []),
+        now_gateway: ("not-a-member", []),
         unknown_to_a: ("not-a-member", [b.service_id]),
     }
     details = {u["serviceId"]: u["detail"] for u in answer["unresolved"]}
     assert "not in this registry's services directory" in details[unknown_to_a]
-    assert "disabled" in details[disabled]
-    assert "gateway" in details[gateway]
+    assert "gateway" in details[now_gateway]
+    assert disabled not in str(answer)
 
 
 async def test_results_are_deduplicated_by_service_keeping_the_shortest_chain(fed: Network) -> None:

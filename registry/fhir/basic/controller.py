@@ -17,6 +17,8 @@ from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, if_match, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery
+from registry.outcome import FHIR_JSON
+from registry.records.controller import idempotency_key
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, REGISTRY_RECORD
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
@@ -87,7 +89,13 @@ def _version_headers(record: StoredRecord) -> dict[str, str]:
 
 
 def _written(written: Written, request: Request[Any, Any, Any]) -> Response[bytes]:
-    """201 with Location when the write created the record, else 200; ETag of the stored version."""
+    """201 with Location when the write created the record, else 200; ETag of the stored version. A write
+    whose Idempotency-Key was accepted before answers the first answer again (status and body)."""
+    if written.replay is not None:
+        return Response(
+            written.replay.body, status_code=written.replay.status, media_type=FHIR_JSON,
+            headers={"Idempotent-Replayed": "true"},
+        )  # fmt: skip
     headers = _version_headers(written.record)
     if written.created:
         headers["Location"] = f"{fhir_base(request)}/Basic/{written.record.record_id}"
@@ -106,7 +114,7 @@ class BasicController(Controller):
     ) -> Response[bytes]:
         """Register a record (201), or update (200) or repeat (200) the one with the same IHI and service."""
         claim = await read_resource(request, fhir_records.parse)
-        return _written(await fhir_records.create(claim, actor=principal), request)
+        return _written(await fhir_records.create(claim, actor=principal, key=idempotency_key(request)), request)
 
     @put(
         "/",
@@ -118,7 +126,9 @@ class BasicController(Controller):
     ) -> Response[bytes]:
         """Create (201) or update (200) the record named by patient and service in the query."""
         claim = await read_resource(request, fhir_records.parse)
-        written = await fhir_records.conditional_update(Criteria.of(request), claim, if_match(request), actor=principal)
+        written = await fhir_records.conditional_update(
+            Criteria.of(request), claim, if_match(request), actor=principal, key=idempotency_key(request)
+        )
         return _written(written, request)
 
     @put("/{record_id:str}", operation_id="updateBasic", opt=fhir_route(scopes=_WRITE, audit=Interaction.UPDATE))
@@ -127,7 +137,10 @@ class BasicController(Controller):
     ) -> Response[bytes]:
         """Change an existing record's status or type; honours If-Match."""
         claim = await read_resource(request, fhir_records.parse)
-        return _written(await fhir_records.update(record_id, claim, if_match(request), actor=principal), request)
+        written = await fhir_records.update(
+            record_id, claim, if_match(request), actor=principal, key=idempotency_key(request)
+        )
+        return _written(written, request)
 
     @get("/{record_id:str}", operation_id="readBasic", opt=fhir_route(scopes=_READ, audit=Interaction.READ))
     async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:
@@ -137,7 +150,8 @@ class BasicController(Controller):
 
     @get("/", operation_id="searchBasic", opt=fhir_route(BASIC.query(), scopes=_READ, audit=Interaction.SEARCH_TYPE))
     async def search(
-        self, fhir_records: Records, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_records: Records, principal: Caller, fhir_settings: Settings, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Search records by patient, service, id and status."""
-        return fhir_response(await fhir_records.search(SearchQuery.paged(request, fhir_settings), fhir_base(request)))
+        query = SearchQuery.paged(request, fhir_settings)
+        return fhir_response(await fhir_records.search(query, fhir_base(request), actor=principal))

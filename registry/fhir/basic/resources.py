@@ -10,9 +10,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from registry import errors
 from registry.fhirapi.search import PATIENT_PARAMETERS, Criteria, SearchQuery, any_text, code_token, service_token
-from registry.records.lifecycle import ROUTING_STATUSES
+from registry.records.idempotency import Answer
+from registry.records.lifecycle import ROUTING_STATUSES, WRITE_STATUS, shows_unrouted
+from registry.records.service import Idempotent
 from schemas.fhir.bundle import searchset
 from schemas.fhir.record import read_registry_record, registry_record
 from schemas.types import RecordStatus
@@ -29,11 +33,13 @@ __all__ = ("RecordResources", "Written")
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """The answer to a write: the resource as stored and whether the write created it."""
+    """The answer to a write: the resource as stored and whether the write created it, or the first
+    answer to the write's idempotency key again (``replay``)."""
 
     resource: dict[str, Any]
     record: StoredRecord
     created: bool
+    replay: Answer | None = None
 
 
 class RecordResources:
@@ -74,8 +80,9 @@ class RecordResources:
             raise errors.NotFound("no such record") from None
         return await self._records.by_id(key, primary=primary)
 
-    async def search(self, query: SearchQuery, base: str) -> dict[str, Any]:
-        """A searchset Bundle of the records the query selects (active ones unless ``status`` says).
+    async def search(self, query: SearchQuery, base: str, *, actor: Principal | None = None) -> dict[str, Any]:
+        """A searchset Bundle of the records the query selects (active ones unless ``status`` says; records of
+        services that are not routed only for the operator with ``status`` given).
 
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
@@ -101,17 +108,19 @@ class RecordResources:
                 statuses=sorted(wanted),
                 limit=query.count,
                 offset=query.offset,
+                unrouted=shows_unrouted(sorted(statuses) if statuses else None, actor),
             )
         resources = [self.resource(s) for s in stored]
         return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
 
-    async def create(self, claim: RecordClaim, *, actor: Principal) -> Written:
-        """``POST``: create the record, or (as the native PUT) update or leave unchanged the one with its key."""
-        return await self._write(claim, None, actor=actor)
+    async def create(self, claim: RecordClaim, *, actor: Principal, key: str | None = None) -> Written:
+        """``POST``: create the record, or (as the native PUT) re-register or change the one with its key."""
+        return await self._write(claim, None, actor=actor, key=key, route="fhir-create")
 
     async def update(
-        self, record_id: str, claim: RecordClaim, expected_version: int | None, *, actor: Principal
-    ) -> Written:
+        self, record_id: str, claim: RecordClaim, expected_version: int | None, *, actor: Principal,
+        key: str | None = None,
+    ) -> Written:  # fmt: skip
         """``PUT Basic/{id}``: change an existing record's status or type (its key cannot change).
 
         Raises:
@@ -135,11 +144,12 @@ class RecordResources:
             moved.append(errors.Issue("a record's service cannot change", claim.service_expression))
         if moved:
             raise errors.InvalidInput("a record cannot move to another patient or service", issues=moved)
-        return await self._write(claim, expected_version, actor=actor)
+        return await self._write(claim, expected_version, actor=actor, key=key, route=f"fhir-update {record_id}")
 
     async def conditional_update(
-        self, criteria: Criteria, claim: RecordClaim, expected_version: int | None, *, actor: Principal
-    ) -> Written:
+        self, criteria: Criteria, claim: RecordClaim, expected_version: int | None, *, actor: Principal,
+        key: str | None = None,
+    ) -> Written:  # fmt: skip
         """``PUT Basic?<patient>&service=``: create or update the record with that natural key.
 
         Raises:
@@ -168,15 +178,25 @@ class RecordResources:
                 )
         if issues:
             raise errors.InvalidInput("the resource does not match the conditional update", issues=issues)
-        return await self._write(claim, expected_version, actor=actor)
+        return await self._write(claim, expected_version, actor=actor, key=key, route="fhir-conditional-update")
 
-    async def _write(self, claim: RecordClaim, expected_version: int | None, *, actor: Principal) -> Written:
+    async def _write(
+        self, claim: RecordClaim, expected_version: int | None, *, actor: Principal, key: str | None, route: str
+    ) -> Written:
         """Every FHIR write ends here, through the records service, which refuses (403) a record of
         another service than the caller's own unless the caller holds ``admin``."""
-        stored, outcome = await self._records.put(
-            claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, expected_version=expected_version
+        idempotent = None if key is None else Idempotent(key, route, self._answer)
+        put = await self._records.put(
+            claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, reason=claim.reason,
+            expected_version=expected_version, idempotent=idempotent,
+        )  # fmt: skip
+        return Written(
+            resource=self.resource(put.record), record=put.record, created=put.outcome == "created", replay=put.replay
         )
-        return Written(resource=self.resource(stored), record=stored, created=outcome == "created")
+
+    def _answer(self, stored: StoredRecord, outcome: str) -> Answer:
+        """A write's answer as it is kept for its idempotency key: the status and the resource's bytes."""
+        return Answer(WRITE_STATUS[outcome], msgspec.json.encode(self.resource(stored)))
 
 
 def _sorted(values: set[str] | None) -> list[str] | None:
