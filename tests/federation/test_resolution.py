@@ -356,7 +356,8 @@ def _request_ids(event: dict[str, Any]) -> list[str]:
 
 async def test_locate_answers_endpoints_with_chains_and_an_outcome(fed: Network) -> None:
     """$locate: a searchset of the gateways' Endpoints (local with a fullUrl, remote with the chain) and one
-    OperationOutcome entry naming the loop it did not follow."""
+    OperationOutcome entry naming the loop it did not follow; with follow=false, this registry's gateways and the
+    registries it refers to, as Endpoints."""
     a, b = fed["A"], fed["B"]
     ihi = make_ihi()
     local, remote = await fed.gateway("A", "Local"), await fed.gateway("B", "Bay")
@@ -386,7 +387,10 @@ async def test_locate_answers_endpoints_with_chains_and_an_outcome(fed: Network)
     assert issue["details"]["coding"][0]["code"] == str(UnresolvedReason.LOOP)
     assert issue["details"]["text"] == a.service_id
     assert a.service_id in issue["diagnostics"]
-    assert [e["resource"]["id"] for e in local_only["entry"]] == [local]
+    referred = {e["resource"]["id"]: e["resource"] for e in local_only["entry"]}
+    assert sorted(referred) == sorted([local, b.service_id])  # follow=false: the referral as a registry Endpoint
+    assert referred[b.service_id]["address"] == f"{b.base_url}/fhir"
+    assert referred[b.service_id]["payloadType"][0]["coding"][0]["code"] == "Basic"
 
 
 async def test_locate_refuses_what_it_cannot_answer(fed: Network) -> None:
