@@ -9,6 +9,8 @@ import click
 import msgspec
 
 from registry.cli.runtime import Runtime
+from schemas.services import Organisation
+from schemas.types import Jurisdiction
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -42,9 +44,16 @@ def _with_directory(runtime: Runtime, action: Callable[[DirectoryService], Await
 @click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding a fixed bearer token that service takes from this instance.")  # fmt: skip
+@click.option("--hpio", default=None, help="The organisation's HPI-O (16 digits, 800362…).")
+@click.option("--jurisdiction", type=click.Choice([str(j) for j in Jurisdiction]), default=None)
+@click.option("--contact-email", default=None, help="Who to write to about this service.")
+@click.option("--contact-phone", default=None, help="Who to call about this service.")
+@click.option("--capability-statement-url", default=None, help="Where the service's FHIR CapabilityStatement is.")
+@click.option("--fallback", default=None, help='How to get imaging while it is not on FHIR ("phone the practice").')
 @click.pass_obj
 def services_add(
     runtime: Runtime,
+    /,
     service_id: str,
     kind: str,
     name: str,
@@ -52,14 +61,17 @@ def services_add(
     style: str,
     client_id: str | None,
     bearer_token_file: str | None,
+    **organisation: str | None,
 ) -> None:
     """Add a member service (or change and re-enable an existing one)."""
     token_file = str(Path(bearer_token_file).resolve()) if bearer_token_file else None
+    jurisdiction = organisation.pop("jurisdiction")
+    described = Organisation(jurisdiction=Jurisdiction(jurisdiction) if jurisdiction else None, **organisation)
     service, created = _with_directory(
         runtime,
         lambda d: d.add(
             service_id=service_id, kind=kind, name=name, base_url=base_url, search_style=style, client_id=client_id,
-            bearer_token_file=token_file,
+            bearer_token_file=token_file, organisation=described,
         ),
     )  # fmt: skip
     click.echo(f"{'added' if created else 'updated'} {service.kind} {service.service_id} {service.name}")

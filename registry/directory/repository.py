@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
-from schemas.services import Service
-from schemas.types import SearchStyle, ServiceKind, ServiceStatus
+from schemas.services import Organisation, Service
+from schemas.types import Jurisdiction, SearchStyle, ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
     import asyncpg
@@ -30,6 +30,14 @@ def _service(row: asyncpg.Record) -> Service:
         bearer_token_file=row["bearer_token_file"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        organisation=Organisation(
+            hpio=row["hpio"],
+            jurisdiction=Jurisdiction(row["jurisdiction"]) if row["jurisdiction"] else None,
+            contact_email=row["contact_email"],
+            contact_phone=row["contact_phone"],
+            capability_statement_url=row["capability_statement_url"],
+            fallback=row["fallback"],
+        ),
     )
 
 
@@ -52,12 +60,17 @@ class ServiceRepository:
         search_style: str,
         client_id: str | None = None,
         bearer_token_file: str | None = None,
+        status: str = "enabled",
+        organisation: Organisation = Organisation(),  # noqa: B008 - an immutable default
     ) -> tuple[Service, bool]:
-        """Add or change a service (enabling it); return it and whether it is new."""
+        """Add or change a service (enabling it unless ``status`` says disabled); return it and whether it is new."""
+        o = organisation
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file
-            )
+                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file,
+                status, o.hpio, o.jurisdiction, o.contact_email, o.contact_phone, o.capability_statement_url,
+                o.fallback,
+            )  # fmt: skip
         assert row is not None
         return _service(row), bool(row["created"])
 
@@ -80,7 +93,7 @@ class ServiceRepository:
         return [_service(row) for row in rows]
 
     async def set_status(self, conn: Connection, service_id: str, status: str) -> Service | None:
-        """Enable or disable a service; None when it does not exist."""
+        """Enable, disable or retire a service; None when it does not exist or is retired (and stays so)."""
         with translate_db_errors():
             row = await conn.fetchrow(self._q["set_service_status"], service_id, status)
         return _service(row) if row else None
@@ -94,12 +107,13 @@ class ServiceRepository:
         name_patterns: list[str] | None,
         limit: int,
         offset: int,
+        hpios: list[str] | None = None,
     ) -> tuple[list[Service], int]:
         """A page of services matching the filters (None: any), and the count of every match.
 
         ``name_patterns`` are ILIKE patterns (the caller escapes them); a name matching any is a match.
         """
         rows, total = await fetch_page(
-            conn, self._q["search_services"], service_ids, statuses, name_patterns, limit=limit, offset=offset
+            conn, self._q["search_services"], service_ids, statuses, name_patterns, hpios, limit=limit, offset=offset
         )
         return [_service(row) for row in rows], total

@@ -2,19 +2,72 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from registry import errors
 from registry.checks import check_service_id
-from schemas.types import SearchStyle, ServiceKind, ServiceStatus
+from schemas.services import Organisation
+from schemas.types import InvalidValueError, Jurisdiction, SearchStyle, ServiceKind, ServiceStatus, parse_hpio
 
 if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.directory.repository import ServiceRepository
     from schemas.services import Service
 
-__all__ = ("DirectoryService", "check_base_url")
+__all__ = ("DirectoryService", "check_base_url", "check_organisation")
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,38}$")
+
+
+def _invalid(message: str, where: str) -> errors.InvalidInput:
+    return errors.InvalidInput(message, issues=[errors.Issue(message, where)])
+
+
+def check_organisation(o: Organisation) -> Organisation:
+    """Validate what the directory says of a service's organisation; return it with its values tidied.
+
+    Raises:
+        InvalidInput: an invalid HPI-O, jurisdiction, email address, phone number, URL or fallback text.
+    """
+    hpio = None
+    if o.hpio is not None:
+        try:
+            hpio = parse_hpio(o.hpio)
+        except InvalidValueError as exc:
+            raise _invalid(f"invalid HPI-O: {exc}", "hpio") from None
+    if o.jurisdiction is not None and o.jurisdiction not in Jurisdiction._value2member_map_:
+        raise _invalid(f"unknown jurisdiction {o.jurisdiction!r}; use {', '.join(Jurisdiction)}", "jurisdiction")
+    email = o.contact_email.strip() if o.contact_email else None
+    if email is not None and (len(email) > 254 or not _EMAIL.match(email)):
+        raise _invalid(f"{email!r} is not an email address", "contactEmail")
+    phone = o.contact_phone.strip() if o.contact_phone else None
+    if phone is not None and not _PHONE.match(phone):
+        message = f"{phone!r} is not a phone number (digits, spaces, brackets, dashes, a leading +)"
+        raise _invalid(message, "contactPhone")
+    url = o.capability_statement_url
+    if url is not None:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            message = f"capability statement URL {url!r} must be an absolute http(s) URL"
+            raise _invalid(message, "capabilityStatementUrl")
+        url = url.strip()
+    fallback = o.fallback.strip() if o.fallback else None
+    if fallback is not None and len(fallback) > 2000:
+        raise _invalid("the fallback is at most 2000 characters", "fallback")
+    return Organisation(
+        hpio=hpio, jurisdiction=o.jurisdiction, contact_email=email, contact_phone=phone,
+        capability_statement_url=url, fallback=fallback or None,
+    )  # fmt: skip
+
+
+def _retired(service_id: str) -> errors.Conflict:
+    return errors.Conflict(
+        f"service {service_id} is retired: its records are archived and it is not routed or written again",
+        code=errors.ErrorCode.SERVICE_RETIRED,
+    )
 
 
 def check_base_url(value: str) -> str:
@@ -44,11 +97,18 @@ class DirectoryService:
         search_style: str = "ief",
         client_id: str | None = None,
         bearer_token_file: str | None = None,
+        status: ServiceStatus = ServiceStatus.ENABLED,
+        organisation: Organisation = Organisation(),  # noqa: B008 - an immutable default
     ) -> tuple[Service, bool]:
-        """Add a service, or change and re-enable an existing one.
+        """Add a service, or change and re-enable (``status``: or disable) an existing one.
 
         ``client_id`` (the ID that service gave this instance) or ``bearer_token_file`` says how this
-        instance authenticates when it calls the service; at most one of them.
+        instance authenticates when it calls the service; at most one of them. ``organisation``
+        describes who runs it (HPI-O, jurisdiction, contact, capability statement, fallback).
+
+        Raises:
+            InvalidInput: a field is invalid.
+            Conflict: the service is retired.
         """
         sid = check_service_id(service_id, "id")
         try:
@@ -62,11 +122,17 @@ class DirectoryService:
             raise errors.InvalidInput("give a client ID or a bearer token file, not both")
         if client_id is not None and not (0 < len(client_id.strip()) <= 200):
             raise errors.InvalidInput("a client ID is 1 to 200 characters")
+        if status is ServiceStatus.RETIRED:
+            raise errors.InvalidInput("a service is retired by `services retire`, which archives its records")
+        checked = check_organisation(organisation)
         async with self._db.writer() as conn:
+            current = await self._repo.get(conn, sid)
+            if current is not None and current.status is ServiceStatus.RETIRED:
+                raise _retired(sid)
             return await self._repo.add(
                 conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=check_base_url(base_url),
                 search_style=style, client_id=client_id.strip() if client_id else None,
-                bearer_token_file=bearer_token_file,
+                bearer_token_file=bearer_token_file, status=status, organisation=checked,
             )  # fmt: skip
 
     async def list_all(self, status: str | None = None) -> list[Service]:
@@ -95,10 +161,18 @@ class DirectoryService:
         return {service.service_id: service for service in found}
 
     async def set_status(self, service_id: str, status: ServiceStatus) -> Service:
-        """Enable or disable a service; records naming a disabled service can no longer be written."""
+        """Enable, disable or retire a service; records naming a service that is not enabled are not routed
+        and can no longer be written.
+
+        Raises:
+            NotFound: no such service.
+            Conflict: the service is retired (it stays so).
+        """
         sid = check_service_id(service_id, "id")
         async with self._db.writer() as conn:
             found = await self._repo.set_status(conn, sid, status)
+            if found is None and await self._repo.get(conn, sid) is not None:
+                raise _retired(sid)
         if found is None:
             raise errors.NotFound(f"no service {sid}")
         return found
@@ -111,10 +185,12 @@ class DirectoryService:
         name_patterns: list[str] | None,
         limit: int,
         offset: int,
+        hpios: list[str] | None = None,
     ) -> tuple[list[Service], int]:
-        """A page of services matching the filters (None: any), and the total, for the FHIR Endpoint search."""
+        """A page of services matching the filters (None: any), and the total, for the FHIR Endpoint and
+        Organization searches."""
         async with self._db.reader() as conn:
             return await self._repo.search(
                 conn, service_ids=service_ids, statuses=statuses, name_patterns=name_patterns,
-                limit=limit, offset=offset,
+                limit=limit, offset=offset, hpios=hpios,
             )  # fmt: skip

@@ -26,7 +26,7 @@ from registry.directory.service import DirectoryService
 from registry.fhir.audit_event.resources import AuditEventResources
 from registry.fhir.basic.resources import RecordResources
 from registry.fhir.conformance import Conformance
-from registry.fhir.endpoint.resources import EndpointResources
+from registry.fhir.endpoint.resources import EndpointResources, OrganizationResources
 from registry.fhir.metadata import Metadata
 from registry.fhir.patient.resources import Locator
 from registry.fhirapi.io import fhir_base
@@ -77,6 +77,9 @@ def dependencies(
     def fhir_endpoints(state: State) -> EndpointResources:
         return EndpointResources(services_of(state).directory, canon)
 
+    def fhir_organizations(state: State) -> OrganizationResources:
+        return OrganizationResources(services_of(state).directory, canon)
+
     def fhir_locator(state: State) -> Locator:
         return Locator(services_of(state).records, canon)
 
@@ -106,6 +109,7 @@ def dependencies(
         "fhir_topic": lambda: topic,
         "fhir_records": fhir_records,
         "fhir_endpoints": fhir_endpoints,
+        "fhir_organizations": fhir_organizations,
         "fhir_locator": fhir_locator,
         "fhir_audit": fhir_audit,
         "fhir_discovery": fhir_discovery,

@@ -32,6 +32,12 @@ _SCOPES = {
     ("Basic", "POST"): ("system/Basic.cu",),
     ("Basic", "PUT"): ("system/Basic.cu",),
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
+    ("Endpoint", "POST"): ("admin",),
+    ("Endpoint", "PUT"): ("admin",),
+    ("Organization", "GET"): ("system/Endpoint.rs",),
+    ("Group", "GET"): ("system/Group.rs",),
+    ("Group", "POST"): ("system/Group.cu",),
+    ("Group", "PUT"): ("system/Group.cu",),
     ("ImagingStudy", "GET"): ("system/ImagingStudy.rs",),
     ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
     ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
@@ -93,12 +99,14 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert list(resources) == [
         "Endpoint",
+        "Organization",
         "Basic",
         "Patient",
         "ImagingStudy",
         "DocumentReference",
         "AuditEvent",
         "Subscription",
+        "Group",
         "StructureDefinition",
         "CodeSystem",
         "ValueSet",
@@ -280,7 +288,8 @@ async def test_canonical_base_is_configurable(template: TestCluster) -> None:
             event_hooks={"response": [check_fhir_response]},
         ) as fhir:
             statement = (await fhir.get("/fhir/metadata")).json()
-            assert statement["rest"][0]["resource"][1]["profile"] == f"{base}/StructureDefinition/RegistryRecord"
+            basic = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Basic")
+            assert basic["profile"] == f"{base}/StructureDefinition/RegistryRecord"
             default_urls = await fhir.post("/fhir/Basic", json=record_body(make_ihi(), service_id))
             assert default_urls.status_code == 422
             body = _rebased(record_body(make_ihi(), service_id), base)

@@ -1,0 +1,93 @@
+"""The directory describes real organisations and is managed over FHIR Endpoint by the operator (DESIGN §11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.conftest import GatewayClient
+from tests.factories import make_service_id
+
+HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
+HPIO = "8003621566684455"
+CANON = "https://ief-registry.org/fhir"
+
+
+def endpoint_body(service_id: str, *, hpio: str = HPIO, status: str = "active", **extra: Any) -> dict[str, Any]:
+    """An Endpoint the operator sends to add a gateway with its organisation."""
+    return {
+        "resourceType": "Endpoint",
+        "contained": [
+            {"resourceType": "Organization", "id": "org", "identifier": [{"system": HPIO_SYSTEM, "value": hpio}]}
+        ],
+        "extension": [
+            {"url": f"{CANON}/StructureDefinition/endpoint-service-kind", "valueCode": "gateway"},
+            {"url": f"{CANON}/StructureDefinition/endpoint-jurisdiction", "valueCode": "NSW"},
+            {"url": f"{CANON}/StructureDefinition/endpoint-fallback", "valueString": "phone the practice"},
+            {
+                "url": f"{CANON}/StructureDefinition/endpoint-capability-statement",
+                "valueUrl": "https://pacs.example.test/fhir/metadata",
+            },
+        ],
+        "identifier": [{"system": f"{CANON}/sid/service-id", "value": service_id}],
+        "status": status,
+        "connectionType": {
+            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "hl7-fhir-rest",
+        },
+        "name": "Harbour Radiology",
+        "managingOrganization": {"reference": "#org"},
+        "contact": [
+            {"system": "email", "value": "pacs@harbour.example"},
+            {"system": "phone", "value": "+61 2 5550 1234"},
+        ],
+        "payloadType": [{"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "ImagingStudy"}]}],
+        "address": "https://pacs.example.test/fhir",
+        **extra,
+    }
+
+
+async def test_the_operator_adds_and_changes_a_service_over_fhir(fhir: httpx.AsyncClient) -> None:
+    """POST Endpoint adds the service with its organisation (201); PUT changes it (200); the Endpoint and its
+    Organization read back what was sent."""
+    service_id = make_service_id()
+    created = await fhir.post("/fhir/Endpoint", json=endpoint_body(service_id))
+    assert created.status_code == 201, created.text
+    endpoint = (await fhir.get(f"/fhir/Endpoint/{service_id}")).json()
+    assert endpoint["managingOrganization"]["reference"] == f"Organization/{service_id}"
+    assert {c["system"]: c["value"] for c in endpoint["contact"]} == {
+        "email": "pacs@harbour.example",
+        "phone": "+61 2 5550 1234",
+    }
+    values = {
+        e["url"].rsplit("/", 1)[1]: next(v for k, v in e.items() if k.startswith("value"))
+        for e in endpoint["extension"]
+    }
+    assert values["endpoint-jurisdiction"] == "NSW"
+    assert values["endpoint-fallback"] == "phone the practice"
+    organization = (await fhir.get(f"/fhir/Organization/{service_id}")).json()
+    assert organization["identifier"] == [{"system": HPIO_SYSTEM, "value": HPIO}]
+    assert organization["address"] == [{"state": "NSW", "country": "AU"}]
+    found = (await fhir.get("/fhir/Organization", params={"identifier": f"{HPIO_SYSTEM}|{HPIO}"})).json()
+    assert service_id in [e["resource"]["id"] for e in found.get("entry", [])]
+    changed = await fhir.put(f"/fhir/Endpoint/{service_id}", json=endpoint_body(service_id, status="off"))
+    assert changed.status_code == 200
+    assert changed.json()["status"] == "off"
+
+
+async def test_endpoint_writes_have_the_clis_validation(fhir: httpx.AsyncClient) -> None:
+    """An invalid HPI-O is 422 naming it; a body naming another service than the URL is 400."""
+    service_id = make_service_id()
+    bad = await fhir.post("/fhir/Endpoint", json=endpoint_body(service_id, hpio="8003621566684456"))
+    assert bad.status_code == 422
+    assert "HPI-O" in bad.json()["issue"][0]["diagnostics"]
+    other = await fhir.put(f"/fhir/Endpoint/{make_service_id()}", json=endpoint_body(service_id))
+    assert other.status_code == 400
+
+
+async def test_only_the_operator_writes_the_directory(gateway_client: GatewayClient) -> None:
+    """A gateway's token cannot add or change services (403)."""
+    service_id = make_service_id()
+    refused = await gateway_client.http.post("/fhir/Endpoint", json=endpoint_body(service_id))
+    assert refused.status_code == 403
