@@ -312,6 +312,9 @@ class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     max_count_max: Annotated[
         int, Meta(ge=1, description="Most events one notification may carry (larger maxCount values are clamped).")
     ] = 100
+    group_max_members: Annotated[
+        int, Meta(ge=1, le=1_000_000, description="Most patients one cohort Group (a patient-group filter) holds.")
+    ] = 100_000
     max_per_client: Annotated[
         int, Meta(ge=1, description="Most live subscriptions one client may hold (admin clients are not limited).")
     ] = 100

@@ -16,6 +16,7 @@ from litestar.di import Provide
 
 from broker.discovery.resources import DiscoveryResources
 from broker.discovery.service import DiscoveryService
+from broker.subscriptions.groups import GroupService
 from broker.subscriptions.resources import SubscriptionResources
 from registry import errors
 from registry.auth.scopes import Principal, principal_of
@@ -66,6 +67,10 @@ def _discovery(state: State) -> DiscoveryService:
     return services_of(state).discovery
 
 
+def _groups(state: State) -> GroupService:
+    return services_of(state).groups
+
+
 def dependencies(
     settings: Settings, *, canon: Canonicals, metrics: Metrics, metadata: Metadata, conformance: Conformance
 ) -> dict[str, Provide]:
@@ -102,6 +107,7 @@ def dependencies(
         "records": _records,
         "directory": _directory,
         "discovery": _discovery,
+        "groups": _groups,
         "metrics": lambda: metrics,
         "fhir_settings": lambda: settings.fhir,
         "fhir_metadata": lambda: metadata,

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from litestar.datastructures import State
 
     from broker.discovery.service import DiscoveryService
+    from broker.subscriptions.groups import GroupService
     from broker.subscriptions.service import SubscriptionService
     from registry.audit.trail import AuditTrail
     from registry.auth.wiring import AuthParts
@@ -69,6 +70,7 @@ class Services:
     audit: AuditService
     discovery: DiscoveryService
     subscriptions: SubscriptionService
+    groups: GroupService
 
 
 def services_of(state: State) -> Services:
@@ -130,13 +132,13 @@ def lifespan(
                 discovery.open(locator=locator, directory=directory, credentials=auth.outbound, canon=canon)
             )
             listen_url = settings.database.direct_url or database_url
-            notifications = await stack.enter_async_context(
+            notifications, groups = await stack.enter_async_context(
                 subscriptions.open(
                     db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url
                 )
             )
             audit = AuditService(db, AuditRepository(queries), settings.fhir)
-            app.state.services = Services(db, auth, directory, records, audit, broker, notifications)
+            app.state.services = Services(db, auth, directory, records, audit, broker, notifications, groups)
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield
 
