@@ -34,6 +34,8 @@ __all__ = (
     "RecordList",
     "RecordWrite",
     "ServiceRef",
+    "StaleReport",
+    "StaleService",
     "Unresolved",
 )
 
@@ -211,3 +213,22 @@ class PeerRecordList(Received):
 
     ihi: str
     records: list[PeerRecord]
+
+
+class StaleService(Wire):
+    """One service of the stale report: its active records not registered since the cut-off."""
+
+    service_id: str
+    name: str
+    status: ServiceStatus
+    records: int
+    oldest: datetime
+
+
+class StaleReport(Wire):
+    """Answer of ``GET /registry/reports/stale``: per service, the active records not registered for ``olderThan``."""
+
+    older_than: str
+    cutoff: datetime
+    total: int
+    services: list[StaleService]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import msgspec
 
+from registry.cli.progress import ProgressLine
 from registry.cli.runtime import Runtime
 from schemas.services import Organisation
 from schemas.types import Jurisdiction
@@ -117,3 +118,37 @@ def services_enable(runtime: Runtime, service_id: str) -> None:
 
     service = _with_directory(runtime, lambda d: d.set_status(service_id, ServiceStatus.ENABLED))
     click.echo(f"enabled {service.service_id} {service.name}")
+
+
+@services.command("retire")
+@click.argument("service_id")
+@click.option("--reason", default="decommissioned", show_default=True, help="Why (recorded on every archived record).")
+@click.pass_obj
+def services_retire(runtime: Runtime, service_id: str, reason: str) -> None:
+    """Retire a service (practice closed): archive every active record of it as the operator's decision; the
+    service is no longer routed or written to. Resumable: run it again after an interruption."""
+    settings = runtime.settings()
+    progress = ProgressLine(f"services retire {service_id}", verb="archived")
+    result = runtime.run(
+        settings,
+        lambda s: s.lifecycle().retire(service_id, reason, progress, chunk=settings.records.lifecycle_chunk_size),
+        migrate=True,
+    )
+    click.echo(progress.summary(result.total, result.processed, result.changed, result.seconds))
+
+
+@services.command("move")
+@click.argument("old")
+@click.argument("new")
+@click.pass_obj
+def services_move(runtime: Runtime, old: str, new: str) -> None:
+    """Re-point every record of OLD to NEW (a practice changes gateway vendor), keeping history; OLD is disabled.
+    Resumable: run it again after an interruption."""
+    settings = runtime.settings()
+    progress = ProgressLine(f"services move {old} {new}", verb="moved or archived")
+    result = runtime.run(
+        settings,
+        lambda s: s.lifecycle().move(old, new, progress, chunk=settings.records.lifecycle_chunk_size),
+        migrate=True,
+    )
+    click.echo(progress.summary(result.total, result.processed, result.changed, result.seconds))

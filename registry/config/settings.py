@@ -99,6 +99,15 @@ class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int,
         Meta(ge=1, le=10_000, description="Batch items written per SQL statement (a whole batch is one transaction)."),
     ] = 1_000
+    lifecycle_chunk_size: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100_000,
+            description="Records one transaction of a lifecycle command (services retire, services move, records "
+            "stale --archive, federation publish) handles: a killed command resumes after the last such chunk.",
+        ),
+    ] = 5_000
 
 
 class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -7,19 +7,20 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from registry import errors
 from registry.auth.scopes import Principal
 from registry.http import media_type, request_id
 from registry.records.idempotency import Answer, parse_key
+from registry.records.jobs import LifecycleJobs, parse_age
 from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import Idempotent, Put, RecordService, to_record
 from registry.route import RouteSpec
 from schemas.audit import Interaction
-from schemas.records import BatchResult, RecordHistory, RecordList, RecordWrite
+from schemas.records import BatchResult, RecordHistory, RecordList, RecordWrite, StaleReport
 
-__all__ = ("BatchController", "RecordController", "idempotency_key", "replayed")
+__all__ = ("BatchController", "RecordController", "ReportController", "idempotency_key", "replayed")
 
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 _array_decoder = msgspec.json.Decoder(list[Any])
@@ -160,3 +161,25 @@ class BatchController(Controller):
             except msgspec.DecodeError as exc:
                 raise errors.MalformedRequest(f"the body is not valid JSON: {exc}") from None
         return await records.batch(items, actor=principal)
+
+
+Lifecycle = NamedDependency[LifecycleJobs]
+
+
+class ReportController(Controller):
+    """The operator's reports over records as a whole."""
+
+    path = "/registry/reports"
+    tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get("/stale", operation_id="staleReport", opt=RouteSpec(query=frozenset({"olderThan"})).opt)
+    async def stale(
+        self,
+        lifecycle: Lifecycle,
+        older_than: Annotated[str, QueryParameter(name="olderThan", description="365d, 26w, 12h…")],
+    ) -> StaleReport:
+        """Per service, the active records not registered for ``olderThan`` (the operator's; ``records stale``)."""
+        cutoff, services = await lifecycle.stale(parse_age(older_than))
+        return StaleReport(
+            older_than=older_than, cutoff=cutoff, total=sum(s.records for s in services), services=services
+        )

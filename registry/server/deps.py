@@ -32,6 +32,7 @@ from registry.fhir.metadata import Metadata
 from registry.fhir.patient.resources import Locator
 from registry.fhirapi.io import fhir_base
 from registry.metrics import Metrics
+from registry.records.jobs import LifecycleJobs
 from registry.records.service import RecordService
 from registry.server.lifespan import services_of
 from schemas.fhir.canonical import Canonicals
@@ -71,6 +72,10 @@ def _groups(state: State) -> GroupService:
     return services_of(state).groups
 
 
+def _lifecycle(state: State) -> LifecycleJobs:
+    return services_of(state).lifecycle
+
+
 def dependencies(
     settings: Settings, *, canon: Canonicals, metrics: Metrics, metadata: Metadata, conformance: Conformance
 ) -> dict[str, Provide]:
@@ -108,6 +113,7 @@ def dependencies(
         "directory": _directory,
         "discovery": _discovery,
         "groups": _groups,
+        "lifecycle": _lifecycle,
         "metrics": lambda: metrics,
         "fhir_settings": lambda: settings.fhir,
         "fhir_metadata": lambda: metadata,

@@ -31,6 +31,7 @@ from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.records.idempotency import IdempotencyRepository
+from registry.records.jobs import LifecycleJobs
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
 
@@ -71,6 +72,7 @@ class Services:
     discovery: DiscoveryService
     subscriptions: SubscriptionService
     groups: GroupService
+    lifecycle: LifecycleJobs
 
 
 def services_of(state: State) -> Services:
@@ -138,7 +140,8 @@ def lifespan(
                 )
             )
             audit = AuditService(db, AuditRepository(queries), settings.fhir)
-            app.state.services = Services(db, auth, directory, records, audit, broker, notifications, groups)
+            lifecycle = LifecycleJobs(db, queries, directory, AuditRepository(queries), observer=service_id)
+            app.state.services = Services(db, auth, directory, records, audit, broker, notifications, groups, lifecycle)
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield
 

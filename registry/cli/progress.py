@@ -1,0 +1,61 @@
+"""Progress of a long command: a bar on a terminal (stderr), a line when it resumes, and a summary at the end.
+
+On a terminal the bar is redrawn at most ten times a second; otherwise (a log, a pipe) nothing is
+drawn while the command runs, so logs stay readable: a line says where a resumed run starts, and
+the summary line says where it ended.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import click
+
+__all__ = ("ProgressLine",)
+
+_WIDTH = 30
+_EVERY = 0.1
+
+
+class ProgressLine:
+    """The ``Progress`` of a lifecycle command (``registry.records.jobs.Progress``), drawn for the operator."""
+
+    def __init__(self, label: str, *, stream: TextIO | None = None, verb: str = "changed") -> None:
+        self.label = label
+        self.verb = verb
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
+        self._started = time.monotonic()
+        self._drawn = 0.0
+        self._first: int | None = None
+
+    def update(self, done: int, total: int, changed: int) -> None:
+        """Redraw the bar (on a terminal); say where a resumed run starts."""
+        if self._first is None:
+            self._first = done
+            if done:
+                click.echo(f"{self.label}: resuming at {done:,} of {total:,} records", err=True)
+        now = time.monotonic()
+        if not self._tty or (now - self._drawn < _EVERY and done < total):
+            return
+        self._drawn = now
+        share = done / total if total else 1.0
+        filled = int(share * _WIDTH)
+        rate = (done - self._first) / max(now - self._started, 1e-6)
+        bar = "#" * filled + "." * (_WIDTH - filled)
+        self._stream.write(
+            f"\r{self.label} [{bar}] {done:,}/{total:,} {share:4.0%} {rate:,.0f}/s {changed:,} {self.verb}"
+        )
+        self._stream.flush()
+
+    def summary(self, total: int, processed: int, changed: int, seconds: float) -> str:
+        """The line that ends the command (on stdout): what it went through and how fast."""
+        if self._tty:
+            self._stream.write("\n")
+        rate = processed / seconds if seconds > 0 else 0.0
+        return (
+            f"{self.label}: {total:,} records, {processed:,} processed by this run ({changed:,} {self.verb}) "
+            f"in {seconds:.1f} s ({rate:,.0f} records/s)"
+        )
