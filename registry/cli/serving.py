@@ -178,8 +178,10 @@ def _serve_in_workers(settings: Settings) -> None:
 @click.option("--dev", is_flag=True, default=None, help="Development mode (IEF_DEV): http and local endpoints.")
 @click.pass_obj
 def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
-    """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
+    """Run a notification delivery worker and an upstream publisher (any number may run against one database)
+    until SIGTERM or Ctrl-C."""
     from broker.subscriptions.plugin import SubscriptionsPlugin
+    from federation.plugin import FederationPlugin
     from schemas.fhir.canonical import Canonicals
 
     settings = runtime.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
@@ -189,13 +191,19 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with SubscriptionsPlugin(settings).delivery(
-            db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
-            listen_url=settings.database.direct_url or session.url,
+        async with (
+            SubscriptionsPlugin(settings).delivery(
+                db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
+                listen_url=settings.database.direct_url or session.url,
+            ),
+            FederationPlugin(settings).publishing(
+                db=session.database, queries=session.queries, service_id=session.service_id,
+                directory=session.directory(), credentials=session.auth.outbound,
+            ),
         ):  # fmt: skip
             await stop.wait()
 
-    runtime.run(settings, work, at_head=True)
+    runtime.run(settings, work, at_head=True, auth=True)
 
 
 @click.command()

@@ -27,12 +27,24 @@ if TYPE_CHECKING:
     from registry.audit.repository import AuditRepository
     from registry.db.pool import Connection, Database
     from registry.db.queries import Queries
-    from registry.directory.service import DirectoryService
+    from schemas.services import Service
 
 __all__ = ("OPERATOR", "Job", "JobResult", "LifecycleJobs", "Progress", "parse_age")
 
 OPERATOR = "operator"
 """The client a lifecycle command acts as: the operator's, as ``ief-registry token`` does."""
+
+
+class Directory(Protocol):
+    """What the lifecycle commands ask of the services directory (``DirectoryService``, injected)."""
+
+    async def get(self, service_id: str) -> Service:
+        """One service (NotFound without it)."""
+        ...
+
+    async def set_status(self, service_id: str, status: ServiceStatus) -> Service:
+        """Enable, disable or retire a service."""
+        ...
 
 
 class Progress(Protocol):
@@ -84,7 +96,7 @@ class LifecycleJobs:
     """Runs the lifecycle commands on one database, as the operator of instance ``observer``."""
 
     def __init__(
-        self, db: Database, queries: Queries, directory: DirectoryService, audit: AuditRepository, *, observer: str
+        self, db: Database, queries: Queries, directory: Directory, audit: AuditRepository, *, observer: str
     ) -> None:
         self._db = db
         self._q = queries
@@ -176,6 +188,23 @@ class LifecycleJobs:
 
         return await self._run(job, progress, chunk, end, run, "records stale --archive")
 
+    async def publish_backfill(self, target: str, progress: Progress, *, chunk: int) -> JobResult:
+        """Queue every IHI with an active ``record`` here for the publication to ``target`` (its backfill); the
+        publisher delivers them through the outbox like any later change."""
+        async with self._db.reader() as conn:
+            with translate_db_errors():
+                total = int(await conn.fetchval(self._q["publishing_ihis_count"]))
+        job = await self._start(f"publish:{target}", "publish", {"target": target}, total)
+
+        async def end(conn: Connection, after: str | None, size: int) -> tuple[str, int] | None:
+            row = await conn.fetchrow(self._q["publish_chunk_end"], after, size)
+            return None if row is None else (row["last"], row["n"])
+
+        async def run(conn: Connection, after: str | None, last: str) -> list[Any]:
+            return list(await conn.fetch(self._q["publish_chunk"], target, after, last))
+
+        return await self._run(job, progress, chunk, end, run, f"federation publish --to {target}")
+
     @property
     def _actor(self) -> tuple[str, str]:
         return (OPERATOR, self._observer)
@@ -226,7 +255,7 @@ class LifecycleJobs:
             detail=f"{command}: {len(rows)} of {count} records changed", method="CLI", path=command, query="",
             client_id=OPERATOR, client_service=self._observer, client_address=None, token_id=None,
             observer=self._observer, patients=tuple(sorted({r["ihi"] for r in rows})),
-            records=tuple(str(r["record_id"]) for r in rows),
+            records=tuple(str(r["record_id"]) for r in rows if r["record_id"] is not None),
         )  # fmt: skip
 
 

@@ -123,7 +123,9 @@ def lifespan(
             stack.push_async_callback(auth.close)
             directory = DirectoryService(db, ServiceRepository(queries))
             referrals = await stack.enter_async_context(
-                federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
+                federation.open(
+                    service_id=service_id, directory=directory, credentials=auth.outbound, db=db, queries=queries
+                )
             )
             records = RecordService(
                 db, RecordRepository(queries), settings.records, trail, referrals, keys=IdempotencyRepository(queries)

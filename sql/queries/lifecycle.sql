@@ -95,3 +95,24 @@ UPDATE records t SET
 WHERE ($1::bpchar IS NULL OR t.ihi > $1::bpchar) AND t.ihi <= $2::bpchar AND t.status = 'active'
   AND t.last_updated < $3
 RETURNING t.ihi::text AS ihi, t.record_id;
+
+-- name: publish_chunk_end
+-- The last IHI of the next chunk of IHIs with an active `record` here after $1 ($2 IHIs).
+SELECT max(ihi)::text AS last, count(*) AS n
+FROM (SELECT DISTINCT ihi FROM records WHERE status = 'active' AND type = 'record'
+        AND ($1::bpchar IS NULL OR ihi > $1::bpchar)
+      ORDER BY ihi LIMIT $2) c
+HAVING count(*) > 0;
+
+-- name: publish_chunk
+-- Queue the IHIs with an active `record` here in ($2, $3] for the publication to $1 (the backfill).
+INSERT INTO publication_outbox (target, ihi)
+SELECT $1, d.ihi
+FROM (SELECT DISTINCT ihi FROM records WHERE status = 'active' AND type = 'record'
+        AND ($2::bpchar IS NULL OR ihi > $2::bpchar) AND ihi <= $3::bpchar) d
+ORDER BY d.ihi
+RETURNING ihi::text AS ihi, NULL::uuid AS record_id;
+
+-- name: publishing_ihis_count
+-- How many IHIs have an active `record` here (the backfill's total).
+SELECT count(DISTINCT ihi) FROM records WHERE status = 'active' AND type = 'record';
