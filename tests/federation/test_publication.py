@@ -66,6 +66,7 @@ async def test_a_registration_at_the_jurisdiction_is_found_nationally_within_2_s
             await asyncio.sleep(0.05)
         await net.put("state", ihi, gateway, status="removed")
         national = net["national"]
+        status = 0
         for _ in range(100):
             status = await national.count(
                 "SELECT count(*) FROM records WHERE ihi = $1 AND service_id = $2 AND status = 'archived'",
@@ -98,6 +99,7 @@ async def test_backfill_publishes_the_ihis_already_here(template: TestCluster, s
         published = await run_cli(state, "federation", "publish", "--to", national.service_id)
         assert published.code == 0, published.err
         assert "20 records" in published.last_line
+        count = 0
         for _ in range(200):
             count = await national.count(
                 "SELECT count(*) FROM records WHERE service_id = $1 AND status = 'active'", state.service_id
