@@ -18,7 +18,16 @@ from typing import Any
 
 import msgspec
 
-__all__ = ("BUILDERS", "Request", "Scenario", "build_requests", "bulk_load_phase", "ihi", "standard_phases")
+__all__ = (
+    "BUILDERS",
+    "Request",
+    "Scenario",
+    "build_requests",
+    "bulk_load_phase",
+    "ihi",
+    "reregister_phase",
+    "standard_phases",
+)
 
 
 class Scenario(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +117,24 @@ def put_status(*, service_id: str, start: int, stop: int, sample: int, seed: int
             yield Request("PUT", f"/registry/records/{ihi(n)}/{service_id}", status)
 
 
+def put_active(*, service_id: str, start: int, stop: int) -> Iterator[Request]:
+    """``PUT`` ``active`` to loaded, active records ``start`` to ``stop``: every request a re-registration (an
+    event with a history entry since registrations are events; a no-op before)."""
+    for n in range(start, stop):
+        yield Request("PUT", f"/registry/records/{ihi(n)}/{service_id}", b'{"status":"active"}')
+
+
+def reregister_phase(
+    *, subscribed: int, service_id: str, concurrency: int, duration: float, headers: dict[str, str]
+) -> Scenario:
+    """Re-registrations of the first ``subscribed`` records (the patients with a subscription each)."""
+    return Scenario(
+        name=f"re-register c={concurrency}", requests="put_active",
+        params={"service_id": service_id, "start": 0, "stop": subscribed}, headers=headers,
+        concurrency=concurrency, duration=duration, warmup=min(2.0, duration / 5),
+    )  # fmt: skip
+
+
 def get_records(*, start: int, stop: int, sample: int, seed: int = 2) -> Iterator[Request]:
     """``GET /registry/records/{ihi}`` for a random sample of loaded IHIs (each has one active record)."""
     for n in _sample(start, stop, sample, seed):
@@ -122,6 +149,7 @@ def ping() -> Iterator[Request]:
 BUILDERS: dict[str, Callable[..., Iterator[Request]]] = {
     "batch_load": batch_load,
     "put_status": put_status,
+    "put_active": put_active,
     "get_records": get_records,
     "ping": ping,
 }
