@@ -101,7 +101,9 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
         "The body is JSON but not a valid resource of the route's type or profile (one issue per problem).",
     ),
     ErrorCode.UNKNOWN_SERVICE: ErrorKind(
-        422, "Unknown service", "A record names a service that is not in the services directory, or is disabled or retired."
+        422,
+        "Unknown service",
+        "A record names a service that is not in the services directory, or is disabled or retired.",
     ),
     ErrorCode.TOO_LARGE: ErrorKind(
         413, "Too large", "A request body, or a batch, over its limit (IEF_HTTP_MAX_BODY_BYTES, the batch limits)."

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import msgspec
 
-from registry.cli.progress import ProgressLine
+from registry.cli.progress import run_job
 from registry.cli.runtime import Runtime
 from schemas.services import Organisation
 from schemas.types import Jurisdiction
@@ -127,14 +127,8 @@ def services_enable(runtime: Runtime, service_id: str) -> None:
 def services_retire(runtime: Runtime, service_id: str, reason: str) -> None:
     """Retire a service (practice closed): archive every active record of it as the operator's decision; the
     service is no longer routed or written to. Resumable: run it again after an interruption."""
-    settings = runtime.settings()
-    progress = ProgressLine(f"services retire {service_id}", verb="archived")
-    result = runtime.run(
-        settings,
-        lambda s: s.lifecycle().retire(service_id, reason, progress, chunk=settings.records.lifecycle_chunk_size),
-        migrate=True,
-    )
-    click.echo(progress.summary(result.total, result.processed, result.changed, result.seconds))
+    run_job(runtime, f"services retire {service_id}", "archived",
+         lambda jobs, progress, chunk: jobs.retire(service_id, reason, progress, chunk=chunk))  # fmt: skip
 
 
 @services.command("move")
@@ -144,11 +138,5 @@ def services_retire(runtime: Runtime, service_id: str, reason: str) -> None:
 def services_move(runtime: Runtime, old: str, new: str) -> None:
     """Re-point every record of OLD to NEW (a practice changes gateway vendor), keeping history; OLD is disabled.
     Resumable: run it again after an interruption."""
-    settings = runtime.settings()
-    progress = ProgressLine(f"services move {old} {new}", verb="moved or archived")
-    result = runtime.run(
-        settings,
-        lambda s: s.lifecycle().move(old, new, progress, chunk=settings.records.lifecycle_chunk_size),
-        migrate=True,
-    )
-    click.echo(progress.summary(result.total, result.processed, result.changed, result.seconds))
+    run_job(runtime, f"services move {old} {new}", "moved or archived",
+         lambda jobs, progress, chunk: jobs.move(old, new, progress, chunk=chunk))  # fmt: skip

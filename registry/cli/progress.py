@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
-__all__ = ("ProgressLine",)
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from registry.cli.runtime import Runtime
+    from registry.records.jobs import JobResult, LifecycleJobs
+
+__all__ = ("ProgressLine", "run_job")
 
 _WIDTH = 30
 _EVERY = 0.1
@@ -59,3 +65,14 @@ class ProgressLine:
             f"{self.label}: {total:,} records, {processed:,} processed by this run ({changed:,} {self.verb}) "
             f"in {seconds:.1f} s ({rate:,.0f} records/s)"
         )
+
+
+def run_job(
+    runtime: Runtime, label: str, verb: str, start: Callable[[LifecycleJobs, ProgressLine, int], Awaitable[JobResult]]
+) -> None:
+    """Run a lifecycle job (the database migrated first) with its progress line, then print its summary."""
+    settings = runtime.settings()
+    progress = ProgressLine(label, verb=verb)
+    chunk = settings.records.lifecycle_chunk_size
+    result = runtime.run(settings, lambda s: start(s.lifecycle(), progress, chunk), migrate=True)
+    click.echo(progress.summary(result.total, result.processed, result.changed, result.seconds))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
-from registry.cli.progress import ProgressLine
+from registry.cli.progress import run_job
 from registry.cli.runtime import Runtime
 from registry.records.jobs import parse_age
 
@@ -27,13 +27,8 @@ def records_stale(runtime: Runtime, older_than: str, archive: bool, as_json: boo
     settings = runtime.settings()
     age = parse_age(older_than)
     if archive:
-        progress = ProgressLine("records stale --archive", verb="archived")
-        result = runtime.run(
-            settings,
-            lambda s: s.lifecycle().archive_stale(age, progress, chunk=settings.records.lifecycle_chunk_size),
-            migrate=True,
-        )
-        click.echo(progress.summary(result.total, result.processed, result.changed, result.seconds))
+        run_job(runtime, "records stale --archive", "archived",
+                lambda jobs, progress, chunk: jobs.archive_stale(age, progress, chunk=chunk))  # fmt: skip
         return
     cutoff, report = runtime.run(settings, lambda s: s.lifecycle().stale(age), migrate=True)
     if as_json:

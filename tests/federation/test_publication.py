@@ -15,7 +15,7 @@ import pytest
 
 from registry.config import Settings
 from registry.config.outbound import FederationSettings
-from tests.cli import run_cli
+from tests.cli import CliResult, run_cli
 from tests.factories import make_ihi
 from tests.federation.network import Network, directory, registries
 from tests.pg import TestCluster
@@ -31,17 +31,23 @@ async def national_and_state(template: TestCluster, settings: Settings, *, publi
         settings, federation=FederationSettings(publisher=publisher, publish_poll_interval=0.05)
     )
     async with registries(template, [("national", settings), ("state", state_settings)]) as net:
-        national, state = net["national"], net["state"]
-        client_id, _ = await national.add_client(
-            state.service_id, PUBLISH, name="State registry", jwks_url=f"{state.base_url}/.well-known/jwks.json"
-        )
-        await directory(state).add(
-            service_id=national.service_id, kind="registry", name="National", base_url=national.base_url,
-            client_id=client_id,
-        )  # fmt: skip
-        published = await run_cli(state, "federation", "publish", "--to", national.service_id)
-        assert published.code == 0, published.err
+        await publish(net)
         yield net
+
+
+async def publish(net: Network) -> CliResult:
+    """Admit the state at the national registry for publication, as operators would, and run `federation publish`."""
+    national, state = net["national"], net["state"]
+    client_id, _ = await national.add_client(
+        state.service_id, PUBLISH, name="State registry", jwks_url=f"{state.base_url}/.well-known/jwks.json"
+    )
+    await directory(state).add(
+        service_id=national.service_id, kind="registry", name="National", base_url=national.base_url,
+        client_id=client_id,
+    )  # fmt: skip
+    published = await run_cli(state, "federation", "publish", "--to", national.service_id)
+    assert published.code == 0, published.err
+    return published
 
 
 async def _found_at_national(net: Network, ihi: str, gateway: str) -> bool:
@@ -89,15 +95,7 @@ async def test_backfill_publishes_the_ihis_already_here(template: TestCluster, s
         before = [make_ihi() for _ in range(20)]
         for ihi in before:
             await net.put("state", ihi, gateway)
-        client_id, _ = await national.add_client(
-            state.service_id, PUBLISH, name="State registry", jwks_url=f"{state.base_url}/.well-known/jwks.json"
-        )
-        await directory(state).add(
-            service_id=national.service_id, kind="registry", name="National", base_url=national.base_url,
-            client_id=client_id,
-        )  # fmt: skip
-        published = await run_cli(state, "federation", "publish", "--to", national.service_id)
-        assert published.code == 0, published.err
+        published = await publish(net)
         assert "20 records" in published.last_line
         count = 0
         for _ in range(200):
