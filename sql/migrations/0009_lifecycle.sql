@@ -225,11 +225,17 @@ DROP FUNCTION enqueue_subscription_events(records[], text);
 -- Match changed records (each carrying its change) against the live subscriptions: by patient, by
 -- cohort (the groups holding the patient) and those without a patient filter; number and insert
 -- their events. p_rows is sorted by (ihi, service_id), so numbering is deterministic.
+-- The delivery workers are woken (NOTIFY) only when a subscription that had nothing to send gets
+-- work: one with events pending or in flight is in a worker's hands already, which claims its next
+-- events when the current delivery ends. PostgreSQL serialises the commits of notifying
+-- transactions (a global lock from pre-commit to the end of the commit), so a NOTIFY per event
+-- would cap the rate of re-registrations at one commit at a time (ADR 0020).
 CREATE FUNCTION enqueue_subscription_events(p_rows records[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_subs uuid[];
     v_rows integer[];
+    v_wake boolean;
 BEGIN
     SELECT array_agg(m.subscription_id ORDER BY m.subscription_id, m.ord),
            array_agg(m.ord ORDER BY m.subscription_id, m.ord)
@@ -270,17 +276,22 @@ BEGIN
     ), bumped AS (
         UPDATE subscriptions s SET events_since_start = s.events_since_start + counts.n
         FROM counts WHERE s.subscription_id = counts.subscription_id
-        RETURNING s.subscription_id, s.events_since_start - counts.n AS base
+        RETURNING s.subscription_id, s.events_since_start - counts.n AS base,
+                  (s.delivered_through = s.events_since_start - counts.n AND s.inflight_kind IS NULL) AS was_idle
+    ), inserted AS (
+        INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
+                                         record_status, record_type, record_version, record_updated)
+        SELECT m.subscription_id,
+               b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
+               (p_rows[m.idx]).change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
+               (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
+        FROM m JOIN bumped b USING (subscription_id)
     )
-    INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
-                                     record_status, record_type, record_version, record_updated)
-    SELECT m.subscription_id,
-           b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
-           (p_rows[m.idx]).change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
-           (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
-    FROM m JOIN bumped b USING (subscription_id);
+    SELECT bool_or(b.was_idle) INTO v_wake FROM bumped b;
     -- Wake the delivery workers once the registration commits (NOTIFY is transactional).
-    PERFORM pg_notify('ief_subscription_events', '');
+    IF v_wake THEN
+        PERFORM pg_notify('ief_subscription_events', '');
+    END IF;
 END $$;
 
 -- New records, and every new version of a record, are events; a record of a service that is not
@@ -327,7 +338,8 @@ CREATE TRIGGER records_subscription_events_update AFTER UPDATE ON records
 -- Upstream publication (federation without hand-written referrals) ---------------------------
 
 -- A registry this one publishes to: it keeps there a `registry` record naming this registry for
--- every IHI that has an active `record` here. The outbox holds the IHIs whose state may have
+-- every IHI that has an active `record` here. The publisher polls (no NOTIFY: it would serialise
+-- the commits of registrations). The outbox holds the IHIs whose state may have
 -- changed; the publisher sends each one's current state, in order, and remembers what it sent.
 CREATE TABLE publications (
     target          text        PRIMARY KEY REFERENCES services (service_id),
@@ -369,7 +381,6 @@ BEGIN
     CROSS JOIN (SELECT DISTINCT n.ihi FROM new_rows n WHERE n.status = 'active' AND n.type = 'record') d
     WHERE p.enabled
     ORDER BY d.ihi;
-    PERFORM pg_notify('ief_publications', '');
     RETURN NULL;
 END $$;
 
@@ -387,7 +398,6 @@ BEGIN
     ) d
     WHERE p.enabled
     ORDER BY d.ihi;
-    PERFORM pg_notify('ief_publications', '');
     RETURN NULL;
 END $$;
 
