@@ -122,17 +122,8 @@ BEGIN
         RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated, 'created';
         RETURN;
     END IF;
-    SELECT t.* INTO r FROM records t WHERE t.ihi = p_ihi::bpchar AND t.service_id = p_service_id FOR UPDATE;
-    IF (r.status, r.type) IS NOT DISTINCT FROM (p_status, p_type) AND p_status <> 'active' THEN
-        RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
-                            'unchanged';
-        RETURN;
-    END IF;
-    IF r.held AND NOT p_admin THEN
-        RAISE EXCEPTION 'the operator set this record to % (%) at %; only the operator can change it',
-            r.status, coalesce(r.reason, 'no reason given'), to_char(r.last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-            USING ERRCODE = 'IE002';
-    END IF;
+    -- The usual case in one statement: a re-registration or a change the writer may make (the row
+    -- lock it takes re-checks the condition against a concurrent writer's version).
     UPDATE records AS t SET
         status = p_status, type = p_type, version = t.version + 1, last_updated = now(),
         change = CASE WHEN t.status = 'active' AND p_status = 'active' THEN 'registered'
@@ -140,9 +131,21 @@ BEGIN
         actor_client = p_client, actor_service = p_client_service, actor_admin = p_admin, reason = p_reason,
         held = p_admin AND p_status <> 'active', previous_service = NULL
     WHERE t.ihi = p_ihi::bpchar AND t.service_id = p_service_id
+      AND ((t.status, t.type) IS DISTINCT FROM (p_status, p_type) OR p_status = 'active')
+      AND (NOT t.held OR p_admin)
     RETURNING t.* INTO r;
-    RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
-                        CASE WHEN r.change = 'registered' THEN 'registered' ELSE 'updated' END;
+    IF FOUND THEN
+        RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+                            CASE WHEN r.change = 'registered' THEN 'registered' ELSE 'updated' END;
+        RETURN;
+    END IF;
+    SELECT t.* INTO r FROM records t WHERE t.ihi = p_ihi::bpchar AND t.service_id = p_service_id;
+    IF r.held AND NOT p_admin AND ((r.status, r.type) IS DISTINCT FROM (p_status, p_type) OR p_status = 'active') THEN
+        RAISE EXCEPTION 'the operator set this record to % (%) at %; only the operator can change it',
+            r.status, coalesce(r.reason, 'no reason given'), to_char(r.last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            USING ERRCODE = 'IE002';
+    END IF;
+    RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated, 'unchanged';
 END $$;
 
 -- Idempotency keys (IETF httpapi Idempotency-Key) --------------------------------------------

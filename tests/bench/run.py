@@ -33,7 +33,7 @@ import psutil
 
 from registry.db.migrate import apply_migrations
 from tests.bench.loadgen import LoadResult, LoadSpec
-from tests.bench.scenarios import Scenario, bulk_load_phase, ihi, reregister_phase, standard_phases
+from tests.bench.scenarios import Scenario, bulk_load_phase, ihi, reregister_phases, standard_phases
 from tests.bench.servers import (
     BARE_LABEL,
     ROOT,
@@ -372,8 +372,8 @@ async def run(args: argparse.Namespace) -> BenchResult:
     ]  # fmt: skip
     for round_ in range(args.rounds):
         timed = (
-            [reregister_phase(subscribed=args.subscriptions or args.records, service_id=service_id,
-                              concurrency=args.concurrency, duration=args.duration, headers=headers)]
+            reregister_phases(subscribed=args.subscriptions or args.records, service_id=service_id,
+                              concurrency=args.concurrency, duration=args.duration, headers=headers)
             if args.reregister
             else standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
                                  duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)

@@ -25,7 +25,7 @@ __all__ = (
     "build_requests",
     "bulk_load_phase",
     "ihi",
-    "reregister_phase",
+    "reregister_phases",
     "standard_phases",
 )
 
@@ -124,15 +124,25 @@ def put_active(*, service_id: str, start: int, stop: int) -> Iterator[Request]:
         yield Request("PUT", f"/registry/records/{ihi(n)}/{service_id}", b'{"status":"active"}')
 
 
-def reregister_phase(
+def reregister_phases(
     *, subscribed: int, service_id: str, concurrency: int, duration: float, headers: dict[str, str]
-) -> Scenario:
-    """Re-registrations of the first ``subscribed`` records (the patients with a subscription each)."""
-    return Scenario(
-        name=f"re-register c={concurrency}", requests="put_active",
-        params={"service_id": service_id, "start": 0, "stop": subscribed}, headers=headers,
-        concurrency=concurrency, duration=duration, warmup=min(2.0, duration / 5),
-    )  # fmt: skip
+) -> list[Scenario]:
+    """Re-registrations of the first half of the ``subscribed`` records (the patients with a subscription each),
+    and status changes of the other half (registrations that fired events before registrations were events)."""
+    warmup, half = min(2.0, duration / 5), subscribed // 2
+    return [
+        Scenario(
+            name=f"re-register c={concurrency}", requests="put_active",
+            params={"service_id": service_id, "start": 0, "stop": half}, headers=headers,
+            concurrency=concurrency, duration=duration, warmup=warmup,
+        ),
+        Scenario(
+            name=f"status change c={concurrency}", requests="put_status",
+            params={"service_id": service_id, "start": half, "stop": subscribed, "sample": subscribed - half},
+            headers=headers,
+            concurrency=concurrency, duration=duration, warmup=warmup,
+        ),
+    ]  # fmt: skip
 
 
 def get_records(*, start: int, stop: int, sample: int, seed: int = 2) -> Iterator[Request]:
