@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ("Answer", "IdempotencyRepository", "Keyed", "fingerprint", "in_progress", "parse_key", "reused")
 
-X
+_KEY = re.compile(r'^(?:"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21\x23-\x7e]{1,255}))$')
 _PURGE_EVERY = 60.0
 _PURGE_BATCH = 10_000
 
