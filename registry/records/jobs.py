@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ("OPERATOR", "Job", "JobResult", "LifecycleJobs", "Progress", "parse_age")
 
+_BEFORE_EVERY_IHI = "0" * 16
+"""The cursor of a job that has not done a chunk yet: every IHI sorts after it."""
+
 OPERATOR = "operator"
 """The client a lifecycle command acts as: the operator's, as ``ief-registry token`` does."""
 
@@ -122,7 +125,7 @@ class LifecycleJobs:
         total = await self._count(sid)
         job = await self._start(f"retire:{sid}", "retire", {"service": sid, "reason": reason}, total)
 
-        async def run(conn: Connection, after: str | None, last: str) -> list[Any]:
+        async def run(conn: Connection, after: str, last: str) -> list[Any]:
             return list(await conn.fetch(self._q["retire_chunk"], sid, after, last, job.params["reason"], *self._actor))
 
         return await self._run(job, progress, chunk, lambda c, a, n: self._service_chunk(c, sid, a, n), run,
@@ -150,7 +153,7 @@ class LifecycleJobs:
         total = await self._count(src)
         job = await self._start(f"move:{src}:{dst}", "move", {"old": src, "new": dst}, total)
 
-        async def run(conn: Connection, after: str | None, last: str) -> list[Any]:
+        async def run(conn: Connection, after: str, last: str) -> list[Any]:
             merged = await conn.fetch(self._q["move_chunk_merge"], src, dst, after, last, *self._actor)
             return [*merged, *await conn.fetch(self._q["move_chunk"], src, dst, after, last, *self._actor)]
 
@@ -178,11 +181,11 @@ class LifecycleJobs:
         job = await self._start("stale", "stale", {"cutoff": cutoff.isoformat()}, sum(s.records for s in report))
         fixed = datetime.fromisoformat(job.params["cutoff"])
 
-        async def end(conn: Connection, after: str | None, size: int) -> tuple[str, int] | None:
+        async def end(conn: Connection, after: str, size: int) -> tuple[str, int] | None:
             row = await conn.fetchrow(self._q["stale_chunk_end"], after, fixed, size)
             return None if row is None else (row["last"], row["n"])
 
-        async def run(conn: Connection, after: str | None, last: str) -> list[Any]:
+        async def run(conn: Connection, after: str, last: str) -> list[Any]:
             reason = f"stale: not registered since {fixed.date().isoformat()}"
             return list(await conn.fetch(self._q["stale_chunk"], after, last, fixed, reason, *self._actor))
 
@@ -196,11 +199,11 @@ class LifecycleJobs:
                 total = int(await conn.fetchval(self._q["publishing_ihis_count"]))
         job = await self._start(f"publish:{target}", "publish", {"target": target}, total)
 
-        async def end(conn: Connection, after: str | None, size: int) -> tuple[str, int] | None:
+        async def end(conn: Connection, after: str, size: int) -> tuple[str, int] | None:
             row = await conn.fetchrow(self._q["publish_chunk_end"], after, size)
             return None if row is None else (row["last"], row["n"])
 
-        async def run(conn: Connection, after: str | None, last: str) -> list[Any]:
+        async def run(conn: Connection, after: str, last: str) -> list[Any]:
             return list(await conn.fetch(self._q["publish_chunk"], target, after, last))
 
         return await self._run(job, progress, chunk, end, run, f"federation publish --to {target}")
@@ -220,20 +223,19 @@ class LifecycleJobs:
                 row = await conn.fetchrow(self._q["job_start"], key, kind, json.dumps(params), total)
         return _job(row)
 
-    async def _service_chunk(
-        self, conn: Connection, service_id: str, after: str | None, size: int
-    ) -> tuple[str, int] | None:
+    async def _service_chunk(self, conn: Connection, service_id: str, after: str, size: int) -> tuple[str, int] | None:
         row = await conn.fetchrow(self._q["service_chunk_end"], service_id, after, size)
         return None if row is None else (row["last"], row["n"])
 
     async def _run(self, job: Job, progress: Progress, size: int, end: Any, write: Any, command: str) -> JobResult:
         """Chunk after chunk: find its end, write it, audit it and note the progress, in one transaction."""
         started, processed, changed = time.monotonic(), 0, 0
-        cursor, done = job.cursor, job.processed
+        cursor, done = job.cursor or _BEFORE_EVERY_IHI, job.processed
         progress.update(done, job.total, 0)
         while True:
             async with self._db.writer() as conn, conn.transaction():
                 with translate_db_errors():
+                    await conn.execute(self._q["custom_chunk_plans"])
                     found = await end(conn, cursor, size)
                     if found is None:
                         await conn.execute(self._q["job_done"], job.key)

@@ -1,5 +1,7 @@
 -- Lifecycle commands (services retire, services move, records stale --archive, federation publish):
--- set-based chunks over IHI ranges, each chunk and its progress in one transaction.
+-- set-based chunks over IHI ranges, each chunk and its progress in one transaction. A range starts
+-- after the cursor (0000000000000000 before the first chunk: below every IHI), so every statement
+-- is an index range scan from where the job got to.
 
 -- name: job_start
 -- Start a job, or resume it: a running job keeps its parameters and progress (a rerun after a kill
@@ -14,6 +16,10 @@ ON CONFLICT (job_key) DO UPDATE
         started_at = CASE WHEN j.state = 'done' THEN now() ELSE j.started_at END,
         finished_at = NULL, state = 'running', runs = j.runs + 1, updated_at = now()
 RETURNING j.job_key, j.params::text AS params, j.cursor_ihi::text AS cursor_ihi, j.processed, j.total, j.runs;
+
+-- name: custom_chunk_plans
+-- Plan the chunk's statements for their own range, never with a generic plan (see custom_batch_plans).
+SET LOCAL plan_cache_mode = force_custom_plan;
 
 -- name: job_progress
 -- A chunk's progress, in the chunk's transaction: $2 the last IHI of the chunk, $3 records it covered.
@@ -36,7 +42,7 @@ SELECT count(*) FROM records WHERE service_id = $1;
 -- name: service_chunk_end
 -- The last IHI of the next chunk of a service's records after $2 ($3 records); no row: none are left.
 SELECT max(ihi)::text AS last, count(*) AS n
-FROM (SELECT ihi FROM records WHERE service_id = $1 AND ($2::bpchar IS NULL OR ihi > $2::bpchar)
+FROM (SELECT ihi FROM records WHERE service_id = $1 AND ihi > $2::bpchar
       ORDER BY ihi LIMIT $3) c
 HAVING count(*) > 0;
 
@@ -46,7 +52,7 @@ HAVING count(*) > 0;
 UPDATE records t SET
     status = 'archived', version = t.version + 1, last_updated = now(), change = 'status-changed',
     actor_client = $5, actor_service = $6, actor_admin = true, reason = $4, held = true, previous_service = NULL
-WHERE t.service_id = $1 AND ($2::bpchar IS NULL OR t.ihi > $2::bpchar) AND t.ihi <= $3::bpchar AND t.status = 'active'
+WHERE t.service_id = $1 AND t.ihi > $2::bpchar AND t.ihi <= $3::bpchar AND t.status = 'active'
 RETURNING t.ihi::text AS ihi, t.record_id;
 
 -- name: move_chunk_merge
@@ -56,7 +62,7 @@ UPDATE records t SET
     status = 'archived', version = t.version + 1, last_updated = now(), change = 'status-changed',
     actor_client = $5, actor_service = $6, actor_admin = true, reason = 'moved to ' || $2, held = true,
     previous_service = NULL
-WHERE t.service_id = $1 AND ($3::bpchar IS NULL OR t.ihi > $3::bpchar) AND t.ihi <= $4::bpchar
+WHERE t.service_id = $1 AND t.ihi > $3::bpchar AND t.ihi <= $4::bpchar
   AND t.status <> 'archived'
   AND EXISTS (SELECT 1 FROM records n WHERE n.ihi = t.ihi AND n.service_id = $2)
 RETURNING t.ihi::text AS ihi, t.record_id;
@@ -67,7 +73,7 @@ RETURNING t.ihi::text AS ihi, t.record_id;
 UPDATE records t SET
     service_id = $2, version = t.version + 1, last_updated = now(), change = 'moved',
     actor_client = $5, actor_service = $6, actor_admin = true, reason = NULL, previous_service = $1
-WHERE t.service_id = $1 AND ($3::bpchar IS NULL OR t.ihi > $3::bpchar) AND t.ihi <= $4::bpchar
+WHERE t.service_id = $1 AND t.ihi > $3::bpchar AND t.ihi <= $4::bpchar
   AND NOT EXISTS (SELECT 1 FROM records n WHERE n.ihi = t.ihi AND n.service_id = $2)
 RETURNING t.ihi::text AS ihi, t.record_id;
 
@@ -82,7 +88,7 @@ ORDER BY count(*) DESC, s.service_id;
 -- name: stale_chunk_end
 -- The last IHI of the next chunk of stale records (active, not registered since $2) after $1 ($3 records).
 SELECT max(ihi)::text AS last, count(*) AS n
-FROM (SELECT ihi FROM records WHERE status = 'active' AND last_updated < $2 AND ($1::bpchar IS NULL OR ihi > $1::bpchar)
+FROM (SELECT ihi FROM records WHERE status = 'active' AND last_updated < $2 AND ihi > $1::bpchar
       ORDER BY ihi LIMIT $3) c
 HAVING count(*) > 0;
 
@@ -92,7 +98,7 @@ HAVING count(*) > 0;
 UPDATE records t SET
     status = 'archived', version = t.version + 1, last_updated = now(), change = 'status-changed',
     actor_client = $5, actor_service = $6, actor_admin = true, reason = $4, held = false, previous_service = NULL
-WHERE ($1::bpchar IS NULL OR t.ihi > $1::bpchar) AND t.ihi <= $2::bpchar AND t.status = 'active'
+WHERE t.ihi > $1::bpchar AND t.ihi <= $2::bpchar AND t.status = 'active'
   AND t.last_updated < $3
 RETURNING t.ihi::text AS ihi, t.record_id;
 
@@ -100,7 +106,7 @@ RETURNING t.ihi::text AS ihi, t.record_id;
 -- The last IHI of the next chunk of IHIs with an active `record` here after $1 ($2 IHIs).
 SELECT max(ihi)::text AS last, count(*) AS n
 FROM (SELECT DISTINCT ihi FROM records WHERE status = 'active' AND type = 'record'
-        AND ($1::bpchar IS NULL OR ihi > $1::bpchar)
+        AND ihi > $1::bpchar
       ORDER BY ihi LIMIT $2) c
 HAVING count(*) > 0;
 
@@ -109,7 +115,7 @@ HAVING count(*) > 0;
 INSERT INTO publication_outbox (target, ihi)
 SELECT $1, d.ihi
 FROM (SELECT DISTINCT ihi FROM records WHERE status = 'active' AND type = 'record'
-        AND ($2::bpchar IS NULL OR ihi > $2::bpchar) AND ihi <= $3::bpchar) d
+        AND ihi > $2::bpchar AND ihi <= $3::bpchar) d
 ORDER BY d.ihi
 RETURNING ihi::text AS ihi, NULL::uuid AS record_id;
 
