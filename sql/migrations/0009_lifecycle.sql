@@ -85,6 +85,10 @@ END $$;
 
 ALTER FUNCTION record_history_on_insert() SECURITY DEFINER SET search_path = pg_catalog, public;
 ALTER FUNCTION record_history_on_update() SECURITY DEFINER SET search_path = pg_catalog, public;
+-- Transition tables have no statistics: the planner guesses their size and, for a large statement
+-- (a batch chunk, a lifecycle chunk of thousands of rows), joined new and old rows with a nested
+-- loop: 5,000 rows took 3.4 s instead of milliseconds. The update triggers join them by hash.
+ALTER FUNCTION record_history_on_update() SET enable_nestloop = off;
 
 -- Write one record in one round trip (replaces the four-argument put_record of 0002/0005).
 -- A write of `active` to an active record is a re-registration (outcome `registered`); a write that
@@ -332,6 +336,8 @@ BEGIN
     RETURN NULL;
 END $$;
 
+ALTER FUNCTION subscription_events_on_update() SET enable_nestloop = off;
+
 CREATE TRIGGER records_subscription_events_insert AFTER INSERT ON records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION subscription_events_on_insert();
 CREATE TRIGGER records_subscription_events_update AFTER UPDATE ON records
@@ -403,6 +409,8 @@ BEGIN
     ORDER BY d.ihi;
     RETURN NULL;
 END $$;
+
+ALTER FUNCTION publication_on_update() SET enable_nestloop = off;
 
 CREATE TRIGGER records_publication_insert AFTER INSERT ON records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION publication_on_insert();

@@ -55,6 +55,9 @@ UPDATE records t SET
 WHERE t.service_id = $1 AND t.ihi > $2::bpchar AND t.ihi <= $3::bpchar AND t.status = 'active'
 RETURNING t.ihi::text AS ihi, t.record_id;
 
+-- The lookups at NEW carry the chunk's range too: whatever plan PostgreSQL picks (its statistics
+-- may still say NEW is empty while it fills), it reads NEW's records of this chunk only.
+
 -- name: move_chunk_merge
 -- Of service $1's records with IHIs in ($3, $4], those whose IHI service $2 already holds a record for
 -- stay with $1, archived (reason: moved, NEW's record stands); actor $5, $6.
@@ -64,7 +67,8 @@ UPDATE records t SET
     previous_service = NULL
 WHERE t.service_id = $1 AND t.ihi > $3::bpchar AND t.ihi <= $4::bpchar
   AND t.status <> 'archived'
-  AND EXISTS (SELECT 1 FROM records n WHERE n.ihi = t.ihi AND n.service_id = $2)
+  AND EXISTS (SELECT 1 FROM records n WHERE n.service_id = $2 AND n.ihi = t.ihi AND n.ihi > $3::bpchar
+              AND n.ihi <= $4::bpchar)
 RETURNING t.ihi::text AS ihi, t.record_id;
 
 -- name: move_chunk
@@ -74,7 +78,8 @@ UPDATE records t SET
     service_id = $2, version = t.version + 1, last_updated = now(), change = 'moved',
     actor_client = $5, actor_service = $6, actor_admin = true, reason = NULL, previous_service = $1
 WHERE t.service_id = $1 AND t.ihi > $3::bpchar AND t.ihi <= $4::bpchar
-  AND NOT EXISTS (SELECT 1 FROM records n WHERE n.ihi = t.ihi AND n.service_id = $2)
+  AND NOT EXISTS (SELECT 1 FROM records n WHERE n.service_id = $2 AND n.ihi = t.ihi AND n.ihi > $3::bpchar
+                  AND n.ihi <= $4::bpchar)
 RETURNING t.ihi::text AS ihi, t.record_id;
 
 -- name: stale_report
