@@ -172,7 +172,7 @@ class ReportController(Controller):
     path = "/registry/reports"
     tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
 
-    @get("/stale", operation_id="staleReport", opt=RouteSpec(query=frozenset({"olderThan"})).opt)
+    @get("/stale", operation_id="staleReport", opt=RouteSpec(query=frozenset({"olderThan"}), scopes=("admin",)).opt)
     async def stale(
         self,
         lifecycle: Lifecycle,

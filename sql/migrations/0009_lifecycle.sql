@@ -323,20 +323,24 @@ END $$;
 CREATE FUNCTION subscription_events_on_update() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     v_rows records[];
+    v_nestloop text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM subscriptions WHERE deleted_at IS NULL AND status <> 'off') THEN
         RETURN NULL;
     END IF;
+    -- The transition tables joined by hash (see record_history_on_update), for this statement only:
+    -- the matching that follows plans with the session's settings.
+    v_nestloop := current_setting('enable_nestloop');
+    PERFORM set_config('enable_nestloop', 'off', true);
     SELECT array_agg(n ORDER BY n.ihi, n.service_id) INTO v_rows
     FROM new_rows n JOIN old_rows o USING (record_id) JOIN services s ON s.service_id = n.service_id
     WHERE n.version <> o.version AND (routable_service(s.status) OR n.status <> 'active');
+    PERFORM set_config('enable_nestloop', v_nestloop, true);
     IF v_rows IS NOT NULL THEN
         PERFORM enqueue_subscription_events(v_rows);
     END IF;
     RETURN NULL;
 END $$;
-
-ALTER FUNCTION subscription_events_on_update() SET enable_nestloop = off;
 
 CREATE TRIGGER records_subscription_events_insert AFTER INSERT ON records
     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION subscription_events_on_insert();
