@@ -218,6 +218,10 @@ CREATE INDEX subscriptions_any_patient_idx ON subscriptions (subscription_id)
 
 -- Subscription events: the change the record carries, cohorts, and the routing rule --------
 
+-- A wake-up (NOTIFY) was sent for the subscription's work and no worker has claimed it since: the
+-- registrations that follow need not send another (ADR 0020).
+ALTER TABLE subscriptions ADD COLUMN wake_sent boolean NOT NULL DEFAULT false;
+
 ALTER TABLE subscription_events DROP CONSTRAINT subscription_events_change_check;
 ALTER TABLE subscription_events
     ADD CONSTRAINT subscription_events_change_check
@@ -232,17 +236,18 @@ DROP FUNCTION enqueue_subscription_events(records[], text);
 -- Match changed records (each carrying its change) against the live subscriptions: by patient, by
 -- cohort (the groups holding the patient) and those without a patient filter; number and insert
 -- their events. p_rows is sorted by (ihi, service_id), so numbering is deterministic.
--- The delivery workers are woken (NOTIFY) only when a subscription that had nothing to send gets
--- work: one with events pending or in flight is in a worker's hands already, which claims its next
--- events when the current delivery ends. PostgreSQL serialises the commits of notifying
--- transactions (a global lock from pre-commit to the end of the commit), so a NOTIFY per event
--- would cap the rate of re-registrations at one commit at a time (ADR 0020).
+-- The delivery workers are woken (NOTIFY) once per claim: a registration notifies only when one
+-- of its subscriptions has had no wake-up since a worker last claimed it (`wake_sent`, cleared by
+-- the claim). PostgreSQL serialises the commits of notifying transactions (a global lock from
+-- pre-commit to the end of the commit), so a NOTIFY per event capped the rate of registrations of
+-- subscribed patients at one commit at a time (ADR 0020).
 CREATE FUNCTION enqueue_subscription_events(p_rows records[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_subs uuid[];
     v_rows integer[];
     v_wake boolean;
+    v_unannounced uuid[];
 BEGIN
     SELECT array_agg(m.subscription_id ORDER BY m.subscription_id, m.ord),
            array_agg(m.ord ORDER BY m.subscription_id, m.ord)
@@ -273,28 +278,29 @@ BEGIN
     IF v_subs IS NULL THEN
         RETURN;
     END IF;
-    -- Lock in one order (concurrent registrations queue here instead of deadlocking).
-    PERFORM 1 FROM subscriptions WHERE subscription_id = ANY (v_subs) ORDER BY subscription_id FOR UPDATE;
+    -- Lock in one order (concurrent registrations queue here instead of deadlocking); note the
+    -- subscriptions whose work no wake-up has announced since their last claim.
+    SELECT array_agg(l.subscription_id) FILTER (WHERE NOT l.wake_sent) INTO v_unannounced
+    FROM (SELECT subscription_id, wake_sent FROM subscriptions WHERE subscription_id = ANY (v_subs)
+          ORDER BY subscription_id FOR UPDATE) l;
+    v_wake := v_unannounced IS NOT NULL;
     WITH m AS (
         SELECT u.subscription_id, u.idx, u.ord
         FROM unnest(v_subs, v_rows) WITH ORDINALITY AS u(subscription_id, idx, ord)
     ), counts AS (
         SELECT subscription_id, count(*) AS n FROM m GROUP BY subscription_id
     ), bumped AS (
-        UPDATE subscriptions s SET events_since_start = s.events_since_start + counts.n
+        UPDATE subscriptions s SET events_since_start = s.events_since_start + counts.n, wake_sent = true
         FROM counts WHERE s.subscription_id = counts.subscription_id
-        RETURNING s.subscription_id, s.events_since_start - counts.n AS base,
-                  (s.delivered_through = s.events_since_start - counts.n AND s.inflight_kind IS NULL) AS was_idle
-    ), inserted AS (
-        INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
-                                         record_status, record_type, record_version, record_updated)
-        SELECT m.subscription_id,
-               b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
-               (p_rows[m.idx]).change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
-               (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
-        FROM m JOIN bumped b USING (subscription_id)
+        RETURNING s.subscription_id, s.events_since_start - counts.n AS base
     )
-    SELECT bool_or(b.was_idle) INTO v_wake FROM bumped b;
+    INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
+                                     record_status, record_type, record_version, record_updated)
+    SELECT m.subscription_id,
+           b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
+           (p_rows[m.idx]).change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
+           (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
+    FROM m JOIN bumped b USING (subscription_id);
     -- Wake the delivery workers once the registration commits (NOTIFY is transactional).
     IF v_wake THEN
         PERFORM pg_notify('ief_subscription_events', '');

@@ -107,7 +107,8 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE subscriptions s
-SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3
+SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3,
+    wake_sent = false  -- the next registration wakes the workers again (0009_lifecycle.sql)
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
 RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource,
