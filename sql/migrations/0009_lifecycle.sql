@@ -427,3 +427,18 @@ CREATE TRIGGER records_publication_insert AFTER INSERT ON records
 CREATE TRIGGER records_publication_update AFTER UPDATE ON records
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION publication_on_update();
+
+-- The server's role (migration 0007, docs/deployment.md), when there is one: what a server process
+-- does with the new tables, and the directory it now writes (FHIR Endpoint create and update).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ief_server') THEN
+        RETURN;
+    END IF;
+    GRANT INSERT, UPDATE ON services TO ief_server;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO ief_server;
+    GRANT SELECT, INSERT, UPDATE ON lifecycle_jobs, groups, publications, published TO ief_server;
+    GRANT SELECT, INSERT, DELETE ON group_members, publication_outbox TO ief_server;
+    GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ief_server;
+    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO ief_server;
+END $$;
