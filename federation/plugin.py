@@ -14,6 +14,7 @@ from federation.client import PeerClient
 from federation.publisher import PublicationRepository, Publisher
 from federation.resolver import Resolver
 from registry.feature import FeaturePlugin
+from registry.outbound.egress import outbound_policy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -42,7 +43,12 @@ class FederationPlugin(FeaturePlugin):
         """The resolver of one process (its peer connections closed at the end, its negative cache in memory),
         and the upstream publisher when ``federation.publisher`` is on and a database is given."""
         settings = self.settings.federation
-        peers = PeerClient(credentials, max_bytes=settings.max_response_bytes, max_connections=settings.max_connections)
+        peers = PeerClient(
+            credentials,
+            max_bytes=settings.max_response_bytes,
+            max_connections=settings.max_connections,
+            policy=outbound_policy(self.settings),
+        )
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(peers.close)
             if settings.publisher and db is not None and queries is not None:
@@ -65,7 +71,7 @@ class FederationPlugin(FeaturePlugin):
         """A running upstream publisher (stopped at the end): inside ``serve``, or in ``ief-registry worker``."""
         publisher = Publisher(
             db, PublicationRepository(queries), self.settings.federation, origin=service_id, directory=directory,
-            credentials=credentials,
+            credentials=credentials, policy=outbound_policy(self.settings),
         )  # fmt: skip
         await publisher.start()
         try:

@@ -26,8 +26,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
+from registry import __version__
 from registry.db.errors import translate_db_errors
 from registry.log import get_logger
+from registry.outbound.egress import new_client, refusal
+from registry.outbound.reader import TooLarge, read_capped, refuse_declared
+from schemas import strictjson
 
 if TYPE_CHECKING:
     from federation.client import Credentials
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.db.queries import Queries
     from registry.feature import Members
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = ("PublicationRepository", "PublicationState", "Publisher")
 
@@ -42,6 +47,8 @@ _log = get_logger(__name__)
 _SCOPES = ("system/Basic.cu",)
 _LEASE_SECONDS = 60.0
 _BACKOFF_MAX = 300.0
+_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+"""The largest batch answer read from a target (a result per item: 10,000 items are about 2 MB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,7 @@ class Publisher:
         origin: str,
         directory: Members,
         credentials: Credentials,
+        policy: AddressPolicy,
     ) -> None:
         self._db = db
         self._repo = repository
@@ -128,7 +136,13 @@ class Publisher:
         self._origin = origin
         self._directory = directory
         self._credentials = credentials
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(settings.publish_timeout), follow_redirects=False)
+        # The outbound address policy at every request and connection, TLS 1.2 at least (registry.outbound.egress).
+        self._http = new_client(
+            policy,
+            timeout=httpx.Timeout(settings.publish_timeout),
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            headers={"User-Agent": f"ief-registry/{__version__}"},
+        )
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._task: asyncio.Task[None] | None = None
 
@@ -186,19 +200,36 @@ class Publisher:
         ]
         try:
             authorization = await self._credentials.authorization(service, _SCOPES)
-            response = await self._http.post(
-                f"{service.base_url.rstrip('/')}/registry/records:batch",
-                content=msgspec.json.encode(items),
-                headers={"Authorization": authorization, "Content-Type": "application/json"},
-            )
-        except (httpx.HTTPError, OSError) as exc:
-            raise PublishFailed(f"{type(exc).__name__}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - credentials of any kind that could not be had
             raise PublishFailed(f"credentials: {exc}") from None
-        if response.status_code in (401, 403):
+        headers = {"Authorization": authorization, "Content-Type": "application/json"}
+        url = f"{service.base_url.rstrip('/')}/registry/records:batch"
+        body = b""
+        try:
+            async with self._http.stream("POST", url, content=msgspec.json.encode(items), headers=headers) as response:
+                status = response.status_code
+                if status == 200:
+                    refuse_declared(response.headers.get("content-length"), _MAX_ANSWER_BYTES)
+                    body = await read_capped(response.aiter_bytes(), _MAX_ANSWER_BYTES)
+        except TooLarge:
+            raise PublishFailed(f"the target's answer is over {_MAX_ANSWER_BYTES} bytes") from None
+        except httpx.ConnectError as exc:
+            refused = refusal(exc)
+            raise PublishFailed(f"not called: {refused}" if refused else f"no connection: {exc}") from None
+        except (httpx.HTTPError, OSError) as exc:
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from None
+        if status in (401, 403):
             self._credentials.forget(service)
-        if response.status_code != 200:
-            raise PublishFailed(f"the target answered {response.status_code}")
-        failed = [r for r in msgspec.json.decode(response.content).get("results", []) if r.get("result") == "error"]
+        if status != 200:
+            raise PublishFailed(f"the target answered {status}")
+        try:
+            answer = strictjson.decode(body, max_depth=strictjson.REMOTE_MAX_DEPTH, duplicate_keys=True)
+        except strictjson.JsonError as exc:
+            raise PublishFailed(f"the target's answer is not usable JSON: {exc}") from None
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
+            raise PublishFailed("the target's answer is not a batch result")
+        failed = [r for r in results if not isinstance(r, dict) or r.get("result") == "error"]
         if failed:
-            raise PublishFailed(f"the target refused {len(failed)} items: {failed[0].get('error')}")
+            first = failed[0].get("error") if isinstance(failed[0], dict) else failed[0]
+            raise PublishFailed(f"the target refused {len(failed)} items: {first}")

@@ -42,3 +42,5 @@ class Service(Wire):
     bearer_token_file: str | None = None
     """A file holding the fixed bearer token this service takes from us (instead of ``client_id``)."""
     organisation: Organisation = Organisation()
+    token_endpoint: str | None = None
+    """The token endpoint the operator chose for ``client_id`` (None: the one the service announces on its origin)."""

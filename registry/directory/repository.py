@@ -28,6 +28,7 @@ def _service(row: asyncpg.Record) -> Service:
         status=ServiceStatus(row["status"]),
         client_id=row["client_id"],
         bearer_token_file=row["bearer_token_file"],
+        token_endpoint=row["token_endpoint"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         organisation=Organisation(
@@ -62,6 +63,7 @@ class ServiceRepository:
         bearer_token_file: str | None = None,
         status: str = "enabled",
         organisation: Organisation = Organisation(),  # noqa: B008 - an immutable default
+        token_endpoint: str | None = None,
     ) -> tuple[Service, bool]:
         """Add or change a service (enabling it unless ``status`` says disabled); return it and whether it is new."""
         o = organisation
@@ -69,7 +71,7 @@ class ServiceRepository:
             row = await conn.fetchrow(
                 self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file,
                 status, o.hpio, o.jurisdiction, o.contact_email, o.contact_phone, o.capability_statement_url,
-                o.fallback,
+                o.fallback, token_endpoint,
             )  # fmt: skip
         assert row is not None
         return _service(row), bool(row["created"])

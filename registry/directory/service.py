@@ -8,18 +8,33 @@ from urllib.parse import urlsplit
 
 from registry import errors
 from registry.checks import check_service_id
+from registry.outbound.egress import accept_url
 from schemas.services import Organisation
 from schemas.types import InvalidValueError, Jurisdiction, SearchStyle, ServiceKind, ServiceStatus, parse_hpio
 
 if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.directory.repository import ServiceRepository
+    from registry.outbound.egress import AddressPolicy
     from schemas.services import Service
 
 __all__ = ("DirectoryService", "check_base_url", "check_organisation")
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{2,38}$")
+# Full matches over printable ASCII only (no spaces, no @ but the one), once surrounding spaces are
+# trimmed: a control character or a non-ASCII look-alike is refused like any other invalid value.
+_EMAIL = re.compile(r"[\x21-\x3f\x41-\x7e]{1,64}@[\x21-\x2d\x2f-\x3f\x41-\x7e]+(?:\.[\x21-\x2d\x2f-\x3f\x41-\x7e]+)+")
+_PHONE = re.compile(r"\+?[0-9][0-9 ()-]{2,38}")
+
+
+def _absolute_http_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL of printable ASCII with a host."""
+    if not url.isascii() or not url.isprintable() or " " in url:
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
 
 
 def _invalid(message: str, where: str) -> errors.InvalidInput:
@@ -41,19 +56,18 @@ def check_organisation(o: Organisation) -> Organisation:
     if o.jurisdiction is not None and o.jurisdiction not in Jurisdiction._value2member_map_:
         raise _invalid(f"unknown jurisdiction {o.jurisdiction!r}; use {', '.join(Jurisdiction)}", "jurisdiction")
     email = o.contact_email.strip() if o.contact_email else None
-    if email is not None and (len(email) > 254 or not _EMAIL.match(email)):
+    if email is not None and (len(email) > 254 or not _EMAIL.fullmatch(email)):
         raise _invalid(f"{email!r} is not an email address", "contactEmail")
     phone = o.contact_phone.strip() if o.contact_phone else None
-    if phone is not None and not _PHONE.match(phone):
+    if phone is not None and not _PHONE.fullmatch(phone):
         message = f"{phone!r} is not a phone number (digits, spaces, brackets, dashes, a leading +)"
         raise _invalid(message, "contactPhone")
     url = o.capability_statement_url
     if url is not None:
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        url = url.strip()
+        if not _absolute_http_url(url):
             message = f"capability statement URL {url!r} must be an absolute http(s) URL"
             raise _invalid(message, "capabilityStatementUrl")
-        url = url.strip()
     fallback = o.fallback.strip() if o.fallback else None
     if fallback is not None and len(fallback) > 2000:
         raise _invalid("the fallback is at most 2000 characters", "fallback")
@@ -70,22 +84,25 @@ def _retired(service_id: str) -> errors.Conflict:
     )
 
 
-def check_base_url(value: str) -> str:
-    """Validate a service's FHIR base URL (http or https, with a host); strip a trailing slash."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.InvalidInput(f"base URL {value!r} must be an absolute http(s) URL")
+async def check_base_url(value: str, policy: AddressPolicy) -> str:
+    """Validate a service's base URL: one this server may call (``registry.outbound.egress``: https, or http only
+    on loopback or in dev mode; addresses allowed), without a query or fragment; strip a trailing slash."""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        raise errors.InvalidInput(f"base URL {value!r} is not a URL") from None
     if parts.query or parts.fragment:
         raise errors.InvalidInput(f"base URL {value!r} must not carry a query or fragment")
-    return value.strip().rstrip("/")
+    return (await accept_url(policy, value, "the base URL")).rstrip("/")
 
 
 class DirectoryService:
     """Add, list, disable and find member services."""
 
-    def __init__(self, db: Database, repository: ServiceRepository) -> None:
+    def __init__(self, db: Database, repository: ServiceRepository, *, policy: AddressPolicy) -> None:
         self._db = db
         self._repo = repository
+        self._policy = policy
 
     async def add(
         self,
@@ -99,15 +116,19 @@ class DirectoryService:
         bearer_token_file: str | None = None,
         status: ServiceStatus = ServiceStatus.ENABLED,
         organisation: Organisation = Organisation(),  # noqa: B008 - an immutable default
+        token_endpoint: str | None = None,
     ) -> tuple[Service, bool]:
         """Add a service, or change and re-enable (``status``: or disable) an existing one.
 
         ``client_id`` (the ID that service gave this instance) or ``bearer_token_file`` says how this
-        instance authenticates when it calls the service; at most one of them. ``organisation``
-        describes who runs it (HPI-O, jurisdiction, contact, capability statement, fallback).
+        instance authenticates when it calls the service; at most one of them. ``token_endpoint``
+        (with ``client_id`` only) is where to get tokens for it when that is not on its own origin.
+        URLs are checked against the outbound address policy now, and again at every connection.
+        ``organisation`` describes who runs it (HPI-O, jurisdiction, contact, capability statement,
+        fallback).
 
         Raises:
-            InvalidInput: a field is invalid.
+            InvalidInput: a field is invalid, or a URL is refused by the outbound address policy.
             Conflict: the service is retired.
         """
         sid = check_service_id(service_id, "id")
@@ -122,17 +143,21 @@ class DirectoryService:
             raise errors.InvalidInput("give a client ID or a bearer token file, not both")
         if client_id is not None and not (0 < len(client_id.strip()) <= 200):
             raise errors.InvalidInput("a client ID is 1 to 200 characters")
+        if token_endpoint is not None and client_id is None:
+            raise errors.InvalidInput("a token endpoint is for a service this instance has a client ID at")
         if status is ServiceStatus.RETIRED:
             raise errors.InvalidInput("a service is retired by `services retire`, which archives its records")
         checked = check_organisation(organisation)
+        base = await check_base_url(base_url, self._policy)
+        endpoint = await accept_url(self._policy, token_endpoint, "the token endpoint") if token_endpoint else None
         async with self._db.writer() as conn:
             current = await self._repo.get(conn, sid)
             if current is not None and current.status is ServiceStatus.RETIRED:
                 raise _retired(sid)
             return await self._repo.add(
-                conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=check_base_url(base_url),
-                search_style=style, client_id=client_id.strip() if client_id else None,
-                bearer_token_file=bearer_token_file, status=status, organisation=checked,
+                conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=base, search_style=style,
+                client_id=client_id.strip() if client_id else None, bearer_token_file=bearer_token_file,
+                token_endpoint=endpoint, status=status, organisation=checked,
             )  # fmt: skip
 
     async def list_all(self, status: str | None = None) -> list[Service]:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from registry import errors
+from registry.http import refused_json
 from registry.records.idempotency import Answer, Keyed, fingerprint
+from schemas import strictjson
 from schemas.records import BatchItem, BatchItemResult, BatchResult
 from schemas.types import InvalidValueError, parse_ihi, parse_service_id
 
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ("Batch", "refusal")
 
-_item_decoder = msgspec.json.Decoder()
 _result_decoder = msgspec.json.Decoder(BatchItemResult)
 _encoder = msgspec.json.Encoder()
 _Code = errors.ErrorCode
@@ -55,7 +56,7 @@ def _error(index: int, code: _Code, message: str, item: BatchItem | None = None)
 
 
 def _parse(raw: Any) -> BatchItem:
-    value = _item_decoder.decode(raw) if isinstance(raw, bytes) else raw
+    value = strictjson.decode(raw) if isinstance(raw, bytes) else raw
     item = msgspec.convert(value, BatchItem)
     return msgspec.structs.replace(item, ihi=parse_ihi(item.ihi), service_id=parse_service_id(item.service_id))
 
@@ -90,7 +91,10 @@ class Batch:
         for index, raw in enumerate(items):
             try:
                 item = _parse(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
+            except strictjson.JsonError as exc:  # an NDJSON line: not JSON, nested too deep, a key repeated
+                self._results[index] = _error(index, refused_json(exc).code, str(exc))
+                continue
+            except (msgspec.ValidationError, InvalidValueError) as exc:
                 self._results[index] = _error(index, _Code.INVALID_INPUT, str(exc))
                 continue
             if not (writer.admin or writer.service_id == item.service_id):

@@ -11,7 +11,7 @@ from litestar.params import JSONBody, Parameter, QueryParameter
 
 from registry import errors
 from registry.auth.scopes import Principal
-from registry.http import media_type, request_id
+from registry.http import decode_json_body, media_type, request_id
 from registry.records.idempotency import Answer, parse_key
 from registry.records.jobs import LifecycleJobs, parse_age
 from registry.records.lifecycle import WRITE_STATUS
@@ -23,7 +23,6 @@ from schemas.records import BatchResult, RecordHistory, RecordList, RecordWrite,
 __all__ = ("BatchController", "RecordController", "ReportController", "idempotency_key", "replayed")
 
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
-_array_decoder = msgspec.json.Decoder(list[Any])
 _encoder = msgspec.json.Encoder()
 _WRITE = ("system/Basic.cu",)
 _READ = ("system/Basic.rs",)
@@ -154,12 +153,10 @@ class BatchController(Controller):
         if media_type(request) in _NDJSON:
             items = [line for line in body.splitlines() if line.strip()]
         else:
-            try:
-                items = _array_decoder.decode(body)
-            except msgspec.ValidationError as exc:
-                raise errors.InvalidInput(f"a batch is a JSON array of items: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise errors.MalformedRequest(f"the body is not valid JSON: {exc}") from None
+            decoded = decode_json_body(body)
+            if not isinstance(decoded, list):
+                raise errors.InvalidInput(f"a batch is a JSON array of items, not {type(decoded).__name__}")
+            items = decoded
         return await records.batch(items, actor=principal)
 
 

@@ -19,6 +19,7 @@ from broker.discovery.service import DiscoveryService
 from broker.subscriptions.groups import GroupService
 from broker.subscriptions.resources import SubscriptionResources
 from registry import errors
+from registry.audit.checkpoints import PublishedCheckpoints
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import AuthParts
 from registry.config import Settings
@@ -76,6 +77,10 @@ def _lifecycle(state: State) -> LifecycleJobs:
     return services_of(state).lifecycle
 
 
+def _checkpoints(state: State) -> PublishedCheckpoints:
+    return services_of(state).checkpoints
+
+
 def dependencies(
     settings: Settings, *, canon: Canonicals, metrics: Metrics, metadata: Metadata, conformance: Conformance
 ) -> dict[str, Provide]:
@@ -114,6 +119,7 @@ def dependencies(
         "discovery": _discovery,
         "groups": _groups,
         "lifecycle": _lifecycle,
+        "audit_checkpoints": _checkpoints,
         "metrics": lambda: metrics,
         "fhir_settings": lambda: settings.fhir,
         "fhir_metadata": lambda: metadata,

@@ -94,8 +94,8 @@ ALTER FUNCTION record_history_on_update() SET enable_nestloop = off;
 -- A write of `active` to an active record is a re-registration (outcome `registered`); a write that
 -- changes status or type is `updated`; a repeated non-active write changes nothing (`unchanged`).
 -- SQLSTATE IE001: the service is unknown or not routable (disabled, retired).
--- SQLSTATE IE002: the record holds an operator's decision and the writer is not the operator.
--- SQLSTATE IE003: the record's type does not match the service's kind.
+-- SQLSTATE IE003: the record holds an operator's decision and the writer is not the operator.
+-- SQLSTATE IE004: the record's type does not match the service's kind.
 DROP FUNCTION put_record(text, text, text, text);
 CREATE FUNCTION put_record(p_ihi text, p_service_id text, p_status text, p_type text,
                            p_client text, p_client_service text, p_admin boolean, p_reason text)
@@ -114,7 +114,7 @@ BEGIN
     IF (p_type = 'registry') <> (v_kind = 'registry') THEN
         RAISE EXCEPTION 'a record of type % names a %, but service % is a %',
             p_type, CASE WHEN p_type = 'registry' THEN 'registry' ELSE 'gateway' END, p_service_id, v_kind
-            USING ERRCODE = 'IE003';
+            USING ERRCODE = 'IE004';
     END IF;
     INSERT INTO records AS t (ihi, service_id, status, type, change, actor_client, actor_service, actor_admin,
                               reason, held)
@@ -147,7 +147,7 @@ BEGIN
     IF r.held AND NOT p_admin AND ((r.status, r.type) IS DISTINCT FROM (p_status, p_type) OR p_status = 'active') THEN
         RAISE EXCEPTION 'the operator set this record to % (%) at %; only the operator can change it',
             r.status, coalesce(r.reason, 'no reason given'), to_char(r.last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-            USING ERRCODE = 'IE002';
+            USING ERRCODE = 'IE003';
     END IF;
     RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated, 'unchanged';
 END $$;
