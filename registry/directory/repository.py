@@ -76,6 +76,28 @@ class ServiceRepository:
         assert row is not None
         return _service(row), bool(row["created"])
 
+    async def put_entry(
+        self,
+        conn: Connection,
+        *,
+        service_id: str,
+        kind: str,
+        name: str,
+        base_url: str,
+        search_style: str,
+        client_id: str | None,
+        status: str,
+        organisation: Organisation,
+    ) -> tuple[Service, bool] | None:
+        """Add or change a service through ``directory_put()`` (credentials kept); None when it is retired."""
+        o = organisation
+        with translate_db_errors():
+            row = await conn.fetchrow(
+                self._q["put_service_entry"], service_id, kind, name, base_url, search_style, status, client_id,
+                o.hpio, o.jurisdiction, o.contact_email, o.contact_phone, o.capability_statement_url, o.fallback,
+            )  # fmt: skip
+        return None if row is None else (_service(row), bool(row["created"]))
+
     async def list_all(self, conn: Connection, status: str | None = None) -> list[Service]:
         """Every service, optionally only those with one status."""
         with translate_db_errors():

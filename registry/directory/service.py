@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -96,6 +97,20 @@ async def check_base_url(value: str, policy: AddressPolicy) -> str:
     return (await accept_url(policy, value, "the base URL")).rstrip("/")
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A directory entry as validated, before it is written."""
+
+    service_id: str
+    kind: ServiceKind
+    name: str
+    base_url: str
+    search_style: SearchStyle
+    client_id: str | None
+    status: ServiceStatus
+    organisation: Organisation
+
+
 class DirectoryService:
     """Add, list, disable and find member services."""
 
@@ -118,7 +133,8 @@ class DirectoryService:
         organisation: Organisation = Organisation(),  # noqa: B008 - an immutable default
         token_endpoint: str | None = None,
     ) -> tuple[Service, bool]:
-        """Add a service, or change and re-enable (``status``: or disable) an existing one.
+        """Add a service, or change and re-enable (``status``: or disable) an existing one (the operator's
+        command line, as the schema's owner).
 
         ``client_id`` (the ID that service gave this instance) or ``bearer_token_file`` says how this
         instance authenticates when it calls the service; at most one of them. ``token_endpoint``
@@ -131,6 +147,65 @@ class DirectoryService:
             InvalidInput: a field is invalid, or a URL is refused by the outbound address policy.
             Conflict: the service is retired.
         """
+        if client_id is not None and bearer_token_file is not None:
+            raise errors.InvalidInput("give a client ID or a bearer token file, not both")
+        if token_endpoint is not None and client_id is None:
+            raise errors.InvalidInput("a token endpoint is for a service this instance has a client ID at")
+        entry = await self._checked(service_id, kind, name, base_url, search_style, client_id, status, organisation)
+        endpoint = await accept_url(self._policy, token_endpoint, "the token endpoint") if token_endpoint else None
+        async with self._db.writer() as conn:
+            current = await self._repo.get(conn, entry.service_id)
+            if current is not None and current.status is ServiceStatus.RETIRED:
+                raise _retired(entry.service_id)
+            return await self._repo.add(
+                conn, service_id=entry.service_id, kind=entry.kind, name=entry.name, base_url=entry.base_url,
+                search_style=entry.search_style, client_id=entry.client_id, bearer_token_file=bearer_token_file,
+                token_endpoint=endpoint, status=entry.status, organisation=entry.organisation,
+            )  # fmt: skip
+
+    async def put_entry(
+        self,
+        *,
+        service_id: str,
+        kind: str,
+        name: str,
+        base_url: str,
+        search_style: str,
+        client_id: str | None,
+        status: ServiceStatus,
+        organisation: Organisation,
+    ) -> tuple[Service, bool]:
+        """Add or change a service from the FHIR API (the operator's token, through the server's database role):
+        the validation of ``add``; the client ID kept unless one is given; the token endpoint and bearer token
+        file only ever set by ``add`` (``directory_put()`` of migration 0009 keeps them).
+
+        Raises:
+            InvalidInput: a field is invalid, or a URL is refused by the outbound address policy.
+            Conflict: the service is retired.
+        """
+        entry = await self._checked(service_id, kind, name, base_url, search_style, client_id, status, organisation)
+        async with self._db.writer() as conn:
+            written = await self._repo.put_entry(
+                conn, service_id=entry.service_id, kind=entry.kind, name=entry.name, base_url=entry.base_url,
+                search_style=entry.search_style, client_id=entry.client_id, status=entry.status,
+                organisation=entry.organisation,
+            )  # fmt: skip
+        if written is None:
+            raise _retired(entry.service_id)
+        return written
+
+    async def _checked(
+        self,
+        service_id: str,
+        kind: str,
+        name: str,
+        base_url: str,
+        search_style: str,
+        client_id: str | None,
+        status: ServiceStatus,
+        organisation: Organisation,
+    ) -> _Entry:
+        """A directory entry with every field validated and tidied (the base URL against the address policy)."""
         sid = check_service_id(service_id, "id")
         try:
             kind_value = ServiceKind(kind)
@@ -139,26 +214,15 @@ class DirectoryService:
             raise errors.InvalidInput(str(exc)) from None
         if not name.strip() or len(name) > 200:
             raise errors.InvalidInput("a service name is 1 to 200 characters")
-        if client_id is not None and bearer_token_file is not None:
-            raise errors.InvalidInput("give a client ID or a bearer token file, not both")
         if client_id is not None and not (0 < len(client_id.strip()) <= 200):
             raise errors.InvalidInput("a client ID is 1 to 200 characters")
-        if token_endpoint is not None and client_id is None:
-            raise errors.InvalidInput("a token endpoint is for a service this instance has a client ID at")
         if status is ServiceStatus.RETIRED:
             raise errors.InvalidInput("a service is retired by `services retire`, which archives its records")
         checked = check_organisation(organisation)
         base = await check_base_url(base_url, self._policy)
-        endpoint = await accept_url(self._policy, token_endpoint, "the token endpoint") if token_endpoint else None
-        async with self._db.writer() as conn:
-            current = await self._repo.get(conn, sid)
-            if current is not None and current.status is ServiceStatus.RETIRED:
-                raise _retired(sid)
-            return await self._repo.add(
-                conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=base, search_style=style,
-                client_id=client_id.strip() if client_id else None, bearer_token_file=bearer_token_file,
-                token_endpoint=endpoint, status=status, organisation=checked,
-            )  # fmt: skip
+        return _Entry(
+            sid, kind_value, name.strip(), base, style, client_id.strip() if client_id else None, status, checked
+        )
 
     async def list_all(self, status: str | None = None) -> list[Service]:
         """Every service, optionally only enabled or disabled ones."""

@@ -30,6 +30,53 @@ ALTER TABLE services
 CREATE FUNCTION routable_service(p_status text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT p_status = 'enabled' $$;
 
+-- The directory written over HTTP (FHIR Endpoint create and update with the operator's token). The
+-- server's role may not write services itself (migration 0007): it writes an entry through this
+-- function alone, which keeps what only the owner's command line may set. The token endpoint (where
+-- this registry sends its signed client assertions) and the bearer token file (a file the servers
+-- read and send) stay as they are; the client ID is kept unless one is given (a new one drops a token
+-- file, and the token endpoint that went with the old one); a service is never retired here, and a
+-- retired one is not changed (no row is returned). Returns the entry and whether it is new.
+CREATE FUNCTION directory_put(p_service_id text, p_kind text, p_name text, p_base_url text, p_search_style text,
+                              p_status text, p_client_id text, p_hpio text, p_jurisdiction text,
+                              p_contact_email text, p_contact_phone text, p_capability_statement_url text,
+                              p_fallback text)
+RETURNS TABLE (service_id text, kind text, name text, base_url text, search_style text, status text,
+               client_id text, bearer_token_file text, token_endpoint text, created_at timestamptz,
+               updated_at timestamptz, hpio text, jurisdiction text, contact_email text, contact_phone text,
+               capability_statement_url text, fallback text, created boolean)
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+    IF p_status NOT IN ('enabled', 'disabled') THEN
+        RAISE EXCEPTION 'a service is enabled or disabled over HTTP, not %', p_status
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN QUERY
+    INSERT INTO services AS s (service_id, kind, name, base_url, search_style, status, client_id, hpio,
+                               jurisdiction, contact_email, contact_phone, capability_statement_url, fallback)
+    VALUES (p_service_id, p_kind, p_name, p_base_url, p_search_style, p_status, p_client_id, p_hpio,
+            p_jurisdiction, p_contact_email, p_contact_phone, p_capability_statement_url, p_fallback)
+    ON CONFLICT ON CONSTRAINT services_pkey DO UPDATE
+        SET kind = excluded.kind, name = excluded.name, base_url = excluded.base_url,
+            search_style = excluded.search_style, status = excluded.status,
+            client_id = coalesce(excluded.client_id, s.client_id),
+            bearer_token_file = CASE WHEN excluded.client_id IS NULL THEN s.bearer_token_file END,
+            token_endpoint = CASE WHEN coalesce(excluded.client_id, s.client_id) IS NOT DISTINCT FROM s.client_id
+                                  THEN s.token_endpoint END,
+            hpio = excluded.hpio, jurisdiction = excluded.jurisdiction, contact_email = excluded.contact_email,
+            contact_phone = excluded.contact_phone, capability_statement_url = excluded.capability_statement_url,
+            fallback = excluded.fallback, updated_at = now()
+        WHERE s.status <> 'retired'
+    RETURNING s.service_id, s.kind, s.name, s.base_url, s.search_style, s.status, s.client_id,
+              s.bearer_token_file, s.token_endpoint, s.created_at, s.updated_at, s.hpio, s.jurisdiction,
+              s.contact_email, s.contact_phone, s.capability_statement_url, s.fallback, (s.xmax = 0);
+END $$;
+DO $$
+BEGIN
+    EXECUTE format('ALTER FUNCTION directory_put(text, text, text, text, text, text, text, text, text, text, text, '
+                   'text, text) SET search_path = %I, pg_temp', current_schema());
+END $$;
+
 -- Records and history --------------------------------------------------------------------------
 
 ALTER TABLE records
@@ -90,7 +137,8 @@ ALTER FUNCTION record_history_on_update() SECURITY DEFINER SET search_path = pg_
 -- loop: 5,000 rows took 3.4 s instead of milliseconds. The update triggers join them by hash.
 ALTER FUNCTION record_history_on_update() SET enable_nestloop = off;
 
--- Write one record in one round trip (replaces the four-argument put_record of 0002/0005).
+-- Write one record in one round trip (replaces the four-argument put_record of 0002/0005; called with
+-- four arguments it is a write by no named actor, as before).
 -- A write of `active` to an active record is a re-registration (outcome `registered`); a write that
 -- changes status or type is `updated`; a repeated non-active write changes nothing (`unchanged`).
 -- SQLSTATE IE001: the service is unknown or not routable (disabled, retired).
@@ -98,7 +146,8 @@ ALTER FUNCTION record_history_on_update() SET enable_nestloop = off;
 -- SQLSTATE IE004: the record's type does not match the service's kind.
 DROP FUNCTION put_record(text, text, text, text);
 CREATE FUNCTION put_record(p_ihi text, p_service_id text, p_status text, p_type text,
-                           p_client text, p_client_service text, p_admin boolean, p_reason text)
+                           p_client text DEFAULT NULL, p_client_service text DEFAULT NULL,
+                           p_admin boolean DEFAULT false, p_reason text DEFAULT NULL)
 RETURNS TABLE (ihi text, service_id text, record_id uuid, status text, type text, version integer,
                last_updated timestamptz, outcome text)
 LANGUAGE plpgsql AS $$
@@ -428,17 +477,22 @@ CREATE TRIGGER records_publication_update AFTER UPDATE ON records
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
     EXECUTE FUNCTION publication_on_update();
 
--- The server's role (migration 0007, docs/deployment.md), when there is one: what a server process
--- does with the new tables, and the directory it now writes (FHIR Endpoint create and update).
+-- The server's role (migrations 0007 and 0008, docs/deployment.md), when there is one: what a server
+-- process does with the new tables, and the functions it calls (the triggers' functions run as the
+-- writer and call enqueue_subscription_events and routable_service). It writes the directory through
+-- directory_put() only. Functions are granted by name, as 0008 does: a grant on every function of the
+-- schema would give back what 0008 took away (making and dropping audit partitions). Without the role
+-- (one role does everything), nothing to do.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ief_server') THEN
         RETURN;
     END IF;
-    GRANT INSERT, UPDATE ON services TO ief_server;
     GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys TO ief_server;
     GRANT SELECT, INSERT, UPDATE ON lifecycle_jobs, groups, publications, published TO ief_server;
     GRANT SELECT, INSERT, DELETE ON group_members, publication_outbox TO ief_server;
     GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ief_server;
-    GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO ief_server;
+    GRANT EXECUTE ON FUNCTION routable_service(text), put_record(text, text, text, text, text, text, boolean, text),
+        directory_put(text, text, text, text, text, text, text, text, text, text, text, text, text),
+        enqueue_subscription_events(records[]) TO ief_server;
 END $$;

@@ -21,6 +21,12 @@ RETURNING s.service_id, s.kind, s.name, s.base_url, s.search_style, s.status, s.
           s.token_endpoint, s.created_at, s.updated_at, s.hpio, s.jurisdiction, s.contact_email, s.contact_phone,
           s.capability_statement_url, s.fallback, (xmax = 0) AS created;
 
+-- name: put_service_entry
+-- Add or change a service from the FHIR API: directory_put() of 0009_lifecycle.sql, which keeps the
+-- credentials only the owner sets. $1..$5 as add_service, $6 enabled or disabled, $7 the client ID (NULL:
+-- kept), $8..$13 the organisation. No row: the service is retired.
+SELECT * FROM directory_put($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+
 -- name: list_services
 -- Every member service, optionally only those with one status.
 SELECT s.service_id, s.kind, s.name, s.base_url, s.search_style, s.status, s.client_id, s.bearer_token_file,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 from registry import errors
@@ -73,16 +72,12 @@ class EndpointResources:
 
     async def _write(self, service_id: str, claim: EndpointClaim) -> tuple[Service, bool]:
         """Same validation as ``services add``; the credentials this registry uses for the service are kept
-        unless the body names a client ID (a token file is set only from the command line)."""
-        current = None
-        with contextlib.suppress(errors.NotFound):
-            current = await self._directory.get(service_id)
-        client_id = claim.client_id if claim.client_id is not None else (current.client_id if current else None)
-        token_file = None if claim.client_id is not None or current is None else current.bearer_token_file
-        return await self._directory.add(
+        unless the body names another client ID (a token file and a token endpoint are set only from the
+        command line)."""
+        return await self._directory.put_entry(
             service_id=service_id, kind=claim.kind, name=claim.name, base_url=claim.base_url,
-            search_style=claim.search_style, client_id=client_id, bearer_token_file=token_file,
-            status=claim.status, organisation=claim.organisation,
+            search_style=claim.search_style, client_id=claim.client_id, status=claim.status,
+            organisation=claim.organisation,
         )  # fmt: skip
 
     async def read(self, endpoint_id: str) -> Service:
