@@ -7,7 +7,7 @@ import msgspec
 
 from registry.cli.progress import run_job
 from registry.cli.runtime import Runtime
-from registry.records.jobs import parse_age
+from registry.records.jobs import DEFAULT_STALE_AGE, parse_age
 
 __all__ = ("records",)
 
@@ -18,7 +18,8 @@ def records() -> None:
 
 
 @records.command("stale")
-@click.option("--older-than", required=True, help="Not registered for this long: 365d, 26w, 12h…")
+@click.option("--older-than", default=DEFAULT_STALE_AGE, show_default=True,
+              help="Not registered for this long: 365d, 26w, 12h…")  # fmt: skip
 @click.option("--archive", is_flag=True, help="Archive them (resumable), instead of only reporting them.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @click.pass_obj

@@ -18,7 +18,7 @@ import msgspec
 
 from registry import errors
 from registry.http import refused_json
-from registry.records.idempotency import Answer, Keyed, fingerprint
+from registry.records.idempotency import Answer, Keyed, fingerprint, is_item_key
 from schemas import strictjson
 from schemas.records import BatchItem, BatchItemResult, BatchResult
 from schemas.types import InvalidValueError, parse_ihi, parse_service_id
@@ -58,6 +58,8 @@ def _error(index: int, code: _Code, message: str, item: BatchItem | None = None)
 def _parse(raw: Any) -> BatchItem:
     value = strictjson.decode(raw) if isinstance(raw, bytes) else raw
     item = msgspec.convert(value, BatchItem)
+    if item.idempotency_key is not None and not is_item_key(item.idempotency_key):
+        raise InvalidValueError("an idempotencyKey is 1 to 255 printable ASCII characters")
     return msgspec.structs.replace(item, ihi=parse_ihi(item.ihi), service_id=parse_service_id(item.service_id))
 
 

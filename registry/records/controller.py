@@ -13,7 +13,7 @@ from registry import errors
 from registry.auth.scopes import Principal
 from registry.http import decode_json_body, media_type, request_id
 from registry.records.idempotency import Answer, parse_key
-from registry.records.jobs import LifecycleJobs, parse_age
+from registry.records.jobs import DEFAULT_STALE_AGE, LifecycleJobs, parse_age
 from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import Idempotent, Put, RecordService, to_record
 from registry.route import RouteSpec
@@ -173,7 +173,9 @@ class ReportController(Controller):
     async def stale(
         self,
         lifecycle: Lifecycle,
-        older_than: Annotated[str, QueryParameter(name="olderThan", description="365d, 26w, 12h…")],
+        older_than: Annotated[
+            str, QueryParameter(name="olderThan", description="365d (the default), 26w, 12h…", required=False)
+        ] = DEFAULT_STALE_AGE,
     ) -> StaleReport:
         """Per service, the active records not registered for ``olderThan`` (the operator's; ``records stale``)."""
         cutoff, services = await lifecycle.stale(parse_age(older_than))

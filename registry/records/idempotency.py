@@ -22,9 +22,19 @@ if TYPE_CHECKING:
     from registry.db.pool import Connection
     from registry.db.queries import Queries
 
-__all__ = ("Answer", "IdempotencyRepository", "Keyed", "fingerprint", "in_progress", "parse_key", "reused")
+__all__ = (
+    "Answer",
+    "IdempotencyRepository",
+    "Keyed",
+    "fingerprint",
+    "in_progress",
+    "is_item_key",
+    "parse_key",
+    "reused",
+)
 
-_KEY = re.compile(r'^(?:"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21\x23-\x7e]{1,255}))$')
+_KEY = re.compile(r'"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21\x23-\x7e]{1,255})')
+_ITEM_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 _PURGE_EVERY = 60.0
 _PURGE_BATCH = 10_000
 
@@ -51,11 +61,17 @@ def parse_key(header: str) -> str:
     Raises:
         MalformedRequest: empty, longer than 255 characters, or not printable ASCII.
     """
-    match = _KEY.match(header.strip())
+    match = _KEY.fullmatch(header.strip(" \t"))  # optional whitespace around a field value (RFC 9110)
     if not match:
         message = "Idempotency-Key is a quoted string of 1 to 255 printable ASCII characters"
         raise errors.MalformedRequest(message, issues=[errors.Issue(message, "Idempotency-Key")])
     return match.group(1) or match.group(2)
+
+
+def is_item_key(key: str) -> bool:
+    """Whether a batch item's ``idempotencyKey`` is a key: 1 to 255 printable ASCII characters (a header's
+    quoted key holds the same)."""
+    return _ITEM_KEY.fullmatch(key) is not None
 
 
 def fingerprint(*parts: object) -> bytes:

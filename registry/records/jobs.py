@@ -21,7 +21,7 @@ from registry.checks import check_service_id
 from registry.db.errors import translate_db_errors
 from schemas.audit import Action, AuditEntry, Interaction, Outcome
 from schemas.records import StaleService
-from schemas.types import ServiceStatus
+from schemas.types import ServiceStatus, ascii_int
 
 if TYPE_CHECKING:
     from registry.audit.repository import AuditRepository
@@ -29,10 +29,15 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.services import Service
 
-__all__ = ("OPERATOR", "Job", "JobResult", "LifecycleJobs", "Progress", "parse_age")
+__all__ = ("DEFAULT_STALE_AGE", "OPERATOR", "Job", "JobResult", "LifecycleJobs", "Progress", "parse_age")
 
 _BEFORE_EVERY_IHI = "0" * 16
 """The cursor of a job that has not done a chunk yet: every IHI sorts after it."""
+
+DEFAULT_STALE_AGE = "365d"
+"""How long a record not registered again is stale unless the operator says otherwise."""
+
+_MAX_AGE_SECONDS = 100 * 366 * 86400
 
 OPERATOR = "operator"
 """The client a lifecycle command acts as: the operator's, as ``ief-registry token`` does."""
@@ -89,10 +94,11 @@ def parse_age(text: str) -> timedelta:
         InvalidInput: not a positive number followed by one of those units.
     """
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    value, unit = text.strip()[:-1], text.strip()[-1:]
-    if unit not in units or not value.isdigit() or int(value) <= 0:
+    value, unit = text[:-1], text[-1:]
+    number = ascii_int(value, max_digits=6)
+    if unit not in units or not number:
         raise errors.InvalidInput(f"an age is a positive number and a unit (s, m, h, d, w), like 365d: not {text!r}")
-    return timedelta(seconds=int(value) * units[unit])
+    return timedelta(seconds=number * units[unit])
 
 
 class LifecycleJobs:
