@@ -10,7 +10,7 @@ import asyncpg
 from registry.audit.chain import GENESIS, link_hash
 from registry.audit.partitions import add_months, this_month
 from registry.audit.repository import AuditRepository
-from registry.db.migrate import apply_migrations
+from registry.db.migrate import apply_migrations, known_migrations
 from registry.db.queries import load_queries
 from schemas.audit import StoredAuditEvent
 from tests.cli import InstanceOf, run_cli
@@ -79,7 +79,7 @@ async def test_a_trail_from_before_months_is_kept_whole_and_goes_on(template: Te
         where = await conn.fetchval("SELECT tableoid::regclass::text FROM audit_events WHERE request_id = 'old-0'")
     finally:
         await conn.close()
-    assert [m.version for m in applied] == [8]
+    assert [m.version for m in applied] == [m.version for m in known_migrations() if m.version >= 8]  # 0008 on
     assert [row["month"] for row in months] == [add_months(this_month(), n) for n in range(3)]
     assert months[0]["starts"].year == 1  # -infinity: the period holds everything from before
     assert months[0]["ends"] == datetime.combine(add_months(this_month(), 1), datetime.min.time(), UTC)
