@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ("DirectoryService", "check_base_url", "check_organisation")
 
-# Full matches over printable ASCII only (no spaces, no @ but the one), once surrounding spaces are
-# trimmed: a control character or a non-ASCII look-alike is refused like any other invalid value.
+# Full matches over printable ASCII only (no spaces, no @ but the one), once surrounding spaces and tabs
+# are trimmed: a newline, a control character or a non-ASCII look-alike is refused like any other
+# invalid value.
 _EMAIL = re.compile(r"[\x21-\x3f\x41-\x7e]{1,64}@[\x21-\x2d\x2f-\x3f\x41-\x7e]+(?:\.[\x21-\x2d\x2f-\x3f\x41-\x7e]+)+")
 _PHONE = re.compile(r"\+?[0-9][0-9 ()-]{2,38}")
 
@@ -56,16 +57,16 @@ def check_organisation(o: Organisation) -> Organisation:
             raise _invalid(f"invalid HPI-O: {exc}", "hpio") from None
     if o.jurisdiction is not None and o.jurisdiction not in Jurisdiction._value2member_map_:
         raise _invalid(f"unknown jurisdiction {o.jurisdiction!r}; use {', '.join(Jurisdiction)}", "jurisdiction")
-    email = o.contact_email.strip() if o.contact_email else None
+    email = o.contact_email.strip(" \t") if o.contact_email else None
     if email is not None and (len(email) > 254 or not _EMAIL.fullmatch(email)):
         raise _invalid(f"{email!r} is not an email address", "contactEmail")
-    phone = o.contact_phone.strip() if o.contact_phone else None
+    phone = o.contact_phone.strip(" \t") if o.contact_phone else None
     if phone is not None and not _PHONE.fullmatch(phone):
         message = f"{phone!r} is not a phone number (digits, spaces, brackets, dashes, a leading +)"
         raise _invalid(message, "contactPhone")
     url = o.capability_statement_url
     if url is not None:
-        url = url.strip()
+        url = url.strip(" \t")
         if not _absolute_http_url(url):
             message = f"capability statement URL {url!r} must be an absolute http(s) URL"
             raise _invalid(message, "capabilityStatementUrl")

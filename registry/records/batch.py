@@ -59,7 +59,7 @@ def _parse(raw: Any) -> BatchItem:
     value = strictjson.decode(raw) if isinstance(raw, bytes) else raw
     item = msgspec.convert(value, BatchItem)
     if item.idempotency_key is not None and not is_item_key(item.idempotency_key):
-        raise InvalidValueError("an idempotencyKey is 1 to 255 printable ASCII characters")
+        raise InvalidValueError("an idempotencyKey is 1 to 255 printable ASCII characters (spaces only between others)")
     return msgspec.structs.replace(item, ihi=parse_ihi(item.ihi), service_id=parse_service_id(item.service_id))
 
 

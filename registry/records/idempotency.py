@@ -34,7 +34,7 @@ __all__ = (
 )
 
 _KEY = re.compile(r'"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21\x23-\x7e]{1,255})')
-_ITEM_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+_ITEM_KEY = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?")
 _PURGE_EVERY = 60.0
 _PURGE_BATCH = 10_000
 
@@ -69,8 +69,8 @@ def parse_key(header: str) -> str:
 
 
 def is_item_key(key: str) -> bool:
-    """Whether a batch item's ``idempotencyKey`` is a key: 1 to 255 printable ASCII characters (a header's
-    quoted key holds the same)."""
+    """Whether a batch item's ``idempotencyKey`` is a key: 1 to 255 printable ASCII characters, spaces only
+    between others."""
     return _ITEM_KEY.fullmatch(key) is not None
 
 
