@@ -1,7 +1,7 @@
 """Cohorts as FHIR ``Group`` (type ``person``, ``actual``): members named by IHI identifier.
 
-Bodies of up to 100,000 members are read with msgspec and checked by hand (the R4B models would
-take seconds over such a list); what is checked is what a cohort needs: type, actual, and each
+Bodies of up to 100,000 members are decoded the one way (``schemas.strictjson``: nesting bounded,
+repeated keys refused) and checked by hand (the R4B models would take seconds over such a list); what is checked is what a cohort needs: type, actual, and each
 member's IHI identifier.
 """
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
+from schemas import strictjson
 from schemas.fhir.parse import InvalidResource, Issues, NotJson
 from schemas.types import IHI_SYSTEM, IHI_SYSTEM_ALIASES, InvalidValueError, parse_ihi
 
@@ -36,13 +35,13 @@ def read_group(body: bytes) -> GroupClaim:
     """Parse a cohort ``Group``.
 
     Raises:
-        NotJson: the body is not JSON.
+        NotJson: the body is not JSON, is nested too deep or repeats a key.
         InvalidResource: not a Group of patients named by IHI; one issue per problem (the first 20).
     """
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise NotJson(f"the body is not JSON: {exc}") from None
+        data = strictjson.decode(body)
+    except strictjson.JsonError as exc:
+        raise NotJson(str(exc)) from exc  # the cause says which refusal it was
     issues: Issues = []
     if not isinstance(data, dict) or data.get("resourceType") != "Group":
         raise InvalidResource("the body is not a Group", [("resourceType must be Group", "Group")])
