@@ -43,6 +43,8 @@ def _with_directory(runtime: Runtime, action: Callable[[DirectoryService], Await
 @click.option("--style", type=click.Choice(["ief", "harmony"]), default="ief", show_default=True,
               help="How the broker phrases patient searches to this gateway.")  # fmt: skip
 @click.option("--client-id", default=None, help="The client ID that service gave this instance (private_key_jwt).")
+@click.option("--token-endpoint", default=None,
+              help="With --client-id: where to get tokens for that service when not on its own origin.")  # fmt: skip
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding a fixed bearer token that service takes from this instance.")  # fmt: skip
 @click.option("--hpio", default=None, help="The organisation's HPI-O (16 digits, 800362…).")
@@ -61,6 +63,7 @@ def services_add(
     base_url: str,
     style: str,
     client_id: str | None,
+    token_endpoint: str | None,
     bearer_token_file: str | None,
     **organisation: str | None,
 ) -> None:
@@ -72,7 +75,7 @@ def services_add(
         runtime,
         lambda d: d.add(
             service_id=service_id, kind=kind, name=name, base_url=base_url, search_style=style, client_id=client_id,
-            bearer_token_file=token_file, organisation=described,
+            bearer_token_file=token_file, token_endpoint=token_endpoint, organisation=described,
         ),
     )  # fmt: skip
     click.echo(f"{'added' if created else 'updated'} {service.kind} {service.service_id} {service.name}")

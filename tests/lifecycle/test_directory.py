@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import msgspec
 
+from tests.cli import run_cli
 from tests.conftest import GatewayClient
 from tests.factories import make_service_id
+from tests.server import RunningServer
 
 HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
 HPIO = "8003621566684455"
@@ -91,3 +94,32 @@ async def test_only_the_operator_writes_the_directory(gateway_client: GatewayCli
     service_id = make_service_id()
     refused = await gateway_client.http.post("/fhir/Endpoint", json=endpoint_body(service_id))
     assert refused.status_code == 403
+
+
+async def test_credentials_set_by_the_command_line_stay_through_fhir_writes(
+    fhir: httpx.AsyncClient, server: RunningServer
+) -> None:
+    """`services add --client-id --token-endpoint` keeps both; an Endpoint PUT by the operator changes the entry but
+    not where this registry gets its tokens for it; a token endpoint without a client ID is refused."""
+    service_id = make_service_id()
+    added = await run_cli(
+        server, "services", "add", "--id", service_id, "--kind", "gateway", "--name", "Harbour Radiology",
+        "--base-url", "https://pacs.example.test/fhir", "--client-id", "harbour-client",
+        "--token-endpoint", "https://tokens.example.test/token",
+    )  # fmt: skip
+    assert added.code == 0, added.err
+    changed = await fhir.put(f"/fhir/Endpoint/{service_id}", json={**endpoint_body(service_id), "id": service_id})
+    assert changed.status_code == 200, changed.text
+    listed = await run_cli(server, "services", "list", "--json")
+    entry = next(e for e in map(msgspec.json.decode, listed.out.splitlines()) if e["serviceId"] == service_id)
+    assert (entry["clientId"], entry["tokenEndpoint"], entry["organisation"]["hpio"]) == (
+        "harbour-client",
+        "https://tokens.example.test/token",
+        HPIO,
+    )
+    refused = await run_cli(
+        server, "services", "add", "--id", make_service_id(), "--kind", "gateway", "--name", "No client",
+        "--base-url", "https://pacs.example.test/fhir", "--token-endpoint", "https://tokens.example.test/token",
+    )  # fmt: skip
+    assert refused.code != 0
+    assert "client ID" in refused.err
