@@ -179,3 +179,21 @@ async def test_a_disabled_service_is_routed_nowhere(
     assert {r["serviceId"]: r.get("serviceStatus") for r in widened} == {kept: None, x: "disabled"}
     endpoint = (await client.get(f"/fhir/Endpoint/{x}")).json()
     assert endpoint["status"] == "off"
+
+
+async def test_history_and_audit_events_name_the_same_actors(
+    client: httpx.AsyncClient, gateway_client: GatewayClient
+) -> None:
+    """For each write, `GET …/history` and the write's AuditEvent name the same client and bound service."""
+    ihi, gateway = make_ihi(), gateway_client.service_id
+    url = f"/registry/records/{ihi}/{gateway}"
+    await gateway_client.http.put(url, json={})
+    await gateway_client.http.put(url, json={})
+    await client.put(url, json={"status": "removed", "reason": "withdrawn"})
+    history = (await client.get(f"{url.rsplit('/', 1)[0]}/history")).json()["history"]
+    found = (await client.get("/fhir/AuditEvent", params={"patient": ihi, "_count": "50"})).json()
+    writes = [e["resource"] for e in found.get("entry", []) if e["resource"]["action"] in ("C", "U")]
+    audited = sorted((a["agent"][0]["who"]["identifier"]["value"], a["agent"][0].get("altId")) for a in writes)
+    historied = sorted((e["actor"]["clientId"], e["actor"]["serviceId"]) for e in history)
+    assert len(historied) == 3
+    assert audited == historied
