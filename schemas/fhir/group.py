@@ -1,8 +1,8 @@
 """Cohorts as FHIR ``Group`` (type ``person``, ``actual``): members named by IHI identifier.
 
 Bodies of up to 100,000 members are decoded the one way (``schemas.strictjson``: nesting bounded,
-repeated keys refused) and checked by hand (the R4B models would take seconds over such a list); what is checked is what a cohort needs: type, actual, and each
-member's IHI identifier.
+repeated keys refused) and checked by hand (the R4B models would take seconds over such a list):
+what is checked is what a cohort needs: type, actual, and each member's IHI identifier.
 """
 
 from __future__ import annotations
