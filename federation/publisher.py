@@ -45,7 +45,6 @@ __all__ = ("PublicationRepository", "PublicationState", "Publisher")
 
 _log = get_logger(__name__)
 _SCOPES = ("system/Basic.cu",)
-_LEASE_SECONDS = 60.0
 _BACKOFF_MAX = 300.0
 _MAX_ANSWER_BYTES = 16 * 1024 * 1024
 """The largest batch answer read from a target (a result per item: 10,000 items are about 2 MB)."""
@@ -88,10 +87,11 @@ class PublicationRepository:
             row["target"], row["enabled"], row["sent"], row["waiting"], row["attempts"], row["last_error"]
         )
 
-    async def claim(self, db: Database, owner: str) -> tuple[str, int] | None:
+    async def claim(self, db: Database, owner: str, lease: float) -> tuple[str, int] | None:
+        """Claim one due publication for ``lease`` seconds: its target and failed attempts so far."""
         async with db.writer() as conn:
             with translate_db_errors():
-                row = await conn.fetchrow(self._q["publication_claim"], _LEASE_SECONDS, owner)
+                row = await conn.fetchrow(self._q["publication_claim"], lease, owner)
         return None if row is None else (row["target"], row["attempts"])
 
     async def head(self, db: Database, target: str, limit: int) -> list[Any]:
@@ -170,7 +170,10 @@ class Publisher:
 
     async def round(self) -> bool:
         """Publish the next outbox rows of one due publication; whether there was one."""
-        claimed = await self._repo.claim(self._db, self.name)
+        # The lease outlasts the request (publish_timeout) and the database round trips around it, so a
+        # publication is never sent by two processes at once; a process killed meanwhile leaves it to
+        # another once the lease ends.
+        claimed = await self._repo.claim(self._db, self.name, 2 * self._settings.publish_timeout + 5)
         if claimed is None:
             return False
         target, attempts = claimed

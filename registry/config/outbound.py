@@ -100,7 +100,15 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     publish_batch: Annotated[
         int, Meta(ge=1, le=10_000, description="IHIs one publishing request carries at most (one batch request).")
     ] = 500
-    publish_timeout: Annotated[float, Meta(gt=0, le=300, description="Seconds one publishing request may take.")] = 10.0
+    publish_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="Seconds one publishing request may take; a publication is leased for twice this and 5 s "
+            "(a process killed while publishing leaves it to another after that).",
+        ),
+    ] = 10.0
 
 
 class OutboundSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

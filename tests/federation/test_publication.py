@@ -16,7 +16,7 @@ import pytest
 from registry.config import Settings
 from registry.config.outbound import FederationSettings
 from tests.cli import CliResult, run_cli
-from tests.factories import make_ihi
+from tests.factories import LOOPBACK_NETWORKS, make_ihi
 from tests.federation.network import Network, directory, registries
 from tests.pg import TestCluster
 
@@ -123,6 +123,8 @@ async def test_sigkill_of_the_jurisdictions_worker_loses_no_publication(
             **os.environ, "IEF_DATABASE_URL": state.database_url, "IEF_SERVICE_ID": state.service_id,
             "IEF_LOG_LEVEL": "warning", "IEF_FEDERATION_PUBLISH_BATCH": "10",
             "IEF_FEDERATION_PUBLISH_POLL_INTERVAL": "0.05", "IEF_SUBSCRIPTIONS_WORKER_CONCURRENCY": "1",
+            "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,  # the national registry runs on loopback
+            "IEF_FEDERATION_PUBLISH_TIMEOUT": "2",  # the killed worker's lease ends 9 s later
         }  # fmt: skip
 
         async def start_worker() -> asyncio.subprocess.Process:
