@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.cli import run_cli
+from tests.cli import Instance, run_cli
 from tests.factories import make_ihi, make_service_id
 from tests.lifecycle.commands import Fleet, kill_half_way, load_records
 from tests.pg import TestCluster
@@ -21,6 +21,15 @@ async def _one(database_url: str, sql: str, *args: object) -> object:
         return await conn.fetchval(sql, *args)
     finally:
         await conn.close()
+
+
+async def _chain_verifies(instance: Instance, *, alone: bool = True) -> None:
+    """`audit verify` chains the trail (the commands' rows among them) and finds every row in place; ``alone``
+    (no server writing meanwhile): every row of the trail is in the chain."""
+    rows = await _one(instance.database_url, "SELECT count(*) FROM audit_events")
+    verified = await run_cli(instance, "audit", "verify", extra_env={"IEF_AUDIT_CLOSE_GRACE_SECONDS": "0"})
+    assert verified.code == 0, verified.err
+    assert f"ok: {rows} rows chained" in verified.out if alone else "ok: " in verified.out
 
 
 @pytest.mark.slow
@@ -50,6 +59,11 @@ async def test_retire_killed_half_way_and_run_again_archives_every_record_once(t
     )
     assert (archived, entries) == (HUGE, HUGE * 1_000_000 + HUGE)
     assert await _one(fleet.database_url, "SELECT status FROM services WHERE service_id = $1", gateway) == "retired"
+    chunks = await _one(
+        fleet.database_url, "SELECT count(*) FROM audit_events WHERE path = $1", f"services retire {gateway}"
+    )
+    assert chunks == HUGE // 2000  # one audit row per chunk, none twice
+    await _chain_verifies(fleet)
 
 
 @pytest.mark.slow
@@ -74,6 +88,7 @@ async def test_move_killed_half_way_and_run_again_moves_every_record_once(templa
     assert (at_new, moved) == (HUGE, HUGE * 1_000_000 + HUGE)
     assert await _one(fleet.database_url, "SELECT count(*) FROM records WHERE service_id = $1", old) == 0
     assert await _one(fleet.database_url, "SELECT status FROM services WHERE service_id = $1", old) == "disabled"
+    await _chain_verifies(fleet)
 
 
 async def test_retire_archives_audits_and_is_final(client: httpx.AsyncClient, server: RunningServer) -> None:
@@ -104,6 +119,7 @@ async def test_retire_archives_audits_and_is_final(client: httpx.AsyncClient, se
     enable = await run_cli(server, "services", "enable", gateway)
     assert enable.code != 0
     assert "retired" in enable.err
+    await _chain_verifies(server, alone=False)
 
 
 async def test_stale_report_and_archive(client: httpx.AsyncClient, server: RunningServer) -> None:
