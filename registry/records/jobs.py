@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from registry import errors
+from registry.audit.partitions import ensure_months
 from registry.checks import check_service_id
 from registry.db.errors import translate_db_errors
 from schemas.audit import Action, AuditEntry, Interaction, Outcome
@@ -237,6 +238,9 @@ class LifecycleJobs:
         """Chunk after chunk: find its end, write it, audit it and note the progress, in one transaction."""
         started, processed, changed = time.monotonic(), 0, 0
         cursor, done = job.cursor or _BEFORE_EVERY_IHI, job.processed
+        async with self._db.writer() as conn:  # each chunk's audit row needs its month's partition
+            with translate_db_errors():
+                await ensure_months(conn, self._audit)
         progress.update(done, job.total, 0)
         while True:
             async with self._db.writer() as conn, conn.transaction():
