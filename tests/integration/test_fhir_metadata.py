@@ -117,6 +117,12 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert resources["Basic"]["conditionalUpdate"] is True
     assert resources["Basic"]["versioning"] == "versioned-update"
     assert resources["Endpoint"]["conditionalUpdate"] is False
+    interactions = {name: {i["code"] for i in resources[name]["interaction"]} for name in ("Endpoint", "Group")}
+    assert interactions == {
+        "Endpoint": {"read", "search-type", "create", "update"},
+        "Group": {"read", "create", "update"},
+    }
+    assert {i["code"] for i in resources["Organization"]["interaction"]} == {"read", "search-type"}
     assert resources["Patient"]["operation"] == [
         {
             "name": "locate",
