@@ -6,7 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.cli import Instance, run_cli
+from tests.cli import Instance, on_a_terminal, run_cli
 from tests.factories import make_ihi, make_service_id
 from tests.lifecycle.commands import Fleet, kill_half_way, load_records
 from tests.pg import TestCluster
@@ -151,3 +151,18 @@ async def test_stale_report_and_archive(client: httpx.AsyncClient, server: Runni
     assert statuses == {old_ihi: "archived", fresh_ihi: "active"}
     bad = await client.get("/registry/reports/stale", params={"olderThan": "soon"})
     assert bad.status_code == 422
+
+
+async def test_a_terminal_gets_a_progress_bar(client: httpx.AsyncClient, server: RunningServer) -> None:
+    """On a terminal, services move draws a progress bar on stderr that says where it is and reaches every record."""
+    old, new = make_service_id(), make_service_id()
+    await server.add_service(old)
+    await server.add_service(new)
+    for ihi in [make_ihi() for _ in range(30)]:
+        await client.put(f"/registry/records/{ihi}/{old}", json={})
+    drawn = await on_a_terminal(
+        server, "services", "move", old, new, extra_env={"IEF_RECORDS_LIFECYCLE_CHUNK_SIZE": "10"}
+    )
+    assert f"services move {old} {new} [" in drawn
+    assert "30/30 100%" in drawn
+    assert "30 moved" in drawn
