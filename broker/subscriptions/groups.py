@@ -149,6 +149,7 @@ class GroupService:
         async with self._db.reader() as conn:
             current = _visible(await self._repo.get(conn, key), actor)
             members = await self._repo.members(conn, key)
+        note_detail(f"Group/{group_id} read with {len(members)} members")
         return StoredGroup(
             current.group_id, current.client_id, current.name, current.member_count, current.version,
             current.updated_at, members,

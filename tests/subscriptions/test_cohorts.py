@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from joserfc.jwk import RSAKey
@@ -54,14 +55,31 @@ async def test_a_group_subscription_follows_its_members_only(subs: Subscriptions
 
 
 async def test_another_clients_group_cannot_be_followed(subs: Subscriptions, client_key: RSAKey) -> None:
-    """A subscription naming a Group its client does not own is 422; the Group reads as 404 to that client."""
+    """A subscription naming a Group its client does not own is 422; the Group reads as 404 to that client. Each
+    Group request is audited, naming the Group and its size."""
     pem = client_key.as_pem(private=False).decode()
-    _, owner = await subs.client(_SUBSCRIBER, public_key_pem=pem)
-    _, stranger = await subs.client(_SUBSCRIBER, public_key_pem=pem)
+    owner_id, owner = await subs.client(_SUBSCRIBER, public_key_pem=pem)
+    stranger_id, stranger = await subs.client(_SUBSCRIBER, public_key_pem=pem)
     async with owner, stranger:
-        group_id = (await owner.post("/fhir/Group", json=cohort([make_ihi()]))).json()["id"]
+        group_id = (await owner.post("/fhir/Group", json=cohort([make_ihi(), make_ihi()]))).json()["id"]
         body = subs.body(subs.subscriber.hook(), filters=[f"patient-group=Group/{group_id}"])
         refused = await stranger.post("/fhir/Subscription", json=body)
         hidden = await stranger.get(f"/fhir/Group/{group_id}")
+        read = await owner.get(f"/fhir/Group/{group_id}")
     assert refused.status_code == 422
-    assert hidden.status_code == 404
+    assert (hidden.status_code, read.status_code) == (404, 200)
+    query = "SELECT client_id, status, detail FROM audit_events WHERE path LIKE '/fhir/Group%' AND client_id = ANY($1)"
+    rows: list[tuple[str, int, str]] = []
+    for _ in range(100):  # a read's row is written by the group commit, just after the answer
+        found = await subs.sql(query, [owner_id, stranger_id])
+        rows = sorted((r["client_id"], r["status"], r["detail"] or "") for r in found)
+        if len(rows) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert [(client, status) for client, status, _ in rows] == sorted(
+        [(owner_id, 201), (owner_id, 200), (stranger_id, 404)]
+    )
+    assert {detail for client, _, detail in rows if client == owner_id} == {
+        f"Group/{group_id} created with 2 members",
+        f"Group/{group_id} read with 2 members",
+    }
