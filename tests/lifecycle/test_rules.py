@@ -154,7 +154,8 @@ async def test_a_disabled_service_is_routed_nowhere(
     client: httpx.AsyncClient, gateway_client: GatewayClient, server: RunningServer
 ) -> None:
     """After disabling X: look-ups, follow=true, $locate and Basic search leave X out; only the operator with
-    `status` widened sees its record, marked serviceStatus disabled; Endpoint/X reads off."""
+    `status` widened sees its record, marked serviceStatus disabled; X's Endpoint reads off, read or searched, and
+    its Organization is not active (the broker: tests/broker/test_fan_out.py)."""
     ihi, kept = make_ihi(), make_service_id()
     x = gateway_client.service_id
     await server.add_service(kept)
@@ -179,6 +180,10 @@ async def test_a_disabled_service_is_routed_nowhere(
     assert {r["serviceId"]: r.get("serviceStatus") for r in widened} == {kept: None, x: "disabled"}
     endpoint = (await client.get(f"/fhir/Endpoint/{x}")).json()
     assert endpoint["status"] == "off"
+    searched = (await client.get("/fhir/Endpoint", params={"_id": x})).json()
+    organization = (await client.get(f"/fhir/Organization/{x}")).json()
+    assert [e["resource"]["status"] for e in searched["entry"]] == ["off"]
+    assert organization["active"] is False
 
 
 async def test_history_and_audit_events_name_the_same_actors(

@@ -6,6 +6,8 @@ from datetime import datetime
 
 from joserfc.jwk import RSAKey
 
+from tests.cli import run_cli
+from tests.factories import make_service_id
 from tests.subscriptions.helpers import Subscriptions
 from tests.subscriptions.subscriber import Received
 
@@ -59,3 +61,26 @@ async def test_three_registrations_with_one_idempotency_key_give_one(subs: Subsc
     assert fresh.status_code == 200  # a new key is a new registration
     await hook.wait(lambda h: h.event_numbers() == [1, 2])
     assert _changes(hook.of_kind("event-notification")) == ["created", "registered"]
+
+
+async def test_lifecycle_commands_notify_like_any_write(subs: Subscriptions) -> None:
+    """`services move` and `services retire` notify a subscriber on the patient (moved, then status-changed: the
+    archive that takes the record out of routing), and history names the operator for both."""
+    hook = subs.subscriber.hook()
+    _, ihi = await subs.active(hook)
+    old, new = make_service_id(), make_service_id()
+    await subs.server.add_service(old)
+    await subs.server.add_service(new)
+    await subs.register(ihi, service_id=old)
+    moved = await run_cli(subs.server, "services", "move", old, new)
+    assert moved.code == 0, moved.err
+    retired = await run_cli(subs.server, "services", "retire", new)
+    assert retired.code == 0, retired.err
+    await hook.wait(lambda h: h.event_numbers() == [1, 2, 3])
+    assert _changes(hook.of_kind("event-notification")) == ["created", "moved", "status-changed"]
+    history = (await subs.http.get(f"/registry/records/{ihi}/history")).json()["history"]
+    assert [(e["change"], e["actor"]["clientId"], e["actor"]["admin"]) for e in history][1:] == [
+        ("moved", "operator", True),
+        ("status-changed", "operator", True),
+    ]
+    assert history[1]["previousService"] == old
