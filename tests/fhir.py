@@ -17,9 +17,12 @@ from fhir.resources.R4B import get_fhir_model_class
 __all__ = (
     "BASE",
     "FHIR_JSON",
+    "HPIO",
+    "HPIO_SYSTEM",
     "SERVICE_SYSTEM",
     "FhirResponseError",
     "check_fhir_response",
+    "endpoint_body",
     "entry_ids",
     "extension",
     "fixture",
@@ -32,6 +35,9 @@ BASE = "https://ief-registry.org/fhir"
 """The default canonical base, written out: the published URLs are a contract."""
 SERVICE_SYSTEM = f"{BASE}/sid/service-id"
 DATA = Path(__file__).resolve().parent / "data"
+HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
+HPIO = "8003621566684455"
+"""An organisation's HPI-O (valid)."""
 _EXAMPLE_IHI = "8003608166690503"
 _EXAMPLE_SERVICE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -66,6 +72,40 @@ def record_body(
 
 class FhirResponseError(AssertionError):
     """A response that claims to be FHIR JSON (or comes from the FHIR base) and is not valid R4B."""
+
+
+def endpoint_body(service_id: str, *, hpio: str = HPIO, status: str = "active", **extra: Any) -> dict[str, Any]:
+    """An Endpoint the operator sends to add a gateway with its organisation."""
+    return {
+        "resourceType": "Endpoint",
+        "contained": [
+            {"resourceType": "Organization", "id": "org", "identifier": [{"system": HPIO_SYSTEM, "value": hpio}]}
+        ],
+        "extension": [
+            {"url": f"{BASE}/StructureDefinition/endpoint-service-kind", "valueCode": "gateway"},
+            {"url": f"{BASE}/StructureDefinition/endpoint-jurisdiction", "valueCode": "NSW"},
+            {"url": f"{BASE}/StructureDefinition/endpoint-fallback", "valueString": "phone the practice"},
+            {
+                "url": f"{BASE}/StructureDefinition/endpoint-capability-statement",
+                "valueUrl": "https://pacs.example.test/fhir/metadata",
+            },
+        ],
+        "identifier": [{"system": f"{BASE}/sid/service-id", "value": service_id}],
+        "status": status,
+        "connectionType": {
+            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "hl7-fhir-rest",
+        },
+        "name": "Harbour Radiology",
+        "managingOrganization": {"reference": "#org"},
+        "contact": [
+            {"system": "email", "value": "pacs@harbour.example"},
+            {"system": "phone", "value": "+61 2 5550 1234"},
+        ],
+        "payloadType": [{"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "ImagingStudy"}]}],
+        "address": "https://pacs.example.test/fhir",
+        **extra,
+    }
 
 
 def parse_resource(data: Any) -> Any:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.cli import Instance, on_a_terminal, run_cli
 from tests.factories import make_ihi, make_service_id
+from tests.fhir import endpoint_body
 from tests.lifecycle.commands import Fleet, kill_half_way, load_records
 from tests.pg import TestCluster
 from tests.server import RunningServer, add_service
@@ -93,7 +94,8 @@ async def test_move_killed_half_way_and_run_again_moves_every_record_once(templa
 
 async def test_retire_archives_audits_and_is_final(client: httpx.AsyncClient, server: RunningServer) -> None:
     """A small retire through the CLI: records archived as the operator's decision (a gateway cannot undo it), one
-    audit row per chunk naming the patients, the Endpoint off, and the service cannot be enabled again."""
+    audit row per chunk naming the patients, the Endpoint off, and the service cannot be enabled again, from the
+    command line or over FHIR."""
     gateway = make_service_id()
     await server.add_service(gateway)
     ihis = sorted(make_ihi() for _ in range(5))
@@ -119,6 +121,9 @@ async def test_retire_archives_audits_and_is_final(client: httpx.AsyncClient, se
     enable = await run_cli(server, "services", "enable", gateway)
     assert enable.code != 0
     assert "retired" in enable.err
+    revived = await client.put(f"/fhir/Endpoint/{gateway}", json={**endpoint_body(gateway), "id": gateway})
+    assert revived.status_code == 409
+    assert revived.json()["issue"][0]["details"]["coding"][0]["code"] == "service-retired"
     await _chain_verifies(server, alone=False)
 
 

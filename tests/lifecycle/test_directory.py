@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import msgspec
 
 from tests.cli import run_cli
 from tests.conftest import GatewayClient
 from tests.factories import make_service_id
+from tests.fhir import HPIO, HPIO_SYSTEM, endpoint_body
 from tests.server import RunningServer
-
-HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
-HPIO = "8003621566684455"
-CANON = "https://ief-registry.org/fhir"
-
-
-def endpoint_body(service_id: str, *, hpio: str = HPIO, status: str = "active", **extra: Any) -> dict[str, Any]:
-    """An Endpoint the operator sends to add a gateway with its organisation."""
-    return {
-        "resourceType": "Endpoint",
-        "contained": [
-            {"resourceType": "Organization", "id": "org", "identifier": [{"system": HPIO_SYSTEM, "value": hpio}]}
-        ],
-        "extension": [
-            {"url": f"{CANON}/StructureDefinition/endpoint-service-kind", "valueCode": "gateway"},
-            {"url": f"{CANON}/StructureDefinition/endpoint-jurisdiction", "valueCode": "NSW"},
-            {"url": f"{CANON}/StructureDefinition/endpoint-fallback", "valueString": "phone the practice"},
-            {
-                "url": f"{CANON}/StructureDefinition/endpoint-capability-statement",
-                "valueUrl": "https://pacs.example.test/fhir/metadata",
-            },
-        ],
-        "identifier": [{"system": f"{CANON}/sid/service-id", "value": service_id}],
-        "status": status,
-        "connectionType": {
-            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-            "code": "hl7-fhir-rest",
-        },
-        "name": "Harbour Radiology",
-        "managingOrganization": {"reference": "#org"},
-        "contact": [
-            {"system": "email", "value": "pacs@harbour.example"},
-            {"system": "phone", "value": "+61 2 5550 1234"},
-        ],
-        "payloadType": [{"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "ImagingStudy"}]}],
-        "address": "https://pacs.example.test/fhir",
-        **extra,
-    }
 
 
 async def test_the_operator_adds_and_changes_a_service_over_fhir(fhir: httpx.AsyncClient) -> None:

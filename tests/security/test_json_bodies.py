@@ -17,8 +17,7 @@ import pytest
 from schemas.strictjson import MAX_DEPTH, DuplicateKey, NotJson, TooDeep, decode
 from tests.conftest import GatewayClient
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
-from tests.fhir import fixture
-from tests.lifecycle.test_directory import endpoint_body
+from tests.fhir import endpoint_body, fixture
 
 FHIR = {"content-type": "application/fhir+json"}
 JSON = {"content-type": "application/json"}
