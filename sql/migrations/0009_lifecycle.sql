@@ -356,12 +356,6 @@ BEGIN
     END IF;
 END $$;
 
--- The matching's statements take the rows as a parameter, so PL/pgSQL planned them anew for every
--- registration (a custom plan is chosen while it looks cheaper than the generic one): about 1 ms of
--- the 2.7 ms of database time a subscribed patient's re-registration took. The generic plan (index
--- probes per changed row) is as fast for a single write and for a chunk of thousands.
-ALTER FUNCTION enqueue_subscription_events(records[]) SET plan_cache_mode = force_generic_plan;
-
 -- New records, and every new version of a record, are events; a record of a service that is not
 -- routed is notified only when the change takes it out of routing (archived or removed).
 CREATE FUNCTION subscription_events_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
