@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from registry.db.errors import translate_db_errors
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Connection
     from registry.db.queries import Queries
 
-__all__ = ("ServiceRepository",)
+__all__ = ("ServiceEntry", "ServiceRepository")
 
 
 def _service(row: asyncpg.Record) -> Service:
@@ -42,6 +43,20 @@ def _service(row: asyncpg.Record) -> Service:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """A directory entry to write, validated (``DirectoryService``); credentials apart."""
+
+    service_id: str
+    kind: ServiceKind
+    name: str
+    base_url: str
+    search_style: SearchStyle
+    client_id: str | None
+    status: ServiceStatus
+    organisation: Organisation
+
+
 class ServiceRepository:
     """The only caller of ``sql/queries/services.sql``."""
 
@@ -51,50 +66,27 @@ class ServiceRepository:
         self._q = queries
 
     async def add(
-        self,
-        conn: Connection,
-        *,
-        service_id: str,
-        kind: str,
-        name: str,
-        base_url: str,
-        search_style: str,
-        client_id: str | None = None,
-        bearer_token_file: str | None = None,
-        status: str = "enabled",
-        organisation: Organisation = Organisation(),  # noqa: B008 - an immutable default
-        token_endpoint: str | None = None,
+        self, conn: Connection, entry: ServiceEntry, *, bearer_token_file: str | None, token_endpoint: str | None
     ) -> tuple[Service, bool]:
-        """Add or change a service (enabling it unless ``status`` says disabled); return it and whether it is new."""
-        o = organisation
+        """Add or change a service as the owner (its credentials too); return it and whether it is new."""
+        o = entry.organisation
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file,
-                status, o.hpio, o.jurisdiction, o.contact_email, o.contact_phone, o.capability_statement_url,
-                o.fallback, token_endpoint,
+                self._q["add_service"], entry.service_id, entry.kind, entry.name, entry.base_url, entry.search_style,
+                entry.client_id, bearer_token_file, entry.status, o.hpio, o.jurisdiction, o.contact_email,
+                o.contact_phone, o.capability_statement_url, o.fallback, token_endpoint,
             )  # fmt: skip
         assert row is not None
         return _service(row), bool(row["created"])
 
-    async def put_entry(
-        self,
-        conn: Connection,
-        *,
-        service_id: str,
-        kind: str,
-        name: str,
-        base_url: str,
-        search_style: str,
-        client_id: str | None,
-        status: str,
-        organisation: Organisation,
-    ) -> tuple[Service, bool] | None:
+    async def put_entry(self, conn: Connection, entry: ServiceEntry) -> tuple[Service, bool] | None:
         """Add or change a service through ``directory_put()`` (credentials kept); None when it is retired."""
-        o = organisation
+        o = entry.organisation
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["put_service_entry"], service_id, kind, name, base_url, search_style, status, client_id,
-                o.hpio, o.jurisdiction, o.contact_email, o.contact_phone, o.capability_statement_url, o.fallback,
+                self._q["put_service_entry"], entry.service_id, entry.kind, entry.name, entry.base_url,
+                entry.search_style, entry.status, entry.client_id, o.hpio, o.jurisdiction, o.contact_email,
+                o.contact_phone, o.capability_statement_url, o.fallback,
             )  # fmt: skip
         return None if row is None else (_service(row), bool(row["created"]))
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from registry import errors
 from registry.checks import check_service_id
+from registry.directory.repository import ServiceEntry
 from registry.outbound.egress import accept_url
 from schemas.services import Organisation
 from schemas.types import InvalidValueError, Jurisdiction, SearchStyle, ServiceKind, ServiceStatus, parse_hpio
@@ -98,20 +98,6 @@ async def check_base_url(value: str, policy: AddressPolicy) -> str:
     return (await accept_url(policy, value, "the base URL")).rstrip("/")
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """A directory entry as validated, before it is written."""
-
-    service_id: str
-    kind: ServiceKind
-    name: str
-    base_url: str
-    search_style: SearchStyle
-    client_id: str | None
-    status: ServiceStatus
-    organisation: Organisation
-
-
 class DirectoryService:
     """Add, list, disable and find member services."""
 
@@ -158,11 +144,7 @@ class DirectoryService:
             current = await self._repo.get(conn, entry.service_id)
             if current is not None and current.status is ServiceStatus.RETIRED:
                 raise _retired(entry.service_id)
-            return await self._repo.add(
-                conn, service_id=entry.service_id, kind=entry.kind, name=entry.name, base_url=entry.base_url,
-                search_style=entry.search_style, client_id=entry.client_id, bearer_token_file=bearer_token_file,
-                token_endpoint=endpoint, status=entry.status, organisation=entry.organisation,
-            )  # fmt: skip
+            return await self._repo.add(conn, entry, bearer_token_file=bearer_token_file, token_endpoint=endpoint)
 
     async def put_entry(
         self,
@@ -186,11 +168,7 @@ class DirectoryService:
         """
         entry = await self._checked(service_id, kind, name, base_url, search_style, client_id, status, organisation)
         async with self._db.writer() as conn:
-            written = await self._repo.put_entry(
-                conn, service_id=entry.service_id, kind=entry.kind, name=entry.name, base_url=entry.base_url,
-                search_style=entry.search_style, client_id=entry.client_id, status=entry.status,
-                organisation=entry.organisation,
-            )  # fmt: skip
+            written = await self._repo.put_entry(conn, entry)
         if written is None:
             raise _retired(entry.service_id)
         return written
@@ -205,7 +183,7 @@ class DirectoryService:
         client_id: str | None,
         status: ServiceStatus,
         organisation: Organisation,
-    ) -> _Entry:
+    ) -> ServiceEntry:
         """A directory entry with every field validated and tidied (the base URL against the address policy)."""
         sid = check_service_id(service_id, "id")
         try:
@@ -221,7 +199,7 @@ class DirectoryService:
             raise errors.InvalidInput("a service is retired by `services retire`, which archives its records")
         checked = check_organisation(organisation)
         base = await check_base_url(base_url, self._policy)
-        return _Entry(
+        return ServiceEntry(
             sid, kind_value, name.strip(), base, style, client_id.strip() if client_id else None, status, checked
         )
 

@@ -7,13 +7,10 @@ from __future__ import annotations
 import asyncpg
 import httpx
 
-from registry.db.queries import load_queries
-from registry.directory.repository import ServiceRepository
-from registry.directory.service import DirectoryService
-from registry.outbound.egress import outbound_policy
 from schemas.types import ServiceStatus
 from tests.conftest import GatewayClient
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
+from tests.federation.network import directory as members
 from tests.fhir import record_body
 from tests.server import RunningServer
 
@@ -161,9 +158,7 @@ async def test_a_disabled_service_is_routed_nowhere(
     await server.add_service(kept)
     await client.put(f"/registry/records/{ihi}/{kept}", json={})
     await gateway_client.http.put(f"/registry/records/{ihi}/{x}", json={})
-    directory = DirectoryService(
-        server.database, ServiceRepository(load_queries()), policy=outbound_policy(server.settings)
-    )
+    directory = members(server)
     await directory.set_status(x, ServiceStatus.DISABLED)
     looked_up = [
         await client.get(f"/registry/records/{ihi}"),
