@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from federation.backoff import FailureCache
 from federation.client import PeerClient
+from federation.publisher import PublicationRepository, Publisher
 from federation.resolver import Resolver
 from registry.feature import FeaturePlugin
 from registry.outbound.egress import outbound_policy
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from federation.client import Credentials
+    from registry.db.pool import Database
+    from registry.db.queries import Queries
     from registry.feature import Members
 
 __all__ = ("FederationPlugin",)
@@ -28,8 +31,17 @@ class FederationPlugin(FeaturePlugin):
     """Registry-to-registry look-ups (DESIGN §5)."""
 
     @contextlib.asynccontextmanager
-    async def open(self, *, service_id: str, directory: Members, credentials: Credentials) -> AsyncIterator[Resolver]:
-        """The resolver of one process (its peer connections closed at the end, its negative cache in memory)."""
+    async def open(
+        self,
+        *,
+        service_id: str,
+        directory: Members,
+        credentials: Credentials,
+        db: Database | None = None,
+        queries: Queries | None = None,
+    ) -> AsyncIterator[Resolver]:
+        """The resolver of one process (its peer connections closed at the end, its negative cache in memory),
+        and the upstream publisher when ``federation.publisher`` is on and a database is given."""
         settings = self.settings.federation
         peers = PeerClient(
             credentials,
@@ -37,7 +49,13 @@ class FederationPlugin(FeaturePlugin):
             max_connections=settings.max_connections,
             policy=outbound_policy(self.settings),
         )
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(peers.close)
+            if settings.publisher and db is not None and queries is not None:
+                await stack.enter_async_context(
+                    self.publishing(db=db, queries=queries, service_id=service_id, directory=directory,
+                                    credentials=credentials)
+                )  # fmt: skip
             yield Resolver(
                 origin=service_id,
                 directory=directory,
@@ -45,5 +63,18 @@ class FederationPlugin(FeaturePlugin):
                 settings=settings,
                 failures=FailureCache(settings.negative_cache_seconds),
             )
+
+    @contextlib.asynccontextmanager
+    async def publishing(
+        self, *, db: Database, queries: Queries, service_id: str, directory: Members, credentials: Credentials
+    ) -> AsyncIterator[Publisher]:
+        """A running upstream publisher (stopped at the end): inside ``serve``, or in ``ief-registry worker``."""
+        publisher = Publisher(
+            db, PublicationRepository(queries), self.settings.federation, origin=service_id, directory=directory,
+            credentials=credentials, policy=outbound_policy(self.settings),
+        )  # fmt: skip
+        await publisher.start()
+        try:
+            yield publisher
         finally:
-            await peers.close()
+            await publisher.stop()

@@ -70,6 +70,11 @@ EVENTS = {
     "delivery_failed_unexpectedly": "a delivery raised an unexpected error; its lease was released for a retry",
     "worker_started": "a delivery worker started: worker name, concurrency",
     "worker_stopped": "a delivery worker stopped",
+    "group_created": "a subscriber created a cohort Group: group ID, client, members",
+    "group_replaced": "a subscriber replaced a cohort Group's members: group ID, client, members",
+    "publication_delivered": "the publisher delivered IHI states to a registry this one publishes to: target, IHIs",
+    "publication_failed": "a publication was not accepted: target, IHIs, seconds until the next try, error",
+    "publisher_round_failed": "a publisher round failed (a database outage): worker, error; it goes on",
     "worker_listen_failed": "a delivery worker could not LISTEN for wake-ups, or its LISTEN got no notification "
     "(a transaction-mode pooler in between: set IEF_DATABASE_DIRECT_URL); it polls instead",
     "worker_round_failed": "a delivery worker's round failed (database unreachable?); "

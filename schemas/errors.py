@@ -43,6 +43,11 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not-found"
     METHOD_NOT_ALLOWED = "method-not-allowed"
     CONFLICT = "conflict"
+    OPERATOR_DECISION = "operator-decision"
+    IDEMPOTENCY_IN_PROGRESS = "idempotency-in-progress"
+    SERVICE_RETIRED = "service-retired"
+    IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+    TYPE_MISMATCH = "type-mismatch"
     PRECONDITION_FAILED = "precondition-failed"
     VERSION_MISMATCH = "version-mismatch"
     RATE_LIMITED = "rate-limited"
@@ -114,7 +119,9 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
         "The body is JSON but not a valid resource of the route's type or profile (one issue per problem).",
     ),
     ErrorCode.UNKNOWN_SERVICE: ErrorKind(
-        422, "Unknown service", "A record names a service that is not in the services directory, or is disabled."
+        422,
+        "Unknown service",
+        "A record names a service that is not in the services directory, or is disabled or retired.",
     ),
     ErrorCode.ADDRESS_REFUSED: ErrorKind(
         422,
@@ -167,6 +174,31 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
     ),
     ErrorCode.CONFLICT: ErrorKind(
         409, "Conflict", "A real conflict with stored state (a concurrent write rolled back: repeat it)."
+    ),
+    ErrorCode.OPERATOR_DECISION: ErrorKind(
+        409,
+        "Operator decision",
+        "The operator removed or archived this record (the diagnostics say when, and why); only the operator can "
+        "change it. Nothing was stored.",
+    ),
+    ErrorCode.IDEMPOTENCY_IN_PROGRESS: ErrorKind(
+        409,
+        "Idempotency key in progress",
+        "A request with the same Idempotency-Key from this client is still being processed: repeat this one later.",
+    ),
+    ErrorCode.SERVICE_RETIRED: ErrorKind(
+        409, "Service retired", "The service is retired (services retire): it cannot be enabled or written to again."
+    ),
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: ErrorKind(
+        422,
+        "Idempotency key reused",
+        "This client sent the same Idempotency-Key within 24 hours with another request (method, target or body).",
+    ),
+    ErrorCode.TYPE_MISMATCH: ErrorKind(
+        422,
+        "Type mismatch",
+        "A record's type does not match its service's kind: a `registry` record names a registry, a `record` a "
+        "gateway.",
     ),
     ErrorCode.PRECONDITION_FAILED: ErrorKind(
         412,

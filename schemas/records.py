@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
+
+import msgspec
 
 from schemas.base import Input, Received, Wire
-from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind, UnresolvedReason
+from schemas.types import (
+    RecordChange,
+    RecordStatus,
+    RecordType,
+    SearchStyle,
+    ServiceKind,
+    ServiceStatus,
+    UnresolvedReason,
+)
 
 __all__ = (
+    "REASONS",
+    "Actor",
     "BatchItem",
     "BatchItemResult",
     "BatchResult",
@@ -15,13 +28,24 @@ __all__ = (
     "PeerRecord",
     "PeerRecordList",
     "PeerService",
+    "Reason",
     "Record",
     "RecordHistory",
     "RecordList",
     "RecordWrite",
     "ServiceRef",
+    "StaleReport",
+    "StaleService",
     "Unresolved",
 )
+
+
+REASONS = ("entered-in-error", "withdrawn", "legal-hold", "decommissioned")
+"""The reasons a removal or an archive names by code; any other text is kept as it is."""
+
+Reason = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, description="Why: " + ", ".join(REASONS) + ", or text.")
+]
 
 
 class RecordWrite(Input):
@@ -29,6 +53,7 @@ class RecordWrite(Input):
 
     status: RecordStatus = RecordStatus.ACTIVE
     type: RecordType = RecordType.RECORD
+    reason: Reason | None = None
 
 
 class ServiceRef(Wire):
@@ -60,6 +85,9 @@ class Record(Wire):
     last_updated: datetime
     service: ServiceRef | None = None
     via: list[str] | None = None
+    service_status: ServiceStatus | None = None
+    """Set only on a record of a service that is not routed (disabled, retired), which only an
+    operator's look-up with ``status`` widened shows."""
 
 
 class Unresolved(Wire):
@@ -83,15 +111,32 @@ class RecordList(Wire):
     unresolved: list[Unresolved] | None = None
 
 
+class Actor(Wire):
+    """Who made a change: the client, the service it is bound to, and whether it acted as the operator."""
+
+    client_id: str | None
+    service_id: str | None
+    admin: bool
+
+
 class HistoryEntry(Wire):
-    """One change of one record, as kept in the history table."""
+    """One change of one record (one version of it), as kept in the history table.
+
+    ``actor`` is absent on entries recorded before actors were kept; ``previous_service`` is set on a
+    ``moved`` entry.
+    """
 
     service_id: str
     status: RecordStatus
     type: RecordType
-    change: str
+    change: RecordChange
     previous_status: RecordStatus | None
     recorded_at: datetime
+    record_id: str | None = None
+    version: int | None = None
+    actor: Actor | None = None
+    reason: str | None = None
+    previous_service: str | None = None
 
 
 class RecordHistory(Wire):
@@ -102,18 +147,22 @@ class RecordHistory(Wire):
 
 
 class BatchItem(Input):
-    """One item of ``POST /registry/records:batch``."""
+    """One item of ``POST /registry/records:batch``; ``idempotencyKey`` makes the item's retry harmless."""
 
     ihi: str
     service_id: str
     status: RecordStatus = RecordStatus.ACTIVE
     type: RecordType = RecordType.RECORD
+    reason: Reason | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
 
 
 class BatchItemResult(Wire):
     """The outcome of one batch item, in request order.
 
-    ``result`` is ``created``, ``updated``, ``unchanged`` or ``error`` (then ``error`` says why).
+    ``result`` is ``created``, ``registered``, ``updated``, ``unchanged`` or ``error`` (then ``error``
+    says why and ``code`` is its code of the error catalogue). ``replayed`` is true when the item's
+    ``idempotencyKey`` was accepted before: the result is the first one, and nothing was written.
     """
 
     index: int
@@ -124,6 +173,8 @@ class BatchItemResult(Wire):
     type: RecordType | None = None
     last_updated: datetime | None = None
     error: str | None = None
+    code: str | None = None
+    replayed: bool = False
 
 
 class BatchResult(Wire):
@@ -134,6 +185,7 @@ class BatchResult(Wire):
     unchanged: int
     errors: int
     results: list[BatchItemResult]
+    registered: int = 0
 
 
 class PeerService(Received):
@@ -161,3 +213,22 @@ class PeerRecordList(Received):
 
     ihi: str
     records: list[PeerRecord]
+
+
+class StaleService(Wire):
+    """One service of the stale report: its active records not registered since the cut-off."""
+
+    service_id: str
+    name: str
+    status: ServiceStatus
+    records: int
+    oldest: datetime
+
+
+class StaleReport(Wire):
+    """Answer of ``GET /registry/reports/stale``: per service, the active records not registered for ``olderThan``."""
+
+    older_than: str
+    cutoff: datetime
+    total: int
+    services: list[StaleService]

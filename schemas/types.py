@@ -15,10 +15,14 @@ import re
 import uuid
 
 __all__ = (
+    "HPIO_PREFIX",
+    "HPIO_SYSTEM",
     "IHI_PREFIX",
     "IHI_SYSTEM",
     "IHI_SYSTEM_ALIASES",
     "InvalidValueError",
+    "Jurisdiction",
+    "RecordChange",
     "RecordStatus",
     "RecordType",
     "SearchStyle",
@@ -28,6 +32,7 @@ __all__ = (
     "ascii_int",
     "is_ascii_digits",
     "luhn_valid",
+    "parse_hpio",
     "parse_ihi",
     "parse_service_id",
 )
@@ -39,6 +44,11 @@ IHI_SYSTEM_ALIASES = frozenset({IHI_SYSTEM, "http://ns.electronichealth.net.au/i
 """Systems accepted on input: the official URI and the spelling some JMIX tools emit."""
 
 IHI_PREFIX = "800360"
+
+HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
+"""The FHIR identifier system of the Healthcare Provider Identifier for Organisations (HPI-O)."""
+
+HPIO_PREFIX = "800362"
 
 _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}")
@@ -71,11 +81,51 @@ class ServiceKind(enum.StrEnum):
     REGISTRY = "registry"
 
 
+class RecordChange(enum.StrEnum):
+    """What one change of a record was (a history entry's and a notification event's ``change``).
+
+    ``updated`` is a type change that left the status as it was, and the name of every status
+    change recorded before changes were told apart.
+    """
+
+    CREATED = "created"
+    REGISTERED = "registered"
+    STATUS_CHANGED = "status-changed"
+    MOVED = "moved"
+    UPDATED = "updated"
+
+
 class ServiceStatus(enum.StrEnum):
-    """Whether a member service may be named by records."""
+    """Whether a member service may be named by records, and is routed to.
+
+    Only an enabled service is routed (``routes``): records of a disabled or retired one are left
+    out of every default answer. A retired service (``services retire``) had its records archived
+    and stays retired.
+    """
 
     ENABLED = "enabled"
     DISABLED = "disabled"
+    RETIRED = "retired"
+
+    @property
+    def routes(self) -> bool:
+        """Whether consumers are sent to a service with this status (the one routing rule; in SQL,
+        ``routable_service()`` of migration 0009)."""
+        return self is ServiceStatus.ENABLED
+
+
+class Jurisdiction(enum.StrEnum):
+    """Where a service is, or that it is national."""
+
+    ACT = "ACT"
+    NSW = "NSW"
+    NT = "NT"
+    QLD = "QLD"
+    SA = "SA"
+    TAS = "TAS"
+    VIC = "VIC"
+    WA = "WA"
+    NATIONAL = "national"
 
 
 class SearchStyle(enum.StrEnum):
@@ -141,6 +191,21 @@ def parse_ihi(value: str) -> str:
         raise InvalidValueError(f"an IHI starts with {IHI_PREFIX}")
     if not luhn_valid(value):
         raise InvalidValueError("the IHI check digit is wrong (Luhn)")
+    return value
+
+
+def parse_hpio(value: str) -> str:
+    """Validate an HPI-O (an organisation's Healthcare Provider Identifier) and return it.
+
+    Raises:
+        InvalidValueError: not 16 digits, not starting with ``800362``, or a bad check digit.
+    """
+    if not _DIGITS16.fullmatch(value):
+        raise InvalidValueError("an HPI-O is exactly 16 decimal digits")
+    if not value.startswith(HPIO_PREFIX):
+        raise InvalidValueError(f"an HPI-O starts with {HPIO_PREFIX}")
+    if not luhn_valid(value):
+        raise InvalidValueError("the HPI-O check digit is wrong (Luhn)")
     return value
 
 

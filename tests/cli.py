@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pty
 import sys
 from dataclasses import dataclass
 from typing import Protocol
 
 from tests.factories import LOOPBACK_NETWORKS
 
-__all__ = ("CliResult", "Instance", "InstanceOf", "run_cli")
+__all__ = ("CliResult", "Instance", "InstanceOf", "on_a_terminal", "run_cli")
 
 
 class Instance(Protocol):
@@ -45,9 +47,8 @@ class CliResult:
         return self.out.strip().splitlines()[-1]
 
 
-async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
-    """``python -m registry ARGS`` as the operator of ``server`` (its database and service ID)."""
-    env = {
+def _env(server: Instance, extra_env: dict[str, str] | None) -> dict[str, str]:
+    return {
         **os.environ,
         "IEF_DATABASE_URL": server.database_url,
         "IEF_SERVICE_ID": server.service_id,
@@ -55,6 +56,11 @@ async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None
         "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,  # as the test servers: their peers run on loopback
         **(extra_env or {}),
     }
+
+
+async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None = None) -> CliResult:
+    """``python -m registry ARGS`` as the operator of ``server`` (its database and service ID)."""
+    env = _env(server, extra_env)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "registry", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -62,3 +68,22 @@ async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None
     out, err = await process.communicate()
     assert process.returncode is not None
     return CliResult(process.returncode, out.decode(), err.decode())
+
+
+async def on_a_terminal(server: Instance, *args: str, extra_env: dict[str, str] | None = None) -> str:
+    """Run ``python -m registry ARGS`` as ``run_cli`` does, with its stderr on a pseudo-terminal; what was drawn
+    there (the command must succeed)."""
+    leader, follower = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", *args, env=_env(server, extra_env), stdout=asyncio.subprocess.PIPE,
+        stderr=follower,
+    )  # fmt: skip
+    os.close(follower)
+    await process.communicate()
+    drawn = b""
+    with contextlib.suppress(OSError):  # the terminal is closed once the process has ended and all is read
+        while chunk := os.read(leader, 65536):
+            drawn += chunk
+    os.close(leader)
+    assert process.returncode == 0, drawn.decode(errors="replace")
+    return drawn.decode(errors="replace")

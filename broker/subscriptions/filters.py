@@ -6,13 +6,16 @@ A filter is ``[Basic?|Basic.]name=value`` (the IG's own examples use ``?``, Infe
 
 - ``patient``: one IHI, as ``<IHI system>|<IHI>``, a bare IHI or ``Patient/<IHI>``;
 - ``service``: IEF service IDs, ``<service ID system>|<id>`` or bare;
-- ``status``: the record's new status, ``active``, ``removed`` or ``archived``.
+- ``status``: the record's new status, ``active``, ``removed`` or ``archived``;
+- ``patient-group``: a cohort, ``Group/{id}`` (a Group of the subscribing client): the patients
+  who are its members when the event happens (a changed Group counts from the next event).
 
 Modifiers (``patient:identifier=``) and other resource types are refused.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from registry import errors
@@ -20,7 +23,7 @@ from schemas.types import IHI_SYSTEM, IHI_SYSTEM_ALIASES, InvalidValueError, Rec
 
 __all__ = ("FILTER_NAMES", "Filters", "parse_filters")
 
-FILTER_NAMES = ("patient", "service", "status")
+FILTER_NAMES = ("patient", "service", "status", "patient-group")
 _RESOURCE = "Basic"
 
 
@@ -31,6 +34,7 @@ class Filters:
     ihi: str | None = None
     services: tuple[str, ...] | None = None
     statuses: tuple[str, ...] | None = None
+    group: uuid.UUID | None = None
 
     def canonical(self) -> list[str]:
         """The filters as this server writes them back (bare form, IHI with its system)."""
@@ -41,6 +45,8 @@ class Filters:
             written.append("service=" + ",".join(self.services))
         if self.statuses is not None:
             written.append("status=" + ",".join(self.statuses))
+        if self.group is not None:
+            written.append(f"patient-group=Group/{self.group}")
         return written
 
 
@@ -107,6 +113,13 @@ def _statuses(value: str, where: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _group(value: str, where: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value.removeprefix("Group/"))
+    except ValueError:
+        raise _bad(f"the patient-group filter names a Group: Group/<id>, not {value!r}", where) from None
+
+
 def parse_filters(items: list[tuple[str, str]], *, service_system: str) -> Filters:
     """Read filter criteria (text, where each came from) into ``Filters``.
 
@@ -118,6 +131,7 @@ def parse_filters(items: list[tuple[str, str]], *, service_system: str) -> Filte
     ihi: str | None = None
     services: tuple[str, ...] | None = None
     statuses: tuple[str, ...] | None = None
+    group: uuid.UUID | None = None
     for text, where in items:
         name, value = _split(text, where)
         if name in seen:
@@ -127,6 +141,10 @@ def parse_filters(items: list[tuple[str, str]], *, service_system: str) -> Filte
             ihi = _ihi(value, where)
         elif name == "service":
             services = _services(value, where, service_system)
+        elif name == "patient-group":
+            group = _group(value, where)
         else:
             statuses = _statuses(value, where)
-    return Filters(ihi=ihi, services=services, statuses=statuses)
+    if ihi is not None and group is not None:
+        raise _bad("a subscription follows one patient or one cohort (patient-group), not both", where)
+    return Filters(ihi=ihi, services=services, statuses=statuses, group=group)

@@ -78,6 +78,12 @@ class StoredSubscription:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    filter_group: UUID | None = None
+
+    @property
+    def has_patient_filter(self) -> bool:
+        """Whether it follows named patients: one (``patient``) or a cohort (``patient-group``)."""
+        return self.filter_ihi is not None or self.filter_group is not None
 
     @property
     def id(self) -> str:
@@ -140,6 +146,7 @@ class SubscriptionWrite:
     max_count: int
     previous_secret: str | None = None
     previous_secret_until: datetime | None = None
+    filter_group: UUID | None = None
 
 
 _SUBSCRIPTION_FIELDS = tuple(f.name for f in fields(StoredSubscription))
@@ -205,7 +212,7 @@ class SubscriptionRepository:
                 self._q["create_subscription"], client_id, write.reason, write.end_at, write.base_url,
                 write.filter_ihi, write.filter_services, write.filter_statuses, write.filters, write.endpoint,
                 write.payload_type, write.content, write.headers, write.secret, write.heartbeat_period,
-                write.timeout_seconds, write.max_count,
+                write.timeout_seconds, write.max_count, write.filter_group,
             )  # fmt: skip
         assert row is not None
         return _subscription(row)
@@ -231,6 +238,7 @@ class SubscriptionRepository:
                 write.filter_ihi, write.filter_services, write.filter_statuses, write.filters, write.endpoint,
                 write.payload_type, write.content, write.headers, write.secret, write.previous_secret,
                 write.previous_secret_until, write.heartbeat_period, write.timeout_seconds, write.max_count, handshake,
+                write.filter_group,
             )  # fmt: skip
         assert row is not None
         return _subscription(row)

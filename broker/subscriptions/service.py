@@ -27,6 +27,7 @@ from schemas.audit import Action
 from schemas.fhir.subscription import CONTENT_CODES, names_topic, topic_url
 
 if TYPE_CHECKING:
+    from broker.subscriptions.groups import GroupRepository
     from broker.subscriptions.repository import StoredEvent, StoredSubscription, SubscriptionRepository
     from registry.audit.trail import AuditTrail
     from registry.auth.scopes import Principal
@@ -112,9 +113,11 @@ class SubscriptionService:
         *,
         canon: Canonicals,
         policy: AddressPolicy,
+        groups: GroupRepository,
     ) -> None:
         self._db = db
         self._repo = repository
+        self._groups = groups
         self._settings = settings
         self._audit = audit
         self._canon = canon
@@ -136,7 +139,7 @@ class SubscriptionService:
         async with self._db.reader() as conn:
             owner = await self._repo.owner(conn, actor.client_id)
         why = permissions.refusal(
-            actor.scopes, content=content, has_patient=filters.ihi is not None,
+            actor.scopes, content=content, has_patient=filters.ihi is not None or filters.group is not None,
             full_resource_allowed=bool(owner and owner.full_resource),
         )  # fmt: skip
         if why:
@@ -154,12 +157,27 @@ class SubscriptionService:
             status=claim.status, reason=claim.reason, end_at=claim.end, base_url=base, filter_ihi=filters.ihi,
             filter_services=list(filters.services) if filters.services else None,
             filter_statuses=list(filters.statuses) if filters.statuses else None, filters=filters.canonical(),
+            filter_group=await self._group(filters.group, actor),
             endpoint=claim.endpoint, payload_type=payload, content=content, headers=_check_headers(claim.headers),
             secret=secret, previous_secret=previous, previous_secret_until=previous_until,
             heartbeat_period=_clamp(claim.heartbeat_period, settings.heartbeat_min, settings.heartbeat_max, None),
             timeout_seconds=_clamp(claim.timeout, 1, settings.timeout_max, settings.timeout_default) or 1,
             max_count=_clamp(claim.max_count, 1, settings.max_count_max, 1) or 1,
         )  # fmt: skip
+
+    async def _group(self, group_id: uuid.UUID | None, actor: Principal) -> uuid.UUID | None:
+        """The cohort a ``patient-group`` filter names: a Group of the subscribing client (or any, for admin).
+
+        Raises:
+            InvalidInput: no such Group, or another client's.
+        """
+        if group_id is None:
+            return None
+        async with self._db.reader() as conn:
+            owner = await self._groups.owner(conn, group_id)
+        if owner is None or (owner != actor.client_id and not actor.is_admin):
+            raise _bad(f"no Group/{group_id} of this client: create the cohort first", f"{_S}.criteria")
+        return group_id
 
     @staticmethod
     def _payload(claim: SubscriptionClaim) -> str:
@@ -215,7 +233,7 @@ class SubscriptionService:
             audit.done(status=201, action=Action.CREATE, detail=f"subscription {stored.id} created")
         _log.info(
             "subscription_created", subscription_id=stored.id, client_id=actor.client_id, content=stored.content,
-            patient_filter=stored.filter_ihi is not None,
+            patient_filter=stored.has_patient_filter,
         )  # fmt: skip
         return stored, write.secret
 

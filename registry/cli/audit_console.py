@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import date
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -19,6 +19,7 @@ from registry.audit.checkpoints import CheckpointInvalid, month_label, parse_mon
 from registry.audit.export import ExportRefused
 from registry.audit.retention import PruneRefused, default_before
 from registry.audit.verify import Anchor
+from registry.cli.progress import TerminalBar
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,27 +47,24 @@ T = TypeVar("T")
 
 
 class Progress:
-    """A progress bar on stderr when it is a terminal (made at the first report, when the total is known)."""
+    """A progress bar on stderr when it is a terminal, one per pass (writing, then reading back)."""
 
     def __init__(self, label: str) -> None:
         self._label = label
-        self._bar: Any = None
+        self._bar: TerminalBar | None = None
         self._shown = 0
 
     def __call__(self, done: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if self._bar is None or self._shown > done:  # a new pass (writing, then reading back)
+        if self._bar is None or self._shown > done:  # a new pass
             self.close()
-            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr, show_pos=True)
-            self._shown = 0
-        self._bar.update(done - self._shown)
+            self._bar = TerminalBar(self._label)
+        self._bar.draw(done, total)
         self._shown = done
 
     def close(self) -> None:
         """End the bar's line."""
         if self._bar is not None:
-            self._bar.render_finish()
+            self._bar.close()
             self._bar = None
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from registry.config import Settings
     from registry.db.pool import Database
     from registry.db.queries import Queries
+    from registry.records.jobs import LifecycleJobs
 
 __all__ = ("Runtime", "Session", "database_url", "embedded_cluster", "run_async")
 
@@ -75,6 +76,14 @@ class Session:
     def directory(self) -> DirectoryService:
         """The services directory."""
         return DirectoryService(self.database, ServiceRepository(self.queries), policy=outbound_policy(self.settings))
+
+    def lifecycle(self) -> LifecycleJobs:
+        """The lifecycle commands, acting as the operator of this instance."""
+        from registry.audit.repository import AuditRepository
+        from registry.records.jobs import LifecycleJobs
+
+        audit = AuditRepository(self.queries)
+        return LifecycleJobs(self.database, self.queries, self.directory(), audit, observer=self.service_id)
 
 
 class Runtime:

@@ -183,8 +183,10 @@ def _serve_in_workers(settings: Settings, sock: socket.socket) -> bool:
 @click.option("--dev", is_flag=True, default=None, help="Development mode (IEF_DEV): http and local endpoints.")
 @click.pass_obj
 def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
-    """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
+    """Run a notification delivery worker and an upstream publisher (any number may run against one database)
+    until SIGTERM or Ctrl-C."""
     from broker.subscriptions.plugin import SubscriptionsPlugin
+    from federation.plugin import FederationPlugin
     from registry.audit.partitions import MonthKeeper
     from registry.audit.repository import AuditRepository
     from schemas.fhir.canonical import Canonicals
@@ -201,10 +203,14 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
             db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
             listen_url=settings.database.direct_url or session.url,
         )  # fmt: skip
-        async with months.running(), delivery:
+        publishing = FederationPlugin(settings).publishing(
+            db=session.database, queries=session.queries, service_id=session.service_id,
+            directory=session.directory(), credentials=session.auth.outbound,
+        )  # fmt: skip
+        async with months.running(), delivery, publishing:
             await stop.wait()
 
-    runtime.run(settings, work, at_head=True, as_server=True, wait=True)
+    runtime.run(settings, work, at_head=True, as_server=True, wait=True, auth=True)
 
 
 DEMO_PORT = 8080

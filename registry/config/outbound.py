@@ -87,6 +87,28 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     max_connections: Annotated[
         int, Meta(ge=1, description="Connections to peer registries each server process keeps at most.")
     ] = 100
+    publisher: Annotated[
+        bool,
+        Meta(
+            description="Run the upstream publisher inside `serve` (`ief-registry worker` runs it too): it delivers "
+            "`federation publish` to the registries this one publishes to."
+        ),
+    ] = True
+    publish_poll_interval: Annotated[
+        float, Meta(gt=0, le=60, description="Seconds between the publisher's looks for IHIs to publish.")
+    ] = 0.25
+    publish_batch: Annotated[
+        int, Meta(ge=1, le=10_000, description="IHIs one publishing request carries at most (one batch request).")
+    ] = 500
+    publish_timeout: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=300,
+            description="Seconds one publishing request may take; a publication is leased for twice this and 5 s "
+            "(a process killed while publishing leaves it to another after that).",
+        ),
+    ] = 10.0
 
 
 class OutboundSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -38,6 +38,15 @@ class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int,
         Meta(ge=1, le=10_000, description="Batch items written per SQL statement (a whole batch is one transaction)."),
     ] = 1_000
+    lifecycle_chunk_size: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=100_000,
+            description="Records one transaction of a lifecycle command (services retire, services move, records "
+            "stale --archive, federation publish) handles: a killed command resumes after the last such chunk.",
+        ),
+    ] = 5_000
 
 
 class LogSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -269,6 +278,9 @@ class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     max_count_max: Annotated[
         int, Meta(ge=1, description="Most events one notification may carry (larger maxCount values are clamped).")
     ] = 100
+    group_max_members: Annotated[
+        int, Meta(ge=1, le=1_000_000, description="Most patients one cohort Group (a patient-group filter) holds.")
+    ] = 100_000
     max_per_client: Annotated[
         int, Meta(ge=1, description="Most live subscriptions one client may hold (admin clients are not limited).")
     ] = 100

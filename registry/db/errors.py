@@ -9,12 +9,16 @@ import asyncpg
 
 from registry import errors
 
-__all__ = ("AUDIT_MONTH_CLOSED", "UNKNOWN_SERVICE", "translate_db_errors")
+__all__ = ("AUDIT_MONTH_CLOSED", "OPERATOR_DECISION", "TYPE_MISMATCH", "UNKNOWN_SERVICE", "translate_db_errors")
 
 UNKNOWN_SERVICE = "IE001"
 """SQLSTATE raised by ``put_record()`` when a record names an unknown or disabled service."""
 AUDIT_MONTH_CLOSED = "IE002"
 """SQLSTATE raised for an audit row whose month is closed (its chain is sealed)."""
+OPERATOR_DECISION = "IE003"
+"""SQLSTATE raised by ``put_record()`` when a gateway writes a record the operator removed or archived."""
+TYPE_MISMATCH = "IE004"
+"""SQLSTATE raised by ``put_record()`` when a record's type does not match its service's kind."""
 _AUDIT_TABLES = frozenset({"audit_events", "audit_chain"})
 
 _UNAVAILABLE_SERVER = (
@@ -56,8 +60,13 @@ def translate_db_errors() -> Iterator[None]:
     except _UNAVAILABLE_SERVER as exc:
         raise errors.DependencyUnavailable("the database cannot be reached", code=_DATABASE) from exc
     except asyncpg.PostgresError as exc:
+        message = str(exc.args[0] if exc.args else exc)
         if exc.sqlstate == UNKNOWN_SERVICE:
-            raise errors.UnknownService(str(exc.args[0] if exc.args else exc), issues=None) from exc
+            raise errors.UnknownService(message, issues=None) from exc
+        if exc.sqlstate == OPERATOR_DECISION:
+            raise errors.Conflict(message, code=errors.ErrorCode.OPERATOR_DECISION) from exc
+        if exc.sqlstate == TYPE_MISMATCH:
+            raise errors.InvalidInput(message, code=errors.ErrorCode.TYPE_MISMATCH) from exc
         if isinstance(exc, asyncpg.ForeignKeyViolationError):
             raise errors.UnknownService("the record names a service that is not in the directory") from exc
         if isinstance(exc, asyncpg.DeadlockDetectedError):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
-from schemas.services import Service
-from schemas.types import SearchStyle, ServiceKind, ServiceStatus
+from schemas.services import Organisation, Service
+from schemas.types import Jurisdiction, SearchStyle, ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
     import asyncpg
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Connection
     from registry.db.queries import Queries
 
-__all__ = ("ServiceRepository",)
+__all__ = ("ServiceEntry", "ServiceRepository")
 
 
 def _service(row: asyncpg.Record) -> Service:
@@ -31,7 +32,29 @@ def _service(row: asyncpg.Record) -> Service:
         token_endpoint=row["token_endpoint"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        organisation=Organisation(
+            hpio=row["hpio"],
+            jurisdiction=Jurisdiction(row["jurisdiction"]) if row["jurisdiction"] else None,
+            contact_email=row["contact_email"],
+            contact_phone=row["contact_phone"],
+            capability_statement_url=row["capability_statement_url"],
+            fallback=row["fallback"],
+        ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """A directory entry to write, validated (``DirectoryService``); credentials apart."""
+
+    service_id: str
+    kind: ServiceKind
+    name: str
+    base_url: str
+    search_style: SearchStyle
+    client_id: str | None
+    status: ServiceStatus
+    organisation: Organisation
 
 
 class ServiceRepository:
@@ -43,26 +66,29 @@ class ServiceRepository:
         self._q = queries
 
     async def add(
-        self,
-        conn: Connection,
-        *,
-        service_id: str,
-        kind: str,
-        name: str,
-        base_url: str,
-        search_style: str,
-        client_id: str | None = None,
-        bearer_token_file: str | None = None,
-        token_endpoint: str | None = None,
+        self, conn: Connection, entry: ServiceEntry, *, bearer_token_file: str | None, token_endpoint: str | None
     ) -> tuple[Service, bool]:
-        """Add or change a service (enabling it); return it and whether it is new."""
+        """Add or change a service as the owner (its credentials too); return it and whether it is new."""
+        o = entry.organisation
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file,
-                token_endpoint,
+                self._q["add_service"], entry.service_id, entry.kind, entry.name, entry.base_url, entry.search_style,
+                entry.client_id, bearer_token_file, entry.status, o.hpio, o.jurisdiction, o.contact_email,
+                o.contact_phone, o.capability_statement_url, o.fallback, token_endpoint,
             )  # fmt: skip
         assert row is not None
         return _service(row), bool(row["created"])
+
+    async def put_entry(self, conn: Connection, entry: ServiceEntry) -> tuple[Service, bool] | None:
+        """Add or change a service through ``directory_put()`` (credentials kept); None when it is retired."""
+        o = entry.organisation
+        with translate_db_errors():
+            row = await conn.fetchrow(
+                self._q["put_service_entry"], entry.service_id, entry.kind, entry.name, entry.base_url,
+                entry.search_style, entry.status, entry.client_id, o.hpio, o.jurisdiction, o.contact_email,
+                o.contact_phone, o.capability_statement_url, o.fallback,
+            )  # fmt: skip
+        return None if row is None else (_service(row), bool(row["created"]))
 
     async def list_all(self, conn: Connection, status: str | None = None) -> list[Service]:
         """Every service, optionally only those with one status."""
@@ -83,7 +109,7 @@ class ServiceRepository:
         return [_service(row) for row in rows]
 
     async def set_status(self, conn: Connection, service_id: str, status: str) -> Service | None:
-        """Enable or disable a service; None when it does not exist."""
+        """Enable, disable or retire a service; None when it does not exist or is retired (and stays so)."""
         with translate_db_errors():
             row = await conn.fetchrow(self._q["set_service_status"], service_id, status)
         return _service(row) if row else None
@@ -97,12 +123,13 @@ class ServiceRepository:
         name_patterns: list[str] | None,
         limit: int,
         offset: int,
+        hpios: list[str] | None = None,
     ) -> tuple[list[Service], int]:
         """A page of services matching the filters (None: any), and the count of every match.
 
         ``name_patterns`` are ILIKE patterns (the caller escapes them); a name matching any is a match.
         """
         rows, total = await fetch_page(
-            conn, self._q["search_services"], service_ids, statuses, name_patterns, limit=limit, offset=offset
+            conn, self._q["search_services"], service_ids, statuses, name_patterns, hpios, limit=limit, offset=offset
         )
         return [_service(row) for row in rows], total

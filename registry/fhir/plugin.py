@@ -10,7 +10,7 @@ from registry.audit.api import AuditCheckpointController
 from registry.feature import FeaturePlugin
 from registry.fhir.audit_event.controller import AUDIT_EVENT, AuditEventController
 from registry.fhir.basic.controller import BASIC, BasicController
-from registry.fhir.endpoint.controller import ENDPOINT, EndpointController
+from registry.fhir.endpoint.controller import ENDPOINT, ORGANIZATION, EndpointController, OrganizationController
 from registry.fhir.patient.controller import PATIENT, PatientController
 
 if TYPE_CHECKING:
@@ -24,11 +24,11 @@ __all__ = ("AuditEventPlugin", "RegistryResourcesPlugin")
 class RegistryResourcesPlugin(FeaturePlugin):
     """The FHIR face of the registry's records and directory."""
 
-    capabilities = (ENDPOINT, BASIC, PATIENT)
+    capabilities = (ENDPOINT, ORGANIZATION, BASIC, PATIENT)
 
     def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
         """One controller per resource type."""
-        return (EndpointController, BasicController, PatientController)
+        return (EndpointController, OrganizationController, BasicController, PatientController)
 
 
 class AuditEventPlugin(FeaturePlugin):

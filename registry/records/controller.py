@@ -4,22 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, Parameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from registry import errors
 from registry.auth.scopes import Principal
 from registry.http import decode_json_body, media_type, request_id
+from registry.records.idempotency import Answer, parse_key
+from registry.records.jobs import DEFAULT_STALE_AGE, LifecycleJobs, parse_age
 from registry.records.lifecycle import WRITE_STATUS
-from registry.records.service import RecordService, to_record
+from registry.records.service import Idempotent, Put, RecordService, to_record
 from registry.route import RouteSpec
 from schemas.audit import Interaction
-from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
+from schemas.records import BatchResult, RecordHistory, RecordList, RecordWrite, StaleReport
 
-__all__ = ("BatchController", "RecordController")
+__all__ = ("BatchController", "RecordController", "ReportController", "idempotency_key", "replayed")
 
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+_encoder = msgspec.json.Encoder()
 _WRITE = ("system/Basic.cu",)
 _READ = ("system/Basic.rs",)
 
@@ -41,6 +45,29 @@ FollowParam = Annotated[
 ]
 
 
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    """The key of the request's ``Idempotency-Key`` header, or None without one.
+
+    Raises:
+        MalformedRequest: the header is not a valid key.
+    """
+    header = request.headers.get("idempotency-key")
+    return None if header is None else parse_key(header)
+
+
+def replayed(put: Put, media: str) -> Response[bytes] | None:
+    """The first answer to an idempotency key again, or None when the write was not a replay."""
+    if put.replay is None:
+        return None
+    return Response(
+        put.replay.body, status_code=put.replay.status, media_type=media, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+def _native_answer(stored: Any, outcome: str) -> Answer:
+    return Answer(WRITE_STATUS[outcome], _encoder.encode(to_record(stored)))
+
+
 class RecordController(Controller):
     """Records of one patient: write one, list them, read their history."""
 
@@ -60,10 +87,18 @@ class RecordController(Controller):
         ihi: IhiParam,
         service_id: ServiceIdParam,
         data: JSONBody[RecordWrite],
-    ) -> Response[Record]:
-        """Register (201) or change (200) a record of the caller's own service; an identical repeat is a no-op."""
-        stored, outcome = await records.put(ihi, service_id, data.status, data.type, actor=principal)
-        return Response(to_record(stored), status_code=WRITE_STATUS[outcome])
+        request: Request[Any, Any, Any],
+    ) -> Response[Any]:
+        """Register (201), re-register (200: an active record registered again is an event) or change (200) a
+        record of the caller's own service. With ``Idempotency-Key``, a retry answers the first answer again."""
+        key = idempotency_key(request)
+        idempotent = None if key is None else Idempotent(key, "native-put", _native_answer)
+        put = await records.put(
+            ihi, service_id, data.status, data.type, actor=principal, reason=data.reason, idempotent=idempotent
+        )
+        return replayed(put, "application/json") or Response(
+            to_record(put.record), status_code=WRITE_STATUS[put.outcome]
+        )
 
     @get(
         "/{ihi:str}",
@@ -73,6 +108,7 @@ class RecordController(Controller):
     async def get_records(
         self,
         records: Records,
+        principal: Caller,
         request: Request[Any, Any, Any],
         ihi: IhiParam,
         status: StatusParam = None,
@@ -82,8 +118,9 @@ class RecordController(Controller):
 
         With ``follow=true`` this registry follows ``registry`` records to the registries they name
         (and theirs in turn) and answers what it learned, with ``unresolved`` for what it could not.
+        Records of disabled or retired services are shown only to the operator, with ``status`` given.
         """
-        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request))
+        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request), actor=principal)
 
     @get(
         "/{ihi:str}/history",
@@ -121,3 +158,27 @@ class BatchController(Controller):
                 raise errors.InvalidInput(f"a batch is a JSON array of items, not {type(decoded).__name__}")
             items = decoded
         return await records.batch(items, actor=principal)
+
+
+Lifecycle = NamedDependency[LifecycleJobs]
+
+
+class ReportController(Controller):
+    """The operator's reports over records as a whole."""
+
+    path = "/registry/reports"
+    tags = ["records"]  # noqa: RUF012 - Litestar reads this class attribute as is
+
+    @get("/stale", operation_id="staleReport", opt=RouteSpec(query=frozenset({"olderThan"}), scopes=("admin",)).opt)
+    async def stale(
+        self,
+        lifecycle: Lifecycle,
+        older_than: Annotated[
+            str, QueryParameter(name="olderThan", description="365d (the default), 26w, 12h…", required=False)
+        ] = DEFAULT_STALE_AGE,
+    ) -> StaleReport:
+        """Per service, the active records not registered for ``olderThan`` (the operator's; ``records stale``)."""
+        cutoff, services = await lifecycle.stale(parse_age(older_than))
+        return StaleReport(
+            older_than=older_than, cutoff=cutoff, total=sum(s.records for s in services), services=services
+        )

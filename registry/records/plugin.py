@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from litestar import Router
 
 from registry.feature import FeaturePlugin
-from registry.records.controller import BatchController, RecordController
+from registry.records.controller import BatchController, RecordController, ReportController
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,6 +28,8 @@ class RecordsPlugin(FeaturePlugin):
         """The two routers of the native API (ordinary routes, and the batch endpoint)."""
         http = self.settings.http
         return (
-            Router(path="/", route_handlers=[RecordController], request_max_body_size=http.max_body_bytes),
+            Router(
+                path="/", route_handlers=[RecordController, ReportController], request_max_body_size=http.max_body_bytes
+            ),
             Router(path="/", route_handlers=[BatchController], request_max_body_size=http.batch_max_body_bytes),
         )

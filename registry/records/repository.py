@@ -10,8 +10,8 @@ from uuid import UUID
 from registry.audit.repository import insert_columns
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
-from schemas.records import HistoryEntry, ServiceRef
-from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind
+from schemas.records import Actor, HistoryEntry, ServiceRef
+from schemas.types import RecordChange, RecordStatus, RecordType, SearchStyle, ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
     import asyncpg
@@ -20,7 +20,22 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredRecord")
+__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredRecord", "Writer")
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """Who makes a write, as the record and its history keep it: the client, its bound service, and
+    whether it acts as the operator (``admin``)."""
+
+    client_id: str
+    service_id: str
+    admin: bool
+
+    @property
+    def columns(self) -> tuple[str, str, bool]:
+        """The actor as the write statements take it."""
+        return (self.client_id, self.service_id, self.admin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,22 +53,29 @@ class StoredRecord:
     version: int
     last_updated: datetime
     service: ServiceRef | None = None
+    service_status: ServiceStatus = ServiceStatus.ENABLED
 
 
 @dataclass(frozen=True, slots=True)
 class RecordVersion:
     """One version of a record: a ``record_history`` row, the record as that change left it.
 
-    ``record.last_updated`` is when the change was recorded; ``change`` what it was (``created``, ``updated``).
+    ``record.last_updated`` is when the change was recorded; ``entry`` the change as ``GET …/history`` shows
+    it (what it was, who made it, why): one reading of history rows for both.
     """
 
     record: StoredRecord
-    change: str
+    entry: HistoryEntry
+
+    @property
+    def change(self) -> str:
+        """What the change was (``created``, ``registered``, ``status-changed``, ``moved``, ``updated``)."""
+        return str(self.entry.change)
 
 
 def _version(row: asyncpg.Record) -> RecordVersion:
     """A history row (its ``last_updated`` is when the change was recorded) as a version of its record."""
-    return RecordVersion(record=_stored(row), change=row["change"])
+    return RecordVersion(record=_stored(row), entry=_history(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +83,17 @@ class BatchRow:
     """The outcome of one batch row as the database reports it."""
 
     ord: int
-    record_id: UUID
+    record_id: UUID | None
     status: RecordStatus
     type: RecordType
     last_updated: datetime | None
     outcome: str
+    held_reason: str | None = None
 
 
-def _stored(row: asyncpg.Record, service: ServiceRef | None = None) -> StoredRecord:
+def _stored(
+    row: asyncpg.Record, service: ServiceRef | None = None, service_status: ServiceStatus = ServiceStatus.ENABLED
+) -> StoredRecord:
     return StoredRecord(
         ihi=row["ihi"],
         service_id=row["service_id"],
@@ -78,6 +103,7 @@ def _stored(row: asyncpg.Record, service: ServiceRef | None = None) -> StoredRec
         version=row["version"],
         last_updated=row["last_updated"],
         service=service,
+        service_status=service_status,
     )
 
 
@@ -88,7 +114,26 @@ def _with_service(row: asyncpg.Record) -> StoredRecord:
         base_url=row["service_base_url"],
         search_style=SearchStyle(row["service_search_style"]),
     )
-    return _stored(row, service)
+    return _stored(row, service, ServiceStatus(row["service_status"]))
+
+
+def _history(row: asyncpg.Record) -> HistoryEntry:
+    known_actor = row["actor_admin"] is not None
+    return HistoryEntry(
+        service_id=row["service_id"],
+        status=RecordStatus(row["status"]),
+        type=RecordType(row["type"]),
+        change=RecordChange(row["change"]),
+        previous_status=RecordStatus(row["previous_status"]) if row["previous_status"] else None,
+        recorded_at=row["recorded_at"],
+        record_id=str(row["record_id"]),
+        version=row["version"],
+        actor=Actor(client_id=row["actor_client"], service_id=row["actor_service"], admin=row["actor_admin"])
+        if known_actor
+        else None,
+        reason=row["reason"],
+        previous_service=row["previous_service"],
+    )
 
 
 class RecordRepository:
@@ -100,27 +145,31 @@ class RecordRepository:
         self._q = queries
 
     async def put(
-        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str
-    ) -> tuple[StoredRecord, str]:
-        """Write one record idempotently; return it and ``created``, ``updated`` or ``unchanged``."""
+        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, writer: Writer,
+        reason: str | None,
+    ) -> tuple[StoredRecord, str]:  # fmt: skip
+        """Write one record; return it and ``created``, ``registered``, ``updated`` or ``unchanged``."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_)
+            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_, *writer.columns, reason)
         assert row is not None
         return _stored(row), row["outcome"]
 
     async def put_audited(
-        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str,
-        audit_rows: list[tuple[str, AuditEntry]],
+        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, writer: Writer,
+        reason: str | None, audit_rows: list[tuple[str, AuditEntry]],
     ) -> tuple[StoredRecord, str]:  # fmt: skip
-        """Write one record idempotently and insert the audit row of its outcome, in one statement.
+        """Write one record and insert the audit row of its outcome, in one statement.
 
-        ``audit_rows`` pairs each outcome (``created``, ``updated``, ``unchanged``) with the row to
-        insert if the write ends that way; the row gets the record's id.
+        ``audit_rows`` pairs each outcome (``created``, ``registered``, ``updated``, ``unchanged``)
+        with the row to insert if the write ends that way; the row gets the record's id.
         """
         outcomes = [name for name, _ in audit_rows]
         columns = insert_columns([entry for _, entry in audit_rows])
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["put_record_audited"], ihi, service_id, status, type_, *columns, outcomes)
+            row = await conn.fetchrow(
+                self._q["put_record_audited"], ihi, service_id, status, type_, *writer.columns, reason, *columns,
+                outcomes,
+            )  # fmt: skip
         assert row is not None
         return _stored(row), row["outcome"]
 
@@ -138,10 +187,14 @@ class RecordRepository:
         service_ids: list[str],
         statuses: list[str],
         types: list[str],
+        reasons: list[str | None],
+        writer: Writer,
     ) -> dict[int, BatchRow]:
         """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``."""
         with translate_db_errors():
-            rows = await conn.fetch(self._q["put_records"], ords, ihis, service_ids, statuses, types)
+            rows = await conn.fetch(
+                self._q["put_records"], ords, ihis, service_ids, statuses, types, reasons, *writer.columns
+            )
         return {
             row["ord"]: BatchRow(
                 ord=row["ord"],
@@ -150,31 +203,31 @@ class RecordRepository:
                 type=RecordType(row["type"]),
                 last_updated=row["last_updated"],
                 outcome=row["outcome"],
+                held_reason=row["held_reason"],
             )
             for row in rows
         }
 
-    async def for_ihi(self, conn: Connection, ihi: str, statuses: list[str]) -> list[StoredRecord]:
-        """The records of one IHI with the given statuses, each with its service's directory entry."""
+    async def for_ihi(
+        self, conn: Connection, ihi: str, statuses: list[str], *, unrouted: bool = False
+    ) -> list[StoredRecord]:
+        """The records of one IHI with the given statuses, each with its service's directory entry; records
+        of services that are not routed only with ``unrouted``."""
         with translate_db_errors():
-            rows = await conn.fetch(self._q["get_records"], ihi, statuses)
+            rows = await conn.fetch(self._q["get_records"], ihi, statuses, unrouted)
         return [_with_service(row) for row in rows]
+
+    async def unrouted(self, conn: Connection, service_ids: list[str]) -> set[str]:
+        """The services among ``service_ids`` that this directory knows and does not route to."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["unrouted_services"], service_ids)
+        return {row["service_id"] for row in rows}
 
     async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
         """Every change of every record of one IHI, oldest first."""
         with translate_db_errors():
             rows = await conn.fetch(self._q["get_history"], ihi)
-        return [
-            HistoryEntry(
-                service_id=row["service_id"],
-                status=RecordStatus(row["status"]),
-                type=RecordType(row["type"]),
-                change=row["change"],
-                previous_status=RecordStatus(row["previous_status"]) if row["previous_status"] else None,
-                recorded_at=row["recorded_at"],
-            )
-            for row in rows
-        ]
+        return [_history(row) for row in rows]
 
     async def by_id(self, conn: Connection, record_id: UUID) -> StoredRecord | None:
         """One record by its resource id."""
@@ -202,13 +255,16 @@ class RecordRepository:
         service_ids: list[str] | None,
         record_ids: list[UUID] | None,
         statuses: list[str],
+        unrouted: bool,
         limit: int,
         offset: int,
     ) -> tuple[list[StoredRecord], int]:
-        """A page of records matching the filters (None: any), and the count of every match."""
+        """A page of records matching the filters (None: any), and the count of every match; records of
+        services that are not routed only with ``unrouted``."""
         rows, total = await fetch_page(
-            conn, self._q["search_records"], ihis, service_ids, record_ids, statuses, limit=limit, offset=offset
-        )
+            conn, self._q["search_records"], ihis, service_ids, record_ids, statuses, unrouted,
+            limit=limit, offset=offset,
+        )  # fmt: skip
         return [_stored(row) for row in rows], total
 
     async def version(self, conn: Connection, record_id: UUID, version: int) -> RecordVersion | None:

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
-
-import msgspec
 
 from registry import errors
 from registry.audit.context import WriteOutcome, note_patients, note_records
 from registry.checks import check_ihi, check_service_id
 from registry.log import get_logger
-from registry.records.lifecycle import WRITE_STATUS, parse_statuses
-from schemas import strictjson
+from registry.records.batch import Batch, refusal
+from registry.records.idempotency import Answer, Keyed, fingerprint, in_progress, reused
+from registry.records.lifecycle import WRITE_STATUS, parse_statuses, shows_unrouted
+from registry.records.repository import Writer
 from schemas.audit import Action
-from schemas.records import (
-    BatchItem,
-    BatchItemResult,
-    BatchResult,
-    Record,
-    RecordHistory,
-    RecordList,
-)
-from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi, parse_service_id
+from schemas.records import BatchResult, Record, RecordHistory, RecordList
+from schemas.types import RecordStatus, RecordType
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -30,16 +25,13 @@ if TYPE_CHECKING:
     from registry.audit.trail import AuditTrail
     from registry.auth.scopes import Principal
     from registry.config import RecordSettings
-    from registry.db.pool import Database
-    from registry.records.repository import BatchRow, RecordRepository, RecordVersion, StoredRecord
+    from registry.db.pool import Connection, Database
+    from registry.records.idempotency import IdempotencyRepository
+    from registry.records.repository import RecordRepository, RecordVersion, StoredRecord
 
-__all__ = ("RecordService", "Referrals", "check_actor", "to_record")
+__all__ = ("Idempotent", "Put", "RecordService", "Referrals", "check_actor", "to_record", "writer_of")
 
 _log = get_logger(__name__)
-
-
-def _refusal(actor: Principal, service_id: str) -> str:
-    return f"client {actor.client_id} is bound to service {actor.service_id} and may not write records of {service_id}"
 
 
 def check_actor(actor: Principal, service_id: str) -> None:
@@ -49,7 +41,9 @@ def check_actor(actor: Principal, service_id: str) -> None:
         Forbidden: the caller is bound to another service.
     """
     if not actor.may_act_for(service_id):
-        raise errors.Forbidden(_refusal(actor, service_id), code=errors.ErrorCode.SERVICE_BINDING)
+        raise errors.Forbidden(
+            refusal(actor.client_id, actor.service_id, service_id), code=errors.ErrorCode.SERVICE_BINDING
+        )
 
 
 def _note_read(stored: list[StoredRecord]) -> None:
@@ -59,7 +53,8 @@ def _note_read(stored: list[StoredRecord]) -> None:
 
 
 def to_record(stored: StoredRecord) -> Record:
-    """The wire form of a stored record (with its service's directory entry when the look-up read it)."""
+    """The wire form of a stored record (with its service's directory entry when the look-up read it, and
+    the service's status when it is not routed)."""
     return Record(
         ihi=stored.ihi,
         service_id=stored.service_id,
@@ -67,6 +62,7 @@ def to_record(stored: StoredRecord) -> Record:
         type=stored.type,
         last_updated=stored.last_updated,
         service=stored.service,
+        service_status=None if stored.service_status.routes else stored.service_status,
     )
 
 
@@ -91,6 +87,30 @@ class Referrals(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Idempotent:
+    """What a write with an ``Idempotency-Key`` adds: the key, which route it came through (part of the
+    request's fingerprint), and how its answer is rendered (so the first answer can be kept)."""
+
+    key: str
+    route: str
+    render: Callable[[StoredRecord, str], Answer]
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """A single write's result: the record and the outcome, or the first answer to its key again."""
+
+    record: StoredRecord
+    outcome: str
+    replay: Answer | None = None
+
+
+def writer_of(actor: Principal) -> Writer:
+    """The actor of a request's write, as its record and history keep it."""
+    return Writer(actor.client_id, actor.service_id, actor.is_admin)
+
+
 class RecordService:
     """Everything the native API and the FHIR facade do with records.
 
@@ -105,12 +125,15 @@ class RecordService:
         settings: RecordSettings,
         audit: AuditTrail,
         referrals: Referrals | None = None,
+        *,
+        keys: IdempotencyRepository,
     ) -> None:
         self._db = db
         self._repo = repository
         self._settings = settings
         self._audit = audit
         self._referrals = referrals
+        self._keys = keys
 
     async def put(
         self,
@@ -120,26 +143,41 @@ class RecordService:
         type_: RecordType,
         *,
         actor: Principal,
+        reason: str | None = None,
         expected_version: int | None = None,
-    ) -> tuple[StoredRecord, str]:
-        """Create or change one record; repeating an identical write changes nothing.
+        idempotent: Idempotent | None = None,
+    ) -> Put:
+        """Create, re-register or change one record (each accepted write is an event; section 11 of DESIGN).
 
         With ``expected_version`` the record must exist at that version (checked under a row lock,
-        so two writers expecting the same version cannot both succeed).
+        so two writers expecting the same version cannot both succeed). With ``idempotent``, a key
+        this client sent within 24 hours answers its first answer again and writes nothing.
 
         Returns:
-            The stored record and ``created``, ``updated`` or ``unchanged``.
+            The stored record and ``created``, ``registered``, ``updated`` or ``unchanged`` (or the replay).
 
         Raises:
             Forbidden: ``actor`` is bound to another service and does not hold ``admin``.
             PreconditionFailed: ``expected_version`` is given and the stored record is not at it.
+            Conflict: the operator removed or archived the record and ``actor`` is not the operator;
+                or the request's key is still in flight.
+            InvalidInput: the type does not match the service's kind; the key was used for another request.
         """
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
         check_actor(actor, service_id)
-        if expected_version is None:
-            return await self._put_in_one_statement(ihi, service_id, status, type_)
+        writer = writer_of(actor)
+        if expected_version is None and idempotent is None:
+            return await self._put_in_one_statement(ihi, service_id, status, type_, writer, reason)
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
+            keyed: Keyed | None = None
+            if idempotent is not None:
+                keyed = Keyed(idempotent.key, fingerprint(idempotent.route, ihi, service_id, status, type_, reason,
+                                                          expected_version))  # fmt: skip
+                first = await self._first_answer(conn, writer.client_id, keyed)
+                if first is not None:
+                    audit.done(status=first.status, detail="replayed: the first answer to this Idempotency-Key")
+                    return Put(await self._stored(conn, ihi, service_id), "replayed", first)
             if expected_version is not None:
                 current = await self._repo.lock_by_key(conn, ihi, service_id)
                 if current is None or current.version != expected_version:
@@ -147,14 +185,45 @@ class RecordService:
                     raise errors.PreconditionFailed(
                         f"expected version {expected_version}, but {found}", code=errors.ErrorCode.VERSION_MISMATCH
                     )
-            stored, outcome = await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            stored, outcome = await self._repo.put(
+                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, writer=writer, reason=reason
+            )
+            if idempotent is not None and keyed is not None:
+                await self._keys.keep(conn, writer.client_id, {keyed.key: idempotent.render(stored, outcome)})
             action = Action.CREATE if outcome == "created" else Action.UPDATE
             audit.done(status=WRITE_STATUS[outcome], action=action, records=[stored.record_id], detail=outcome)
-        return stored, outcome
+        return Put(stored, outcome)
+
+    async def _first_answer(self, conn: Connection, client_id: str, keyed: Keyed) -> Answer | None:
+        """Claim ``keyed`` for this transaction, or the first answer to it (None: claimed, go on and write).
+
+        Raises:
+            Conflict: a request with the same key is in flight.
+            InvalidInput: the key answered another request.
+        """
+        if not await self._keys.try_lock(conn, client_id, keyed.key):
+            raise in_progress(keyed.key)
+        await self._keys.purge_now_and_then(conn)
+        if await self._keys.claim(conn, client_id, [keyed]):
+            return None
+        found = (await self._keys.answers(conn, client_id, [keyed.key])).get(keyed.key)
+        if found is None:  # forgotten between the claim and the look-up: claim again
+            await self._keys.claim(conn, client_id, [keyed])
+            return None
+        if found[0] != keyed.fingerprint:
+            raise reused(keyed.key)
+        return found[1]
+
+    async def _stored(self, conn: Connection, ihi: str, service_id: str) -> StoredRecord:
+        stored = await self._repo.by_key(conn, ihi, service_id)
+        if stored is None:  # a replay of a write that created the record: it exists
+            raise errors.NotFound("no such record")
+        note_records([stored.record_id])
+        return stored
 
     async def _put_in_one_statement(
-        self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType
-    ) -> tuple[StoredRecord, str]:
+        self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType, writer: Writer, reason: str | None
+    ) -> Put:
         """An unconditional write and its audit row in one statement (one round trip instead of four)."""
         rows = self._audit.rows_for_outcomes(
             {
@@ -166,12 +235,15 @@ class RecordService:
         )
         async with self._db.writer() as conn:
             if rows is None:
-                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+                return Put(*await self._repo.put(
+                    conn, ihi=ihi, service_id=service_id, status=status, type_=type_, writer=writer, reason=reason
+                ))  # fmt: skip
             stored, outcome = await self._repo.put_audited(
-                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, audit_rows=rows
-            )
+                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, writer=writer, reason=reason,
+                audit_rows=rows,
+            )  # fmt: skip
         self._audit.committed()
-        return stored, outcome
+        return Put(stored, outcome)
 
     async def for_ihi(
         self,
@@ -181,6 +253,7 @@ class RecordService:
         follow: bool = False,
         request_id: str = "",
         deadline: float | None = None,
+        actor: Principal | None = None,
     ) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for.
 
@@ -189,23 +262,49 @@ class RecordService:
         limits and by ``deadline`` (a ``time.monotonic()`` instant) if given: the answer holds every
         ``record``-type record learned, with ``via``, and ``unresolved``.
 
+        Records of services that are not routed are left out (``disclosed``).
+
         Raises:
             DependencyUnavailable: ``follow`` on a service built without federation.
         """
         ihi = check_ihi(ihi)
         wanted = parse_statuses(statuses)
         async with self._db.reader() as conn:
-            stored = await self._repo.for_ihi(conn, ihi, wanted)
-        _note_read(stored)
+            stored = await self.disclosed(conn, ihi, wanted, shows_unrouted(statuses, actor))
         records = [to_record(s) for s in stored]
         if not follow:
             return RecordList(ihi=ihi, records=records)
         if self._referrals is None:
             raise errors.DependencyUnavailable("this server cannot follow registry records: federation is not set up")
-        return await self._referrals.follow(ihi, records, wanted, request_id=request_id, deadline=deadline)
+        found = await self._referrals.follow(ihi, records, wanted, request_id=request_id, deadline=deadline)
+        return await self._routed(found)
+
+    async def disclosed(self, conn: Connection, ihi: str, statuses: list[str], unrouted: bool) -> list[StoredRecord]:
+        """The seam where the records of one patient are selected for a disclosure (look-ups, ``follow``,
+        ``$locate``, the broker), noted for the request's audit row.
+
+        The routing rule applies here (``routable_service()`` in SQL: records of disabled and retired
+        services are left out unless ``unrouted``, an operator's widened look-up); a policy that
+        withholds records from a disclosure composes here too.
+        """
+        stored = await self._repo.for_ihi(conn, ihi, statuses, unrouted=unrouted)
+        _note_read(stored)
+        return stored
+
+    async def _routed(self, found: RecordList) -> RecordList:
+        """Leave out records learned at other registries that name a service this registry does not route to."""
+        learned = sorted({r.service_id for r in found.records if r.via})
+        if not learned:
+            return found
+        async with self._db.reader() as conn:
+            unrouted = await self._repo.unrouted(conn, learned)
+        if not unrouted:
+            return found
+        kept = [r for r in found.records if not (r.via and r.service_id in unrouted)]
+        return RecordList(ihi=found.ihi, records=kept, unresolved=found.unresolved)
 
     async def history(self, ihi: str) -> RecordHistory:
-        """Every status change of every record of one IHI, oldest first."""
+        """Every change of every record of one IHI, oldest first, each with who made it."""
         ihi = check_ihi(ihi)
         async with self._db.reader() as conn:
             entries = await self._repo.history(conn, ihi)
@@ -283,140 +382,39 @@ class RecordService:
         statuses: list[str],
         limit: int,
         offset: int,
+        unrouted: bool = False,
     ) -> tuple[list[StoredRecord], int]:
-        """A page of records matching the filters (None: any), and the total, for the FHIR search."""
+        """A page of records matching the filters (None: any), and the total, for the FHIR search; records of
+        services that are not routed only with ``unrouted`` (``shows_unrouted``)."""
         async with self._db.reader() as conn:
             found, total = await self._repo.search(
                 conn, ihis=ihis, service_ids=service_ids, record_ids=record_ids, statuses=statuses,
-                limit=limit, offset=offset,
+                unrouted=unrouted, limit=limit, offset=offset,
             )  # fmt: skip
         _note_read(found)
         return found, total
 
-    def check_batch_size(self, count: int) -> None:
-        """Refuse a batch over the item limit before any of it is applied.
+    async def batch(self, items: list[Any], *, actor: Principal) -> BatchResult:
+        """Apply many records: each item validated on its own, all applied in one transaction (chunked
+        statements) with every rule of the single write; see ``registry.records.batch``.
 
         Raises:
             PayloadTooLarge: more items than ``records.batch_max_items``.
         """
-        if count > self._settings.batch_max_items:
-            raise errors.PayloadTooLarge(
-                f"a batch holds at most {self._settings.batch_max_items} items; this one has {count}"
-            )
-
-    async def batch(self, items: list[Any], *, actor: Principal) -> BatchResult:
-        """Apply many records: each item validated on its own, all applied in one transaction (chunked statements).
-
-        ``items`` holds decoded JSON values, or ``bytes`` for NDJSON lines still to be decoded.
-        Invalid items, and items of a service other than the caller's (unless it holds ``admin``),
-        are reported and skipped; the rest are applied. When the same record appears twice, the
-        later item wins and the earlier one is reported as an error.
-        """
-        self.check_batch_size(len(items))
-        results: list[BatchItemResult | None] = [None] * len(items)
-        valid: dict[tuple[str, str], tuple[int, BatchItem]] = {}
-        for index, raw in enumerate(items):
-            try:
-                item = self._parse_item(raw)
-            except (msgspec.ValidationError, strictjson.JsonError, InvalidValueError) as exc:
-                results[index] = BatchItemResult(index=index, result="error", error=str(exc))
-                continue
-            if not actor.may_act_for(item.service_id):
-                results[index] = BatchItemResult(
-                    index=index,
-                    result="error",
-                    ihi=item.ihi,
-                    service_id=item.service_id,
-                    error="forbidden: " + _refusal(actor, item.service_id),
-                )
-                continue
-            key = (item.ihi, item.service_id)
-            earlier = valid.get(key)
-            if earlier is not None:
-                results[earlier[0]] = BatchItemResult(
-                    index=earlier[0],
-                    result="error",
-                    ihi=item.ihi,
-                    service_id=item.service_id,
-                    error=f"superseded by item {index}, which names the same record",
-                )
-            valid[key] = (index, item)
-        chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
+        batch = Batch(self._repo, self._keys, self._settings, writer_of(actor))
+        chosen = batch.parse(items)
         note_patients(item.ihi for _, item in chosen)
-        size = self._settings.batch_chunk_size
-        rows: dict[int, BatchRow] = {}
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
-            await self._repo.plan_batches(conn)
-            for start in range(0, len(chosen), size):
-                chunk = chosen[start : start + size]
-                rows |= await self._repo.put_many(
-                    conn,
-                    ords=[index for index, _ in chunk],
-                    ihis=[item.ihi for _, item in chunk],
-                    service_ids=[item.service_id for _, item in chunk],
-                    statuses=[str(item.status) for _, item in chunk],
-                    types=[str(item.type) for _, item in chunk],
-                )
-            summary = self._summarise(results, chosen, rows)
+            summary = await batch.apply(conn, chosen)
             audit.done(
                 status=200,
-                records=[row.record_id for row in rows.values()],
-                detail=f"batch of {len(items)}: {summary.created} created, {summary.updated} updated, "
-                f"{summary.unchanged} unchanged, {summary.errors} failed",
+                records=batch.record_ids,
+                detail=f"batch of {len(items)}: {summary.created} created, {summary.registered} registered, "
+                f"{summary.updated} updated, {summary.unchanged} unchanged, {summary.errors} failed",
                 failed=summary.errors > 0,
             )
         _log.info(
-            "batch_applied",
-            items=len(items),
-            created=summary.created,
-            updated=summary.updated,
-            unchanged=summary.unchanged,
-            errors=summary.errors,
-        )
+            "batch_applied", items=len(items), created=summary.created, registered=summary.registered,
+            updated=summary.updated, unchanged=summary.unchanged, errors=summary.errors,
+        )  # fmt: skip
         return summary
-
-    @staticmethod
-    def _summarise(
-        results: list[BatchItemResult | None], chosen: list[tuple[int, BatchItem]], rows: dict[int, BatchRow]
-    ) -> BatchResult:
-        """Per-item results in request order (the applied items' from their rows), and the counts."""
-        for index, item in chosen:
-            row = rows.get(index)
-            if row is None:
-                results[index] = BatchItemResult(
-                    index=index,
-                    result="error",
-                    ihi=item.ihi,
-                    service_id=item.service_id,
-                    error="the service is not known or not enabled",
-                )
-                continue
-            results[index] = BatchItemResult(
-                index=index,
-                result=row.outcome,
-                ihi=item.ihi,
-                service_id=item.service_id,
-                status=row.status,
-                type=row.type,
-                last_updated=row.last_updated,
-            )
-        final = [r for r in results if r is not None]
-        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
-        return BatchResult(
-            created=counts["created"],
-            updated=counts["updated"],
-            unchanged=counts["unchanged"],
-            errors=len(final) - sum(counts.values()),
-            results=final,
-        )
-
-    @staticmethod
-    def _parse_item(raw: Any) -> BatchItem:
-        value = strictjson.decode(raw) if isinstance(raw, bytes) else raw
-        item = msgspec.convert(value, BatchItem)
-        return BatchItem(
-            ihi=parse_ihi(item.ihi),
-            service_id=parse_service_id(item.service_id),
-            status=item.status,
-            type=item.type,
-        )

@@ -16,6 +16,7 @@ from litestar.di import Provide
 
 from broker.discovery.resources import DiscoveryResources
 from broker.discovery.service import DiscoveryService
+from broker.subscriptions.groups import GroupService
 from broker.subscriptions.resources import SubscriptionResources
 from registry import errors
 from registry.audit.checkpoints import PublishedCheckpoints
@@ -27,11 +28,12 @@ from registry.directory.service import DirectoryService
 from registry.fhir.audit_event.resources import AuditEventResources
 from registry.fhir.basic.resources import RecordResources
 from registry.fhir.conformance import Conformance
-from registry.fhir.endpoint.resources import EndpointResources
+from registry.fhir.endpoint.resources import EndpointResources, OrganizationResources
 from registry.fhir.metadata import Metadata
 from registry.fhir.patient.resources import Locator
 from registry.fhirapi.io import fhir_base
 from registry.metrics import Metrics
+from registry.records.jobs import LifecycleJobs
 from registry.records.service import RecordService
 from registry.server.lifespan import services_of
 from schemas.fhir.canonical import Canonicals
@@ -67,6 +69,14 @@ def _discovery(state: State) -> DiscoveryService:
     return services_of(state).discovery
 
 
+def _groups(state: State) -> GroupService:
+    return services_of(state).groups
+
+
+def _lifecycle(state: State) -> LifecycleJobs:
+    return services_of(state).lifecycle
+
+
 def _checkpoints(state: State) -> PublishedCheckpoints:
     return services_of(state).checkpoints
 
@@ -81,6 +91,9 @@ def dependencies(
 
     def fhir_endpoints(state: State) -> EndpointResources:
         return EndpointResources(services_of(state).directory, canon)
+
+    def fhir_organizations(state: State) -> OrganizationResources:
+        return OrganizationResources(services_of(state).directory, canon)
 
     def fhir_locator(state: State) -> Locator:
         return Locator(services_of(state).records, canon)
@@ -105,6 +118,8 @@ def dependencies(
         "records": _records,
         "directory": _directory,
         "discovery": _discovery,
+        "groups": _groups,
+        "lifecycle": _lifecycle,
         "audit_checkpoints": _checkpoints,
         "metrics": lambda: metrics,
         "fhir_settings": lambda: settings.fhir,
@@ -113,6 +128,7 @@ def dependencies(
         "fhir_topic": lambda: topic,
         "fhir_records": fhir_records,
         "fhir_endpoints": fhir_endpoints,
+        "fhir_organizations": fhir_organizations,
         "fhir_locator": fhir_locator,
         "fhir_audit": fhir_audit,
         "fhir_discovery": fhir_discovery,

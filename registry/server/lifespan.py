@@ -34,6 +34,8 @@ from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.outbound.egress import outbound_policy
+from registry.records.idempotency import IdempotencyRepository
+from registry.records.jobs import LifecycleJobs
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from litestar.datastructures import State
 
     from broker.discovery.service import DiscoveryService
+    from broker.subscriptions.groups import GroupService
     from broker.subscriptions.service import SubscriptionService
     from registry.audit.trail import AuditTrail
     from registry.auth.wiring import AuthParts
@@ -73,6 +76,8 @@ class Services:
     checkpoints: PublishedCheckpoints
     discovery: DiscoveryService
     subscriptions: SubscriptionService
+    groups: GroupService
+    lifecycle: LifecycleJobs
 
 
 def services_of(state: State) -> Services:
@@ -127,23 +132,30 @@ def lifespan(
             stack.push_async_callback(trail.stop)
             directory = DirectoryService(db, ServiceRepository(queries), policy=outbound_policy(settings))
             referrals = await stack.enter_async_context(
-                federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
+                federation.open(
+                    service_id=service_id, directory=directory, credentials=auth.outbound, db=db, queries=queries
+                )
             )
-            records = RecordService(db, RecordRepository(queries), settings.records, trail, referrals)
+            records = RecordService(
+                db, RecordRepository(queries), settings.records, trail, referrals, keys=IdempotencyRepository(queries)
+            )
             # The broker locates a patient's services through their records here and at the registries they name.
             locator = RecordsLocator(records)
             broker = await stack.enter_async_context(
                 discovery.open(locator=locator, directory=directory, credentials=auth.outbound, canon=canon)
             )
             listen_url = settings.database.direct_url or database_url
-            notifications = await stack.enter_async_context(
+            notifications, groups = await stack.enter_async_context(
                 subscriptions.open(
                     db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url
                 )
             )
             audit = AuditService(db, audit_repository, settings.fhir)
             checkpoints = PublishedCheckpoints(db, audit_repository)
-            app.state.services = Services(db, auth, directory, records, audit, checkpoints, broker, notifications)
+            lifecycle = LifecycleJobs(db, queries, directory, audit_repository, observer=service_id)
+            app.state.services = Services(
+                db, auth, directory, records, audit, checkpoints, broker, notifications, groups, lifecycle
+            )
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield
 

@@ -49,6 +49,8 @@ class HistoryEntry:
     status: str
     """The HTTP status the interaction answered (``201``, ``200``)."""
     when: datetime
+    extension: tuple[dict[str, Any], ...] = ()
+    """Extensions of the entry (what the change was, who made it)."""
 
 
 def history(base: str, versions: list[HistoryEntry], *, total: int, links: list[tuple[str, str]]) -> dict[str, Any]:
@@ -57,19 +59,19 @@ def history(base: str, versions: list[HistoryEntry], *, total: int, links: list[
     for version in versions:
         resource = version.resource
         kind, rid, vid = resource["resourceType"], resource["id"], resource["meta"]["versionId"]
-        entries.append(
-            {
-                "fullUrl": f"{base}/{kind}/{rid}",
-                "resource": resource,
-                "request": {"method": version.method, "url": kind if version.method == "POST" else f"{kind}/{rid}"},
-                "response": {
-                    "status": version.status,
-                    "location": f"{kind}/{rid}/_history/{vid}",
-                    "etag": f'W/"{vid}"',
-                    "lastModified": version.when,
-                },
-            }
-        )
+        entry: dict[str, Any] = {"extension": list(version.extension)} if version.extension else {}
+        entry |= {
+            "fullUrl": f"{base}/{kind}/{rid}",
+            "resource": resource,
+            "request": {"method": version.method, "url": kind if version.method == "POST" else f"{kind}/{rid}"},
+            "response": {
+                "status": version.status,
+                "location": f"{kind}/{rid}/_history/{vid}",
+                "etag": f'W/"{vid}"',
+                "lastModified": version.when,
+            },
+        }
+        entries.append(entry)
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "history",

@@ -13,7 +13,14 @@ __all__ = (
     "BROKER_OUTCOME",
     "CONNECTION_TYPE_SYSTEM",
     "EXT_BROKER_SOURCE",
+    "EXT_CAPABILITY_STATEMENT",
+    "EXT_CLIENT_ID",
+    "EXT_FALLBACK",
+    "EXT_JURISDICTION",
     "EXT_LOCATE_CHAIN",
+    "EXT_REASON",
+    "EXT_REGISTRATION_ACTOR",
+    "EXT_REGISTRATION_CHANGE",
     "EXT_SEARCH_STYLE",
     "EXT_SERVICE",
     "EXT_SERVICE_KIND",
@@ -35,6 +42,16 @@ REGISTRY_RECORD = "RegistryRecord"
 EXT_SERVICE = "registry-record-service"
 EXT_STATUS = "registry-record-status"
 EXT_TYPE = "registry-record-type"
+EXT_REASON = "registry-record-reason"
+"""Why a record was removed or archived (a code of ``schemas.records.REASONS`` or text)."""
+EXT_REGISTRATION_CHANGE = "registration-change"
+"""On a notification's event entry: what the change was (created, registered, status-changed, moved)."""
+EXT_REGISTRATION_ACTOR = "registration-actor"
+"""On a history entry of a registry record: who made the change (client, bound service, admin)."""
+EXT_JURISDICTION = "endpoint-jurisdiction"
+EXT_CAPABILITY_STATEMENT = "endpoint-capability-statement"
+EXT_FALLBACK = "endpoint-fallback"
+EXT_CLIENT_ID = "endpoint-client-id"
 EXT_SERVICE_KIND = "endpoint-service-kind"
 EXT_SEARCH_STYLE = "endpoint-search-style"
 EXT_BROKER_SOURCE = "broker-source"

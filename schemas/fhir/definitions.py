@@ -17,7 +17,14 @@ from schemas.errors import ERRORS, ErrorCode
 from schemas.fhir.canonical import (
     BROKER_OUTCOME,
     EXT_BROKER_SOURCE,
+    EXT_CAPABILITY_STATEMENT,
+    EXT_CLIENT_ID,
+    EXT_FALLBACK,
+    EXT_JURISDICTION,
     EXT_LOCATE_CHAIN,
+    EXT_REASON,
+    EXT_REGISTRATION_ACTOR,
+    EXT_REGISTRATION_CHANGE,
     EXT_SEARCH_STYLE,
     EXT_SERVICE,
     EXT_SERVICE_KIND,
@@ -262,6 +269,75 @@ _EXTENSIONS = (
         ("Basic",),
         "code",
         "registry-record-type",
+    ),
+    _Extension(
+        EXT_REASON,
+        "RegistryRecordReason",
+        "Registry record reason",
+        "Why the record was removed or archived: entered-in-error, withdrawn, legal-hold, decommissioned, or text "
+        "(1 to 200 characters). A removal or archive by the operator (admin) with or without a reason is the "
+        "operator's decision: a gateway cannot change the record back (409 operator-decision).",
+        ("Basic",),
+        "string",
+    ),
+    _Extension(
+        EXT_REGISTRATION_CHANGE,
+        "RegistrationChange",
+        "Registration change",
+        "On a notification's event entry and a registry record's history entry: what the change to the registry "
+        "record was: created, registered (an active record registered again: new imaging at a service that already held some), status-changed, moved "
+        "(to another service: services move), or updated (a type change).",
+        ("Bundle.entry",),
+        "code",
+    ),
+    _Extension(
+        EXT_REGISTRATION_ACTOR,
+        "RegistrationActor",
+        "Registration actor",
+        "On a registry record's history entry (Basic/{id}/_history, Basic/_history): who made that version, as "
+        "GET /registry/records/{ihi}/history and the AuditEvent name it: the client, the service it is bound to, "
+        "and whether it acted as the operator (admin). Absent on versions recorded before actors were kept.",
+        ("Bundle.entry",),
+        "",
+        parts=(
+            ("client", "string", "The client ID that made the change."),
+            ("service", "Identifier", "The service the client is bound to: its IEF service ID."),
+            ("admin", "boolean", "Whether the client acted as the operator (admin)."),
+        ),
+    ),
+    _Extension(
+        EXT_JURISDICTION,
+        "EndpointJurisdiction",
+        "Endpoint jurisdiction",
+        "Where the member service is: ACT, NSW, NT, QLD, SA, TAS, VIC, WA, or national.",
+        ("Endpoint",),
+        "code",
+    ),
+    _Extension(
+        EXT_CAPABILITY_STATEMENT,
+        "EndpointCapabilityStatement",
+        "Endpoint capability statement",
+        "Where the member service's FHIR CapabilityStatement is (an http or https URL).",
+        ("Endpoint",),
+        "url",
+    ),
+    _Extension(
+        EXT_FALLBACK,
+        "EndpointFallback",
+        "Endpoint fallback",
+        "How to get imaging from this service by other means while it is not on FHIR (for example: phone the "
+        "practice).",
+        ("Endpoint",),
+        "string",
+    ),
+    _Extension(
+        EXT_CLIENT_ID,
+        "EndpointClientId",
+        "Endpoint client ID",
+        "The client ID this member service gave this registry: the registry authenticates to it with "
+        "private_key_jwt. Only the operator (admin) sees and sets it.",
+        ("Endpoint",),
+        "string",
     ),
     _Extension(
         EXT_SERVICE_KIND,
@@ -514,6 +590,7 @@ def _registry_record(canon: Canonicals, version: str) -> dict[str, Any]:
                 _slice(canon, "service", EXT_SERVICE, required=True, missing=None),
                 _slice(canon, "status", EXT_STATUS, required=False, missing="The record is active."),
                 _slice(canon, "type", EXT_TYPE, required=False, missing="The record is of type record."),
+                _slice(canon, "reason", EXT_REASON, required=False, missing="No reason was given."),
                 {
                     "id": "Basic.code",
                     "path": "Basic.code",

@@ -1,5 +1,9 @@
 """The answer of ``Patient/$locate``: a searchset Bundle of gateways, and an outcome for unresolved hops.
 
+With ``follow=false`` this registry's referrals are answered as they are: each ``registry`` record
+is the Endpoint of the registry it names (payload type ``Basic``, address its FHIR base), so a
+consumer can resolve on its own.
+
 Each gateway that holds data for the patient is an ``Endpoint`` (``search.mode`` ``match``) built
 from its directory entry at the registry that holds the record; one learned through other
 registries carries the chain in the ``locate-chain`` extension. When a registry could not be
@@ -53,15 +57,14 @@ def _chain(canon: Canonicals, via: list[str]) -> dict[str, Any]:
     }
 
 
+_ENTRY_KINDS = {RecordType.RECORD: ServiceKind.GATEWAY, RecordType.REGISTRY: ServiceKind.REGISTRY}
+
+
 def _located(canon: Canonicals, record: Record) -> dict[str, Any] | None:
-    """The entry of a gateway that holds active data, or None for any other record."""
+    """The entry of a gateway that holds active data, or of a registry an active referral names (answered only
+    when referrals are not followed: ``follow=false``), or None for any other record."""
     service = record.service
-    if (
-        service is None
-        or service.kind is not ServiceKind.GATEWAY
-        or record.type is not RecordType.RECORD
-        or record.status is not RecordStatus.ACTIVE
-    ):
+    if service is None or record.status is not RecordStatus.ACTIVE or service.kind is not _ENTRY_KINDS[record.type]:
         return None
     chain = (_chain(canon, record.via),) if record.via else ()
     resource = endpoint_of(canon, record.service_id, service, extensions=chain)

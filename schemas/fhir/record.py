@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from schemas.fhir.canonical import EXT_SERVICE, EXT_STATUS, EXT_TYPE
+from schemas.fhir.canonical import EXT_REASON, EXT_SERVICE, EXT_STATUS, EXT_TYPE
 from schemas.fhir.parse import InvalidResource, Issues, load_resource
 from schemas.types import (
     IHI_SYSTEM,
@@ -68,6 +68,7 @@ class RecordClaim:
     type: RecordType
     service_expression: str
     ihi_expression: str = _IHI
+    reason: str | None = None
 
 
 def registry_record(
@@ -80,8 +81,10 @@ def registry_record(
     type_: str,
     version: int,
     last_updated: datetime,
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """A stored record as a RegistryRecord ``Basic`` resource."""
+    """A stored record as a RegistryRecord ``Basic`` resource (a version with the ``reason`` its change gave)."""
+    why = [{"url": canon.extension(EXT_REASON), "valueString": reason}] if reason else []
     return {
         "resourceType": "Basic",
         "id": record_id,
@@ -93,6 +96,7 @@ def registry_record(
             },
             {"url": canon.extension(EXT_STATUS), "valueCode": status},
             {"url": canon.extension(EXT_TYPE), "valueCode": type_},
+            *why,
         ],
         "code": {
             "coding": [
@@ -154,6 +158,13 @@ class _Reader:
             self.problem(f"invalid service ID: {exc}", f"{where}.value")
             return None
 
+    def reason(self, ext: dict[str, Any], where: str) -> str | None:
+        value = ext.get("valueString")
+        if not isinstance(value, str) or not 1 <= len(value.strip()) <= 200:
+            self.problem("the reason extension carries valueString, 1 to 200 characters", f"{where}.valueString")
+            return None
+        return value.strip()
+
     def code(self, ext: dict[str, Any], where: str, allowed: type[RecordStatus] | type[RecordType]) -> str | None:
         value = ext.get("valueCode")
         if value is None:
@@ -167,7 +178,7 @@ class _Reader:
 
     def extensions(self, data: dict[str, Any]) -> dict[str, tuple[str | None, str]]:
         """The known extensions' values by id, with where each was found."""
-        known = {self.canon.extension(name): name for name in (EXT_SERVICE, EXT_STATUS, EXT_TYPE)}
+        known = {self.canon.extension(name): name for name in (EXT_SERVICE, EXT_STATUS, EXT_TYPE, EXT_REASON)}
         found: dict[str, tuple[str | None, str]] = {}
         for index, ext in enumerate(data.get("extension") or []):
             where = f"Basic.extension[{index}]"
@@ -182,6 +193,8 @@ class _Reader:
                 self.problem("this extension has no nested extensions", f"{where}.extension")
             if name == EXT_SERVICE:
                 found[name] = (self.service(ext, f"{where}.valueIdentifier"), f"{where}.valueIdentifier.value")
+            elif name == EXT_REASON:
+                found[name] = (self.reason(ext, where), where)
             else:
                 found[name] = (self.code(ext, where, RecordStatus if name == EXT_STATUS else RecordType), where)
         if EXT_SERVICE not in found:
@@ -209,6 +222,7 @@ def read_registry_record(body: bytes, canon: Canonicals) -> RecordClaim:
     service_id, service_where = found.get(EXT_SERVICE, (None, "Basic.extension"))
     status = found.get(EXT_STATUS, (RecordStatus.ACTIVE, ""))[0]
     type_ = found.get(EXT_TYPE, (RecordType.RECORD, ""))[0]
+    reason = found.get(EXT_REASON, (None, ""))[0]
     if reader.issues or ihi is None or service_id is None or status is None or type_ is None:
         raise InvalidResource("the Basic resource is not a valid RegistryRecord", reader.issues)
     return RecordClaim(
@@ -218,4 +232,5 @@ def read_registry_record(body: bytes, canon: Canonicals) -> RecordClaim:
         status=RecordStatus(status),
         type=RecordType(type_),
         service_expression=service_where,
+        reason=reason,
     )

@@ -1,17 +1,18 @@
 -- name: put_record
--- Create or change one record idempotently; see put_record() in 0002_records.sql.
+-- Create, re-register or change one record; see put_record() in 0009_lifecycle.sql. $5..$8: the
+-- actor (client, its bound service, whether it acts as the operator) and the reason.
 SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
-FROM put_record($1, $2, $3, $4);
+FROM put_record($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: put_record_audited
 -- put_record() and the request's audit row in one statement: a single statement is its own
 -- transaction, so one round trip commits both, or neither (BEGIN, write, audit insert and COMMIT
--- were four). $1..$4 as put_record. $5..$22 are the audit row once for each way the write can end
--- (parallel arrays as in insert_audit_events, records left empty) and $23 names those outcomes;
+-- were four). $1..$8 as put_record. $9..$26 are the audit row once for each way the write can end
+-- (parallel arrays as in insert_audit_events, records left empty) and $27 names those outcomes;
 -- the row whose outcome happened is inserted, with the record's id.
 WITH w AS MATERIALIZED (
     SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
-    FROM put_record($1, $2, $3, $4)
+    FROM put_record($1, $2, $3, $4, $5, $6, $7, $8)
 ), audited AS (
     INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
                               method, path, query, client_id, client_service, client_address, token_id, observer,
@@ -20,9 +21,9 @@ WITH w AS MATERIALIZED (
            e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
            string_to_array(e.patients, ','), ARRAY[w.record_id]
     FROM w
-    JOIN unnest($5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::smallint[], $11::smallint[],
-                $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-                $20::text[], $21::text[], $22::text[], $23::text[])
+    JOIN unnest($9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::smallint[],
+                $15::smallint[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+                $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
          AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
               client_id, client_service, client_address, token_id, observer, patients, records, ended)
       ON e.ended = w.outcome
@@ -30,30 +31,51 @@ WITH w AS MATERIALIZED (
 SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome FROM w;
 
 -- name: put_records
--- Apply a batch chunk in one statement. $1..$5 are parallel arrays (ord, ihi, service_id, status,
--- type), de-duplicated by (ihi, service_id) by the caller. Rows are written in key order so that
--- concurrent batches cannot deadlock. Outcome per input row: created, updated, unchanged or
--- unknown-service. An unchanged row reports the values as stored before this statement (equal to
--- the input, or the write would have changed it). record_id is the record's resource id either way.
--- IHIs are bpchar, the column's type: compared as text, the joins below could not use the primary key.
+-- Apply a batch chunk in one statement, with every rule of the single write. $1..$6 are parallel
+-- arrays (ord, ihi, service_id, status, type, reason), de-duplicated by (ihi, service_id) by the
+-- caller; $7..$9 the actor (client, its bound service, admin). Rows are written in key order so
+-- that concurrent batches cannot deadlock. Outcome per input row: created, registered (an active
+-- record written active again), updated, unchanged, held (an operator's decision the actor may not
+-- change), unknown-service or type-mismatch. A row not written reports the values as stored
+-- before this statement. IHIs are bpchar, the column's type: compared as text, the joins below
+-- could not use the primary key.
 WITH input AS (
-    SELECT i.ord, i.ihi, i.service_id, i.status, i.type
-    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
-    JOIN services s ON s.service_id = i.service_id AND s.status = 'enabled'
+    SELECT i.ord, i.ihi, i.service_id, i.status, i.type, i.reason,
+           CASE WHEN s.service_id IS NULL OR NOT routable_service(s.status) THEN 'unknown-service'
+                WHEN (i.type = 'registry') <> (s.kind = 'registry') THEN 'type-mismatch' END AS problem
+    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[], $6::text[])
+         AS i(ord, ihi, service_id, status, type, reason)
+    LEFT JOIN services s ON s.service_id = i.service_id
 ), written AS (
-    INSERT INTO records AS t (ihi, service_id, status, type)
-    SELECT input.ihi, input.service_id, input.status, input.type FROM input ORDER BY input.ihi, input.service_id
+    INSERT INTO records AS t (ihi, service_id, status, type, change, actor_client, actor_service, actor_admin, reason,
+                              held)
+    SELECT input.ihi, input.service_id, input.status, input.type, 'created', $7, $8, $9, input.reason,
+           $9 AND input.status <> 'active'
+    FROM input WHERE input.problem IS NULL ORDER BY input.ihi, input.service_id
     ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
-        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now()
-        WHERE (t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type)
-    RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated
+        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now(),
+            change = CASE WHEN t.status = 'active' AND excluded.status = 'active' THEN 'registered'
+                          WHEN t.status <> excluded.status THEN 'status-changed' ELSE 'updated' END,
+            actor_client = excluded.actor_client, actor_service = excluded.actor_service,
+            actor_admin = excluded.actor_admin, reason = excluded.reason, held = excluded.held,
+            previous_service = NULL
+        WHERE ((t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type) OR excluded.status = 'active')
+          AND (NOT t.held OR excluded.actor_admin)
+    RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated, t.change
 )
 SELECT input.ord,
        coalesce(w.record_id, r.record_id) AS record_id,
-       coalesce(w.status, input.status) AS status,
-       coalesce(w.type, input.type) AS type,
+       coalesce(w.status, r.status, input.status) AS status,
+       coalesce(w.type, r.type, input.type) AS type,
        coalesce(w.last_updated, r.last_updated) AS last_updated,
-       CASE WHEN w.version = 1 THEN 'created' WHEN w.version IS NOT NULL THEN 'updated' ELSE 'unchanged' END AS outcome
+       CASE WHEN input.problem IS NOT NULL THEN input.problem
+            WHEN w.version = 1 THEN 'created'
+            WHEN w.change = 'registered' THEN 'registered'
+            WHEN w.version IS NOT NULL THEN 'updated'
+            WHEN r.held AND NOT $9 AND ((r.status, r.type) IS DISTINCT FROM (input.status, input.type)
+                                         OR input.status = 'active') THEN 'held'
+            ELSE 'unchanged' END AS outcome,
+       r.reason AS held_reason
 FROM input
 LEFT JOIN written w ON w.ihi = input.ihi AND w.service_id = input.service_id
 LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
@@ -67,19 +89,25 @@ SET LOCAL plan_cache_mode = force_custom_plan;
 
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service (kind,
--- name, base URL, search style: what a consumer or a peer registry needs to reach a service it
--- does not know).
+-- name, base URL, search style, status: what a consumer or a peer registry needs to reach a
+-- service it does not know). $3: include records of services that are not routed (the routing
+-- rule, routable_service(), leaves them out otherwise).
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
        s.kind AS service_kind, s.name AS service_name, s.base_url AS service_base_url,
-       s.search_style AS service_search_style
+       s.search_style AS service_search_style, s.status AS service_status
 FROM records r
 JOIN services s ON s.service_id = r.service_id
-WHERE r.ihi = $1 AND r.status = ANY($2::text[])
+WHERE r.ihi = $1 AND r.status = ANY($2::text[]) AND ($3 OR routable_service(s.status))
 ORDER BY r.service_id;
 
+-- name: unrouted_services
+-- The services among $1 that the directory knows and does not route to (routable_service()).
+SELECT service_id FROM services WHERE service_id = ANY($1::text[]) AND NOT routable_service(status);
+
 -- name: get_history
--- Every change of every record of one IHI, oldest first.
-SELECT h.service_id, h.status, h.type, h.change, h.previous_status, h.recorded_at
+-- Every change of every record of one IHI, oldest first, with who made it.
+SELECT h.service_id, h.record_id, h.version, h.status, h.type, h.change, h.previous_status, h.recorded_at,
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service
 FROM record_history h
 WHERE h.ihi = $1
 ORDER BY h.id;
@@ -105,20 +133,25 @@ FOR UPDATE;
 
 -- name: search_records
 -- FHIR search over records. $1 IHIs, $2 service IDs, $3 record ids: each an array, NULL for any;
--- $4 the statuses wanted. Paged by (ihi, service_id); `total` counts every match.
+-- $4 the statuses wanted; $5 include records of services that are not routed (routable_service()).
+-- Paged by (ihi, service_id); `total` counts every match.
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
        count(*) OVER () AS total
 FROM records r
-WHERE ($1::bpchar[] IS NULL OR r.ihi = ANY($1::bpchar[]))
+JOIN services s ON s.service_id = r.service_id
+WHERE ($5 OR routable_service(s.status))
+  AND ($1::bpchar[] IS NULL OR r.ihi = ANY($1::bpchar[]))
   AND ($2::text[] IS NULL OR r.service_id = ANY($2::text[]))
   AND ($3::uuid[] IS NULL OR r.record_id = ANY($3::uuid[]))
   AND r.status = ANY($4::text[])
 ORDER BY r.ihi, r.service_id
-LIMIT $5 OFFSET $6;
+LIMIT $6 OFFSET $7;
 
 -- name: get_record_version
 -- One version of a record (FHIR vread): its history row. Every change that made a version wrote one.
-SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change
+SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
+       h.previous_status, h.recorded_at,
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service
 FROM record_history h
 WHERE h.record_id = $1 AND h.version = $2;
 
@@ -126,6 +159,8 @@ WHERE h.record_id = $1 AND h.version = $2;
 -- The versions of one record (FHIR instance history), newest first; $2 `_since` (NULL: all).
 -- Paged; `total` counts every match.
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
+       h.previous_status, h.recorded_at,
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service,
        count(*) OVER () AS total
 FROM record_history h
 WHERE h.record_id = $1 AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
@@ -136,6 +171,8 @@ LIMIT $3 OFFSET $4;
 -- The versions of every record (FHIR type history), newest first: $1 service IDs (NULL: any),
 -- $2 `_since` (NULL: all). Paged; `total` counts every match.
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
+       h.previous_status, h.recorded_at,
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service,
        count(*) OVER () AS total
 FROM record_history h
 WHERE ($1::text[] IS NULL OR h.service_id = ANY($1::text[]))

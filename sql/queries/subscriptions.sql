@@ -2,8 +2,8 @@
 -- A new subscription, `requested` with its handshake pending.
 INSERT INTO subscriptions (client_id, status, reason, end_at, base_url, filter_ihi, filter_services,
                            filter_statuses, filters, endpoint, payload_type, content, headers, secret,
-                           heartbeat_period, timeout_seconds, max_count)
-VALUES ($1, 'requested', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                           heartbeat_period, timeout_seconds, max_count, filter_group)
+VALUES ($1, 'requested', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 RETURNING *;
 
 -- name: count_live_subscriptions
@@ -20,9 +20,10 @@ SELECT * FROM subscriptions WHERE subscription_id = $1 AND deleted_at IS NULL FO
 
 -- name: update_subscription
 -- A client's update. $19: a handshake is wanted (created again, reactivated, or a new endpoint):
--- the delivery state starts afresh and the error is cleared.
+-- the delivery state starts afresh and the error is cleared. $20: the cohort filter (a Group).
 UPDATE subscriptions t SET
     status = $2, reason = $3, end_at = $4, filter_ihi = $5, filter_services = $6, filter_statuses = $7,
+    filter_group = $20,
     filters = $8, endpoint = $9, payload_type = $10, content = $11, headers = $12, secret = $13,
     previous_secret = $14, previous_secret_until = $15, heartbeat_period = $16, timeout_seconds = $17,
     max_count = $18,
@@ -111,6 +112,7 @@ WITH due AS (
 )
 UPDATE subscriptions s
 SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3,
+    wake_sent = false,  -- the next registration wakes the workers again (0009_lifecycle.sql)
     inflight_last = CASE
         WHEN s.status <> 'active' OR s.inflight_kind IS NOT NULL THEN s.inflight_last
         WHEN s.inflight_last > s.delivered_through THEN s.inflight_last  -- pinned by an earlier claim

@@ -86,7 +86,7 @@ def _with_service(row: asyncpg.Record) -> Record:
 async def get_records(state: State, ihi: str) -> RecordList:
     """The active records of one IHI."""
     async with state.db.read.acquire() as conn:
-        rows = await conn.fetch(state.queries["get_records"], ihi, _ACTIVE)
+        rows = await conn.fetch(state.queries["get_records"], ihi, _ACTIVE, False)
     return RecordList(ihi=ihi, records=[_with_service(row) for row in rows])
 
 
@@ -95,7 +95,9 @@ async def put_record(state: State, request: Request[Any, Any, Any], ihi: str, se
     """Write one record (the registry's ``put_record``)."""
     write = _write_decoder.decode(await request.body())
     async with state.db.primary.acquire() as conn:
-        row = await conn.fetchrow(state.queries["put_record"], ihi, service_id, write.status, write.type)
+        row = await conn.fetchrow(
+            state.queries["put_record"], ihi, service_id, write.status, write.type, "bench", service_id, False, None
+        )
     assert row is not None
     return Response(_record(row), status_code=201 if row["outcome"] == "created" else 200)
 
@@ -116,6 +118,10 @@ async def batch(state: State, request: Request[Any, Any, Any]) -> _BatchCounts:
                 [i.service_id for i in chunk],
                 [i.status for i in chunk],
                 [i.type for i in chunk],
+                [None] * len(chunk),
+                "bench",
+                chunk[0].service_id,
+                False,
             )
             written += len(rows)
     return _BatchCounts(written=written)

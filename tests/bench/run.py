@@ -33,7 +33,7 @@ import psutil
 
 from registry.db.migrate import apply_migrations
 from tests.bench.loadgen import LoadResult, LoadSpec
-from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
+from tests.bench.scenarios import Scenario, bulk_load_phase, ihi, reregister_phases, standard_phases
 from tests.bench.servers import (
     BARE_LABEL,
     ROOT,
@@ -141,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
         "--profile", type=Path, metavar="DIR", help="record the checkout's server with py-spy in every phase (to DIR)"
     )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
+    parser.add_argument(
+        "--reregister", action="store_true",
+        help="time re-registrations (PUT active to active records) instead of the standard phases",
+    )  # fmt: skip
+    parser.add_argument(
+        "--subscriptions", type=int, default=0, metavar="N",
+        help="after the bulk load, one subscription per patient of the first N records (the re-registered ones)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
     parser.add_argument(
@@ -270,6 +278,26 @@ async def _settle(database_url: str) -> None:
         await conn.close()
 
 
+async def _subscribe(database_url: str, count: int) -> None:
+    """``count`` active subscriptions of the operator, one per patient of the first loaded records (SQL of the
+    0006 schema, which every build has): each registration of those patients is matched and numbered."""
+    if count <= 0:
+        return
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO subscriptions (client_id, status, reason, base_url, filter_ihi, filters, endpoint, "
+            "payload_type, content, secret, timeout_seconds, handshake_pending) "
+            "SELECT 'operator', 'active', 'benchmark', 'http://127.0.0.1/fhir', u.ihi, ARRAY['patient=' || u.ihi], "
+            "'http://127.0.0.1:9/hook', 'application/fhir+json', 'id-only', 'whsec_' || md5(u.ihi), 10, false "
+            "FROM unnest($1::text[]) AS u(ihi) "
+            "WHERE NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.filter_ihi = u.ihi)",
+            [ihi(n) for n in range(count)],
+        )  # fmt: skip
+    finally:
+        await conn.close()
+
+
 async def _count_records(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
@@ -343,8 +371,13 @@ async def run(args: argparse.Namespace) -> BenchResult:
                                              concurrency=args.batch_concurrency, headers=headers)),
     ]  # fmt: skip
     for round_ in range(args.rounds):
-        timed = standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
-                                duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)  # fmt: skip
+        timed = (
+            reregister_phases(subscribed=args.subscriptions or args.records, service_id=service_id,
+                              concurrency=args.concurrency, duration=args.duration, headers=headers)
+            if args.reregister
+            else standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
+                                 duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)
+        )  # fmt: skip
         phases += [(round_ + 1, number, args.records, phase) for number, phase in enumerate(timed)]
     if args.grow_to and args.grow_to > args.records:
         grown = args.rounds + 1
@@ -382,6 +415,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
                     if scenario.requests == "batch_load":
                         for server in servers:
                             await _settle(server.database_url)
+                            await _subscribe(server.database_url, args.subscriptions)
             builds = [
                 BuildResult(
                     label=server.build.label,
@@ -394,7 +428,8 @@ async def run(args: argparse.Namespace) -> BenchResult:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to")
+    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to", "reregister",
+             "subscriptions")  # fmt: skip
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}

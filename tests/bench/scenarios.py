@@ -18,7 +18,16 @@ from typing import Any
 
 import msgspec
 
-__all__ = ("BUILDERS", "Request", "Scenario", "build_requests", "bulk_load_phase", "ihi", "standard_phases")
+__all__ = (
+    "BUILDERS",
+    "Request",
+    "Scenario",
+    "build_requests",
+    "bulk_load_phase",
+    "ihi",
+    "reregister_phases",
+    "standard_phases",
+)
 
 
 class Scenario(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +117,34 @@ def put_status(*, service_id: str, start: int, stop: int, sample: int, seed: int
             yield Request("PUT", f"/registry/records/{ihi(n)}/{service_id}", status)
 
 
+def put_active(*, service_id: str, start: int, stop: int) -> Iterator[Request]:
+    """``PUT`` ``active`` to loaded, active records ``start`` to ``stop``: every request a re-registration (an
+    event with a history entry since registrations are events; a no-op before)."""
+    for n in range(start, stop):
+        yield Request("PUT", f"/registry/records/{ihi(n)}/{service_id}", b'{"status":"active"}')
+
+
+def reregister_phases(
+    *, subscribed: int, service_id: str, concurrency: int, duration: float, headers: dict[str, str]
+) -> list[Scenario]:
+    """Re-registrations of the first half of the ``subscribed`` records (the patients with a subscription each),
+    and status changes of the other half (registrations that fired events before registrations were events)."""
+    warmup, half = min(2.0, duration / 5), subscribed // 2
+    return [
+        Scenario(
+            name=f"re-register c={concurrency}", requests="put_active",
+            params={"service_id": service_id, "start": 0, "stop": half}, headers=headers,
+            concurrency=concurrency, duration=duration, warmup=warmup,
+        ),
+        Scenario(
+            name=f"status change c={concurrency}", requests="put_status",
+            params={"service_id": service_id, "start": half, "stop": subscribed, "sample": subscribed - half},
+            headers=headers,
+            concurrency=concurrency, duration=duration, warmup=warmup,
+        ),
+    ]  # fmt: skip
+
+
 def get_records(*, start: int, stop: int, sample: int, seed: int = 2) -> Iterator[Request]:
     """``GET /registry/records/{ihi}`` for a random sample of loaded IHIs (each has one active record)."""
     for n in _sample(start, stop, sample, seed):
@@ -122,6 +159,7 @@ def ping() -> Iterator[Request]:
 BUILDERS: dict[str, Callable[..., Iterator[Request]]] = {
     "batch_load": batch_load,
     "put_status": put_status,
+    "put_active": put_active,
     "get_records": get_records,
     "ping": ping,
 }

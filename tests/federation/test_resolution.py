@@ -283,28 +283,30 @@ async def test_a_fan_of_50_referrals_is_held_to_the_budget(
 
 
 async def test_referrals_this_registry_cannot_follow_are_not_members(fed: Network) -> None:
-    """A referral to a registry A does not know, to a disabled one, or to a gateway is reported as not-a-member."""
+    """A referral to a registry A does not know, or to a service A knows as a gateway (its kind changed after the
+    record was written), is reported as not-a-member; one to a disabled registry is not routed, so it is not named."""
     a, b = fed["A"], fed["B"]
     ihi = make_ihi()
     unknown_to_a = make_service_id()
     await b.add_service(unknown_to_a, kind="registry", name="Known to B only", base_url="https://elsewhere.test")
-    disabled, gateway = make_service_id(), await fed.gateway("A", "Local")
+    disabled, now_gateway = make_service_id(), make_service_id()
     await a.add_service(disabled, kind="registry", name="Disabled", base_url="https://disabled.test")
+    await a.add_service(now_gateway, kind="registry", name="Local", base_url="https://local.test")
     await fed.put("A", ihi, disabled, "registry")
     await directory(a).set_status(disabled, ServiceStatus.DISABLED)
     await fed.put("A", ihi, b.service_id, "registry")
-    await fed.put("A", ihi, gateway, "registry")
+    await fed.put("A", ihi, now_gateway, "registry")
+    await directory(a).add(service_id=now_gateway, kind="gateway", name="Local", base_url="https://local.test")
     await fed.put("B", ihi, unknown_to_a, "registry")
     answer = await look_up(fed, ihi)
     assert unresolved(answer) == {
-        disabled: ("not-a-member", []),
-        gateway: ("not-a-member", []),
+        now_gateway: ("not-a-member", []),
         unknown_to_a: ("not-a-member", [b.service_id]),
     }
     details = {u["serviceId"]: u["detail"] for u in answer["unresolved"]}
     assert "not in this registry's services directory" in details[unknown_to_a]
-    assert "disabled" in details[disabled]
-    assert "gateway" in details[gateway]
+    assert "gateway" in details[now_gateway]
+    assert disabled not in str(answer)
 
 
 async def test_results_are_deduplicated_by_service_keeping_the_shortest_chain(fed: Network) -> None:
@@ -359,7 +361,8 @@ def _request_ids(event: dict[str, Any]) -> list[str]:
 
 async def test_locate_answers_endpoints_with_chains_and_an_outcome(fed: Network) -> None:
     """$locate: a searchset of the gateways' Endpoints (local with a fullUrl, remote with the chain) and one
-    OperationOutcome entry naming the loop it did not follow."""
+    OperationOutcome entry naming the loop it did not follow; with follow=false, this registry's gateways and the
+    registries it refers to, as Endpoints."""
     a, b = fed["A"], fed["B"]
     ihi = make_ihi()
     local, remote = await fed.gateway("A", "Local"), await fed.gateway("B", "Bay")
@@ -389,7 +392,10 @@ async def test_locate_answers_endpoints_with_chains_and_an_outcome(fed: Network)
     assert issue["details"]["coding"][0]["code"] == str(UnresolvedReason.LOOP)
     assert issue["details"]["text"] == a.service_id
     assert a.service_id in issue["diagnostics"]
-    assert [e["resource"]["id"] for e in local_only["entry"]] == [local]
+    referred = {e["resource"]["id"]: e["resource"] for e in local_only["entry"]}
+    assert sorted(referred) == sorted([local, b.service_id])  # follow=false: the referral as a registry Endpoint
+    assert referred[b.service_id]["address"] == f"{b.base_url}/fhir"
+    assert referred[b.service_id]["payloadType"][0]["coding"][0]["code"] == "Basic"
 
 
 async def test_locate_refuses_what_it_cannot_answer(fed: Network) -> None:

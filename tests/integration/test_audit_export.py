@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import pty
 import shutil
-import sys
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from registry.audit.repository import AuditRepository
 from registry.db.queries import load_queries
 from schemas.fhir.audit import check_r4b
 from tests.audit_months import insert_events, months_back
-from tests.cli import CliResult, InstanceOf, run_cli
+from tests.cli import CliResult, InstanceOf, on_a_terminal, run_cli
 from tests.factories import make_rsa_key, make_service_id
 from tests.pg import TestCluster
 
@@ -241,29 +236,12 @@ async def test_a_terminal_gets_a_progress_bar(shared: InstanceOf, tmp_path: Path
     """On a terminal, export and offline verify draw a progress bar (on stderr) that reaches every event."""
     folder = tmp_path / "out"
     drawn = [
-        await _on_a_terminal(shared, "audit", "export", "--month", _label(months_back(2)), "--to", str(folder)),
-        await _on_a_terminal(shared, "audit", "verify", "--export", str(folder)),
+        await on_a_terminal(
+            shared, "audit", "export", "--month", _label(months_back(2)), "--to", str(folder), extra_env=_NOW
+        ),
+        await on_a_terminal(shared, "audit", "verify", "--export", str(folder), extra_env=_NOW),
     ]
     assert "exporting" in drawn[0]
     assert "300/300" in drawn[0]
     assert "verifying" in drawn[1]
     assert "300/300" in drawn[1]
-
-
-async def _on_a_terminal(instance: InstanceOf, *args: str) -> str:
-    """Run the CLI with its stderr on a pseudo-terminal; what was drawn there."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "IEF_DATABASE_URL": instance.database_url, "IEF_SERVICE_ID": instance.service_id,
-           "IEF_LOG_LEVEL": "warning", **_NOW}  # fmt: skip
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "registry", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=follower
-    )
-    os.close(follower)
-    await process.communicate()
-    drawn = b""
-    with contextlib.suppress(OSError):  # the terminal is closed once the process has ended and all is read
-        while chunk := os.read(leader, 65536):
-            drawn += chunk
-    os.close(leader)
-    assert process.returncode == 0, drawn.decode(errors="replace")
-    return drawn.decode(errors="replace")

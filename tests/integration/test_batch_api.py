@@ -38,13 +38,13 @@ async def test_batch_array_reports_each_item_in_order(client: httpx.AsyncClient,
     assert [e["status"] for e in history] == ["active", "archived"]
 
 
-async def test_batch_repeat_is_unchanged(client: httpx.AsyncClient, gateway: str) -> None:
-    """Sending the same batch twice creates nothing the second time."""
+async def test_batch_repeat_re_registers(client: httpx.AsyncClient, gateway: str) -> None:
+    """Sending the same batch twice creates nothing the second time: each item is a re-registration."""
     items = [{"ihi": make_ihi(), "serviceId": gateway} for _ in range(50)]
     first = (await client.post(URL, json=items)).json()
     second = (await client.post(URL, json=items)).json()
     assert first["created"] == 50
-    assert (second["created"], second["updated"], second["unchanged"]) == (0, 0, 50)
+    assert (second["created"], second["registered"], second["updated"], second["unchanged"]) == (0, 50, 0, 0)
     assert all(r["lastUpdated"] for r in second["results"])
 
 
@@ -54,14 +54,14 @@ async def test_batch_ndjson_with_a_bad_line(client: httpx.AsyncClient, gateway: 
     lines = [
         msgspec.json.encode({"ihi": ihis[0], "serviceId": gateway}),
         b"{not json",
-        msgspec.json.encode({"ihi": ihis[1], "serviceId": gateway, "type": "registry"}),
+        msgspec.json.encode({"ihi": ihis[1], "serviceId": gateway, "status": "removed"}),
     ]
     body = b"\n".join(lines) + b"\n"
     response = await client.post(URL, content=body, headers={"content-type": "application/x-ndjson"})
     assert response.status_code == 200
     assert [r["result"] for r in response.json()["results"]] == ["created", "error", "created"]
-    listed = (await client.get(f"/registry/records/{ihis[1]}")).json()
-    assert listed["records"][0]["type"] == "registry"
+    listed = (await client.get(f"/registry/records/{ihis[1]}", params={"status": "removed"})).json()
+    assert listed["records"][0]["status"] == "removed"
 
 
 async def test_batch_is_applied_across_chunks(client: httpx.AsyncClient, gateway: str, server: RunningServer) -> None:

@@ -48,20 +48,25 @@ async def test_create_answers_201_with_the_record(fhir: httpx.AsyncClient, gatew
 async def test_create_is_idempotent_on_the_natural_key(
     fhir: httpx.AsyncClient, client: httpx.AsyncClient, gateway: str
 ) -> None:
-    """Creating the same record again answers 200 with the same id and version; a new status updates it (200)."""
+    """Creating the same record again is a re-registration: 200 with the same id and the next version; a new status
+    updates it (200)."""
     ihi = make_ihi()
     first = await fhir.post("/fhir/Basic", json=record_body(ihi, gateway))
     again = await fhir.post("/fhir/Basic", json=record_body(ihi, gateway))
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
-    assert again.headers["etag"] == 'W/"1"'
+    assert again.headers["etag"] == 'W/"2"'
     assert "location" not in again.headers
     changed = await fhir.post("/fhir/Basic", json=record_body(ihi, gateway, status="archived"))
     assert changed.status_code == 200
     assert changed.json()["id"] == first.json()["id"]
-    assert changed.headers["etag"] == 'W/"2"'
+    assert changed.headers["etag"] == 'W/"3"'
     assert extension(changed.json(), "registry-record-status")["valueCode"] == "archived"
-    assert await _history(client, ihi) == [("created", "active", None), ("updated", "archived", "active")]
+    assert await _history(client, ihi) == [
+        ("created", "active", None),
+        ("registered", "active", "active"),
+        ("status-changed", "archived", "active"),
+    ]
 
 
 async def test_minimal_body_defaults_to_an_active_record(fhir: httpx.AsyncClient, gateway: str) -> None:
@@ -134,7 +139,7 @@ async def test_conditional_update_creates_then_updates(
     assert updated.headers["etag"] == 'W/"2"'
     unchanged = await fhir.put("/fhir/Basic", params=params, json=record_body(ihi, gateway, status="removed"))
     assert (unchanged.status_code, unchanged.headers["etag"]) == (200, 'W/"2"')
-    assert await _history(client, ihi) == [("created", "active", None), ("updated", "removed", "active")]
+    assert await _history(client, ihi) == [("created", "active", None), ("status-changed", "removed", "active")]
 
 
 @pytest.mark.parametrize(
@@ -201,19 +206,16 @@ async def test_conditional_update_body_id_must_be_the_records(fhir: httpx.AsyncC
     assert right.status_code == 200
 
 
-async def test_update_by_id_changes_status_and_type(
-    fhir: httpx.AsyncClient, client: httpx.AsyncClient, gateway: str
-) -> None:
-    """PUT Basic/{id} with the record's id changes its status and type (200) and the change is in the history."""
+async def test_update_by_id_changes_status(fhir: httpx.AsyncClient, client: httpx.AsyncClient, gateway: str) -> None:
+    """PUT Basic/{id} with the record's id changes its status (200) and the change is in the history."""
     ihi = make_ihi()
     created = (await _create(fhir, ihi, gateway)).json()
-    body = record_body(ihi, gateway, status="archived", type_="registry", record_id=created["id"])
+    body = record_body(ihi, gateway, status="archived", record_id=created["id"])
     response = await fhir.put(f"/fhir/Basic/{created['id']}", json=body)
     assert response.status_code == 200
     assert extension(response.json(), "registry-record-status")["valueCode"] == "archived"
-    assert extension(response.json(), "registry-record-type")["valueCode"] == "registry"
     assert response.json()["meta"]["versionId"] == "2"
-    assert await _history(client, ihi) == [("created", "active", None), ("updated", "archived", "active")]
+    assert await _history(client, ihi) == [("created", "active", None), ("status-changed", "archived", "active")]
 
 
 @pytest.mark.parametrize("body_id", [None, "00000000-0000-4000-8000-000000000000"], ids=["missing", "different"])

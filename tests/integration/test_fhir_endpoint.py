@@ -148,9 +148,7 @@ async def test_every_service_is_listed_without_criteria(fhir: httpx.AsyncClient,
     assert BASE not in bundle["link"][0]["url"]
 
 
-async def test_endpoint_is_read_only(fhir: httpx.AsyncClient, gateway: str) -> None:
-    """Endpoints are managed by the operator's CLI: POST, PUT and DELETE are 405."""
-    post = await fhir.post("/fhir/Endpoint", json={"resourceType": "Endpoint"})
-    put = await fhir.put(f"/fhir/Endpoint/{gateway}", json={"resourceType": "Endpoint"})
+async def test_endpoint_is_never_deleted(fhir: httpx.AsyncClient, gateway: str) -> None:
+    """Endpoints are created and updated by the operator but never deleted (405; retire a service instead)."""
     delete = await fhir.delete(f"/fhir/Endpoint/{gateway}")
-    assert (post.status_code, put.status_code, delete.status_code) == (405, 405, 405)
+    assert delete.status_code == 405

@@ -32,6 +32,12 @@ _SCOPES = {
     ("Basic", "POST"): ("system/Basic.cu",),
     ("Basic", "PUT"): ("system/Basic.cu",),
     ("Endpoint", "GET"): ("system/Endpoint.rs",),
+    ("Endpoint", "POST"): ("admin",),
+    ("Endpoint", "PUT"): ("admin",),
+    ("Organization", "GET"): ("system/Endpoint.rs",),
+    ("Group", "GET"): ("system/Group.rs",),
+    ("Group", "POST"): ("system/Group.cu",),
+    ("Group", "PUT"): ("system/Group.cu",),
     ("ImagingStudy", "GET"): ("system/ImagingStudy.rs",),
     ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
     ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
@@ -98,12 +104,14 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert list(resources) == [
         "Endpoint",
+        "Organization",
         "Basic",
         "Patient",
         "ImagingStudy",
         "DocumentReference",
         "AuditEvent",
         "Subscription",
+        "Group",
         "StructureDefinition",
         "CodeSystem",
         "ValueSet",
@@ -114,6 +122,12 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
     assert resources["Basic"]["conditionalUpdate"] is True
     assert resources["Basic"]["versioning"] == "versioned-update"
     assert resources["Endpoint"]["conditionalUpdate"] is False
+    interactions = {name: {i["code"] for i in resources[name]["interaction"]} for name in ("Endpoint", "Group")}
+    assert interactions == {
+        "Endpoint": {"read", "search-type", "create", "update"},
+        "Group": {"read", "create", "update"},
+    }
+    assert {i["code"] for i in resources["Organization"]["interaction"]} == {"read", "search-type"}
     assert resources["Patient"]["operation"] == [
         {
             "name": "locate",
@@ -192,7 +206,7 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
     expected = {
-        "StructureDefinition": 15,
+        "StructureDefinition": 21,
         "CodeSystem": 8,
         "ValueSet": 8,
         "SearchParameter": 2,
@@ -289,7 +303,8 @@ async def test_canonical_base_is_configurable(template: TestCluster) -> None:
             event_hooks={"response": [check_fhir_response]},
         ) as fhir:
             statement = (await fhir.get("/fhir/metadata")).json()
-            assert statement["rest"][0]["resource"][1]["profile"] == f"{base}/StructureDefinition/RegistryRecord"
+            basic = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Basic")
+            assert basic["profile"] == f"{base}/StructureDefinition/RegistryRecord"
             default_urls = await fhir.post("/fhir/Basic", json=record_body(make_ihi(), service_id))
             assert default_urls.status_code == 422
             body = _rebased(record_body(make_ihi(), service_id), base)

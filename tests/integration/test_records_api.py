@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from datetime import datetime
 
 import asyncpg
 import httpx
@@ -22,14 +23,15 @@ async def _count(server: RunningServer, sql: str, *args: object) -> int:
         await conn.close()
 
 
-async def test_put_creates_then_repeat_is_unchanged(client: httpx.AsyncClient, gateway: str) -> None:
-    """A new record answers 201; the identical write again answers 200 with the same record."""
+async def test_put_creates_then_repeat_re_registers(client: httpx.AsyncClient, gateway: str) -> None:
+    """A new record answers 201; the identical write again is a re-registration: 200, lastUpdated moved on."""
     ihi = make_ihi()
     first = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     assert first.status_code == 201
     again = await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     assert again.status_code == 200
-    assert again.json() == first.json()
+    assert {**again.json(), "lastUpdated": None} == {**first.json(), "lastUpdated": None}
+    assert datetime.fromisoformat(again.json()["lastUpdated"]) > datetime.fromisoformat(first.json()["lastUpdated"])
     assert first.json() == {
         "ihi": ihi,
         "serviceId": gateway,
@@ -80,7 +82,7 @@ async def test_status_change_updates_and_is_kept_in_history(client: httpx.AsyncC
     history = (await client.get(f"/registry/records/{ihi}/history")).json()
     assert [(e["change"], e["status"], e.get("previousStatus")) for e in history["history"]] == [
         ("created", "active", None),
-        ("updated", "removed", "active"),
+        ("status-changed", "removed", "active"),
     ]
 
 
@@ -90,7 +92,7 @@ async def test_list_returns_only_active_by_default(
     """Of three records, the default list shows the active ones; `status` widens it (comma form too)."""
     ihi = make_ihi()
     archived, removed = make_service_id(), make_service_id()
-    await server.add_service(archived)
+    await server.add_service(archived, kind="registry")
     await server.add_service(removed)
     await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
     await client.put(f"/registry/records/{ihi}/{archived}", json={"status": "archived", "type": "registry"})
@@ -145,7 +147,7 @@ async def test_unknown_ihi_lists_nothing(client: httpx.AsyncClient) -> None:
 async def test_concurrent_identical_puts_create_one_record(
     clients: Callable[..., httpx.AsyncClient], server: RunningServer, gateway: str
 ) -> None:
-    """200 concurrent identical PUTs: exactly one 201, one record and one creation entry in history."""
+    """200 concurrent identical PUTs: exactly one 201 and one record; every PUT is a registration in history."""
     ihi = make_ihi()
     limits = httpx.Limits(max_connections=200)
     async with clients(limits=limits, timeout=60) as wide:
@@ -156,7 +158,10 @@ async def test_concurrent_identical_puts_create_one_record(
     assert codes.count(201) == 1
     assert codes.count(200) == 199
     assert await _count(server, "SELECT count(*) FROM records WHERE ihi = $1", ihi) == 1
-    assert await _count(server, "SELECT count(*) FROM record_history WHERE ihi = $1", ihi) == 1
+    changes = await server.count(
+        "SELECT count(*) FILTER (WHERE change = 'created') * 1000 + count(*) FROM record_history WHERE ihi = $1", ihi
+    )
+    assert changes == 1000 + 200
 
 
 async def test_concurrent_status_changes_never_lose_history(
@@ -176,7 +181,7 @@ async def test_concurrent_status_changes_never_lose_history(
     assert len(history) == version
     for before, after in itertools.pairwise(history):
         assert after["previousStatus"] == before["status"]
-        assert after["status"] != before["status"]
+        assert (after["status"] == before["status"]) == (after["change"] == "registered")
     final = (await client.get(f"/registry/records/{ihi}", params={"status": "active,removed,archived"})).json()
     assert final["records"][0]["status"] == history[-1]["status"]
 

@@ -6,7 +6,7 @@ import asyncpg
 
 from registry.db.migrate import apply_migrations, schema_state
 from registry.db.queries import load_queries
-from registry.records.repository import RecordRepository
+from registry.records.repository import RecordRepository, Writer
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
 from tests.server import add_service
@@ -53,25 +53,36 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     service_id = make_service_id()
     await add_service(database_url, service_id)
     repository = RecordRepository(load_queries())
+    writer = Writer("test", service_id, admin=False)
     loaded = [make_ihi() for _ in range(2000)]
     conn = await asyncpg.connect(database_url)
     try:
         await repository.put_many(
             conn, ords=list(range(len(loaded))), ihis=loaded, service_ids=[service_id] * len(loaded),
-            statuses=["active"] * len(loaded), types=["record"] * len(loaded),
+            statuses=["active"] * len(loaded), types=["record"] * len(loaded), reasons=[None] * len(loaded),
+            writer=writer,
         )  # fmt: skip
         await conn.execute("ANALYZE records")
         before = await _records_tuples_read(conn)
         for status in ("archived", "archived"):  # an update, then an unchanged repeat
-            await repository.put(conn, ihi=loaded[0], service_id=service_id, status=status, type_="record")
+            await repository.put(
+                conn, ihi=loaded[0], service_id=service_id, status=status, type_="record", writer=writer, reason=None
+            )
         await repository.put_many(
             conn, ords=[0, 1], ihis=loaded[1:3], service_ids=[service_id] * 2, statuses=["removed"] * 2,
-            types=["record"] * 2,
+            types=["record"] * 2, reasons=[None] * 2, writer=writer,
         )  # fmt: skip
         await repository.for_ihi(conn, loaded[1], ["active"])
         await repository.by_key(conn, loaded[1], service_id)
         await repository.search(
-            conn, ihis=[loaded[2]], service_ids=None, record_ids=None, statuses=["active"], limit=10, offset=0
+            conn,
+            ihis=[loaded[2]],
+            service_ids=None,
+            record_ids=None,
+            statuses=["active"],
+            unrouted=False,
+            limit=10,
+            offset=0,
         )
         read = await _records_tuples_read(conn) - before
     finally:
@@ -93,7 +104,8 @@ async def test_batch_statements_are_planned_for_their_own_rows(template: TestClu
                 chunk = sorted(make_ihi() for _ in range(200))
                 await repository.put_many(
                     conn, ords=list(range(len(chunk))), ihis=chunk, service_ids=[service_id] * len(chunk),
-                    statuses=["active"] * len(chunk), types=["record"] * len(chunk),
+                    statuses=["active"] * len(chunk), types=["record"] * len(chunk), reasons=[None] * len(chunk),
+                    writer=Writer("test", service_id, admin=False),
                 )  # fmt: skip
         plans = await conn.fetchrow(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH input AS%'"

@@ -57,7 +57,8 @@ async def as_app(template: TestCluster) -> AsyncIterator[asyncpg.Connection]:
     try:
         gateway = make_service_id()
         await owner.execute(
-            "INSERT INTO services (service_id, kind, name, base_url) VALUES ($1, 'gateway', 'G', 'https://g.example')",
+            "INSERT INTO services (service_id, kind, name, base_url, bearer_token_file)"
+            " VALUES ($1, 'gateway', 'G', 'https://g.example', '/etc/ief/gateway-token')",
             gateway,
         )
     finally:
@@ -115,7 +116,25 @@ async def test_the_server_role_writes_what_a_server_writes(as_app: asyncpg.Conne
     await as_app.execute("SELECT * FROM put_record($1, $2, 'active', 'record')", ihi, gateway)
     await as_app.execute("SELECT * FROM put_record($1, $2, 'removed', 'record')", ihi, gateway)
     changes = await as_app.fetch("SELECT change, status FROM record_history WHERE ihi = $1::bpchar ORDER BY id", ihi)
-    assert [(c["change"], c["status"]) for c in changes] == [("created", "active"), ("updated", "removed")]
+    assert [(c["change"], c["status"]) for c in changes] == [("created", "active"), ("status-changed", "removed")]
+
+
+async def test_the_server_role_writes_the_directory_only_through_directory_put(as_app: asyncpg.Connection) -> None:
+    """The FHIR Endpoint writes go through ``directory_put()``: it changes an entry but keeps the bearer token file
+    (and the token endpoint) that only the owner sets, and never retires a service; the table itself is refused."""
+    gateway = await as_app.fetchval("SELECT service_id FROM services LIMIT 1")
+    put = (
+        "SELECT * FROM directory_put($1, 'gateway', $2, 'https://g.example', 'ief', $3,"
+        " NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    changed = await as_app.fetchrow(put, gateway, "Renamed", "disabled")
+    assert changed is not None
+    assert (changed["name"], changed["status"], changed["created"]) == ("Renamed", "disabled", False)
+    assert changed["bearer_token_file"] == "/etc/ief/gateway-token"  # noqa: S105 - a file name, not a secret
+    with pytest.raises(asyncpg.CheckViolationError):
+        await as_app.fetchrow(put, gateway, "Renamed", "retired")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await as_app.execute("UPDATE services SET bearer_token_file = '/etc/shadow'")
 
 
 async def test_a_function_the_owner_defines_later_is_the_servers_to_call_not_everyones(template: TestCluster) -> None:

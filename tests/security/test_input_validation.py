@@ -22,7 +22,11 @@ from registry import errors
 from registry.audit.search import date_bounds, parse_patient
 from registry.auth.clients import check_bound_service
 from registry.auth.scopes import is_scope
-from schemas.types import InvalidValueError, ascii_int, parse_ihi, parse_service_id
+from registry.directory.service import check_organisation
+from registry.records.idempotency import is_item_key, parse_key
+from registry.records.jobs import parse_age
+from schemas.services import Organisation
+from schemas.types import InvalidValueError, ascii_int, parse_hpio, parse_ihi, parse_service_id
 from tests.conftest import GatewayClient
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
 from tests.fhir import fixture
@@ -87,6 +91,21 @@ VALIDATORS: dict[str, tuple[Callable[[str], bool], list[str], bool]] = {
     "duration": (_accepts(parse_duration), ["5s", "250ms", "2h"], True),
     "Retry-After": (lambda v: parse_retry_after(v) is not None, ["120"], True),
     "header number": (lambda v: ascii_int(v) is not None, ["120", "0"], False),
+    "HPI-O": (_accepts(parse_hpio), ["8003621566684455"], False),
+    "Idempotency-Key": (_accepts(parse_key), ['"scan-42"', "scan-42", '"scan 42"'], True),
+    "batch idempotencyKey": (is_item_key, ["scan-42", "scan 42"], False),
+    "record age": (_accepts(parse_age), ["365d", "12h", "2w"], False),
+    "contact email": (
+        _accepts(lambda v: check_organisation(Organisation(contact_email=v))),
+        ["pacs@harbour.example"],
+        True,
+    ),
+    "contact phone": (_accepts(lambda v: check_organisation(Organisation(contact_phone=v))), ["+61 2 5550 1234"], True),
+    "capability statement URL": (
+        _accepts(lambda v: check_organisation(Organisation(capability_statement_url=v))),
+        ["https://pacs.example.test/fhir/metadata"],
+        True,
+    ),
 }
 """Each validator as ``accepts(text) -> bool``, values it must accept, and whether spaces around them are OWS."""
 

@@ -16,8 +16,8 @@ import pytest
 
 from schemas.strictjson import MAX_DEPTH, DuplicateKey, NotJson, TooDeep, decode
 from tests.conftest import GatewayClient
-from tests.factories import IHI_SYSTEM, make_ihi
-from tests.fhir import fixture
+from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
+from tests.fhir import endpoint_body, fixture
 
 FHIR = {"content-type": "application/fhir+json"}
 JSON = {"content-type": "application/json"}
@@ -91,6 +91,20 @@ ENDPOINTS: dict[str, Shape] = {
             }
         ),
     ),
+    "FHIR Group create": lambda ihi, _sid: ("POST", "/fhir/Group", FHIR, _group(ihi)),
+    "FHIR Group update": lambda ihi, _sid: ("PUT", f"/fhir/Group/{uuid.uuid4()}", FHIR, _group(ihi)),
+    "FHIR Endpoint create": lambda _ihi, _sid: (
+        "POST",
+        "/fhir/Endpoint",
+        FHIR,
+        msgspec.json.encode(endpoint_body(make_service_id())),
+    ),
+    "FHIR Endpoint update": lambda _ihi, _sid: (
+        "PUT",
+        f"/fhir/Endpoint/{(sid := make_service_id())}",
+        FHIR,
+        msgspec.json.encode({**endpoint_body(sid), "id": sid}),
+    ),
     "FHIR Subscription $status": lambda _ihi, _sid: (
         "POST",
         "/fhir/Subscription/$status",
@@ -98,6 +112,11 @@ ENDPOINTS: dict[str, Shape] = {
         b'{"resourceType":"Parameters","parameter":[]}',
     ),
 }
+
+
+def _group(ihi: str) -> bytes:
+    member = {"entity": {"identifier": {"system": IHI_SYSTEM, "value": ihi}}}
+    return msgspec.json.encode({"resourceType": "Group", "type": "person", "actual": True, "member": [member]})
 
 
 def _subscription(ihi: str) -> bytes:

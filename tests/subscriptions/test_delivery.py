@@ -32,22 +32,27 @@ async def test_c25_heartbeats_only_when_asked(subs: Subscriptions) -> None:
     assert created["channel"]["extension"][0]["valueUnsignedInt"] == 1
 
 
-async def test_c26_numbers_start_at_1_and_count_changes_only(subs: Subscriptions) -> None:
-    """Numbers start at 1, grow by one per created record or status change, in the database; repeats and handshakes
-    take none."""
+async def test_c26_numbers_start_at_1_and_count_registrations_and_changes(subs: Subscriptions) -> None:
+    """Numbers start at 1, grow by one per registration (a re-registration too) or status change, in the database;
+    a repeated removal and handshakes take none."""
     hook = subs.subscriber.hook()
     created, ihi = await subs.active(hook)
     await subs.register(ihi)
-    await subs.register(ihi)  # the same again: no change, no event
+    await subs.register(ihi)  # the same again: a re-registration, an event
     await subs.register(ihi, status="removed")
-    await hook.wait(lambda h: h.event_numbers() == [1, 2])
+    await subs.register(ihi, status="removed")  # no change, no event
+    await hook.wait(lambda h: h.event_numbers() == [1, 2, 3])
     rows = await subs.sql(
         "SELECT event_number, change, record_status FROM subscription_events WHERE subscription_id = $1 ORDER BY 1",
         created["id"],
     )
-    assert [tuple(r) for r in rows] == [(1, "created", "active"), (2, "updated", "removed")]
+    assert [tuple(r) for r in rows] == [
+        (1, "created", "active"),
+        (2, "registered", "active"),
+        (3, "status-changed", "removed"),
+    ]
     stored = await subs.sql("SELECT events_since_start FROM subscriptions WHERE subscription_id = $1", created["id"])
-    assert stored[0]["events_since_start"] == 2
+    assert stored[0]["events_since_start"] == 3
 
 
 async def test_c27_a_rolled_back_registration_leaves_nothing(subs: Subscriptions) -> None:
@@ -58,7 +63,9 @@ async def test_c27_a_rolled_back_registration_leaves_nothing(subs: Subscriptions
     try:
         transaction = conn.transaction()
         await transaction.start()
-        await conn.fetch("SELECT * FROM put_record($1, $2, 'active', 'record')", ihi, subs.service_id)
+        await conn.fetch(
+            "SELECT * FROM put_record($1, $2, 'active', 'record', 'test', $2, false, NULL)", ihi, subs.service_id
+        )
         inside = await conn.fetchval(
             "SELECT count(*) FROM subscription_events WHERE subscription_id = $1", created["id"]
         )

@@ -18,6 +18,8 @@ from registry.fhir.basic.resources import RecordResources, Written
 from registry.fhirapi.conditional import conditional_create_route, if_none_exist
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, if_match, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery
+from registry.outcome import FHIR_JSON
+from registry.records.controller import idempotency_key
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER, REGISTRY_RECORD
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
@@ -94,7 +96,13 @@ def _version_headers(record: StoredRecord) -> dict[str, str]:
 
 
 def _written(written: Written, request: Request[Any, Any, Any]) -> Response[bytes]:
-    """201 with Location when the write created the record, else 200; ETag of the stored version."""
+    """201 with Location when the write created the record, else 200; ETag of the stored version. A write
+    whose Idempotency-Key was accepted before answers the first answer again (status and body)."""
+    if written.replay is not None:
+        return Response(
+            written.replay.body, status_code=written.replay.status, media_type=FHIR_JSON,
+            headers={"Idempotent-Replayed": "true"},
+        )  # fmt: skip
     headers = _version_headers(written.record)
     if written.created:
         headers["Location"] = f"{fhir_base(request)}/Basic/{written.record.record_id}"
@@ -122,7 +130,7 @@ class BasicController(Controller):
         existing = await if_none_exist(request, BASIC, fhir_records.matches)
         if existing is not None:
             return fhir_response(fhir_records.resource(existing), headers=_version_headers(existing))
-        return _written(await fhir_records.create(claim, actor=principal), request)
+        return _written(await fhir_records.create(claim, actor=principal, key=idempotency_key(request)), request)
 
     @put(
         "/",
@@ -134,7 +142,9 @@ class BasicController(Controller):
     ) -> Response[bytes]:
         """Create (201) or update (200) the record named by patient and service in the query."""
         claim = await read_resource(request, fhir_records.parse)
-        written = await fhir_records.conditional_update(Criteria.of(request), claim, if_match(request), actor=principal)
+        written = await fhir_records.conditional_update(
+            Criteria.of(request), claim, if_match(request), actor=principal, key=idempotency_key(request)
+        )
         return _written(written, request)
 
     @put("/{record_id:str}", operation_id="updateBasic", opt=fhir_route(scopes=_WRITE, audit=Interaction.UPDATE))
@@ -143,7 +153,10 @@ class BasicController(Controller):
     ) -> Response[bytes]:
         """Change an existing record's status or type; honours If-Match."""
         claim = await read_resource(request, fhir_records.parse)
-        return _written(await fhir_records.update(record_id, claim, if_match(request), actor=principal), request)
+        written = await fhir_records.update(
+            record_id, claim, if_match(request), actor=principal, key=idempotency_key(request)
+        )
+        return _written(written, request)
 
     @get(
         "/_history",
@@ -177,7 +190,7 @@ class BasicController(Controller):
     async def vread(self, fhir_records: Records, record_id: RecordId, version_id: VersionId) -> Response[bytes]:
         """One version of a record, as it was."""
         version = await fhir_records.vread(record_id, version_id)
-        return fhir_response(fhir_records.resource(version.record), headers=_version_headers(version.record))
+        return fhir_response(fhir_records.version_resource(version), headers=_version_headers(version.record))
 
     @get("/{record_id:str}", operation_id="readBasic", opt=fhir_route(scopes=_READ, audit=Interaction.READ))
     async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:
@@ -187,7 +200,8 @@ class BasicController(Controller):
 
     @get("/", operation_id="searchBasic", opt=fhir_route(BASIC.query(), scopes=_READ, audit=Interaction.SEARCH_TYPE))
     async def search(
-        self, fhir_records: Records, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_records: Records, principal: Caller, fhir_settings: Settings, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Search records by patient, service, id and status."""
-        return fhir_response(await fhir_records.search(SearchQuery.paged(request, fhir_settings), fhir_base(request)))
+        query = SearchQuery.paged(request, fhir_settings)
+        return fhir_response(await fhir_records.search(query, fhir_base(request), actor=principal))

@@ -10,10 +10,15 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from registry import errors
 from registry.fhirapi.search import PATIENT_PARAMETERS, Criteria, SearchQuery, any_text, code_token, service_token
-from registry.records.lifecycle import ROUTING_STATUSES
+from registry.records.idempotency import Answer
+from registry.records.lifecycle import ROUTING_STATUSES, WRITE_STATUS, shows_unrouted
+from registry.records.service import Idempotent
 from schemas.fhir.bundle import HistoryEntry, history, searchset
+from schemas.fhir.canonical import EXT_REGISTRATION_ACTOR, EXT_REGISTRATION_CHANGE
 from schemas.fhir.record import read_registry_record, registry_record
 from schemas.types import RecordStatus, ascii_int
 
@@ -29,11 +34,13 @@ __all__ = ("RecordResources", "Written")
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """The answer to a write: the resource as stored and whether the write created it."""
+    """The answer to a write: the resource as stored and whether the write created it, or the first
+    answer to the write's idempotency key again (``replay``)."""
 
     resource: dict[str, Any]
     record: StoredRecord
     created: bool
+    replay: Answer | None = None
 
 
 class RecordResources:
@@ -49,8 +56,8 @@ class RecordResources:
         """A RegistryRecord body as the record it asks for (see ``schemas.fhir.record``)."""
         return read_registry_record(body, self._canon)
 
-    def resource(self, stored: StoredRecord) -> dict[str, Any]:
-        """A stored record as a RegistryRecord."""
+    def resource(self, stored: StoredRecord, *, reason: str | None = None) -> dict[str, Any]:
+        """A stored record as a RegistryRecord (a version of it with the ``reason`` its change gave)."""
         return registry_record(
             self._canon,
             record_id=str(stored.record_id),
@@ -60,18 +67,39 @@ class RecordResources:
             type_=stored.type,
             version=stored.version,
             last_updated=stored.last_updated,
+            reason=reason,
         )
 
     def version(self, version: RecordVersion) -> HistoryEntry:
         """One version of a record (a ``record_history`` row) as a version of its RegistryRecord: the one mapping
-        of history rows to resources (vread, instance and type history)."""
-        created = version.change == "created"
+        of history rows to resources (vread, instance and type history). The entry names the change
+        (``registration-change``: created, registered, status-changed, moved, updated) and who made it
+        (``registration-actor``), as ``GET …/history`` and the AuditEvent do; the resource carries the reason."""
+        change = version.entry
+        created = change.change == "created"
+        extension: list[dict[str, Any]] = [
+            {"url": self._canon.extension(EXT_REGISTRATION_CHANGE), "valueCode": str(change.change)}
+        ]
+        if change.actor is not None:
+            parts: list[dict[str, Any]] = []
+            if change.actor.client_id is not None:
+                parts.append({"url": "client", "valueString": change.actor.client_id})
+            if change.actor.service_id is not None:
+                identifier = {"system": self._canon.service_id_system, "value": change.actor.service_id}
+                parts.append({"url": "service", "valueIdentifier": identifier})
+            parts.append({"url": "admin", "valueBoolean": change.actor.admin})
+            extension.append({"url": self._canon.extension(EXT_REGISTRATION_ACTOR), "extension": parts})
         return HistoryEntry(
-            self.resource(version.record),
+            self.version_resource(version),
             method="POST" if created else "PUT",
             status="201" if created else "200",
             when=version.record.last_updated,
+            extension=tuple(extension),
         )
+
+    def version_resource(self, version: RecordVersion) -> dict[str, Any]:
+        """One version of a record as its RegistryRecord was then, with the reason its change gave."""
+        return self.resource(version.record, reason=version.entry.reason)
 
     async def vread(self, record_id: str, version_id: str) -> RecordVersion:
         """One version of a record by resource id and version id.
@@ -119,13 +147,14 @@ class RecordResources:
             raise errors.NotFound("no such record") from None
         return await self._records.by_id(key, primary=primary)
 
-    async def search(self, query: SearchQuery, base: str) -> dict[str, Any]:
-        """A searchset Bundle of the records the query selects (active ones unless ``status`` says).
+    async def search(self, query: SearchQuery, base: str, *, actor: Principal | None = None) -> dict[str, Any]:
+        """A searchset Bundle of the records the query selects (active ones unless ``status`` says; records of
+        services that are not routed only for the operator with ``status`` given).
 
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
         """
-        stored, total = await self._find(query, limit=query.count, offset=query.offset)
+        stored, total = await self._find(query, limit=query.count, offset=query.offset, actor=actor)
         resources = [self.resource(s) for s in stored]
         return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
 
@@ -134,8 +163,11 @@ class RecordResources:
         stored, _total = await self._find(criteria, limit=2, offset=0)
         return stored
 
-    async def _find(self, criteria: Criteria, *, limit: int, offset: int) -> tuple[list[StoredRecord], int]:
-        """A page of the records a search selects, and their count.
+    async def _find(
+        self, criteria: Criteria, *, limit: int, offset: int, actor: Principal | None = None
+    ) -> tuple[list[StoredRecord], int]:
+        """A page of the records a search selects, and their count (records of services that are not routed
+        only for the operator with ``status`` given).
 
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
@@ -155,16 +187,17 @@ class RecordResources:
             return [], 0
         return await self._records.search(
             ihis=_sorted(ihis), service_ids=_sorted(services), record_ids=record_ids, statuses=sorted(wanted),
-            limit=limit, offset=offset,
+            limit=limit, offset=offset, unrouted=shows_unrouted(sorted(statuses) if statuses else None, actor),
         )  # fmt: skip
 
-    async def create(self, claim: RecordClaim, *, actor: Principal) -> Written:
-        """``POST``: create the record, or (as the native PUT) update or leave unchanged the one with its key."""
-        return await self._write(claim, None, actor=actor)
+    async def create(self, claim: RecordClaim, *, actor: Principal, key: str | None = None) -> Written:
+        """``POST``: create the record, or (as the native PUT) re-register or change the one with its key."""
+        return await self._write(claim, None, actor=actor, key=key, route="fhir-create")
 
     async def update(
-        self, record_id: str, claim: RecordClaim, expected_version: int | None, *, actor: Principal
-    ) -> Written:
+        self, record_id: str, claim: RecordClaim, expected_version: int | None, *, actor: Principal,
+        key: str | None = None,
+    ) -> Written:  # fmt: skip
         """``PUT Basic/{id}``: change an existing record's status or type (its key cannot change).
 
         Raises:
@@ -188,11 +221,12 @@ class RecordResources:
             moved.append(errors.Issue("a record's service cannot change", claim.service_expression))
         if moved:
             raise errors.InvalidInput("a record cannot move to another patient or service", issues=moved)
-        return await self._write(claim, expected_version, actor=actor)
+        return await self._write(claim, expected_version, actor=actor, key=key, route=f"fhir-update {record_id}")
 
     async def conditional_update(
-        self, criteria: Criteria, claim: RecordClaim, expected_version: int | None, *, actor: Principal
-    ) -> Written:
+        self, criteria: Criteria, claim: RecordClaim, expected_version: int | None, *, actor: Principal,
+        key: str | None = None,
+    ) -> Written:  # fmt: skip
         """``PUT Basic?<patient>&service=``: create or update the record with that natural key.
 
         Raises:
@@ -221,15 +255,25 @@ class RecordResources:
                 )
         if issues:
             raise errors.InvalidInput("the resource does not match the conditional update", issues=issues)
-        return await self._write(claim, expected_version, actor=actor)
+        return await self._write(claim, expected_version, actor=actor, key=key, route="fhir-conditional-update")
 
-    async def _write(self, claim: RecordClaim, expected_version: int | None, *, actor: Principal) -> Written:
+    async def _write(
+        self, claim: RecordClaim, expected_version: int | None, *, actor: Principal, key: str | None, route: str
+    ) -> Written:
         """Every FHIR write ends here, through the records service, which refuses (403) a record of
         another service than the caller's own unless the caller holds ``admin``."""
-        stored, outcome = await self._records.put(
-            claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, expected_version=expected_version
+        idempotent = None if key is None else Idempotent(key, route, self._answer)
+        put = await self._records.put(
+            claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, reason=claim.reason,
+            expected_version=expected_version, idempotent=idempotent,
+        )  # fmt: skip
+        return Written(
+            resource=self.resource(put.record), record=put.record, created=put.outcome == "created", replay=put.replay
         )
-        return Written(resource=self.resource(stored), record=stored, created=outcome == "created")
+
+    def _answer(self, stored: StoredRecord, outcome: str) -> Answer:
+        """A write's answer as it is kept for its idempotency key: the status and the resource's bytes."""
+        return Answer(WRITE_STATUS[outcome], msgspec.json.encode(self.resource(stored)))
 
 
 def _sorted(values: set[str] | None) -> list[str] | None:
