@@ -285,7 +285,8 @@ _EXTENSIONS = (
         "RegistrationChange",
         "Registration change",
         "On a notification's event entry and a registry record's history entry: what the change to the registry "
-        "record was: created, registered (an active record registered again: new imaging at a service that already held some), status-changed, moved "
+        "record was: created, registered (an active record registered again: new imaging at a service that "
+        "already held some), status-changed, moved "
         "(to another service: services move), or updated (a type change).",
         ("Bundle.entry",),
         "code",
