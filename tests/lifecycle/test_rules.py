@@ -197,3 +197,45 @@ async def test_history_and_audit_events_name_the_same_actors(
     historied = sorted((e["actor"]["clientId"], e["actor"]["serviceId"]) for e in history)
     assert len(historied) == 3
     assert audited == historied
+
+
+async def test_fhir_history_names_the_changes_and_actors_of_the_native_history(
+    client: httpx.AsyncClient, gateway_client: GatewayClient
+) -> None:
+    """Basic/{id}/_history, its vreads and `GET …/history` name the same versions, changes, actors and reason."""
+    ihi, gateway = make_ihi(), gateway_client.service_id
+    url = f"/registry/records/{ihi}/{gateway}"
+    await gateway_client.http.put(url, json={})
+    await gateway_client.http.put(url, json={})  # re-registered: a version of its own
+    await client.put(url, json={"status": "removed", "reason": "withdrawn"})
+    native = (await client.get(f"/registry/records/{ihi}/history")).json()["history"]
+    record_id = native[0]["recordId"]
+    bundle = (await client.get(f"/fhir/Basic/{record_id}/_history")).json()
+
+    def ext(element: dict[str, object], name: str) -> dict[str, object]:
+        found = [e for e in element.get("extension", []) if e["url"].endswith(f"/{name}")]  # type: ignore[attr-defined]
+        assert len(found) == 1, (name, element)
+        return found[0]  # type: ignore[no-any-return]
+
+    fhir_rows = []
+    for entry in reversed(bundle["entry"]):
+        parts = {p["url"]: p for p in ext(entry, "registration-actor")["extension"]}  # type: ignore[attr-defined]
+        fhir_rows.append(
+            (
+                int(entry["resource"]["meta"]["versionId"]),
+                ext(entry, "registration-change")["valueCode"],
+                parts["client"]["valueString"],
+                parts["service"]["valueIdentifier"]["value"],
+                parts["admin"]["valueBoolean"],
+            )
+        )
+    native_rows = [
+        (e["version"], e["change"], e["actor"]["clientId"], e["actor"]["serviceId"], e["actor"]["admin"])
+        for e in native
+    ]
+    assert [row[1] for row in native_rows] == ["created", "registered", "status-changed"]
+    assert fhir_rows == native_rows
+    removal = (await client.get(f"/fhir/Basic/{record_id}/_history/3")).json()
+    assert ext(removal, "registry-record-reason")["valueString"] == "withdrawn"
+    assert ext(bundle["entry"][0]["resource"], "registry-record-reason")["valueString"] == "withdrawn"
+    assert not [e for e in bundle["entry"][-1]["resource"]["extension"] if e["url"].endswith("/registry-record-reason")]
