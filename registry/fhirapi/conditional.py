@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from schemas.fhir.capability import ResourceCapability
 
-__all__ = ("IF_NONE_EXIST", "conditional_create_route", "if_none_exist")
+__all__ = ("IF_NONE_EXIST", "asks_if_none_exist", "conditional_create_route", "if_none_exist")
 
 IF_NONE_EXIST = "If-None-Exist"
 _GENERAL = frozenset({FORMAT, *RESULT_NAMES})
@@ -66,6 +66,13 @@ def _criteria(header: str | None, query: list[tuple[str, str]], capability: Reso
         message = f"{IF_NONE_EXIST} names parameter(s) a {capability.type} search does not take: {', '.join(unknown)}"
         raise errors.UnknownParameter(message, issues=[errors.Issue(message, IF_NONE_EXIST)])
     return Criteria(items)
+
+
+def asks_if_none_exist(request: Request[Any, Any, Any]) -> bool:
+    """Whether a create is conditional (``If-None-Exist``, or the criteria in its query string)."""
+    return request.headers.get(IF_NONE_EXIST) is not None or any(
+        key not in _GENERAL for key, _value in query_items(request)
+    )
 
 
 async def if_none_exist(

@@ -241,6 +241,11 @@ class RecordRepository:
             row = await conn.fetchrow(self._q["get_record_by_key"], ihi, service_id)
         return _stored(row) if row else None
 
+    async def lock_key(self, conn: Connection, ihi: str, service_id: str) -> None:
+        """Hold a natural key, row or not, until the caller's transaction ends (a write that must find it absent)."""
+        with translate_db_errors():
+            await conn.execute(self._q["lock_record_key"], ihi, service_id)
+
     async def lock_by_key(self, conn: Connection, ihi: str, service_id: str) -> StoredRecord | None:
         """One record by its natural key, locked until the caller's transaction ends."""
         with translate_db_errors():

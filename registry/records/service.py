@@ -146,11 +146,15 @@ class RecordService:
         reason: str | None = None,
         expected_version: int | None = None,
         idempotent: Idempotent | None = None,
+        only_new: bool = False,
     ) -> Put:
         """Create, re-register or change one record (each accepted write is an event; section 11 of DESIGN).
 
         With ``expected_version`` the record must exist at that version (checked under a row lock,
-        so two writers expecting the same version cannot both succeed). With ``idempotent``, a key
+        so two writers expecting the same version cannot both succeed). With ``only_new`` (a conditional
+        create that matched nothing) a record that exists by the time of the write is the answer
+        (``unchanged``) and nothing is written: of conditional creates at once, one creates and none
+        re-registers. With ``idempotent``, a key
         this client sent within 24 hours answers its first answer again and writes nothing.
 
         Returns:
@@ -167,7 +171,7 @@ class RecordService:
         service_id = check_service_id(service_id)
         check_actor(actor, service_id)
         writer = writer_of(actor)
-        if expected_version is None and idempotent is None:
+        if expected_version is None and idempotent is None and not only_new:
             return await self._put_in_one_statement(ihi, service_id, status, type_, writer, reason)
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
             keyed: Keyed | None = None
@@ -185,6 +189,13 @@ class RecordService:
                     raise errors.PreconditionFailed(
                         f"expected version {expected_version}, but {found}", code=errors.ErrorCode.VERSION_MISMATCH
                     )
+            if only_new:
+                await self._repo.lock_key(conn, ihi, service_id)
+                existing = await self._repo.lock_by_key(conn, ihi, service_id)
+                if existing is not None:
+                    note_records([existing.record_id])
+                    audit.done(status=WRITE_STATUS["unchanged"], detail="conditional create: the record exists")
+                    return Put(existing, "unchanged")
             stored, outcome = await self._repo.put(
                 conn, ihi=ihi, service_id=service_id, status=status, type_=type_, writer=writer, reason=reason
             )

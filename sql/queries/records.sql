@@ -131,6 +131,11 @@ FROM records r
 WHERE r.ihi = $1 AND r.service_id = $2
 FOR UPDATE;
 
+-- name: lock_record_key
+-- Serialise the writes of one natural key that must find it absent (a conditional create), until the
+-- transaction ends; the key may have no row to lock yet.
+SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 16));
+
 -- name: search_records
 -- FHIR search over records. $1 IHIs, $2 service IDs, $3 record ids: each an array, NULL for any;
 -- $4 the statuses wanted; $5 include records of services that are not routed (routable_service()).

@@ -208,7 +208,7 @@ def test_every_fhir_route_declares_what_it_needs() -> None:
 async def test_every_conformance_resource_is_published_and_readable(fhir: httpx.AsyncClient) -> None:
     """Each conformance type lists its resources under the canonical base; each reads back by id (and parses)."""
     expected = {
-        "StructureDefinition": 21,
+        "StructureDefinition": 22,
         "CodeSystem": 8,
         "ValueSet": 8,
         "SearchParameter": 2,

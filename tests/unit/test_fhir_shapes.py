@@ -29,8 +29,8 @@ def test_every_definition_parses_as_r4b(base: str) -> None:
     """Every published conformance resource is valid R4B, whatever the canonical base."""
     resources = conformance_resources(Canonicals(base), "1.2.3")
     assert (
-        len(resources) == 40
-    )  # 21 StructureDefinitions, 8 CodeSystems, 8 ValueSets, 2 SearchParameters, 1 OperationDefinition
+        len(resources) == 41
+    )  # 22 StructureDefinitions, 8 CodeSystems, 8 ValueSets, 2 SearchParameters, 1 OperationDefinition
     for resource in resources:
         parse_resource(resource)
         assert resource["url"].startswith(base)

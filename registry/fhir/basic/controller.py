@@ -15,7 +15,7 @@ from litestar.params import PathParameter
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
-from registry.fhirapi.conditional import conditional_create_route, if_none_exist
+from registry.fhirapi.conditional import asks_if_none_exist, conditional_create_route, if_none_exist
 from registry.fhirapi.io import etag, fhir_base, fhir_response, fhir_route, if_match, last_modified, read_resource
 from registry.fhirapi.search import Criteria, SearchQuery
 from registry.outcome import FHIR_JSON
@@ -130,7 +130,10 @@ class BasicController(Controller):
         existing = await if_none_exist(request, BASIC, fhir_records.matches)
         if existing is not None:
             return fhir_response(fhir_records.resource(existing), headers=_version_headers(existing))
-        return _written(await fhir_records.create(claim, actor=principal, key=idempotency_key(request)), request)
+        written = await fhir_records.create(
+            claim, actor=principal, key=idempotency_key(request), only_new=asks_if_none_exist(request)
+        )
+        return _written(written, request)
 
     @put(
         "/",

@@ -190,9 +190,13 @@ class RecordResources:
             limit=limit, offset=offset, unrouted=shows_unrouted(sorted(statuses) if statuses else None, actor),
         )  # fmt: skip
 
-    async def create(self, claim: RecordClaim, *, actor: Principal, key: str | None = None) -> Written:
-        """``POST``: create the record, or (as the native PUT) re-register or change the one with its key."""
-        return await self._write(claim, None, actor=actor, key=key, route="fhir-create")
+    async def create(
+        self, claim: RecordClaim, *, actor: Principal, key: str | None = None, only_new: bool = False
+    ) -> Written:
+        """``POST``: create the record, or (as the native PUT) re-register or change the one with its key;
+        ``only_new`` (a conditional create that matched nothing): answer the record with its key unchanged if
+        it exists by the time of the write."""
+        return await self._write(claim, None, actor=actor, key=key, route="fhir-create", only_new=only_new)
 
     async def update(
         self, record_id: str, claim: RecordClaim, expected_version: int | None, *, actor: Principal,
@@ -258,14 +262,15 @@ class RecordResources:
         return await self._write(claim, expected_version, actor=actor, key=key, route="fhir-conditional-update")
 
     async def _write(
-        self, claim: RecordClaim, expected_version: int | None, *, actor: Principal, key: str | None, route: str
-    ) -> Written:
+        self, claim: RecordClaim, expected_version: int | None, *, actor: Principal, key: str | None, route: str,
+        only_new: bool = False,
+    ) -> Written:  # fmt: skip
         """Every FHIR write ends here, through the records service, which refuses (403) a record of
         another service than the caller's own unless the caller holds ``admin``."""
         idempotent = None if key is None else Idempotent(key, route, self._answer)
         put = await self._records.put(
             claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, reason=claim.reason,
-            expected_version=expected_version, idempotent=idempotent,
+            expected_version=expected_version, idempotent=idempotent, only_new=only_new,
         )  # fmt: skip
         return Written(
             resource=self.resource(put.record), record=put.record, created=put.outcome == "created", replay=put.replay
