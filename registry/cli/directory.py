@@ -54,7 +54,8 @@ def _with_directory(runtime: Runtime, action: Callable[[DirectoryService], Await
 @click.option("--bearer-token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding a fixed bearer token that service takes from this instance.")  # fmt: skip
 @click.option("--hpio", default=None, help="The organisation's HPI-O (16 digits, 800362…).")
-@click.option("--jurisdiction", type=click.Choice([str(j) for j in Jurisdiction]), default=None)
+@click.option("--jurisdiction", type=click.Choice([str(j) for j in Jurisdiction]), default=None,
+              help="Where the organisation is: a state or territory, or national.")  # fmt: skip
 @click.option("--contact-email", default=None, help="Who to write to about this service.")
 @click.option("--contact-phone", default=None, help="Who to call about this service.")
 @click.option("--capability-statement-url", default=None, help="Where the service's FHIR CapabilityStatement is.")
