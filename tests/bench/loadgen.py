@@ -222,7 +222,11 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     """Run one scenario against ``spec.host:spec.port`` and measure it."""
     scenario = spec.scenario
     host = f"{spec.host}:{spec.port}"
-    requests = [(encode_request(r, host, scenario.headers), r.items) for r in build_requests(scenario)]
+    sets = [extra | scenario.headers for extra in scenario.header_sets] or [scenario.headers]
+    requests = [
+        (encode_request(r, host, sets[number % len(sets)]), r.items)
+        for number, r in enumerate(build_requests(scenario))
+    ]
     if not requests:
         raise ValueError(f"scenario {scenario.name!r} has no requests")
     recorder = _Recorder(requests, cycle=scenario.duration is not None)

@@ -32,6 +32,7 @@ import msgspec
 import psutil
 
 from registry.db.migrate import apply_migrations
+from tests.bench.clients import BenchClients
 from tests.bench.loadgen import LoadResult, LoadSpec
 from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
 from tests.bench.servers import (
@@ -140,6 +141,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="record the checkout's server with py-spy in every phase (to DIR)"
     )
+    parser.add_argument(
+        "--mode", choices=("deployment", "lifted"), default="deployment",
+        help="deployment (default): the servers' default settings (per-client rate limit on, info logging), "
+        "--clients clients each with its own token from /auth/token; lifted: one operator admin token and the "
+        "rate limit lifted (the earlier profile)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clients", type=int, default=32, help="distinct clients in the deployment mode, requests spread over them"
+    )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
@@ -242,9 +252,10 @@ async def _profiled(server: ServerProcess, scenario: Scenario, folder: Path | No
 
 async def _measured(
     server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str], *, profile: Path | None = None,
-    round_: int = 1,
+    round_: int = 1, clients: BenchClients | None = None,
 ) -> PhaseResult:  # fmt: skip
-    scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers})
+    header_sets = await clients.header_sets() if clients is not None else []
+    scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers}, header_sets=header_sets)
     server_before, pg_before = server.tree.cpu_seconds(), pg.cpu_seconds()
     wall_before = asyncio.get_running_loop().time()
     async with _profiled(server, scenario, profile, round_):
@@ -300,8 +311,9 @@ async def _migrate(database_url: str) -> None:
 @contextlib.asynccontextmanager
 async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -> AsyncIterator[list[ServerProcess]]:
     """A ready server per build, each on its own empty database (migrated by ``serve``); stopped at the end."""
-    # The benchmark measures throughput, not the per-client rate limiter (200 requests/s by default).
-    settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
+    settings: dict[str, str] = {}
+    if args.mode == "lifted":  # one client for every request: lift its rate limit (200 requests/s by default)
+        settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
     settings |= _pairs(args.server_env, "=")
     servers: list[ServerProcess] = []
     with _builds(args.ref, args.ref_patch, bare=args.bare) as builds:
@@ -368,15 +380,23 @@ async def run(args: argparse.Namespace) -> BenchResult:
             results: list[PhaseResult] = []
             with peak_rss({server.build.label: server.tree for server in servers}) as peaks:
                 auth = {server.build.label: server.authorization() for server in servers}
+                clients: dict[str, BenchClients] = {}
                 for server in servers:
                     await add_service(server.database_url, service_id)
+                    if args.mode == "deployment" and auth[server.build.label]:
+                        clients[server.build.label] = await BenchClients.register(
+                            base_url=server.base_url, database_url=server.database_url, service_id=service_id,
+                            count=args.clients,
+                        )
+                        auth[server.build.label] = {}
                 for round_, number, loaded, scenario in phases:
                     # Rotate who goes first, from phase to phase and from round to round.
                     first = (number + round_ - 1) % len(servers)
                     for server in servers[first:] + servers[:first]:
                         print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
                         measured = await _measured(
-                            server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_
+                            server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_,
+                            clients=clients.get(server.build.label),
                         )
                         results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
                     if scenario.requests == "batch_load":
@@ -394,7 +414,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to")
+    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to", "mode", "clients")
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}

@@ -32,6 +32,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     """Arguments of the builder (JSON values)."""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     """Headers sent with every request of the phase."""
+    header_sets: list[dict[str, str]] = msgspec.field(default_factory=list)
+    """Headers of many clients (one ``Authorization`` each): request ``n`` carries set ``n`` modulo their number
+    (``headers`` win over them), so consecutive requests come from different clients."""
     concurrency: int = 32
     """Connections, each with one request in flight (HTTP/1.1 keep-alive)."""
     duration: float | None = None
