@@ -16,12 +16,13 @@ from registry.records.lifecycle import WRITE_STATUS
 from registry.records.service import RecordService, to_record
 from registry.route import RouteSpec
 from schemas.audit import Interaction
-from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
+from schemas.records import BatchItem, BatchResult, Record, RecordHistory, RecordList, RecordWrite
 
 __all__ = ("BatchController", "RecordController")
 
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 _array_decoder = msgspec.json.Decoder(list[Any])
+_items_decoder = msgspec.json.Decoder(list[BatchItem])
 _WRITE = ("system/Basic.cu",)
 _READ = ("system/Basic.rs",)
 
@@ -120,7 +121,12 @@ class BatchController(Controller):
             items = [line for line in body.splitlines() if line.strip()]
         else:
             try:
-                items = _array_decoder.decode(body)
+                # Most batches are valid as a whole: decoded in one pass into items; else item by item.
+                items = _items_decoder.decode(body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                items = []
+            try:
+                items = items or _array_decoder.decode(body)
             except msgspec.ValidationError as exc:
                 raise errors.InvalidInput(f"a batch is a JSON array of items: {exc}") from None
             except msgspec.DecodeError as exc:

@@ -108,35 +108,37 @@ class RecordRepository:
         assert row is not None
         return _stored(row), row["outcome"]
 
-    async def plan_batches(self, conn: Connection) -> None:
-        """Plan the batch statements of the caller's transaction for their own parameters (never a generic plan)."""
-        with translate_db_errors():
-            await conn.execute(self._q["custom_batch_plans"])
+    async def merge_batch(self, conn: Connection, items: list[tuple[int, str, str, str, str]]) -> dict[int, BatchRow]:
+        """Apply de-duplicated batch items, sorted by key, in the caller's transaction; outcomes keyed by ``ord``.
 
-    async def put_many(
-        self,
-        conn: Connection,
-        *,
-        ords: list[int],
-        ihis: list[str],
-        service_ids: list[str],
-        statuses: list[str],
-        types: list[str],
-    ) -> dict[int, BatchRow]:
-        """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``."""
+        ``items`` are ``(ord, ihi, service_id, status, type)``. They are copied (``COPY``, binary) into a
+        staging table and applied by one set-based statement, whose triggers write history, subscription
+        events and the service check once for the whole batch. An item without an outcome named a
+        service that is not enabled.
+        """
+        ords = {(ihi, service_id): ord_ for ord_, ihi, service_id, _, _ in items}
         with translate_db_errors():
-            rows = await conn.fetch(self._q["put_records"], ords, ihis, service_ids, statuses, types)
-        return {
-            row["ord"]: BatchRow(
-                ord=row["ord"],
-                record_id=row["record_id"],
-                status=RecordStatus(row["status"]),
-                type=RecordType(row["type"]),
-                last_updated=row["last_updated"],
-                outcome=row["outcome"],
-            )
-            for row in rows
-        }
+            await conn.execute(self._q["stage_batch"])
+            await conn.copy_records_to_table("batch_input", records=items)
+            written = await conn.fetch(self._q["merge_batch"])
+        found: dict[int, BatchRow] = {}
+        for row in written:
+            ord_ = ords[(row["ihi"], row["service_id"])]
+            found[ord_] = BatchRow(
+                ord=ord_, record_id=row["record_id"], status=RecordStatus(row["status"]),
+                type=RecordType(row["type"]), last_updated=row["last_updated"],
+                outcome="created" if row["version"] == 1 else "updated",
+            )  # fmt: skip
+        if len(found) < len(items):
+            missing = [ord_ for ord_, *_ in items if ord_ not in found]
+            with translate_db_errors():
+                unwritten = await conn.fetch(self._q["batch_unwritten"], missing)
+            for row in unwritten:
+                found[row["ord"]] = BatchRow(
+                    ord=row["ord"], record_id=row["record_id"], status=RecordStatus(row["status"]),
+                    type=RecordType(row["type"]), last_updated=row["last_updated"], outcome="unchanged",
+                )  # fmt: skip
+        return found
 
     async def for_ihi(self, conn: Connection, ihi: str, statuses: list[str]) -> list[StoredRecord]:
         """The records of one IHI with the given statuses, each with its service's directory entry."""

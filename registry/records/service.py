@@ -262,23 +262,29 @@ class RecordService:
             )
 
     async def batch(self, items: list[Any], *, actor: Principal) -> BatchResult:
-        """Apply many records: each item validated on its own, all applied in one transaction (chunked statements).
+        """Apply many records: each item validated on its own, all applied in one transaction by one set-based merge.
 
-        ``items`` holds decoded JSON values, or ``bytes`` for NDJSON lines still to be decoded.
-        Invalid items, and items of a service other than the caller's (unless it holds ``admin``),
-        are reported and skipped; the rest are applied. When the same record appears twice, the
-        later item wins and the earlier one is reported as an error.
+        ``items`` holds ``BatchItem`` values (a body that decoded as such at once), decoded JSON values,
+        or ``bytes`` for NDJSON lines still to be decoded. Invalid items, and items of a service other
+        than the caller's (unless it holds ``admin``), are reported and skipped; the rest are applied.
+        When the same record appears twice, the later item wins and the earlier one is reported as an
+        error.
         """
         self.check_batch_size(len(items))
         results: list[BatchItemResult | None] = [None] * len(items)
         valid: dict[tuple[str, str], tuple[int, BatchItem]] = {}
+        services: dict[str, str] = {}  # as sent -> canonical: a batch names a service many times, checked once
+        allowed: dict[str, bool] = {}
         for index, raw in enumerate(items):
             try:
-                item = self._parse_item(raw)
+                item = self._parse_item(raw, services)
             except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
                 results[index] = BatchItemResult(index=index, result="error", error=str(exc))
                 continue
-            if not actor.may_act_for(item.service_id):
+            may = allowed.get(item.service_id)
+            if may is None:
+                may = allowed[item.service_id] = actor.may_act_for(item.service_id)
+            if not may:
                 results[index] = BatchItemResult(
                     index=index,
                     result="error",
@@ -300,24 +306,13 @@ class RecordService:
             valid[key] = (index, item)
         chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
         note_patients(item.ihi for _, item in chosen)
-        size = self._settings.batch_chunk_size
-        rows: dict[int, BatchRow] = {}
+        staged = [(index, item.ihi, item.service_id, item.status.value, item.type.value) for index, item in chosen]
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
-            await self._repo.plan_batches(conn)
-            for start in range(0, len(chosen), size):
-                chunk = chosen[start : start + size]
-                rows |= await self._repo.put_many(
-                    conn,
-                    ords=[index for index, _ in chunk],
-                    ihis=[item.ihi for _, item in chunk],
-                    service_ids=[item.service_id for _, item in chunk],
-                    statuses=[str(item.status) for _, item in chunk],
-                    types=[str(item.type) for _, item in chunk],
-                )
+            rows = await self._repo.merge_batch(conn, staged)
             summary = self._summarise(results, chosen, rows)
             audit.done(
                 status=200,
-                records=[row.record_id for row in rows.values()],
+                records=[rows[index].record_id for index, _ in chosen if index in rows],
                 detail=f"batch of {len(items)}: {summary.created} created, {summary.updated} updated, "
                 f"{summary.unchanged} unchanged, {summary.errors} failed",
                 failed=summary.errors > 0,
@@ -368,12 +363,12 @@ class RecordService:
         )
 
     @staticmethod
-    def _parse_item(raw: Any) -> BatchItem:
-        value = _item_decoder.decode(raw) if isinstance(raw, bytes) else raw
-        item = msgspec.convert(value, BatchItem)
-        return BatchItem(
-            ihi=parse_ihi(item.ihi),
-            service_id=parse_service_id(item.service_id),
-            status=item.status,
-            type=item.type,
-        )
+    def _parse_item(raw: Any, services: dict[str, str]) -> BatchItem:
+        if isinstance(raw, BatchItem):
+            item = raw
+        else:
+            item = msgspec.convert(_item_decoder.decode(raw) if isinstance(raw, bytes) else raw, BatchItem)
+        service_id = services.get(item.service_id)
+        if service_id is None:
+            service_id = services[item.service_id] = parse_service_id(item.service_id)
+        return BatchItem(ihi=parse_ihi(item.ihi), service_id=service_id, status=item.status, type=item.type)

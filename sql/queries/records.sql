@@ -29,41 +29,43 @@ WITH w AS MATERIALIZED (
 )
 SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome FROM w;
 
--- name: put_records
--- Apply a batch chunk in one statement. $1..$5 are parallel arrays (ord, ihi, service_id, status,
--- type), de-duplicated by (ihi, service_id) by the caller. Rows are written in key order so that
--- concurrent batches cannot deadlock. Outcome per input row: created, updated, unchanged or
--- unknown-service. An unchanged row reports the values as stored before this statement (equal to
--- the input, or the write would have changed it). record_id is the record's resource id either way.
--- IHIs are bpchar, the column's type: compared as text, the joins below could not use the primary key.
-WITH input AS (
-    SELECT i.ord, i.ihi, i.service_id, i.status, i.type
-    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
-    JOIN services s ON s.service_id = i.service_id AND s.status = 'enabled'
-), written AS (
-    INSERT INTO records AS t (ihi, service_id, status, type)
-    SELECT input.ihi, input.service_id, input.status, input.type FROM input ORDER BY input.ihi, input.service_id
-    ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
-        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now()
-        WHERE (t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type)
-    RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated
-)
-SELECT input.ord,
-       coalesce(w.record_id, r.record_id) AS record_id,
-       coalesce(w.status, input.status) AS status,
-       coalesce(w.type, input.type) AS type,
-       coalesce(w.last_updated, r.last_updated) AS last_updated,
-       CASE WHEN w.version = 1 THEN 'created' WHEN w.version IS NOT NULL THEN 'updated' ELSE 'unchanged' END AS outcome
-FROM input
-LEFT JOIN written w ON w.ihi = input.ihi AND w.service_id = input.service_id
-LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
+-- name: stage_batch
+-- The staging table of one batch: COPY fills it, merge_batch applies it. Temporary and dropped at
+-- commit, so it lives inside the batch's transaction only (safe behind a transaction-mode pooler).
+CREATE TEMP TABLE batch_input (
+    ord        integer NOT NULL,
+    ihi        bpchar  NOT NULL,
+    service_id text    NOT NULL,
+    status     text    NOT NULL,
+    type       text    NOT NULL
+) ON COMMIT DROP;
 
--- name: custom_batch_plans
--- For the rest of the transaction, plan every statement for its own parameters. asyncpg prepares
--- put_records; from its sixth execution PostgreSQL may switch to a generic plan, which estimates
--- unnest($n) at 10 rows and joins `written` to `input` with a nested loop: 1,000 x 1,000
--- comparisons per chunk, four to six times the chunk's time (docs/benchmarks.md).
-SET LOCAL plan_cache_mode = force_custom_plan;
+-- name: merge_batch
+-- Apply the staged batch in one statement: every item whose service is enabled is inserted, or
+-- updated where its status or type differs (the same triggers as any write: history, subscription
+-- events, the per-statement service check). Items are de-duplicated by (ihi, service_id) by the
+-- caller and written in key order, so concurrent batches cannot deadlock. Returns the rows written:
+-- version 1 is created, above 1 updated. Items not returned were unchanged or name a service that is
+-- not enabled (batch_unwritten tells which). The plan needs no statistics of the staging table: a
+-- scan of it, a hashed look-up of the enabled services, a sort.
+INSERT INTO records AS t (ihi, service_id, status, type)
+SELECT i.ihi, i.service_id, i.status, i.type
+FROM batch_input i
+WHERE i.service_id IN (SELECT s.service_id FROM services s WHERE s.status = 'enabled')
+ORDER BY i.ihi, i.service_id
+ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
+    SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now()
+    WHERE (t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type)
+RETURNING t.ihi::text AS ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated;
+
+-- name: batch_unwritten
+-- The stored records of staged items merge_batch did not write ($1: their ords), where the service is
+-- enabled: those items were unchanged. An item with no row here named a service that is not enabled.
+SELECT i.ord, r.record_id, r.status, r.type, r.last_updated
+FROM batch_input i
+JOIN records r ON r.ihi = i.ihi AND r.service_id = i.service_id
+JOIN services s ON s.service_id = r.service_id AND s.status = 'enabled'
+WHERE i.ord = ANY($1::int[]);
 
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service (kind,
