@@ -45,6 +45,7 @@ from tests.bench.servers import (
     git_describe,
     peak_rss,
 )
+from tests.bench.sizing import TableSize, table_sizes, wal_position
 from tests.factories import make_service_id
 from tests.pg import TestCluster
 from tests.server import add_service, free_port
@@ -69,6 +70,8 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     """Cores used by the server processes on average during the phase."""
     pg_cpu: float
     """Cores used by PostgreSQL (postmaster and backends) on average during the phase."""
+    wal_bytes: int = 0
+    """WAL the cluster wrote during the phase (warm-up included; the builds' phases never overlap)."""
 
 
 class BuildResult(msgspec.Struct, kw_only=True):
@@ -109,6 +112,15 @@ class Growth(msgspec.Struct, kw_only=True):
     ratio: float
 
 
+class SizeReading(msgspec.Struct, kw_only=True):
+    """A build's tables after a bulk load (for sizing: bytes per record, history entry and audit row)."""
+
+    build: str
+    after: str
+    """The phase after which they were read."""
+    tables: list[TableSize]
+
+
 class BenchResult(msgspec.Struct, kw_only=True):
     """Everything a run measured (``--json``)."""
 
@@ -120,6 +132,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     phases: list[PhaseResult]
     ratios: list[Ratio] = msgspec.field(default_factory=list)
     growth: list[Growth] = msgspec.field(default_factory=list)
+    sizes: list[SizeReading] = msgspec.field(default_factory=list)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,6 +166,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
+    parser.add_argument(
+        "--sequential-share", type=float, default=0.5,
+        help="share of --records loaded first by one client, one batch after another (default 0.5; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sequential-batch-size", type=int, default=10_000, help="items per batch of that load (default 10,000)"
+    )
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter of the server processes (default: this one)"
     )
@@ -256,17 +276,20 @@ async def _measured(
 ) -> PhaseResult:  # fmt: skip
     header_sets = await clients.header_sets() if clients is not None else []
     scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers}, header_sets=header_sets)
+    wal_before = await wal_position(server.database_url)
     server_before, pg_before = server.tree.cpu_seconds(), pg.cpu_seconds()
     wall_before = asyncio.get_running_loop().time()
     async with _profiled(server, scenario, profile, round_):
         load = await _run_loadgen(server.port, scenario)
     wall = asyncio.get_running_loop().time() - wall_before
+    server_cpu, pg_cpu = server.tree.cpu_seconds() - server_before, pg.cpu_seconds() - pg_before
     return PhaseResult(
         phase=scenario.name,
         build=server.build.label,
         load=load,
-        server_cpu=round((server.tree.cpu_seconds() - server_before) / wall, 2),
-        pg_cpu=round((pg.cpu_seconds() - pg_before) / wall, 2),
+        server_cpu=round(server_cpu / wall, 2),
+        pg_cpu=round(pg_cpu / wall, 2),
+        wal_bytes=await wal_position(server.database_url) - wal_before,
     )
 
 
@@ -350,10 +373,16 @@ async def run(args: argparse.Namespace) -> BenchResult:
     headers = _pairs(args.header, ":")
     service_id = make_service_id()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    phases = [  # (round, phase within the round, records loaded, scenario)
-        (1, 0, args.records, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
-                                             concurrency=args.batch_concurrency, headers=headers)),
-    ]  # fmt: skip
+    # (round, phase within the round, records loaded, scenario). The records are loaded in two ways, each
+    # measured: the first share by one client sending one batch after another, the rest with several in flight.
+    sequential = int(args.records * args.sequential_share)
+    phases = [
+        (1, 0, sequential, bulk_load_phase(records=sequential, service_id=service_id,
+                                           batch_size=args.sequential_batch_size, concurrency=1, headers=headers)),
+    ] if sequential else []  # fmt: skip
+    phases.append((1, 1, args.records, bulk_load_phase(
+        records=args.records, start=sequential, service_id=service_id, batch_size=args.batch_size,
+        concurrency=args.batch_concurrency, headers=headers)))  # fmt: skip
     for round_ in range(args.rounds):
         timed = standard_phases(records=args.records, service_id=service_id, concurrency=args.concurrency,
                                 duration=args.duration, headers=headers, round_=round_, rounds=args.rounds)  # fmt: skip
@@ -362,7 +391,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
         grown = args.rounds + 1
         phases.append((grown, 0, args.grow_to, bulk_load_phase(
             records=args.grow_to, start=args.records, service_id=service_id, batch_size=args.batch_size,
-            concurrency=args.batch_concurrency, headers=headers)))  # fmt: skip
+            concurrency=args.batch_concurrency, headers=headers, grown=args.grow_to)))  # fmt: skip
         timed = standard_phases(records=args.grow_to, first=args.records, service_id=service_id,
                                 concurrency=args.concurrency, duration=args.duration, headers=headers)  # fmt: skip
         phases += [(grown, number + 1, args.grow_to, phase) for number, phase in enumerate(timed)]
@@ -378,6 +407,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
         pg = ProcessTree(postmaster)
         async with _servers(args, cluster, work) as servers:
             results: list[PhaseResult] = []
+            sizes: list[SizeReading] = []
             with peak_rss({server.build.label: server.tree for server in servers}) as peaks:
                 auth = {server.build.label: server.authorization() for server in servers}
                 clients: dict[str, BenchClients] = {}
@@ -385,7 +415,9 @@ async def run(args: argparse.Namespace) -> BenchResult:
                     await add_service(server.database_url, service_id)
                     if args.mode == "deployment" and auth[server.build.label]:
                         clients[server.build.label] = await BenchClients.register(
-                            base_url=server.base_url, database_url=server.database_url, service_id=service_id,
+                            base_url=server.base_url,
+                            database_url=server.database_url,
+                            service_id=service_id,
                             count=args.clients,
                         )
                         auth[server.build.label] = {}
@@ -395,13 +427,20 @@ async def run(args: argparse.Namespace) -> BenchResult:
                     for server in servers[first:] + servers[:first]:
                         print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
                         measured = await _measured(
-                            server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_,
+                            server,
+                            pg,
+                            scenario,
+                            auth[server.build.label],
+                            profile=args.profile,
+                            round_=round_,
                             clients=clients.get(server.build.label),
                         )
                         results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
                     if scenario.requests == "batch_load":
                         for server in servers:
                             await _settle(server.database_url)
+                            sizes.append(SizeReading(build=server.build.label, after=scenario.name,
+                                                     tables=await table_sizes(server.database_url)))  # fmt: skip
             builds = [
                 BuildResult(
                     label=server.build.label,
@@ -418,16 +457,17 @@ async def run(args: argparse.Namespace) -> BenchResult:
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
+    settings |= {"sequential": f"{args.sequential_share:g} of the records in batches of {args.sequential_batch_size}"}
     settings |= {"server_env": " ".join(args.server_env) or None, "pg_settings": " ".join(args.pg_setting) or None}
     return BenchResult(
         started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
-        phases=results, ratios=ratios(results), growth=growth(results),
+        phases=results, ratios=ratios(results), growth=growth(results), sizes=sizes,
     )  # fmt: skip
 
 
 def growth(phases: Sequence[PhaseResult]) -> list[Growth]:
     """Each build's median rate per timed phase at the largest record count ÷ at the smallest (``--grow-to``)."""
-    counts = sorted({p.records for p in phases})
+    counts = sorted({p.records for p in phases if not p.phase.startswith("bulk")})
     if len(counts) < 2:
         return []
     found: list[Growth] = []
@@ -488,6 +528,7 @@ _COLUMNS = (
     "server us/op",
     "pg cpu",
     "client cpu",
+    "WAL B/op",
 )
 
 
@@ -496,7 +537,14 @@ def _row(p: PhaseResult) -> tuple[str, ...]:
     records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
     return (p.phase, str(p.round), f"{p.records:,}", p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}",
             f"{load.p99_ms:.2f}", str(load.errors), f"{p.server_cpu:.2f}", f"{server_micros_per_op(p):,.0f}",
-            f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
+            f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}", f"{wal_per_op(p):,.0f}")  # fmt: skip
+
+
+def wal_per_op(phase: PhaseResult) -> float:
+    """WAL bytes per request (per record in a bulk load), the warm-up's requests and WAL both counted."""
+    load = phase.load
+    done = load.completed_items if load.items != load.requests else load.completed
+    return phase.wal_bytes / done if done else 0.0
 
 
 def server_micros_per_op(phase: PhaseResult) -> float:
@@ -535,6 +583,16 @@ def table(result: BenchResult) -> str:
             f"  {r.phase} vs {r.versus}: rate {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f};"
             f" cpu {' '.join(f'{v:.2f}' for v in r.cpu_per_round)} -> {r.cpu_median:.2f}"
             for r in result.ratios
+        ]
+    if result.sizes:
+        lines += ["", "tables after each bulk load: rows, MB (heap, indexes, TOAST; every partition), bytes per row"]
+        lines += [
+            f"  {reading.build} after {reading.after}: "
+            + "; ".join(
+                f"{t.table} {t.rows:,} rows {t.bytes / 2**20:,.1f} MB {t.bytes_per_row:,.0f} B/row"
+                for t in reading.tables
+            )
+            for reading in result.sizes
         ]
     if result.growth:
         lines += ["", "rate with more records ÷ rate before (medians over rounds):"]
