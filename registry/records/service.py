@@ -306,7 +306,7 @@ class RecordService:
             valid[key] = (index, item)
         chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
         note_patients(item.ihi for _, item in chosen)
-        staged = [(index, item.ihi, item.service_id, item.status.value, item.type.value) for index, item in chosen]
+        staged = [(index, item.ihi, item.service_id, item.status, item.type) for index, item in chosen]
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
             rows = await self._repo.merge_batch(conn, staged)
             summary = self._summarise(results, chosen, rows)
@@ -332,6 +332,7 @@ class RecordService:
         results: list[BatchItemResult | None], chosen: list[tuple[int, BatchItem]], rows: dict[int, BatchRow]
     ) -> BatchResult:
         """Per-item results in request order (the applied items' from their rows), and the counts."""
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
         for index, item in chosen:
             row = rows.get(index)
             if row is None:
@@ -343,6 +344,7 @@ class RecordService:
                     error="the service is not known or not enabled",
                 )
                 continue
+            counts[row.outcome] += 1
             results[index] = BatchItemResult(
                 index=index,
                 result=row.outcome,
@@ -353,7 +355,6 @@ class RecordService:
                 last_updated=row.last_updated,
             )
         final = [r for r in results if r is not None]
-        counts = {name: sum(1 for r in final if r.result == name) for name in ("created", "updated", "unchanged")}
         return BatchResult(
             created=counts["created"],
             updated=counts["updated"],
@@ -371,4 +372,7 @@ class RecordService:
         service_id = services.get(item.service_id)
         if service_id is None:
             service_id = services[item.service_id] = parse_service_id(item.service_id)
-        return BatchItem(ihi=parse_ihi(item.ihi), service_id=service_id, status=item.status, type=item.type)
+        parse_ihi(item.ihi)  # an IHI is valid as it is, or refused
+        if service_id == item.service_id:
+            return item
+        return BatchItem(ihi=item.ihi, service_id=service_id, status=item.status, type=item.type)
