@@ -20,7 +20,14 @@ from schemas.records import (
     RecordHistory,
     RecordList,
 )
-from schemas.types import InvalidValueError, RecordStatus, RecordType, parse_ihi, parse_service_id
+from schemas.types import (
+    InvalidValueError,
+    RecordStatus,
+    RecordType,
+    invalid_ihis,
+    parse_ihi,
+    parse_service_id,
+)
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -275,9 +282,12 @@ class RecordService:
         valid: dict[tuple[str, str], tuple[int, BatchItem]] = {}
         services: dict[str, str] = {}  # as sent -> canonical: a batch names a service many times, checked once
         allowed: dict[str, bool] = {}
+        # A body decoded as items at once has its IHIs checked together; the others are checked one by one.
+        typed = all(isinstance(raw, BatchItem) for raw in items)
+        refused = set(invalid_ihis([raw.ihi for raw in items])) if typed else set()
         for index, raw in enumerate(items):
             try:
-                item = self._parse_item(raw, services)
+                item = self._parse_item(raw, services, ihi_checked=typed and index not in refused)
             except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
                 results[index] = BatchItemResult(index=index, result="error", error=str(exc))
                 continue
@@ -364,7 +374,7 @@ class RecordService:
         )
 
     @staticmethod
-    def _parse_item(raw: Any, services: dict[str, str]) -> BatchItem:
+    def _parse_item(raw: Any, services: dict[str, str], *, ihi_checked: bool = False) -> BatchItem:
         if isinstance(raw, BatchItem):
             item = raw
         else:
@@ -372,7 +382,8 @@ class RecordService:
         service_id = services.get(item.service_id)
         if service_id is None:
             service_id = services[item.service_id] = parse_service_id(item.service_id)
-        parse_ihi(item.ihi)  # an IHI is valid as it is, or refused
+        if not ihi_checked:
+            parse_ihi(item.ihi)  # an IHI is valid as it is, or refused
         if service_id == item.service_id:
             return item
         return BatchItem(ihi=item.ihi, service_id=service_id, status=item.status, type=item.type)
