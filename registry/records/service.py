@@ -314,7 +314,7 @@ class RecordService:
                     error=f"superseded by item {index}, which names the same record",
                 )
             valid[key] = (index, item)
-        chosen = sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
+        chosen = [pair for _, pair in sorted(valid.items())]  # in key order: concurrent batches cannot deadlock
         note_patients(item.ihi for _, item in chosen)
         staged = [(index, item.ihi, item.service_id, item.status, item.type) for index, item in chosen]
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:

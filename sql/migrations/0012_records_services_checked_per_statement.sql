@@ -14,18 +14,19 @@ ALTER TABLE records DROP CONSTRAINT records_service_id_fkey;
 
 CREATE FUNCTION records_check_services() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    v_missing text;
+    v_named text[];
+    v_found integer;
 BEGIN
-    PERFORM 1 FROM services s
-    WHERE s.service_id IN (SELECT DISTINCT n.service_id FROM new_rows n)
-    ORDER BY s.service_id
-    FOR KEY SHARE;
-    SELECT n.service_id INTO v_missing
-    FROM new_rows n
-    WHERE NOT EXISTS (SELECT 1 FROM services s WHERE s.service_id = n.service_id)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'records name service %, which is not in the directory', v_missing
+    -- One pass over the new rows for the services they name (a batch names one or a few).
+    SELECT array_agg(DISTINCT n.service_id) INTO v_named FROM new_rows n;
+    IF v_named IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT count(*) INTO v_found
+    FROM (SELECT 1 FROM services s WHERE s.service_id = ANY (v_named) ORDER BY s.service_id FOR KEY SHARE) locked;
+    IF v_found < cardinality(v_named) THEN
+        RAISE EXCEPTION 'records name service %, which is not in the directory',
+            (SELECT n FROM unnest(v_named) n WHERE NOT EXISTS (SELECT 1 FROM services s WHERE s.service_id = n) LIMIT 1)
             USING ERRCODE = 'foreign_key_violation', TABLE = 'records', COLUMN = 'service_id';
     END IF;
     RETURN NULL;

@@ -34,6 +34,7 @@ import psutil
 from registry.db.migrate import apply_migrations
 from tests.bench.clients import BenchClients
 from tests.bench.loadgen import LoadResult, LoadSpec
+from tests.bench.preload import CHUNK, copy_records
 from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
 from tests.bench.servers import (
     BARE_LABEL,
@@ -167,6 +168,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
     parser.add_argument(
+        "--load", choices=("http", "copy"), default="http",
+        help="how the records get in: http (default), the batch endpoint, measured; copy, COPY straight into each "
+        "build's database (tests.bench.preload: millions in minutes, for --grow-to)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sequential-share", type=float, default=0.5,
         help="share of --records loaded first by one client, one batch after another (default 0.5; 0: none)",
     )  # fmt: skip
@@ -291,6 +297,24 @@ async def _measured(
         pg_cpu=round(pg_cpu / wall, 2),
         wal_bytes=await wal_position(server.database_url) - wal_before,
     )
+
+
+async def _copied(server: ServerProcess, pg: ProcessTree, scenario: Scenario, service_id: str) -> PhaseResult:
+    """A bulk load by ``COPY`` straight into the build's database (``--load copy``), measured like a phase."""
+    start, stop = int(scenario.params["start"]), int(scenario.params["stop"])
+    wal_before, pg_before = await wal_position(server.database_url), pg.cpu_seconds()
+    seconds = await copy_records(server.database_url, service_id, start, stop)
+    count, chunks = stop - start, -(-(stop - start) // CHUNK)
+    load = LoadResult(
+        scenario=scenario.name, concurrency=1, requests=chunks, items=count, errors=0, statuses={}, seconds=seconds,
+        rate=round(chunks / seconds, 1), item_rate=round(count / seconds, 1), p50_ms=0.0, p90_ms=0.0, p99_ms=0.0,
+        max_ms=0.0, client_cpu=0.0, completed=chunks, completed_items=count,
+    )  # fmt: skip
+    return PhaseResult(
+        phase=scenario.name.replace("bulk load", "COPY load"), build=server.build.label, load=load, server_cpu=0.0,
+        pg_cpu=round((pg.cpu_seconds() - pg_before) / seconds, 2),
+        wal_bytes=await wal_position(server.database_url) - wal_before,
+    )  # fmt: skip
 
 
 async def _settle(database_url: str) -> None:
@@ -426,6 +450,10 @@ async def run(args: argparse.Namespace) -> BenchResult:
                     first = (number + round_ - 1) % len(servers)
                     for server in servers[first:] + servers[:first]:
                         print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
+                        if scenario.requests == "batch_load" and args.load == "copy":
+                            measured = await _copied(server, pg, scenario, service_id)
+                            results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
+                            continue
                         measured = await _measured(
                             server,
                             pg,
@@ -453,7 +481,19 @@ async def run(args: argparse.Namespace) -> BenchResult:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to", "mode", "clients")
+    names = (
+        "records",
+        "duration",
+        "concurrency",
+        "workers",
+        "ref",
+        "rounds",
+        "bare",
+        "grow_to",
+        "mode",
+        "clients",
+        "load",
+    )
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
@@ -467,11 +507,11 @@ async def run(args: argparse.Namespace) -> BenchResult:
 
 def growth(phases: Sequence[PhaseResult]) -> list[Growth]:
     """Each build's median rate per timed phase at the largest record count ÷ at the smallest (``--grow-to``)."""
-    counts = sorted({p.records for p in phases if not p.phase.startswith("bulk")})
+    counts = sorted({p.records for p in phases if not p.phase.startswith(("bulk", "COPY"))})
     if len(counts) < 2:
         return []
     found: list[Growth] = []
-    for name, build in dict.fromkeys((p.phase, p.build) for p in phases if not p.phase.startswith("bulk")):
+    for name, build in dict.fromkeys((p.phase, p.build) for p in phases if not p.phase.startswith(("bulk", "COPY"))):
         rates = [
             statistics.median(_rate(p) for p in phases if (p.phase, p.build, p.records) == (name, build, count))
             for count in (counts[0], counts[-1])

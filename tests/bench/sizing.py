@@ -17,8 +17,10 @@ SIZED_TABLES = ("records", "record_history", "audit_events", "audit_chain", "sub
 """The tables that grow with records and requests."""
 
 _SIZE = """
-SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)::bigint AS bytes
-FROM pg_partition_tree($1::regclass) t
+SELECT CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)
+            ELSE pg_total_relation_size(c.oid) END::bigint
+FROM pg_class c WHERE c.oid = $1::regclass
 """
 
 
