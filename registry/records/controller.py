@@ -87,7 +87,7 @@ class RecordController(Controller):
         With ``follow=true`` this registry follows ``registry`` records to the registries they name
         (and theirs in turn) and answers what it learned, with ``unresolved`` for what it could not.
         """
-        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request))
+        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request), answers=True)
 
     @get(
         "/{ihi:str}/history",

@@ -154,6 +154,14 @@ class RecordRepository:
             rows = await conn.fetch(self._q["get_records"], ihi, statuses)
         return [_with_service(row) for row in rows]
 
+    async def for_ihi_audited(
+        self, conn: Connection, ihi: str, statuses: list[str], audit_row: AuditEntry
+    ) -> list[StoredRecord]:
+        """``for_ihi`` and the request's audit row in one statement; the row gets the ids of the records found."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["get_records_audited"], ihi, statuses, *insert_columns([audit_row]))
+        return [_with_service(row) for row in rows]
+
     async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
         """Every change of every record of one IHI, oldest first."""
         with translate_db_errors():

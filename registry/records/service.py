@@ -187,8 +187,13 @@ class RecordService:
         follow: bool = False,
         request_id: str = "",
         deadline: float | None = None,
+        answers: bool = False,
     ) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for.
+
+        ``answers``: the caller answers 200 with what this returns and does nothing more, so a plain
+        look-up on the primary may insert the request's audit row in its own statement (when the
+        audit trail is idle: ``AuditTrail.idle_read``).
 
         With ``follow``, ``registry`` records are resolved at the registries they name (peers are
         asked for the same statuses and told ``request_id`` for their audit), within the federation
@@ -200,8 +205,16 @@ class RecordService:
         """
         ihi = check_ihi(ihi)
         wanted = parse_statuses(statuses)
-        async with self._db.reader() as conn:
-            stored = await self._repo.for_ihi(conn, ihi, wanted)
+        stored: list[StoredRecord] | None = None
+        if answers and not follow and not self._db.has_replica:
+            with self._audit.idle_read() as row:
+                if row is not None:
+                    async with self._db.writer() as conn:
+                        stored = await self._repo.for_ihi_audited(conn, ihi, wanted, row)
+                    self._audit.committed()
+        if stored is None:
+            async with self._db.reader() as conn:
+                stored = await self._repo.for_ihi(conn, ihi, wanted)
         _note_read(stored)
         records = [to_record(s) for s in stored]
         if not follow:

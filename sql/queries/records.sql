@@ -79,6 +79,34 @@ JOIN services s ON s.service_id = r.service_id
 WHERE r.ihi = $1 AND r.status = ANY($2::text[])
 ORDER BY r.service_id;
 
+-- name: get_records_audited
+-- get_records and the request's audit row in one statement: one round trip and one commit, where a
+-- look-up and its row written by the group writer take two round trips (the read's, then the group
+-- insert's). Used for a look-up that arrives while the audit trail is idle (docs/adr/0030). $1, $2
+-- as get_records; $3..$20 the audit row as insert_audit_events takes it (one-element arrays, records
+-- left empty): the row gets the ids of the records the look-up returns, in answer order.
+WITH found AS MATERIALIZED (
+    SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+           s.kind AS service_kind, s.name AS service_name, s.base_url AS service_base_url,
+           s.search_style AS service_search_style
+    FROM records r
+    JOIN services s ON s.service_id = r.service_id
+    WHERE r.ihi = $1 AND r.status = ANY($2::text[])
+), audited AS (
+    INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
+                              method, path, query, client_id, client_service, client_address, token_id, observer,
+                              patients, records)
+    SELECT e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status, e.detail,
+           e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
+           string_to_array(e.patients, ','), ARRAY(SELECT f.record_id FROM found f ORDER BY f.service_id)
+    FROM unnest($3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::smallint[], $9::smallint[],
+                $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::text[], $18::text[], $19::text[], $20::text[])
+         AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
+              client_id, client_service, client_address, token_id, observer, patients, records)
+)
+SELECT * FROM found ORDER BY service_id;
+
 -- name: get_history
 -- Every change of every record of one IHI, oldest first.
 SELECT h.service_id, h.status, h.type, h.change, h.previous_status, h.recorded_at

@@ -88,6 +88,33 @@ async def test_writes_and_reads_record_their_records(
     assert all(row["records"] == [record_id] for row in rows)
 
 
+async def test_a_lone_look_up_writes_the_row_the_group_writer_would(
+    clients: Callable[..., httpx.AsyncClient], client: httpx.AsyncClient, server: RunningServer, gateway: str
+) -> None:
+    """A look-up alone (its row inserted by its own statement) and look-ups among many (rows inserted in groups)
+    leave the same row: same patient, records in answer order, action, status, client; each its own row."""
+    ihi, other = make_ihi(), make_service_id()
+    await server.add_service(other)
+    await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
+    async with clients(headers=await server.headers("admin")) as admin:
+        await admin.put(f"/registry/records/{ihi}/{other}", json={"status": "active"})
+    alone = await client.get(f"/registry/records/{ihi}")
+    async with clients(limits=httpx.Limits(max_connections=40), timeout=60) as wide:
+        crowd = await asyncio.gather(*(wide.get(f"/registry/records/{ihi}") for _ in range(40)))
+    records = dict(await _rows(server.database_url, "SELECT service_id, record_id FROM records WHERE ihi = $1", ihi))
+    in_answer_order = [records[r["serviceId"]] for r in alone.json()["records"]]
+    assert len(in_answer_order) == 2
+    rows = [await _row_of(server.database_url, r) for r in (alone, *crowd)]
+    fields = ("interaction", "action", "outcome", "status", "detail", "patients", "records", "client_id", "path")
+    assert {tuple(str(row[name]) for name in fields) for row in rows} == {
+        ("search-type", "E", "0", "200", "None", str([ihi]), str(in_answer_order), str(rows[0]["client_id"]),
+         f"/registry/records/{ihi}"),
+    }  # fmt: skip
+    assert rows[0]["client_id"] is not None
+    groups = len({row["xid"] for row in rows[1:]})
+    assert groups < len(crowd)  # the crowd's rows were inserted in groups
+
+
 async def test_concurrent_reads_share_inserts_and_precede_their_responses(
     clients: Callable[..., httpx.AsyncClient], client: httpx.AsyncClient, server: RunningServer, gateway: str
 ) -> None:
