@@ -38,6 +38,7 @@ from tests.bench.preload import CHUNK, copy_records
 from tests.bench.scenarios import Scenario, bulk_load_phase, standard_phases
 from tests.bench.servers import (
     BARE_LABEL,
+    LIFTED_LABEL,
     ROOT,
     Build,
     ProcessTree,
@@ -160,6 +161,10 @@ def parser() -> argparse.ArgumentParser:
         help="deployment (default): the servers' default settings (per-client rate limit on, info logging), "
         "--clients clients each with its own token from /auth/token; lifted: one operator admin token and the "
         "rate limit lifted (the earlier profile)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compare-lifted", action="store_true",
+        help="also run this checkout in the lifted mode, as a build of its own (label 'lifted'), phases alternating",
     )  # fmt: skip
     parser.add_argument(
         "--clients", type=int, default=32, help="distinct clients in the deployment mode, requests spread over them"
@@ -337,9 +342,11 @@ async def _count_records(database_url: str) -> int:
 
 
 @contextlib.contextmanager
-def _builds(ref: str | None, patch: Path | None, *, bare: bool) -> Iterator[list[Build]]:
+def _builds(ref: str | None, patch: Path | None, *, bare: bool, lifted: bool = False) -> Iterator[list[Build]]:
     current = Build(label=CHECKOUT, source=ROOT, commit=git_describe(ROOT))
     others = [Build(label=BARE_LABEL, source=ROOT, commit=current.commit, bare=True)] if bare else []
+    if lifted:
+        others.append(Build(label=LIFTED_LABEL, source=ROOT, commit=current.commit, lifted=True))
     if ref is None:
         yield [*others, current]
         return
@@ -358,20 +365,21 @@ async def _migrate(database_url: str) -> None:
 @contextlib.asynccontextmanager
 async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -> AsyncIterator[list[ServerProcess]]:
     """A ready server per build, each on its own empty database (migrated by ``serve``); stopped at the end."""
-    settings: dict[str, str] = {}
-    if args.mode == "lifted":  # one client for every request: lift its rate limit (200 requests/s by default)
-        settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
+    # One client for every request: lift its rate limit (200 requests/s by default).
+    lifting = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
+    settings = lifting if args.mode == "lifted" else {}
     settings |= _pairs(args.server_env, "=")
     servers: list[ServerProcess] = []
-    with _builds(args.ref, args.ref_patch, bare=args.bare) as builds:
+    with _builds(args.ref, args.ref_patch, bare=args.bare, lifted=args.compare_lifted) as builds:
         try:
             for number, build in enumerate(builds):
                 database_url = await cluster.empty_database(f"bench_{number}")
                 if build.bare:  # the registry migrates its own database; the bare app needs it done
                     await _migrate(database_url)
+                own = lifting | _pairs(args.server_env, "=") if build.lifted else settings
                 servers.append(
                     ServerProcess(build, python=args.python, database_url=database_url, workers=args.workers,
-                                  work=work, settings=settings)
+                                  work=work, settings=own)
                 )  # fmt: skip
             for server in servers:
                 server.wait_ready()
@@ -437,7 +445,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
                 clients: dict[str, BenchClients] = {}
                 for server in servers:
                     await add_service(server.database_url, service_id)
-                    if args.mode == "deployment" and auth[server.build.label]:
+                    if args.mode == "deployment" and auth[server.build.label] and not server.build.lifted:
                         clients[server.build.label] = await BenchClients.register(
                             base_url=server.base_url,
                             database_url=server.database_url,

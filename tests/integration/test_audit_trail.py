@@ -13,7 +13,7 @@ import pytest
 from registry.audit.chain import seal, verify
 from registry.audit.repository import AuditRepository
 from registry.audit.writer import AuditUnavailable, AuditWriter
-from registry.config import AuditSettings, LogSettings, RecordSettings, Settings
+from registry.config import AuditSettings, LogSettings, Settings
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditLedger
@@ -101,7 +101,8 @@ async def test_a_lone_look_up_writes_the_row_the_group_writer_would(
     alone = await client.get(f"/registry/records/{ihi}")
     async with clients(limits=httpx.Limits(max_connections=40), timeout=60) as wide:
         crowd = await asyncio.gather(*(wide.get(f"/registry/records/{ihi}") for _ in range(40)))
-    records = dict(await _rows(server.database_url, "SELECT service_id, record_id FROM records WHERE ihi = $1", ihi))
+    stored = await _rows(server.database_url, "SELECT service_id, record_id FROM records WHERE ihi = $1", ihi)
+    records = {row["service_id"]: row["record_id"] for row in stored}
     in_answer_order = [records[r["serviceId"]] for r in alone.json()["records"]]
     assert len(in_answer_order) == 2
     rows = [await _row_of(server.database_url, r) for r in (alone, *crowd)]
@@ -157,7 +158,7 @@ async def test_a_write_whose_audit_row_fails_changes_nothing(fresh: str) -> None
         )
     finally:
         await conn.close()
-    settings = Settings(log=LogSettings(access=False), records=RecordSettings(batch_chunk_size=100))
+    settings = Settings(log=LogSettings(access=False))
     ihi, batch = make_ihi(), [make_ihi() for _ in range(250)]
     async with running_server(settings, fresh, make_service_id()) as server:
         gateway = make_service_id()
