@@ -167,6 +167,11 @@ def parser() -> argparse.ArgumentParser:
         help="also run this checkout in the lifted mode, as a build of its own (label 'lifted'), phases alternating",
     )  # fmt: skip
     parser.add_argument(
+        "--against-records", type=int, metavar="N",
+        help="also run this checkout on a database of N records, as a build of its own, phases alternating "
+        "(growth measured in one run: --records 10000000 --against-records 1000000)",
+    )  # fmt: skip
+    parser.add_argument(
         "--clients", type=int, default=32, help="distinct clients in the deployment mode, requests spread over them"
     )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
@@ -304,6 +309,31 @@ async def _measured(
     )
 
 
+def _resized(args: argparse.Namespace, service_id: str, headers: dict[str, str]) -> dict[tuple[int, int], Scenario]:
+    """The timed phases of the build at ``--against-records``, by (round, phase within the round)."""
+    resized: dict[tuple[int, int], Scenario] = {}
+    for round_ in range(args.rounds if args.against_records else 0):
+        timed = standard_phases(
+            records=args.against_records, service_id=service_id, concurrency=args.concurrency,
+            duration=args.duration, headers=headers, round_=round_, rounds=args.rounds,
+        )  # fmt: skip
+        resized |= {(round_ + 1, number): phase for number, phase in enumerate(timed)}
+    return resized
+
+
+def _sized(scenario: Scenario, build: Build, timed: Scenario | None) -> Scenario | None:
+    """The scenario as a build of another size runs it: its own timed phases, its loads cut at its size (None:
+    nothing of this load is its)."""
+    if build.records is None:
+        return scenario
+    if scenario.requests != "batch_load":
+        return timed
+    start, stop = min(int(scenario.params["start"]), build.records), min(int(scenario.params["stop"]), build.records)
+    if start >= stop:
+        return None
+    return msgspec.structs.replace(scenario, params={**scenario.params, "start": start, "stop": stop})
+
+
 async def _copied(server: ServerProcess, pg: ProcessTree, scenario: Scenario, service_id: str) -> PhaseResult:
     """A bulk load by ``COPY`` straight into the build's database (``--load copy``), measured like a phase."""
     start, stop = int(scenario.params["start"]), int(scenario.params["stop"])
@@ -342,11 +372,15 @@ async def _count_records(database_url: str) -> int:
 
 
 @contextlib.contextmanager
-def _builds(ref: str | None, patch: Path | None, *, bare: bool, lifted: bool = False) -> Iterator[list[Build]]:
+def _builds(
+    ref: str | None, patch: Path | None, *, bare: bool, lifted: bool = False, against: int | None = None
+) -> Iterator[list[Build]]:
     current = Build(label=CHECKOUT, source=ROOT, commit=git_describe(ROOT))
     others = [Build(label=BARE_LABEL, source=ROOT, commit=current.commit, bare=True)] if bare else []
     if lifted:
         others.append(Build(label=LIFTED_LABEL, source=ROOT, commit=current.commit, lifted=True))
+    if against:
+        others.append(Build(label=f"at {against:,}", source=ROOT, commit=current.commit, records=against))
     if ref is None:
         yield [*others, current]
         return
@@ -370,7 +404,9 @@ async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -
     settings = lifting if args.mode == "lifted" else {}
     settings |= _pairs(args.server_env, "=")
     servers: list[ServerProcess] = []
-    with _builds(args.ref, args.ref_patch, bare=args.bare, lifted=args.compare_lifted) as builds:
+    with _builds(
+        args.ref, args.ref_patch, bare=args.bare, lifted=args.compare_lifted, against=args.against_records
+    ) as builds:
         try:
             for number, build in enumerate(builds):
                 database_url = await cluster.empty_database(f"bench_{number}")
@@ -427,6 +463,7 @@ async def run(args: argparse.Namespace) -> BenchResult:
         timed = standard_phases(records=args.grow_to, first=args.records, service_id=service_id,
                                 concurrency=args.concurrency, duration=args.duration, headers=headers)  # fmt: skip
         phases += [(grown, number + 1, args.grow_to, phase) for number, phase in enumerate(timed)]
+    resized = _resized(args, service_id, headers)
     print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
     ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
     work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
@@ -457,21 +494,19 @@ async def run(args: argparse.Namespace) -> BenchResult:
                     # Rotate who goes first, from phase to phase and from round to round.
                     first = (number + round_ - 1) % len(servers)
                     for server in servers[first:] + servers[:first]:
-                        print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
-                        if scenario.requests == "batch_load" and args.load == "copy":
-                            measured = await _copied(server, pg, scenario, service_id)
-                            results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
+                        own = _sized(scenario, server.build, resized.get((round_, number)))
+                        if own is None:
                             continue
-                        measured = await _measured(
-                            server,
-                            pg,
-                            scenario,
-                            auth[server.build.label],
-                            profile=args.profile,
-                            round_=round_,
-                            clients=clients.get(server.build.label),
-                        )
-                        results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
+                        print(f"{own.name} (round {round_}) on {server.build.label} ...", flush=True)
+                        if own.requests == "batch_load" and args.load == "copy":
+                            measured = await _copied(server, pg, own, service_id)
+                        else:
+                            measured = await _measured(
+                                server, pg, own, auth[server.build.label], profile=args.profile, round_=round_,
+                                clients=clients.get(server.build.label),
+                            )  # fmt: skip
+                        size = loaded if server.build.records is None else min(loaded, server.build.records)
+                        results.append(msgspec.structs.replace(measured, round=round_, records=size))
                     if scenario.requests == "batch_load":
                         for server in servers:
                             await _settle(server.database_url)
@@ -514,16 +549,15 @@ async def run(args: argparse.Namespace) -> BenchResult:
 
 
 def growth(phases: Sequence[PhaseResult]) -> list[Growth]:
-    """Each build's median rate per timed phase at the largest record count ÷ at the smallest (``--grow-to``)."""
-    counts = sorted({p.records for p in phases if not p.phase.startswith(("bulk", "COPY"))})
-    if len(counts) < 2:
-        return []
+    """Each build's median rate per timed phase at its largest record count ÷ at its smallest (``--grow-to``)."""
     found: list[Growth] = []
-    for name, build in dict.fromkeys((p.phase, p.build) for p in phases if not p.phase.startswith(("bulk", "COPY"))):
-        rates = [
-            statistics.median(_rate(p) for p in phases if (p.phase, p.build, p.records) == (name, build, count))
-            for count in (counts[0], counts[-1])
-        ]
+    timed = [p for p in phases if not p.phase.startswith(("bulk", "COPY"))]
+    for name, build in dict.fromkeys((p.phase, p.build) for p in timed):
+        mine = [p for p in timed if (p.phase, p.build) == (name, build)]
+        counts = sorted({p.records for p in mine})
+        if len(counts) < 2:
+            continue
+        rates = [statistics.median(_rate(p) for p in mine if p.records == count) for count in (counts[0], counts[-1])]
         found.append(
             Growth(phase=name, build=build, records_before=counts[0], records_after=counts[-1],
                    rate_before=rates[0], rate_after=rates[1], ratio=round(rates[1] / rates[0], 3) if rates[0] else 0.0)

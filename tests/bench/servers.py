@@ -66,6 +66,8 @@ class Build:
     """The bare reference app (``tests.bench.bare``) rather than the registry."""
     lifted: bool = False
     """Run as the earlier benchmark did: one operator admin token for every request, the rate limit lifted."""
+    records: int | None = None
+    """Records its database holds when not ``--records`` (``--against-records``: the same code at another size)."""
 
 
 BARE_LABEL = "bare"
