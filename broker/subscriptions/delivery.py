@@ -50,12 +50,12 @@ from broker.subscriptions.retry import RetryPolicy, parse_schedule
 from registry.log import get_logger
 
 if TYPE_CHECKING:
-    from broker.subscriptions.endpoints import EndpointPolicy
     from broker.subscriptions.metrics import LatencyHistogram
     from broker.subscriptions.notifier import Attempt
     from broker.subscriptions.repository import Claimed, StoredEvent, StoredSubscription, SubscriptionRepository
     from registry.config import SubscriptionSettings
     from registry.db.pool import Connection, Database
+    from registry.outbound.egress import AddressPolicy
     from schemas.fhir.canonical import Canonicals
 
 __all__ = ("CHANNEL", "DeliveryWorker")
@@ -82,7 +82,7 @@ class DeliveryWorker:
         *,
         listen_url: str,
         canon: Canonicals,
-        policy: EndpointPolicy,
+        policy: AddressPolicy,
         latency: LatencyHistogram,
     ) -> None:
         self._db = db

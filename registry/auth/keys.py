@@ -14,7 +14,10 @@ Purposes:
 
 - ``issuer``: signs access tokens (RS256: verification is the cheap operation of RSA);
 - ``outbound``: signs this instance's client assertions to peers and gateways (RS384, as SMART
-  Backend Services recommends).
+  Backend Services recommends);
+- ``audit``: signs the audit trail's monthly checkpoints (RS256). Not in ``/.well-known/jwks.json``
+  (nothing it signs is a token); its public halves are published with the checkpoints, and a
+  retired one is never forgotten: old checkpoints are verified with it.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, KeyRow
     from registry.db.pool import Database
 
-__all__ = ("ISSUER", "OUTBOUND", "KeyRing", "Keys")
+__all__ = ("AUDIT", "ISSUER", "OUTBOUND", "KeyRing", "Keys")
 
 ISSUER = "issuer"
 OUTBOUND = "outbound"
-_ALG = {ISSUER: "RS256", OUTBOUND: "RS384"}
+AUDIT = "audit"
+_ALG = {ISSUER: "RS256", OUTBOUND: "RS384", AUDIT: "RS256"}
 _RSA_BITS = 2048
 _UNKNOWN_KID_RELOAD_SECONDS = 1.0
 _log = get_logger("registry.auth.keys")
@@ -77,10 +81,12 @@ class Keys:
     """The active issuer key (signs access tokens)."""
     outbound: RSAKey
     """The active outbound key (signs this instance's client assertions)."""
+    audit: RSAKey
+    """The active audit key (signs the audit trail's checkpoints)."""
     issuer_keys: KeySet
     """Every live issuer key, public halves only: what the built-in issuer's tokens verify against."""
     jwks: dict[str, Any]
-    """The published JWKS: live issuer keys and live outbound keys (public halves, distinct kids)."""
+    """The published JWKS: live issuer keys and live outbound keys (public halves, distinct kids; no audit key)."""
     loaded_at: float = field(default_factory=time.monotonic)
 
 
@@ -103,10 +109,10 @@ class KeyRing:
         return self._keys
 
     async def ensure(self) -> Keys:
-        """Create the active issuer and outbound keys when missing, then load every live key."""
+        """Create the active issuer, outbound and audit keys when missing, then load every live key."""
         async with self._db.writer() as conn:
             existing = {row.purpose for row in await self._repo.live_keys(conn) if row.retired_at is None}
-            for purpose in (ISSUER, OUTBOUND):
+            for purpose in _ALG:
                 if purpose not in existing:
                     kid = await self._add(conn, purpose)
                     _log.info("key_created", purpose=purpose, kid=kid)
@@ -118,7 +124,7 @@ class KeyRing:
         async with self._db.writer() as conn:
             rows = await self._repo.live_keys(conn)
         active = {row.purpose: row for row in rows if row.retired_at is None}
-        missing = {ISSUER, OUTBOUND} - set(active)
+        missing = set(_ALG) - set(active)
         if missing:
             raise RuntimeError(
                 f"no active {', '.join(sorted(missing))} key: run `ief-registry db upgrade` or start `serve`"
@@ -128,8 +134,9 @@ class KeyRing:
         self._keys = Keys(
             issuer=imported[active[ISSUER].kid].private,
             outbound=imported[active[OUTBOUND].kid].private,
+            audit=imported[active[AUDIT].kid].private,
             issuer_keys=KeySet(issuer_public),
-            jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows]},
+            jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows if row.purpose != AUDIT]},
         )
         return self._keys
 

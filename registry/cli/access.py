@@ -47,7 +47,6 @@ def token(runtime: Runtime, scopes: str, service_id: str | None, lifetime: int |
         lambda session: mint(session, wanted, lifetime, bound),
         migrate=True,
         auth=True,
-        auth_service_id=bound,
     )
     click.echo(issued)
 
@@ -59,12 +58,15 @@ def keys() -> None:
 
 @keys.command("rotate")
 @click.option("--outbound", is_flag=True, help="Rotate the outbound key (client assertions to peers) instead.")
+@click.option("--audit", "audit_key", is_flag=True, help="Rotate the audit key (signs checkpoints) instead.")
 @click.pass_obj
-def keys_rotate(runtime: Runtime, outbound: bool) -> None:
+def keys_rotate(runtime: Runtime, outbound: bool, audit_key: bool) -> None:
     """Make a new active signing key; the old one stays published until its tokens have expired."""
-    from registry.auth.keys import ISSUER, OUTBOUND
+    from registry.auth.keys import AUDIT, ISSUER, OUTBOUND
 
-    purpose = OUTBOUND if outbound else ISSUER
+    if outbound and audit_key:
+        raise click.ClickException("rotate one key at a time: --outbound or --audit")
+    purpose = OUTBOUND if outbound else AUDIT if audit_key else ISSUER
     kid = runtime.run(runtime.settings(), lambda session: session.auth.keys.rotate(purpose), migrate=True, auth=True)
     click.echo(f"new active {purpose} key {kid}")
 

@@ -11,6 +11,7 @@ from registry.audit.context import WriteOutcome, note_patients, note_records
 from registry.checks import check_ihi, check_service_id
 from registry.log import get_logger
 from registry.records.lifecycle import WRITE_STATUS, parse_statuses
+from schemas import strictjson
 from schemas.audit import Action
 from schemas.records import (
     BatchItem,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = ("RecordService", "Referrals", "check_actor", "to_record")
 
 _log = get_logger(__name__)
-_item_decoder = msgspec.json.Decoder()
 
 
 def _refusal(actor: Principal, service_id: str) -> str:
@@ -301,7 +301,7 @@ class RecordService:
         for index, raw in enumerate(items):
             try:
                 item = self._parse_item(raw, services, ihi_checked=typed and index not in refused)
-            except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
+            except (msgspec.ValidationError, strictjson.JsonError, InvalidValueError) as exc:
                 results[index] = BatchItemResult(index=index, result="error", error=str(exc))
                 continue
             may = allowed.get(item.service_id)
@@ -391,7 +391,7 @@ class RecordService:
         if isinstance(raw, BatchItem):
             item = raw
         else:
-            item = msgspec.convert(_item_decoder.decode(raw) if isinstance(raw, bytes) else raw, BatchItem)
+            item = msgspec.convert(strictjson.decode(raw) if isinstance(raw, bytes) else raw, BatchItem)
         service_id = services.get(item.service_id)
         if service_id is None:
             service_id = services[item.service_id] = parse_service_id(item.service_id)

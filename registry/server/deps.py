@@ -17,6 +17,7 @@ from litestar.di import Provide
 from broker.discovery.resources import DiscoveryResources
 from broker.discovery.service import DiscoveryService
 from broker.subscriptions.resources import SubscriptionResources
+from registry.audit.checkpoints import PublishedCheckpoints
 from registry.auth.scopes import Principal, caller_of
 from registry.auth.wiring import AuthParts
 from registry.config import Settings
@@ -62,6 +63,10 @@ def _discovery(state: State) -> DiscoveryService:
     return services_of(state).discovery
 
 
+def _checkpoints(state: State) -> PublishedCheckpoints:
+    return services_of(state).checkpoints
+
+
 def dependencies(
     settings: Settings, *, canon: Canonicals, metrics: Metrics, metadata: Metadata, conformance: Conformance
 ) -> dict[str, Provide]:
@@ -95,6 +100,7 @@ def dependencies(
         "records": _records,
         "directory": _directory,
         "discovery": _discovery,
+        "audit_checkpoints": _checkpoints,
         "metrics": lambda: metrics,
         "fhir_settings": lambda: settings.fhir,
         "fhir_metadata": lambda: metadata,

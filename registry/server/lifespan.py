@@ -1,7 +1,8 @@
 """The lifespan of one server process: the platform opened once, then each feature's services, in order.
 
-Platform first: the database (its schema must be at this release's head), the audit trail (group
-writer and sealer), the authentication parts (keys, issuer, outbound credentials). Then the
+Platform first: the database (its schema must be at this release's head), the authentication
+parts (keys, issuer, outbound credentials), the audit trail (its months made ahead, then the group
+writer and the sealer, which signs each closed month's checkpoint with the audit key). Then the
 features, each through its plugin's typed ``open``: the directory, federation's resolver (which
 the records service takes as its ``Referrals``), the records service, the broker (which locates
 through the records service), subscriptions (and their delivery worker). The result is one typed
@@ -22,6 +23,8 @@ from broker.discovery.locator import RecordsLocator
 from broker.discovery.plugin import DiscoveryPlugin
 from broker.subscriptions.plugin import SubscriptionsPlugin
 from federation.plugin import FederationPlugin
+from registry.audit.checkpoints import CheckpointSigner, PublishedCheckpoints
+from registry.audit.partitions import MonthKeeper
 from registry.audit.repository import AuditRepository
 from registry.audit.service import AuditService
 from registry.auth.wiring import start_auth
@@ -30,6 +33,7 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.outbound.egress import outbound_policy
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
 
@@ -66,6 +70,7 @@ class Services:
     directory: DirectoryService
     records: RecordService
     audit: AuditService
+    checkpoints: PublishedCheckpoints
     discovery: DiscoveryService
     subscriptions: SubscriptionService
 
@@ -112,11 +117,15 @@ def lifespan(
             db = await open_database(database_url, settings.database)
             stack.push_async_callback(db.close)
             await _require_schema_at_head(db)
-            await trail.start(db, write_timeout=settings.database.command_timeout)
-            stack.push_async_callback(trail.stop)
             auth = await start_auth(db, queries, settings, service_id)
             stack.push_async_callback(auth.close)
-            directory = DirectoryService(db, ServiceRepository(queries))
+            audit_repository = AuditRepository(queries)
+            # Before the first request: its audit row needs this month's partition.
+            await stack.enter_async_context(MonthKeeper(db, audit_repository).running())
+            signer = CheckpointSigner(key=lambda: auth.keys.keys.audit, issuer=trail.observer)
+            await trail.start(db, write_timeout=settings.database.command_timeout, signer=signer)
+            stack.push_async_callback(trail.stop)
+            directory = DirectoryService(db, ServiceRepository(queries), policy=outbound_policy(settings))
             referrals = await stack.enter_async_context(
                 federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
             )
@@ -132,8 +141,9 @@ def lifespan(
                     db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url
                 )
             )
-            audit = AuditService(db, AuditRepository(queries), settings.fhir)
-            app.state.services = Services(db, auth, directory, records, audit, broker, notifications)
+            audit = AuditService(db, audit_repository, settings.fhir)
+            checkpoints = PublishedCheckpoints(db, audit_repository)
+            app.state.services = Services(db, auth, directory, records, audit, checkpoints, broker, notifications)
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield
 

@@ -92,6 +92,10 @@ LIMIT $4;
 -- Claim up to $1 subscriptions with a handshake or events to send whose wait is over, for $2 seconds
 -- beyond each one's timeout, for worker $3. Rows another worker (or a registration) holds are skipped.
 -- With each: its owner's state and, when nothing is in flight, the next events to send (up to maxCount).
+-- The first claim of those events pins their range (`inflight_last`, with no body stored) until their
+-- delivery is recorded: a notification sent but not recorded (its worker killed, the database failing
+-- over after the 2xx) is claimed again with the same events, so it is the same bytes and webhook-id,
+-- however many events arrived meanwhile.
 WITH due AS (
     SELECT s.subscription_id
     FROM subscriptions s
@@ -106,16 +110,24 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE subscriptions s
-SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3
+SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3,
+    inflight_last = CASE
+        WHEN s.status <> 'active' OR s.inflight_kind IS NOT NULL THEN s.inflight_last
+        WHEN s.inflight_last > s.delivered_through THEN s.inflight_last  -- pinned by an earlier claim
+        ELSE (SELECT max(p.event_number)
+              FROM (SELECT ev.event_number FROM subscription_events ev
+                    WHERE ev.subscription_id = s.subscription_id AND ev.event_number > s.delivered_through
+                    ORDER BY ev.event_number
+                    LIMIT s.max_count) p)
+    END
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
 RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource,
           (SELECT coalesce(json_agg(e ORDER BY e.event_number), '[]'::json)
            FROM (SELECT ev.* FROM subscription_events ev
                  WHERE s.status = 'active' AND s.inflight_kind IS NULL AND ev.subscription_id = s.subscription_id
-                   AND ev.event_number > s.delivered_through
-                 ORDER BY ev.event_number
-                 LIMIT s.max_count) e) AS next_events;
+                   AND ev.event_number > s.delivered_through AND ev.event_number <= s.inflight_last
+                 ORDER BY ev.event_number) e) AS next_events;
 
 -- name: claim_heartbeats
 -- Claim up to $1 active subscriptions whose heartbeat is due and that have nothing else to send.
