@@ -149,6 +149,7 @@ def parse_ihi(value: str) -> str:
     return value
 
 
+_ASCII_DIGITS = b"0123456789"
 _DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED_VALUES = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 _IHI_PREFIX_BYTES = IHI_PREFIX.encode()
@@ -170,7 +171,7 @@ def invalid_ihis(values: Sequence[str]) -> list[int]:
         not count
         or len(raw) != 16 * count
         or any(len(value) != 16 for value in values)
-        or not raw.isdigit()
+        or raw.translate(None, _ASCII_DIGITS)  # anything left is not an ASCII digit
         or any(raw[at::16] != bytes([digit]) * count for at, digit in enumerate(_IHI_PREFIX_BYTES))
     ):
         return [at for at, value in enumerate(values) if not _DIGITS16.fullmatch(value) or not _valid_ihi_rest(value)]
