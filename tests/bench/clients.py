@@ -25,6 +25,7 @@ from registry.auth.repository import AuthRepository
 from registry.config import DatabaseSettings
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
+from registry.outbound.egress import AddressPolicy
 
 __all__ = ("BenchClients",)
 
@@ -52,7 +53,8 @@ class BenchClients:
         """Register ``count`` clients (a key pair each) in the server's database, as ``clients add`` does."""
         db = await open_database(database_url, DatabaseSettings(pool_min=1, pool_max=2))
         try:
-            service = ClientService(db, AuthRepository(load_queries()))
+            # Clients with their keys inline: the policy of outbound calls (JWKS URLs) is never consulted.
+            service = ClientService(db, AuthRepository(load_queries()), policy=AddressPolicy(dev=False))
             client_ids, keys = [], []
             shared = RSAKey.generate_key(2048, private=True).as_dict(private=True)
             for number in range(count):
