@@ -86,7 +86,8 @@ def _refused(value: str) -> bool:
 
 
 def _garbled(rng: random.Random, ihi: str) -> str:
-    """An IHI with one digit changed, a digit swapped for a letter, its prefix changed, or its length changed."""
+    """An IHI with one digit changed, a digit swapped for a letter or a newline, its prefix changed, its length
+    changed, or a newline after it."""
     at = rng.randrange(16)
     return rng.choice([
         ihi[:at] + str((int(ihi[at]) + rng.randrange(1, 10)) % 10) + ihi[at + 1 :],
@@ -95,6 +96,8 @@ def _garbled(rng: random.Random, ihi: str) -> str:
         ihi[:-1],
         ihi + "0",
         "\uff18" + ihi[1:],  # a full-width eight: a digit to str.isdigit, not to an IHI
+        ihi + "\n",  # a trailing newline, which a pattern anchored with $ lets through
+        ihi[:-1] + "\n",  # sixteen characters, one of them a newline
     ])  # fmt: skip
 
 
