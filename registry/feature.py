@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from litestar.plugins import InitPlugin
 
+from registry.auth.guard import authorize
 from registry.fhirapi.io import fhir_router
 
 if TYPE_CHECKING:
@@ -61,5 +62,7 @@ class FeaturePlugin(InitPlugin):
         app_config.route_handlers.extend(self.routes())
         fhir = self.fhir_routes()
         if fhir:
-            app_config.route_handlers.append(fhir_router(fhir, max_body_bytes=self.settings.http.max_body_bytes))
+            app_config.route_handlers.append(
+                fhir_router(fhir, max_body_bytes=self.settings.http.max_body_bytes, authorize=authorize)
+            )
         return app_config

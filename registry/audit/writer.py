@@ -63,6 +63,11 @@ class AuditWriter:
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no insert in flight."""
+        return not self._queue and not self._in_flight
+
     def start(self) -> None:
         """Start the flusher task."""
         self._task = asyncio.create_task(self._run(), name="audit-writer")

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from registry import errors
 from registry.route import PRINCIPAL_KEY
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = (
     "ADMIN",
     "PRINCIPAL_KEY",
     "Principal",
+    "caller_of",
     "granted_permissions",
     "is_scope",
     "may_hold",
@@ -153,3 +155,15 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | 
     """The authenticated caller of a request, or None when it carries no verified token."""
     value = connection.scope.get("state", {}).get(PRINCIPAL_KEY)
     return value if isinstance(value, Principal) else None
+
+
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The authenticated caller of a request on a route that needs a token.
+
+    Raises:
+        Unauthenticated: no verified token (only on a public route that asks for a caller: a wiring mistake).
+    """
+    principal = principal_of(connection)
+    if principal is None:
+        raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
+    return principal

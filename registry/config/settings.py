@@ -36,7 +36,12 @@ class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 10_000
     batch_chunk_size: Annotated[
         int,
-        Meta(ge=1, le=10_000, description="Batch items written per SQL statement (a whole batch is one transaction)."),
+        Meta(
+            ge=1,
+            le=10_000,
+            description="Ignored: a batch is staged with COPY and applied by one statement (migration 0012); "
+            "kept so that configurations that set it still load.",
+        ),
     ] = 1_000
     lifecycle_chunk_size: Annotated[
         int,

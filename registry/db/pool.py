@@ -39,6 +39,11 @@ class Database:
     read: asyncpg.Pool
     replica_down_until: float = 0.0
 
+    @property
+    def has_replica(self) -> bool:
+        """Whether look-ups read from a replica (``database.read_url``) rather than the primary."""
+        return self.read is not self.primary
+
     @contextlib.asynccontextmanager
     async def writer(self) -> AsyncIterator[Connection]:
         """A primary connection for the block; failing to get one is ``DependencyUnavailable``."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -109,15 +109,34 @@ async def check_fhir_request(connection: ASGIConnection[Any, Any, Any, Any], _ha
             raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
 
 
-def fhir_router(route_handlers: Iterable[ControllerRouterHandler], *, max_body_bytes: int) -> Router:
-    """FHIR controllers mounted under ``/fhir``: the ``_format`` guard and the body limit of every FHIR route."""
+def fhir_router(
+    route_handlers: Iterable[ControllerRouterHandler],
+    *,
+    max_body_bytes: int,
+    authorize: Callable[[Request[Any, Any, Any]], Awaitable[None]] | None = None,
+) -> Router:
+    """FHIR controllers mounted under ``/fhir``: the ``_format`` and result-parameter checks, the answers'
+    shaping and the body limit of every FHIR route.
+
+    ``authorize`` is the application's ``before_request`` hook (authentication and request checks):
+    Litestar runs only the nearest layer's hook, so this router's hook runs it and then checks
+    ``_format`` and the result parameters, in that order. Without it, those are checked by a guard.
+    """
+    if authorize is None:
+        return Router(
+            path="/fhir", route_handlers=list(route_handlers), guards=[check_fhir_request],
+            middleware=[FhirAnswers], request_max_body_size=max_body_bytes,
+        )  # fmt: skip
+    checked_by = authorize
+
+    async def authorized(request: Request[Any, Any, Any]) -> None:
+        await checked_by(request)
+        await check_fhir_request(request, request.scope["route_handler"])
+
     return Router(
-        path="/fhir",
-        route_handlers=list(route_handlers),
-        guards=[check_fhir_request],
-        middleware=[FhirAnswers],
-        request_max_body_size=max_body_bytes,
-    )
+        path="/fhir", route_handlers=list(route_handlers), before_request=authorized,
+        middleware=[FhirAnswers], request_max_body_size=max_body_bytes,
+    )  # fmt: skip
 
 
 def fhir_base(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

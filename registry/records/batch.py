@@ -4,10 +4,10 @@ Items are validated one by one (an invalid item, or one of another service than 
 unless it holds ``admin``, is reported and skipped; of two items naming the same record the later
 wins). Items carrying an ``idempotencyKey`` are claimed in one statement: a key this client sent
 within 24 hours answers its first result again (``replayed``) and writes nothing, or is refused
-when it answered another item. The rest are written in chunks of one ``put_records`` statement
-each, which applies the rules of the single write in SQL (re-registration, the operator's
-decisions, type against kind, routable services); each item's first result is kept for its key in
-the same transaction.
+when it answered another item. The rest are copied (``COPY``) into a staging table and written by
+one set-based statement, ``merge_batch``, which applies the rules of the single write in SQL
+(re-registration, the operator's decisions, type against kind, routable services); each item's
+first result is kept for its key in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from registry.http import refused_json
 from registry.records.idempotency import Answer, Keyed, fingerprint, is_item_key
 from schemas import strictjson
 from schemas.records import BatchItem, BatchItemResult, BatchResult
-from schemas.types import InvalidValueError, parse_ihi, parse_service_id
+from schemas.types import InvalidValueError, invalid_ihis, parse_ihi, parse_service_id
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -55,12 +55,26 @@ def _error(index: int, code: _Code, message: str, item: BatchItem | None = None)
     )  # fmt: skip
 
 
-def _parse(raw: Any) -> BatchItem:
-    value = strictjson.decode(raw) if isinstance(raw, bytes) else raw
-    item = msgspec.convert(value, BatchItem)
+def _parse(raw: Any, services: dict[str, str], *, ihi_checked: bool = False) -> BatchItem:
+    """One item: a ``BatchItem`` as decoded, a decoded JSON value or an NDJSON line, checked and canonical.
+
+    ``services`` maps service IDs as sent to their canonical spelling (a batch names a service many
+    times, checked once); ``ihi_checked``: the IHI was found valid with the batch's others.
+    """
+    if isinstance(raw, BatchItem):
+        item = raw
+    else:
+        item = msgspec.convert(strictjson.decode(raw) if isinstance(raw, bytes) else raw, BatchItem)
     if item.idempotency_key is not None and not is_item_key(item.idempotency_key):
         raise InvalidValueError("an idempotencyKey is 1 to 255 printable ASCII characters (spaces only between others)")
-    return msgspec.structs.replace(item, ihi=parse_ihi(item.ihi), service_id=parse_service_id(item.service_id))
+    service_id = services.get(item.service_id)
+    if service_id is None:
+        service_id = services[item.service_id] = parse_service_id(item.service_id)
+    if not ihi_checked:
+        parse_ihi(item.ihi)  # an IHI is valid as it is, or refused
+    if service_id == item.service_id:
+        return item
+    return msgspec.structs.replace(item, service_id=service_id)
 
 
 class Batch:
@@ -90,9 +104,13 @@ class Batch:
         self._results = [None] * len(items)
         writer = self._writer
         valid: dict[tuple[str, str], tuple[int, BatchItem]] = {}
+        services: dict[str, str] = {}
+        # A body decoded as items at once has its IHIs checked together; the others are checked one by one.
+        typed = all(isinstance(raw, BatchItem) for raw in items)
+        refused = set(invalid_ihis([raw.ihi for raw in items])) if typed else set()
         for index, raw in enumerate(items):
             try:
-                item = _parse(raw)
+                item = _parse(raw, services, ihi_checked=typed and index not in refused)
             except strictjson.JsonError as exc:  # an NDJSON line: not JSON, nested too deep, a key repeated
                 self._results[index] = _error(index, refused_json(exc).code, str(exc))
                 continue
@@ -108,30 +126,19 @@ class Batch:
                 message = f"superseded by item {index}, which names the same record"
                 self._results[earlier[0]] = _error(earlier[0], _Code.INVALID_INPUT, message, item)
             valid[(item.ihi, item.service_id)] = (index, item)
-        return sorted(valid.values(), key=lambda pair: (pair[1].ihi, pair[1].service_id))
+        return [pair for _, pair in sorted(valid.items())]  # in key order: concurrent batches cannot deadlock
 
     async def apply(self, conn: Connection, chosen: list[tuple[int, BatchItem]]) -> BatchResult:
         """Apply the chosen items in the caller's transaction; the per-item results and their counts."""
-        await self._repo.plan_batches(conn)
         keyed = await self._replays(conn, chosen)
         writes = [(index, item) for index, item in chosen if self._results[index] is None]
-        size = self._settings.batch_chunk_size
         rows: dict[int, BatchRow] = {}
-        for start in range(0, len(writes), size):
-            chunk = writes[start : start + size]
-            rows |= await self._repo.put_many(
-                conn,
-                ords=[index for index, _ in chunk],
-                ihis=[item.ihi for _, item in chunk],
-                service_ids=[item.service_id for _, item in chunk],
-                statuses=[str(item.status) for _, item in chunk],
-                types=[str(item.type) for _, item in chunk],
-                reasons=[item.reason for _, item in chunk],
-                writer=self._writer,
-            )
+        if writes:
+            staged = [(index, item.ihi, item.service_id, item.status, item.type, item.reason) for index, item in writes]
+            rows = await self._repo.merge_batch(conn, staged, self._writer)
         for index, item in writes:
             self._results[index] = self._result(index, item, rows[index])
-        self.record_ids = [row.record_id for row in rows.values() if row.record_id is not None]
+        self.record_ids = [record_id for index, _ in writes if (record_id := rows[index].record_id) is not None]
         answers = {
             key: Answer(200, _encoder.encode(self._results[index]))
             for key, index in keyed.items()

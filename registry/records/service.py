@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Connection, Database
     from registry.records.idempotency import IdempotencyRepository
     from registry.records.repository import RecordRepository, RecordVersion, StoredRecord
+    from schemas.audit import AuditEntry
 
 __all__ = ("Idempotent", "Put", "RecordService", "Referrals", "check_actor", "to_record", "writer_of")
 
@@ -265,8 +266,13 @@ class RecordService:
         request_id: str = "",
         deadline: float | None = None,
         actor: Principal | None = None,
+        answers: bool = False,
     ) -> RecordList:
         """The records of one IHI: active ones, or those with the statuses asked for.
+
+        ``answers``: the caller answers 200 with what this returns and does nothing more, so a plain
+        look-up on the primary may insert the request's audit row in its own statement (when the
+        audit trail is idle: ``AuditTrail.idle_read``).
 
         With ``follow``, ``registry`` records are resolved at the registries they name (peers are
         asked for the same statuses and told ``request_id`` for their audit), within the federation
@@ -280,8 +286,17 @@ class RecordService:
         """
         ihi = check_ihi(ihi)
         wanted = parse_statuses(statuses)
-        async with self._db.reader() as conn:
-            stored = await self.disclosed(conn, ihi, wanted, shows_unrouted(statuses, actor))
+        unrouted = shows_unrouted(statuses, actor)
+        stored: list[StoredRecord] | None = None
+        if answers and not follow and not self._db.has_replica:
+            with self._audit.idle_read() as row:
+                if row is not None:
+                    async with self._db.writer() as conn:
+                        stored = await self.disclosed(conn, ihi, wanted, unrouted, audit_row=row)
+                    self._audit.committed()
+        if stored is None:
+            async with self._db.reader() as conn:
+                stored = await self.disclosed(conn, ihi, wanted, unrouted)
         records = [to_record(s) for s in stored]
         if not follow:
             return RecordList(ihi=ihi, records=records)
@@ -290,15 +305,21 @@ class RecordService:
         found = await self._referrals.follow(ihi, records, wanted, request_id=request_id, deadline=deadline)
         return await self._routed(found)
 
-    async def disclosed(self, conn: Connection, ihi: str, statuses: list[str], unrouted: bool) -> list[StoredRecord]:
+    async def disclosed(
+        self, conn: Connection, ihi: str, statuses: list[str], unrouted: bool, *, audit_row: AuditEntry | None = None
+    ) -> list[StoredRecord]:
         """The seam where the records of one patient are selected for a disclosure (look-ups, ``follow``,
         ``$locate``, the broker), noted for the request's audit row.
 
         The routing rule applies here (``routable_service()`` in SQL: records of disabled and retired
         services are left out unless ``unrouted``, an operator's widened look-up); a policy that
-        withholds records from a disclosure composes here too.
+        withholds records from a disclosure composes here too. With ``audit_row`` (``conn`` is the
+        primary's) the same statement inserts the request's audit row, naming the records selected.
         """
-        stored = await self._repo.for_ihi(conn, ihi, statuses, unrouted=unrouted)
+        if audit_row is None:
+            stored = await self._repo.for_ihi(conn, ihi, statuses, unrouted=unrouted)
+        else:
+            stored = await self._repo.for_ihi_audited(conn, ihi, statuses, audit_row, unrouted=unrouted)
         _note_read(stored)
         return stored
 

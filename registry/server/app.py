@@ -23,7 +23,7 @@ from registry.audit.middleware import AuditMiddleware
 from registry.audit.repository import AuditRepository
 from registry.audit.trail import AuditTrail
 from registry.auth.controller import FhirWellKnownController, TokenController, WellKnownController
-from registry.auth.guard import check_route_security, guard, open_options
+from registry.auth.guard import authorize, check_route_security, open_options
 from registry.db.queries import load_queries
 from registry.feature import FeaturePlugin
 from registry.fhir.plugin import AuditEventPlugin, RegistryResourcesPlugin
@@ -100,7 +100,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
     )
     about = metadata(features.capabilities, canon)
     provided = dependencies(settings, canon=canon, metrics=metrics, metadata=about, conformance=conformance(canon))
-    fhir_base = fhir_router(base_routes(), max_body_bytes=settings.http.max_body_bytes)
+    fhir_base = fhir_router(base_routes(), max_body_bytes=settings.http.max_body_bytes, authorize=authorize)
     pages = (index, schema_assets())
     app = Litestar(
         route_handlers=[
@@ -114,7 +114,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
         ],
         plugins=[OperationOutcomePlugin(canon), *features.plugins],
         dependencies=provided,
-        guards=[guard],
+        before_request=authorize,
         lifespan=[opened],
         state=State(
             {

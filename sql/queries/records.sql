@@ -30,62 +30,64 @@ WITH w AS MATERIALIZED (
 )
 SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome FROM w;
 
--- name: put_records
--- Apply a batch chunk in one statement, with every rule of the single write. $1..$6 are parallel
--- arrays (ord, ihi, service_id, status, type, reason), de-duplicated by (ihi, service_id) by the
--- caller; $7..$9 the actor (client, its bound service, admin). Rows are written in key order so
--- that concurrent batches cannot deadlock. Outcome per input row: created, registered (an active
--- record written active again), updated, unchanged, held (an operator's decision the actor may not
--- change), unknown-service or type-mismatch. A row not written reports the values as stored
--- before this statement. IHIs are bpchar, the column's type: compared as text, the joins below
--- could not use the primary key.
-WITH input AS (
-    SELECT i.ord, i.ihi, i.service_id, i.status, i.type, i.reason,
-           CASE WHEN s.service_id IS NULL OR NOT routable_service(s.status) THEN 'unknown-service'
-                WHEN (i.type = 'registry') <> (s.kind = 'registry') THEN 'type-mismatch' END AS problem
-    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[], $6::text[])
-         AS i(ord, ihi, service_id, status, type, reason)
-    LEFT JOIN services s ON s.service_id = i.service_id
-), written AS (
-    INSERT INTO records AS t (ihi, service_id, status, type, change, actor_client, actor_service, actor_admin, reason,
-                              held)
-    SELECT input.ihi, input.service_id, input.status, input.type, 'created', $7, $8, $9, input.reason,
-           $9 AND input.status <> 'active'
-    FROM input WHERE input.problem IS NULL ORDER BY input.ihi, input.service_id
-    ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
-        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now(),
-            change = CASE WHEN t.status = 'active' AND excluded.status = 'active' THEN 'registered'
-                          WHEN t.status <> excluded.status THEN 'status-changed' ELSE 'updated' END,
-            actor_client = excluded.actor_client, actor_service = excluded.actor_service,
-            actor_admin = excluded.actor_admin, reason = excluded.reason, held = excluded.held,
-            previous_service = NULL
-        WHERE ((t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type) OR excluded.status = 'active')
-          AND (NOT t.held OR excluded.actor_admin)
-    RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated, t.change
+-- name: stage_batch
+-- The staging table of one batch: COPY fills it, merge_batch applies it. Temporary and dropped at
+-- commit, so it lives inside the batch's transaction only (safe behind a transaction-mode pooler).
+CREATE TEMP TABLE batch_input (
+    ord        integer NOT NULL,
+    ihi        bpchar  NOT NULL,
+    service_id text    NOT NULL,
+    status     text    NOT NULL,
+    type       text    NOT NULL,
+    reason     text
+) ON COMMIT DROP;
+
+-- name: merge_batch
+-- Apply the staged batch in one statement, with every rule of the single write (put_record() in
+-- 0009_lifecycle.sql); $1..$3 the actor (client, its bound service, admin). An item is written when
+-- its service is routable (routable_service()) and of the kind its type names; it is inserted, or
+-- updated where it re-registers an active record (change `registered`), changes status or type, and
+-- the record holds no operator's decision the actor may not change. The same triggers as any write
+-- follow: history and versions, subscription events, publications, the per-statement service check.
+-- Items are de-duplicated by (ihi, service_id) by the caller and written in key order, so concurrent
+-- batches cannot deadlock. Returns the rows written: version 1 is created, change `registered` a
+-- re-registration, the rest updated; batch_unwritten tells the others apart. The plan needs no
+-- statistics of the staging table: a scan of it, a hashed look-up of the routable services, a sort.
+INSERT INTO records AS t (ihi, service_id, status, type, change, actor_client, actor_service, actor_admin, reason,
+                          held)
+SELECT i.ihi, i.service_id, i.status, i.type, 'created', $1, $2, $3, i.reason, $3 AND i.status <> 'active'
+FROM batch_input i
+WHERE (i.service_id, i.type = 'registry') IN (
+    SELECT s.service_id, s.kind = 'registry' FROM services s WHERE routable_service(s.status)
 )
-SELECT input.ord,
-       coalesce(w.record_id, r.record_id) AS record_id,
-       coalesce(w.status, r.status, input.status) AS status,
-       coalesce(w.type, r.type, input.type) AS type,
-       coalesce(w.last_updated, r.last_updated) AS last_updated,
-       CASE WHEN input.problem IS NOT NULL THEN input.problem
-            WHEN w.version = 1 THEN 'created'
-            WHEN w.change = 'registered' THEN 'registered'
-            WHEN w.version IS NOT NULL THEN 'updated'
-            WHEN r.held AND NOT $9 AND ((r.status, r.type) IS DISTINCT FROM (input.status, input.type)
-                                         OR input.status = 'active') THEN 'held'
+ORDER BY i.ihi, i.service_id
+ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
+    SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now(),
+        change = CASE WHEN t.status = 'active' AND excluded.status = 'active' THEN 'registered'
+                      WHEN t.status <> excluded.status THEN 'status-changed' ELSE 'updated' END,
+        actor_client = excluded.actor_client, actor_service = excluded.actor_service,
+        actor_admin = excluded.actor_admin, reason = excluded.reason, held = excluded.held,
+        previous_service = NULL
+    WHERE ((t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type) OR excluded.status = 'active')
+      AND (NOT t.held OR excluded.actor_admin)
+RETURNING t.ihi::text AS ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated, t.change;
+
+-- name: batch_unwritten
+-- The staged items merge_batch did not write ($1: their ords; $2: the actor is the operator), each
+-- with why: unknown-service (unknown or not routable), type-mismatch (the type does not match the
+-- service's kind), held (an operator's decision the actor may not change; held_reason is the
+-- operator's reason) or unchanged, with the record as stored.
+SELECT i.ord, r.record_id, coalesce(r.status, i.status) AS status, coalesce(r.type, i.type) AS type, r.last_updated,
+       CASE WHEN s.service_id IS NULL OR NOT routable_service(s.status) THEN 'unknown-service'
+            WHEN (i.type = 'registry') <> (s.kind = 'registry') THEN 'type-mismatch'
+            WHEN r.held AND NOT $2 AND ((r.status, r.type) IS DISTINCT FROM (i.status, i.type)
+                                        OR i.status = 'active') THEN 'held'
             ELSE 'unchanged' END AS outcome,
        r.reason AS held_reason
-FROM input
-LEFT JOIN written w ON w.ihi = input.ihi AND w.service_id = input.service_id
-LEFT JOIN records r ON r.ihi = input.ihi AND r.service_id = input.service_id;
-
--- name: custom_batch_plans
--- For the rest of the transaction, plan every statement for its own parameters. asyncpg prepares
--- put_records; from its sixth execution PostgreSQL may switch to a generic plan, which estimates
--- unnest($n) at 10 rows and joins `written` to `input` with a nested loop: 1,000 x 1,000
--- comparisons per chunk, four to six times the chunk's time (docs/benchmarks.md).
-SET LOCAL plan_cache_mode = force_custom_plan;
+FROM batch_input i
+LEFT JOIN services s ON s.service_id = i.service_id
+LEFT JOIN records r ON r.ihi = i.ihi AND r.service_id = i.service_id
+WHERE i.ord = ANY($1::int[]);
 
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service (kind,
@@ -103,6 +105,34 @@ ORDER BY r.service_id;
 -- name: unrouted_services
 -- The services among $1 that the directory knows and does not route to (routable_service()).
 SELECT service_id FROM services WHERE service_id = ANY($1::text[]) AND NOT routable_service(status);
+
+-- name: get_records_audited
+-- get_records and the request's audit row in one statement: one round trip and one commit, where a
+-- look-up and its row written by the group writer take two round trips (the read's, then the group
+-- insert's). Used for a look-up that arrives while the audit trail is idle (docs/adr/0031). $1..$3
+-- as get_records; $4..$21 the audit row as insert_audit_events takes it (one-element arrays, records
+-- left empty): the row gets the ids of the records the look-up returns, in answer order.
+WITH found AS MATERIALIZED (
+    SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+           s.kind AS service_kind, s.name AS service_name, s.base_url AS service_base_url,
+           s.search_style AS service_search_style, s.status AS service_status
+    FROM records r
+    JOIN services s ON s.service_id = r.service_id
+    WHERE r.ihi = $1 AND r.status = ANY($2::text[]) AND ($3 OR routable_service(s.status))
+), audited AS (
+    INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
+                              method, path, query, client_id, client_service, client_address, token_id, observer,
+                              patients, records)
+    SELECT e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status, e.detail,
+           e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
+           string_to_array(e.patients, ','), ARRAY(SELECT f.record_id FROM found f ORDER BY f.service_id)
+    FROM unnest($4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[], $9::smallint[], $10::smallint[],
+                $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[],
+                $18::text[], $19::text[], $20::text[], $21::text[])
+         AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
+              client_id, client_service, client_address, token_id, observer, patients, records)
+)
+SELECT * FROM found ORDER BY service_id;
 
 -- name: get_history
 -- Every change of every record of one IHI, oldest first, with who made it.

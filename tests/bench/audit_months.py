@@ -1,6 +1,6 @@
 """Audit rows into monthly partitions: ``python -m tests.bench.audit_months [--rounds N]``.
 
-Two databases in one throwaway cluster: one migrated to 0006 (``audit_events`` one table), one to
+Two databases in one throwaway cluster: one migrated to 0007 (``audit_events`` one table), one to
 head (monthly partitions). The same ``insert_audit_events`` statement writes groups of 1 row (a
 lone request's row, one commit each) and of 100 (a group commit) into each, in alternating
 rounds, and the median rates and their ratio (months / before) are printed.

@@ -6,8 +6,8 @@
   service's directory entry), answered as a ``RecordList``;
 - ``PUT /registry/records/{ihi}/{serviceId}``: the ``put_record`` query, answered as a ``Record``
   with 201 or 200;
-- ``POST /registry/records:batch``: a JSON array of items, sorted and de-duplicated by key, written
-  with the ``put_records`` query in chunks of 1,000 in one transaction; answered with the counts;
+- ``POST /registry/records:batch``: a JSON array of items, sorted and de-duplicated by key,
+  staged with ``COPY`` and applied by ``merge_batch`` in one transaction; answered with the counts;
 - ``GET /health/ready``: 200.
 
 The SQL is the registry's own (``sql/queries/records.sql``), the pool is opened as the registry
@@ -37,7 +37,6 @@ from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind
 
 __all__ = ("create_bare_app", "main")
 
-_CHUNK = 1000
 _ACTIVE = [str(RecordStatus.ACTIVE)]
 
 
@@ -104,27 +103,14 @@ async def put_record(state: State, request: Request[Any, Any, Any], ihi: str, se
 
 @post("/registry/records:batch", status_code=200, request_max_body_size=64 * 2**20)
 async def batch(state: State, request: Request[Any, Any, Any]) -> _BatchCounts:
-    """Write many records in one transaction (the registry's ``put_records``, chunked)."""
+    """Write many records in one transaction (the registry's ``stage_batch``, ``COPY`` and ``merge_batch``)."""
     items = {(i.ihi, i.service_id): i for i in _batch_decoder.decode(await request.body())}
-    chosen = [items[key] for key in sorted(items)]
-    written = 0
+    staged = [(n, *key, items[key].status, items[key].type, None) for n, key in enumerate(sorted(items))]
     async with state.db.primary.acquire() as conn, conn.transaction():
-        for start in range(0, len(chosen), _CHUNK):
-            chunk = chosen[start : start + _CHUNK]
-            rows = await conn.fetch(
-                state.queries["put_records"],
-                list(range(start, start + len(chunk))),
-                [i.ihi for i in chunk],
-                [i.service_id for i in chunk],
-                [i.status for i in chunk],
-                [i.type for i in chunk],
-                [None] * len(chunk),
-                "bench",
-                chunk[0].service_id,
-                False,
-            )
-            written += len(rows)
-    return _BatchCounts(written=written)
+        await conn.execute(state.queries["stage_batch"])
+        await conn.copy_records_to_table("batch_input", records=staged)
+        rows = await conn.fetch(state.queries["merge_batch"], "bench", staged[0][2] if staged else "", False)
+    return _BatchCounts(written=len(rows))
 
 
 @get("/health/ready")

@@ -54,6 +54,10 @@ class LoadResult(msgspec.Struct, kw_only=True):
     max_ms: float
     client_cpu: float
     """Cores the load generator itself used on average (user + system CPU / wall time)."""
+    completed: int = 0
+    """Every request answered, the warm-up's included (what the server did in the phase, for per-request costs)."""
+    completed_items: int = 0
+    """Items carried by every successful request, the warm-up's included."""
 
 
 class _ConnectionLost(Exception):
@@ -156,6 +160,8 @@ class _Recorder:
         self.statuses: dict[str, int] = {}
         self.items = 0
         self.errors = 0
+        self.completed = 0
+        self.completed_items = 0
 
     def take(self) -> tuple[bytes, int] | None:
         if self._next >= len(self._requests):
@@ -199,6 +205,9 @@ async def _worker(spec: LoadSpec, port: int, recorder: _Recorder, measure_from: 
             except _ConnectionLost:
                 status = None
             finished = clock()
+            recorder.completed += 1
+            if status is not None and 200 <= status < 300:
+                recorder.completed_items += items
             if started >= measure_from:
                 recorder.record(status, finished - started, items)
             if connection.closed:
@@ -222,7 +231,11 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     """Run one scenario against ``spec.host:spec.port`` and measure it."""
     scenario = spec.scenario
     host = f"{spec.host}:{spec.port}"
-    requests = [(encode_request(r, host, scenario.headers), r.items) for r in build_requests(scenario)]
+    sets = [extra | scenario.headers for extra in scenario.header_sets] or [scenario.headers]
+    requests = [
+        (encode_request(r, host, sets[number % len(sets)]), r.items)
+        for number, r in enumerate(build_requests(scenario))
+    ]
     if not requests:
         raise ValueError(f"scenario {scenario.name!r} has no requests")
     recorder = _Recorder(requests, cycle=scenario.duration is not None)
@@ -252,6 +265,8 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         p99_ms=round(_percentile(ordered, 0.99), 3),
         max_ms=round(_percentile(ordered, 1.0), 3),
         client_cpu=round((_cpu_seconds() - cpu_before) / (end - begin), 2),
+        completed=recorder.completed,
+        completed_items=recorder.completed_items,
     )
 
 

@@ -32,10 +32,13 @@ import msgspec
 import psutil
 
 from registry.db.migrate import apply_migrations
+from tests.bench.clients import BenchClients
 from tests.bench.loadgen import LoadResult, LoadSpec
+from tests.bench.preload import CHUNK, copy_records
 from tests.bench.scenarios import Scenario, bulk_load_phase, ihi, reregister_phases, standard_phases
 from tests.bench.servers import (
     BARE_LABEL,
+    LIFTED_LABEL,
     ROOT,
     Build,
     ProcessTree,
@@ -44,6 +47,7 @@ from tests.bench.servers import (
     git_describe,
     peak_rss,
 )
+from tests.bench.sizing import TableSize, table_sizes, wal_position
 from tests.factories import make_service_id
 from tests.pg import TestCluster
 from tests.server import add_service, free_port
@@ -68,6 +72,8 @@ class PhaseResult(msgspec.Struct, kw_only=True):
     """Cores used by the server processes on average during the phase."""
     pg_cpu: float
     """Cores used by PostgreSQL (postmaster and backends) on average during the phase."""
+    wal_bytes: int = 0
+    """WAL the cluster wrote during the phase (warm-up included; the builds' phases never overlap)."""
 
 
 class BuildResult(msgspec.Struct, kw_only=True):
@@ -108,6 +114,15 @@ class Growth(msgspec.Struct, kw_only=True):
     ratio: float
 
 
+class SizeReading(msgspec.Struct, kw_only=True):
+    """A build's tables after a bulk load (for sizing: bytes per record, history entry and audit row)."""
+
+    build: str
+    after: str
+    """The phase after which they were read."""
+    tables: list[TableSize]
+
+
 class BenchResult(msgspec.Struct, kw_only=True):
     """Everything a run measured (``--json``)."""
 
@@ -119,6 +134,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     phases: list[PhaseResult]
     ratios: list[Ratio] = msgspec.field(default_factory=list)
     growth: list[Growth] = msgspec.field(default_factory=list)
+    sizes: list[SizeReading] = msgspec.field(default_factory=list)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,6 +156,24 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="record the checkout's server with py-spy in every phase (to DIR)"
     )
+    parser.add_argument(
+        "--mode", choices=("deployment", "lifted"), default="deployment",
+        help="deployment (default): the servers' default settings (per-client rate limit on, info logging), "
+        "--clients clients each with its own token from /auth/token; lifted: one operator admin token and the "
+        "rate limit lifted (the earlier profile)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compare-lifted", action="store_true",
+        help="also run this checkout in the lifted mode, as a build of its own (label 'lifted'), phases alternating",
+    )  # fmt: skip
+    parser.add_argument(
+        "--against-records", type=int, metavar="N",
+        help="also run this checkout on a database of N records, as a build of its own, phases alternating "
+        "(growth measured in one run: --records 10000000 --against-records 1000000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clients", type=int, default=32, help="distinct clients in the deployment mode, requests spread over them"
+    )
     parser.add_argument("--json", type=Path, help="write every measurement to this file")
     parser.add_argument(
         "--reregister", action="store_true",
@@ -151,6 +185,18 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=5000, help="records per batch request (default 5000)")
     parser.add_argument("--batch-concurrency", type=int, default=4, help="batch requests in flight (default 4)")
+    parser.add_argument(
+        "--load", choices=("http", "copy"), default="http",
+        help="how the records get in: http (default), the batch endpoint, measured; copy, COPY straight into each "
+        "build's database (tests.bench.preload: millions in minutes, for --grow-to)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sequential-share", type=float, default=0.5,
+        help="share of --records loaded first by one client, one batch after another (default 0.5; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sequential-batch-size", type=int, default=10_000, help="items per batch of that load (default 10,000)"
+    )
     parser.add_argument(
         "--python", default=sys.executable, help="interpreter of the server processes (default: this one)"
     )
@@ -250,21 +296,68 @@ async def _profiled(server: ServerProcess, scenario: Scenario, folder: Path | No
 
 async def _measured(
     server: ServerProcess, pg: ProcessTree, scenario: Scenario, auth: dict[str, str], *, profile: Path | None = None,
-    round_: int = 1,
+    round_: int = 1, clients: BenchClients | None = None,
 ) -> PhaseResult:  # fmt: skip
-    scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers})
+    header_sets = await clients.header_sets() if clients is not None else []
+    scenario = msgspec.structs.replace(scenario, headers={**auth, **scenario.headers}, header_sets=header_sets)
+    wal_before = await wal_position(server.database_url)
     server_before, pg_before = server.tree.cpu_seconds(), pg.cpu_seconds()
     wall_before = asyncio.get_running_loop().time()
     async with _profiled(server, scenario, profile, round_):
         load = await _run_loadgen(server.port, scenario)
     wall = asyncio.get_running_loop().time() - wall_before
+    server_cpu, pg_cpu = server.tree.cpu_seconds() - server_before, pg.cpu_seconds() - pg_before
     return PhaseResult(
         phase=scenario.name,
         build=server.build.label,
         load=load,
-        server_cpu=round((server.tree.cpu_seconds() - server_before) / wall, 2),
-        pg_cpu=round((pg.cpu_seconds() - pg_before) / wall, 2),
+        server_cpu=round(server_cpu / wall, 2),
+        pg_cpu=round(pg_cpu / wall, 2),
+        wal_bytes=await wal_position(server.database_url) - wal_before,
     )
+
+
+def _resized(args: argparse.Namespace, service_id: str, headers: dict[str, str]) -> dict[tuple[int, int], Scenario]:
+    """The timed phases of the build at ``--against-records``, by (round, phase within the round)."""
+    resized: dict[tuple[int, int], Scenario] = {}
+    for round_ in range(args.rounds if args.against_records else 0):
+        timed = standard_phases(
+            records=args.against_records, service_id=service_id, concurrency=args.concurrency,
+            duration=args.duration, headers=headers, round_=round_, rounds=args.rounds,
+        )  # fmt: skip
+        resized |= {(round_ + 1, number): phase for number, phase in enumerate(timed)}
+    return resized
+
+
+def _sized(scenario: Scenario, build: Build, timed: Scenario | None) -> Scenario | None:
+    """The scenario as a build of another size runs it: its own timed phases, its loads cut at its size (None:
+    nothing of this load is its)."""
+    if build.records is None:
+        return scenario
+    if scenario.requests != "batch_load":
+        return timed
+    start, stop = min(int(scenario.params["start"]), build.records), min(int(scenario.params["stop"]), build.records)
+    if start >= stop:
+        return None
+    return msgspec.structs.replace(scenario, params={**scenario.params, "start": start, "stop": stop})
+
+
+async def _copied(server: ServerProcess, pg: ProcessTree, scenario: Scenario, service_id: str) -> PhaseResult:
+    """A bulk load by ``COPY`` straight into the build's database (``--load copy``), measured like a phase."""
+    start, stop = int(scenario.params["start"]), int(scenario.params["stop"])
+    wal_before, pg_before = await wal_position(server.database_url), pg.cpu_seconds()
+    seconds = await copy_records(server.database_url, service_id, start, stop)
+    count, chunks = stop - start, -(-(stop - start) // CHUNK)
+    load = LoadResult(
+        scenario=scenario.name, concurrency=1, requests=chunks, items=count, errors=0, statuses={}, seconds=seconds,
+        rate=round(chunks / seconds, 1), item_rate=round(count / seconds, 1), p50_ms=0.0, p90_ms=0.0, p99_ms=0.0,
+        max_ms=0.0, client_cpu=0.0, completed=chunks, completed_items=count,
+    )  # fmt: skip
+    return PhaseResult(
+        phase=scenario.name.replace("bulk load", "COPY load"), build=server.build.label, load=load, server_cpu=0.0,
+        pg_cpu=round((pg.cpu_seconds() - pg_before) / seconds, 2),
+        wal_bytes=await wal_position(server.database_url) - wal_before,
+    )  # fmt: skip
 
 
 async def _settle(database_url: str) -> None:
@@ -307,9 +400,15 @@ async def _count_records(database_url: str) -> int:
 
 
 @contextlib.contextmanager
-def _builds(ref: str | None, patch: Path | None, *, bare: bool) -> Iterator[list[Build]]:
+def _builds(
+    ref: str | None, patch: Path | None, *, bare: bool, lifted: bool = False, against: int | None = None
+) -> Iterator[list[Build]]:
     current = Build(label=CHECKOUT, source=ROOT, commit=git_describe(ROOT))
     others = [Build(label=BARE_LABEL, source=ROOT, commit=current.commit, bare=True)] if bare else []
+    if lifted:
+        others.append(Build(label=LIFTED_LABEL, source=ROOT, commit=current.commit, lifted=True))
+    if against:
+        others.append(Build(label=f"at {against:,}", source=ROOT, commit=current.commit, records=against))
     if ref is None:
         yield [*others, current]
         return
@@ -328,19 +427,23 @@ async def _migrate(database_url: str) -> None:
 @contextlib.asynccontextmanager
 async def _servers(args: argparse.Namespace, cluster: TestCluster, work: Path) -> AsyncIterator[list[ServerProcess]]:
     """A ready server per build, each on its own empty database (migrated by ``serve``); stopped at the end."""
-    # The benchmark measures throughput, not the per-client rate limiter (200 requests/s by default).
-    settings = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
+    # One client for every request: lift its rate limit (200 requests/s by default).
+    lifting = {"IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000"}
+    settings = lifting if args.mode == "lifted" else {}
     settings |= _pairs(args.server_env, "=")
     servers: list[ServerProcess] = []
-    with _builds(args.ref, args.ref_patch, bare=args.bare) as builds:
+    with _builds(
+        args.ref, args.ref_patch, bare=args.bare, lifted=args.compare_lifted, against=args.against_records
+    ) as builds:
         try:
             for number, build in enumerate(builds):
                 database_url = await cluster.empty_database(f"bench_{number}")
                 if build.bare:  # the registry migrates its own database; the bare app needs it done
                     await _migrate(database_url)
+                own = lifting | _pairs(args.server_env, "=") if build.lifted else settings
                 servers.append(
                     ServerProcess(build, python=args.python, database_url=database_url, workers=args.workers,
-                                  work=work, settings=settings)
+                                  work=work, settings=own)
                 )  # fmt: skip
             for server in servers:
                 server.wait_ready()
@@ -366,10 +469,16 @@ async def run(args: argparse.Namespace) -> BenchResult:
     headers = _pairs(args.header, ":")
     service_id = make_service_id()
     started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    phases = [  # (round, phase within the round, records loaded, scenario)
-        (1, 0, args.records, bulk_load_phase(records=args.records, service_id=service_id, batch_size=args.batch_size,
-                                             concurrency=args.batch_concurrency, headers=headers)),
-    ]  # fmt: skip
+    # (round, phase within the round, records loaded, scenario). The records are loaded in two ways, each
+    # measured: the first share by one client sending one batch after another, the rest with several in flight.
+    sequential = int(args.records * args.sequential_share)
+    phases = [
+        (1, 0, sequential, bulk_load_phase(records=sequential, service_id=service_id,
+                                           batch_size=args.sequential_batch_size, concurrency=1, headers=headers)),
+    ] if sequential else []  # fmt: skip
+    phases.append((1, 1, args.records, bulk_load_phase(
+        records=args.records, start=sequential, service_id=service_id, batch_size=args.batch_size,
+        concurrency=args.batch_concurrency, headers=headers)))  # fmt: skip
     for round_ in range(args.rounds):
         timed = (
             reregister_phases(subscribed=args.subscriptions or args.records, service_id=service_id,
@@ -383,10 +492,11 @@ async def run(args: argparse.Namespace) -> BenchResult:
         grown = args.rounds + 1
         phases.append((grown, 0, args.grow_to, bulk_load_phase(
             records=args.grow_to, start=args.records, service_id=service_id, batch_size=args.batch_size,
-            concurrency=args.batch_concurrency, headers=headers)))  # fmt: skip
+            concurrency=args.batch_concurrency, headers=headers, grown=args.grow_to)))  # fmt: skip
         timed = standard_phases(records=args.grow_to, first=args.records, service_id=service_id,
                                 concurrency=args.concurrency, duration=args.duration, headers=headers)  # fmt: skip
         phases += [(grown, number + 1, args.grow_to, phase) for number, phase in enumerate(timed)]
+    resized = _resized(args, service_id, headers)
     print(f"ceiling: the load generator against a trivial server, c={args.concurrency} ...", flush=True)
     ceiling = await _ceiling(args.concurrency, min(args.duration, 5.0))
     work = Path(tempfile.mkdtemp(prefix="ief-bench-"))
@@ -399,23 +509,43 @@ async def run(args: argparse.Namespace) -> BenchResult:
         pg = ProcessTree(postmaster)
         async with _servers(args, cluster, work) as servers:
             results: list[PhaseResult] = []
+            sizes: list[SizeReading] = []
             with peak_rss({server.build.label: server.tree for server in servers}) as peaks:
                 auth = {server.build.label: server.authorization() for server in servers}
+                clients: dict[str, BenchClients] = {}
                 for server in servers:
                     await add_service(server.database_url, service_id)
+                    if args.mode == "deployment" and auth[server.build.label] and not server.build.lifted:
+                        clients[server.build.label] = await BenchClients.register(
+                            base_url=server.base_url,
+                            database_url=server.database_url,
+                            service_id=service_id,
+                            count=args.clients,
+                        )
+                        auth[server.build.label] = {}
                 for round_, number, loaded, scenario in phases:
                     # Rotate who goes first, from phase to phase and from round to round.
                     first = (number + round_ - 1) % len(servers)
                     for server in servers[first:] + servers[:first]:
-                        print(f"{scenario.name} (round {round_}) on {server.build.label} ...", flush=True)
-                        measured = await _measured(
-                            server, pg, scenario, auth[server.build.label], profile=args.profile, round_=round_
-                        )
-                        results.append(msgspec.structs.replace(measured, round=round_, records=loaded))
+                        own = _sized(scenario, server.build, resized.get((round_, number)))
+                        if own is None:
+                            continue
+                        print(f"{own.name} (round {round_}) on {server.build.label} ...", flush=True)
+                        if own.requests == "batch_load" and args.load == "copy":
+                            measured = await _copied(server, pg, own, service_id)
+                        else:
+                            measured = await _measured(
+                                server, pg, own, auth[server.build.label], profile=args.profile, round_=round_,
+                                clients=clients.get(server.build.label),
+                            )  # fmt: skip
+                        size = loaded if server.build.records is None else min(loaded, server.build.records)
+                        results.append(msgspec.structs.replace(measured, round=round_, records=size))
                     if scenario.requests == "batch_load":
                         for server in servers:
                             await _settle(server.database_url)
                             await _subscribe(server.database_url, args.subscriptions)
+                            sizes.append(SizeReading(build=server.build.label, after=scenario.name,
+                                                     tables=await table_sizes(server.database_url)))  # fmt: skip
             builds = [
                 BuildResult(
                     label=server.build.label,
@@ -429,28 +559,28 @@ async def run(args: argparse.Namespace) -> BenchResult:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     names = ("records", "duration", "concurrency", "workers", "ref", "rounds", "bare", "grow_to", "reregister",
-             "subscriptions")  # fmt: skip
+             "subscriptions", "mode", "clients", "load")  # fmt: skip
     settings = {name: getattr(args, name) for name in names}
     settings |= {"ref_patch": str(args.ref_patch) if args.ref_patch else None}
     settings |= {"batch": f"{args.batch_size} items x {args.batch_concurrency} in flight"}
+    settings |= {"sequential": f"{args.sequential_share:g} of the records in batches of {args.sequential_batch_size}"}
     settings |= {"server_env": " ".join(args.server_env) or None, "pg_settings": " ".join(args.pg_setting) or None}
     return BenchResult(
         started_at=started_at, machine=_machine(args.python), settings=settings, ceiling=ceiling, builds=builds,
-        phases=results, ratios=ratios(results), growth=growth(results),
+        phases=results, ratios=ratios(results), growth=growth(results), sizes=sizes,
     )  # fmt: skip
 
 
 def growth(phases: Sequence[PhaseResult]) -> list[Growth]:
-    """Each build's median rate per timed phase at the largest record count ÷ at the smallest (``--grow-to``)."""
-    counts = sorted({p.records for p in phases})
-    if len(counts) < 2:
-        return []
+    """Each build's median rate per timed phase at its largest record count ÷ at its smallest (``--grow-to``)."""
     found: list[Growth] = []
-    for name, build in dict.fromkeys((p.phase, p.build) for p in phases if not p.phase.startswith("bulk")):
-        rates = [
-            statistics.median(_rate(p) for p in phases if (p.phase, p.build, p.records) == (name, build, count))
-            for count in (counts[0], counts[-1])
-        ]
+    timed = [p for p in phases if not p.phase.startswith(("bulk", "COPY"))]
+    for name, build in dict.fromkeys((p.phase, p.build) for p in timed):
+        mine = [p for p in timed if (p.phase, p.build) == (name, build)]
+        counts = sorted({p.records for p in mine})
+        if len(counts) < 2:
+            continue
+        rates = [statistics.median(_rate(p) for p in mine if p.records == count) for count in (counts[0], counts[-1])]
         found.append(
             Growth(phase=name, build=build, records_before=counts[0], records_after=counts[-1],
                    rate_before=rates[0], rate_after=rates[1], ratio=round(rates[1] / rates[0], 3) if rates[0] else 0.0)
@@ -503,6 +633,7 @@ _COLUMNS = (
     "server us/op",
     "pg cpu",
     "client cpu",
+    "WAL B/op",
 )
 
 
@@ -511,7 +642,14 @@ def _row(p: PhaseResult) -> tuple[str, ...]:
     records = f"{load.item_rate:,.0f}" if load.items != load.requests else ""
     return (p.phase, str(p.round), f"{p.records:,}", p.build, f"{load.rate:,.0f}", records, f"{load.p50_ms:.2f}",
             f"{load.p99_ms:.2f}", str(load.errors), f"{p.server_cpu:.2f}", f"{server_micros_per_op(p):,.0f}",
-            f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}")  # fmt: skip
+            f"{p.pg_cpu:.2f}", f"{load.client_cpu:.2f}", f"{wal_per_op(p):,.0f}")  # fmt: skip
+
+
+def wal_per_op(phase: PhaseResult) -> float:
+    """WAL bytes per request (per record in a bulk load), the warm-up's requests and WAL both counted."""
+    load = phase.load
+    done = load.completed_items if load.items != load.requests else load.completed
+    return phase.wal_bytes / done if done else 0.0
 
 
 def server_micros_per_op(phase: PhaseResult) -> float:
@@ -550,6 +688,16 @@ def table(result: BenchResult) -> str:
             f"  {r.phase} vs {r.versus}: rate {' '.join(f'{v:.2f}' for v in r.per_round)} -> {r.median:.2f};"
             f" cpu {' '.join(f'{v:.2f}' for v in r.cpu_per_round)} -> {r.cpu_median:.2f}"
             for r in result.ratios
+        ]
+    if result.sizes:
+        lines += ["", "tables after each bulk load: rows, MB (heap, indexes, TOAST; every partition), bytes per row"]
+        lines += [
+            f"  {reading.build} after {reading.after}: "
+            + "; ".join(
+                f"{t.table} {t.rows:,} rows {t.bytes / 2**20:,.1f} MB {t.bytes_per_row:,.0f} B/row"
+                for t in reading.tables
+            )
+            for reading in result.sizes
         ]
     if result.growth:
         lines += ["", "rate with more records ÷ rate before (medians over rounds):"]

@@ -41,6 +41,9 @@ class Scenario(msgspec.Struct, frozen=True, kw_only=True):
     """Arguments of the builder (JSON values)."""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     """Headers sent with every request of the phase."""
+    header_sets: list[dict[str, str]] = msgspec.field(default_factory=list)
+    """Headers of many clients (one ``Authorization`` each): request ``n`` carries set ``n`` modulo their number
+    (``headers`` win over them), so consecutive requests come from different clients."""
     concurrency: int = 32
     """Connections, each with one request in flight (HTTP/1.1 keep-alive)."""
     duration: float | None = None
@@ -172,11 +175,23 @@ def build_requests(scenario: Scenario) -> list[Request]:
 
 
 def bulk_load_phase(
-    *, records: int, service_id: str, batch_size: int, concurrency: int, headers: dict[str, str], start: int = 0
+    *,
+    records: int,
+    service_id: str,
+    batch_size: int,
+    concurrency: int,
+    headers: dict[str, str],
+    start: int = 0,
+    grown: int | None = None,
 ) -> Scenario:
-    """Register records ``start`` to ``records`` (their IHIs) through the batch endpoint, each request once."""
+    """Register records ``start`` to ``records`` (their IHIs) through the batch endpoint, each request once.
+
+    Named for how it sends (``bulk load 4x5,000``: four requests of 5,000 items in flight), and, when it
+    adds to earlier records, for how many there are at its end.
+    """
+    name = f"bulk load {concurrency}x{batch_size:,}"
     return Scenario(
-        name="bulk load" if start == 0 else f"bulk load to {records:,}", requests="batch_load",
+        name=name if grown is None else f"{name} to {records:,}", requests="batch_load",
         concurrency=concurrency, headers=headers,
         params={"service_id": service_id, "start": start, "stop": records, "batch_size": batch_size},
     )  # fmt: skip

@@ -28,7 +28,17 @@ import psutil
 
 from tests.server import free_port
 
-__all__ = ("BARE_LABEL", "ROOT", "Build", "ProcessTree", "ServerProcess", "checkout", "git_describe", "stop_process")
+__all__ = (
+    "BARE_LABEL",
+    "LIFTED_LABEL",
+    "ROOT",
+    "Build",
+    "ProcessTree",
+    "ServerProcess",
+    "checkout",
+    "git_describe",
+    "stop_process",
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,9 +64,14 @@ class Build:
     commit: str
     bare: bool = False
     """The bare reference app (``tests.bench.bare``) rather than the registry."""
+    lifted: bool = False
+    """Run as the earlier benchmark did: one operator admin token for every request, the rate limit lifted."""
+    records: int | None = None
+    """Records its database holds when not ``--records`` (``--against-records``: the same code at another size)."""
 
 
 BARE_LABEL = "bare"
+LIFTED_LABEL = "lifted"
 
 
 @contextlib.contextmanager

@@ -39,16 +39,17 @@ def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
     for build in result.builds:
         assert build.records_in_database == 2000
         assert build.peak_rss_mb > 0
-    phases = ["bulk load", "PUT c=4", "GET c=4", "PUT c=1", "GET c=1"]
+    phases = ["bulk load 1x10,000", "bulk load 4x500", "PUT c=4", "GET c=4", "PUT c=1", "GET c=1"]
     assert sorted((p.phase, p.build) for p in result.phases) == sorted((p, b) for p in phases for b in builds)
     for phase in result.phases:
         assert phase.load.requests > 0, phase.phase
         assert phase.load.errors == 0, (phase.phase, phase.load.statuses)
         assert set(phase.load.statuses) == {"200"}, (phase.phase, phase.load.statuses)  # PUTs change loaded records
         assert phase.load.p50_ms <= phase.load.p99_ms <= phase.load.max_ms
-        if phase.phase == "bulk load":
-            assert phase.load.items == 2000
-            assert phase.load.requests == 4
+        if phase.phase == "bulk load 1x10,000":  # the first half, one batch (the records are fewer than 10,000)
+            assert (phase.load.items, phase.load.requests) == (1000, 1)
+        if phase.phase == "bulk load 4x500":  # the second half, in batches of 500
+            assert (phase.load.items, phase.load.requests) == (1000, 2)
     assert result.ceiling.requests > 0
     assert sorted((r.phase, r.versus) for r in result.ratios) == sorted(
         (p, b) for p in phases for b in builds if b != "checkout"

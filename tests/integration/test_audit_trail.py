@@ -14,7 +14,7 @@ from registry.audit.chain import seal
 from registry.audit.repository import AuditRepository
 from registry.audit.verify import verify
 from registry.audit.writer import AuditUnavailable, AuditWriter
-from registry.config import AuditSettings, LogSettings, RecordSettings, Settings
+from registry.config import AuditSettings, LogSettings, Settings
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditLedger
@@ -90,6 +90,34 @@ async def test_writes_and_reads_record_their_records(
     assert all(row["records"] == [record_id] for row in rows)
 
 
+async def test_a_lone_look_up_writes_the_row_the_group_writer_would(
+    clients: Callable[..., httpx.AsyncClient], client: httpx.AsyncClient, server: RunningServer, gateway: str
+) -> None:
+    """A look-up alone (its row inserted by its own statement) and look-ups among many (rows inserted in groups)
+    leave the same row: same patient, records in answer order, action, status, client; each its own row."""
+    ihi, other = make_ihi(), make_service_id()
+    await server.add_service(other)
+    await client.put(f"/registry/records/{ihi}/{gateway}", json={"status": "active"})
+    async with clients(headers=await server.headers("admin")) as admin:
+        await admin.put(f"/registry/records/{ihi}/{other}", json={"status": "active"})
+    alone = await client.get(f"/registry/records/{ihi}")
+    async with clients(limits=httpx.Limits(max_connections=40), timeout=60) as wide:
+        crowd = await asyncio.gather(*(wide.get(f"/registry/records/{ihi}") for _ in range(40)))
+    stored = await _rows(server.database_url, "SELECT service_id, record_id FROM records WHERE ihi = $1", ihi)
+    records = {row["service_id"]: row["record_id"] for row in stored}
+    in_answer_order = [records[r["serviceId"]] for r in alone.json()["records"]]
+    assert len(in_answer_order) == 2
+    rows = [await _row_of(server.database_url, r) for r in (alone, *crowd)]
+    fields = ("interaction", "action", "outcome", "status", "detail", "patients", "records", "client_id", "path")
+    assert {tuple(str(row[name]) for name in fields) for row in rows} == {
+        ("search-type", "E", "0", "200", "None", str([ihi]), str(in_answer_order), str(rows[0]["client_id"]),
+         f"/registry/records/{ihi}"),
+    }  # fmt: skip
+    assert rows[0]["client_id"] is not None
+    groups = len({row["xid"] for row in rows[1:]})
+    assert groups < len(crowd)  # the crowd's rows were inserted in groups
+
+
 async def test_concurrent_reads_share_inserts_and_precede_their_responses(
     clients: Callable[..., httpx.AsyncClient], client: httpx.AsyncClient, server: RunningServer, gateway: str
 ) -> None:
@@ -132,7 +160,7 @@ async def test_a_write_whose_audit_row_fails_changes_nothing(fresh: str) -> None
         )
     finally:
         await conn.close()
-    settings = Settings(log=LogSettings(access=False), records=RecordSettings(batch_chunk_size=100))
+    settings = Settings(log=LogSettings(access=False))
     ihi, batch = make_ihi(), [make_ihi() for _ in range(250)]
     async with running_server(settings, fresh, make_service_id()) as server:
         gateway = make_service_id()

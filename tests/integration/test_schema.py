@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from registry.db.migrate import apply_migrations, schema_state
 from registry.db.queries import load_queries
@@ -32,8 +33,10 @@ async def test_every_named_query_prepares(template: TestCluster) -> None:
     conn = await asyncpg.connect(await template.new_database())
     try:
         queries = load_queries()
-        for name in queries.names():
-            await conn.prepare(queries[name])
+        async with conn.transaction():
+            await conn.execute(queries["stage_batch"])  # the batch statements read the staging table it makes
+            for name in queries.names():
+                await conn.prepare(queries[name])
     finally:
         await conn.close()
 
@@ -57,21 +60,20 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     loaded = [make_ihi() for _ in range(2000)]
     conn = await asyncpg.connect(database_url)
     try:
-        await repository.put_many(
-            conn, ords=list(range(len(loaded))), ihis=loaded, service_ids=[service_id] * len(loaded),
-            statuses=["active"] * len(loaded), types=["record"] * len(loaded), reasons=[None] * len(loaded),
-            writer=writer,
-        )  # fmt: skip
+        async with conn.transaction():
+            await repository.merge_batch(
+                conn, [(n, ihi, service_id, "active", "record", None) for n, ihi in enumerate(loaded)], writer
+            )
         await conn.execute("ANALYZE records")
         before = await _records_tuples_read(conn)
         for status in ("archived", "archived"):  # an update, then an unchanged repeat
             await repository.put(
                 conn, ihi=loaded[0], service_id=service_id, status=status, type_="record", writer=writer, reason=None
             )
-        await repository.put_many(
-            conn, ords=[0, 1], ihis=loaded[1:3], service_ids=[service_id] * 2, statuses=["removed"] * 2,
-            types=["record"] * 2, reasons=[None] * 2, writer=writer,
-        )  # fmt: skip
+        async with conn.transaction():
+            await repository.merge_batch(
+                conn, [(n, ihi, service_id, "removed", "record", None) for n, ihi in enumerate(loaded[1:3])], writer
+            )
         await repository.for_ihi(conn, loaded[1], ["active"])
         await repository.by_key(conn, loaded[1], service_id)
         await repository.search(
@@ -90,27 +92,32 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     assert read < 50
 
 
-async def test_batch_statements_are_planned_for_their_own_rows(template: TestCluster) -> None:
-    """In a batch transaction the chunk statement never gets a generic plan (which nest-loops over the chunk)."""
+async def test_records_name_services_of_the_directory(template: TestCluster) -> None:
+    """A statement that writes records naming a service not in the directory fails whole (checked once per
+    statement, not per row), and a service that records name can be neither deleted nor renamed."""
     database_url = await template.new_database()
     service_id = make_service_id()
     await add_service(database_url, service_id)
-    repository = RecordRepository(load_queries())
     conn = await asyncpg.connect(database_url)
     try:
-        async with conn.transaction():
-            await repository.plan_batches(conn)
-            for _ in range(8):  # PostgreSQL weighs a generic plan from the sixth execution on
-                chunk = sorted(make_ihi() for _ in range(200))
-                await repository.put_many(
-                    conn, ords=list(range(len(chunk))), ihis=chunk, service_ids=[service_id] * len(chunk),
-                    statuses=["active"] * len(chunk), types=["record"] * len(chunk), reasons=[None] * len(chunk),
-                    writer=Writer("test", service_id, admin=False),
-                )  # fmt: skip
-        plans = await conn.fetchrow(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH input AS%'"
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute(
+                "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, 'active', 'record'), "
+                "($3, $4, 'active', 'record')",
+                make_ihi(), service_id, make_ihi(), make_service_id(),
+            )  # fmt: skip
+        ihi = make_ihi()
+        await conn.execute(
+            "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, 'active', 'record')", ihi, service_id
         )
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await conn.execute("UPDATE records SET service_id = $2 WHERE ihi = $1", ihi, make_service_id())
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM services WHERE service_id = $1", service_id)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "UPDATE services SET service_id = $2 WHERE service_id = $1", service_id, make_service_id()
+            )
+        assert await conn.fetchval("SELECT count(*) FROM records") == 1
     finally:
         await conn.close()
-    assert plans is not None
-    assert (plans["generic_plans"], plans["custom_plans"]) == (0, 8)

@@ -9,13 +9,17 @@ log in; and every test of the suite runs its servers as that role.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
+from registry.db.migrate import apply_migrations
+from registry.db.queries import load_queries
 from registry.db.roles import OWNER_ROLE, SERVER_LOGIN, SERVER_ROLE
+from registry.records.repository import RecordRepository, Writer
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster, as_owner, as_server
 from tests.server import RunningServer
@@ -135,6 +139,49 @@ async def test_the_server_role_writes_the_directory_only_through_directory_put(a
         await as_app.fetchrow(put, gateway, "Renamed", "retired")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await as_app.execute("UPDATE services SET bearer_token_file = '/etc/shadow'")
+
+
+async def test_the_server_role_stages_and_merges_a_batch(template: TestCluster) -> None:
+    """In a database whose temporary tables are nobody's by default (docs/deployment.md revokes PUBLIC's), a batch
+    as the server's role stages its items in a temporary table (granted by migration 0012), copies and merges
+    them; the per-statement service check (run as the owner) refuses a record naming a service not in the
+    directory."""
+    url = await template.empty_database(f"ief_roles_{uuid.uuid4().hex[:12]}")
+    superuser = await asyncpg.connect(url)
+    try:
+        database = urlsplit(url).path.strip("/")
+        await superuser.execute(f"REVOKE ALL ON DATABASE {database} FROM PUBLIC")
+        await superuser.execute(f"GRANT CONNECT ON DATABASE {database} TO {SERVER_LOGIN}")
+    finally:
+        await superuser.close()
+    owner = await asyncpg.connect(as_owner(url))
+    try:
+        await apply_migrations(owner)
+        gateway = make_service_id()
+        await owner.execute(
+            "INSERT INTO services (service_id, kind, name, base_url) VALUES ($1, 'gateway', 'G', 'https://g.example')",
+            gateway,
+        )
+    finally:
+        await owner.close()
+    server = await asyncpg.connect(as_server(url))
+    try:
+        ihis = sorted(make_ihi() for _ in range(3))
+        async with server.transaction():
+            rows = await RecordRepository(load_queries()).merge_batch(
+                server, [(n, ihi, gateway, "active", "record", None) for n, ihi in enumerate(ihis)],
+                Writer("test", gateway, admin=False),
+            )  # fmt: skip
+        with pytest.raises(asyncpg.ForeignKeyViolationError):
+            await server.execute(
+                "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, 'active', 'record')",
+                make_ihi(), make_service_id(),
+            )  # fmt: skip
+        stored = await server.fetchval("SELECT count(*) FROM records")
+    finally:
+        await server.close()
+    assert sorted(row.outcome for row in rows.values()) == ["created"] * 3
+    assert stored == 3
 
 
 async def test_a_function_the_owner_defines_later_is_the_servers_to_call_not_everyones(template: TestCluster) -> None:

@@ -182,6 +182,60 @@ async def test_a_bad_ndjson_line_is_one_item_error(gateway_client: GatewayClient
         assert len((await gateway_client.http.get(f"/registry/records/{ihi}")).json()["records"]) == 1
 
 
+def _whole_items(sid: str, count: int, *, every_field: bool) -> list[dict[str, str]]:
+    more = {"status": "active", "type": "record"} if every_field else {}
+    return [{"ihi": make_ihi(), "serviceId": sid, **more} for _ in range(count)]
+
+
+@pytest.mark.parametrize("every_field", [False, True], ids=["ihi and serviceId", "every field"])
+@pytest.mark.parametrize(
+    "repeat", [b',"serviceId":"{sid}"', b',"ihi":"{ihi}"'], ids=["the same value", "another value"]
+)
+async def test_a_repeated_key_in_one_item_of_a_large_batch_is_400(
+    gateway_client: GatewayClient, every_field: bool, repeat: bytes
+) -> None:
+    """One item repeating a key among 200 well-formed items of one shape is 400 and stores nothing, although
+    every item decodes as a batch item (a decoder keeping the last value would have taken it)."""
+    sid = gateway_client.service_id
+    items = _whole_items(sid, 200, every_field=every_field)
+    encoded = [msgspec.json.encode(item) for item in items]
+    repeated = repeat.replace(b"{sid}", sid.encode()).replace(b"{ihi}", make_ihi().encode())
+    encoded[120] = encoded[120][:-1] + repeated + b"}"
+    response = await gateway_client.http.post(
+        "/registry/records:batch", content=b"[" + b",".join(encoded) + b"]", headers=JSON
+    )
+    assert response.status_code == 400, response.text
+    assert "more than once" in response.json()["issue"][0]["diagnostics"]
+    for item in (items[0], items[120], items[-1]):
+        assert (await gateway_client.http.get(f"/registry/records/{item['ihi']}")).json()["records"] == []
+
+
+async def test_a_batch_of_mixed_items_or_colons_in_values_is_applied_item_by_item(
+    gateway_client: GatewayClient,
+) -> None:
+    """Items of different shapes, a value holding a colon, an IHI with a trailing newline and one with
+    a foreign digit are each judged on their own: the bad ones are item errors, the others stored."""
+    sid = gateway_client.service_id
+    good = [make_ihi() for _ in range(3)]
+    wide_digit = "\\uff18" + make_ihi()[1:]  # a full-width eight, as a JSON escape
+    body = (
+        f'[{{"ihi":"{good[0]}","serviceId":"{sid}"}},'
+        f'{{"ihi":"{good[1]}","serviceId":"{sid}","status":"active","type":"record"}},'
+        f'{{"ihi":"800360:0000000000","serviceId":"{sid}"}},'
+        f'{{"ihi":"{make_ihi()}\\n","serviceId":"{sid}"}},'
+        f'{{"ihi":"{wide_digit}","serviceId":"{sid}"}},'
+        f'{{"ihi":"{good[2]}","serviceId":"{sid}","status":"archived"}}]'
+    ).encode()
+    response = await gateway_client.http.post("/registry/records:batch", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["result"] for r in results] == ["created", "created", "error", "error", "error", "created"]
+    assert all("IHI" in r["error"] for r in results[2:5])
+    for ihi, status in zip(good, ["active", "active", "archived"], strict=True):
+        found = (await gateway_client.http.get(f"/registry/records/{ihi}", params={"status": status})).json()
+        assert [r["status"] for r in found["records"]] == [status]
+
+
 # --- The decoder itself -------------------------------------------------------------------------
 
 

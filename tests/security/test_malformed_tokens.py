@@ -9,7 +9,7 @@ costs the caller's address a failed-authentication token: past the burst, 429.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import msgspec
@@ -127,19 +127,30 @@ async def _signed(server: RunningServer, changes: dict[str, object]) -> str:
     return jws.serialize_compact(header, msgspec.json.encode(claims), keys.issuer)
 
 
-async def test_malformed_bearer_tokens_are_401_and_each_is_charged(strict_server: RunningServer) -> None:
+ROUTES: dict[str, tuple[str, Callable[[], str], bytes | None]] = {
+    "native look-up": ("GET", lambda: f"/registry/records/{make_ihi()}", None),
+    "batch": ("POST", lambda: "/registry/records:batch", b'[{"ihi":"8003608166690503","serviceId":"x"}]'),
+    "FHIR search": ("GET", lambda: f"/fhir/Basic?patient={make_ihi()}", None),
+}
+"""Where a token is checked: the application's hook (native routes, before a body is read) and the FHIR router's."""
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+async def test_malformed_bearer_tokens_are_401_and_each_is_charged(strict_server: RunningServer, route: str) -> None:
     """Every malformed bearer token is a 401 OperationOutcome, and each costs the address one failure: then 429."""
     tokens = dict(MALFORMED)
     for name, changes in _signed_cases().items():
         tokens[name] = await _signed(strict_server, changes)
+    method, path, body = ROUTES[route]
+    json: dict[bytes, bytes] = {b"content-type": b"application/json"} if body else {}
     async with httpx.AsyncClient(base_url=strict_server.base_url) as http:
         answers = {
-            name: await http.get(
-                f"/registry/records/{make_ihi()}", headers={b"authorization": f"Bearer {token}".encode()}
+            name: await http.request(
+                method, path(), content=body, headers={b"authorization": f"Bearer {token}".encode(), **json}
             )
             for name, token in tokens.items()
         }
-        after = await http.get(f"/registry/records/{make_ihi()}", headers={"authorization": "Bearer x.y.z"})
+        after = await http.request(method, path(), content=body, headers={b"authorization": b"Bearer x.y.z", **json})
     wrong = {name: r.status_code for name, r in answers.items() if r.status_code != 401}
     assert not wrong
     for response in answers.values():

@@ -4,6 +4,7 @@ idle connections kept longer than clients reuse them."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 
 import httpx
@@ -39,11 +40,15 @@ async def test_worker_connections_have_nagle_off() -> None:
 
 
 def test_no_route_runs_guards_or_dependencies_in_threads() -> None:
-    """Every guard of every route is a coroutine and no dependency is sent to a worker thread (a hop per request)."""
+    """Every route is authorized by a coroutine hook, every guard is a coroutine and no dependency is sent to a worker
+    thread (a hop per request)."""
     checked = 0
     for path, handler in route_handlers():
         for guard in handler.resolve_guards():
             assert not isinstance(guard, AsyncCallable), f"{path}: guard {guard.func} runs in a thread"
+        hook = handler.resolve_before_request()
+        assert hook is not None, f"{path}: no authorization hook"
+        assert inspect.iscoroutinefunction(hook), f"{path}: its before_request hook runs in a thread"
         for name, provider in handler.resolve_dependencies().items():
             assert not (provider.has_sync_callable and provider.sync_to_thread), f"{path}: {name}"
         assert not handler.has_sync_callable or handler.sync_to_thread is False, path

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from schemas.types import InvalidValueError, luhn_valid, parse_ihi, parse_service_id
+from schemas.types import InvalidValueError, invalid_ihis, luhn_valid, parse_ihi, parse_service_id
 from tests.factories import make_ihi, with_bad_check_digit
 
 
@@ -73,3 +75,47 @@ def test_bad_service_ids_fail(value: str) -> None:
     """Names, short UUIDs, ULIDs with excluded letters (I) or overflowing first characters are refused."""
     with pytest.raises(InvalidValueError):
         parse_service_id(value)
+
+
+def _refused(value: str) -> bool:
+    try:
+        parse_ihi(value)
+    except InvalidValueError:
+        return True
+    return False
+
+
+def _garbled(rng: random.Random, ihi: str) -> str:
+    """An IHI with one digit changed, a digit swapped for a letter or a newline, its prefix changed, its length
+    changed, or a newline after it."""
+    at = rng.randrange(16)
+    return rng.choice([
+        ihi[:at] + str((int(ihi[at]) + rng.randrange(1, 10)) % 10) + ihi[at + 1 :],
+        ihi[:at] + "x" + ihi[at + 1 :],
+        "900360" + ihi[6:],
+        ihi[:-1],
+        ihi + "0",
+        "\uff18" + ihi[1:],  # a full-width eight: a digit to str.isdigit, not to an IHI
+        ihi + "\n",  # a trailing newline, which a pattern anchored with $ lets through
+        ihi[:-1] + "\n",  # sixteen characters, one of them a newline
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("garbled_share", [0.0, 0.3, 1.0])
+def test_batch_ihi_check_agrees_with_parse_ihi(garbled_share: float) -> None:
+    """Checking a batch's IHIs together refuses exactly the values parse_ihi refuses, at their positions."""
+    rng = random.Random(17)
+    values = [make_ihi() for _ in range(3000)]
+    values = [_garbled(rng, v) if rng.random() < garbled_share else v for v in values]
+    expected = [at for at, value in enumerate(values) if _refused(value)]
+    assert invalid_ihis(values) == expected
+    if garbled_share == 0.0:
+        assert expected == []
+
+
+def test_batch_ihi_check_finds_one_bad_check_digit_among_valid_ones() -> None:
+    """One wrong check digit among thousands of valid IHIs (the together path) is found at its position."""
+    values = [make_ihi() for _ in range(5000)]
+    values[4321] = with_bad_check_digit(values[4321])
+    assert invalid_ihis(values) == [4321]
+    assert invalid_ihis([]) == []
