@@ -239,3 +239,47 @@ async def test_fhir_history_names_the_changes_and_actors_of_the_native_history(
     assert ext(removal, "registry-record-reason")["valueString"] == "withdrawn"
     assert ext(bundle["entry"][0]["resource"], "registry-record-reason")["valueString"] == "withdrawn"
     assert not [e for e in bundle["entry"][-1]["resource"]["extension"] if e["url"].endswith("/registry-record-reason")]
+
+
+async def test_batch_items_keep_the_operators_decisions_and_the_routing_rule(
+    client: httpx.AsyncClient, gateway_client: GatewayClient, server: RunningServer
+) -> None:
+    """Through the batch path: the operator's removal (with a reason) is held, a gateway's item that would undo it
+    is operator-decision beside a stored item, nothing of it is stored and its batch's audit row records the failure;
+    items naming a disabled or retired service are unknown-service, even the operator's; history names the actors."""
+    ihi, fresh, gateway = make_ihi(), make_ihi(), gateway_client.service_id
+    disabled, retired = make_service_id(), make_service_id()
+    for service_id in (disabled, retired):
+        await server.add_service(service_id)
+    assert (await gateway_client.http.post(BATCH, json=[{"ihi": ihi, "serviceId": gateway}])).status_code == 200
+    removal = [{"ihi": ihi, "serviceId": gateway, "status": "removed", "reason": "entered-in-error"}]
+    removed = (await client.post(BATCH, json=removal)).json()["results"][0]
+    assert removed["result"] == "updated"
+    refused = await gateway_client.http.post(
+        BATCH, json=[{"ihi": ihi, "serviceId": gateway}, {"ihi": fresh, "serviceId": gateway}]
+    )
+    assert [(r["result"], r.get("code")) for r in refused.json()["results"]] == [
+        ("error", "operator-decision"),
+        ("created", None),
+    ]
+    assert "removed (entered-in-error)" in refused.json()["results"][0]["error"]
+    stored = (await client.get(f"/registry/records/{ihi}", params={"status": "removed"})).json()["records"]
+    assert [(r["status"], r["lastUpdated"]) for r in stored] == [("removed", removed["lastUpdated"])]
+    failed = await server.count(
+        "SELECT count(*) FROM audit_events WHERE $1 = ANY(patients) AND client_id = $2 AND path = $3 AND outcome <> 0",
+        ihi, gateway_client.client_id, BATCH,
+    )  # fmt: skip
+    assert failed == 1
+    directory = members(server)
+    await directory.set_status(disabled, ServiceStatus.DISABLED)
+    await directory.set_status(retired, ServiceStatus.RETIRED)
+    unrouted = (await client.post(BATCH, json=[{"ihi": ihi, "serviceId": s} for s in (disabled, retired)])).json()
+    assert [(r["result"], r.get("code")) for r in unrouted["results"]] == [("error", "unknown-service")] * 2
+    assert (
+        await server.count("SELECT count(*) FROM records WHERE service_id = ANY($1::text[])", [disabled, retired]) == 0
+    )
+    history = (await client.get(f"/registry/records/{ihi}/history")).json()["history"]
+    assert [(e["change"], e["actor"]["clientId"], e["actor"]["admin"], e.get("reason")) for e in history] == [
+        ("created", gateway_client.client_id, False, None),
+        ("status-changed", "operator", True, "entered-in-error"),
+    ]

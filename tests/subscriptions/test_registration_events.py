@@ -84,3 +84,34 @@ async def test_lifecycle_commands_notify_like_any_write(subs: Subscriptions) -> 
         ("status-changed", "operator", True),
     ]
     assert history[1]["previousService"] == old
+
+
+async def test_batch_items_are_events_as_single_writes_are(subs: Subscriptions, client_key: RSAKey) -> None:
+    """Through the batch path: a created item, its keyed repeat (the first result, nothing stored), a re-registration
+    (lastUpdated and version move) and a removal give history created, registered, status-changed by the gateway's
+    client and three notifications, each saying which change it was."""
+    hook = subs.subscriber.hook()
+    _, ihi = await subs.active(hook)
+    client_id, gateway = await subs.client(_GATEWAY, public_key_pem=client_key.as_pem(private=False).decode())
+    keyed = [{"ihi": ihi, "serviceId": subs.service_id, "idempotencyKey": "load-1"}]
+    async with gateway:
+        bodies = [
+            (await gateway.post("/registry/records:batch", json=items)).json()
+            for items in (keyed, keyed, [{"ihi": ihi, "serviceId": subs.service_id}],
+                          [{"ihi": ihi, "serviceId": subs.service_id, "status": "removed"}])
+        ]  # fmt: skip
+        history = (await gateway.get(f"/registry/records/{ihi}/history")).json()["history"]
+    results = [body["results"][0] for body in bodies]
+    assert [(r["result"], r.get("replayed", False)) for r in results] == [
+        ("created", False), ("created", True), ("registered", False), ("updated", False),
+    ]  # fmt: skip
+    assert results[1]["lastUpdated"] == results[0]["lastUpdated"]
+    stamps = [datetime.fromisoformat(results[n]["lastUpdated"]) for n in (0, 2, 3)]
+    assert stamps[0] < stamps[1] < stamps[2]
+    assert [(e["change"], e["version"], e["actor"]["clientId"], e["actor"]["serviceId"]) for e in history] == [
+        ("created", 1, client_id, subs.service_id),
+        ("registered", 2, client_id, subs.service_id),
+        ("status-changed", 3, client_id, subs.service_id),
+    ]
+    await hook.wait(lambda h: h.event_numbers() == [1, 2, 3])
+    assert _changes(hook.of_kind("event-notification")) == ["created", "registered", "status-changed"]
