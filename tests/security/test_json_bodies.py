@@ -182,22 +182,25 @@ async def test_a_bad_ndjson_line_is_one_item_error(gateway_client: GatewayClient
         assert len((await gateway_client.http.get(f"/registry/records/{ihi}")).json()["records"]) == 1
 
 
-def _whole_items(sid: str, count: int, *, every_field: bool) -> list[dict[str, str]]:
-    more = {"status": "active", "type": "record"} if every_field else {}
-    return [{"ihi": make_ihi(), "serviceId": sid, **more} for _ in range(count)]
+def _whole_items(sid: str, count: int, *, fields: str) -> list[dict[str, str]]:
+    more = {"status": "active", "type": "record"} if fields != "ihi and serviceId" else {}
+    items: list[dict[str, str]] = [{"ihi": make_ihi(), "serviceId": sid, **more} for _ in range(count)]
+    if fields == "with reasons and keys":
+        items = [{**item, "reason": "onboarding", "idempotencyKey": f"load-{n}"} for n, item in enumerate(items)]
+    return items
 
 
-@pytest.mark.parametrize("every_field", [False, True], ids=["ihi and serviceId", "every field"])
+@pytest.mark.parametrize("fields", ["ihi and serviceId", "every field", "with reasons and keys"])
 @pytest.mark.parametrize(
     "repeat", [b',"serviceId":"{sid}"', b',"ihi":"{ihi}"'], ids=["the same value", "another value"]
 )
 async def test_a_repeated_key_in_one_item_of_a_large_batch_is_400(
-    gateway_client: GatewayClient, every_field: bool, repeat: bytes
+    gateway_client: GatewayClient, fields: str, repeat: bytes
 ) -> None:
     """One item repeating a key among 200 well-formed items of one shape is 400 and stores nothing, although
     every item decodes as a batch item (a decoder keeping the last value would have taken it)."""
     sid = gateway_client.service_id
-    items = _whole_items(sid, 200, every_field=every_field)
+    items = _whole_items(sid, 200, fields=fields)
     encoded = [msgspec.json.encode(item) for item in items]
     repeated = repeat.replace(b"{sid}", sid.encode()).replace(b"{ihi}", make_ihi().encode())
     encoded[120] = encoded[120][:-1] + repeated + b"}"
@@ -208,6 +211,18 @@ async def test_a_repeated_key_in_one_item_of_a_large_batch_is_400(
     assert "more than once" in response.json()["issue"][0]["diagnostics"]
     for item in (items[0], items[120], items[-1]):
         assert (await gateway_client.http.get(f"/registry/records/{item['ihi']}")).json()["records"] == []
+
+
+async def test_a_large_batch_with_reasons_and_keys_is_applied_whole(gateway_client: GatewayClient) -> None:
+    """200 well-formed items that each carry a reason and an idempotencyKey are all stored with their reason, and
+    sent again are their first results (replayed), nothing written."""
+    items = _whole_items(gateway_client.service_id, 200, fields="with reasons and keys")
+    first = (await gateway_client.http.post("/registry/records:batch", json=items)).json()
+    again = (await gateway_client.http.post("/registry/records:batch", json=items)).json()
+    assert (first["created"], first["errors"]) == (200, 0)
+    assert {(r["result"], r.get("replayed", False)) for r in again["results"]} == {("created", True)}
+    history = (await gateway_client.http.get(f"/registry/records/{items[-1]['ihi']}/history")).json()["history"]
+    assert [(e["change"], e.get("reason")) for e in history] == [("created", "onboarding")]
 
 
 async def test_a_batch_of_mixed_items_or_colons_in_values_is_applied_item_by_item(
