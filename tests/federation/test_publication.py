@@ -163,3 +163,43 @@ async def test_sigkill_of_the_jurisdictions_worker_loses_no_publication(
                 await worker.wait()
         assert await published() == total
         await net.check_audit()
+
+
+async def test_batches_at_the_jurisdiction_publish_first_active_and_last_gone(
+    template: TestCluster, settings: Settings
+) -> None:
+    """Through the batch path: IHIs a batch makes active at the state are found nationally; when a later batch
+    removes their last active record the referral is archived there, and an IHI still active elsewhere stays."""
+    ihis = [make_ihi() for _ in range(3)]
+    async with national_and_state(template, settings, publisher=True) as net:
+        coast, plains = await net.gateway("state", "Coast"), await net.gateway("state", "Plains")
+        async with net.client("state") as http:
+            registered = await http.post(
+                "/registry/records:batch",
+                json=[{"ihi": i, "serviceId": coast} for i in ihis] + [{"ihi": ihis[0], "serviceId": plains}],
+            )
+            assert registered.json()["created"] == 4
+            for ihi in ihis:
+                for _ in range(100):
+                    if await _found_at_national(net, ihi, coast):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"{ihi} not found at the national registry")
+            removed = await http.post(
+                "/registry/records:batch", json=[{"ihi": i, "serviceId": coast, "status": "removed"} for i in ihis]
+            )
+            assert removed.json()["updated"] == 3
+        national, state = net["national"], net["state"]
+        archived = 0
+        for _ in range(100):
+            archived = await national.count(
+                "SELECT count(*) FROM records WHERE ihi = ANY($1::text[]) AND service_id = $2 AND status = 'archived'",
+                ihis, state.service_id,
+            )  # fmt: skip
+            if archived == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert archived == 2
+        assert await _found_at_national(net, ihis[0], plains)
+        await net.check_audit()
