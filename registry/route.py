@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from schemas.audit import Interaction
 
-__all__ = ("JSON_TYPES", "OUTCOME_KEY", "PRINCIPAL_KEY", "ROUTE_KEY", "RouteSpec", "route_spec")
+__all__ = ("JSON_TYPES", "OUTCOME_KEY", "PRINCIPAL_KEY", "REQUESTER_KEY", "ROUTE_KEY", "RouteSpec", "route_spec")
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 """The body media types a route takes unless it says otherwise."""
@@ -35,6 +35,9 @@ ROUTE_KEY = "route"
 
 PRINCIPAL_KEY = "principal"
 """Key of the authenticated ``Principal`` in ``scope["state"]`` (set by the authentication guard)."""
+
+REQUESTER_KEY = "requester"
+"""Key of the request's ``Requester`` in ``scope["state"]`` (who asks, why, for whom; set by the guard)."""
 
 OUTCOME_KEY = "outcome"
 """Key in ``scope["state"]`` of what an error response said (its audit row records it)."""

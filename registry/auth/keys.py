@@ -14,7 +14,10 @@ Purposes:
 
 - ``issuer``: signs access tokens (RS256: verification is the cheap operation of RSA);
 - ``outbound``: signs this instance's client assertions to peers and gateways (RS384, as SMART
-  Backend Services recommends).
+  Backend Services recommends);
+- ``requester``: signs the ``IEF-Requester`` assertion the broker sends each gateway it asks (ES256
+  on P-256: one signature per gateway per search, about a sixth of an RSA signature's CPU;
+  docs/adr/0027-identity-carried-to-gateways.md).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from joserfc.jwk import Key, KeySet, RSAKey
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
 from registry.log import get_logger
 
@@ -31,11 +34,13 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, KeyRow
     from registry.db.pool import Database
 
-__all__ = ("ISSUER", "OUTBOUND", "KeyRing", "Keys")
+__all__ = ("ISSUER", "OUTBOUND", "PURPOSES", "REQUESTER", "KeyRing", "Keys")
 
 ISSUER = "issuer"
 OUTBOUND = "outbound"
-_ALG = {ISSUER: "RS256", OUTBOUND: "RS384"}
+REQUESTER = "requester"
+PURPOSES = (ISSUER, OUTBOUND, REQUESTER)
+_ALG = {ISSUER: "RS256", OUTBOUND: "RS384", REQUESTER: "ES256"}
 _RSA_BITS = 2048
 _UNKNOWN_KID_RELOAD_SECONDS = 1.0
 _log = get_logger("registry.auth.keys")
@@ -46,8 +51,8 @@ class _Imported:
     """One key as imported: the private key and its public half."""
 
     pem: str
-    private: RSAKey
-    public: RSAKey
+    private: RSAKey | ECKey
+    public: RSAKey | ECKey
 
 
 _IMPORTED: dict[str, _Imported] = {}
@@ -61,8 +66,9 @@ def _imported(row: KeyRow) -> _Imported:
     known = _IMPORTED.get(row.kid)
     if known is not None and known.pem == row.private_pem and known.private.alg == row.alg:
         return known
-    private = RSAKey.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
-    imported = _Imported(row.private_pem, private, RSAKey.import_key(private.as_dict(private=False)))
+    kind: type[RSAKey] | type[ECKey] = ECKey if row.alg.startswith("ES") else RSAKey
+    private = kind.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
+    imported = _Imported(row.private_pem, private, kind.import_key(private.as_dict(private=False)))
     if len(_IMPORTED) >= _IMPORTED_MAX:
         _IMPORTED.clear()
     _IMPORTED[row.kid] = imported
@@ -73,10 +79,12 @@ def _imported(row: KeyRow) -> _Imported:
 class Keys:
     """One consistent view of the keys: what signs now, and what verifies and is published."""
 
-    issuer: RSAKey
+    issuer: RSAKey | ECKey
     """The active issuer key (signs access tokens)."""
-    outbound: RSAKey
+    outbound: RSAKey | ECKey
     """The active outbound key (signs this instance's client assertions)."""
+    requester: RSAKey | ECKey
+    """The active requester key (signs the IEF-Requester assertions sent to gateways)."""
     issuer_keys: KeySet
     """Every live issuer key, public halves only: what the built-in issuer's tokens verify against."""
     jwks: dict[str, Any]
@@ -106,7 +114,7 @@ class KeyRing:
         """Create the active issuer and outbound keys when missing, then load every live key."""
         async with self._db.writer() as conn:
             existing = {row.purpose for row in await self._repo.live_keys(conn) if row.retired_at is None}
-            for purpose in (ISSUER, OUTBOUND):
+            for purpose in PURPOSES:
                 if purpose not in existing:
                     kid = await self._add(conn, purpose)
                     _log.info("key_created", purpose=purpose, kid=kid)
@@ -118,7 +126,7 @@ class KeyRing:
         async with self._db.writer() as conn:
             rows = await self._repo.live_keys(conn)
         active = {row.purpose: row for row in rows if row.retired_at is None}
-        missing = {ISSUER, OUTBOUND} - set(active)
+        missing = set(PURPOSES) - set(active)
         if missing:
             raise RuntimeError(
                 f"no active {', '.join(sorted(missing))} key: run `ief-registry db upgrade` or start `serve`"
@@ -128,6 +136,7 @@ class KeyRing:
         self._keys = Keys(
             issuer=imported[active[ISSUER].kid].private,
             outbound=imported[active[OUTBOUND].kid].private,
+            requester=imported[active[REQUESTER].kid].private,
             issuer_keys=KeySet(issuer_public),
             jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows]},
         )
@@ -161,7 +170,11 @@ class KeyRing:
         return kid
 
     async def _add(self, conn: Any, purpose: str) -> str:
-        key = RSAKey.generate_key(_RSA_BITS, private=True)
+        key: RSAKey | ECKey = (
+            ECKey.generate_key("P-256", private=True)
+            if _ALG[purpose].startswith("ES")
+            else RSAKey.generate_key(_RSA_BITS, private=True)
+        )
         kid = key.thumbprint()  # of the key just made: importing its PEM again would check it again
         pem = key.as_pem(private=True).decode()
         await self._repo.add_active_key(conn, kid=kid, purpose=purpose, alg=_ALG[purpose], private_pem=pem)

@@ -14,6 +14,7 @@ HS*), ``iss`` matched against the trusted issuers, ``aud``, ``exp``/``nbf``/``ia
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,8 +27,11 @@ from registry import errors
 from registry.auth.clients import check_key_url
 from registry.auth.issuer import SERVICE_CLAIM
 from registry.auth.remote import RemoteError, parse_jwks
+from registry.auth.requester import PRACTITIONER_CLAIM, PURPOSE_CLAIM
 from registry.auth.scopes import Principal, may_hold
 from registry.log import get_logger
+from schemas.privacy import parse_hpii, parse_purpose
+from schemas.types import InvalidValueError
 
 if TYPE_CHECKING:
     from registry.auth.keys import KeyRing
@@ -74,6 +78,23 @@ def _expiry(claims: dict[str, Any]) -> int:
     return int(claims["exp"])
 
 
+def _stated(claims: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The purpose of use and the requesting practitioner a token states (claims ``purpose_of_use``,
+    ``requesting_practitioner``), checked.
+
+    Raises:
+        Unauthenticated: a claim that is not a PurposeOfUse code or an HPI-I.
+    """
+    stated: list[str | None] = []
+    for claim, parse in ((PURPOSE_CLAIM, parse_purpose), (PRACTITIONER_CLAIM, parse_hpii)):
+        value = claims.get(claim)
+        try:
+            stated.append(None if value is None else parse(value if isinstance(value, str) else ""))
+        except InvalidValueError as exc:
+            raise errors.Unauthenticated(f"the token's {claim} claim is not acceptable: {exc}") from None
+    return stated[0], stated[1]
+
+
 class _BuiltIn:
     """This instance's own issuer: keys from the database, the client and binding from the token."""
 
@@ -98,6 +119,8 @@ class _BuiltIn:
             issuer=self.issuer,
             expires_at=_expiry(claims),
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+            purpose=_stated(claims)[0],
+            practitioner=_stated(claims)[1],
         )
 
 
@@ -147,6 +170,8 @@ class _External:
             issuer=self.issuer,
             expires_at=_expiry(claims),
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+            purpose=_stated(claims)[0],
+            practitioner=_stated(claims)[1],
         )
 
 
@@ -210,7 +235,7 @@ class Authenticator:
             RateLimited: the client is over its rate, or the address over its failed-authentication rate.
         """
         try:
-            principal = await self._check(authorization)
+            token, principal = await self._check(authorization)
         except errors.Unauthenticated as exc:
             self._failures.take(address or "(unknown)")
             _log.info("auth_refused", reason=exc.message)
@@ -221,9 +246,18 @@ class Authenticator:
             _log.info("auth_refused", reason="client unknown or disabled", client_id=principal.client_id)
             raise errors.Unauthenticated("the token's client is unknown or disabled")
         self._requests.take(principal.client_id, state.rate_per_second)
+        if (principal.clearances, principal.break_glass, principal.purposes) != (
+            state.clearances,
+            state.break_glass,
+            state.purposes,
+        ):  # what the client's registration grants now (re-read with its state), kept for its next request
+            principal = replace(
+                principal, clearances=state.clearances, break_glass=state.break_glass, purposes=state.purposes
+            )
+            self._verified[token] = principal
         return principal
 
-    async def _check(self, authorization: str | None) -> Principal:
+    async def _check(self, authorization: str | None) -> tuple[str, Principal]:
         if not authorization or authorization[:7].lower() != "bearer " or not authorization[7:].strip():
             raise errors.Unauthenticated("this needs a bearer token (Authorization: Bearer …)", token_sent=False)
         token = authorization[7:].strip()
@@ -236,7 +270,7 @@ class Authenticator:
         elif principal.expires_at + self._leeway <= time.time():
             del self._verified[token]
             raise errors.Unauthenticated("the token has expired", code=errors.ErrorCode.TOKEN_EXPIRED)
-        return principal
+        return token, principal
 
     def _evict(self) -> None:
         now = time.time()

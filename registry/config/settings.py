@@ -22,6 +22,7 @@ __all__ = (
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
+    "PrivacySettings",
     "RecordSettings",
     "Settings",
     "SubscriptionSettings",
@@ -345,6 +346,18 @@ class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     ] = 100
 
 
+class PrivacySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The privacy decision point (DESIGN §12)."""
+
+    require_purpose: Annotated[
+        bool,
+        Meta(
+            description="Refuse (400) a read of patient-linked data that states no purpose of use "
+            "(IEF-Purpose-Of-Use header or purpose_of_use claim)."
+        ),
+    ] = False
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -370,3 +383,4 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)

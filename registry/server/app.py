@@ -26,7 +26,7 @@ from registry.auth.controller import TokenController, WellKnownController
 from registry.auth.guard import check_route_security, guard
 from registry.db.queries import load_queries
 from registry.feature import FeaturePlugin
-from registry.fhir.plugin import AuditEventPlugin, RegistryResourcesPlugin
+from registry.fhir.plugin import AuditEventPlugin, ConsentPlugin, RegistryResourcesPlugin
 from registry.fhirapi.io import fhir_router
 from registry.health import HealthController
 from registry.http import RequestContext
@@ -68,6 +68,7 @@ class Features:
                 FederationPlugin(settings),
                 DiscoveryPlugin(settings),
                 AuditEventPlugin(settings),
+                ConsentPlugin(settings),
                 SubscriptionsPlugin(settings),
             )
         )
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 "metrics": metrics,
                 "public_base_url": settings.public_base_url,
                 "max_query_params": settings.http.max_query_params,
+                "require_purpose": settings.privacy.require_purpose,
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,

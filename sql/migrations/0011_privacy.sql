@@ -1,0 +1,254 @@
+-- Privacy (DESIGN §12, docs/adr/0026-privacy-decision-point.md): Consent records and the compact
+-- per-patient policy they compile to, security labels on records (and in their history), what a
+-- client is cleared and permitted for, what the audit row says of purpose, practitioner and
+-- withholding, the outbound key that signs IEF-Requester, and the patient-consent topic.
+
+-- Clients: the security labels they are cleared for, whether they may break the glass (purpose
+-- ETREAT overriding a patient's restrictions), and the purposes of use they may state (empty: any).
+ALTER TABLE clients
+    ADD COLUMN clearances text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN break_glass boolean NOT NULL DEFAULT false,
+    ADD COLUMN purposes text[] NOT NULL DEFAULT '{}';
+
+-- IEF-Requester assertions are signed by an outbound key of their own (ES256: one per gateway asked,
+-- so it must be cheap), published in /.well-known/jwks.json like the others.
+ALTER TABLE auth_keys DROP CONSTRAINT auth_keys_purpose_check;
+ALTER TABLE auth_keys ADD CONSTRAINT auth_keys_purpose_check CHECK (purpose IN ('issuer', 'outbound', 'requester'));
+
+-- Security labels are part of the record and of its history.
+ALTER TABLE records ADD COLUMN security_labels text[] NOT NULL DEFAULT '{}';
+ALTER TABLE record_history ADD COLUMN security_labels text[] NOT NULL DEFAULT '{}';
+
+CREATE OR REPLACE FUNCTION record_history_on_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO record_history (ihi, service_id, record_id, version, change, status, type, previous_status, recorded_at,
+                                security_labels)
+    SELECT n.ihi, n.service_id, n.record_id, n.version, 'created', n.status, n.type, NULL, n.last_updated,
+           n.security_labels
+    FROM new_rows n;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION record_history_on_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO record_history (ihi, service_id, record_id, version, change, status, type, previous_status, recorded_at,
+                                security_labels)
+    SELECT n.ihi, n.service_id, n.record_id, n.version, 'updated', n.status, n.type, o.status, n.last_updated,
+           n.security_labels
+    FROM new_rows n JOIN old_rows o USING (ihi, service_id)
+    WHERE (n.status, n.type, n.security_labels) IS DISTINCT FROM (o.status, o.type, o.security_labels);
+    RETURN NULL;
+END $$;
+
+-- put_record() takes the record's security labels: NULL keeps the stored ones (a writer that does
+-- not speak of labels never clears them), an array replaces them; a change of labels is a change.
+DROP FUNCTION put_record(text, text, text, text);
+CREATE FUNCTION put_record(p_ihi text, p_service_id text, p_status text, p_type text, p_labels text[] DEFAULT NULL)
+RETURNS TABLE (ihi text, service_id text, record_id uuid, status text, type text, version integer,
+               last_updated timestamptz, outcome text, security_labels text[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    r records%ROWTYPE;
+BEGIN
+    PERFORM 1 FROM services s WHERE s.service_id = p_service_id AND s.status = 'enabled';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'service % is not known or not enabled', p_service_id USING ERRCODE = 'IE001';
+    END IF;
+    INSERT INTO records AS t (ihi, service_id, status, type, security_labels)
+    VALUES (p_ihi, p_service_id, p_status, p_type, coalesce(p_labels, '{}'))
+    ON CONFLICT ON CONSTRAINT records_pkey DO NOTHING
+    RETURNING t.* INTO r;
+    IF FOUND THEN
+        RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+                            'created', r.security_labels;
+        RETURN;
+    END IF;
+    UPDATE records AS t SET status = p_status, type = p_type, security_labels = coalesce(p_labels, t.security_labels),
+                            version = t.version + 1, last_updated = now()
+    WHERE t.ihi = p_ihi::bpchar AND t.service_id = p_service_id
+      AND (t.status, t.type, t.security_labels) IS DISTINCT FROM (p_status, p_type, coalesce(p_labels, t.security_labels))
+    RETURNING t.* INTO r;
+    IF FOUND THEN
+        RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+                            'updated', r.security_labels;
+        RETURN;
+    END IF;
+    SELECT t.* INTO r FROM records t WHERE t.ihi = p_ihi::bpchar AND t.service_id = p_service_id;
+    RETURN QUERY SELECT r.ihi::text, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+                        'unchanged', r.security_labels;
+END $$;
+
+-- Consent records (FHIR Consent, IHE PCF shape), kept with every version, and the compact policy of
+-- each patient: the compiled rules of their active Consents, kept by trigger in the same transaction
+-- as the Consent write, read by every disclosure in the same query as the records it discloses.
+CREATE TABLE consents (
+    consent_id   uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    ihi          char(16)    NOT NULL CHECK (ihi ~ '^800360[0-9]{10}$'),
+    status       text        NOT NULL CHECK (status IN ('draft', 'proposed', 'active', 'rejected', 'inactive',
+                                                        'entered-in-error')),
+    resource     jsonb       NOT NULL,  -- the Consent as written (without id and meta)
+    rules        jsonb       NOT NULL,  -- the Consent compiled (schemas.privacy.ConsentRules)
+    version      integer     NOT NULL DEFAULT 1,
+    actor        text        NOT NULL,  -- the client that made this version
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_updated timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX consents_ihi_idx ON consents (ihi, last_updated);
+
+CREATE TABLE consent_history (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    consent_id   uuid        NOT NULL,
+    ihi          char(16)    NOT NULL,
+    version      integer     NOT NULL,
+    status       text        NOT NULL,
+    resource     jsonb       NOT NULL,
+    actor        text        NOT NULL,
+    recorded_at  timestamptz NOT NULL
+);
+
+CREATE INDEX consent_history_consent_idx ON consent_history (consent_id, version);
+
+CREATE TABLE patient_policies (
+    ihi        char(16)    PRIMARY KEY,
+    policy     jsonb       NOT NULL,  -- JSON array of ConsentRules, one per active Consent
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TRIGGER consents_no_delete BEFORE DELETE ON consents FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER consents_no_truncate BEFORE TRUNCATE ON consents FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER consent_history_append_only BEFORE UPDATE OR DELETE ON consent_history
+    FOR EACH ROW EXECUTE FUNCTION refuse_change();
+CREATE TRIGGER consent_history_no_truncate BEFORE TRUNCATE ON consent_history
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
+
+-- Every version of a Consent in its history; the patient's compact policy recomputed; the change
+-- announced to every server process (NOTIFY is transactional: sent when the write commits) and to
+-- the subscribers of the patient-consent topic (id-only events, numbered like any other).
+CREATE FUNCTION consents_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_policy jsonb;
+BEGIN
+    INSERT INTO consent_history (consent_id, ihi, version, status, resource, actor, recorded_at)
+    VALUES (NEW.consent_id, NEW.ihi, NEW.version, NEW.status, NEW.resource, NEW.actor, NEW.last_updated);
+    SELECT jsonb_agg(c.rules ORDER BY c.created_at, c.consent_id) INTO v_policy
+    FROM consents c WHERE c.ihi = NEW.ihi AND c.status = 'active';
+    IF v_policy IS NULL THEN
+        DELETE FROM patient_policies WHERE ihi = NEW.ihi;
+    ELSE
+        INSERT INTO patient_policies AS p (ihi, policy) VALUES (NEW.ihi, v_policy)
+        ON CONFLICT (ihi) DO UPDATE SET policy = excluded.policy, updated_at = now();
+    END IF;
+    PERFORM pg_notify('ief_consent_changes', NEW.ihi::text);
+    PERFORM enqueue_consent_event(NEW.ihi, NEW.consent_id, CASE WHEN TG_OP = 'INSERT' THEN 'created' ELSE 'updated' END);
+    RETURN NULL;
+END $$;
+
+-- The audit row says why and for whom (purpose of use, the requesting practitioner's HPI-I), how
+-- many records were withheld, and whether anything was disclosed by break-glass.
+ALTER TABLE audit_events
+    ADD COLUMN purpose_of_use text,
+    ADD COLUMN practitioner   text,
+    ADD COLUMN withheld       integer NOT NULL DEFAULT 0 CHECK (withheld >= 0),
+    ADD COLUMN break_glass    boolean NOT NULL DEFAULT false;
+
+CREATE INDEX audit_events_break_glass_idx ON audit_events (recorded, id) WHERE break_glass;
+
+-- Subscriptions have a topic: patient-registration (the records) or patient-consent (a patient's
+-- Consent changed: id-only, never the content). A consent event names the Consent, not a record.
+ALTER TABLE subscriptions
+    ADD COLUMN topic text NOT NULL DEFAULT 'patient-registration'
+        CHECK (topic IN ('patient-registration', 'patient-consent'));
+
+ALTER TABLE subscription_events
+    ADD COLUMN consent_id uuid,
+    ALTER COLUMN record_id DROP NOT NULL,
+    ALTER COLUMN service_id DROP NOT NULL,
+    ALTER COLUMN record_status DROP NOT NULL,
+    ALTER COLUMN record_type DROP NOT NULL,
+    ALTER COLUMN record_version DROP NOT NULL,
+    ALTER COLUMN record_updated DROP NOT NULL,
+    ADD CONSTRAINT subscription_events_focus CHECK ((record_id IS NULL) <> (consent_id IS NULL));
+
+-- `withheld`: the decision point withheld the event from the subscriber (it is final, never sent).
+ALTER TABLE subscription_events DROP CONSTRAINT subscription_events_state_check;
+ALTER TABLE subscription_events ADD CONSTRAINT subscription_events_state_check
+    CHECK (state IN ('pending', 'delivered', 'exhausted', 'cancelled', 'withheld'));
+
+-- Registrations match patient-registration subscriptions only.
+CREATE OR REPLACE FUNCTION enqueue_subscription_events(p_rows records[], p_change text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_subs uuid[];
+    v_rows integer[];
+BEGIN
+    SELECT array_agg(m.subscription_id ORDER BY m.subscription_id, m.ord),
+           array_agg(m.ord ORDER BY m.subscription_id, m.ord)
+    INTO v_subs, v_rows
+    FROM (
+        SELECT s.subscription_id, c.ordinality::integer AS ord
+        FROM unnest(p_rows) WITH ORDINALITY AS c
+        JOIN subscriptions s ON s.filter_ihi = c.ihi
+        WHERE s.filter_ihi IS NOT NULL AND s.deleted_at IS NULL AND s.status <> 'off'
+          AND s.topic = 'patient-registration'
+          AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
+          AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
+        UNION ALL
+        SELECT s.subscription_id, c.ordinality::integer
+        FROM subscriptions s
+        CROSS JOIN unnest(p_rows) WITH ORDINALITY AS c
+        WHERE s.filter_ihi IS NULL AND s.deleted_at IS NULL AND s.status <> 'off'
+          AND s.topic = 'patient-registration'
+          AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
+          AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
+    ) m;
+    IF v_subs IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM subscriptions WHERE subscription_id = ANY (v_subs) ORDER BY subscription_id FOR UPDATE;
+    WITH m AS (
+        SELECT u.subscription_id, u.idx, u.ord
+        FROM unnest(v_subs, v_rows) WITH ORDINALITY AS u(subscription_id, idx, ord)
+    ), counts AS (
+        SELECT subscription_id, count(*) AS n FROM m GROUP BY subscription_id
+    ), bumped AS (
+        UPDATE subscriptions s SET events_since_start = s.events_since_start + counts.n
+        FROM counts WHERE s.subscription_id = counts.subscription_id
+        RETURNING s.subscription_id, s.events_since_start - counts.n AS base
+    )
+    INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
+                                     record_status, record_type, record_version, record_updated)
+    SELECT m.subscription_id,
+           b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
+           p_change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
+           (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
+    FROM m JOIN bumped b USING (subscription_id);
+    PERFORM pg_notify('ief_subscription_events', '');
+END $$;
+
+-- One event for every live patient-consent subscription on the patient (or on every patient).
+CREATE FUNCTION enqueue_consent_event(p_ihi char(16), p_consent uuid, p_change text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_subs uuid[];
+BEGIN
+    SELECT array_agg(s.subscription_id ORDER BY s.subscription_id) INTO v_subs
+    FROM subscriptions s
+    WHERE s.topic = 'patient-consent' AND s.deleted_at IS NULL AND s.status <> 'off'
+      AND (s.filter_ihi = p_ihi OR s.filter_ihi IS NULL);
+    IF v_subs IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM subscriptions WHERE subscription_id = ANY (v_subs) ORDER BY subscription_id FOR UPDATE;
+    WITH bumped AS (
+        UPDATE subscriptions s SET events_since_start = s.events_since_start + 1
+        WHERE s.subscription_id = ANY (v_subs)
+        RETURNING s.subscription_id, s.events_since_start AS number
+    )
+    INSERT INTO subscription_events (subscription_id, event_number, change, consent_id, ihi)
+    SELECT b.subscription_id, b.number, p_change, p_consent, p_ihi FROM bumped b;
+    PERFORM pg_notify('ief_subscription_events', '');
+END $$;
+
+CREATE TRIGGER consents_changed AFTER INSERT OR UPDATE ON consents
+    FOR EACH ROW EXECUTE FUNCTION consents_changed();
