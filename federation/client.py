@@ -32,6 +32,7 @@ import msgspec
 from registry import __version__
 from registry.errors import OutboundAuthError
 from registry.outbound.reader import TooLarge, read_capped, refuse_declared
+from schemas.privacy import parse_labels
 from schemas.records import PeerRecord, PeerRecordList, Record, ServiceRef
 from schemas.types import (
     InvalidValueError,
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from registry.auth.outbound import OutboundTarget
+    from registry.auth.requester import Requester
 
 __all__ = (
     "LOOKUP_SCOPES",
@@ -68,6 +70,8 @@ LOOKUP_SCOPES = ("system/Basic.rs",)
 """What this registry asks a peer's token endpoint for: the scope of a record look-up."""
 
 PEER_REQUEST_ID = "IEF-Request-Id"
+PURPOSE_HEADER = "IEF-Purpose-Of-Use"
+ON_BEHALF_OF_HEADER = "IEF-On-Behalf-Of"
 """The header that carries this look-up's request ID to the peer (recorded in the peer's audit)."""
 
 _decoder = msgspec.json.Decoder(PeerRecordList)
@@ -134,6 +138,7 @@ class PeerAnswer:
 
     records: list[Record]
     dropped: list[str]
+    withheld: bool = False
 
 
 def records_url(base_url: str, ihi: str) -> str:
@@ -160,21 +165,29 @@ class PeerClient:
         await self._http.aclose()
 
     async def records(
-        self, peer: OutboundTarget, ihi: str, statuses: list[str], *, within: float, request_id: str
+        self,
+        peer: OutboundTarget,
+        ihi: str,
+        statuses: list[str],
+        *,
+        within: float,
+        request_id: str,
+        requester: Requester | None = None,
     ) -> PeerAnswer:
-        """The peer's records of ``ihi`` with ``statuses`` (it is asked not to follow its own referrals).
+        """The peer's records of ``ihi`` with ``statuses`` (it is asked not to follow its own referrals);
+        the consumer's purpose of use and practitioner go with the question, for the peer's own decision.
 
         Raises:
             PeerError: no usable answer within ``within`` seconds (the subclass says why).
         """
         try:
             async with asyncio.timeout(within):
-                return await self._ask(peer, ihi, statuses, within, request_id)
+                return await self._ask(peer, ihi, statuses, within, _stated(request_id, requester))
         except TimeoutError:
             raise PeerTimeout(f"no answer within {within:.2f} s") from None
 
     async def _ask(
-        self, peer: OutboundTarget, ihi: str, statuses: list[str], seconds: float, request_id: str
+        self, peer: OutboundTarget, ihi: str, statuses: list[str], seconds: float, request_id: dict[str, str]
     ) -> PeerAnswer:
         url = records_url(peer.base_url, ihi)
         params = httpx.QueryParams([("follow", "false"), *(("status", status) for status in statuses)])
@@ -194,17 +207,18 @@ class PeerClient:
             raise PeerInvalidResponse("its answer is not JSON") from None
         if answer.ihi != ihi:
             raise PeerInvalidResponse("it answered for another IHI")
-        return validated(answer.records, ihi)
+        found = validated(answer.records, ihi)
+        return PeerAnswer(found.records, found.dropped, withheld=answer.withheld)
 
     async def _get(
-        self, peer: OutboundTarget, url: str, params: httpx.QueryParams, request_id: str, seconds: float
+        self, peer: OutboundTarget, url: str, params: httpx.QueryParams, stated: dict[str, str], seconds: float
     ) -> tuple[int, bytes]:
         """Status and body (read only for a 200, at most ``max_bytes``) of one authenticated GET."""
         try:
             authorization = await self._credentials.authorization(peer, LOOKUP_SCOPES)
         except OutboundAuthError as exc:
             raise PeerRefused(f"no token from it: {exc.message}") from None
-        headers = {"Authorization": authorization, PEER_REQUEST_ID: request_id}
+        headers = {"Authorization": authorization, **stated}
         try:
             async with self._http.stream("GET", url, params=params, headers=headers, timeout=seconds) as response:
                 if response.status_code != 200:
@@ -225,6 +239,16 @@ class PeerClient:
             raise PeerInvalidResponse("it does not speak HTTP properly") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise PeerUnreachable(f"the connection failed ({type(exc).__name__})") from None
+
+
+def _stated(request_id: str, requester: Requester | None) -> dict[str, str]:
+    """The headers that say whose look-up this is: its request ID, the consumer's purpose and practitioner."""
+    headers = {PEER_REQUEST_ID: request_id}
+    if requester is not None and requester.purpose is not None:
+        headers[PURPOSE_HEADER] = requester.purpose
+    if requester is not None and requester.practitioner is not None:
+        headers[ON_BEHALF_OF_HEADER] = requester.practitioner
+    return headers
 
 
 def _cause(exc: Exception) -> str:
@@ -265,6 +289,9 @@ def _record(peer_record: PeerRecord, ihi: str) -> Record:
         type=type_,
         last_updated=peer_record.last_updated,
         service=_service(peer_record, service_id),
+        security_labels=list(parse_labels(peer_record.security_labels)) or None
+        if peer_record.security_labels
+        else None,
     )
 
 

@@ -25,10 +25,11 @@ __all__ = (
 
 
 class RecordWrite(Input):
-    """Body of ``PUT /registry/records/{ihi}/{serviceId}``."""
+    """Body of ``PUT /registry/records/{ihi}/{serviceId}``; ``securityLabels`` left out keeps the stored ones."""
 
     status: RecordStatus = RecordStatus.ACTIVE
     type: RecordType = RecordType.RECORD
+    security_labels: list[str] | None = None
 
 
 class ServiceRef(Wire):
@@ -51,6 +52,7 @@ class Record(Wire):
     Look-ups add ``service`` (the service's directory entry at the registry holding the record);
     look-ups that follow referrals add ``via``: the registry service IDs the record was learned
     through, in order (empty for this registry's own records; the last one holds the record).
+    ``securityLabels`` are its confidentiality and sensitivity labels (left out when it has none).
     """
 
     ihi: str
@@ -60,6 +62,7 @@ class Record(Wire):
     last_updated: datetime
     service: ServiceRef | None = None
     via: list[str] | None = None
+    security_labels: list[str] | None = None
 
 
 class Unresolved(Wire):
@@ -76,11 +79,13 @@ class Unresolved(Wire):
 
 
 class RecordList(Wire):
-    """Answer of ``GET /registry/records/{ihi}``; ``unresolved`` only when referrals were followed."""
+    """Answer of ``GET /registry/records/{ihi}``; ``unresolved`` only when referrals were followed;
+    ``withheld`` true when the privacy decision point withheld something (never what)."""
 
     ihi: str
     records: list[Record]
     unresolved: list[Unresolved] | None = None
+    withheld: bool = False
 
 
 class HistoryEntry(Wire):
@@ -92,6 +97,7 @@ class HistoryEntry(Wire):
     change: str
     previous_status: RecordStatus | None
     recorded_at: datetime
+    security_labels: list[str] | None = None
 
 
 class RecordHistory(Wire):
@@ -99,6 +105,7 @@ class RecordHistory(Wire):
 
     ihi: str
     history: list[HistoryEntry]
+    withheld: bool = False
 
 
 class BatchItem(Input):
@@ -108,6 +115,7 @@ class BatchItem(Input):
     service_id: str
     status: RecordStatus = RecordStatus.ACTIVE
     type: RecordType = RecordType.RECORD
+    security_labels: list[str] | None = None
 
 
 class BatchItemResult(Wire):
@@ -154,10 +162,13 @@ class PeerRecord(Received):
     last_updated: datetime
     ihi: str | None = None
     service: PeerService | None = None
+    security_labels: list[str] | None = None
 
 
 class PeerRecordList(Received):
-    """A peer registry's answer to ``GET /registry/records/{ihi}?follow=false``."""
+    """A peer registry's answer to ``GET /registry/records/{ihi}?follow=false`` (``withheld``: its own
+    decision point withheld something from this registry)."""
 
     ihi: str
     records: list[PeerRecord]
+    withheld: bool = False

@@ -46,7 +46,8 @@ def event_view(event: StoredEvent) -> EventView:
     return EventView(
         number=event.event_number, occurred_at=event.occurred_at, change=event.change, record_id=event.record_id,
         ihi=event.ihi, service_id=event.service_id, status=event.record_status, type=event.record_type,
-        version=event.record_version, updated=event.record_updated,
+        version=event.record_version, updated=event.record_updated, consent_id=event.consent_id,
+        withheld=event.state == "withheld",
     )  # fmt: skip
 
 

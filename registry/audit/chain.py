@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = ("GENESIS", "ChainBroken", "SealResult", "Verdict", "canonical", "link_hash", "seal", "verify")
 
 CANONICAL_VERSION = 1
+PRIVACY_VERSION = 2
+"""The canonical form of a row with privacy columns (``canonical``)."""
 GENESIS = bytes(32)
 """``prev_hash`` of the first chain entry."""
 
@@ -37,14 +39,22 @@ _encoder = msgspec.json.Encoder()
 
 
 def canonical(event: StoredAuditEvent) -> bytes:
-    """The bytes a chain entry hashes: every column of the row, in a fixed order, as a compact JSON array."""
+    """The bytes a chain entry hashes: every column of the row, in a fixed order, as a compact JSON array.
+
+    A row that says anything of privacy (purpose, practitioner, withheld, break-glass) is hashed in
+    version 2, with those columns appended; any other row hashes as it did before they existed, so a
+    trail sealed before them still verifies, and clearing or setting them on a sealed row breaks it.
+    """
     recorded = event.recorded.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    privacy = [event.purpose_of_use, event.practitioner, event.withheld, event.break_glass]
+    said = privacy != [None, None, 0, False]
     return _encoder.encode(
         [
-            CANONICAL_VERSION, event.id, event.event_id, event.xid, recorded, event.request_id,
-            event.peer_request_id, event.interaction, event.action, event.outcome, event.status, event.detail,
+            PRIVACY_VERSION if said else CANONICAL_VERSION, event.id, event.event_id, event.xid, recorded,
+            event.request_id, event.peer_request_id, event.interaction, event.action, event.outcome, event.status,
+            event.detail,
             event.method, event.path, event.query, event.client_id, event.client_service, event.client_address,
-            event.token_id, event.observer, list(event.patients), list(event.records),
+            event.token_id, event.observer, list(event.patients), list(event.records), *(privacy if said else []),
         ]
     )  # fmt: skip
 

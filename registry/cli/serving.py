@@ -180,6 +180,7 @@ def _serve_in_workers(settings: Settings) -> None:
 def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
     """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
     from broker.subscriptions.plugin import SubscriptionsPlugin
+    from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
     settings = runtime.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
@@ -191,7 +192,7 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
             loop.add_signal_handler(signum, stop.set)
         async with SubscriptionsPlugin(settings).delivery(
             db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
-            listen_url=settings.database.direct_url or session.url,
+            listen_url=settings.database.direct_url or session.url, decisions=DecisionPoint(),
         ):  # fmt: skip
             await stop.wait()
 

@@ -10,10 +10,11 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
 from registry import errors
+from registry.auth.requester import Requester
 from registry.auth.scopes import Principal
 from registry.http import media_type, request_id
-from registry.records.lifecycle import WRITE_STATUS
-from registry.records.service import RecordService, to_record
+from registry.records.lifecycle import WRITE_STATUS, to_record
+from registry.records.service import RecordService
 from registry.route import RouteSpec
 from schemas.audit import Interaction
 from schemas.records import BatchResult, Record, RecordHistory, RecordList, RecordWrite
@@ -27,6 +28,7 @@ _READ = ("system/Basic.rs",)
 
 Records = NamedDependency[RecordService]
 Caller = NamedDependency[Principal]
+Asking = NamedDependency[Requester]
 IhiParam = Annotated[str, Parameter(description="The patient's IHI (16 digits, 800360 prefix, Luhn check digit).")]
 ServiceIdParam = Annotated[str, Parameter(description="The service ID: a UUID or a ULID.")]
 StatusParam = Annotated[
@@ -64,7 +66,9 @@ class RecordController(Controller):
         data: JSONBody[RecordWrite],
     ) -> Response[Record]:
         """Register (201) or change (200) a record of the caller's own service; an identical repeat is a no-op."""
-        stored, outcome = await records.put(ihi, service_id, data.status, data.type, actor=principal)
+        stored, outcome = await records.put(
+            ihi, service_id, data.status, data.type, actor=principal, labels=data.security_labels
+        )
         return Response(to_record(stored), status_code=WRITE_STATUS[outcome])
 
     @get(
@@ -75,6 +79,7 @@ class RecordController(Controller):
     async def get_records(
         self,
         records: Records,
+        requester: Asking,
         request: Request[Any, Any, Any],
         ihi: IhiParam,
         status: StatusParam = None,
@@ -85,16 +90,16 @@ class RecordController(Controller):
         With ``follow=true`` this registry follows ``registry`` records to the registries they name
         (and theirs in turn) and answers what it learned, with ``unresolved`` for what it could not.
         """
-        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request))
+        return await records.for_ihi(ihi, status, requester=requester, follow=follow, request_id=request_id(request))
 
     @get(
         "/{ihi:str}/history",
         operation_id="getRecordHistory",
         opt=RouteSpec(scopes=_READ, audit=Interaction.HISTORY_TYPE).opt,
     )
-    async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
-        """Every status change of every record of a patient, oldest first."""
-        return await records.history(ihi)
+    async def get_history(self, records: Records, requester: Asking, ihi: IhiParam) -> RecordHistory:
+        """Every status change of every record of a patient, oldest first (what may be disclosed to the caller)."""
+        return await records.history(ihi, requester=requester)
 
 
 class BatchController(Controller):

@@ -1,11 +1,19 @@
-"""Record lifecycle rules (pure): which statuses exist, which route discovery, how filters parse."""
+"""Record lifecycle rules (pure): which statuses exist, which route discovery, how filters and labels parse,
+the wire form of a stored record."""
 
 from __future__ import annotations
 
-from registry import errors
-from schemas.types import RecordStatus
+from typing import TYPE_CHECKING
 
-__all__ = ("ROUTING_STATUSES", "WRITE_STATUS", "parse_statuses")
+from registry import errors
+from schemas.privacy import parse_labels
+from schemas.records import Record
+from schemas.types import InvalidValueError, RecordStatus
+
+if TYPE_CHECKING:
+    from registry.records.repository import StoredRecord
+
+__all__ = ("ROUTING_STATUSES", "WRITE_STATUS", "check_labels", "parse_statuses", "to_record")
 
 ROUTING_STATUSES: tuple[RecordStatus, ...] = (RecordStatus.ACTIVE,)
 """Only active records route discovery; the others are returned only when asked for."""
@@ -30,3 +38,31 @@ def parse_statuses(values: list[str] | None) -> list[str]:
             if status not in wanted:
                 wanted.append(status)
     return [str(s) for s in wanted]
+
+
+def to_record(stored: StoredRecord) -> Record:
+    """The wire form of a stored record (with its service's directory entry when the look-up read it)."""
+    return Record(
+        ihi=stored.ihi,
+        service_id=stored.service_id,
+        status=stored.status,
+        type=stored.type,
+        last_updated=stored.last_updated,
+        service=stored.service,
+        security_labels=list(stored.security_labels) or None,
+    )
+
+
+def check_labels(labels: list[str] | None, expression: str = "securityLabels") -> list[str] | None:
+    """Validate a record's security labels (None: not given).
+
+    Raises:
+        InvalidInput: one is not a confidentiality or sensitivity code.
+    """
+    if labels is None:
+        return None
+    try:
+        return list(parse_labels(labels))
+    except InvalidValueError as exc:
+        message = f"invalid security label: {exc}"
+        raise errors.InvalidInput(message, issues=[errors.Issue(message, expression)]) from None

@@ -10,6 +10,7 @@ from uuid import UUID
 from registry.audit.repository import insert_columns
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
+from schemas.privacy import PatientPolicy, policy_decoder
 from schemas.records import HistoryEntry, ServiceRef
 from schemas.types import RecordStatus, RecordType, SearchStyle, ServiceKind
 
@@ -20,14 +21,15 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("BatchRow", "RecordRepository", "StoredRecord")
+__all__ = ("BatchRow", "RecordRepository", "StoredChange", "StoredRecord", "policy_of")
 
 
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
     """A record row, with the storage-only fields the FHIR facade needs (id, version).
 
-    ``service`` is the service's directory entry, read by look-ups by IHI only.
+    ``service`` is the service's directory entry, read by look-ups by IHI only; ``policy`` the
+    patient's compiled Consents, read with every disclosure (empty: none).
     """
 
     ihi: str
@@ -38,6 +40,16 @@ class StoredRecord:
     version: int
     last_updated: datetime
     service: ServiceRef | None = None
+    security_labels: tuple[str, ...] = ()
+    policy: PatientPolicy = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """One history entry, with the patient's compiled Consents (what its disclosure is decided on)."""
+
+    entry: HistoryEntry
+    policy: PatientPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,11 @@ class BatchRow:
     outcome: str
 
 
+def policy_of(raw: str | None) -> PatientPolicy:
+    """A patient's compact privacy policy as stored (jsonb text; NULL: no Consent)."""
+    return policy_decoder.decode(raw) if raw else ()
+
+
 def _stored(row: asyncpg.Record, service: ServiceRef | None = None) -> StoredRecord:
     return StoredRecord(
         ihi=row["ihi"],
@@ -62,6 +79,8 @@ def _stored(row: asyncpg.Record, service: ServiceRef | None = None) -> StoredRec
         version=row["version"],
         last_updated=row["last_updated"],
         service=service,
+        security_labels=tuple(row["security_labels"]),
+        policy=policy_of(row.get("policy")),
     )
 
 
@@ -84,16 +103,17 @@ class RecordRepository:
         self._q = queries
 
     async def put(
-        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str
+        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, labels: list[str] | None
     ) -> tuple[StoredRecord, str]:
-        """Write one record idempotently; return it and ``created``, ``updated`` or ``unchanged``."""
+        """Write one record idempotently (``labels`` None keeps its security labels); return it and
+        ``created``, ``updated`` or ``unchanged``."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_)
+            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_, labels)
         assert row is not None
         return _stored(row), row["outcome"]
 
     async def put_audited(
-        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str,
+        self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, labels: list[str] | None,
         audit_rows: list[tuple[str, AuditEntry]],
     ) -> tuple[StoredRecord, str]:  # fmt: skip
         """Write one record idempotently and insert the audit row of its outcome, in one statement.
@@ -104,7 +124,9 @@ class RecordRepository:
         outcomes = [name for name, _ in audit_rows]
         columns = insert_columns([entry for _, entry in audit_rows])
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["put_record_audited"], ihi, service_id, status, type_, *columns, outcomes)
+            row = await conn.fetchrow(
+                self._q["put_record_audited"], ihi, service_id, status, type_, labels, *columns, outcomes
+            )
         assert row is not None
         return _stored(row), row["outcome"]
 
@@ -122,10 +144,12 @@ class RecordRepository:
         service_ids: list[str],
         statuses: list[str],
         types: list[str],
+        labels: list[str | None],
     ) -> dict[int, BatchRow]:
-        """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``."""
+        """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``. ``labels``
+        are each item's security labels, space-separated (None: keep the stored ones)."""
         with translate_db_errors():
-            rows = await conn.fetch(self._q["put_records"], ords, ihis, service_ids, statuses, types)
+            rows = await conn.fetch(self._q["put_records"], ords, ihis, service_ids, statuses, types, labels)
         return {
             row["ord"]: BatchRow(
                 ord=row["ord"],
@@ -144,18 +168,23 @@ class RecordRepository:
             rows = await conn.fetch(self._q["get_records"], ihi, statuses)
         return [_with_service(row) for row in rows]
 
-    async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
+    async def history(self, conn: Connection, ihi: str) -> list[StoredChange]:
         """Every change of every record of one IHI, oldest first."""
         with translate_db_errors():
             rows = await conn.fetch(self._q["get_history"], ihi)
+        policy = policy_of(rows[0]["policy"]) if rows else ()
         return [
-            HistoryEntry(
-                service_id=row["service_id"],
-                status=RecordStatus(row["status"]),
-                type=RecordType(row["type"]),
-                change=row["change"],
-                previous_status=RecordStatus(row["previous_status"]) if row["previous_status"] else None,
-                recorded_at=row["recorded_at"],
+            StoredChange(
+                HistoryEntry(
+                    service_id=row["service_id"],
+                    status=RecordStatus(row["status"]),
+                    type=RecordType(row["type"]),
+                    change=row["change"],
+                    previous_status=RecordStatus(row["previous_status"]) if row["previous_status"] else None,
+                    recorded_at=row["recorded_at"],
+                    security_labels=list(row["security_labels"]) or None,
+                ),
+                policy,
             )
             for row in rows
         ]

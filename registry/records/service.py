@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -10,13 +10,13 @@ from registry import errors
 from registry.audit.context import WriteOutcome, note_patients, note_records
 from registry.checks import check_ihi, check_service_id
 from registry.log import get_logger
-from registry.records.lifecycle import WRITE_STATUS, parse_statuses
+from registry.records.lifecycle import WRITE_STATUS, check_labels, parse_statuses, to_record
 from schemas.audit import Action
+from schemas.privacy import parse_labels
 from schemas.records import (
     BatchItem,
     BatchItemResult,
     BatchResult,
-    Record,
     RecordHistory,
     RecordList,
 )
@@ -26,12 +26,15 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from registry.audit.trail import AuditTrail
+    from registry.auth.requester import Requester
     from registry.auth.scopes import Principal
     from registry.config import RecordSettings
     from registry.db.pool import Database
+    from registry.records.disclosure import Disclosures
+    from registry.records.referrals import Referrals
     from registry.records.repository import BatchRow, RecordRepository, StoredRecord
 
-__all__ = ("RecordService", "Referrals", "check_actor", "to_record")
+__all__ = ("RecordService", "check_actor", "to_record")
 
 _log = get_logger(__name__)
 _item_decoder = msgspec.json.Decoder()
@@ -57,44 +60,12 @@ def _note_read(stored: list[StoredRecord]) -> None:
     note_records(s.record_id for s in stored)
 
 
-def to_record(stored: StoredRecord) -> Record:
-    """The wire form of a stored record (with its service's directory entry when the look-up read it)."""
-    return Record(
-        ihi=stored.ihi,
-        service_id=stored.service_id,
-        status=stored.status,
-        type=stored.type,
-        last_updated=stored.last_updated,
-        service=stored.service,
-    )
-
-
-class Referrals(Protocol):
-    """Follows ``registry`` records to the registries they name (DESIGN §5).
-
-    The records layer declares what it needs; ``registry/server/`` injects the implementation
-    (``federation.resolver.Resolver``), so records never import federation.
-    """
-
-    async def follow(
-        self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str, deadline: float | None = None
-    ) -> RecordList:
-        """Resolve the ``registry`` records among ``found`` (this registry's own records for ``ihi``).
-
-        ``request_id`` goes to every peer (``IEF-Request-Id``); ``deadline`` (a ``time.monotonic()``
-        instant) ends the look-up sooner than its own deadline would.
-
-        Returns every ``record``-type record learned, here and at the registries reached (each with
-        ``via``), and ``unresolved``: every referral that could not be followed, with the reason.
-        """
-        ...
-
-
 class RecordService:
     """Everything the native API and the FHIR facade do with records.
 
     Every write commits its request's audit row in its own transaction (``AuditTrail.transaction``);
-    reads note the records they return for the request's audit row.
+    reads pass what they found through the privacy decision point (``disclosure.py``) and note the
+    records they return for the request's audit row.
     """
 
     def __init__(
@@ -103,12 +74,14 @@ class RecordService:
         repository: RecordRepository,
         settings: RecordSettings,
         audit: AuditTrail,
+        disclosures: Disclosures,
         referrals: Referrals | None = None,
     ) -> None:
         self._db = db
         self._repo = repository
         self._settings = settings
         self._audit = audit
+        self._disclosures = disclosures
         self._referrals = referrals
 
     async def put(
@@ -120,8 +93,10 @@ class RecordService:
         *,
         actor: Principal,
         expected_version: int | None = None,
+        labels: list[str] | None = None,
     ) -> tuple[StoredRecord, str]:
-        """Create or change one record; repeating an identical write changes nothing.
+        """Create or change one record; repeating an identical write changes nothing. ``labels`` are its
+        security labels (None: keep the stored ones).
 
         With ``expected_version`` the record must exist at that version (checked under a row lock,
         so two writers expecting the same version cannot both succeed).
@@ -136,8 +111,9 @@ class RecordService:
         ihi = check_ihi(ihi)
         service_id = check_service_id(service_id)
         check_actor(actor, service_id)
+        labels = check_labels(labels)
         if expected_version is None:
-            return await self._put_in_one_statement(ihi, service_id, status, type_)
+            return await self._put_in_one_statement(ihi, service_id, status, type_, labels)
         async with self._db.writer() as conn, self._audit.transaction(conn) as audit:
             if expected_version is not None:
                 current = await self._repo.lock_by_key(conn, ihi, service_id)
@@ -146,13 +122,15 @@ class RecordService:
                     raise errors.PreconditionFailed(
                         f"expected version {expected_version}, but {found}", code=errors.ErrorCode.VERSION_MISMATCH
                     )
-            stored, outcome = await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+            stored, outcome = await self._repo.put(
+                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, labels=labels
+            )
             action = Action.CREATE if outcome == "created" else Action.UPDATE
             audit.done(status=WRITE_STATUS[outcome], action=action, records=[stored.record_id], detail=outcome)
         return stored, outcome
 
     async def _put_in_one_statement(
-        self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType
+        self, ihi: str, service_id: str, status: RecordStatus, type_: RecordType, labels: list[str] | None
     ) -> tuple[StoredRecord, str]:
         """An unconditional write and its audit row in one statement (one round trip instead of four)."""
         rows = self._audit.rows_for_outcomes(
@@ -165,9 +143,11 @@ class RecordService:
         )
         async with self._db.writer() as conn:
             if rows is None:
-                return await self._repo.put(conn, ihi=ihi, service_id=service_id, status=status, type_=type_)
+                return await self._repo.put(
+                    conn, ihi=ihi, service_id=service_id, status=status, type_=type_, labels=labels
+                )
             stored, outcome = await self._repo.put_audited(
-                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, audit_rows=rows
+                conn, ihi=ihi, service_id=service_id, status=status, type_=type_, labels=labels, audit_rows=rows
             )
         self._audit.committed()
         return stored, outcome
@@ -177,11 +157,14 @@ class RecordService:
         ihi: str,
         statuses: list[str] | None = None,
         *,
+        requester: Requester,
         follow: bool = False,
         request_id: str = "",
         deadline: float | None = None,
     ) -> RecordList:
-        """The records of one IHI: active ones, or those with the statuses asked for.
+        """The records of one IHI that may be disclosed to ``requester``: active ones, or those with the
+        statuses asked for; ``withheld`` when the decision point withheld any (a withheld ``registry``
+        record is not followed: its registry is not asked).
 
         With ``follow``, ``registry`` records are resolved at the registries they name (peers are
         asked for the same statuses and told ``request_id`` for their audit), within the federation
@@ -193,34 +176,52 @@ class RecordService:
         """
         ihi = check_ihi(ihi)
         wanted = parse_statuses(statuses)
-        async with self._db.reader() as conn:
+        async with self._db.writer() if self._disclosures.needs_primary(ihi) else self._db.reader() as conn:
             stored = await self._repo.for_ihi(conn, ihi, wanted)
-        _note_read(stored)
-        records = [to_record(s) for s in stored]
+        note_patients([ihi])
+        shown = self._disclosures.records(requester, stored)
+        _note_read(shown.disclosed)
+        records = [to_record(s) for s in shown.disclosed]
         if not follow:
-            return RecordList(ihi=ihi, records=records)
+            return RecordList(ihi=ihi, records=records, withheld=shown.withheld > 0)
         if self._referrals is None:
             raise errors.DependencyUnavailable("this server cannot follow registry records: federation is not set up")
-        return await self._referrals.follow(ihi, records, wanted, request_id=request_id, deadline=deadline)
+        found = await self._referrals.follow(
+            ihi, records, wanted, request_id=request_id, deadline=deadline, requester=requester
+        )
+        policy = stored[0].policy if stored else ()
+        learned = self._disclosures.learned(requester, policy, [r for r in found.records if r.via])
+        kept = [r for r in found.records if not r.via] + learned.disclosed
+        kept.sort(key=lambda r: (len(r.via or ()), r.service_id))
+        withheld = found.withheld or shown.withheld > 0 or learned.withheld > 0
+        return msgspec.structs.replace(found, records=kept, withheld=withheld)
 
-    async def history(self, ihi: str) -> RecordHistory:
-        """Every status change of every record of one IHI, oldest first."""
+    async def history(self, ihi: str, *, requester: Requester) -> RecordHistory:
+        """Every status change of every record of one IHI that may be disclosed to ``requester``, oldest first."""
         ihi = check_ihi(ihi)
-        async with self._db.reader() as conn:
-            entries = await self._repo.history(conn, ihi)
-        return RecordHistory(ihi=ihi, history=entries)
+        async with self._db.writer() if self._disclosures.needs_primary(ihi) else self._db.reader() as conn:
+            changes = await self._repo.history(conn, ihi)
+        shown = self._disclosures.history(requester, changes)
+        return RecordHistory(ihi=ihi, history=shown.disclosed, withheld=shown.withheld > 0)
 
-    async def by_id(self, record_id: UUID, *, primary: bool = False) -> StoredRecord:
+    async def by_id(
+        self, record_id: UUID, *, requester: Requester | None = None, primary: bool = False
+    ) -> StoredRecord:
         """One record by its resource id; ``primary`` reads from the primary (a write follows, and a
-        replica may not have the record yet).
+        replica may not have the record yet). With ``requester`` it is a disclosure, decided as such
+        (without: a write reads the record it changes).
 
         Raises:
             NotFound: no such record.
+            Forbidden: the record is withheld from ``requester``.
         """
         async with self._db.writer() if primary else self._db.reader() as conn:
             stored = await self._repo.by_id(conn, record_id)
         if stored is None:
             raise errors.NotFound("no such record")
+        note_patients([stored.ihi])
+        if requester is not None:
+            self._disclosures.one(requester, stored)
         _note_read([stored])
         return stored
 
@@ -240,15 +241,23 @@ class RecordService:
         statuses: list[str],
         limit: int,
         offset: int,
-    ) -> tuple[list[StoredRecord], int]:
-        """A page of records matching the filters (None: any), and the total, for the FHIR search."""
+        requester: Requester,
+    ) -> tuple[list[StoredRecord], int, bool]:
+        """A page of the records matching the filters (None: any) that may be disclosed to ``requester``,
+        the total (less what this page withheld) and whether anything was withheld, for the FHIR search.
+
+        Raises:
+            Forbidden: the search lists another service's patients without naming one (``enumeration``).
+        """
+        self._disclosures.check_enumeration(requester, ihis, service_ids)
         async with self._db.reader() as conn:
             found, total = await self._repo.search(
                 conn, ihis=ihis, service_ids=service_ids, record_ids=record_ids, statuses=statuses,
                 limit=limit, offset=offset,
             )  # fmt: skip
-        _note_read(found)
-        return found, total
+        shown = self._disclosures.records(requester, found)
+        _note_read(shown.disclosed)
+        return shown.disclosed, total - shown.withheld, shown.withheld > 0
 
     def check_batch_size(self, count: int) -> None:
         """Refuse a batch over the item limit before any of it is applied.
@@ -313,6 +322,9 @@ class RecordService:
                     service_ids=[item.service_id for _, item in chunk],
                     statuses=[str(item.status) for _, item in chunk],
                     types=[str(item.type) for _, item in chunk],
+                    labels=[
+                        None if item.security_labels is None else " ".join(item.security_labels) for _, item in chunk
+                    ],
                 )
             summary = self._summarise(results, chosen, rows)
             audit.done(
@@ -376,4 +388,5 @@ class RecordService:
             service_id=parse_service_id(item.service_id),
             status=item.status,
             type=item.type,
+            security_labels=None if item.security_labels is None else list(parse_labels(item.security_labels)),
         )

@@ -18,6 +18,7 @@ from broker.discovery.resources import DiscoveryResources
 from broker.discovery.service import DiscoveryService
 from broker.subscriptions.resources import SubscriptionResources
 from registry import errors
+from registry.auth.requester import Requester, requester_in
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import AuthParts
 from registry.config import Settings
@@ -26,6 +27,7 @@ from registry.directory.service import DirectoryService
 from registry.fhir.audit_event.resources import AuditEventResources
 from registry.fhir.basic.resources import RecordResources
 from registry.fhir.conformance import Conformance
+from registry.fhir.consent.resources import ConsentResources
 from registry.fhir.endpoint.resources import EndpointResources
 from registry.fhir.metadata import Metadata
 from registry.fhir.patient.resources import Locator
@@ -44,6 +46,13 @@ def _principal(request: Request[Any, Any, Any]) -> Principal:
     if principal is None:  # only on a public route that asks for a caller: a wiring mistake
         raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
     return principal
+
+
+def _requester(request: Request[Any, Any, Any]) -> Requester:
+    requester = requester_in(request.scope["state"])
+    if requester is None:  # only on a public route that asks for a caller: a wiring mistake
+        raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
+    return requester
 
 
 def _db(state: State) -> Database:
@@ -83,6 +92,9 @@ def dependencies(
     def fhir_audit(state: State) -> AuditEventResources:
         return AuditEventResources(services_of(state).audit, canon.base)
 
+    def fhir_consents(state: State) -> ConsentResources:
+        return ConsentResources(services_of(state).consents)
+
     def fhir_discovery(state: State) -> DiscoveryResources:
         return DiscoveryResources(services_of(state).discovery, canon)
 
@@ -94,6 +106,7 @@ def dependencies(
 
     provided: dict[str, Callable[..., Any]] = {
         "principal": _principal,
+        "requester": _requester,
         "db": _db,
         "auth": _auth,
         "records": _records,
@@ -109,6 +122,7 @@ def dependencies(
         "fhir_locator": fhir_locator,
         "fhir_audit": fhir_audit,
         "fhir_discovery": fhir_discovery,
+        "fhir_consents": fhir_consents,
         "fhir_subscriptions": fhir_subscriptions,
     }
     return {name: Provide(function, sync_to_thread=False) for name, function in provided.items()}

@@ -30,6 +30,11 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.privacy.consents import ConsentService
+from registry.privacy.decision import DecisionPoint
+from registry.privacy.repository import ConsentRepository
+from registry.privacy.signal import ConsentSignal
+from registry.records.disclosure import Disclosures
 from registry.records.repository import RecordRepository
 from registry.records.service import RecordService
 
@@ -53,6 +58,10 @@ if TYPE_CHECKING:
 __all__ = ("SchemaNotReady", "Services", "lifespan", "services_of")
 
 
+_REPLICA_WINDOW_SECONDS = 30.0
+"""After a patient's Consents change, their look-ups read from the primary this long (a replica's lag)."""
+
+
 class SchemaNotReady(RuntimeError):
     """The database schema is behind this release and migrations are not to be applied here."""
 
@@ -68,6 +77,7 @@ class Services:
     audit: AuditService
     discovery: DiscoveryService
     subscriptions: SubscriptionService
+    consents: ConsentService
 
 
 def services_of(state: State) -> Services:
@@ -120,20 +130,36 @@ def lifespan(
             referrals = await stack.enter_async_context(
                 federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
             )
-            records = RecordService(db, RecordRepository(queries), settings.records, trail, referrals)
+            # The privacy decision point: every disclosure below passes through it (DESIGN §12).
+            listen_url = settings.database.direct_url or database_url
+            decisions = DecisionPoint()
+            metrics.add(decisions.withheld_counter)
+            metrics.add(decisions.break_glass_counter)
+            signal = ConsentSignal(listen_url, window=_REPLICA_WINDOW_SECONDS)
+            await signal.start()
+            stack.push_async_callback(signal.stop)
+            disclosures = Disclosures(
+                decisions, changed=signal.recently_changed if settings.database.read_url else None
+            )
+            records = RecordService(db, RecordRepository(queries), settings.records, trail, disclosures, referrals)
             # The broker locates a patient's services through their records here and at the registries they name.
             locator = RecordsLocator(records)
             broker = await stack.enter_async_context(
-                discovery.open(locator=locator, directory=directory, credentials=auth.outbound, canon=canon)
-            )
-            listen_url = settings.database.direct_url or database_url
+                discovery.open(
+                    locator=locator, directory=directory, credentials=auth.outbound, assertions=auth.assertions,
+                    canon=canon,
+                )
+            )  # fmt: skip
+            signal.on_change(broker.forget_patient)
             notifications = await stack.enter_async_context(
                 subscriptions.open(
-                    db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url
+                    db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url,
+                    decisions=decisions,
                 )
-            )
+            )  # fmt: skip
             audit = AuditService(db, AuditRepository(queries), settings.fhir)
-            app.state.services = Services(db, auth, directory, records, audit, broker, notifications)
+            consents = ConsentService(db, ConsentRepository(queries), trail)
+            app.state.services = Services(db, auth, directory, records, audit, broker, notifications, consents)
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield
 

@@ -8,9 +8,15 @@ __all__ = ("searchset", "searchset_of")
 
 
 def searchset(
-    base: str, resources: list[dict[str, Any]], *, total: int, links: list[tuple[str, str]]
+    base: str,
+    resources: list[dict[str, Any]],
+    *,
+    total: int,
+    links: list[tuple[str, str]],
+    outcomes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``searchset`` Bundle of matches; ``base`` is the FHIR base their ``fullUrl`` hangs off."""
+    """A ``searchset`` Bundle of matches (and ``outcomes``: entries in search mode ``outcome``); ``base`` is
+    the FHIR base their ``fullUrl`` hangs off."""
     entries = [
         {
             "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
@@ -19,7 +25,7 @@ def searchset(
         }
         for resource in resources
     ]
-    return searchset_of(entries, total=total, links=links)
+    return searchset_of([*entries, *(outcomes or [])], total=total, links=links)
 
 
 def searchset_of(entries: list[dict[str, Any]], *, total: int, links: list[tuple[str, str]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ __all__ = (
     "BROKER_OUTCOME",
     "CONNECTION_TYPE_SYSTEM",
     "EXT_BROKER_SOURCE",
+    "EXT_EVENT_WITHHELD",
     "EXT_LOCATE_CHAIN",
     "EXT_SEARCH_STYLE",
     "EXT_SERVICE",
@@ -43,6 +44,8 @@ BROKER_OUTCOME = "broker-outcome"
 """Id of the code system of the broker's per-gateway problems (``schemas.discovery.GatewayProblem``)."""
 EXT_LOCATE_CHAIN = "locate-chain"
 EXT_UNRESOLVED_SERVICE = "unresolved-service"
+EXT_EVENT_WITHHELD = "notification-event-withheld"
+"""Extension on a ``notification-event`` of ``$events``: the privacy decision point withheld the event."""
 
 IEF_ERROR = "ief-error"
 """Id of the code system (and value set) of the error codes (``schemas.errors``)."""

@@ -1,51 +1,62 @@
 -- name: put_record
--- Create or change one record idempotently; see put_record() in 0002_records.sql.
-SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
-FROM put_record($1, $2, $3, $4);
+-- Create or change one record idempotently; see put_record() in 0011_privacy.sql ($5: its security
+-- labels, NULL to keep the stored ones).
+SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome, security_labels
+FROM put_record($1, $2, $3, $4, $5);
 
 -- name: put_record_audited
 -- put_record() and the request's audit row in one statement: a single statement is its own
 -- transaction, so one round trip commits both, or neither (BEGIN, write, audit insert and COMMIT
--- were four). $1..$4 as put_record. $5..$22 are the audit row once for each way the write can end
--- (parallel arrays as in insert_audit_events, records left empty) and $23 names those outcomes;
+-- were four). $1..$5 as put_record. $6..$27 are the audit row once for each way the write can end
+-- (parallel arrays as in insert_audit_events, records left empty) and $28 names those outcomes;
 -- the row whose outcome happened is inserted, with the record's id.
 WITH w AS MATERIALIZED (
-    SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
-    FROM put_record($1, $2, $3, $4)
+    SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome, security_labels
+    FROM put_record($1, $2, $3, $4, $5)
 ), audited AS (
     INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
                               method, path, query, client_id, client_service, client_address, token_id, observer,
-                              patients, records)
+                              patients, records, purpose_of_use, practitioner, withheld, break_glass)
     SELECT e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status, e.detail,
            e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
-           string_to_array(e.patients, ','), ARRAY[w.record_id]
+           string_to_array(e.patients, ','), ARRAY[w.record_id], e.purpose_of_use, e.practitioner, e.withheld,
+           e.break_glass
     FROM w
-    JOIN unnest($5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[], $10::smallint[], $11::smallint[],
-                $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-                $20::text[], $21::text[], $22::text[], $23::text[])
+    JOIN unnest($6::timestamptz[], $7::text[], $8::text[], $9::text[], $10::text[], $11::smallint[], $12::smallint[],
+                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[],
+                $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::integer[], $27::boolean[],
+                $28::text[])
          AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
-              client_id, client_service, client_address, token_id, observer, patients, records, ended)
+              client_id, client_service, client_address, token_id, observer, patients, records, purpose_of_use,
+              practitioner, withheld, break_glass, ended)
       ON e.ended = w.outcome
 )
-SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome FROM w;
+SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome, security_labels FROM w;
 
 -- name: put_records
--- Apply a batch chunk in one statement. $1..$5 are parallel arrays (ord, ihi, service_id, status,
--- type), de-duplicated by (ihi, service_id) by the caller. Rows are written in key order so that
+-- Apply a batch chunk in one statement. $1..$6 are parallel arrays (ord, ihi, service_id, status,
+-- type, security labels space-separated or NULL to keep the stored ones), de-duplicated by
+-- (ihi, service_id) by the caller. Rows are written in key order so that
 -- concurrent batches cannot deadlock. Outcome per input row: created, updated, unchanged or
 -- unknown-service. An unchanged row reports the values as stored before this statement (equal to
 -- the input, or the write would have changed it). record_id is the record's resource id either way.
 -- IHIs are bpchar, the column's type: compared as text, the joins below could not use the primary key.
 WITH input AS (
-    SELECT i.ord, i.ihi, i.service_id, i.status, i.type
-    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[]) AS i(ord, ihi, service_id, status, type)
+    SELECT i.ord, i.ihi, i.service_id, i.status, i.type,
+           coalesce(string_to_array(i.labels, ' '), r.security_labels, '{}') AS labels
+    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[], $6::text[])
+         AS i(ord, ihi, service_id, status, type, labels)
     JOIN services s ON s.service_id = i.service_id AND s.status = 'enabled'
+    LEFT JOIN records r ON r.ihi = i.ihi AND r.service_id = i.service_id
 ), written AS (
-    INSERT INTO records AS t (ihi, service_id, status, type)
-    SELECT input.ihi, input.service_id, input.status, input.type FROM input ORDER BY input.ihi, input.service_id
+    INSERT INTO records AS t (ihi, service_id, status, type, security_labels)
+    SELECT input.ihi, input.service_id, input.status, input.type, input.labels
+    FROM input ORDER BY input.ihi, input.service_id
     ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
-        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now()
-        WHERE (t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type)
+        SET status = excluded.status, type = excluded.type, security_labels = excluded.security_labels,
+            version = t.version + 1, last_updated = now()
+        WHERE (t.status, t.type, t.security_labels)
+              IS DISTINCT FROM (excluded.status, excluded.type, excluded.security_labels)
     RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated
 )
 SELECT input.ord,
@@ -68,47 +79,55 @@ SET LOCAL plan_cache_mode = force_custom_plan;
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service (kind,
 -- name, base URL, search style: what a consumer or a peer registry needs to reach a service it
--- does not know).
+-- does not know), their security labels and the patient's compact privacy policy (NULL: no Consent).
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
        s.kind AS service_kind, s.name AS service_name, s.base_url AS service_base_url,
-       s.search_style AS service_search_style
+       s.search_style AS service_search_style, r.security_labels, p.policy
 FROM records r
 JOIN services s ON s.service_id = r.service_id
+LEFT JOIN patient_policies p ON p.ihi = r.ihi
 WHERE r.ihi = $1 AND r.status = ANY($2::text[])
 ORDER BY r.service_id;
 
 -- name: get_history
--- Every change of every record of one IHI, oldest first.
-SELECT h.service_id, h.status, h.type, h.change, h.previous_status, h.recorded_at
+-- Every change of every record of one IHI, oldest first, with the patient's privacy policy.
+SELECT h.service_id, h.status, h.type, h.change, h.previous_status, h.recorded_at, h.security_labels, p.policy
 FROM record_history h
+LEFT JOIN patient_policies p ON p.ihi = h.ihi
 WHERE h.ihi = $1
 ORDER BY h.id;
 
 -- name: get_record_by_id
--- One record by its resource id (the FHIR Basic id).
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+-- One record by its resource id (the FHIR Basic id), with the patient's privacy policy.
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       r.security_labels, p.policy
 FROM records r
+LEFT JOIN patient_policies p ON p.ihi = r.ihi
 WHERE r.record_id = $1;
 
 -- name: get_record_by_key
 -- One record by its natural key.
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       r.security_labels
 FROM records r
 WHERE r.ihi = $1 AND r.service_id = $2;
 
 -- name: get_record_for_update
 -- One record by its natural key, locked until the transaction ends (a write that checks a version).
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       r.security_labels
 FROM records r
 WHERE r.ihi = $1 AND r.service_id = $2
 FOR UPDATE;
 
 -- name: search_records
 -- FHIR search over records. $1 IHIs, $2 service IDs, $3 record ids: each an array, NULL for any;
--- $4 the statuses wanted. Paged by (ihi, service_id); `total` counts every match.
+-- $4 the statuses wanted. Paged by (ihi, service_id); `total` counts every match. With each record
+-- its security labels and its patient's privacy policy.
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
-       count(*) OVER () AS total
+       r.security_labels, p.policy, count(*) OVER () AS total
 FROM records r
+LEFT JOIN patient_policies p ON p.ihi = r.ihi
 WHERE ($1::bpchar[] IS NULL OR r.ihi = ANY($1::bpchar[]))
   AND ($2::text[] IS NULL OR r.service_id = ANY($2::text[]))
   AND ($3::uuid[] IS NULL OR r.record_id = ANY($3::uuid[]))

@@ -58,15 +58,15 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     try:
         await repository.put_many(
             conn, ords=list(range(len(loaded))), ihis=loaded, service_ids=[service_id] * len(loaded),
-            statuses=["active"] * len(loaded), types=["record"] * len(loaded),
+            statuses=["active"] * len(loaded), types=["record"] * len(loaded), labels=[None] * len(loaded),
         )  # fmt: skip
         await conn.execute("ANALYZE records")
         before = await _records_tuples_read(conn)
         for status in ("archived", "archived"):  # an update, then an unchanged repeat
-            await repository.put(conn, ihi=loaded[0], service_id=service_id, status=status, type_="record")
+            await repository.put(conn, ihi=loaded[0], service_id=service_id, status=status, type_="record", labels=None)
         await repository.put_many(
             conn, ords=[0, 1], ihis=loaded[1:3], service_ids=[service_id] * 2, statuses=["removed"] * 2,
-            types=["record"] * 2,
+            types=["record"] * 2, labels=[None, None],
         )  # fmt: skip
         await repository.for_ihi(conn, loaded[1], ["active"])
         await repository.by_key(conn, loaded[1], service_id)
@@ -94,6 +94,7 @@ async def test_batch_statements_are_planned_for_their_own_rows(template: TestClu
                 await repository.put_many(
                     conn, ords=list(range(len(chunk))), ihis=chunk, service_ids=[service_id] * len(chunk),
                     statuses=["active"] * len(chunk), types=["record"] * len(chunk),
+                    labels=[None] * len(chunk),
                 )  # fmt: skip
         plans = await conn.fetchrow(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH input AS%'"

@@ -12,6 +12,7 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
+from registry.auth.requester import Requester
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
@@ -79,6 +80,7 @@ BASIC = ResourceCapability(
 
 Records = NamedDependency[RecordResources]
 Caller = NamedDependency[Principal]
+Asking = NamedDependency[Requester]
 Settings = NamedDependency[FhirSettings]
 
 
@@ -130,14 +132,15 @@ class BasicController(Controller):
         return _written(await fhir_records.update(record_id, claim, if_match(request), actor=principal), request)
 
     @get("/{record_id:str}", operation_id="readBasic", opt=fhir_route(scopes=_READ, audit=Interaction.READ))
-    async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:
-        """Read one record, whatever its status."""
-        stored = await fhir_records.read(record_id)
+    async def read(self, fhir_records: Records, requester: Asking, record_id: RecordId) -> Response[bytes]:
+        """Read one record, whatever its status (403 ``withheld`` when it may not be disclosed to the caller)."""
+        stored = await fhir_records.read(record_id, requester=requester)
         return fhir_response(fhir_records.resource(stored), headers=_version_headers(stored))
 
     @get("/", operation_id="searchBasic", opt=fhir_route(BASIC.query(), scopes=_READ, audit=Interaction.SEARCH_TYPE))
     async def search(
-        self, fhir_records: Records, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_records: Records, fhir_settings: Settings, requester: Asking, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
-        """Search records by patient, service, id and status."""
-        return fhir_response(await fhir_records.search(SearchQuery.paged(request, fhir_settings), fhir_base(request)))
+        """Search records by patient, service, id and status (what may be disclosed to the caller)."""
+        query = SearchQuery.paged(request, fhir_settings)
+        return fhir_response(await fhir_records.search(query, fhir_base(request), requester=requester))

@@ -14,10 +14,12 @@ from registry import errors
 from registry.fhirapi.search import PATIENT_PARAMETERS, Criteria, SearchQuery, any_text, code_token, service_token
 from registry.records.lifecycle import ROUTING_STATUSES
 from schemas.fhir.bundle import searchset
+from schemas.fhir.outcome import withheld_entry
 from schemas.fhir.record import read_registry_record, registry_record
 from schemas.types import RecordStatus
 
 if TYPE_CHECKING:
+    from registry.auth.requester import Requester
     from registry.auth.scopes import Principal
     from registry.records.repository import StoredRecord
     from registry.records.service import RecordService
@@ -60,25 +62,30 @@ class RecordResources:
             type_=stored.type,
             version=stored.version,
             last_updated=stored.last_updated,
+            labels=stored.security_labels,
         )
 
-    async def read(self, record_id: str, *, primary: bool = False) -> StoredRecord:
-        """One record by its resource id (from the primary when a write follows).
+    async def read(self, record_id: str, *, requester: Requester | None = None, primary: bool = False) -> StoredRecord:
+        """One record by its resource id (from the primary when a write follows); with ``requester``, a
+        disclosure decided as such.
 
         Raises:
             NotFound: no record has this id.
+            Forbidden: the record is withheld from ``requester``.
         """
         try:
             key = uuid.UUID(record_id)
         except ValueError:
             raise errors.NotFound("no such record") from None
-        return await self._records.by_id(key, primary=primary)
+        return await self._records.by_id(key, requester=requester, primary=primary)
 
-    async def search(self, query: SearchQuery, base: str) -> dict[str, Any]:
-        """A searchset Bundle of the records the query selects (active ones unless ``status`` says).
+    async def search(self, query: SearchQuery, base: str, *, requester: Requester) -> dict[str, Any]:
+        """A searchset Bundle of the records the query selects (active ones unless ``status`` says) that
+        may be disclosed to ``requester``, with a ``suppressed`` outcome entry when any were withheld.
 
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
+            Forbidden: it lists another service's patients without naming one (``enumeration``).
         """
         ihis = query.any_of(PATIENT_PARAMETERS)
         services = query.any_of({"service": self._service})
@@ -92,18 +99,20 @@ class RecordResources:
         record_ids = None if ids is None else sorted({key for key in map(_uuid_or_none, ids) if key is not None})
         wanted = statuses if statuses is not None else {str(s) for s in ROUTING_STATUSES}
         stored: list[StoredRecord] = []
-        total = 0
+        total, withheld = 0, False
         if not (ihis == set() or services == set() or record_ids == [] or not wanted):  # else nothing can match
-            stored, total = await self._records.search(
+            stored, total, withheld = await self._records.search(
                 ihis=_sorted(ihis),
                 service_ids=_sorted(services),
                 record_ids=record_ids,
                 statuses=sorted(wanted),
                 limit=query.count,
                 offset=query.offset,
+                requester=requester,
             )
         resources = [self.resource(s) for s in stored]
-        return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
+        outcome = [withheld_entry(self._canon)] if withheld else []
+        return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total), outcomes=outcome)
 
     async def create(self, claim: RecordClaim, *, actor: Principal) -> Written:
         """``POST``: create the record, or (as the native PUT) update or leave unchanged the one with its key."""
@@ -174,7 +183,13 @@ class RecordResources:
         """Every FHIR write ends here, through the records service, which refuses (403) a record of
         another service than the caller's own unless the caller holds ``admin``."""
         stored, outcome = await self._records.put(
-            claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, expected_version=expected_version
+            claim.ihi,
+            claim.service_id,
+            claim.status,
+            claim.type,
+            actor=actor,
+            expected_version=expected_version,
+            labels=claim.labels,
         )
         return Written(resource=self.resource(stored), record=stored, created=outcome == "created")
 

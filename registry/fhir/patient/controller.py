@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
+from registry.auth.requester import Requester
 from registry.fhir.patient.resources import LOCATE_PARAMETERS, Locator
 from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import Criteria
@@ -49,11 +50,17 @@ class PatientController(Controller):
         operation_id="locatePatient",
         opt=fhir_route(LOCATE_PARAMETERS, scopes=_SCOPES, audit=Interaction.OPERATION),
     )
-    async def locate(self, fhir_locator: Locate, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def locate(
+        self, fhir_locator: Locate, requester: NamedDependency[Requester], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
         """A searchset Bundle of the Endpoints of the gateways that hold imaging for the patient (``identifier``)."""
         criteria = Criteria.of(request)
         self_url = f"{fhir_base(request)}/Patient/$locate?{urlencode(criteria.items)}"
         bundle = await fhir_locator.locate(
-            criteria, request_id=request_id(request), fhir_base=fhir_base(request), self_url=self_url
+            criteria,
+            requester=requester,
+            request_id=request_id(request),
+            fhir_base=fhir_base(request),
+            self_url=self_url,
         )
         return fhir_response(bundle)
