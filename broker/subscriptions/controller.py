@@ -22,11 +22,13 @@ from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import FORMAT, PAGING, Operation, ResourceCapability, SearchParam
 from schemas.fhir.subscription import (
     BACKPORT_CAPABILITY,
+    CONSENT_TOPIC_ID,
     EXT_TOPIC_CANONICAL,
     OP_EVENTS,
     OP_STATUS,
     PROFILE_SUBSCRIPTION,
     TOPIC_ID,
+    TOPICS,
     read_status_request,
     topic_url,
 )
@@ -69,7 +71,7 @@ SUBSCRIPTION = ResourceCapability(
     ),
     supported_profiles=(PROFILE_SUBSCRIPTION,),
     instantiates=(BACKPORT_CAPABILITY,),
-    canonical_extensions=((EXT_TOPIC_CANONICAL, f"SubscriptionTopic/{TOPIC_ID}"),),
+    canonical_extensions=tuple((EXT_TOPIC_CANONICAL, f"SubscriptionTopic/{topic}") for topic in TOPICS),
 )
 
 _CREATE = ("system/Subscription.c",)
@@ -223,4 +225,9 @@ class SubscriptionTopicController(Controller):
     @get(f"/{TOPIC_ID}", operation_id="readSubscriptionTopic", opt=fhir_route(public=True))
     async def read(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
         """The SubscriptionTopic of registrations (R5 shape, valid R4B JSON)."""
-        return fhir_response(fhir_topic(topic_url(fhir_base(request))))
+        return fhir_response(fhir_topic(topic_url(fhir_base(request)), TOPIC_ID))
+
+    @get(f"/{CONSENT_TOPIC_ID}", operation_id="readConsentTopic", opt=fhir_route(public=True))
+    async def read_consent(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The SubscriptionTopic of consent changes (id-only notifications; R5 shape, valid R4B JSON)."""
+        return fhir_response(fhir_topic(topic_url(fhir_base(request), CONSENT_TOPIC_ID), CONSENT_TOPIC_ID))

@@ -149,6 +149,7 @@ class SubscriptionWrite:
     max_count: int
     previous_secret: str | None = None
     previous_secret_until: datetime | None = None
+    topic: str = "patient-registration"
 
 
 _SUBSCRIPTION_FIELDS = tuple(f.name for f in fields(StoredSubscription))
@@ -216,7 +217,7 @@ class SubscriptionRepository:
                 self._q["create_subscription"], client_id, write.reason, write.end_at, write.base_url,
                 write.filter_ihi, write.filter_services, write.filter_statuses, write.filters, write.endpoint,
                 write.payload_type, write.content, write.headers, write.secret, write.heartbeat_period,
-                write.timeout_seconds, write.max_count,
+                write.timeout_seconds, write.max_count, write.topic,
             )  # fmt: skip
         assert row is not None
         return _subscription(row)

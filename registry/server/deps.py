@@ -101,8 +101,8 @@ def dependencies(
     def fhir_subscriptions(state: State, request: Request[Any, Any, Any]) -> SubscriptionResources:
         return SubscriptionResources(services_of(state).subscriptions, canon, fhir_base(request))
 
-    def topic(url: str) -> dict[str, Any]:
-        return topic_document(url, version=metadata.version, date=metadata.date)
+    def topic(url: str, topic_id: str) -> dict[str, Any]:
+        return topic_document(url, version=metadata.version, date=metadata.date, topic=topic_id)
 
     provided: dict[str, Callable[..., Any]] = {
         "principal": _principal,

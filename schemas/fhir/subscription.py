@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = (
     "BACKPORT",
     "BACKPORT_CAPABILITY",
+    "CONSENT_TOPIC_ID",
     "CONTENT_CODES",
     "EXT_CHANNEL_TYPE",
     "EXT_CONTENT",
@@ -41,6 +42,7 @@ __all__ = (
     "PROFILE_SUBSCRIPTION",
     "STATS_EXTENSIONS",
     "SUBSCRIPTION_ERROR_SYSTEM",
+    "TOPICS",
     "TOPIC_ID",
     "StoredView",
     "SubscriptionClaim",
@@ -81,7 +83,10 @@ STATS_EXTENSIONS = (
 """Ids of the IEF extensions on the ``subscription`` parameter of ``$status`` answers (delivery counters)."""
 
 TOPIC_ID = "patient-registration"
-"""The one topic: a registration for a patient was created or changed status."""
+"""The registration topic: a registration for a patient was created or changed status."""
+CONSENT_TOPIC_ID = "patient-consent"
+"""The consent topic: a patient's Consent was created or changed (id-only: never its content)."""
+TOPICS = (TOPIC_ID, CONSENT_TOPIC_ID)
 
 CONTENT_CODES = ("empty", "id-only", "full-resource")
 
@@ -289,13 +294,15 @@ def subscription_resource(view: StoredView, canon: Canonicals) -> dict[str, Any]
     return resource
 
 
-def topic_url(base: str) -> str:
-    """The canonical URL of the registration topic under a FHIR base."""
-    return f"{base}/SubscriptionTopic/{TOPIC_ID}"
+def topic_url(base: str, topic: str = TOPIC_ID) -> str:
+    """The canonical URL of a topic (the registration topic unless told) under a FHIR base."""
+    return f"{base}/SubscriptionTopic/{topic}"
 
 
-def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:
-    """The ``SubscriptionTopic`` of registrations (R5 shape; valid R4B JSON)."""
+def topic_document(url: str, *, version: str, date: datetime, topic: str = TOPIC_ID) -> dict[str, Any]:
+    """The ``SubscriptionTopic`` of registrations or of consent changes (R5 shape; valid R4B JSON)."""
+    if topic == CONSENT_TOPIC_ID:
+        return _consent_topic(url, version=version, date=date)
     basic = "http://hl7.org/fhir/StructureDefinition/Basic"
     return {
         "resourceType": "SubscriptionTopic",
@@ -333,6 +340,38 @@ def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:
             },
         ],
         "notificationShape": [{"resource": basic}],
+    }
+
+
+def _consent_topic(url: str, *, version: str, date: datetime) -> dict[str, Any]:
+    consent = "http://hl7.org/fhir/StructureDefinition/Consent"
+    return {
+        "resourceType": "SubscriptionTopic",
+        "id": CONSENT_TOPIC_ID,
+        "url": url,
+        "version": version,
+        "title": "Patient consent changed",
+        "status": "active",
+        "date": date,
+        "description": "A patient's Consent was created or changed (recorded, withdrawn, restricted). The focus of "
+        "each event is the Consent, by reference only: notifications are id-only and never carry its content. "
+        "Gateways and consumers drop what they keep of the patient and ask again.",
+        "resourceTrigger": [
+            {
+                "description": "A Consent is created or updated.",
+                "resource": consent,
+                "supportedInteraction": ["create", "update"],
+            }
+        ],
+        "canFilterBy": [
+            {
+                "description": "The patient: the IHI as <IHI system>|<IHI>, a bare IHI, or Patient/<IHI>. "
+                "Without it the subscription needs the admin scope.",
+                "resource": consent,
+                "filterParameter": "patient",
+            }
+        ],
+        "notificationShape": [{"resource": consent}],
     }
 
 

@@ -2,8 +2,8 @@
 -- A new subscription, `requested` with its handshake pending.
 INSERT INTO subscriptions (client_id, status, reason, end_at, base_url, filter_ihi, filter_services,
                            filter_statuses, filters, endpoint, payload_type, content, headers, secret,
-                           heartbeat_period, timeout_seconds, max_count)
-VALUES ($1, 'requested', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                           heartbeat_period, timeout_seconds, max_count, topic)
+VALUES ($1, 'requested', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 RETURNING *;
 
 -- name: count_live_subscriptions
