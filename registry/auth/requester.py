@@ -91,17 +91,23 @@ def _checked(value: str, parse: Any, where: str) -> str:
         ) from None
 
 
-def _header(connection: ASGIConnection[Any, Any, Any, Any], name: bytes) -> str | None:
-    values = [value for key, value in connection.scope.get("headers", ()) if key == name]
-    if not values:
-        return None
-    if len(values) > 1:
-        where = name.decode()
-        message = f"{where} is given once"
-        raise errors.InvalidInput(
-            message, issues=[errors.Issue(message, where)], code=errors.ErrorCode.INVALID_PRIVACY_CONTEXT
-        )
-    return str(values[0].decode("latin-1"))
+def _stated_headers(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str | None, str | None]:
+    """The ``IEF-Purpose-Of-Use`` and ``IEF-On-Behalf-Of`` values of a request (one pass over its headers).
+
+    Raises:
+        InvalidInput: either is given more than once.
+    """
+    found: dict[bytes, str] = {}
+    for key, value in connection.scope.get("headers", ()):
+        if key in (PURPOSE_HEADER, ON_BEHALF_OF_HEADER):
+            if key in found:
+                where = key.decode()
+                message = f"{where} is given once"
+                raise errors.InvalidInput(
+                    message, issues=[errors.Issue(message, where)], code=errors.ErrorCode.INVALID_PRIVACY_CONTEXT
+                )
+            found[key] = value.decode("latin-1")
+    return found.get(PURPOSE_HEADER), found.get(ON_BEHALF_OF_HEADER)
 
 
 def requester_of(connection: ASGIConnection[Any, Any, Any, Any], principal: Principal) -> Requester:
@@ -112,8 +118,7 @@ def requester_of(connection: ASGIConnection[Any, Any, Any, Any], principal: Prin
         InvalidInput: a header that is not a PurposeOfUse code or an HPI-I (or is repeated).
         Forbidden: a purpose the client is not registered to state.
     """
-    purpose_header = _header(connection, PURPOSE_HEADER)
-    practitioner_header = _header(connection, ON_BEHALF_OF_HEADER)
+    purpose_header, practitioner_header = _stated_headers(connection)
     purpose = (
         _checked(purpose_header, parse_purpose, "IEF-Purpose-Of-Use")
         if purpose_header is not None

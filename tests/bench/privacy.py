@@ -5,7 +5,8 @@
    a Consent (``--opted-out`` of them an opt-out, the others a consent with a restriction by
    purpose), on the other none. ``GET /registry/records/{ihi}`` of a random sample of the patients
    at ``--concurrency`` for ``--duration`` seconds, ``--rounds`` times, alternating which database
-   goes first; the result is the rate with Consents ÷ the rate without.
+   goes first; the result is the rate with Consents ÷ the rate without (medians of the rounds), and
+   the same for the server's CPU per look-up (less sensitive to what else the machine runs).
 2. **Broker added latency**: the broker's ImagingStudy search at c=1 through ``--gateways`` gateways
    answering in ``--delay-ms``, by the server of ``--ref`` (today's, without the decision point;
    from a temporary git worktree, on a database it migrates itself) and by this checkout (the
@@ -138,6 +139,7 @@ async def lookups(args: argparse.Namespace, cluster: TestCluster, work: Path) ->
     print(f"loaded {args.patients} Consents ({opted_out} opt-outs) in {time.monotonic() - began:.0f} s", flush=True)
     rates: dict[str, list[float]] = {"none": [], "consents": []}
     p99: dict[str, list[float]] = {"none": [], "consents": []}
+    cpu_ms: dict[str, list[float]] = {"none": [], "consents": []}
     with _servers(build, [plain, consented], work) as (without, with_consents):
         targets = {"none": without, "consents": with_consents}
         headers = {
@@ -152,14 +154,22 @@ async def lookups(args: argparse.Namespace, cluster: TestCluster, work: Path) ->
                             "seed": round_number},
                     headers=headers[name], concurrency=args.concurrency, duration=args.duration, warmup=2.0,
                 )  # fmt: skip
+                before = targets[name].tree.cpu_seconds()
                 result = await _run_loadgen(targets[name].port, scenario)
+                used = targets[name].tree.cpu_seconds() - before
                 assert result.errors == 0, result.statuses
                 rates[name].append(result.rate)
                 p99[name].append(result.p99_ms)
-                print(f"  round {round_number + 1} {name:8}: {result.rate:8.1f} req/s, p99 {result.p99_ms:.1f} ms")
+                cpu_ms[name].append(used / (result.rate * (result.seconds + 2.0)) * 1000)  # the warm-up too
+                print(
+                    f"  round {round_number + 1} {name:8}: {result.rate:8.1f} req/s, p99 {result.p99_ms:.1f} ms, "
+                    f"server CPU {cpu_ms[name][-1]:.2f} ms per look-up",
+                    flush=True,
+                )
     return {
-        "patients": args.patients, "opted_out": opted_out, "rates": rates, "p99_ms": p99,
+        "patients": args.patients, "opted_out": opted_out, "rates": rates, "p99_ms": p99, "cpu_ms": cpu_ms,
         "ratio": statistics.median(rates["consents"]) / statistics.median(rates["none"]),
+        "cpu_ratio": statistics.median(cpu_ms["none"]) / statistics.median(cpu_ms["consents"]),
     }  # fmt: skip
 
 
@@ -278,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run(args))
     if "lookups" in results:
         print(f"look-up rate with {args.patients} Consents ÷ without: {results['lookups']['ratio']:.3f}")
+        print(
+            "server CPU per look-up without ÷ with Consents (the rate one core sustains, as a ratio): "
+            f"{results['lookups']['cpu_ratio']:.3f}"
+        )
     if "broker" in results:
         print(f"broker added latency p99, decision point on ÷ {args.ref}: {results['broker']['ratio']:.3f}")
     if args.json:
