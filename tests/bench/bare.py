@@ -95,7 +95,7 @@ async def put_record(state: State, request: Request[Any, Any, Any], ihi: str, se
     """Write one record (the registry's ``put_record``)."""
     write = _write_decoder.decode(await request.body())
     async with state.db.primary.acquire() as conn:
-        row = await conn.fetchrow(state.queries["put_record"], ihi, service_id, write.status, write.type)
+        row = await conn.fetchrow(state.queries["put_record"], ihi, service_id, write.status, write.type, None)
     assert row is not None
     return Response(_record(row), status_code=201 if row["outcome"] == "created" else 200)
 
@@ -116,6 +116,7 @@ async def batch(state: State, request: Request[Any, Any, Any]) -> _BatchCounts:
                 [i.service_id for i in chunk],
                 [i.status for i in chunk],
                 [i.type for i in chunk],
+                [None] * len(chunk),
             )
             written += len(rows)
     return _BatchCounts(written=written)
