@@ -36,6 +36,9 @@ _SCOPES = {
     ("DocumentReference", "GET"): ("system/DocumentReference.rs",),
     ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
+    ("Consent", "GET"): ("system/Consent.rs",),
+    ("Consent", "POST"): ("system/Consent.cu",),
+    ("Consent", "PUT"): ("system/Consent.cu",),
 }
 _SUBSCRIPTION_SCOPES = {
     "search-type": ("system/Subscription.s",),
@@ -98,6 +101,7 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
         "ImagingStudy",
         "DocumentReference",
         "AuditEvent",
+        "Consent",
         "Subscription",
         "StructureDefinition",
         "CodeSystem",
