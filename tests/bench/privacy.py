@@ -45,6 +45,7 @@ from tests.bench.scenarios import Scenario, ihi
 from tests.bench.servers import ROOT, Build, ServerProcess, checkout, git_describe
 from tests.factories import make_service_id
 from tests.pg import TestCluster
+from tests.scale.fleet import log_events
 
 __all__ = ("main", "parser")
 
@@ -106,9 +107,11 @@ async def _load_consents(database_url: str, count: int, opted_out: float, *, see
 
 
 @contextlib.contextmanager
-def _servers(build: Build, urls: list[str], work: Path) -> Iterator[list[ServerProcess]]:
+def _servers(build: Build, urls: list[str], work: Path, **settings: str) -> Iterator[list[ServerProcess]]:
     started = [
-        ServerProcess(build, python=sys.executable, database_url=url, workers=1, work=work, settings=_SETTINGS)
+        ServerProcess(
+            build, python=sys.executable, database_url=url, workers=1, work=work, settings={**_SETTINGS, **settings}
+        )
         for url in urls
     ]
     try:
@@ -197,8 +200,10 @@ async def broker(args: argparse.Namespace, cluster: TestCluster, work: Path) -> 
         ref_url = await cluster.empty_database("ief_bench_ref")
         this_url = await cluster.new_database()
         with (
-            _servers(reference, [ref_url], work) as (ref_server,),
-            _servers(Build("checkout", ROOT, git_describe(ROOT)), [this_url], work) as (this_server,),
+            _servers(reference, [ref_url], work, IEF_LOG_LEVEL="info") as (ref_server,),
+            _servers(Build("checkout", ROOT, git_describe(ROOT)), [this_url], work, IEF_LOG_LEVEL="info") as (
+                this_server,
+            ),
         ):
             await _load_consents(this_url, args.broker_patients, 0.0)
             specs = {}
@@ -216,18 +221,26 @@ async def broker(args: argparse.Namespace, cluster: TestCluster, work: Path) -> 
                     "targets": [(server.base_url, _token(server, "system/ImagingStudy.rs"))],
                 }  # fmt: skip
             added: dict[str, list[float]] = {"ref": [], "checkout": []}
+            servers = {"ref": ref_server, "checkout": this_server}
             for round_number in range(args.rounds):
                 order = ["ref", "checkout"] if round_number % 2 == 0 else ["checkout", "ref"]
                 for name in order:
+                    logged = len(log_events(servers[name].log, "discovery_search"))
                     measured = await asyncio.to_thread(
                         _run_load, {**specs[name], "concurrency": 1, "requests": args.broker_requests, "warmup": 30}
                     )
+                    lines = log_events(servers[name].log, "discovery_search")[logged + 30 :]
+                    parts = [
+                        statistics.median(float(str(line[part])) for line in lines) if lines else 0.0
+                        for part in ("locate_ms", "gateways_ms", "merge_ms")
+                    ]
                     phase = _phase(name, 1, measured, delay, (0.0, 0.0))
                     assert phase.errors == 0, f"{name}: {phase.errors} searches were not as expected"
                     added[name].append(phase.added_p99_ms)
                     print(
                         f"  round {round_number + 1} {name:8}: added p50 {phase.added_p50_ms:.1f} ms, "
-                        f"added p99 {phase.added_p99_ms:.1f} ms",
+                        f"added p99 {phase.added_p99_ms:.1f} ms; median locate / ask gateways / merge "
+                        f"{parts[0]:.1f} / {parts[1]:.1f} / {parts[2]:.1f} ms",
                         flush=True,
                     )
     return {
