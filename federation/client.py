@@ -13,6 +13,7 @@ Every failure is a ``PeerError`` whose ``reason`` is the ``unresolved`` code:
 PeerError                   the peer gave no usable answer
 ├── PeerTimeout             timeout            no answer within the time given
 ├── PeerUnreachable         unreachable        no connection, or it broke
+│   └── PeerRefusedAddress  unreachable        its URL or address is refused by the outbound policy
 ├── PeerRefused             unauthorized       no token could be obtained from it, or it refused ours (401, 403)
 ├── PeerErrorResponse       error-response     any other status than 200
 ├── PeerTooLarge            too-large          the answer is over the size limit
@@ -31,7 +32,9 @@ import msgspec
 
 from registry import __version__
 from registry.errors import OutboundAuthError
+from registry.outbound.egress import AddressRefused, new_client, refusal
 from registry.outbound.reader import TooLarge, read_capped, refuse_declared
+from schemas import strictjson
 from schemas.privacy import parse_labels
 from schemas.records import PeerRecord, PeerRecordList, Record, ServiceRef
 from schemas.types import (
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
 
     from registry.auth.outbound import OutboundTarget
     from registry.auth.requester import Requester
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = (
     "LOOKUP_SCOPES",
@@ -60,6 +64,7 @@ __all__ = (
     "PeerErrorResponse",
     "PeerInvalidResponse",
     "PeerRefused",
+    "PeerRefusedAddress",
     "PeerTimeout",
     "PeerTooLarge",
     "PeerUnreachable",
@@ -98,6 +103,10 @@ class PeerUnreachable(PeerError):
     """No connection could be made, or it broke before the answer was complete."""
 
     reason = UnresolvedReason.UNREACHABLE
+
+
+class PeerRefusedAddress(PeerUnreachable):
+    """Its URL, or an address it resolves to, is not one this registry may call (``registry.outbound.egress``)."""
 
 
 class PeerRefused(PeerError):
@@ -149,14 +158,16 @@ def records_url(base_url: str, ihi: str) -> str:
 class PeerClient:
     """Asks peer registries for a patient's records; one HTTP connection pool for every look-up of a process."""
 
-    def __init__(self, credentials: Credentials, *, max_bytes: int, max_connections: int) -> None:
+    def __init__(
+        self, credentials: Credentials, *, max_bytes: int, max_connections: int, policy: AddressPolicy
+    ) -> None:
         self._credentials = credentials
         self._max_bytes = max_bytes
         # Each request gets its own timeout (what is left of its look-up's deadline); these are the ceilings.
-        self._http = httpx.AsyncClient(
+        self._http = new_client(
+            policy,
             timeout=httpx.Timeout(10.0, connect=5.0),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 20)),
-            follow_redirects=False,
             headers={"Accept": "application/json", "User-Agent": f"ief-registry/{__version__}"},
         )
 
@@ -200,7 +211,10 @@ class PeerClient:
         if status != 200:
             raise PeerErrorResponse(f"it answered {status}")
         try:
+            strictjson.check_depth(body, strictjson.REMOTE_MAX_DEPTH)
             answer = _decoder.decode(body)
+        except strictjson.TooDeep:
+            raise PeerInvalidResponse("its answer is nested too deep") from None
         except msgspec.ValidationError as exc:
             raise PeerInvalidResponse(f"its answer is not a record list: {exc}") from None
         except msgspec.DecodeError:
@@ -217,7 +231,7 @@ class PeerClient:
         try:
             authorization = await self._credentials.authorization(peer, LOOKUP_SCOPES)
         except OutboundAuthError as exc:
-            raise PeerRefused(f"no token from it: {exc.message}") from None
+            raise PeerRefused(f"no token from it: {exc.message}") from None  # words for consumers (outbound.py)
         headers = {"Authorization": authorization, **stated}
         try:
             async with self._http.stream("GET", url, params=params, headers=headers, timeout=seconds) as response:
@@ -234,6 +248,9 @@ class PeerClient:
         except httpx.TimeoutException:
             raise PeerTimeout(f"no answer within {seconds:.2f} s") from None
         except httpx.ConnectError as exc:
+            refused = refusal(exc)
+            if isinstance(refused, AddressRefused):
+                raise PeerRefusedAddress(f"not called: {refused}") from None
             raise PeerUnreachable(f"no connection ({_cause(exc)})") from None
         except httpx.RemoteProtocolError:
             raise PeerInvalidResponse("it does not speak HTTP properly") from None

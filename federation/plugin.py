@@ -13,6 +13,7 @@ from federation.backoff import FailureCache
 from federation.client import PeerClient
 from federation.resolver import Resolver
 from registry.feature import FeaturePlugin
+from registry.outbound.egress import outbound_policy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,7 +31,12 @@ class FederationPlugin(FeaturePlugin):
     async def open(self, *, service_id: str, directory: Members, credentials: Credentials) -> AsyncIterator[Resolver]:
         """The resolver of one process (its peer connections closed at the end, its negative cache in memory)."""
         settings = self.settings.federation
-        peers = PeerClient(credentials, max_bytes=settings.max_response_bytes, max_connections=settings.max_connections)
+        peers = PeerClient(
+            credentials,
+            max_bytes=settings.max_response_bytes,
+            max_connections=settings.max_connections,
+            policy=outbound_policy(self.settings),
+        )
         try:
             yield Resolver(
                 origin=service_id,

@@ -6,6 +6,10 @@ unique as a UUID without a system call per request), binds it to every log line,
 writes one canonical ``http_request`` line per request, with the authenticated client's ID. The
 line names the route template, never the raw path, because paths carry IHIs.
 
+``JsonRequest`` is the app's request class: every JSON body a handler takes as ``data`` is decoded
+by ``schemas.strictjson`` (nesting bounded, repeated keys refused), the same path as batch items,
+NDJSON lines and FHIR resources; what it refuses is 400.
+
 ``check_request`` is an app-wide guard: it refuses too many query values, query parameters the
 route does not declare (its ``RouteSpec.query``) and bodies in a media type the route does not
 take (``RouteSpec.media_types``), before any body is read.
@@ -16,26 +20,44 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import socket
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
+from litestar import Request
 from litestar.enums import ScopeType
+from litestar.types import Empty
 
 from registry import errors
 from registry.log import get_logger
 from registry.route import PRINCIPAL_KEY, route_spec
+from schemas import strictjson
+from schemas.errors import ErrorCode
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
     from litestar.handlers.base import BaseRouteHandler
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ("RequestContext", "RequestObserver", "base_url", "check_request", "request_id", "scope_header")
+    from registry.config import Settings
+
+__all__ = (
+    "JsonRequest",
+    "RequestContext",
+    "RequestObserver",
+    "base_url",
+    "check_request",
+    "decode_json_body",
+    "public_base_url",
+    "refused_json",
+    "request_id",
+    "scope_header",
+)
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _log = get_logger("registry.http")
 
 
@@ -71,7 +93,8 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         incoming = scope_header(scope, b"x-request-id")
-        rid = incoming if incoming and _SAFE_ID.match(incoming) else f"{self._id_prefix}{next(self._id_counter):016x}"
+        safe = incoming is not None and _SAFE_ID.fullmatch(incoming)
+        rid = incoming if safe and incoming else f"{self._id_prefix}{next(self._id_counter):016x}"
         scope.setdefault("state", {})["request_id"] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
@@ -105,6 +128,42 @@ class RequestContext:
                     duration_ms=round(seconds * 1000, 2),
                 )
             structlog.contextvars.clear_contextvars()
+
+
+def decode_json_body(body: bytes) -> Any:
+    """A JSON request body, decoded the one way (``schemas.strictjson``).
+
+    Raises:
+        MalformedRequest: not JSON, nested too deep, or an object repeats a key (``refused_json``).
+    """
+    try:
+        return strictjson.decode(body)
+    except strictjson.JsonError as exc:
+        raise refused_json(exc) from None
+
+
+def refused_json(exc: strictjson.JsonError) -> errors.MalformedRequest:
+    """The error of a JSON body ``schemas.strictjson`` refused, coded by why: nested too deep
+    (``json-too-deep``), a key repeated (``json-duplicate-key``), else not JSON (``malformed-request``)."""
+    code = {strictjson.TooDeep: ErrorCode.JSON_TOO_DEEP, strictjson.DuplicateKey: ErrorCode.JSON_DUPLICATE_KEY}
+    return errors.MalformedRequest(str(exc), code=code.get(type(exc)))
+
+
+class JsonRequest(Request[Any, Any, Any]):
+    """Litestar's request, whose JSON body (``data`` of a handler) is decoded by ``decode_json_body``."""
+
+    async def json(self) -> Any:
+        """The JSON body, decoded once.
+
+        Raises:
+            MalformedRequest: what ``decode_json_body`` refuses.
+        """
+        if self._json is Empty:
+            cached = self._connection_state.json
+            self._json = self._connection_state.json = (
+                cached if cached is not Empty else decode_json_body(await self.body() or b"null")
+            )
+        return self._json
 
 
 def scope_header(scope: Scope, name: bytes) -> str | None:
@@ -157,8 +216,27 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
             )
 
 
+def public_base_url(settings: Settings) -> str | None:
+    """This server's external base URL from configuration alone: ``public_base_url``, else
+    ``http://<http.host>:<http.port>`` (a wildcard host stands for this machine's name); None in dev mode
+    without one, where it follows each request (``Host``), as a developer's machine has many names.
+
+    Security decisions (the ``aud`` client assertions must name, the URLs in answers) never follow a
+    request's headers outside dev mode: behind a proxy, set ``public_base_url``.
+    """
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/")
+    if settings.dev:
+        return None
+    host = settings.http.host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind, named by the machine's name
+        host = socket.getfqdn()
+    name = f"[{host}]" if ":" in host else host
+    return f"http://{name}:{settings.http.port}"
+
+
 def base_url(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
-    """This server's external base URL: the configured one, else derived from the request."""
+    """This server's external base URL: from configuration (``public_base_url``), else (dev mode) the request's."""
     configured = connection.app.state.get("public_base_url")
     if configured:
         return str(configured).rstrip("/")

@@ -21,15 +21,20 @@ __all__ = ("EVENTS", "configure_logging", "get_logger", "ihi_hash", "set_hash_ke
 
 EVENTS = {
     "http_request": "one canonical line per HTTP request: method, route, status, client ID, duration",
+    "request_refused": "the server refused a connection or request before the application: head too large (431), "
+    "head not complete in time (408), too many connections from one address (429); reason, size or address",
     "server_starting": "the server is starting: address, database kind, service ID",
     "server_stopped": "the server stopped",
     "embedded_started": "the embedded PostgreSQL cluster is running",
     "embedded_stopped": "the embedded PostgreSQL cluster was stopped",
     "migrations_applied": "pending migrations were applied",
+    "database_waiting": "at start, the database could not be reached or refused writes: the reason, attempts, "
+    "seconds waited and the limit (IEF_DATABASE_STARTUP_WAIT); logged again every 10 s while waiting",
+    "database_reachable": "at start, the database answered after waiting: attempts, seconds waited",
     "replica_unavailable": "the read replica could not be reached; look-ups use the primary until it answers again",
     "unhandled_error": "an unexpected error was turned into a 500 OperationOutcome",
     "batch_applied": "a batch of records was applied: counts per outcome",
-    "key_created": "a signing key was created (first start): purpose (issuer or outbound), kid",
+    "key_created": "a signing key was created (first start): purpose (issuer, outbound or audit), kid",
     "key_rotated": "a new active signing key replaced the old one, which stays published until its tokens expire",
     "token_issued": "the token endpoint issued an access token: client ID, scope, lifetime",
     "auth_refused": "a request was refused 401: the reason (never the token)",
@@ -37,10 +42,17 @@ EVENTS = {
     "client_jwks_unavailable": "a client's JWKS URL could not be fetched during token issuance: client ID, reason",
     "issuer_jwks_unavailable": "a trusted issuer's JWKS could not be fetched or read: issuer, reason",
     "outbound_token": "this instance got an access token from a member service: base URL, client ID, lifetime",
-    "outbound_auth_failed": "this instance could not get credentials for a member service: base URL, reason",
+    "outbound_auth_failed": "this instance could not get credentials for a member service: base URL, reason "
+    "(the URLs tried and what the other side answered: logged here, never told to consumers)",
+    "outbound_refused": "an outbound call was not made: its host resolves to an address the policy refuses "
+    "(host, address); allow it with IEF_OUTBOUND_ALLOWED_* or IEF_SUBSCRIPTIONS_ALLOWED_*",
+    "outbound_unresolved": "a URL an operator added does not resolve yet; it is checked again at every connection",
     "audit_write_failed": "audit rows could not be written; the requests waiting on them were answered 503",
     "audit_sealed": "(debug) new audit rows were appended to the hash chain: rows, head sequence number",
     "audit_seal_failed": "appending audit rows to the hash chain failed; retried later (run `audit verify`)",
+    "audit_month_sealed": "an audit month was closed, chained to its last row and its checkpoint signed: month, head",
+    "audit_months_made": "audit partitions were made ahead of time: how many months",
+    "audit_months_failed": "audit partitions could not be made ahead (database down, lock not had); retried soon",
     "subscription_created": "a subscription was created (requested): subscription ID, client ID, payload content",
     "subscription_updated": "a client changed a subscription: subscription ID, status before and after, handshake",
     "subscription_deleted": "a client deleted a subscription: subscription ID, client ID",

@@ -63,7 +63,7 @@ _BY_STATUS: dict[int, ErrorCode] = {
 }
 """The code of an error Litestar raises itself, by its status."""
 
-_PATH = re.compile(r" - at `\$(?:\.data)?\.?([^`]*)`$")
+_PATH = re.compile(r" - at `\$(?:\.data)?\.?([^`]*)`\Z")
 _UNEXPECTED = "the server could not complete the request"
 _log = get_logger(__name__)
 

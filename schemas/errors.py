@@ -19,6 +19,8 @@ class ErrorCode(enum.StrEnum):
     """Every error code the server answers with."""
 
     MALFORMED_REQUEST = "malformed-request"
+    JSON_TOO_DEEP = "json-too-deep"
+    JSON_DUPLICATE_KEY = "json-duplicate-key"
     UNKNOWN_PARAMETER = "unknown-parameter"
     TOO_MANY_PARAMETERS = "too-many-parameters"
     INVALID_INPUT = "invalid-input"
@@ -26,7 +28,10 @@ class ErrorCode(enum.StrEnum):
     INVALID_SERVICE_ID = "invalid-service-id"
     INVALID_RESOURCE = "invalid-resource"
     UNKNOWN_SERVICE = "unknown-service"
+    ADDRESS_REFUSED = "address-refused"
     TOO_LARGE = "too-large"
+    REQUEST_HEAD_TOO_LARGE = "request-head-too-large"
+    REQUEST_HEAD_TIMEOUT = "request-head-timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     UNSUPPORTED_FORMAT = "unsupported-format"
     UNAUTHENTICATED = "unauthenticated"
@@ -46,6 +51,7 @@ class ErrorCode(enum.StrEnum):
     PRECONDITION_FAILED = "precondition-failed"
     VERSION_MISMATCH = "version-mismatch"
     RATE_LIMITED = "rate-limited"
+    TOO_MANY_CONNECTIONS = "too-many-connections"
     UNAVAILABLE = "unavailable"
     DATABASE_UNAVAILABLE = "database-unavailable"
     OUTBOUND_CREDENTIALS = "outbound-credentials"
@@ -69,6 +75,18 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
         "The request cannot be read as sent: a body that is not JSON (or a bad NDJSON line), a query value of the "
         "wrong syntax (_count, _offset, If-Match, a paging cursor), a search that names nothing to search by, an "
         "update whose body has no id or another id than the URL.",
+    ),
+    ErrorCode.JSON_TOO_DEEP: ErrorKind(
+        400,
+        "JSON too deep",
+        "A JSON body (or NDJSON line) whose arrays and objects are nested deeper than this server "
+        "reads (32 levels); refused before it is decoded.",
+    ),
+    ErrorCode.JSON_DUPLICATE_KEY: ErrorKind(
+        400,
+        "JSON duplicate key",
+        "A JSON object that names one key twice, which readers of it could each take differently (the "
+        "diagnostics name the key).",
     ),
     ErrorCode.UNKNOWN_PARAMETER: ErrorKind(
         400, "Unknown parameter", "A query parameter this route does not define (the issue's expression names it)."
@@ -103,8 +121,27 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
     ErrorCode.UNKNOWN_SERVICE: ErrorKind(
         422, "Unknown service", "A record names a service that is not in the services directory, or is disabled."
     ),
+    ErrorCode.ADDRESS_REFUSED: ErrorKind(
+        422,
+        "Address refused",
+        "A URL this server would call (a subscription endpoint, a member's base URL or token endpoint, a JWKS URL) "
+        "that the outbound address policy refuses: not https, credentials in it, or a host that resolves to a "
+        "loopback, private, link-local or otherwise local address not allowed by the operator.",
+    ),
     ErrorCode.TOO_LARGE: ErrorKind(
         413, "Too large", "A request body, or a batch, over its limit (IEF_HTTP_MAX_BODY_BYTES, the batch limits)."
+    ),
+    ErrorCode.REQUEST_HEAD_TOO_LARGE: ErrorKind(
+        431,
+        "Request head too large",
+        "The request line and headers are larger than this server reads (IEF_HTTP_MAX_HEADER_BYTES); answered "
+        "before the application, and the connection closed.",
+    ),
+    ErrorCode.REQUEST_HEAD_TIMEOUT: ErrorKind(
+        408,
+        "Request head timeout",
+        "The request line and headers did not arrive in time (IEF_HTTP_HEADER_TIMEOUT); answered before the "
+        "application, and the connection closed.",
     ),
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: ErrorKind(
         415, "Unsupported media type", "A body in a media type this route does not take."
@@ -116,8 +153,8 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
     ErrorCode.INVALID_TOKEN: ErrorKind(
         401,
         "Invalid token",
-        "The bearer token does not verify (signature, issuer, audience, algorithm, claims) or belongs to an "
-        "unknown or disabled client.",
+        "The bearer token is malformed (not a compact JWS, or a header or claim of the wrong type), does not "
+        "verify (signature, issuer, audience, algorithm, claims) or belongs to an unknown or disabled client.",
     ),
     ErrorCode.TOKEN_EXPIRED: ErrorKind(401, "Token expired", "The bearer token has expired: get a new one."),
     ErrorCode.FORBIDDEN: ErrorKind(403, "Forbidden", "The caller is known but may not do this."),
@@ -176,6 +213,13 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
     ),
     ErrorCode.RATE_LIMITED: ErrorKind(
         429, "Rate limited", "Too many requests from this client, or failed authentications from this address."
+    ),
+    ErrorCode.TOO_MANY_CONNECTIONS: ErrorKind(
+        429,
+        "Too many connections",
+        "This address holds as many connections to one server process as it may "
+        "(IEF_HTTP_MAX_CONNECTIONS_PER_ADDRESS); the new one is answered and closed, Retry-After says when to try "
+        "again.",
     ),
     ErrorCode.UNAVAILABLE: ErrorKind(
         503, "Unavailable", "A dependency cannot be reached now; Retry-After says when to try again."

@@ -25,3 +25,5 @@ class Service(Wire):
     """The client ID this service gave us: we authenticate to it with ``private_key_jwt``."""
     bearer_token_file: str | None = None
     """A file holding the fixed bearer token this service takes from us (instead of ``client_id``)."""
+    token_endpoint: str | None = None
+    """The token endpoint the operator chose for ``client_id`` (None: the one the service announces on its origin)."""

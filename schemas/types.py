@@ -2,6 +2,10 @@
 
 The parsing functions here are the single definition of what a valid IHI or service ID is; every
 edge (native API, FHIR facade, CLI, batch) calls them.
+
+Every check here is a full match over ASCII characters: no surrounding whitespace, no trailing
+newline (a ``$`` anchor would let one through), no digits of other scripts (``str.isdigit`` and
+``\\d`` accept Arabic-Indic and full-width digits, and ``int()`` and ``uuid.UUID`` read them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ __all__ = (
     "ServiceKind",
     "ServiceStatus",
     "UnresolvedReason",
+    "ascii_int",
+    "is_ascii_digits",
     "luhn_valid",
     "parse_ihi",
     "parse_service_id",
@@ -34,8 +40,9 @@ IHI_SYSTEM_ALIASES = frozenset({IHI_SYSTEM, "http://ns.electronichealth.net.au/i
 
 IHI_PREFIX = "800360"
 
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
-_DIGITS16 = re.compile(r"^[0-9]{16}$")
+_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}")
+_DIGITS16 = re.compile(r"[0-9]{16}")
 
 
 class InvalidValueError(ValueError):
@@ -99,6 +106,16 @@ class UnresolvedReason(enum.StrEnum):
     FAILED_RECENTLY = "failed-recently"
 
 
+def is_ascii_digits(text: str) -> bool:
+    """Whether ``text`` is one or more of the ASCII digits 0-9 and nothing else (``str.isdigit`` takes ``"²"``)."""
+    return text.isascii() and text.isdigit()
+
+
+def ascii_int(text: str, *, max_digits: int = 18) -> int | None:
+    """The value of ``text`` when it is 1 to ``max_digits`` ASCII digits (a header's number), else None."""
+    return int(text) if 0 < len(text) <= max_digits and is_ascii_digits(text) else None
+
+
 def luhn_valid(digits: str) -> bool:
     """Return whether a string of decimal digits passes the Luhn (mod 10) check."""
     total = 0
@@ -118,7 +135,7 @@ def parse_ihi(value: str) -> str:
     Raises:
         InvalidValueError: not 16 digits, not starting with ``800360``, or a bad check digit.
     """
-    if not _DIGITS16.match(value):
+    if not _DIGITS16.fullmatch(value):
         raise InvalidValueError("an IHI is exactly 16 decimal digits")
     if not value.startswith(IHI_PREFIX):
         raise InvalidValueError(f"an IHI starts with {IHI_PREFIX}")
@@ -133,17 +150,13 @@ def parse_service_id(value: str) -> str:
     UUIDs are canonical in lower case with hyphens; ULIDs in upper-case Crockford base32.
 
     Raises:
-        InvalidValueError: neither a UUID nor a ULID.
+        InvalidValueError: neither a UUID nor a ULID (surrounding whitespace included).
     """
-    text = value.strip()
-    if len(text) == 26:
-        upper = text.upper()
-        if _ULID.match(upper) and upper[0] <= "7":
+    if len(value) == 26 and value.isascii():
+        upper = value.upper()
+        if _ULID.fullmatch(upper):
             return upper
         raise InvalidValueError("a ULID service ID is 26 Crockford base32 characters")
-    if len(text) in (32, 36):
-        try:
-            return str(uuid.UUID(text))
-        except ValueError:
-            pass
+    if _UUID.fullmatch(value):
+        return str(uuid.UUID(value))
     raise InvalidValueError("a service ID is a UUID or a ULID")

@@ -58,7 +58,7 @@ class AuditLedger:
     """Notes the requests of the clients it is hooked into, to check them against the audit table."""
 
     routes: list[AuditedRoute]
-    answered: list[tuple[str, str, str]] = field(default_factory=list)
+    answered: list[tuple[str, str, str, int]] = field(default_factory=list)
 
     def hooks(self) -> dict[str, list[Callable[..., Any]]]:
         """httpx ``event_hooks`` that tag and note every request."""
@@ -70,11 +70,11 @@ class AuditLedger:
 
     async def _note(self, response: httpx.Response) -> None:
         request = response.request
-        self.answered.append((request.method, request.url.path, request.headers["x-request-id"]))
+        self.answered.append((request.method, request.url.path, request.headers["x-request-id"], response.status_code))
 
-    def patient_linked(self, method: str, path: str) -> bool:
-        """Whether a request goes to a patient-linked route."""
-        return any(method in route.methods and route.pattern.match(path) for route in self.routes)
+    def patient_linked(self, method: str, path: str, status: int = 200) -> bool:
+        """Whether a request goes to a patient-linked route (or is a method refused, 405, on the path of one)."""
+        return any((method in route.methods or status == 405) and route.pattern.match(path) for route in self.routes)
 
     async def check(self, database: Database | str) -> None:
         """Fail, naming each offending request, unless every noted request has its expected number of rows.
@@ -84,7 +84,7 @@ class AuditLedger:
         if not self.answered:
             return
         sql = "SELECT request_id, count(*) AS n FROM audit_events WHERE request_id = ANY($1::text[]) GROUP BY 1"
-        request_ids = [rid for _, _, rid in self.answered]
+        request_ids = [rid for _, _, rid, _ in self.answered]
         if isinstance(database, str):
             conn = await asyncpg.connect(database)
             try:
@@ -97,8 +97,8 @@ class AuditLedger:
         counts = {row["request_id"]: row["n"] for row in rows}
         wrong = [
             f"{method} {path} (request {rid}): {counts.get(rid, 0)} audit rows, expected {expected}"
-            for method, path, rid in self.answered
-            if counts.get(rid, 0) != (expected := 1 if self.patient_linked(method, path) else 0)
+            for method, path, rid, status in self.answered
+            if counts.get(rid, 0) != (expected := 1 if self.patient_linked(method, path, status) else 0)
         ]
         self.answered.clear()
         assert not wrong, "every patient-linked request leaves exactly one audit row:\n  " + "\n  ".join(wrong)

@@ -8,7 +8,9 @@ import sys
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ("CliResult", "Instance", "run_cli")
+from tests.factories import LOOPBACK_NETWORKS
+
+__all__ = ("CliResult", "Instance", "InstanceOf", "run_cli")
 
 
 class Instance(Protocol):
@@ -19,6 +21,14 @@ class Instance(Protocol):
 
     @property
     def service_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOf:
+    """An instance known by its database and service ID alone (no server running)."""
+
+    database_url: str
+    service_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,7 @@ async def run_cli(server: Instance, *args: str, extra_env: dict[str, str] | None
         "IEF_DATABASE_URL": server.database_url,
         "IEF_SERVICE_ID": server.service_id,
         "IEF_LOG_LEVEL": "warning",
+        "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,  # as the test servers: their peers run on loopback
         **(extra_env or {}),
     }
     process = await asyncio.create_subprocess_exec(

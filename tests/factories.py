@@ -14,6 +14,7 @@ from schemas.types import IHI_PREFIX, luhn_valid
 
 __all__ = (
     "IHI_SYSTEM",
+    "LOOPBACK_NETWORKS",
     "make_audit_entry",
     "make_hpii",
     "make_ihi",
@@ -23,6 +24,9 @@ __all__ = (
 )
 
 IHI_SYSTEM = "http://ns.electronichealth.net.au/id/hi/ihi/1.0"
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+"""What a test server allows its outbound calls to reach (``IEF_OUTBOUND_ALLOWED_NETWORKS``): the gateways,
+peers and key servers of the tests all run on loopback, which the address policy refuses by default."""
 _rng = random.Random()
 
 

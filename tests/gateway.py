@@ -60,6 +60,8 @@ class Behaviour:
     """Answer 200 with an HTML page."""
     garbage: bool = False
     """Answer 200 ``application/fhir+json`` with bytes that are not JSON."""
+    deep: bool = False
+    """Answer 200 with a Bundle whose extension nests 100,000 arrays."""
     not_bundle: bool = False
     """Answer 200 with an OperationOutcome instead of a Bundle."""
     huge: int = 0
@@ -91,6 +93,8 @@ class ReferenceGateway:
     """The client this gateway gave the broker: tokens from ``/auth/token`` for ``private_key_jwt`` assertions."""
     jwks_url: str | None = None
     """Where the keys of ``client_id`` are published (the broker's ``/.well-known/jwks.json``)."""
+    announced_token_endpoint: str | None = None
+    """The token endpoint its SMART configuration names (None: its own ``/auth/token``)."""
     behaviour: Behaviour = field(default_factory=Behaviour)
     seen: list[Seen] = field(default_factory=list)
     token_requests: int = 0
@@ -139,7 +143,8 @@ class ReferenceGateway:
         path: str = scope["path"]
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         if path == "/fhir/.well-known/smart-configuration":
-            await _send_json(send, 200, {"token_endpoint": f"{self._origin}/auth/token"}, b"application/json")
+            endpoint = self.announced_token_endpoint or f"{self._origin}/auth/token"
+            await _send_json(send, 200, {"token_endpoint": endpoint}, b"application/json")
             return
         if path == "/auth/token" and scope["method"] == "POST":
             await self._token(receive, send)
@@ -172,6 +177,9 @@ class ReferenceGateway:
             await _send(send, 200, b"<!doctype html><html><body>Gateway maintenance</body></html>", b"text/html")
         elif behaviour.garbage:
             await _send(send, 200, b"\x00\x01 this is { not JSON", FHIR_JSON)
+        elif behaviour.deep:
+            deep = b"[" * 100_000 + b"]" * 100_000
+            await _send(send, 200, b'{"resourceType":"Bundle","type":"searchset","x":' + deep + b"}", FHIR_JSON)
         elif behaviour.not_bundle:
             await _send_json(send, 200, _outcome("informational", "not a Bundle"))
         elif behaviour.huge:

@@ -1,4 +1,10 @@
-"""A throwaway PostgreSQL cluster for the test session, and databases made from a migrated template."""
+"""A throwaway PostgreSQL cluster for the test session, and databases made from a migrated template.
+
+The cluster has the roles of a deployment (``registry.db.roles``): databases belong to ``ief_owner``,
+which migrates the template; the session's servers log in as ``ief_app`` (``as_server``), so every
+test runs the server with only the grants it has in production. Tests read and write behind the
+server's back as the bootstrap superuser (``url_for``).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,23 @@ import asyncpg
 
 from registry.db.embedded import EmbeddedPostgres
 from registry.db.migrate import apply_migrations
+from registry.db.roles import OWNER_ROLE, SERVER_LOGIN, as_role
 
-__all__ = ("TestCluster",)
+__all__ = ("SUPERUSER", "TestCluster", "as_owner", "as_server")
+
+SUPERUSER = "ief"
+"""The test cluster's bootstrap superuser (the tests' own connections)."""
+
+
+def as_server(url: str) -> str:
+    """A superuser URL of the test cluster (direct or through PgBouncer) as the server's login role."""
+    return as_role(url, SERVER_LOGIN) if url.startswith(f"postgresql://{SUPERUSER}@") else url
+
+
+def as_owner(url: str) -> str:
+    """A superuser URL of the test cluster as the schema owner's role."""
+    return as_role(url, OWNER_ROLE) if url.startswith(f"postgresql://{SUPERUSER}@") else url
+
 
 TEMPLATE = "ief_template"
 
@@ -34,8 +55,9 @@ class TestCluster:
         self.url = ""
 
     def start(self) -> str:
-        """Start the cluster; return the URL of its maintenance database."""
+        """Start the cluster and create the deployment's roles; return the URL of its maintenance database."""
         self.url = self.cluster.start()
+        self.cluster.prepare_roles()
         return self.url
 
     def url_for(self, database: str) -> str:
@@ -47,7 +69,7 @@ class TestCluster:
         conn = await asyncpg.connect(self.url)
         try:
             await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            await conn.execute(f"CREATE DATABASE {name}")
+            await conn.execute(f"CREATE DATABASE {name} OWNER {OWNER_ROLE}")
         finally:
             await conn.close()
         return self.url_for(name)
@@ -69,8 +91,8 @@ class TestCluster:
             await conn.close()
 
     async def make_template(self) -> None:
-        """Create the migrated template database every test database is copied from."""
-        conn = await asyncpg.connect(await self.empty_database(TEMPLATE))
+        """Create the migrated template database every test database is copied from (migrated by the owner)."""
+        conn = await asyncpg.connect(as_owner(await self.empty_database(TEMPLATE)))
         try:
             await apply_migrations(conn)
         finally:
@@ -81,7 +103,7 @@ class TestCluster:
         name = f"ief_test_{next(self._names)}"
         conn = await asyncpg.connect(self.url)
         try:
-            await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+            await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} OWNER {OWNER_ROLE}")
         finally:
             await conn.close()
         return self.url_for(name)

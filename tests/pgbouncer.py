@@ -55,7 +55,7 @@ class PgBouncer:
         return f"postgresql://ief@127.0.0.1:{self.port}/{database}"
 
     def _write_config(self) -> Path:
-        (self.folder / "users.txt").write_text('"ief" ""\n', encoding="utf-8")
+        (self.folder / "users.txt").write_text('"ief" ""\n"ief_app" ""\n"ief_owner" ""\n', encoding="utf-8")
         config = self.folder / "pgbouncer.ini"
         config.write_text(
             "[databases]\n"

@@ -15,6 +15,7 @@ import asyncpg
 
 from registry.db.embedded import EmbeddedPostgres
 from registry.db.migrate import apply_migrations
+from tests.pg import as_owner
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -67,7 +68,8 @@ async def replicated(prefix: str) -> AsyncIterator[Replicated]:
         # PostgreSQL runs as an unprivileged user when the tests run as root: it must reach the folder.
         await asyncio.to_thread(folder.chmod, 0o755)
         primary_url = await asyncio.to_thread(primary.start)
-        conn = await asyncpg.connect(primary_url)
+        await asyncio.to_thread(primary.prepare_roles)  # the roles replicate to the standby with the rest
+        conn = await asyncpg.connect(as_owner(primary_url))
         try:
             await apply_migrations(conn)
         finally:

@@ -1,8 +1,10 @@
 """A real ief-registry HTTP server (uvicorn on loopback) inside the test session's event loop.
 
-Each running server comes with its own authentication parts and database pool (``RunningServer.auth``
-and ``.database``: the very objects the server opened in its lifespan), so tests register clients
-and mint tokens with the issuer the server uses: no mocks.
+The server runs as ``serve`` runs it: its uvicorn options (``registry.server.limits``) and the
+server's database role (``tests.pg.as_server``). Each running server comes with authentication
+parts and a database pool of the test side (``RunningServer.auth`` and ``.database``, as the
+superuser: what an operator does behind the server's back), so tests register clients and mint
+tokens with the issuer code the server uses, over the keys it uses: no mocks.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
 from registry.auth.clients import OPERATOR_CLIENT_ID
-from registry.auth.wiring import AuthParts
-from registry.config import Settings
-from registry.db.pool import Connection, Database
+from registry.auth.wiring import AuthParts, start_auth
+from registry.config import DatabaseSettings, Settings
+from registry.db.pool import Connection, Database, open_database
+from registry.db.queries import load_queries
 from registry.server.app import build_asgi, create_app
-from registry.server.lifespan import services_of
+from registry.server.limits import uvicorn_options
 from tests.audit_ledger import AuditedRoute, audited_routes
 from tests.factories import make_service_id
+from tests.pg import as_server
 
 __all__ = (
     "LoopbackServer",
@@ -37,6 +41,7 @@ __all__ = (
     "asgi_server",
     "free_port",
     "json_server",
+    "raw_connection",
     "read_body",
     "running_server",
     "serving",
@@ -51,6 +56,20 @@ async def read_body(receive: Any) -> bytes:
         body += bytes(message.get("body", b""))
         if not message.get("more_body"):
             return body
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(
+    port: int, source: str = "127.0.0.1"
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw TCP connection to a server on loopback from ``source`` (any 127.x.y.z address is this machine)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
 
 def free_port() -> int:
@@ -109,14 +128,14 @@ class RunningServer:
     async def add_service(
         self, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
         base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
-        client_id: str | None = None, bearer_token_file: str | None = None,
+        client_id: str | None = None, bearer_token_file: str | None = None, token_endpoint: str | None = None,
     ) -> None:  # fmt: skip
         """Put a member service straight into the directory (as the operator's CLI would), with how this
         server authenticates to it (``client_id`` it gave us, or a ``bearer_token_file``), if at all."""
         async with self.database.writer() as conn:
             await _insert_service(
                 conn, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
-                client_id=client_id, bearer_token_file=bearer_token_file,
+                client_id=client_id, bearer_token_file=bearer_token_file, token_endpoint=token_endpoint,
             )  # fmt: skip
 
     async def count(self, sql: str, *args: object) -> int:
@@ -132,7 +151,7 @@ class RunningServer:
 async def add_service(
     database_url: str, service_id: str, *, kind: str = "gateway", name: str = "Test gateway",
     base_url: str = "https://gateway.test/fhir", style: str = "ief", status: str = "enabled",
-    client_id: str | None = None, bearer_token_file: str | None = None,
+    client_id: str | None = None, bearer_token_file: str | None = None, token_endpoint: str | None = None,
 ) -> None:  # fmt: skip
     """Put a member service straight into the directory of the database at ``database_url``.
 
@@ -143,7 +162,7 @@ async def add_service(
     try:
         await _insert_service(
             conn, service_id, kind=kind, name=name, base_url=base_url, style=style, status=status,
-            client_id=client_id, bearer_token_file=bearer_token_file,
+            client_id=client_id, bearer_token_file=bearer_token_file, token_endpoint=token_endpoint,
         )  # fmt: skip
     finally:
         await conn.close()
@@ -151,13 +170,14 @@ async def add_service(
 
 async def _insert_service(
     conn: Connection, service_id: str, *, kind: str, name: str, base_url: str, style: str, status: str,
-    client_id: str | None, bearer_token_file: str | None,
+    client_id: str | None, bearer_token_file: str | None, token_endpoint: str | None,
 ) -> None:  # fmt: skip
     values: dict[str, str | None] = {
         "service_id": service_id, "kind": kind, "name": name, "base_url": base_url, "search_style": style,
         "status": status,
     }  # fmt: skip
-    values |= {k: v for k, v in (("client_id", client_id), ("bearer_token_file", bearer_token_file)) if v is not None}
+    optional = {"client_id": client_id, "bearer_token_file": bearer_token_file, "token_endpoint": token_endpoint}
+    values |= {k: v for k, v in optional.items() if v is not None}
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     await conn.execute(f"INSERT INTO services ({', '.join(values)}) VALUES ({placeholders})", *values.values())
 
@@ -184,12 +204,31 @@ def _litestar_in(app: Any) -> Litestar:
 async def running_server(
     settings: Settings, database_url: str, service_id: str, *, port: int | None = None
 ) -> AsyncIterator[RunningServer]:
-    """Serve the app on a free loopback port (or ``port``) for the duration of the block."""
-    app = build_asgi(settings, database_url=database_url, service_id=service_id, hash_key=b"test-hash-key")
+    """Serve the app on a free loopback port (or ``port``) for the duration of the block, as ``serve`` does:
+    its uvicorn options; ``http.host`` and ``http.port`` set to where it listens (the public base URL is
+    derived from them); the server's database role (``tests.pg.as_server``). ``database_url`` (the
+    superuser's) stays the tests' own, in ``RunningServer.database_url``."""
+    port = port or free_port()
+    http = msgspec.structs.replace(settings.http, host="127.0.0.1", port=port)
+    urls = settings.database
+    urls = msgspec.structs.replace(
+        urls,
+        direct_url=as_server(urls.direct_url) if urls.direct_url else None,
+        read_url=as_server(urls.read_url) if urls.read_url else None,
+    )
+    settings = msgspec.structs.replace(settings, http=http, database=urls)
+    app = build_asgi(settings, database_url=as_server(database_url), service_id=service_id, hash_key=b"test-hash-key")
     routes = audited_routes(_litestar_in(app))
-    async with serving(app, port=port, lifespan="on") as base_url:
-        services = services_of(_litestar_in(app).state)  # opened by the lifespan, closed with it
-        yield RunningServer(base_url, database_url, service_id, settings, services.auth, services.db, routes)
+    async with serving(app, port=port, lifespan="on", options=uvicorn_options(settings)) as base_url:
+        # The test side acts as the operator does, behind the server's back: as the superuser, not the server's role.
+        own = DatabaseSettings(pool_min=0, pool_max=4, statement_cache=settings.database.statement_cache)
+        database = await open_database(database_url, own)
+        auth = await start_auth(database, load_queries(), settings, service_id)
+        try:
+            yield RunningServer(base_url, database_url, service_id, settings, auth, database, routes)
+        finally:
+            await auth.close()
+            await database.close()
 
 
 class LoopbackServer(uvicorn.Server):
@@ -251,10 +290,14 @@ class LoopbackServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, *, port: int | None, lifespan: Literal["on", "off"]) -> AsyncIterator[str]:
-    """Run an ASGI app with uvicorn on loopback in this event loop; yield its base URL."""
+async def serving(
+    app: Any, *, port: int | None, lifespan: Literal["on", "off"], options: dict[str, Any] | None = None
+) -> AsyncIterator[str]:
+    """Run an ASGI app with uvicorn on loopback in this event loop (and uvicorn ``options``); yield its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan, **(options or {})
+    )
     server = LoopbackServer(config)
     task = await server.start()
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from registry.config import AuthSettings, LogSettings, Settings
+from registry.config import AuthSettings, LogSettings, OutboundSettings, Settings
+from tests.factories import LOOPBACK_NETWORKS
 
 __all__ = ("test_settings",)
 
@@ -20,9 +21,15 @@ _QUIET_AUTH = AuthSettings(
 servers of their own: the shared servers serve every test from one operator client and one address)."""
 
 
+_LOOPBACK_PEERS = OutboundSettings(allowed_networks=LOOPBACK_NETWORKS)
+"""The gateways, peers and token authorities of the tests run on loopback, which the outbound policy allows
+only when told."""
+
+
 def test_settings(**sections: Any) -> Settings:
-    """Settings of a test server: no access log, quiet authentication, then the given sections (``broker=…``)."""
-    return Settings(**{"log": LogSettings(access=False), "auth": _QUIET_AUTH, **sections})
+    """Settings of a test server: no access log, quiet authentication, outbound calls to loopback allowed, then
+    the given sections (``broker=…``)."""
+    return Settings(**{"log": LogSettings(access=False), "auth": _QUIET_AUTH, "outbound": _LOOPBACK_PEERS, **sections})
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test

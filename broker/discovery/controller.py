@@ -21,6 +21,7 @@ from registry.http import request_id
 from schemas.audit import Interaction
 from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import PAGING, ResourceCapability, SearchParam
+from schemas.types import ascii_int
 
 __all__ = (
     "DOCUMENT_REFERENCE_SEARCH",
@@ -112,8 +113,9 @@ def prefer_wait(header: str | None) -> int | None:
     """The ``wait`` preference of a ``Prefer`` header (RFC 7240), in seconds; None without a usable one."""
     for preference in (header or "").split(","):
         name, _eq, value = preference.split(";", 1)[0].strip().partition("=")
-        if name.strip().lower() == "wait" and value.strip().strip('"').isdigit():
-            return int(value.strip().strip('"'))
+        seconds = ascii_int(value.strip().strip('"'))
+        if name.strip().lower() == "wait" and seconds is not None:
+            return seconds
     return None
 
 

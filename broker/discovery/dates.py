@@ -22,9 +22,9 @@ __all__ = ("PREFIXES", "DateCriterion", "InvalidDate", "parse_criterion", "parse
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 _VALUE = re.compile(
-    r"^(?P<year>[0-9]{4})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2})"
+    r"(?P<year>[0-9]{4})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2})"
     r"(?:T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]{1,9}))?)?"
-    r"(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?$"
+    r"(?P<zone>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
 )
 
 
@@ -38,7 +38,7 @@ def parse_range(text: str) -> tuple[datetime, datetime]:
     Raises:
         InvalidDate: not a date, dateTime or instant of FHIR's forms.
     """
-    match = _VALUE.match(text.strip())
+    match = _VALUE.fullmatch(text.strip(" "))
     if not match:
         raise InvalidDate(f"{text!r} is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD, YYYY-MM-DDThh:mm…)")
     year, month, day = int(match["year"]), match["month"], match["day"]

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
-import msgspec
 
 from broker.discovery.merge import Found, Source, normalise
 from registry.errors import OutboundAuthError
+from registry.outbound.egress import EgressError
 from registry.outbound.reader import INFLATABLE, Corrupt, Inflate, TooLarge, read_capped, refuse_declared
 from registry.outbound.transport import TRANSPORT_ERRORS, ConnectionPools
+from schemas import strictjson
 from schemas.discovery import GatewayProblem
 from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle
 
@@ -41,11 +42,11 @@ if TYPE_CHECKING:
     from registry.auth.outbound import OutboundCredentials, OutboundTarget
     from registry.auth.requester import Requester
     from registry.config import BrokerSettings
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = ("Answer", "GatewayClient", "Problem", "Target", "new_gateway_http")
 
 FHIR_JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
-_decoder = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +94,10 @@ _HEADERS = (
 )
 
 
-def new_gateway_http(settings: BrokerSettings) -> ConnectionPools:
-    """The process's connections to gateways (closed with ``aclose`` at the end of the server's lifespan)."""
-    return ConnectionPools(timeout=settings.gateway_timeout, headers=_HEADERS)
+def new_gateway_http(settings: BrokerSettings, policy: AddressPolicy) -> ConnectionPools:
+    """The process's connections to gateways, each checked against the outbound address ``policy`` (closed
+    with ``aclose`` at the end of the server's lifespan)."""
+    return ConnectionPools(policy, timeout=settings.gateway_timeout, headers=_HEADERS)
 
 
 def _corrupt() -> Problem:
@@ -156,7 +158,7 @@ class GatewayClient:
         if target.credentials is not None:
             try:
                 authorization = await self._outbound.authorization(target.credentials, [query.kind.scope])
-            except OutboundAuthError as exc:
+            except OutboundAuthError as exc:  # its message is fit for consumers (registry.auth.outbound)
                 raise _Refused(
                     Problem(GatewayProblem.UNAUTHORIZED, f"no credentials could be obtained: {exc}")
                 ) from None
@@ -172,12 +174,17 @@ class GatewayClient:
                 body = await self._read_body(response, inflate)
         except httpcore.TimeoutException:
             raise _Refused(Problem(GatewayProblem.TIMEOUT, "no answer in time", failure=True)) from None
+        except EgressError as exc:
+            raise _Refused(Problem(GatewayProblem.UNREACHABLE, f"not called: {exc}")) from None
         except (*TRANSPORT_ERRORS, httpx.InvalidURL) as exc:
             text = f"could not be reached ({type(exc).__name__})"
             raise _Refused(Problem(GatewayProblem.UNREACHABLE, text, failure=True)) from None
         try:
-            bundle = _decoder.decode(body)
-        except msgspec.DecodeError:
+            bundle = strictjson.decode(body, max_depth=strictjson.REMOTE_MAX_DEPTH, duplicate_keys=True)
+        except strictjson.TooDeep:
+            text = "its answer is nested too deep"
+            raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, text, failure=True)) from None
+        except strictjson.JsonError:
             raise _Refused(Problem(GatewayProblem.INVALID_RESPONSE, "its answer is not JSON", failure=True)) from None
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
             text = "its answer is not a FHIR searchset Bundle"

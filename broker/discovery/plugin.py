@@ -14,6 +14,7 @@ from broker.discovery.controller import (
 from broker.discovery.gateways import GatewayClient, new_gateway_http
 from broker.discovery.service import DiscoveryService
 from registry.feature import FeaturePlugin
+from registry.outbound.egress import outbound_policy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -50,7 +51,7 @@ class DiscoveryPlugin(FeaturePlugin):
     ) -> AsyncIterator[DiscoveryService]:
         """The broker of one process: its gateway connections (closed at the end), breakers and single flights."""
         settings = self.settings.broker
-        http = new_gateway_http(settings)
+        http = new_gateway_http(settings, outbound_policy(self.settings))
         gateways = GatewayClient(
             http, credentials, assertions, max_bytes=settings.max_response_bytes,
             per_gateway=settings.gateway_concurrency,

@@ -25,7 +25,8 @@ PAGE_TOKEN = "_page_token"  # noqa: S105 - a query parameter's name, not a secre
 """Query parameter naming a merged result kept for paging (the Bundle links carry it)."""
 
 _ALTERNATIVES = re.compile(r"(?<!\\),")
-_CODE = re.compile(r"^[^\s|]+$")
+_CODE = re.compile(r"[\x21-\x7b\x7d\x7e]+")
+_SYSTEM = re.compile(r"[\x21-\x7b\x7d\x7e]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,7 @@ class DiscoveryQuery:
             if name in kind.token_params:
                 for code in _alternatives(value):
                     system, _bar, token = code.rpartition("|")
-                    if not _CODE.match(token) or any(not c.isprintable() for c in system):
+                    if not _CODE.fullmatch(token) or not _SYSTEM.fullmatch(system):
                         raise _invalid(name, f"{name} takes codes: <code> or <system>|<code>, not {code!r}")
                 filters.append((name, value))
             elif name == kind.date_param:

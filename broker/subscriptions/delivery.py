@@ -55,12 +55,12 @@ from registry.log import get_logger
 from schemas.privacy import Verdict
 
 if TYPE_CHECKING:
-    from broker.subscriptions.endpoints import EndpointPolicy
     from broker.subscriptions.metrics import LatencyHistogram
     from broker.subscriptions.notifier import Attempt
     from broker.subscriptions.repository import Claimed, StoredEvent, StoredSubscription, SubscriptionRepository
     from registry.config import SubscriptionSettings
     from registry.db.pool import Connection, Database
+    from registry.outbound.egress import AddressPolicy
     from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
@@ -88,7 +88,7 @@ class DeliveryWorker:
         *,
         listen_url: str,
         canon: Canonicals,
-        policy: EndpointPolicy,
+        policy: AddressPolicy,
         latency: LatencyHistogram,
         decisions: DecisionPoint,
     ) -> None:

@@ -1,9 +1,10 @@
 """One notification attempt over HTTP: endpoint checks, headers, signature, timeout, outcome.
 
-The dedicated httpx client never follows redirects (a 3xx is a failure) and never reads more than
-the status line and headers of an answer. Before every attempt the endpoint is checked again
-(``EndpointPolicy.resolve_checked``) and the request goes to the checked address, the ``Host``
-header and TLS server name carrying the endpoint's host name.
+The dedicated httpx client (``registry.outbound.egress.new_client``) never follows redirects (a 3xx is a
+failure), speaks TLS 1.2 at least and never reads more than the status line and headers of an
+answer. The endpoint's URL is checked on every attempt and, on every new connection, its host is
+resolved, every address checked against the webhook policy and the connection made to a checked
+address (the ``Host`` header and TLS server name keep the endpoint's host name).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from broker.subscriptions.endpoints import EndpointRefused, ResolutionFailed
 from broker.subscriptions.retry import parse_retry_after
 from broker.subscriptions.signing import webhook_headers
+from registry.outbound.egress import AddressRefused, ResolutionFailed, new_client, refusal
 
 if TYPE_CHECKING:
-    from broker.subscriptions.endpoints import EndpointPolicy
     from broker.subscriptions.repository import StoredSubscription
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = ("Attempt", "Notifier", "channel_headers")
 
@@ -73,10 +74,9 @@ def signing_keys(subscription: StoredSubscription) -> list[str]:
 class Notifier:
     """Sends notifications; one instance (one connection pool) per worker."""
 
-    def __init__(self, policy: EndpointPolicy, *, max_connections: int) -> None:
-        self._policy = policy
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
+    def __init__(self, policy: AddressPolicy, *, max_connections: int) -> None:
+        self._client = new_client(
+            policy,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             timeout=httpx.Timeout(10.0),
             headers={"User-Agent": _USER_AGENT},
@@ -93,21 +93,13 @@ class Notifier:
         def took() -> float:
             return round((time.perf_counter() - started) * 1000, 2)
 
-        try:
-            target = await self._policy.resolve_checked(subscription.endpoint)
-        except ResolutionFailed as exc:
-            return Attempt(ok=False, error_code="dns-resolution-error", error=str(exc), latency_ms=took())
-        except EndpointRefused as exc:
-            return Attempt(ok=False, error=str(exc), final=True, latency_ms=took())
         headers = channel_headers(subscription.headers)
         headers["Content-Type"] = subscription.payload_type
-        headers["Host"] = target.host_header
         headers.update(webhook_headers(signing_keys(subscription), webhook_id, int(time.time()), body))
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
             async with self._client.stream(
-                "POST", target.connect_url(), content=body, headers=headers,
-                timeout=float(subscription.timeout_seconds), extensions=extensions,
+                "POST", subscription.endpoint, content=body, headers=headers,
+                timeout=float(subscription.timeout_seconds),
             ) as response:  # fmt: skip
                 status = response.status_code
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -116,6 +108,11 @@ class Notifier:
                 ok=False, error_code="no-response", error="the endpoint did not answer in time", latency_ms=took()
             )
         except (httpx.TransportError, httpx.InvalidURL) as exc:
+            refused = refusal(exc)
+            if isinstance(refused, ResolutionFailed):
+                return Attempt(ok=False, error_code="dns-resolution-error", error=str(refused), latency_ms=took())
+            if isinstance(refused, AddressRefused):
+                return Attempt(ok=False, error=f"the endpoint is refused: {refused}", final=True, latency_ms=took())
             return Attempt(
                 ok=False, error_code="no-response", error=f"no answer: {type(exc).__name__}", latency_ms=took()
             )

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 
 from broker.subscriptions.controller import SUBSCRIPTION, SubscriptionController, SubscriptionTopicController
 from broker.subscriptions.delivery import DeliveryWorker
-from broker.subscriptions.endpoints import EndpointPolicy
 from broker.subscriptions.metrics import LatencyHistogram, SubscriptionMetrics
 from broker.subscriptions.repository import SubscriptionRepository
 from broker.subscriptions.service import SubscriptionService
 from registry.feature import FeaturePlugin
+from registry.outbound.egress import webhook_policy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.db.queries import Queries
     from registry.metrics import Metrics
+    from registry.outbound.egress import AddressPolicy
     from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
@@ -40,12 +41,9 @@ class SubscriptionsPlugin(FeaturePlugin):
         """The Subscription routes and the topic."""
         return (SubscriptionController, SubscriptionTopicController)
 
-    def policy(self) -> EndpointPolicy:
+    def policy(self) -> AddressPolicy:
         """Where notifications may go (dev mode allows http and local addresses)."""
-        settings = self.settings.subscriptions
-        return EndpointPolicy(
-            dev=self.settings.dev, allowed_hosts=settings.allowed_hosts, allowed_networks=settings.allowed_networks
-        )
+        return webhook_policy(self.settings)
 
     @contextlib.asynccontextmanager
     async def open(

@@ -38,7 +38,7 @@ __all__ = ("STATUSES", "SubscriptionResources", "Written", "event_view", "status
 STATUSES = ("requested", "active", "error", "off")
 """Every status a subscription can have (search and ``$status`` filter by them)."""
 
-_NUMBER = re.compile(r"^[0-9]{1,18}$")
+_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def event_view(event: StoredEvent) -> EventView:
@@ -73,7 +73,7 @@ def _number(criteria: Criteria, name: str) -> int | None:
     values = [value for key, value in criteria.items if key == name]
     if not values:
         return None
-    if len(values) > 1 or not _NUMBER.match(values[0]) or int(values[0]) < 1:
+    if len(values) > 1 or not _NUMBER.fullmatch(values[0]) or int(values[0]) < 1:
         message = f"{name} is one event number (1 or more)"
         raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
     return int(values[0])

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from schemas.types import ascii_int
+
 __all__ = ("RetryPolicy", "parse_duration", "parse_retry_after", "parse_schedule")
 
-_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r" *([0-9]+(?:\.[0-9]+)?) *(ms|s|m|h|d)? *")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -27,7 +29,7 @@ def parse_duration(text: str) -> float:
     Raises:
         ValueError: not a duration.
     """
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise ValueError(f"not a duration: {text!r} (use 5s, 5m, 2h, 1d, 250ms)")
     return float(match.group(1)) * _UNIT[match.group(2)]
@@ -46,9 +48,10 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     """Seconds a ``Retry-After`` header asks to wait (delta seconds or an HTTP date), or None."""
     if not value:
         return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
+    text = value.strip(" \t")
+    seconds = ascii_int(text)
+    if seconds is not None:
+        return float(seconds)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):

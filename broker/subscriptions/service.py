@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from broker.subscriptions import permissions
-from broker.subscriptions.endpoints import EndpointError, EndpointPolicy
 from broker.subscriptions.filters import parse_filters
 from broker.subscriptions.repository import SubscriptionWrite
 from broker.subscriptions.signing import check_secret, generate_secret
 from registry import errors
 from registry.audit.context import note_detail, note_patients
 from registry.log import get_logger
+from registry.outbound.egress import AddressRefused, EgressError
 from schemas.audit import Action
 from schemas.fhir.subscription import CONSENT_TOPIC_ID, CONTENT_CODES, TOPICS, topic_url
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from registry.auth.scopes import Principal
     from registry.config import SubscriptionSettings
     from registry.db.pool import Database
+    from registry.outbound.egress import AddressPolicy
     from schemas.fhir.canonical import Canonicals
     from schemas.fhir.subscription import SubscriptionClaim
 
@@ -39,9 +40,9 @@ __all__ = ("EventsAnswer", "SubscriptionService", "mask_headers", "visible_heade
 
 _log = get_logger(__name__)
 _S = "Subscription"
-_MIME = re.compile(r"^\s*(application/fhir\+json|application/json)\s*(?:;\s*fhirVersion\s*=\s*([0-9.]+)\s*)?$")
+_MIME = re.compile(r" *(application/fhir\+json|application/json) *(?:; *fhirVersion *= *([0-9.]+) *)?")
 _FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
-_HEADER = re.compile(r"^([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$")
+_HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+): ?([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?")
 _RESERVED_HEADERS = frozenset(
     {"host", "content-type", "content-length", "transfer-encoding", "connection", "te", "upgrade", "expect"}
 )
@@ -49,8 +50,8 @@ _LEVELS = {code: rank for rank, code in enumerate(CONTENT_CODES)}
 _MASK = "***"
 
 
-def _bad(message: str, where: str) -> errors.InvalidInput:
-    return errors.InvalidInput(message, issues=[errors.Issue(message, where)])
+def _bad(message: str, where: str, code: errors.ErrorCode | None = None) -> errors.InvalidInput:
+    return errors.InvalidInput(message, issues=[errors.Issue(message, where)], code=code)
 
 
 def _clamp(value: int | None, low: int, high: int, default: int | None) -> int | None:
@@ -62,7 +63,7 @@ def _clamp(value: int | None, low: int, high: int, default: int | None) -> int |
 def _check_headers(headers: list[str]) -> list[str]:
     for index, header in enumerate(headers):
         where = f"{_S}.channel.header[{index}]"
-        match = _HEADER.match(header)
+        match = _HEADER.fullmatch(header)
         if not match or any(c in header for c in "\r\n\0"):
             raise _bad(
                 "a channel header is 'Name: value': a token, a colon, one optional space, then printable ASCII "
@@ -122,7 +123,7 @@ class SubscriptionService:
         audit: AuditTrail,
         *,
         canon: Canonicals,
-        policy: EndpointPolicy,
+        policy: AddressPolicy,
     ) -> None:
         self._db = db
         self._repo = repository
@@ -161,9 +162,10 @@ class SubscriptionService:
         if not claim.endpoint:
             raise _bad("a rest-hook subscription names its endpoint", f"{_S}.channel.endpoint")
         try:
-            await self._policy.resolve_checked(claim.endpoint)
-        except EndpointError as exc:
-            raise _bad(str(exc), f"{_S}.channel.endpoint") from None
+            await self._policy.check(claim.endpoint, "the endpoint")
+        except EgressError as exc:
+            refused = errors.ErrorCode.ADDRESS_REFUSED if isinstance(exc, AddressRefused) else None
+            raise _bad(str(exc), f"{_S}.channel.endpoint", refused) from None
         secret, previous, previous_until = self._secret(claim, current)
         settings = self._settings
         return SubscriptionWrite(
@@ -182,7 +184,7 @@ class SubscriptionService:
         where = f"{_S}.channel.payload"
         if not claim.payload:
             raise _bad("channel.payload is required (application/fhir+json)", where)
-        match = _MIME.match(claim.payload)
+        match = _MIME.fullmatch(claim.payload)
         if not match:
             raise _bad(f"payload type {claim.payload!r} is not served; use application/fhir+json", where)
         if match.group(2) is not None and match.group(2) not in _FHIR_VERSIONS:

@@ -1,33 +1,48 @@
-"""The hash chain over the audit table: sealing new rows, and verifying the whole trail.
+"""The hash chain over the audit table: its canonical row form, and sealing new rows month by month.
 
-Rows are inserted freely by concurrent transactions. ``seal`` appends them to ``audit_chain`` in
-``(xid, id)`` order, taking only rows whose transaction is older than every transaction still
-running (``xid < pg_snapshot_xmin(pg_current_snapshot())``): those transactions have ended, and any
-row inserted later gets a larger xid, so the order is final and no committed row is ever skipped.
+Rows are inserted freely by concurrent transactions into the partition of their month. ``seal``
+appends them to ``audit_chain`` one month at a time, the oldest month without a checkpoint first,
+in ``(xid, id)`` order within the month. While the month is open it takes only rows whose
+transaction is older than every transaction still running (``xid <
+pg_snapshot_xmin(pg_current_snapshot())``): those transactions have ended, and any row inserted
+later gets a larger xid, so the order is final and no committed row is ever skipped. Once the
+month has ended (and the close grace has passed) it is closed: its partition refuses rows, every
+row of it is committed, and the rest are chained in order. Then its checkpoint is signed and
+stored, and the next month's rows follow.
 
 ``hash = SHA-256(prev_hash || canonical(row))`` where ``canonical`` is the JSON array of every
 column of the row in a fixed order (``CANONICAL_VERSION`` first). The first entry's ``prev_hash``
-is 32 zero bytes. ``verify`` walks rows and chain together and names the first row that does not
-verify.
+is 32 zero bytes; the first entry of each month links to the last of the month before, so the
+chain runs on across partitions. ``registry.audit.verify`` walks it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from registry.audit.repository import ChainLink
+from registry.audit.checkpoints import month_label
+from registry.audit.repository import ChainLink, StoredCheckpoint
+from schemas.audit import StoredAuditEvent
 
 if TYPE_CHECKING:
-    from registry.audit.repository import AuditRepository
+    from registry.audit.checkpoints import CheckpointSigner
+    from registry.audit.repository import AuditRepository, ChainHead, LastCheckpoint, SealingMonth
     from registry.db.pool import Connection
-    from schemas.audit import StoredAuditEvent
 
-__all__ = ("GENESIS", "ChainBroken", "SealResult", "Verdict", "canonical", "link_hash", "seal", "verify")
+__all__ = (
+    "GENESIS",
+    "ChainBroken",
+    "SealResult",
+    "canonical",
+    "decode_canonical",
+    "link_hash",
+    "seal",
+)
 
 CANONICAL_VERSION = 1
 PRIVACY_VERSION = 2
@@ -36,6 +51,11 @@ GENESIS = bytes(32)
 """``prev_hash`` of the first chain entry."""
 
 _encoder = msgspec.json.Encoder()
+_Canonical = tuple[
+    int, int, str, int, datetime, str, str | None, str, str, int, int, str | None, str, str, str, str | None,
+    str | None, str | None, str | None, str, list[str], list[str],
+]  # fmt: skip
+_decoder = msgspec.json.Decoder(_Canonical)
 
 
 def canonical(event: StoredAuditEvent) -> bytes:
@@ -59,6 +79,31 @@ def canonical(event: StoredAuditEvent) -> bytes:
     )  # fmt: skip
 
 
+def decode_canonical(data: bytes) -> StoredAuditEvent:
+    """The row that ``canonical`` made ``data`` from (an export carries rows in this form).
+
+    Raises:
+        ValueError: not the canonical form of a row (or of another format version).
+    """
+    try:
+        (
+            version, row_id, event_id, xid, recorded, request_id, peer_request_id, interaction, action, outcome,
+            status, detail, method, path, query, client_id, client_service, client_address, token_id, observer,
+            patients, records,
+        ) = _decoder.decode(data)  # fmt: skip
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a canonical audit row: {exc}") from None
+    if version != CANONICAL_VERSION:
+        raise ValueError(f"canonical audit row of format version {version}, not {CANONICAL_VERSION}")
+    return StoredAuditEvent(
+        id=row_id, event_id=event_id, xid=xid, recorded=recorded, request_id=request_id,
+        peer_request_id=peer_request_id, interaction=interaction, action=action, outcome=outcome, status=status,
+        detail=detail, method=method, path=path, query=query, client_id=client_id, client_service=client_service,
+        client_address=client_address, token_id=token_id, observer=observer, patients=tuple(patients),
+        records=tuple(records),
+    )  # fmt: skip
+
+
 def link_hash(prev_hash: bytes, event: StoredAuditEvent) -> bytes:
     """The hash of a chain entry: SHA-256 of the previous hash followed by the row's canonical bytes."""
     return hashlib.sha256(prev_hash + canonical(event)).digest()
@@ -71,35 +116,74 @@ class SealResult:
     Attributes:
         sealed: rows appended to the chain.
         head_seq: the chain's last sequence number afterwards.
-        more: rows remain after the head (not yet sealable, or beyond this run's limit).
+        more: rows remain after the head (not yet sealable, beyond this run's limit, or in a later month).
         locked: this run held the sealer lock (False: another sealer was at work; nothing done).
+        checkpointed: the month whose checkpoint this run stored, if any.
     """
 
     sealed: int
     head_seq: int
     more: bool
     locked: bool
+    checkpointed: str | None = None
 
 
 class ChainBroken(RuntimeError):
-    """The chain's head row is missing from the table: sealing stops until ``audit verify`` is run."""
+    """The chain does not go on from where it stands (its head row is gone, or a month is short of rows).
+
+    Sealing stops until ``audit verify`` is run and the trail is looked into.
+    """
 
 
-async def seal(conn: Connection, repo: AuditRepository, *, limit: int = 5000, wait: bool = False) -> SealResult:
-    """Append sealable rows to the chain, at most ``limit``, in one transaction.
+def _start(
+    head: ChainHead | None, last: LastCheckpoint | None, month: SealingMonth
+) -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, int]]:
+    """Where sealing ``month`` goes on: the chain before the month, the head, and the head row's position."""
+    before = (last.last_seq, last.head_hash) if last else (0, GENESIS)
+    if head is not None and head.month == month.month:
+        if head.xid is None:
+            raise ChainBroken(f"the row of chain entry {head.seq} (row id {head.audit_id}) is missing")
+        return before, (head.seq, head.hash), (head.xid, head.audit_id)
+    if head is not None and (head.seq, head.hash) != before:
+        where = f"the checkpoint of {month_label(last.month)}" if last else "the beginning"
+        raise ChainBroken(f"the chain's last entry ({head.seq}) is not where {where} leaves it")
+    return before, before, (0, 0)
+
+
+async def seal(
+    conn: Connection,
+    repo: AuditRepository,
+    signer: CheckpointSigner,
+    *,
+    limit: int = 5000,
+    wait: bool = False,
+    close_grace: float = 300.0,
+) -> SealResult:
+    """Append sealable rows of the oldest month without a checkpoint to the chain, at most ``limit``.
+
+    A month that ended more than ``close_grace`` seconds ago is closed first (in a transaction of
+    its own, which waits for the transactions still inserting into it); once a closed month is
+    chained to its last row, its checkpoint is signed and stored in the same transaction as its
+    last entries.
 
     Raises:
-        ChainBroken: the head entry's row is gone (the table was tampered with).
+        ChainBroken: the chain cannot go on from where it stands (the trail was tampered with).
     """
+    month = await repo.sealing_month(conn, close_grace)
+    if month is not None and month.closable:
+        async with conn.transaction():
+            await repo.close_month(conn, month.month, close_grace)
     async with conn.transaction():
         if not await repo.lock_sealer(conn, wait=wait):
             return SealResult(sealed=0, head_seq=0, more=True, locked=False)
-        head = await repo.head(conn)
-        if head is not None and head.xid is None:
-            raise ChainBroken(f"the row of chain entry {head.seq} (row id {head.audit_id}) is missing")
-        position = (head.xid or 0, head.audit_id) if head else (0, 0)
-        seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
-        rows = await repo.sealable(conn, position, limit)
+        month = await repo.sealing_month(conn, close_grace)
+        if month is None:
+            head = await repo.head(conn)
+            return SealResult(sealed=0, head_seq=head.seq if head else 0, more=False, locked=True)
+        (before_seq, before_hash), (seq, prev), position = _start(
+            await repo.head(conn), await repo.last_checkpoint(conn), month
+        )
+        rows = await repo.sealable(conn, month, position, limit)
         links: list[ChainLink] = []
         for event in rows:
             seq += 1
@@ -107,78 +191,25 @@ async def seal(conn: Connection, repo: AuditRepository, *, limit: int = 5000, wa
             links.append(ChainLink(seq=seq, audit_id=event.id, prev_hash=prev, hash=digest))
             prev = digest
         if links:
-            await repo.append_chain(conn, links)
+            await repo.append_chain(conn, month.month, links)
             position = (rows[-1].xid, rows[-1].id)
-        more = await repo.unsealed_exists(conn, position)
+        if month.closed and len(rows) < limit:
+            held = await repo.month_rows(conn, month.starts, month.ends)
+            if held != seq - before_seq:
+                raise ChainBroken(
+                    f"{month_label(month.month)} holds {held} rows but chain entries {before_seq + 1}-{seq} "
+                    f"are {seq - before_seq}: it is not checkpointed"
+                )
+            checkpoint = signer.checkpoint(
+                month.month, month.starts, month.ends, first_seq=before_seq + 1, last_seq=seq, prev=before_hash,
+                head=prev,
+            )  # fmt: skip
+            stored = StoredCheckpoint(
+                first_seq=checkpoint.first_seq, last_seq=checkpoint.last_seq, rows=checkpoint.rows,
+                prev_hash=before_hash, head_hash=prev, jws=signer.sign(checkpoint), sealed_at=checkpoint.sealed,
+            )  # fmt: skip
+            await repo.insert_checkpoint(conn, month.month, stored)
+            return SealResult(sealed=len(links), head_seq=seq, more=True, locked=True, checkpointed=checkpoint.month)
+        # A closed month has work left until its checkpoint is stored (its rows may have filled this run exactly).
+        more = month.closed or await repo.unsealed_exists(conn, month, position)
     return SealResult(sealed=len(links), head_seq=seq, more=more, locked=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The result of walking the trail.
-
-    Attributes:
-        ok: every sealed row matches its hash, every link holds, nothing is missing.
-        rows: rows verified (the chain's length when ok).
-        head_hash: hash of the last verified entry (hex; the genesis hash when the chain is empty).
-        pending: rows not yet sealable (their transactions were still open).
-        problem: the first row that does not verify, and why (None when ok).
-        row_id: that row's id, when one is to blame.
-    """
-
-    ok: bool
-    rows: int
-    head_hash: str
-    pending: int
-    problem: str | None = None
-    row_id: int | None = None
-
-
-def _fail(rows: int, head: bytes, problem: str, row_id: int | None = None) -> Verdict:
-    return Verdict(ok=False, rows=rows, head_hash=head.hex(), pending=0, problem=problem, row_id=row_id)
-
-
-async def _missing(conn: Connection, repo: AuditRepository, seq: int, rows: int, head: bytes) -> Verdict:
-    entry = await repo.chain_entry(conn, seq)
-    if entry is None:
-        return _fail(rows, head, f"chain entry {seq} is missing from audit_chain")
-    audit_id, present = entry
-    if not present:
-        return _fail(rows, head, f"row id {audit_id} (chain entry {seq}) is missing from audit_events", audit_id)
-    return _fail(
-        rows, head, f"row id {audit_id} (chain entry {seq}) is out of chain order (xid or id changed)", audit_id
-    )
-
-
-async def verify(conn: Connection, repo: AuditRepository) -> Verdict:
-    """Walk every row in chain order against the chain; the first problem found is the verdict.
-
-    Runs in one REPEATABLE READ transaction, so rows and chain are read from one snapshot while
-    servers keep writing. Rows after the chain's last entry are pending, not wrong.
-    """
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        last = await repo.last_seq(conn)
-        expected, prev, pending = 1, GENESIS, 0
-        async for walked in repo.walk(conn):
-            event, verified = walked.event, expected - 1
-            if walked.seq is None or walked.hash is None:
-                if expected <= last:
-                    return _fail(verified, prev, f"row id {event.id} is not in the chain", event.id)
-                pending += 1
-                continue
-            if walked.seq != expected:
-                return await _missing(conn, repo, expected, verified, prev)
-            if walked.prev_hash != prev:
-                problem = (
-                    f"broken link at chain entry {expected} (row id {event.id}): its prev_hash is not the previous hash"
-                )
-                return _fail(verified, prev, problem, event.id)
-            if link_hash(prev, event) != walked.hash:
-                return _fail(
-                    verified, prev, f"row id {event.id} (chain entry {expected}) does not match its hash", event.id
-                )
-            prev = walked.hash
-            expected += 1
-        if expected <= last:
-            return await _missing(conn, repo, expected, expected - 1, prev)
-    return Verdict(ok=True, rows=expected - 1, head_hash=prev.hex(), pending=pending)

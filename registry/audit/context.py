@@ -53,6 +53,16 @@ _MAX_QUERY = 4096
 _MAX_TEXT = 4000
 """Longest detail kept: a broker search lists every service it asked, with how each answered."""
 
+_METHOD_INTERACTIONS = {
+    "GET": Interaction.READ,
+    "HEAD": Interaction.READ,
+    "POST": Interaction.CREATE,
+    "PUT": Interaction.UPDATE,
+    "PATCH": Interaction.PATCH,
+    "DELETE": Interaction.DELETE,
+}
+"""The interaction a refused method would have performed (any other method: an operation)."""
+
 _current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar("audit_context", default=None)
 
 
@@ -124,12 +134,22 @@ class AuditContext:
     audited: bool = False
     withheld: int = 0
     break_glass: bool = False
+    refused: Interaction | None = None
+    """The interaction of a method refused (405) on a patient-linked path, which no handler matched."""
 
     @property
     def interaction(self) -> Interaction | None:
-        """The interaction of the matched route, or None when the route is not patient-linked (or unmatched)."""
+        """The interaction of the matched route (or of a refused method on a patient-linked path), or None
+        when the route is not patient-linked (or unmatched)."""
         handler: Any = self.scope.get("route_handler")
-        return route_spec(handler).audit if handler is not None else None
+        audit = route_spec(handler).audit if handler is not None else None
+        return audit or self.refused
+
+    def refuse_method(self, path_params: dict[str, Any]) -> None:
+        """Audit this request as its method's interaction: it was refused (405) on a path whose other
+        methods are patient-linked; ``path_params`` are that path's (its IHI, if it names one)."""
+        self.refused = _METHOD_INTERACTIONS.get(str(self.scope.get("method", "")), Interaction.OPERATION)
+        self.scope["path_params"] = path_params
 
     @property
     def pending(self) -> bool:

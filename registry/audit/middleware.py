@@ -5,18 +5,25 @@ every response as sent: successes, refusals from guards, validation errors, 413s
 matched route's ``RouteSpec`` names an audit interaction and the request was not already audited in its write
 transaction, it writes the row on ``http.response.start`` and only then lets the response go. If
 the row cannot be written, the response is replaced by a 503 OperationOutcome.
+
+A method the path does not take (405) matches no handler, so no route declares anything; when
+another method of that path is patient-linked (``DELETE /fhir/Basic/{id}`` beside its ``GET``),
+the refusal is audited too, as the interaction the method would have been.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from litestar.enums import ScopeType
+from litestar.utils import normalize_path
 
 from registry import errors
-from registry.audit.context import close, opened
+from registry.audit.context import AuditContext, close, opened
+from registry.http import scope_header
 from registry.log import get_logger
 from registry.outcome import FHIR_JSON, outcome_body, status_of
+from registry.route import PRINCIPAL_KEY, route_spec
 from schemas.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -56,6 +63,8 @@ class AuditMiddleware:
                 return
             if message["type"] == "http.response.start":
                 started = True
+                if message["status"] == 405 and context.interaction is None:
+                    await self._audit_refused_method(context, message)
                 if context.pending:
                     try:
                         await self.trail.record(context, message["status"])
@@ -76,6 +85,39 @@ class AuditMiddleware:
             raise
         finally:
             close(token)
+
+    async def _audit_refused_method(self, context: AuditContext, message: Message) -> None:
+        """Make a 405 audited when a method the path does take is patient-linked (per its ``Allow`` header),
+        with its caller when the request carries a valid token (no guard ran to say who it was)."""
+        router: Any = getattr(self.app, "asgi_router", None)
+        if router is None:
+            return
+        headers: Any = message.get("headers") or ()
+        allow = next((value for name, value in headers if name.lower() == b"allow"), b"")
+        path = normalize_path(str(context.scope.get("path", "")))
+        for method in allow.decode("latin-1").split(","):
+            try:
+                _app, handler, _path, params, _template = router.handle_routing(path=path, method=method.strip())
+            except Exception:  # noqa: BLE001, S112 - a method the path does not take after all: try the next
+                continue
+            if route_spec(handler).audit is not None:
+                context.refuse_method(params)
+                await self._identify(context)
+                return
+
+    async def _identify(self, context: AuditContext) -> None:
+        state: Any = getattr(self.app, "state", None)
+        authenticator = state.get("authenticator") if state is not None else None
+        if authenticator is None:
+            return
+        client = context.scope.get("client")
+        try:
+            principal = await authenticator.principal(
+                scope_header(context.scope, b"authorization"), client[0] if client else None
+            )
+        except errors.RegistryError:
+            return  # an anonymous or refused caller: the row names its address only
+        context.scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
 
 
 async def _send_unavailable(send: Send, body: bytes) -> None:

@@ -27,9 +27,9 @@ LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 _MAX_ID = 2**63 - 1
 
 _DATE = re.compile(
-    r"^(?P<prefix>[a-z]{2})?(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})"
-    r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,6}))?)?"
-    r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?P<prefix>[a-z]{2})?(?P<year>[0-9]{4})(?:-(?P<month>[0-9]{2})(?:-(?P<day>[0-9]{2})"
+    r"(?:T(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})(?::(?P<second>[0-9]{2})(?:\.(?P<fraction>[0-9]{1,6}))?)?"
+    r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?)?)?)?"
 )
 _PREFIXES = frozenset({"eq", "ge", "gt", "le", "lt"})
 
@@ -68,7 +68,7 @@ def parse_patient(value: str) -> str:
 
 
 def _range(value: str) -> tuple[str, datetime, datetime]:
-    match = _DATE.match(value)
+    match = _DATE.fullmatch(value)
     if not match:
         raise _invalid(f"date {value!r} is not a FHIR date or dateTime with an optional prefix", "date")
     part = match.groupdict()

@@ -7,7 +7,8 @@
 - Everything else (reads, refusals, failed writes): ``AuditMiddleware`` calls ``record`` before the
   response starts; the row goes through the group-commit ``AuditWriter``.
 - The sealer task appends committed rows to the hash chain every ``seal_interval`` while there is
-  work (and now and then anyway, for rows other processes left).
+  work (and now and then anyway, for rows other processes left), closes months that have ended and
+  signs their checkpoints.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from registry.audit.writer import AuditWriter
 from registry.log import get_logger
 
 if TYPE_CHECKING:
+    from registry.audit.checkpoints import CheckpointSigner
     from registry.audit.context import AuditContext
     from registry.audit.repository import AuditRepository
     from registry.config import AuditSettings
@@ -50,11 +52,13 @@ class AuditTrail:
         self._db: Database | None = None
         self._writer: AuditWriter | None = None
         self._sealer: asyncio.Task[None] | None = None
+        self._signer: CheckpointSigner | None = None
         self._dirty = True
 
-    async def start(self, db: Database, *, write_timeout: float) -> None:
-        """Start the group writer and the sealer (in the server's lifespan)."""
+    async def start(self, db: Database, *, write_timeout: float, signer: CheckpointSigner) -> None:
+        """Start the group writer and the sealer (in the server's lifespan); ``signer`` signs checkpoints."""
         self._db = db
+        self._signer = signer
         self._writer = AuditWriter(
             db,
             self._repo,
@@ -140,13 +144,18 @@ class AuditTrail:
 
     async def _seal_once(self) -> str:
         """One sealing run: ``done``, ``more`` (rows remain, or another sealer was at work) or ``failed``."""
-        assert self._db is not None
+        assert self._db is not None, "the audit trail is started in the lifespan"
+        assert self._signer is not None, "the audit trail is started in the lifespan"
+        grace = self._settings.close_grace_seconds
         try:
             async with self._db.writer() as conn:
-                result = await seal(conn, self._repo, limit=_SEAL_BATCH)
-                while result.sealed == _SEAL_BATCH:  # a backlog: keep going, letting requests in between runs
+                result = await seal(conn, self._repo, self._signer, limit=_SEAL_BATCH, close_grace=grace)
+                # A backlog, or a month just sealed: keep going, letting requests in between runs.
+                while result.sealed == _SEAL_BATCH or result.checkpointed:
+                    if result.checkpointed:
+                        _log.info("audit_month_sealed", month=result.checkpointed, head=result.head_seq)
                     await asyncio.sleep(0)
-                    result = await seal(conn, self._repo, limit=_SEAL_BATCH)
+                    result = await seal(conn, self._repo, self._signer, limit=_SEAL_BATCH, close_grace=grace)
         except Exception as exc:  # noqa: BLE001 - the sealer must outlive any one failure
             _log.error("audit_seal_failed", error=f"{type(exc).__name__}: {exc}")
             return "failed"

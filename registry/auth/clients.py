@@ -11,11 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -25,6 +23,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from registry import errors
 from registry.auth.scopes import ADMIN, is_scope
+from registry.outbound.egress import accept_url
 from schemas.auth import ClientInfo
 from schemas.privacy import parse_labels, parse_purpose
 from schemas.types import InvalidValueError, ServiceStatus, parse_service_id
@@ -34,13 +33,13 @@ if TYPE_CHECKING:
 
     from registry.auth.repository import AuthRepository, ClientRow
     from registry.db.pool import Database
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = (
     "OPERATOR_CLIENT_ID",
     "ClientService",
     "KeyMaterial",
     "check_bound_service",
-    "check_key_url",
     "client_info",
     "hash_secret",
     "public_key_from_pem",
@@ -52,7 +51,6 @@ OPERATOR_CLIENT_ID = "operator"
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 _SECRET_BYTES = 32
-_LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def hash_secret(secret: str) -> str:
@@ -72,29 +70,6 @@ def verify_secret(secret: str, stored: str) -> bool:
         return False
     computed = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), **_SCRYPT)
     return hmac.compare_digest(computed, base64.b64decode(digest))
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_key_url(url: str, *, allow_http: bool) -> str:
-    """Validate a JWKS URL: https, or http on a loopback address (or anywhere in dev mode).
-
-    Raises:
-        InvalidInput: not an absolute URL of an allowed scheme.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.InvalidInput(f"JWKS URL {url!r} must be an absolute https URL")
-    if parts.scheme == "http" and not (allow_http or _is_loopback(parts.hostname)):
-        raise errors.InvalidInput(f"JWKS URL {url!r} must use https (http only on loopback or in dev mode)")
-    return url.strip()
 
 
 class KeyMaterial:
@@ -211,10 +186,10 @@ def _check_scopes(scopes: list[str]) -> list[str]:
 class ClientService:
     """Register, list, rotate, disable and enable clients."""
 
-    def __init__(self, db: Database, repository: AuthRepository, *, allow_http_key_urls: bool = False) -> None:
+    def __init__(self, db: Database, repository: AuthRepository, *, policy: AddressPolicy) -> None:
         self._db = db
         self._repo = repository
-        self._allow_http = allow_http_key_urls
+        self._policy = policy
 
     def _material(
         self,
@@ -239,7 +214,7 @@ class ClientService:
         return (
             "private_key_jwt",
             KeyMaterial.jwks(jwks) if jwks is not None else None,
-            check_key_url(jwks_url, allow_http=self._allow_http) if jwks_url is not None else None,
+            jwks_url,
             KeyMaterial.public_key(public_key_pem) if public_key_pem is not None else None,
             None,
             None,
@@ -277,6 +252,8 @@ class ClientService:
             raise errors.InvalidInput("a client name is 1 to 200 characters")
         if rate_per_second is not None and rate_per_second <= 0:
             raise errors.InvalidInput("a client's rate is a positive number of requests per second")
+        if jwks_url is not None:
+            jwks_url = await accept_url(self._policy, jwks_url, "the JWKS URL")
         method, jwks_doc, url, pem, secret_hash, plain = self._material(
             jwks=jwks, jwks_url=jwks_url, public_key_pem=public_key_pem, secret=secret, external=external
         )
@@ -333,6 +310,8 @@ class ClientService:
         if client_id == OPERATOR_CLIENT_ID:
             raise errors.InvalidInput("the operator client has no credentials; use `ief-registry token`")
         new_secret = jwks is None and jwks_url is None and public_key_pem is None
+        if jwks_url is not None:
+            jwks_url = await accept_url(self._policy, jwks_url, "the JWKS URL")
         method, jwks_doc, url, pem, secret_hash, plain = self._material(
             jwks=jwks, jwks_url=jwks_url, public_key_pem=public_key_pem, secret=new_secret
         )

@@ -41,6 +41,7 @@ from registry.auth.clients import public_key_from_pem, verify_secret
 from registry.auth.remote import RemoteError
 from registry.auth.requester import PRACTITIONER_CLAIM, PURPOSE_CLAIM
 from registry.auth.scopes import may_hold
+from registry.auth.tokens import MalformedToken, unverified
 from registry.log import get_logger
 from schemas.privacy import parse_hpii, parse_purpose
 from schemas.types import InvalidValueError
@@ -174,6 +175,8 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]  # authl
             token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
         except JoseError as exc:
             raise InvalidClientError(description=f"the client assertion does not verify ({exc.error})") from None
+        except (ValueError, TypeError):  # its shape was checked (registry.auth.tokens); anything left is a bad one
+            raise InvalidClientError(description="the client assertion does not verify") from None
         self.verify_claims(token.claims)
         if int(token.claims["exp"]) > time.time() + MAX_ASSERTION_SECONDS + self.leeway:
             raise InvalidClientError(description="the client assertion expires more than 5 minutes ahead")
@@ -278,8 +281,11 @@ class TokenEndpoint:
         return client
 
     async def _by_assertion(self, form: dict[str, str], token_urls: list[str]) -> ClientRow:
-        checker = _ClientAssertion(token_urls, KeySet([]), self._settings.leeway)
-        headers, claims = checker.extract_assertion(form["client_assertion"])
+        try:
+            parts = unverified(form["client_assertion"])
+        except MalformedToken as exc:
+            raise InvalidClientError(description=f"the client assertion is malformed: {exc}") from None
+        headers, claims = parts.header, parts.claims
         client_id = claims.get("sub")
         if not isinstance(client_id, str) or not client_id:
             raise InvalidClientError(description="the client assertion has no sub")

@@ -17,7 +17,10 @@ Purposes:
   Backend Services recommends);
 - ``requester``: signs the ``IEF-Requester`` assertion the broker sends each gateway it asks (ES256
   on P-256: one signature per gateway per search, about a sixth of an RSA signature's CPU;
-  docs/adr/0027-identity-carried-to-gateways.md).
+  docs/adr/0027-identity-carried-to-gateways.md);
+- ``audit``: signs the audit trail's monthly checkpoints (RS256). Not in ``/.well-known/jwks.json``
+  (nothing it signs is a token); its public halves are published with the checkpoints, and a
+  retired one is never forgotten: old checkpoints are verified with it.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, KeyRow
     from registry.db.pool import Database
 
-__all__ = ("ISSUER", "OUTBOUND", "PURPOSES", "REQUESTER", "KeyRing", "Keys")
+__all__ = ("AUDIT", "ISSUER", "OUTBOUND", "PURPOSES", "REQUESTER", "KeyRing", "Keys")
 
 ISSUER = "issuer"
 OUTBOUND = "outbound"
 REQUESTER = "requester"
-PURPOSES = (ISSUER, OUTBOUND, REQUESTER)
-_ALG = {ISSUER: "RS256", OUTBOUND: "RS384", REQUESTER: "ES256"}
+AUDIT = "audit"
+_ALG = {ISSUER: "RS256", OUTBOUND: "RS384", REQUESTER: "ES256", AUDIT: "RS256"}
+PURPOSES = tuple(_ALG)
 _RSA_BITS = 2048
 _UNKNOWN_KID_RELOAD_SECONDS = 1.0
 _log = get_logger("registry.auth.keys")
@@ -75,6 +79,13 @@ def _imported(row: KeyRow) -> _Imported:
     return imported
 
 
+def _rsa(key: RSAKey | ECKey) -> RSAKey:
+    """``key``, which its purpose's algorithm (RS256 for ``audit``) says is an RSA key."""
+    if not isinstance(key, RSAKey):
+        raise RuntimeError(f"the key {key.kid} is not an RSA key")
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """One consistent view of the keys: what signs now, and what verifies and is published."""
@@ -85,10 +96,12 @@ class Keys:
     """The active outbound key (signs this instance's client assertions)."""
     requester: RSAKey | ECKey
     """The active requester key (signs the IEF-Requester assertions sent to gateways)."""
+    audit: RSAKey
+    """The active audit key (signs the audit trail's checkpoints)."""
     issuer_keys: KeySet
     """Every live issuer key, public halves only: what the built-in issuer's tokens verify against."""
     jwks: dict[str, Any]
-    """The published JWKS: live issuer keys and live outbound keys (public halves, distinct kids)."""
+    """The published JWKS: live issuer, outbound and requester keys (public halves, distinct kids; no audit key)."""
     loaded_at: float = field(default_factory=time.monotonic)
 
 
@@ -111,7 +124,7 @@ class KeyRing:
         return self._keys
 
     async def ensure(self) -> Keys:
-        """Create the active issuer and outbound keys when missing, then load every live key."""
+        """Create the active issuer, outbound, requester and audit keys when missing, then load every live key."""
         async with self._db.writer() as conn:
             existing = {row.purpose for row in await self._repo.live_keys(conn) if row.retired_at is None}
             for purpose in PURPOSES:
@@ -137,8 +150,9 @@ class KeyRing:
             issuer=imported[active[ISSUER].kid].private,
             outbound=imported[active[OUTBOUND].kid].private,
             requester=imported[active[REQUESTER].kid].private,
+            audit=_rsa(imported[active[AUDIT].kid].private),
             issuer_keys=KeySet(issuer_public),
-            jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows]},
+            jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows if row.purpose != AUDIT]},
         )
         return self._keys
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import msgspec
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from registry.outbound.egress import new_client, refusal
 from registry.outbound.reader import TooLarge, read_capped
+from schemas import strictjson
+
+if TYPE_CHECKING:
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = ("JwksCache", "RemoteError", "fetch_json", "new_http_client")
 
@@ -29,12 +33,13 @@ class RemoteError(Exception):
     """Another server did not give a usable answer."""
 
 
-def new_http_client(timeout: float) -> httpx.AsyncClient:
-    """The HTTP client for outbound auth calls: explicit timeouts and pool limits, no redirects."""
-    return httpx.AsyncClient(
+def new_http_client(timeout: float, policy: AddressPolicy) -> httpx.AsyncClient:
+    """The HTTP client for outbound auth calls: explicit timeouts and pool limits, no redirects, ``policy``'s
+    addresses only, TLS 1.2 at least (``registry.outbound.egress``)."""
+    return new_client(
+        policy,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
-        follow_redirects=False,
         headers={"Accept": "application/json"},
     )
 
@@ -63,11 +68,12 @@ async def fetch_json(
     except httpx.TimeoutException:
         raise RemoteError(f"{url}: no answer in time") from None
     except httpx.HTTPError as exc:
-        raise RemoteError(f"{url}: {type(exc).__name__}") from None
+        refused = refusal(exc)
+        raise RemoteError(f"{url}: {refused or type(exc).__name__}") from None
     try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise RemoteError(f"{url}: answered {status} without JSON") from None
+        value = strictjson.decode(bytes(body), max_depth=strictjson.REMOTE_MAX_DEPTH, duplicate_keys=True)
+    except strictjson.JsonError:
+        raise RemoteError(f"{url}: answered {status} without usable JSON") from None
     if status not in ok and not 400 <= status < 500:
         raise RemoteError(f"{url}: answered {status}")
     return status, value

@@ -44,7 +44,7 @@ ADMIN = "admin"
 
 _LETTERS = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": _LETTERS}
-_SCOPE = re.compile(r"^system/(\*|[A-Z][A-Za-z]+)\.([a-z*]+)$")
+_SCOPE = re.compile(r"system/(\*|[A-Z][A-Za-z]+)\.([a-z*]+)")
 
 
 def _v2_letters(text: str) -> str | None:
@@ -63,7 +63,7 @@ def granted_permissions(scopes: frozenset[str] | set[str] | list[str]) -> dict[s
     """
     granted: dict[str, set[str]] = {}
     for scope in scopes:
-        match = _SCOPE.match(scope)
+        match = _SCOPE.fullmatch(scope)
         if not match:
             continue
         resource, suffix = match.groups()
@@ -79,7 +79,7 @@ def satisfies(scopes: frozenset[str], required: str) -> bool:
         return True
     if required == ADMIN:
         return False
-    match = _SCOPE.match(required)
+    match = _SCOPE.fullmatch(required)
     if not match:
         raise ValueError(f"not a scope requirement: {required!r}")
     resource, suffix = match.groups()
@@ -95,7 +95,7 @@ def is_scope(scope: str) -> bool:
     """Whether ``scope`` is one this server understands: ``admin`` or a ``system/`` scope (v1 or v2)."""
     if scope == ADMIN:
         return True
-    match = _SCOPE.match(scope)
+    match = _SCOPE.fullmatch(scope)
     return bool(match and (_V1.get(match.group(2)) or _v2_letters(match.group(2))))
 
 

@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-from joserfc import jws, jwt
+from joserfc import jwt
 from joserfc.errors import ExpiredTokenError, InvalidClaimError, JoseError, MissingClaimError
 from joserfc.jwk import KeySet
 
 from registry import errors
-from registry.auth.clients import check_key_url
 from registry.auth.issuer import SERVICE_CLAIM
 from registry.auth.remote import RemoteError, parse_jwks
 from registry.auth.requester import PRACTITIONER_CLAIM, PURPOSE_CLAIM
 from registry.auth.scopes import Principal, may_hold
+from registry.auth.tokens import MalformedToken, unverified
 from registry.log import get_logger
+from registry.outbound.egress import AddressRefused
 from schemas.privacy import parse_hpii, parse_purpose
 from schemas.types import InvalidValueError
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, ClientState
     from registry.config import AuthSettings, TrustedIssuer
     from registry.db.pool import Database
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = ("Authenticator",)
 
@@ -127,9 +129,12 @@ class _BuiltIn:
 class _External:
     """A trusted outside authority: keys from its JWKS, its client IDs mapped to local clients."""
 
-    def __init__(self, config: TrustedIssuer, jwks: JwksCache, *, allow_http: bool) -> None:
+    def __init__(self, config: TrustedIssuer, jwks: JwksCache, *, policy: AddressPolicy) -> None:
         if config.jwks_url:
-            check_key_url(config.jwks_url, allow_http=allow_http)
+            try:
+                policy.check_url(config.jwks_url, f"the JWKS URL of trusted issuer {config.issuer!r}")
+            except AddressRefused as exc:
+                raise errors.InvalidInput(str(exc)) from None
         self.issuer = config.issuer
         self.audience = config.audience
         self.algorithms = tuple(config.algorithms)
@@ -214,10 +219,10 @@ class Authenticator:
         jwks: JwksCache,
         requests: RateLimiter,
         failures: RateLimiter,
-        dev: bool = False,
+        policy: AddressPolicy,
     ) -> None:
         sources: list[_Source] = [_BuiltIn(issuer, audience, keys)]
-        sources += [_External(config, jwks, allow_http=dev) for config in settings.trusted_issuers]
+        sources += [_External(config, jwks, policy=policy) for config in settings.trusted_issuers]
         self._sources: dict[str, _Source] = {source.issuer: source for source in sources}
         self._clients = _Clients(db, repository, settings.client_cache_seconds)
         self._leeway = settings.leeway
@@ -282,23 +287,19 @@ class Authenticator:
 
     async def _verify(self, token: str) -> Principal:
         try:
-            unverified = jws.extract_compact(token.encode())
-            claims = msgspec.json.decode(unverified.payload)
-        except (JoseError, ValueError, msgspec.DecodeError):
-            raise errors.Unauthenticated("the token is not a signed JWT") from None
-        header = unverified.headers()
-        if not isinstance(claims, dict):
-            raise errors.Unauthenticated("the token is not a signed JWT")
-        source = self._sources.get(claims.get("iss"))  # type: ignore[arg-type]
+            parts = unverified(token)
+        except MalformedToken as exc:
+            raise errors.Unauthenticated(str(exc)) from None
+        header, claims = parts.header, parts.claims
+        source = self._sources.get(claims.get("iss") or "")
         if source is None:
             raise errors.Unauthenticated("the token's issuer is not trusted here")
-        alg = header.get("alg")
+        alg = header["alg"]
         if alg not in source.algorithms:
-            raise errors.Unauthenticated(f"the signature algorithm {alg!r} is not accepted")
-        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+            raise errors.Unauthenticated(f"the signature algorithm {alg[:32]!r} is not accepted")
         try:
-            verified = jwt.decode(token, await source.key_set(kid), algorithms=list(source.algorithms))
-        except JoseError:
+            verified = jwt.decode(token, await source.key_set(header.get("kid")), algorithms=list(source.algorithms))
+        except (JoseError, ValueError, TypeError):  # the shapes were checked; anything left is a bad token
             raise errors.Unauthenticated("the token's signature does not verify") from None
         rules = jwt.JWTClaimsRegistry(
             leeway=self._leeway,
@@ -313,4 +314,6 @@ class Authenticator:
         except (InvalidClaimError, MissingClaimError) as exc:
             reason = _CLAIM_REFUSALS.get(exc.claim, f"the token's {exc.claim} claim is missing or not acceptable here")
             raise errors.Unauthenticated(reason) from None
+        except (JoseError, ValueError, TypeError):
+            raise errors.Unauthenticated("the token's claims are not acceptable") from None
         return await source.principal(verified.claims, self._clients)

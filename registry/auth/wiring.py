@@ -17,13 +17,14 @@ from registry.auth.ratelimit import RateLimiter
 from registry.auth.remote import JwksCache, new_http_client
 from registry.auth.repository import AuthRepository
 from registry.auth.verifier import Authenticator
+from registry.outbound.egress import outbound_policy
 
 if TYPE_CHECKING:
     from registry.config import Settings
     from registry.db.pool import Database
     from registry.db.queries import Queries
 
-__all__ = ("AuthParts", "issuer_name", "start_auth")
+__all__ = ("AuthParts", "issuer_name", "key_ring", "start_auth")
 
 
 def issuer_name(settings: Settings, service_id: str) -> str:
@@ -59,19 +60,26 @@ class AuthParts:
         await self.http.aclose()
 
 
+def key_ring(db: Database, repository: AuthRepository, settings: Settings) -> KeyRing:
+    """This instance's keys as the settings keep them (a retired key stays published until its tokens expire)."""
+    auth = settings.auth
+    keep = auth.max_token_lifetime + auth.leeway + auth.key_refresh_seconds
+    return KeyRing(db, repository, refresh_seconds=auth.key_refresh_seconds, keep_seconds=keep)
+
+
 async def start_auth(db: Database, queries: Queries, settings: Settings, service_id: str) -> AuthParts:
     """Create missing keys and the operator client, load the keys, and build the parts."""
     # Dev mode accepts client secrets; nothing turns authentication itself off.
     auth = msgspec.structs.replace(settings.auth, allow_client_secrets=True) if settings.dev else settings.auth
     repository = AuthRepository(queries)
-    keep = auth.max_token_lifetime + auth.leeway + auth.key_refresh_seconds
-    keys = KeyRing(db, repository, refresh_seconds=auth.key_refresh_seconds, keep_seconds=keep)
+    keys = key_ring(db, repository, settings)
     await keys.ensure()
-    clients = ClientService(db, repository, allow_http_key_urls=settings.dev)
+    policy = outbound_policy(settings)
+    clients = ClientService(db, repository, policy=policy)
     await clients.ensure_operator(service_id)
     name = issuer_name(settings, service_id)
     issuer = TokenIssuer(keys, issuer=name, audience=auth.audience or name, settings=auth)
-    http = new_http_client(auth.http_timeout)
+    http = new_http_client(auth.http_timeout, policy)
     jwks = JwksCache(http, max_bytes=auth.jwks_max_bytes, cache_seconds=auth.jwks_cache_seconds)
     failures = RateLimiter(
         auth.failure_rate_per_second, auth.failure_burst, "too many failed authentications from this address"
@@ -79,7 +87,7 @@ async def start_auth(db: Database, queries: Queries, settings: Settings, service
     authenticator = Authenticator(
         db=db, repository=repository, keys=keys, issuer=issuer.issuer, audience=issuer.audience, settings=auth,
         jwks=jwks, requests=RateLimiter(auth.rate_per_second, auth.rate_burst, "too many requests from this client"),
-        failures=failures, dev=settings.dev,
+        failures=failures, policy=policy,
     )  # fmt: skip
     return AuthParts(
         keys=keys,
@@ -89,7 +97,7 @@ async def start_auth(db: Database, queries: Queries, settings: Settings, service
         authenticator=authenticator,
         failures=failures,
         allow_client_secrets=auth.allow_client_secrets,
-        outbound=OutboundCredentials(keys, http, max_bytes=auth.jwks_max_bytes),
+        outbound=OutboundCredentials(keys, http, max_bytes=auth.jwks_max_bytes, policy=policy),
         http=http,
         assertions=RequesterAssertions(keys, issuer=name),
     )

@@ -47,7 +47,6 @@ def token(runtime: Runtime, scopes: str, service_id: str | None, lifetime: int |
         lambda session: mint(session, wanted, lifetime, bound),
         migrate=True,
         auth=True,
-        auth_service_id=bound,
     )
     click.echo(issued)
 
@@ -60,14 +59,16 @@ def keys() -> None:
 @keys.command("rotate")
 @click.option("--outbound", is_flag=True, help="Rotate the outbound key (client assertions to peers) instead.")
 @click.option("--requester", is_flag=True, help="Rotate the key that signs IEF-Requester assertions instead.")
+@click.option("--audit", "audit_key", is_flag=True, help="Rotate the audit key (signs checkpoints) instead.")
 @click.pass_obj
-def keys_rotate(runtime: Runtime, outbound: bool, requester: bool) -> None:
+def keys_rotate(runtime: Runtime, outbound: bool, requester: bool, audit_key: bool) -> None:
     """Make a new active signing key; the old one stays published until its tokens have expired."""
-    from registry.auth.keys import ISSUER, OUTBOUND, REQUESTER
+    from registry.auth.keys import AUDIT, ISSUER, OUTBOUND, REQUESTER
 
-    if outbound and requester:
-        raise click.ClickException("rotate one key at a time: --outbound or --requester")
-    purpose = OUTBOUND if outbound else REQUESTER if requester else ISSUER
+    chosen = [purpose for purpose, flag in ((OUTBOUND, outbound), (REQUESTER, requester), (AUDIT, audit_key)) if flag]
+    if len(chosen) > 1:
+        raise click.ClickException("rotate one key at a time: --outbound, --requester or --audit")
+    purpose = chosen[0] if chosen else ISSUER
     kid = runtime.run(runtime.settings(), lambda session: session.auth.keys.rotate(purpose), migrate=True, auth=True)
     click.echo(f"new active {purpose} key {kid}")
 

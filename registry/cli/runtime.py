@@ -2,11 +2,13 @@
 
 ``Runtime.settings()`` reads the settings (``IEF_*`` variables and ``--config FILE``) and
 configures logging (to stderr, so stdout carries only a command's result). ``Runtime.run(settings,
-action)`` resolves the database (the configured URL, else the embedded cluster in the data
-directory: started if needed, and stopped afterwards only if this command started it), migrates
-it or checks it is at head when asked, opens it, starts the authentication parts when asked, runs
-``action(Session)`` and closes everything; our errors, a newer schema and an unreachable database
-become a one-line ``click`` error.
+action)`` resolves the database as the role that owns the schema (``IEF_DATABASE_OWNER_URL``, else
+``IEF_DATABASE_URL``, else the embedded cluster in the data directory: started if needed, its roles
+prepared, and stopped afterwards only if this command started it), waits for it when asked (a
+server process starting during a failover: ``registry.db.wait``), migrates it or checks it is at
+head when asked, opens it (as the server's role for a server process: ``as_server``), starts the
+authentication parts when asked, runs ``action(Session)`` and closes everything; our errors, a
+newer schema and an unreachable database become a one-line ``click`` error.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from registry.db.embedded import EmbeddedPostgres, EmbeddedUnavailable
 from registry.db.migrate import SchemaTooNew, apply_migrations, schema_state
 from registry.db.pool import connect, open_database
 from registry.db.queries import load_queries
+from registry.db.roles import owner_database_url, server_database_url
+from registry.db.wait import wait_for_database
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.instance import instance_service_id
 from registry.log import configure_logging, get_logger
+from registry.outbound.egress import outbound_policy
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -69,7 +74,7 @@ class Session:
 
     def directory(self) -> DirectoryService:
         """The services directory."""
-        return DirectoryService(self.database, ServiceRepository(self.queries))
+        return DirectoryService(self.database, ServiceRepository(self.queries), policy=outbound_policy(self.settings))
 
 
 class Runtime:
@@ -101,12 +106,16 @@ class Runtime:
         migrate: bool = False,
         at_head: bool = False,
         auth: bool = False,
-        auth_service_id: str | None = None,
+        as_server: bool = False,
+        wait: bool = False,
     ) -> T:
         """Run ``action`` on the database: migrated first (``migrate``), or refused unless at head (``at_head``),
-        with the authentication parts started (``auth``; for ``auth_service_id`` rather than this instance).
+        with the authentication parts started (``auth``); opened as the server's role (``as_server``: a
+        server process, ``worker``), else as the schema's owner (the operator's commands). A server
+        process ``wait``s first, up to ``database.startup_wait`` seconds, for a database that cannot be
+        reached or refuses writes.
 
-        ``url``: a database already resolved (``database_url``) by a command that keeps it for longer.
+        ``url``: the owner's URL, already resolved (``database_url``) by a command that keeps it for longer.
 
         Raises:
             ClickException: what went wrong, in one line.
@@ -121,7 +130,8 @@ class Runtime:
                     migrate=migrate,
                     at_head=at_head,
                     auth=auth,
-                    auth_service_id=auth_service_id,
+                    wait=wait,
+                    session_url=server_database_url(settings, resolved) if as_server else resolved,
                 )
             )
 
@@ -133,17 +143,19 @@ class Runtime:
 
 @contextlib.contextmanager
 def database_url(settings: Settings, *, keep_running: bool = False) -> Iterator[str]:
-    """The database URL to use: the configured one, else the embedded cluster's (started if needed).
+    """The URL of the role that owns the schema: the configured one, else the embedded cluster's (started if
+    needed, its roles prepared); server processes use ``server_database_url`` of it.
 
     The embedded cluster is stopped on exit when this call started it, unless ``keep_running``.
     """
-    if settings.database.url:
-        yield settings.database.url
+    if configured := owner_database_url(settings):
+        yield configured
         return
     cluster = EmbeddedPostgres(settings.data_dir, user=settings.embedded.user, bin_dir=settings.embedded.bin_dir)
     try:
         was_running = cluster.running()
-        url = cluster.start()
+        cluster.start()
+        url = cluster.prepare_roles()
     except EmbeddedUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     if not was_running:
@@ -180,8 +192,11 @@ async def _session(
     migrate: bool,
     at_head: bool,
     auth: bool,
-    auth_service_id: str | None,
+    wait: bool,
+    session_url: str,
 ) -> T:
+    if wait:
+        await wait_for_database(url, settings.database)
     conn = await connect(url, statement_cache=settings.database.statement_cache)
     try:
         applied = [f"{m.version:04d}_{m.name}" for m in await apply_migrations(conn)] if migrate else []
@@ -191,14 +206,13 @@ async def _session(
             )
     finally:
         await conn.close()
-    database = await open_database(url, settings.database)
-    session = Session(settings, url, database, load_queries(), applied)
+    database = await open_database(session_url, settings.database)
+    session = Session(settings, session_url, database, load_queries(), applied)
     try:
         if auth:
             from registry.auth.wiring import start_auth
 
-            service_id = auth_service_id or session.service_id
-            session.started_auth = await start_auth(database, session.queries, settings, service_id)
+            session.started_auth = await start_auth(database, session.queries, settings, session.service_id)
         return await action(session)
     finally:
         if session.started_auth is not None:

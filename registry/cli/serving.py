@@ -21,6 +21,7 @@ import msgspec
 
 from registry.cli.runtime import Runtime, Session, database_url
 from registry.config import TOML_ONLY, describe_settings
+from registry.db.roles import owner_database_url, server_database_url
 from registry.instance import log_hash_key
 from registry.log import get_logger
 
@@ -90,7 +91,7 @@ def serve(runtime: Runtime, host: str | None, port: int | None, workers: int | N
     """Start the server (on the embedded PostgreSQL unless IEF_DATABASE_URL is set)."""
     settings = runtime.settings(**{"http.host": host, "http.port": port, "http.workers": workers, "dev": dev})
     _stop_cleanly_on_signals()
-    external = bool(settings.database.url)
+    external = bool(owner_database_url(settings))
     failed = False
     try:
         with database_url(settings) as url:
@@ -125,16 +126,19 @@ def _resolved(runtime: Runtime, settings: Settings, url: str) -> Settings:
             click.echo(f"Development admin token (scope admin, valid {hours:g} h; dev mode only):\n{token}")
         return session.service_id
 
-    service_id = runtime.run(settings, prepare, url=url, migrate=settings.database.auto_migrate, auth=settings.dev)
+    migrate = settings.database.auto_migrate
+    service_id = runtime.run(settings, prepare, url=url, migrate=migrate, auth=settings.dev, wait=True)
     return _filled_in(settings, url, service_id)
 
 
 def _filled_in(settings: Settings, url: str, service_id: str) -> Settings:
-    """``settings`` with the database URL, the service ID and the log-hash key (kept in the data directory) set."""
+    """``settings`` as a server process runs with them: the database URL (the server's role, of the owner's
+    ``url``; the owner's own URL dropped: a server process never holds it), the service ID and the log-hash
+    key (kept in the data directory) set."""
     hash_key = log_hash_key(settings.data_dir, settings.log.hash_key).decode()
     return msgspec.structs.replace(
         settings,
-        database=msgspec.structs.replace(settings.database, url=url),
+        database=msgspec.structs.replace(settings.database, url=server_database_url(settings, url), owner_url=None),
         log=msgspec.structs.replace(settings.log, hash_key=hash_key),
         service_id=service_id,
     )
@@ -145,11 +149,12 @@ def _serve_in_process(settings: Settings) -> bool:
     import uvicorn
 
     from registry.server.asgi import application
+    from registry.server.limits import uvicorn_options
 
     app = application(settings)
     config = uvicorn.Config(
         app, host=settings.http.host, port=settings.http.port, log_config=None, access_log=False, lifespan="on",
-        server_header=False,
+        **uvicorn_options(settings),
     )  # fmt: skip
     server = uvicorn.Server(config)
     server.run()
@@ -162,11 +167,12 @@ def _serve_in_workers(settings: Settings) -> None:
     from uvicorn.supervisors import Multiprocess
 
     from registry.server.asgi import hand_over
+    from registry.server.limits import uvicorn_options
 
     hand_over(settings)
     config = uvicorn.Config(
         "registry.server.asgi:create", factory=True, host=settings.http.host, port=settings.http.port,
-        workers=settings.http.workers, log_config=None, access_log=False, lifespan="on", server_header=False,
+        workers=settings.http.workers, log_config=None, access_log=False, lifespan="on", **uvicorn_options(settings),
     )  # fmt: skip
     Multiprocess(config, sockets=[worker_listener(config)]).run()
 
@@ -180,6 +186,8 @@ def _serve_in_workers(settings: Settings) -> None:
 def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
     """Run a notification delivery worker (any number may run against one database) until SIGTERM or Ctrl-C."""
     from broker.subscriptions.plugin import SubscriptionsPlugin
+    from registry.audit.partitions import MonthKeeper
+    from registry.audit.repository import AuditRepository
     from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
@@ -190,13 +198,15 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        async with SubscriptionsPlugin(settings).delivery(
+        months = MonthKeeper(session.database, AuditRepository(session.queries))  # audit partitions made ahead
+        delivery = SubscriptionsPlugin(settings).delivery(
             db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
             listen_url=settings.database.direct_url or session.url, decisions=DecisionPoint(),
-        ):  # fmt: skip
+        )  # fmt: skip
+        async with months.running(), delivery:
             await stop.wait()
 
-    runtime.run(settings, work, at_head=True)
+    runtime.run(settings, work, at_head=True, as_server=True, wait=True)
 
 
 @click.command()

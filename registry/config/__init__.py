@@ -1,15 +1,13 @@
-"""Settings: one msgspec tree (``settings.py``, ``outbound.py``), read from ``IEF_*`` environment variables and an
-optional TOML file (``loading.py``)."""
+"""Settings: one msgspec tree (``settings.py``, ``server.py``, ``outbound.py``), read from ``IEF_*`` environment
+variables and an optional TOML file (``loading.py``)."""
 
 from registry.config.loading import TOML_ONLY, SettingDoc, describe_settings, load_settings
-from registry.config.outbound import BrokerSettings, FederationSettings
+from registry.config.outbound import BrokerSettings, FederationSettings, OutboundSettings
+from registry.config.server import DatabaseSettings, EmbeddedSettings, HttpSettings
 from registry.config.settings import (
     AuditSettings,
     AuthSettings,
-    DatabaseSettings,
-    EmbeddedSettings,
     FhirSettings,
-    HttpSettings,
     LogSettings,
     PrivacySettings,
     RecordSettings,
@@ -29,6 +27,7 @@ __all__ = (
     "FhirSettings",
     "HttpSettings",
     "LogSettings",
+    "OutboundSettings",
     "PrivacySettings",
     "RecordSettings",
     "SettingDoc",

@@ -1,14 +1,15 @@
-"""The settings of what this server asks of other servers: the broker's searches at gateways, and
-federation's look-ups at peer registries."""
+"""The settings of what this server asks of other servers: the broker's searches at gateways,
+federation's look-ups at peer registries, and where any of its outbound calls may go."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
-__all__ = ("BrokerSettings", "FederationSettings")
+__all__ = ("BrokerSettings", "FederationSettings", "OutboundSettings", "check_networks")
 
 
 class BrokerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -86,3 +87,40 @@ class FederationSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     max_connections: Annotated[
         int, Meta(ge=1, description="Connections to peer registries each server process keeps at most.")
     ] = 100
+
+
+class OutboundSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where this server may call: member gateways and registries, JWKS URLs, token endpoints (not webhooks)."""
+
+    allowed_hosts: Annotated[
+        str,
+        Meta(
+            description="Host names (comma-separated) of member services, key and token URLs this server may call "
+            "whatever they resolve to (loopback, private, link-local)."
+        ),
+    ] = ""
+    allowed_networks: Annotated[
+        str,
+        Meta(
+            description="Address ranges (CIDR, comma-separated) member services, key and token URLs may resolve "
+            "to although private or local (a hospital network's gateways)."
+        ),
+    ] = ""
+
+    def __post_init__(self) -> None:
+        """Refuse an allowed network that is not an address or a CIDR range."""
+        check_networks(self.allowed_networks, "outbound.allowed_networks")
+
+
+def check_networks(text: str, name: str) -> None:
+    """Refuse a comma-separated list of addresses or CIDR ranges (setting ``name``) holding anything else.
+
+    Raises:
+        ValueError: an entry is neither.
+    """
+    for part in text.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{name}: {part.strip()!r} is not an address or a CIDR range") from None

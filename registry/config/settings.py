@@ -1,8 +1,9 @@
 """The settings tree (msgspec): its sections and the root ``Settings``.
 
 Nothing is read at import time: ``loading.load_settings()`` builds a ``Settings`` once (the CLI
-does it); tests build ``Settings(...)`` directly. The sections of the look-ups this server makes
-at other servers (the broker's, federation's) are in ``outbound.py``.
+does it); tests build ``Settings(...)`` directly. The sections of the server process itself (where it
+listens and how it bounds requests, its database) are in ``server.py``; those of the calls this
+server makes to other servers (the broker's, federation's, where it may call) in ``outbound.py``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from registry.config.outbound import BrokerSettings, FederationSettings
+from registry.config.outbound import BrokerSettings, FederationSettings, OutboundSettings, check_networks
+from registry.config.server import DatabaseSettings, EmbeddedSettings, HttpSettings
 
 __all__ = (
     "AuditSettings",
     "AuthSettings",
-    "DatabaseSettings",
-    "EmbeddedSettings",
     "FhirSettings",
-    "HttpSettings",
     "LogSettings",
     "PrivacySettings",
     "RecordSettings",
@@ -28,66 +27,6 @@ __all__ = (
     "SubscriptionSettings",
     "TrustedIssuer",
 )
-
-
-class HttpSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Where and how the HTTP server listens."""
-
-    host: Annotated[str, Meta(description="Address the HTTP server binds to.")] = "127.0.0.1"
-    port: Annotated[int, Meta(ge=0, le=65535, description="TCP port of the HTTP server.")] = 8080
-    workers: Annotated[int, Meta(ge=1, le=64, description="Server processes (each stateless).")] = 1
-    max_body_bytes: Annotated[
-        int, Meta(ge=1024, description="Largest request body accepted by ordinary endpoints (413 above).")
-    ] = 1_048_576
-    batch_max_body_bytes: Annotated[
-        int, Meta(ge=1024, description="Largest request body accepted by the batch endpoint (413 above).")
-    ] = 8_388_608
-    max_query_params: Annotated[
-        int, Meta(ge=1, description="Most query parameter values one request may carry (400 above).")
-    ] = 64
-
-
-class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """PostgreSQL: embedded by default, external when a URL is set."""
-
-    url: Annotated[
-        str | None,
-        Meta(description="PostgreSQL URL of an external server; unset starts the embedded cluster."),
-    ] = None
-    read_url: Annotated[str | None, Meta(description="Optional URL of a streaming replica for read-only look-ups.")] = (
-        None
-    )
-    direct_url: Annotated[
-        str | None,
-        Meta(
-            description="URL of the primary that bypasses a transaction-mode pooler, for the delivery workers' "
-            "LISTEN; unset: `database.url`."
-        ),
-    ] = None
-    pool_min: Annotated[int, Meta(ge=0, description="Connections each server process keeps open.")] = 2
-    pool_max: Annotated[int, Meta(ge=1, description="Most connections each server process opens.")] = 8
-    statement_cache: Annotated[
-        bool,
-        Meta(description="asyncpg prepared-statement cache; turn off behind PgBouncer in transaction mode."),
-    ] = True
-    command_timeout: Annotated[
-        float, Meta(gt=0, description="Seconds one database statement may run before it is cancelled.")
-    ] = 30.0
-    auto_migrate: Annotated[
-        bool, Meta(description="Apply pending migrations when `serve` starts (else refuse to start).")
-    ] = True
-
-
-class EmbeddedSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """The private PostgreSQL cluster started when no database URL is set."""
-
-    user: Annotated[str, Meta(description="System user that runs PostgreSQL when the server itself runs as root.")] = (
-        "postgres"
-    )
-    bin_dir: Annotated[
-        str | None,
-        Meta(description="Folder holding initdb and pg_ctl; unset searches PATH and the usual places."),
-    ] = None
 
 
 class RecordSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -255,6 +194,24 @@ class AuditSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int,
         Meta(ge=10, le=60_000, description="How often (ms) a server process appends new audit rows to the hash chain."),
     ] = 250
+    close_grace_seconds: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=86_400,
+            description="Seconds after a month ends before it is closed (rows for it refused), chained to the end "
+            "and its checkpoint signed; covers rows timed just before midnight and inserted just after.",
+        ),
+    ] = 300.0
+    retention_months: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1200,
+            description="Months of audit kept in the database: `ief-registry audit prune` without `--before` drops "
+            "older months, and only those exported and verified; 0 keeps everything.",
+        ),
+    ] = 0
 
 
 class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -370,8 +327,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = None
     public_base_url: Annotated[
         str | None,
-        Meta(description="External base URL (scheme, host, port, path); unset derives it from the request."),
+        Meta(
+            description="External base URL (scheme, host, port, path); unset: `http://<http.host>:<http.port>` "
+            "(dev mode: from the request)."
+        ),
     ] = None
+    trusted_proxies: Annotated[
+        str,
+        Meta(
+            description="Addresses or CIDR ranges (comma-separated) of reverse proxies whose X-Forwarded-For and "
+            "X-Forwarded-Proto are believed; unset: none."
+        ),
+    ] = ""
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
     database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = msgspec.field(default_factory=EmbeddedSettings)
@@ -383,4 +350,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     subscriptions: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
+    outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
+
+    def __post_init__(self) -> None:
+        """Refuse a trusted proxy that is not an address or a CIDR range."""
+        check_networks(self.trusted_proxies, "trusted_proxies")

@@ -18,12 +18,15 @@ import hashlib
 import os
 import pwd
 import shutil
+import string
 import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from registry.db.roles import OWNER_ROLE, as_role, prepare_roles
 
 __all__ = ("SEARCH_PATTERNS", "EmbeddedPostgres", "EmbeddedUnavailable", "find_bin_dir")
 
@@ -57,7 +60,7 @@ class EmbeddedUnavailable(RuntimeError):
 
 
 def _version_key(path: str) -> tuple[int, ...]:
-    digits = [int(part) for part in "".join(c if c.isdigit() else " " for c in path).split()]
+    digits = [int(part) for part in "".join(c if c in string.digits else " " for c in path).split()]
     return tuple(digits)
 
 
@@ -131,8 +134,18 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
-        """The asyncpg/libpq URL of the cluster (Unix socket)."""
+        """The asyncpg/libpq URL of the cluster (Unix socket), as its bootstrap superuser."""
         return f"postgresql://{_SUPERUSER}@/{_DATABASE}?host={quote(str(self.socket_dir), safe='/')}"
+
+    @property
+    def owner_url(self) -> str:
+        """The URL as the role that owns the schema (migrations, the operator's commands)."""
+        return as_role(self.url, OWNER_ROLE)
+
+    def prepare_roles(self) -> str:
+        """Create the owner and server roles, give the owner the database's objects; return ``owner_url``."""
+        prepare_roles(self.url)
+        return self.owner_url
 
     def _resolve(self) -> Path:
         if self._bin is None:

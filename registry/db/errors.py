@@ -9,10 +9,13 @@ import asyncpg
 
 from registry import errors
 
-__all__ = ("UNKNOWN_SERVICE", "translate_db_errors")
+__all__ = ("AUDIT_MONTH_CLOSED", "UNKNOWN_SERVICE", "translate_db_errors")
 
 UNKNOWN_SERVICE = "IE001"
 """SQLSTATE raised by ``put_record()`` when a record names an unknown or disabled service."""
+AUDIT_MONTH_CLOSED = "IE002"
+"""SQLSTATE raised for an audit row whose month is closed (its chain is sealed)."""
+_AUDIT_TABLES = frozenset({"audit_events", "audit_chain"})
 
 _UNAVAILABLE_SERVER = (
     asyncpg.PostgresConnectionError,  # SQLSTATE class 08
@@ -63,6 +66,13 @@ def translate_db_errors() -> Iterator[None]:
             raise errors.Conflict("the write met a concurrent one and was rolled back; repeat it") from exc
         if isinstance(exc, asyncpg.QueryCanceledError):
             raise errors.DependencyUnavailable("the database did not answer in time", code=_DATABASE) from exc
+        if exc.sqlstate == AUDIT_MONTH_CLOSED or (
+            isinstance(exc, asyncpg.CheckViolationError) and getattr(exc, "table_name", None) in _AUDIT_TABLES
+        ):
+            # The audit row's month is closed, or has no partition (made ahead by every process): the
+            # request cannot be audited, so it is not served; the next try is timed anew.
+            message = "the audit trail cannot take this request's row now"
+            raise errors.DependencyUnavailable(message, code=errors.ErrorCode.AUDIT_UNAVAILABLE) from exc
         raise
     except _UNAVAILABLE as exc:
         raise errors.DependencyUnavailable("the database cannot be reached", code=_DATABASE) from exc

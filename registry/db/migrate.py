@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ("Migration", "SchemaState", "SchemaTooNew", "apply_migrations", "known_migrations", "schema_state")
 
-_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FILE = re.compile(r"([0-9]{4})_([a-z0-9_]+)\.sql")
 _LOCK_KEY = 0x1EF_0001
 
 
@@ -67,7 +67,7 @@ def known_migrations(folder: Path = SQL_DIR / "migrations") -> list[Migration]:
     """Every migration file, in version order; a malformed name or a repeated number is an error."""
     found: list[Migration] = []
     for path in sorted(folder.glob("*.sql")):
-        match = _FILE.match(path.name)
+        match = _FILE.fullmatch(path.name)
         if not match:
             raise ValueError(f"migration file name {path.name!r} is not NNNN_what.sql")
         found.append(Migration(int(match.group(1)), match.group(2), path))
@@ -95,8 +95,8 @@ async def schema_state(conn: Connection) -> SchemaState:
     return SchemaState(applied=applied, known=known_migrations())
 
 
-async def apply_migrations(conn: Connection) -> list[Migration]:
-    """Apply every pending migration; return those applied.
+async def apply_migrations(conn: Connection, *, through: int | None = None) -> list[Migration]:
+    """Apply every pending migration (up to version ``through`` when given); return those applied.
 
     One transaction per migration: take the lock, read the schema's state, apply the first pending
     migration and record it. Whoever waited on the lock reads the state again afterwards, so a
@@ -116,7 +116,7 @@ async def apply_migrations(conn: Connection) -> list[Migration]:
                     f"the database has migrations {state.unknown} that this release does not know; "
                     "run a release at least as new as the one that upgraded it"
                 )
-            if not state.pending:
+            if not state.pending or (through is not None and state.pending[0].version > through):
                 return applied
             migration = state.pending[0]
             await conn.execute(migration.path.read_text(encoding="utf-8"))

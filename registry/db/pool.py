@@ -118,9 +118,11 @@ async def open_database(url: str, settings: DatabaseSettings) -> Database:
     return Database(primary=primary, read=read)
 
 
-async def connect(url: str, *, statement_cache: bool = True) -> asyncpg.Connection:
+async def connect(url: str, *, statement_cache: bool = True, connect_timeout: float = 60) -> asyncpg.Connection:
     """One plain connection (CLI commands, migrations); ``statement_cache`` as ``database.statement_cache``."""
-    return await asyncpg.connect(url, statement_cache_size=_statement_cache_size(statement_cache))
+    return await asyncpg.connect(
+        url, statement_cache_size=_statement_cache_size(statement_cache), timeout=connect_timeout
+    )
 
 
 async def read_only(conn: Connection) -> bool:

@@ -15,7 +15,7 @@ __all__ = ("SQL_DIR", "Queries", "load_queries")
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 """The ``sql/`` folder: the one place its location is decided."""
 
-_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$")
+_NAME = re.compile(r"-- *name: *([a-z_][a-z0-9_]*)")
 
 
 class Queries:
@@ -54,7 +54,7 @@ def parse_queries(text: str, origin: str) -> dict[str, str]:
             found[name] = body.rstrip(";")
 
     for line in text.splitlines():
-        match = _NAME.match(line.strip())
+        match = _NAME.fullmatch(line.strip())
         if match:
             flush()
             name, lines = match.group(1), []

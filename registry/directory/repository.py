@@ -28,6 +28,7 @@ def _service(row: asyncpg.Record) -> Service:
         status=ServiceStatus(row["status"]),
         client_id=row["client_id"],
         bearer_token_file=row["bearer_token_file"],
+        token_endpoint=row["token_endpoint"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -52,12 +53,14 @@ class ServiceRepository:
         search_style: str,
         client_id: str | None = None,
         bearer_token_file: str | None = None,
+        token_endpoint: str | None = None,
     ) -> tuple[Service, bool]:
         """Add or change a service (enabling it); return it and whether it is new."""
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file
-            )
+                self._q["add_service"], service_id, kind, name, base_url, search_style, client_id, bearer_token_file,
+                token_endpoint,
+            )  # fmt: skip
         assert row is not None
         return _service(row), bool(row["created"])
 

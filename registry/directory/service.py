@@ -7,32 +7,37 @@ from urllib.parse import urlsplit
 
 from registry import errors
 from registry.checks import check_service_id
+from registry.outbound.egress import accept_url
 from schemas.types import SearchStyle, ServiceKind, ServiceStatus
 
 if TYPE_CHECKING:
     from registry.db.pool import Database
     from registry.directory.repository import ServiceRepository
+    from registry.outbound.egress import AddressPolicy
     from schemas.services import Service
 
 __all__ = ("DirectoryService", "check_base_url")
 
 
-def check_base_url(value: str) -> str:
-    """Validate a service's FHIR base URL (http or https, with a host); strip a trailing slash."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise errors.InvalidInput(f"base URL {value!r} must be an absolute http(s) URL")
+async def check_base_url(value: str, policy: AddressPolicy) -> str:
+    """Validate a service's base URL: one this server may call (``registry.outbound.egress``: https, or http only
+    on loopback or in dev mode; addresses allowed), without a query or fragment; strip a trailing slash."""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        raise errors.InvalidInput(f"base URL {value!r} is not a URL") from None
     if parts.query or parts.fragment:
         raise errors.InvalidInput(f"base URL {value!r} must not carry a query or fragment")
-    return value.strip().rstrip("/")
+    return (await accept_url(policy, value, "the base URL")).rstrip("/")
 
 
 class DirectoryService:
     """Add, list, disable and find member services."""
 
-    def __init__(self, db: Database, repository: ServiceRepository) -> None:
+    def __init__(self, db: Database, repository: ServiceRepository, *, policy: AddressPolicy) -> None:
         self._db = db
         self._repo = repository
+        self._policy = policy
 
     async def add(
         self,
@@ -44,11 +49,14 @@ class DirectoryService:
         search_style: str = "ief",
         client_id: str | None = None,
         bearer_token_file: str | None = None,
+        token_endpoint: str | None = None,
     ) -> tuple[Service, bool]:
         """Add a service, or change and re-enable an existing one.
 
         ``client_id`` (the ID that service gave this instance) or ``bearer_token_file`` says how this
-        instance authenticates when it calls the service; at most one of them.
+        instance authenticates when it calls the service; at most one of them. ``token_endpoint``
+        (with ``client_id`` only) is where to get tokens for it when that is not on its own origin.
+        URLs are checked against the outbound address policy now, and again at every connection.
         """
         sid = check_service_id(service_id, "id")
         try:
@@ -62,11 +70,15 @@ class DirectoryService:
             raise errors.InvalidInput("give a client ID or a bearer token file, not both")
         if client_id is not None and not (0 < len(client_id.strip()) <= 200):
             raise errors.InvalidInput("a client ID is 1 to 200 characters")
+        if token_endpoint is not None and client_id is None:
+            raise errors.InvalidInput("a token endpoint is for a service this instance has a client ID at")
+        base = await check_base_url(base_url, self._policy)
+        endpoint = await accept_url(self._policy, token_endpoint, "the token endpoint") if token_endpoint else None
         async with self._db.writer() as conn:
             return await self._repo.add(
-                conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=check_base_url(base_url),
-                search_style=style, client_id=client_id.strip() if client_id else None,
-                bearer_token_file=bearer_token_file,
+                conn, service_id=sid, kind=kind_value, name=name.strip(), base_url=base, search_style=style,
+                client_id=client_id.strip() if client_id else None, bearer_token_file=bearer_token_file,
+                token_endpoint=endpoint,
             )  # fmt: skip
 
     async def list_all(self, status: str | None = None) -> list[Service]:

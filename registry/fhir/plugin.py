@@ -1,10 +1,12 @@
 """How the registry's own FHIR resources join the server, over the records, directory and audit services:
-Endpoint, Basic (RegistryRecord) and ``Patient/$locate``; and the audit trail as AuditEvent."""
+Endpoint, Basic (RegistryRecord) and ``Patient/$locate``; and the audit trail as AuditEvent, with its
+signed monthly checkpoints (``GET /audit/checkpoints``)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from registry.audit.api import AuditCheckpointController
 from registry.feature import FeaturePlugin
 from registry.fhir.audit_event.controller import AUDIT_EVENT, AuditEventController
 from registry.fhir.basic.controller import BASIC, BasicController
@@ -31,9 +33,13 @@ class RegistryResourcesPlugin(FeaturePlugin):
 
 
 class AuditEventPlugin(FeaturePlugin):
-    """The audit trail as FHIR AuditEvents (the operator's view)."""
+    """The audit trail as FHIR AuditEvents (the operator's view), and its checkpoints."""
 
     capabilities = (AUDIT_EVENT,)
+
+    def routes(self) -> Sequence[ControllerRouterHandler]:
+        """The signed checkpoints of the sealed months."""
+        return (AuditCheckpointController,)
 
     def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
         """Search and read."""

@@ -21,9 +21,10 @@ import msgspec
 from litestar import Response, Router
 
 from registry import errors
-from registry.http import base_url
+from registry.http import base_url, refused_json
 from registry.outcome import FHIR_JSON
 from registry.route import RouteSpec
+from schemas import strictjson
 from schemas.fhir.capability import FORMAT
 from schemas.fhir.parse import NotJson, ResourceError
 
@@ -52,7 +53,7 @@ __all__ = (
 
 T = TypeVar("T")
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json"})
-_IF_MATCH = re.compile(r'^\s*(?:W/)?"([0-9]{1,9})"\s*$')
+_IF_MATCH = re.compile(r' *(?:W/)?"([0-9]{1,9})" *')
 
 
 def fhir_route(
@@ -104,6 +105,9 @@ def translate_resource_errors() -> Iterator[None]:
     try:
         yield
     except NotJson as exc:
+        cause = exc.__cause__
+        if isinstance(cause, strictjson.JsonError):
+            raise refused_json(cause) from None
         raise errors.MalformedRequest(str(exc)) from None
     except ResourceError as exc:
         issues = [errors.Issue(m, e) for m, e in exc.issues]
@@ -148,7 +152,7 @@ def if_match(request: Request[Any, Any, Any]) -> int | None:
     value = request.headers.get("if-match")
     if value is None:
         return None
-    match = _IF_MATCH.match(value)
+    match = _IF_MATCH.fullmatch(value)
     if not match:
         message = 'If-Match takes the ETag of a version, such as W/"3"'
         raise errors.MalformedRequest(message, issues=[errors.Issue(message, "If-Match")])

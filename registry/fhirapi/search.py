@@ -41,7 +41,7 @@ Parser = Callable[[str, str], T]
 """Turns one alternative of one parameter (``name``, ``text``) into a value, or raises ``InvalidInput``."""
 
 _ALTERNATIVES = re.compile(r"(?<!\\),")
-_NUMBER = re.compile(r"^[0-9]{1,9}$")
+_NUMBER = re.compile(r"[0-9]{1,9}")
 _PAGING = ("_count", "_offset")
 
 
@@ -175,7 +175,7 @@ class SearchQuery(Criteria):
         values = [value for key, value in self.items if key == name]
         if not values:
             return None
-        if len(values) > 1 or not _NUMBER.match(values[0]):
+        if len(values) > 1 or not _NUMBER.fullmatch(values[0]):
             message = f"{name} is one whole number, 0 or more"
             raise errors.MalformedRequest(message, issues=[errors.Issue(message, name)])
         return int(values[0])

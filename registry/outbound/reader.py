@@ -17,6 +17,8 @@ from __future__ import annotations
 import zlib
 from typing import TYPE_CHECKING
 
+from schemas.types import ascii_int
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable
 
@@ -86,9 +88,10 @@ def refuse_declared(content_length: str | bytes | None, limit: int) -> None:
     Raises:
         TooLarge: with ``declared`` set.
     """
-    declared = content_length.decode("latin-1") if isinstance(content_length, bytes) else content_length
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(limit, int(declared))
+    text = content_length.decode("latin-1") if isinstance(content_length, bytes) else content_length
+    declared = ascii_int(text or "")
+    if declared is not None and declared > limit:
+        raise TooLarge(limit, declared)
 
 
 async def read_capped(chunks: AsyncIterable[bytes], limit: int, *, inflate: Inflate | None = None) -> bytes:

@@ -3,8 +3,9 @@
 ``ConnectionPools.route(base_url)`` gives a ``Route``: the pool of the base URL's origin, its URL
 parts and the fixed headers of every request, prepared once; ``Route.pool.stream`` sends a
 request on the most recently used idle connection (or a new one). Timeouts are httpcore's
-(``Route.timeouts``, from the ``timeout`` given); there are no redirects and no proxies; TLS is
-verified with httpx's default context. ``TRANSPORT_ERRORS`` are the errors that mean the server
+(``Route.timeouts``, from the ``timeout`` given); there are no redirects and no proxies; TLS 1.2 at
+least, verified; every base URL and every new connection is checked against the outbound address
+policy it is given (``registry.outbound.egress``). ``TRANSPORT_ERRORS`` are the errors that mean the server
 could not be reached or spoke broken HTTP (timeouts are ``httpcore.TimeoutException``).
 """
 
@@ -20,8 +21,12 @@ from urllib.parse import urlencode
 import httpcore
 import httpx
 
+from registry.outbound.egress import CheckedBackend, new_connection, tls_context
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from registry.outbound.egress import AddressPolicy
 
 __all__ = ("TRANSPORT_ERRORS", "ConnectionPools", "Route")
 
@@ -37,14 +42,16 @@ class ConnectionPools:
     pool used directly about 6 ms, these connections about 5 ms at one search at a time and about a
     third of the pool's CPU with 16 in flight. Kept per gateway rather than for all: httpx's one pool
     made a fan-out cost 12 ms of CPU alone and 50-70 ms with 8-32 searches in flight. Keep-alive, no
-    redirects, no proxies (as before with httpx and an explicit transport), TLS verified with httpx's
-    default context.
+    redirects, no proxies (as before with httpx and an explicit transport), TLS 1.2 at least, verified, and
+    every new connection resolved and checked against the outbound address ``policy``.
     """
 
-    def __init__(self, *, timeout: float, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(self, policy: AddressPolicy, *, timeout: float, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self._headers = headers
         self._timeouts = {"connect": min(timeout, 5.0), "read": timeout, "write": timeout}
-        self._ssl = httpx.create_ssl_context()
+        self._ssl = tls_context()
+        self._policy = policy
+        self._backend = CheckedBackend(policy)
         self._pools: dict[tuple[bytes, bytes, int | None], _Connections] = {}
         self._routes: dict[str, Route] = {}
 
@@ -53,15 +60,18 @@ class ConnectionPools:
 
         Raises:
             httpx.InvalidURL: the base URL cannot be parsed.
+            AddressRefused: the outbound policy does not allow it (plain http to a host that is not loopback).
         """
         route = self._routes.get(base_url)
         if route is None:
+            self._policy.check_url(base_url, "its base URL")
             parsed = httpx.URL(base_url)
             key = (parsed.raw_scheme, parsed.raw_host, parsed.port)
             pool = self._pools.get(key)
             if pool is None:
                 port = parsed.port or (443 if parsed.raw_scheme == b"https" else 80)
-                pool = self._pools[key] = _Connections(httpcore.Origin(key[0], key[1], port), self._ssl)
+                origin = httpcore.Origin(key[0], key[1], port)
+                pool = self._pools[key] = _Connections(origin, self._ssl, self._backend)
             host = httpx.Request("GET", parsed).headers["host"].encode("ascii")
             headers = ((b"Host", host), *self._headers)
             route = self._routes[base_url] = Route(pool, key, parsed.raw_path.rstrip(b"/"), headers, self._timeouts)
@@ -87,9 +97,10 @@ class _Connections:
     to a gateway, and so the connections open to it.
     """
 
-    def __init__(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext, backend: CheckedBackend) -> None:
         self._origin = origin
         self._ssl = ssl_context
+        self._backend = backend
         self._idle: deque[httpcore.AsyncHTTPConnection] = deque()
 
     @contextlib.asynccontextmanager
@@ -115,7 +126,7 @@ class _Connections:
             if not connection.has_expired():
                 return connection
             await connection.aclose()
-        return httpcore.AsyncHTTPConnection(self._origin, ssl_context=self._ssl, keepalive_expiry=30.0, retries=0)
+        return new_connection(self._origin, self._backend, self._ssl, keepalive_expiry=30.0)
 
     async def aclose(self) -> None:
         """Close the idle connections (those in use close when their response does)."""

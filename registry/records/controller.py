@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
@@ -12,7 +11,7 @@ from litestar.params import JSONBody, Parameter
 from registry import errors
 from registry.auth.requester import Requester
 from registry.auth.scopes import Principal
-from registry.http import media_type, request_id
+from registry.http import decode_json_body, media_type, request_id
 from registry.records.lifecycle import WRITE_STATUS, to_record
 from registry.records.service import RecordService
 from registry.route import RouteSpec
@@ -22,7 +21,6 @@ from schemas.records import BatchResult, Record, RecordHistory, RecordList, Reco
 __all__ = ("BatchController", "RecordController")
 
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
-_array_decoder = msgspec.json.Decoder(list[Any])
 _WRITE = ("system/Basic.cu",)
 _READ = ("system/Basic.rs",)
 
@@ -123,10 +121,8 @@ class BatchController(Controller):
         if media_type(request) in _NDJSON:
             items = [line for line in body.splitlines() if line.strip()]
         else:
-            try:
-                items = _array_decoder.decode(body)
-            except msgspec.ValidationError as exc:
-                raise errors.InvalidInput(f"a batch is a JSON array of items: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise errors.MalformedRequest(f"the body is not valid JSON: {exc}") from None
+            decoded = decode_json_body(body)
+            if not isinstance(decoded, list):
+                raise errors.InvalidInput(f"a batch is a JSON array of items, not {type(decoded).__name__}")
+            items = decoded
         return await records.batch(items, actor=principal)

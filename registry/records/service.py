@@ -11,6 +11,7 @@ from registry.audit.context import WriteOutcome, note_patients, note_records
 from registry.checks import check_ihi, check_service_id
 from registry.log import get_logger
 from registry.records.lifecycle import WRITE_STATUS, check_labels, parse_statuses, to_record
+from schemas import strictjson
 from schemas.audit import Action
 from schemas.privacy import parse_labels
 from schemas.records import (
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ("RecordService", "check_actor", "to_record")
 
 _log = get_logger(__name__)
-_item_decoder = msgspec.json.Decoder()
 
 
 def _refusal(actor: Principal, service_id: str) -> str:
@@ -284,7 +284,7 @@ class RecordService:
         for index, raw in enumerate(items):
             try:
                 item = self._parse_item(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError, InvalidValueError) as exc:
+            except (msgspec.ValidationError, strictjson.JsonError, InvalidValueError) as exc:
                 results[index] = BatchItemResult(index=index, result="error", error=str(exc))
                 continue
             if not actor.may_act_for(item.service_id):
@@ -381,7 +381,7 @@ class RecordService:
 
     @staticmethod
     def _parse_item(raw: Any) -> BatchItem:
-        value = _item_decoder.decode(raw) if isinstance(raw, bytes) else raw
+        value = strictjson.decode(raw) if isinstance(raw, bytes) else raw
         item = msgspec.convert(value, BatchItem)
         return BatchItem(
             ihi=parse_ihi(item.ihi),

@@ -29,7 +29,7 @@ from registry.feature import FeaturePlugin
 from registry.fhir.plugin import AuditEventPlugin, ConsentPlugin, RegistryResourcesPlugin
 from registry.fhirapi.io import fhir_router
 from registry.health import HealthController
-from registry.http import RequestContext
+from registry.http import JsonRequest, RequestContext, public_base_url
 from registry.log import set_hash_key
 from registry.metrics import Metrics, MetricsController
 from registry.outcome import OperationOutcomePlugin
@@ -110,12 +110,13 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
             {
                 "audit_trail": trail,
                 "metrics": metrics,
-                "public_base_url": settings.public_base_url,
+                "public_base_url": public_base_url(settings),
                 "max_query_params": settings.http.max_query_params,
                 "require_purpose": settings.privacy.require_purpose,
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,
+        request_class=JsonRequest,
         openapi_config=_openapi(),
         logging_config=None,
         debug=False,

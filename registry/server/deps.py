@@ -18,6 +18,7 @@ from broker.discovery.resources import DiscoveryResources
 from broker.discovery.service import DiscoveryService
 from broker.subscriptions.resources import SubscriptionResources
 from registry import errors
+from registry.audit.checkpoints import PublishedCheckpoints
 from registry.auth.requester import Requester, requester_in
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import AuthParts
@@ -75,6 +76,10 @@ def _discovery(state: State) -> DiscoveryService:
     return services_of(state).discovery
 
 
+def _checkpoints(state: State) -> PublishedCheckpoints:
+    return services_of(state).checkpoints
+
+
 def dependencies(
     settings: Settings, *, canon: Canonicals, metrics: Metrics, metadata: Metadata, conformance: Conformance
 ) -> dict[str, Provide]:
@@ -112,6 +117,7 @@ def dependencies(
         "records": _records,
         "directory": _directory,
         "discovery": _discovery,
+        "audit_checkpoints": _checkpoints,
         "metrics": lambda: metrics,
         "fhir_settings": lambda: settings.fhir,
         "fhir_metadata": lambda: metadata,

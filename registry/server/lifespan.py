@@ -1,10 +1,12 @@
 """The lifespan of one server process: the platform opened once, then each feature's services, in order.
 
-Platform first: the database (its schema must be at this release's head), the audit trail (group
-writer and sealer), the authentication parts (keys, issuer, outbound credentials). Then the
+Platform first: the database (its schema must be at this release's head), the authentication
+parts (keys, issuer, outbound credentials), the audit trail (its months made ahead, then the group
+writer and the sealer, which signs each closed month's checkpoint with the audit key). Then the
 features, each through its plugin's typed ``open``: the directory, federation's resolver (which
-the records service takes as its ``Referrals``), the records service, the broker (which locates
-through the records service), subscriptions (and their delivery worker). The result is one typed
+the records service takes as its ``Referrals``), the privacy decision point and the consent signal,
+the records service, the broker (which locates through the records service), subscriptions (and
+their delivery worker), the Consent service. The result is one typed
 ``Services`` on ``app.state.services``, which ``deps.py`` hands to the routes. Everything closes in
 the reverse order.
 
@@ -22,6 +24,8 @@ from broker.discovery.locator import RecordsLocator
 from broker.discovery.plugin import DiscoveryPlugin
 from broker.subscriptions.plugin import SubscriptionsPlugin
 from federation.plugin import FederationPlugin
+from registry.audit.checkpoints import CheckpointSigner, PublishedCheckpoints
+from registry.audit.partitions import MonthKeeper
 from registry.audit.repository import AuditRepository
 from registry.audit.service import AuditService
 from registry.auth.wiring import start_auth
@@ -30,6 +34,7 @@ from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.outbound.egress import outbound_policy
 from registry.privacy.consents import ConsentService
 from registry.privacy.decision import DecisionPoint
 from registry.privacy.repository import ConsentRepository
@@ -75,6 +80,7 @@ class Services:
     directory: DirectoryService
     records: RecordService
     audit: AuditService
+    checkpoints: PublishedCheckpoints
     discovery: DiscoveryService
     subscriptions: SubscriptionService
     consents: ConsentService
@@ -122,11 +128,15 @@ def lifespan(
             db = await open_database(database_url, settings.database)
             stack.push_async_callback(db.close)
             await _require_schema_at_head(db)
-            await trail.start(db, write_timeout=settings.database.command_timeout)
-            stack.push_async_callback(trail.stop)
             auth = await start_auth(db, queries, settings, service_id)
             stack.push_async_callback(auth.close)
-            directory = DirectoryService(db, ServiceRepository(queries))
+            audit_repository = AuditRepository(queries)
+            # Before the first request: its audit row needs this month's partition.
+            await stack.enter_async_context(MonthKeeper(db, audit_repository).running())
+            signer = CheckpointSigner(key=lambda: auth.keys.keys.audit, issuer=trail.observer)
+            await trail.start(db, write_timeout=settings.database.command_timeout, signer=signer)
+            stack.push_async_callback(trail.stop)
+            directory = DirectoryService(db, ServiceRepository(queries), policy=outbound_policy(settings))
             referrals = await stack.enter_async_context(
                 federation.open(service_id=service_id, directory=directory, credentials=auth.outbound)
             )
@@ -157,9 +167,12 @@ def lifespan(
                     decisions=decisions,
                 )
             )  # fmt: skip
-            audit = AuditService(db, AuditRepository(queries), settings.fhir)
+            audit = AuditService(db, audit_repository, settings.fhir)
+            checkpoints = PublishedCheckpoints(db, audit_repository)
             consents = ConsentService(db, ConsentRepository(queries), trail)
-            app.state.services = Services(db, auth, directory, records, audit, broker, notifications, consents)
+            app.state.services = Services(
+                db, auth, directory, records, audit, checkpoints, broker, notifications, consents
+            )
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield
 

@@ -26,7 +26,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from schemas.privacy import HPII_SYSTEM, PURPOSE_SYSTEM
-from schemas.types import IHI_SYSTEM
+from schemas.types import IHI_SYSTEM, is_ascii_digits
 
 if TYPE_CHECKING:
     from schemas.audit import StoredAuditEvent
@@ -74,7 +74,7 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
 
 def _network(address: str) -> dict[str, str]:
     # 2 = IP address; anything else (a socket path) is recorded as a name (1 = machine name).
-    kind = "2" if address.replace(".", "").isdigit() or ":" in address else "1"
+    kind = "2" if is_ascii_digits(address.replace(".", "")) or ":" in address else "1"
     return {"address": address, "type": kind}
 
 

@@ -5,7 +5,7 @@ Errors carry one ``(message, expression)`` issue per problem, the expression FHI
 of the server's error tree; the server translates them.
 
 ResourceError
-├── NotJson            the body is not JSON at all (the server answers 400)
+├── NotJson            the body is not acceptable JSON: not JSON, too deep, a repeated key (400)
 └── InvalidResource    JSON, but not a valid resource of the expected type (422)
 """
 
@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import msgspec
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
+
+from schemas import strictjson
 
 __all__ = (
     "InvalidResource",
@@ -33,7 +34,6 @@ Issues = list[tuple[str, str | None]]
 
 _SPACES = re.compile(r"\s+")
 _MAX_MESSAGE = 200
-_decoder = msgspec.json.Decoder()
 
 
 class ResourceError(ValueError):
@@ -74,13 +74,13 @@ def load_resource(body: bytes, resource_type: str) -> dict[str, Any]:
         The decoded JSON object (known to be a valid resource of that type).
 
     Raises:
-        NotJson: the body is not JSON.
+        NotJson: the body is not JSON, is nested too deep or repeats a key (``schemas.strictjson``).
         InvalidResource: not a JSON object, another resource type, or invalid; one issue per problem.
     """
     try:
-        data = _decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise NotJson(f"the body is not valid JSON: {exc}") from None
+        data = strictjson.decode(body)
+    except strictjson.JsonError as exc:
+        raise NotJson(str(exc)) from exc  # the cause says which refusal it was
     if not isinstance(data, dict):
         raise InvalidResource(f"the body must be a {resource_type} resource (a JSON object)")
     check_resource(data, resource_type)

@@ -91,10 +91,15 @@ LIMIT $4;
 -- name: claim_due
 -- Claim up to $1 subscriptions with a handshake or events to send whose wait is over, for $2 seconds
 -- beyond each one's timeout, for worker $3. Rows another worker (or a registration) holds are skipped.
--- With each: its owner's state (and what it is cleared for) and its pending events: the next ones to send
--- (up to maxCount) when nothing is in flight, else those of the notification in flight; each with its
--- record's security labels now and its patient's privacy policy (the delivery worker asks the privacy
--- decision point about each before anything is sent).
+-- With each: its owner's state (and what it is cleared for) and its pending events: when nothing is in
+-- flight, the next ones to send (up to maxCount), else those of the notification in flight; each with
+-- its record's security labels now and its patient's privacy policy (the delivery worker asks the
+-- privacy decision point about each before anything is sent).
+-- The first claim of the next events pins their range (`inflight_last`, with no body stored) until
+-- their delivery is recorded: a notification sent but not recorded (its worker killed, the database
+-- failing over after the 2xx) is claimed again with the same events, so it is the same bytes and
+-- webhook-id, however many events arrived meanwhile. Withholding an event unpins the range
+-- (`withhold_events`): what remains is sent anew.
 WITH due AS (
     SELECT s.subscription_id
     FROM subscriptions s
@@ -109,7 +114,17 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE subscriptions s
-SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3
+SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3,
+    inflight_last = CASE
+        WHEN s.status <> 'active' OR s.inflight_kind IS NOT NULL THEN s.inflight_last
+        WHEN s.inflight_last > s.delivered_through THEN s.inflight_last  -- pinned by an earlier claim
+        ELSE (SELECT max(p.event_number)
+              FROM (SELECT ev.event_number FROM subscription_events ev
+                    WHERE ev.subscription_id = s.subscription_id AND ev.event_number > s.delivered_through
+                      AND ev.state = 'pending'
+                    ORDER BY ev.event_number
+                    LIMIT s.max_count) p)
+    END
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
 RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource,
@@ -120,11 +135,11 @@ RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_reso
                  LEFT JOIN records r ON r.record_id = ev.record_id
                  LEFT JOIN patient_policies p ON p.ihi = ev.ihi
                  WHERE s.status = 'active' AND ev.subscription_id = s.subscription_id AND ev.state = 'pending'
-                   AND ((s.inflight_kind IS NULL AND ev.event_number > s.delivered_through)
+                   AND ((s.inflight_kind IS NULL
+                         AND ev.event_number > s.delivered_through AND ev.event_number <= s.inflight_last)
                         OR (s.inflight_kind = 'event-notification'
                             AND ev.event_number BETWEEN s.inflight_first AND s.inflight_last))
-                 ORDER BY ev.event_number
-                 LIMIT s.max_count) e) AS next_events;
+                 ORDER BY ev.event_number) e) AS next_events;
 
 -- name: claim_heartbeats
 -- Claim up to $1 active subscriptions whose heartbeat is due and that have nothing else to send.

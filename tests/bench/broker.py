@@ -47,7 +47,7 @@ import httpx
 import msgspec
 import psutil
 
-from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
+from tests.factories import IHI_SYSTEM, LOOPBACK_NETWORKS, make_ihi, make_service_id
 from tests.gateway import ReferenceGateway
 from tests.pg import TestCluster
 from tests.server import free_port
@@ -361,6 +361,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
                 **os.environ, "IEF_DATABASE_URL": database_url, "IEF_HTTP_PORT": str(port),
                 "IEF_DATA_DIR": str(folder / "data"), "IEF_LOG_ACCESS": "false", "IEF_LOG_FORMAT": "json",
                 "IEF_AUTH_RATE_PER_SECOND": "1000000", "IEF_AUTH_RATE_BURST": "1000000",
+                "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,  # the gateways run on loopback
             }  # fmt: skip
             gateway_command = [sys.executable, "-m", "tests.bench.broker", "gateways", str(args.gateways), str(delay)]
             with _process(gateway_command, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as gateways:

@@ -45,7 +45,7 @@ import httpx
 import msgspec
 import psutil
 
-from tests.factories import make_ihi, make_service_id
+from tests.factories import LOOPBACK_NETWORKS, make_ihi, make_service_id
 from tests.pg import TestCluster
 from tests.server import free_port
 
@@ -58,6 +58,8 @@ _SERVER_SETTINGS = {
     # The benchmark measures look-ups, not the per-client rate limiter.
     "IEF_AUTH_RATE_PER_SECOND": "1000000",
     "IEF_AUTH_RATE_BURST": "1000000",
+    # The peers run on loopback (an older build ignores the setting).
+    "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,
 }
 
 

@@ -109,25 +109,28 @@ async def test_error_html_and_huge_answers_are_each_reported(broker: Broker) -> 
 
 
 async def test_garbage_not_a_bundle_and_invalid_resources(broker: Broker) -> None:
-    """Bytes that are not JSON and JSON that is not a Bundle are invalid responses; a Bundle whose study is
-    not valid FHIR keeps its valid studies and reports the rest."""
+    """Bytes that are not JSON, JSON nested 100,000 deep and JSON that is not a Bundle are invalid responses;
+    a Bundle whose study is not valid FHIR keeps its valid studies and reports the rest."""
     ihi = make_ihi()
     good_uid = new_uid()
     async with (
         reference_gateway(token=gateway_token()) as garbage,
+        reference_gateway(token=gateway_token()) as deep,
         reference_gateway(token=gateway_token()) as not_bundle,
         reference_gateway(token=gateway_token()) as partly,
     ):
         garbage.behaviour.garbage = True
+        deep.behaviour.deep = True
         not_bundle.behaviour.not_bundle = True
         partly.study(ihi, good_uid)
         partly.study(ihi, new_uid())["numberOfSeries"] = "two"  # not an unsignedInt
-        ids = [await broker.join(gw, ihi) for gw in (garbage, not_bundle, partly)]
+        ids = [await broker.join(gw, ihi) for gw in (garbage, deep, not_bundle, partly)]
         bundle = (await broker.search(ihi)).json()
     assert uids(bundle) == [good_uid]
     assert issues(bundle) == {sid: ["invalid-response"] for sid in ids}
     text = _diagnostics(bundle)
     assert "not JSON" in text
+    assert "nested too deep" in text
     assert "not a FHIR searchset Bundle" in text
     assert "1 of its 2 ImagingStudy resources are not valid FHIR R4" in text
 

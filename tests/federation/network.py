@@ -19,6 +19,7 @@ import httpx
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
+from registry.outbound.egress import outbound_policy
 from tests.audit_ledger import AuditLedger
 from tests.clients import client_factory
 from tests.factories import make_service_id
@@ -35,7 +36,7 @@ LOOKUP = "system/Basic.rs"
 
 def directory(server: RunningServer) -> DirectoryService:
     """The services directory of a running server (the one ``ief-registry services`` edits)."""
-    return DirectoryService(server.database, ServiceRepository(load_queries()))
+    return DirectoryService(server.database, ServiceRepository(load_queries()), policy=outbound_policy(server.settings))
 
 
 async def trust(caller: RunningServer, callee: RunningServer, *, name: str) -> str:

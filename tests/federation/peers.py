@@ -9,6 +9,7 @@ behaves as named:
 | ``hang`` | nothing, until the server stops |
 | ``error`` | 500 with an HTML page |
 | ``garbage`` | 200 with a body that is not JSON |
+| ``deep`` | 200 with a record list whose unknown field nests 100,000 arrays |
 | ``huge`` | 200 with a 50 MB body, streamed without a length |
 | ``other-ihi`` | 200, a record list of another IHI |
 | ``partial`` | 200, one valid record among invalid ones |
@@ -97,6 +98,9 @@ class FakePeers:
             await _send(send, 500, b"<html><body>Internal Server Error</body></html>", b"text/html")
         elif behaviour == "garbage":
             await _send(send, 200, b"\x00\xffthis is not JSON{[")
+        elif behaviour == "deep":
+            body = b'{"ihi":"' + ihi.encode() + b'","records":[],"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            await _send(send, 200, body)
         elif behaviour == "huge":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
             for _ in range(_HUGE_BYTES // len(_CHUNK)):

@@ -214,6 +214,7 @@ async def test_misbehaving_peers_are_reported_never_a_crash(
     expected = {
         await fake_peer(fed, peers, "error", token_files["good"]): "error-response",
         await fake_peer(fed, peers, "garbage", token_files["good"]): "invalid-response",
+        await fake_peer(fed, peers, "deep", token_files["good"]): "invalid-response",
         await fake_peer(fed, peers, "huge", token_files["good"]): "too-large",
         await fake_peer(fed, peers, "empty", token_files["wrong"]): "unauthorized",
         await fake_peer(fed, peers, "other-ihi", token_files["good"]): "invalid-response",
@@ -228,10 +229,12 @@ async def test_misbehaving_peers_are_reported_never_a_crash(
     assert details["error-response"] == "it answered 500"
     assert details["too-large"] == "its answer is over the limit of 1048576 bytes"
     assert details["unauthorized"] == "it refused this registry's token (401)"
+    assert "its answer is nested too deep" in [u["detail"] for u in answer["unresolved"]]
 
 
 async def test_a_peer_that_does_not_admit_us_is_unauthorized(fed: Network) -> None:
-    """A registry of ours that has no such client refuses A's token request: reported as unauthorized."""
+    """A registry of ours that has no such client refuses A's token request: reported as unauthorized, without
+    echoing the peer's token URL or its answer to the consumer."""
     c = fed["C"]
     stranger = make_service_id()  # C again, under a directory entry with a client ID C never gave out
     await directory(fed["A"]).add(
@@ -242,7 +245,9 @@ async def test_a_peer_that_does_not_admit_us_is_unauthorized(fed: Network) -> No
     answer = await look_up(fed, ihi)
     [entry] = answer["unresolved"]
     assert (entry["serviceId"], entry["reason"]) == (stranger, "unauthorized")
-    assert "invalid_client" in entry["detail"]
+    assert "refused, HTTP 400" in entry["detail"]
+    assert "invalid_client" not in entry["detail"]
+    assert "/auth/token" not in entry["detail"]
 
 
 async def test_invalid_records_of_a_peer_are_dropped_and_reported(

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from registry.config import Settings
 from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.errors import OutboundAuthError
+from registry.outbound.egress import outbound_policy
 from schemas.services import Service
 from tests.cli import run_cli
 from tests.factories import make_ihi, make_service_id
@@ -35,7 +37,9 @@ class Pair:
 
 
 async def _service_at(server: RunningServer, service_id: str) -> Service:
-    return await DirectoryService(server.database, ServiceRepository(load_queries())).get(service_id)
+    return await DirectoryService(
+        server.database, ServiceRepository(load_queries()), policy=outbound_policy(server.settings)
+    ).get(service_id)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +95,12 @@ async def test_tokens_are_cached_and_refreshed_once(pair: Pair) -> None:
 
 
 async def test_a_scope_b_did_not_grant_is_a_typed_error(pair: Pair) -> None:
-    """Asking B for a scope it did not register for A fails with OutboundAuthError naming B's answer."""
+    """Asking B for a scope it did not register for A fails with OutboundAuthError; B's answer is logged, not in it."""
     service = await _service_at(pair.a, pair.b.service_id)
-    with pytest.raises(OutboundAuthError, match="invalid_scope"):
+    with capture_logs() as logs, pytest.raises(OutboundAuthError, match="refused, HTTP 400") as refused:
         await pair.a.auth.outbound.authorization(service, ["admin"])
+    assert "invalid_scope" not in refused.value.message
+    assert any("invalid_scope" in str(log.get("reason")) for log in logs if log["event"] == "outbound_auth_failed")
 
 
 async def test_bearer_token_file(pair: Pair, tmp_path: Path) -> None:

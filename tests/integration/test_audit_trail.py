@@ -10,13 +10,15 @@ import asyncpg
 import httpx
 import pytest
 
-from registry.audit.chain import seal, verify
+from registry.audit.chain import seal
 from registry.audit.repository import AuditRepository
+from registry.audit.verify import verify
 from registry.audit.writer import AuditUnavailable, AuditWriter
 from registry.config import AuditSettings, LogSettings, RecordSettings, Settings
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from tests.audit_ledger import AuditLedger
+from tests.audit_months import instance_signer
 from tests.factories import make_audit_entry, make_ihi, make_service_id, with_bad_check_digit
 from tests.pg import TestCluster
 from tests.server import RunningServer, running_server
@@ -198,13 +200,16 @@ async def test_sealer_waits_for_a_late_committing_transaction(fresh: str) -> Non
     repo = AuditRepository(load_queries())
     late, early, sealer = [await asyncpg.connect(fresh) for _ in range(3)]
     try:
-        transaction = late.transaction()
-        await transaction.start()
-        await repo.insert(late, [make_audit_entry("late")])
-        await repo.insert(early, [make_audit_entry("early")])
-        while_open = await seal(sealer, repo)
-        await transaction.commit()
-        after_commit = await seal(sealer, repo)
+        async with instance_signer(fresh) as signer:
+            while (await seal(sealer, repo, signer)).checkpointed:
+                pass  # last month, empty, is sealed first
+            transaction = late.transaction()
+            await transaction.start()
+            await repo.insert(late, [make_audit_entry("late")])
+            await repo.insert(early, [make_audit_entry("early")])
+            while_open = await seal(sealer, repo, signer)
+            await transaction.commit()
+            after_commit = await seal(sealer, repo, signer)
         order = await sealer.fetch(
             "SELECT e.request_id FROM audit_chain c JOIN audit_events e ON e.id = c.audit_id ORDER BY c.seq"
         )
@@ -247,7 +252,8 @@ async def test_ledger_names_a_request_without_its_row(server: RunningServer) -> 
     assert ledger.patient_linked("GET", f"/registry/records/{ihi}")
     assert ledger.patient_linked("POST", "/registry/records:batch")
     assert not ledger.patient_linked("GET", "/health/live")
-    ledger.answered.append(("GET", f"/registry/records/{ihi}", "never-sent"))
+    assert ledger.patient_linked("DELETE", f"/registry/records/{ihi}", 405)
+    ledger.answered.append(("GET", f"/registry/records/{ihi}", "never-sent", 200))
     with pytest.raises(AssertionError, match="never-sent\\): 0 audit rows, expected 1"):
         await ledger.check(server.database_url)
 
@@ -257,13 +263,16 @@ async def test_one_sealer_at_a_time(fresh: str) -> None:
     repo = AuditRepository(load_queries())
     holder, other = [await asyncpg.connect(fresh) for _ in range(2)]
     try:
-        await repo.insert(other, [make_audit_entry() for _ in range(3)])
-        transaction = holder.transaction()
-        await transaction.start()
-        assert await repo.lock_sealer(holder, wait=False)
-        blocked = await seal(other, repo)
-        await transaction.rollback()
-        sealed = await seal(other, repo)
+        async with instance_signer(fresh) as signer:
+            while (await seal(other, repo, signer)).checkpointed:
+                pass  # last month, empty, is sealed first
+            await repo.insert(other, [make_audit_entry() for _ in range(3)])
+            transaction = holder.transaction()
+            await transaction.start()
+            assert await repo.lock_sealer(holder, wait=False)
+            blocked = await seal(other, repo, signer)
+            await transaction.rollback()
+            sealed = await seal(other, repo, signer)
     finally:
         for conn in (holder, other):
             await conn.close()

@@ -226,6 +226,24 @@ def test_every_route_declares_public_or_scopes() -> None:
     assert checked >= 8
 
 
+async def test_admin_routes_refuse_every_other_scope(server: RunningServer) -> None:
+    """Each route that declares only admin (metrics, the audit checkpoints) refuses a token with every other scope."""
+    admin_only = sorted(
+        path
+        for path, handler in route_handlers()
+        if "GET" in handler.http_methods and required_scopes(handler) == ("admin",) and "{" not in path
+    )
+    assert {"/metrics", "/audit/checkpoints"} <= set(admin_only)
+    others = "system/Basic.cu system/Basic.rs system/Endpoint.rs system/ImagingStudy.rs " \
+             "system/DocumentReference.rs system/Subscription.cruds system/AuditEvent.rs"  # fmt: skip
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        for path in admin_only:
+            refused = await http.get(path, headers=await server.headers(others))
+            allowed = await http.get(path, headers=await server.headers("admin"))
+            assert (path, refused.status_code, allowed.status_code) == (path, 403, 200)
+            assert refused.json()["resourceType"] == "OperationOutcome"
+
+
 async def test_rotated_key_keeps_old_tokens_valid(template: TestCluster, settings: Settings) -> None:
     """After keys rotate, tokens of the old key still verify, both keys are published, new tokens use the new key."""
     async with running_server(settings, await template.new_database(), make_service_id()) as server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import sys
@@ -59,6 +60,23 @@ async def test_token_on_a_fresh_database_prints_only_the_token(template: TestClu
     assert len(result.out.splitlines()) == 1
     assert result.out.strip().count(".") == 2
     assert "key_created" in result.err
+
+
+async def test_token_bound_to_another_service_is_accepted_and_bound_to_it(own: RunningServer) -> None:
+    """`token --service-id X` prints a token of this instance's issuer that the server accepts, bound to X."""
+    bound, other = make_service_id(), make_service_id()
+    for service_id in (bound, other):
+        await own.add_service(service_id)
+    result = await run_cli(own, "token", "--scopes", "system/Basic.cu system/Basic.rs", "--service-id", bound)
+    assert result.code == 0, result.err
+    token = result.out.strip()
+    claims = msgspec.json.decode(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    assert (claims["iss"], claims["service_id"]) == (own.auth.issuer.issuer, bound)
+    async with httpx.AsyncClient(base_url=own.base_url, headers=bearer(token)) as http:
+        ihi = make_ihi()
+        assert (await http.put(f"/registry/records/{ihi}/{bound}", json={})).status_code == 201
+        assert (await http.put(f"/registry/records/{ihi}/{other}", json={})).status_code == 403
+        assert (await http.put(f"/registry/records/{ihi}/{own.service_id}", json={})).status_code == 403
 
 
 async def test_token_refuses_unknown_scopes(own: RunningServer) -> None:

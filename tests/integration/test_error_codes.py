@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+import msgspec
 import pytest
 
 from registry import errors
@@ -15,6 +16,7 @@ from tests.conftest import GatewayClient
 from tests.factories import make_ihi, make_service_id, with_bad_check_digit
 from tests.fhir import BASE, record_body
 from tests.server import RunningServer
+from tests.subscriptions.helpers import subscription_body
 
 SYSTEM = f"{BASE}/CodeSystem/ief-error"
 
@@ -54,6 +56,25 @@ async def _invalid_resource(p: Parties) -> httpx.Response:
 async def _malformed(p: Parties) -> httpx.Response:
     headers = {"content-type": "application/json"}
     return await p.admin.put(f"/registry/records/{make_ihi()}/{p.service_id}", content=b'{"status": ', headers=headers)
+
+
+async def _too_deep(p: Parties) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    body = b'{"status": "active", "x": ' + b"[" * 40 + b"]" * 40 + b"}"
+    return await p.admin.put(f"/registry/records/{make_ihi()}/{p.service_id}", content=body, headers=headers)
+
+
+async def _duplicate_key(p: Parties) -> httpx.Response:
+    body = msgspec.json.encode(record_body(make_ihi(), p.service_id))
+    repeated = body.replace(b'"resourceType":"Basic"', b'"resourceType":"Basic","resourceType":"Basic"', 1)
+    assert repeated != body
+    return await p.admin.post("/fhir/Basic", content=repeated, headers={"content-type": "application/fhir+json"})
+
+
+async def _address_refused(p: Parties) -> httpx.Response:
+    topic = f"{p.server.base_url}/fhir/SubscriptionTopic/patient-registration"
+    body = subscription_body(topic, "https://169.254.169.254/hook")  # link-local: a cloud's metadata service
+    return await p.admin.post("/fhir/Subscription", json=body)
 
 
 async def _unknown_parameter(p: Parties) -> httpx.Response:
@@ -121,6 +142,9 @@ CASES: dict[str, tuple[Case, ErrorCode]] = {
     "unknown-service": (_unknown_service, ErrorCode.UNKNOWN_SERVICE),
     "invalid-resource": (_invalid_resource, ErrorCode.INVALID_RESOURCE),
     "malformed": (_malformed, ErrorCode.MALFORMED_REQUEST),
+    "too-deep": (_too_deep, ErrorCode.JSON_TOO_DEEP),
+    "duplicate-key": (_duplicate_key, ErrorCode.JSON_DUPLICATE_KEY),
+    "address-refused": (_address_refused, ErrorCode.ADDRESS_REFUSED),
     "unknown-parameter": (_unknown_parameter, ErrorCode.UNKNOWN_PARAMETER),
     "too-many-parameters": (_too_many_parameters, ErrorCode.TOO_MANY_PARAMETERS),
     "too-large": (_too_large, ErrorCode.TOO_LARGE),

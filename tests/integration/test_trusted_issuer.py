@@ -16,14 +16,16 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from registry.auth.wiring import start_auth
-from registry.config import AuthSettings, DatabaseSettings, Settings, TrustedIssuer
+from registry.config import AuthSettings, DatabaseSettings, OutboundSettings, Settings, TrustedIssuer
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from tests.auth import bearer
-from tests.factories import make_hpii, make_ihi, make_rsa_key, make_service_id
+from tests.factories import LOOPBACK_NETWORKS, make_hpii, make_ihi, make_rsa_key, make_service_id
 from tests.pg import TestCluster
 from tests.server import RunningServer, json_server, running_server
 
+LOOPBACK = OutboundSettings(allowed_networks=LOOPBACK_NETWORKS)
+"""The authority's JWKS is served on loopback."""
 AUTHORITY = "https://healthconnect.example/oauth"
 AUDIENCE = "https://registry.example"
 EXTERNAL_CLIENT = "hc-gateway-7"
@@ -79,7 +81,7 @@ async def authority(template: TestCluster) -> AsyncIterator[Authority]:
             jwks_url=f"{jwks_base}/jwks",
             clients={EXTERNAL_CLIENT: local.client_id},
         )
-        settings = Settings(auth=AuthSettings(trusted_issuers=[trusted], client_cache_seconds=0))
+        settings = Settings(auth=AuthSettings(trusted_issuers=[trusted], client_cache_seconds=0), outbound=LOOPBACK)
         async with running_server(settings, database_url, service_id) as server:
             await server.add_service(gateway)
             yield Authority(key, server, gateway)
@@ -138,7 +140,7 @@ async def test_authority_keys_from_a_jwks_file(template: TestCluster, tmp_path: 
     trusted = TrustedIssuer(
         issuer=AUTHORITY, audience=AUDIENCE, jwks_file=str(jwks_file), clients={EXTERNAL_CLIENT: local}
     )
-    settings = Settings(auth=AuthSettings(trusted_issuers=[trusted]))
+    settings = Settings(auth=AuthSettings(trusted_issuers=[trusted]), outbound=LOOPBACK)
     async with running_server(settings, database_url, service_id) as server:
         authority = Authority(first, server, gateway)
         assert (await _put(authority, gateway, _external_token(first))).status_code == 201

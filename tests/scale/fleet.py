@@ -29,8 +29,9 @@ from tests.bench.servers import (
     server_environment,
     stop_process,
 )
+from tests.factories import make_service_id
 
-__all__ = ("Fleet", "WorkerProcess", "dev_token", "fleet", "log_events")
+__all__ = ("Fleet", "WorkerProcess", "deployment_settings", "dev_token", "fleet", "log_events")
 
 
 def log_events(log: Path, event: str) -> list[dict[str, object]]:
@@ -53,6 +54,23 @@ def dev_token(server: ServerProcess) -> dict[str, str]:
         if line.startswith("Development admin token"):
             return {"Authorization": f"Bearer {lines[number + 1].strip()}"}
     raise RuntimeError(f"no development token in {server.log} (is IEF_DEV set?)")
+
+
+def deployment_settings(hash_key: str, public_base: str) -> dict[str, str]:
+    """The settings every process of a test deployment shares, as behind one load balancer.
+
+    One service ID, IHI hash key and public base URL; dev mode (http subscribers on loopback); no
+    access log; the per-client rate limit out of the way of the test's one client.
+    """
+    return {
+        "IEF_SERVICE_ID": make_service_id(),
+        "IEF_LOG_HASH_KEY": hash_key,
+        "IEF_PUBLIC_BASE_URL": public_base,
+        "IEF_DEV": "true",
+        "IEF_LOG_ACCESS": "false",
+        "IEF_AUTH_RATE_PER_SECOND": "100000",
+        "IEF_AUTH_RATE_BURST": "100000",
+    }
 
 
 class WorkerProcess:

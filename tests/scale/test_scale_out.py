@@ -19,7 +19,7 @@ import pytest
 
 from tests.factories import make_ihi, make_service_id
 from tests.pg import TestCluster
-from tests.scale.fleet import dev_token, fleet
+from tests.scale.fleet import deployment_settings, dev_token, fleet
 from tests.server import add_service
 from tests.subscriptions.helpers import subscription_body
 from tests.subscriptions.subscriber import Hook, Subscriber
@@ -79,14 +79,7 @@ async def test_two_servers_and_two_workers_deliver_every_event_once_in_order(
     database_url = await template.new_database()
     gateway = make_service_id()
     await add_service(database_url, gateway)
-    settings = {
-        "IEF_SERVICE_ID": make_service_id(),
-        "IEF_LOG_HASH_KEY": "scale-out",
-        "IEF_PUBLIC_BASE_URL": PUBLIC_BASE,
-        "IEF_DEV": "true",  # http subscribers on loopback
-        "IEF_LOG_ACCESS": "false",
-        "IEF_AUTH_RATE_PER_SECOND": "100000",
-        "IEF_AUTH_RATE_BURST": "100000",
+    settings = deployment_settings("scale-out", PUBLIC_BASE) | {
         "IEF_SUBSCRIPTIONS_WORKER_CONCURRENCY": "2",  # so that no one loop can hold every subscription at once
     }
     work = Path(tempfile.mkdtemp(prefix="ief-test-scale-out-"))

@@ -97,6 +97,24 @@ class Hook:
         """Every event number received, in arrival order (repeats included)."""
         return [n for r in self.received if r.kind == "event-notification" for n in r.event_numbers]
 
+    def processed_event_numbers(self) -> tuple[list[int], int]:
+        """The event numbers a subscriber that keeps webhook-ids processes (a repeat is skipped), and the repeats.
+
+        A repeat must be the same bytes as the notification it repeats (``AssertionError`` if not).
+        """
+        first: dict[str, bytes] = {}
+        numbers: list[int] = []
+        repeats = 0
+        for request in self.of_kind("event-notification"):
+            webhook_id = request.headers["webhook-id"]
+            if webhook_id in first:
+                assert first[webhook_id] == request.body, f"{webhook_id} was sent again with other bytes"
+                repeats += 1
+                continue
+            first[webhook_id] = request.body
+            numbers += request.event_numbers
+        return numbers, repeats
+
     async def wait(self, until: Callable[[Hook], bool], within: float = 15.0) -> None:
         """Wait until ``until(self)`` holds (fails the test after ``within`` seconds)."""
         deadline = time.monotonic() + within

@@ -21,7 +21,7 @@ from tests.pg import TestCluster
 from tests.server import running_server
 from tests.subscriptions.conftest import fast_settings
 from tests.subscriptions.helpers import IHI_SYSTEM, Subscriptions
-from tests.subscriptions.subscriber import Subscriber
+from tests.subscriptions.subscriber import Hook, Subscriber
 
 
 @asynccontextmanager
@@ -47,6 +47,14 @@ async def _burst(count: int, concurrency: int, register: Callable[[int], Awaitab
 
     await asyncio.gather(*(lane() for _ in range(concurrency)))
     return count / (time.perf_counter() - started)
+
+
+async def _start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``ief-registry worker`` as a process of its own (so that it can be killed), its output discarded."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry", "worker", env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 async def test_registration_to_verified_notification(subs: Subscriptions) -> None:
@@ -85,13 +93,7 @@ async def test_worker_killed_mid_burst_delivers_everything_in_order(
     async with _own_server(template, subscriber, settings) as subs:
         env["IEF_DATABASE_URL"] = subs.server.database_url
 
-        async def start_worker() -> asyncio.subprocess.Process:
-            return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "registry", "worker", env=env, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-
-        worker = await start_worker()
+        worker = await _start_worker(env)
         try:
             hooks = [subscriber.hook(), subscriber.hook()]
             created = [await subs.create(subs.body(hook, max_count=25)) for hook in hooks]
@@ -110,7 +112,7 @@ async def test_worker_killed_mid_burst_delivers_everything_in_order(
 
             await _burst(total, 8, register)
             assert worker.returncode == -signal.SIGKILL
-            worker = await start_worker()
+            worker = await _start_worker(env)
             for hook in hooks:
                 await hook.wait(lambda h: set(h.event_numbers()) >= set(range(1, total + 1)), within=90)
         finally:
@@ -118,10 +120,8 @@ async def test_worker_killed_mid_burst_delivers_everything_in_order(
                 worker.terminate()
                 await worker.wait()
         for hook, subscription in zip(hooks, created, strict=True):
-            assert list(dict.fromkeys(hook.event_numbers())) == list(range(1, total + 1))  # first arrivals in order
-            bodies: dict[str, bytes] = {}
-            for request in hook.of_kind("event-notification"):  # a repeat is the in-flight one, resent as it was
-                assert bodies.setdefault(request.headers["webhook-id"], request.body) == request.body
+            # each event once, in order; a repeat is the notification in flight at the kill, resent as it was
+            assert hook.processed_event_numbers()[0] == list(range(1, total + 1))
             events = await subs.http.get(
                 f"/fhir/Subscription/{subscription['id']}/$events",
                 params={"eventsSinceNumber": "1", "eventsUntilNumber": str(total)},
@@ -133,6 +133,46 @@ async def test_worker_killed_mid_burst_delivers_everything_in_order(
                 subscription["id"],
             )
             assert {(r["state"], r["n"]) for r in states} == {("delivered", total)}
+
+
+@pytest.mark.slow
+async def test_a_notification_sent_but_not_recorded_is_sent_again_as_it_was(
+    template: TestCluster, subscriber: Subscriber
+) -> None:
+    """The worker dies after the subscriber took a notification and before its 2xx was recorded, and more events
+    arrive meanwhile: the next worker sends that notification again with the same events, bytes and webhook-id
+    (a subscriber that keeps webhook-ids sees each event once), then the newer events."""
+    settings = fast_settings(worker=False)
+    env = {
+        **os.environ, "IEF_DEV": "true", "IEF_LOG_LEVEL": "warning", "IEF_SUBSCRIPTIONS_POLL_INTERVAL": "0.05",
+        "IEF_SUBSCRIPTIONS_LEASE_MARGIN": "0.5",
+    }  # fmt: skip
+    async with _own_server(template, subscriber, settings) as subs:
+        env["IEF_DATABASE_URL"] = subs.server.database_url
+
+        worker = await _start_worker(env)
+        try:
+            hook = subscriber.hook()
+            created = await subs.create(subs.body(hook, max_count=10, timeout=5))
+            await subs.wait_status(created["id"], "active", within=30)
+            hook.delay = 3.0  # the subscriber holds its answer: the worker is killed while waiting for it
+            await subs.register(make_ihi())
+            await hook.wait_count("event-notification", 1, within=30)
+            worker.kill()
+            await worker.wait()
+            hook.delay = 0.0
+            for _ in range(3):  # events 2..4 arrive while event 1's notification waits for its lease to end
+                await subs.register(make_ihi())
+            worker = await _start_worker(env)
+            await hook.wait(lambda h: set(h.event_numbers()) >= {1, 2, 3, 4}, within=60)
+        finally:
+            if worker.returncode is None:
+                worker.terminate()
+                await worker.wait()
+    first, again, *_rest = hook.of_kind("event-notification")
+    assert first.event_numbers == again.event_numbers == [1]
+    assert again.headers["webhook-id"] == first.headers["webhook-id"]
+    assert hook.processed_event_numbers() == ([1, 2, 3, 4], 1)
 
 
 @pytest.mark.slow
@@ -172,6 +212,11 @@ async def test_backlog_after_downtime_and_a_dead_subscriber_delays_no_one(templa
     finally:
         await own.down()
     assert max(latencies) < 1.0 + 2.0, latencies  # one delivery timeout, plus a margin for a busy machine
+
+
+async def _delivered(hook: Hook, events: int) -> None:
+    """Wait until ``hook`` has received ``events`` events in all."""
+    await hook.wait(lambda received: len(received.event_numbers()) >= events, within=60)
 
 
 def _registrar(subs: Subscriptions, ihis: list[str]) -> Callable[[int], Awaitable[object]]:
@@ -225,21 +270,28 @@ async def test_ten_thousand_subscriptions_match_by_index_and_cost_little(
         assert sorted(by_id[s] for s in notified) == sorted(subscribed)
 
         # Side by side, alternating which goes first: registrations with no subscriptions, registrations of
-        # subscribed patients (matched, numbered and delivered), and of patients nobody subscribed to.
+        # subscribed patients (matched, numbered and delivered), and of patients nobody subscribed to. Each kind is
+        # measured by its best run of three: on a shared machine other work only ever slows a run down, so the best
+        # run is the one least disturbed, and comparing the best runs compares the server's costs, not the load
+        # that happened to fall on one run. A matching run's notifications are delivered before the next run
+        # starts, so that run is not charged for them.
         rates: dict[str, list[float]] = {"plain": [], "matching": [], "unmatched": []}
-        for round_number in range(2):
-            batch = ihis[1000 * (round_number + 1) : 1000 * (round_number + 1) + 120]
-            fresh = [make_ihi() for _ in range(120)]
+        delivered = 50
+        for round_number in range(3):
+            batch = ihis[1000 * (round_number + 1) : 1000 * (round_number + 1) + 100]
             runs = [
-                ("plain", plain, fresh),
+                ("plain", plain, [make_ihi() for _ in range(100)]),
                 ("matching", busy, batch),
-                ("unmatched", busy, [make_ihi() for _ in range(120)]),
+                ("unmatched", busy, [make_ihi() for _ in range(100)]),
             ]
             for name, subs, chosen in runs if round_number % 2 == 0 else runs[::-1]:
                 rates[name].append(await _burst(len(chosen), 8, _registrar(subs, chosen)))
-        matching = sum(rates["matching"]) / sum(rates["plain"])
-        unmatched = sum(rates["unmatched"]) / sum(rates["plain"])
-        print(f"registrations/s: {rates}; ratio matching {matching:.2f}, unmatched {unmatched:.2f}")
+                if name == "matching":
+                    delivered += len(chosen)
+                    await _delivered(hook, delivered)
+        matching = max(rates["matching"]) / max(rates["plain"])
+        unmatched = max(rates["unmatched"]) / max(rates["plain"])
+        print(f"registrations/s: {rates}; best-run ratio matching {matching:.2f}, unmatched {unmatched:.2f}")
         # The 80 % target is measured by the benchmark (tests/bench/notifications.py), with the server, the load and
         # the subscribers in processes of their own. Here one event loop runs the test, both servers, the delivery
         # worker and the subscriber: every notification the matching run causes is paid for by the same CPU that

@@ -14,11 +14,11 @@ from joserfc.jwk import RSAKey
 from standardwebhooks.webhooks import Webhook
 from structlog.testing import capture_logs
 
-from broker.subscriptions.endpoints import EndpointPolicy
 from broker.subscriptions.notifier import Notifier
 from broker.subscriptions.repository import SubscriptionRepository
 from broker.subscriptions.signing import generate_secret
 from registry.db.queries import load_queries
+from registry.outbound.egress import AddressPolicy
 from tests.cli import run_cli
 from tests.factories import make_ihi, make_service_id
 from tests.metrics import key, samples_of
@@ -252,8 +252,8 @@ async def test_c38_every_attempt_checks_the_endpoint_again(subs: Subscriptions) 
     async with subs.server.database.reader() as conn:
         stored = await SubscriptionRepository(load_queries()).get(conn, uuid.UUID(created["id"]))
     assert stored is not None
-    strict = Notifier(EndpointPolicy(dev=False, allowed_networks="10.0.0.0/8"), max_connections=1)
-    lenient = Notifier(EndpointPolicy(dev=True), max_connections=1)
+    strict = Notifier(AddressPolicy(dev=False, allowed_networks="10.0.0.0/8"), max_connections=1)
+    lenient = Notifier(AddressPolicy(dev=True), max_connections=1)
     try:
         refused = await strict.send(stored, b"{}", "msg_strict")
         assert not refused.ok

@@ -6,7 +6,7 @@ import pytest
 from joserfc.jwk import OctKey
 
 from registry import errors
-from registry.auth.clients import KeyMaterial, check_key_url, hash_secret, public_key_from_pem, verify_secret
+from registry.auth.clients import KeyMaterial, hash_secret, public_key_from_pem, verify_secret
 from registry.auth.ratelimit import RateLimiter
 from registry.auth.scopes import is_scope, may_hold
 from tests.factories import make_rsa_key
@@ -71,26 +71,6 @@ def test_secret_hash_is_salted_and_verifies() -> None:
     assert verify_secret("s3cret", first)
     assert not verify_secret("s3cret!", first)
     assert not verify_secret("s3cret", "plain$text")
-
-
-@pytest.mark.parametrize(
-    ("url", "allow_http", "ok"),
-    [
-        ("https://keys.example/jwks.json", False, True),
-        ("http://127.0.0.1:8080/.well-known/jwks.json", False, True),
-        ("http://localhost/jwks", False, True),
-        ("http://keys.example/jwks.json", False, False),
-        ("http://keys.example/jwks.json", True, True),
-        ("ftp://keys.example/jwks.json", True, False),
-    ],
-)
-def test_key_urls(url: str, allow_http: bool, ok: bool) -> None:
-    """JWKS URLs are https; plain http only on loopback or in dev mode."""
-    if ok:
-        assert check_key_url(url, allow_http=allow_http) == url
-    else:
-        with pytest.raises(errors.InvalidInput):
-            check_key_url(url, allow_http=allow_http)
 
 
 def test_key_material_keeps_only_public_halves() -> None:

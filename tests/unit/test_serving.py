@@ -1,14 +1,18 @@
-"""How requests are served: the socket ``serve --workers N`` shares, and nothing per request in a thread."""
+"""How requests are served: the socket ``serve --workers N`` shares, nothing per request in a thread, and idle
+connections kept longer than clients reuse them."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
+import httpx
 import uvicorn
 from litestar.utils.sync import AsyncCallable
 
 from registry.cli.serving import worker_listener
+from registry.config import Settings
+from registry.server.limits import uvicorn_options
 from tests.server import free_port, route_handlers
 
 
@@ -45,3 +49,15 @@ def test_no_route_runs_guards_or_dependencies_in_threads() -> None:
         assert not handler.has_sync_callable or handler.sync_to_thread is False, path
         checked += 1
     assert checked >= 8
+
+
+def test_the_server_keeps_an_idle_connection_longer_than_an_httpx_client_reuses_it() -> None:
+    """A server that closes an idle connection when its client may still reuse it resets the request sent in that
+    moment (the client sees ReadError): the server's keep-alive outlasts httpx's idle expiry (the registry's own peers
+    and the tests' clients), by default and as ``serve`` gives it to uvicorn."""
+    options = uvicorn_options(Settings())
+    client_expiry = httpx.Limits().keepalive_expiry
+    assert client_expiry is not None
+    assert options["timeout_keep_alive"] >= 2 * client_expiry
+    config = uvicorn.Config("registry.server.asgi:create", **options)
+    assert config.timeout_keep_alive == Settings().http.keep_alive_timeout

@@ -1,9 +1,9 @@
-"""Pure subscription rules: filters, retry schedule and jitter, endpoint policy, signatures, permissions."""
+"""Pure subscription rules: filters, retry schedule and jitter, signatures, permissions (the endpoint
+policy is the outbound address policy: tests/security/test_outbound_addresses.py)."""
 
 from __future__ import annotations
 
 import base64
-import ipaddress
 import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -12,7 +12,6 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from broker.subscriptions import permissions
-from broker.subscriptions.endpoints import EndpointPolicy, EndpointRefused, ResolutionFailed
 from broker.subscriptions.filters import parse_filters
 from broker.subscriptions.retry import RetryPolicy, parse_duration, parse_retry_after, parse_schedule
 from broker.subscriptions.signing import check_secret, generate_secret, webhook_headers
@@ -91,41 +90,6 @@ def test_retry_after_is_honoured_and_capped() -> None:
     assert parse_duration("250ms") == 0.25
     with pytest.raises(ValueError, match="duration"):
         parse_duration("often")
-
-
-@pytest.mark.parametrize(
-    "address",
-    ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",  # noqa: S104
-     "::1",
-     "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "224.0.0.1", "240.0.0.1"],
-)  # fmt: skip
-def test_local_and_reserved_addresses_are_refused(address: str) -> None:
-    """Loopback, private, link-local (metadata), shared, unspecified, multicast and reserved addresses are refused."""
-    assert not EndpointPolicy(dev=False).address_allowed("example.org", ipaddress.ip_address(address))
-
-
-def test_allow_lists_and_dev_mode() -> None:
-    """Allow-listed hosts and networks pass; dev mode allows any address and http; public addresses always pass."""
-    loopback = ipaddress.ip_address("127.0.0.1")
-    assert EndpointPolicy(dev=False, allowed_hosts="hook.internal").address_allowed("hook.internal", loopback)
-    assert EndpointPolicy(dev=False, allowed_networks="127.0.0.0/8").address_allowed("x", loopback)
-    assert EndpointPolicy(dev=True).address_allowed("x", loopback)
-    assert EndpointPolicy(dev=False).address_allowed("x", ipaddress.ip_address("8.8.8.8"))
-    assert EndpointPolicy(dev=True).check_url("http://127.0.0.1:9/x") == ("http", "127.0.0.1", 9)
-    with pytest.raises(EndpointRefused, match="https"):
-        EndpointPolicy(dev=False).check_url("http://example.org/x")
-
-
-async def test_endpoints_are_checked_after_resolution() -> None:
-    """A host name is resolved and every address checked: localhost is refused, an unknown name fails to resolve."""
-    with pytest.raises(EndpointRefused):
-        await EndpointPolicy(dev=False).resolve_checked("https://localhost/x")
-    with pytest.raises(ResolutionFailed):
-        await EndpointPolicy(dev=False).resolve_checked("https://no-such-host.invalid/x")
-    target = await EndpointPolicy(dev=False, allowed_hosts="localhost").resolve_checked("https://localhost:8443/x")
-    assert ipaddress.ip_address(target.address).is_loopback
-    assert target.host_header == "localhost:8443"
-    assert target.connect_url().startswith(f"https://{'[' if ':' in target.address else ''}{target.address}")
 
 
 def test_signatures_verify_with_the_reference_library() -> None:
