@@ -11,9 +11,10 @@ ALTER TABLE clients
     ADD COLUMN purposes text[] NOT NULL DEFAULT '{}';
 
 -- IEF-Requester assertions are signed by an outbound key of their own (ES256: one per gateway asked,
--- so it must be cheap), published in /.well-known/jwks.json like the others.
+-- so it must be cheap), published in /.well-known/jwks.json like the others (the audit key of 0008 is not).
 ALTER TABLE auth_keys DROP CONSTRAINT auth_keys_purpose_check;
-ALTER TABLE auth_keys ADD CONSTRAINT auth_keys_purpose_check CHECK (purpose IN ('issuer', 'outbound', 'requester'));
+ALTER TABLE auth_keys ADD CONSTRAINT auth_keys_purpose_check
+    CHECK (purpose IN ('issuer', 'outbound', 'audit', 'requester'));
 
 -- Security labels are part of the record and of its history.
 ALTER TABLE records ADD COLUMN security_labels text[] NOT NULL DEFAULT '{}';
@@ -39,6 +40,11 @@ BEGIN
     WHERE (n.status, n.type, n.security_labels) IS DISTINCT FROM (o.status, o.type, o.security_labels);
     RETURN NULL;
 END $$;
+
+-- Replacing a function resets what 0007 set on these: history rows are written by the owner's
+-- triggers alone (the server's role has no INSERT on record_history), so they run as the owner again.
+ALTER FUNCTION record_history_on_insert() SECURITY DEFINER SET search_path = pg_catalog, public;
+ALTER FUNCTION record_history_on_update() SECURITY DEFINER SET search_path = pg_catalog, public;
 
 -- put_record() takes the record's security labels: NULL keeps the stored ones (a writer that does
 -- not speak of labels never clears them), an array replaces them; a change of labels is a change.
@@ -145,12 +151,20 @@ BEGIN
 END $$;
 
 -- The audit row says why and for whom (purpose of use, the requesting practitioner's HPI-I), how
--- many records were withheld, and whether anything was disclosed by break-glass.
+-- many records were withheld, and whether anything was disclosed by break-glass. Added on the
+-- partitioned parent (0008), they reach every month kept (closed ones too: a column with a constant
+-- default rewrites nothing), and the months made ahead later copy the parent (audit_create_month:
+-- LIKE audit_events), as does the index. Rows from before hash as they did: the chain's canonical
+-- form takes these columns only for a row that says something of them (registry/audit/chain.py).
+-- The CHECK is NOT VALID so that adding it does not read every kept row (each holds the default);
+-- it holds for every row written from now on, in every month. The break-glass index is built once
+-- over the kept months (small: only break-glass rows are in it).
 ALTER TABLE audit_events
     ADD COLUMN purpose_of_use text,
     ADD COLUMN practitioner   text,
-    ADD COLUMN withheld       integer NOT NULL DEFAULT 0 CHECK (withheld >= 0),
-    ADD COLUMN break_glass    boolean NOT NULL DEFAULT false;
+    ADD COLUMN withheld       integer NOT NULL DEFAULT 0,
+    ADD COLUMN break_glass    boolean NOT NULL DEFAULT false,
+    ADD CONSTRAINT audit_events_withheld_check CHECK (withheld >= 0) NOT VALID;
 
 CREATE INDEX audit_events_break_glass_idx ON audit_events (recorded, id) WHERE break_glass;
 
@@ -252,3 +266,23 @@ END $$;
 
 CREATE TRIGGER consents_changed AFTER INSERT OR UPDATE ON consents
     FOR EACH ROW EXECUTE FUNCTION consents_changed();
+
+-- A Consent's history and the patient's compact policy are written by that trigger alone, as the
+-- owner (like record history since 0007): the server's role reads them and cannot forge or change them.
+ALTER FUNCTION consents_changed() SECURITY DEFINER SET search_path = pg_catalog, public;
+
+-- The server's role (migration 0007; docs/deployment.md, "Database roles"): what a server process
+-- does with the new tables. It writes Consents (every version; never deletes one), reads their
+-- history and the patients' policies, and calls put_record (made again above) as before. Columns
+-- added to tables it already had (clients, records, record_history, subscriptions,
+-- subscription_events, audit_events and every month of it) come with the grants of their table.
+-- Without the role (one role does everything), nothing to do.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ief_server') THEN
+        RETURN;
+    END IF;
+    GRANT SELECT, INSERT, UPDATE ON consents TO ief_server;
+    GRANT SELECT ON consent_history, patient_policies TO ief_server;
+    GRANT EXECUTE ON FUNCTION put_record(text, text, text, text, text[]) TO ief_server;
+END $$;
