@@ -79,7 +79,7 @@ HPII_PREFIX = "800361"
 HPIO_SYSTEM = "http://ns.electronichealth.net.au/id/hi/hpio/1.0"
 HPIO_PREFIX = "800362"
 
-_DIGITS16 = re.compile(r"^[0-9]{16}$")
+_DIGITS16 = re.compile(r"[0-9]{16}")
 
 
 def label_system(code: str) -> str:
@@ -88,14 +88,13 @@ def label_system(code: str) -> str:
 
 
 def _healthcare_identifier(value: str, prefix: str, name: str) -> str:
-    text = value.strip()
-    if not _DIGITS16.match(text):
+    if not _DIGITS16.fullmatch(value):
         raise InvalidValueError(f"an {name} is exactly 16 decimal digits")
-    if not text.startswith(prefix):
+    if not value.startswith(prefix):
         raise InvalidValueError(f"an {name} starts with {prefix}")
-    if not luhn_valid(text):
+    if not luhn_valid(value):
         raise InvalidValueError(f"the {name} check digit is wrong (Luhn)")
-    return text
+    return value
 
 
 def parse_hpii(value: str) -> str:
@@ -122,7 +121,7 @@ def parse_purpose(value: str) -> str:
     Raises:
         InvalidValueError: not a PurposeOfUse code.
     """
-    system, bar, code = value.strip().rpartition("|")
+    system, bar, code = value.rpartition("|")
     if bar and system and system != PURPOSE_SYSTEM:
         raise InvalidValueError(f"a purpose of use is a code of {PURPOSE_SYSTEM}")
     if code not in PURPOSES:
@@ -136,7 +135,7 @@ def parse_label(value: str) -> str:
     Raises:
         InvalidValueError: not a known label.
     """
-    code = value.strip()
+    code = value
     if code not in LABELS:
         raise InvalidValueError(
             f"{code!r} is not a security label: confidentiality U L M N R V, or sensitivity "

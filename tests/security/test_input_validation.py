@@ -22,9 +22,10 @@ from registry import errors
 from registry.audit.search import date_bounds, parse_patient
 from registry.auth.clients import check_bound_service
 from registry.auth.scopes import is_scope
+from schemas.privacy import PURPOSE_SYSTEM, parse_hpii, parse_hpio, parse_label, parse_purpose
 from schemas.types import InvalidValueError, ascii_int, parse_ihi, parse_service_id
 from tests.conftest import GatewayClient
-from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
+from tests.factories import IHI_SYSTEM, make_hpii, make_ihi, make_service_id
 from tests.fhir import fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,10 @@ def _accepts(check: Callable[[str], object]) -> Callable[[str], bool]:
 
 VALIDATORS: dict[str, tuple[Callable[[str], bool], list[str], bool]] = {
     "IHI": (_accepts(parse_ihi), ["8003608166690503"], False),
+    "HPI-I": (_accepts(parse_hpii), ["8003611234567893"], False),
+    "HPI-O": (_accepts(parse_hpio), ["8003621234567892"], False),
+    "purpose of use": (_accepts(parse_purpose), ["TREAT", "ETREAT", f"{PURPOSE_SYSTEM}|HRESCH"], False),
+    "security label": (_accepts(parse_label), ["PSY", "R", "HIV"], False),
     "service ID": (
         _accepts(parse_service_id),
         ["0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5bd9cb469fa16570867728950e", "01HZY3K5QW8X2V9T6R4M0N7P1S"],
@@ -178,6 +183,24 @@ async def test_fhir_basic_with_a_smuggled_ihi_is_422(fhir: httpx.AsyncClient, ga
         response = await fhir.post("/fhir/Basic", json=body)
         assert response.status_code == 422, value
     assert (await fhir.get(f"/registry/records/{ihi}")).json()["records"] == []
+
+
+async def test_a_smuggled_purpose_or_practitioner_header_is_422(client: httpx.AsyncClient) -> None:
+    """``IEF-Purpose-Of-Use`` and ``IEF-On-Behalf-Of`` values with a smuggled character are 422
+    ``invalid-privacy-context`` (never taken as another code or HPI-I); the valid values are taken."""
+    ihi = make_ihi()
+    for header, valid in ((b"ief-purpose-of-use", "TREAT"), (b"ief-on-behalf-of", make_hpii())):
+        assert (await client.get(f"/registry/records/{ihi}", headers={header: valid.encode()})).status_code == 200
+        sent = 0
+        for how, value in smuggled(valid, ows=True):
+            try:
+                response = await client.get(f"/registry/records/{ihi}", headers={header: value.encode()})
+            except httpx.LocalProtocolError:
+                continue  # a byte no HTTP/1.1 header may carry (CR, LF, NUL, other controls): cannot be sent
+            assert response.status_code == 422, (header, how, response.text)
+            assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "invalid-privacy-context"
+            sent += 1
+        assert sent >= 5, f"only {sent} variants of {header!r} could be sent"
 
 
 async def test_unsafe_request_id_is_replaced(anonymous: httpx.AsyncClient) -> None:
