@@ -114,6 +114,7 @@ class _BuiltIn:
         client_id, service_id = claims.get("sub"), claims.get(SERVICE_CLAIM)
         if not isinstance(client_id, str) or not isinstance(service_id, str):
             raise errors.Unauthenticated("the token lacks its client or service binding")
+        purpose, practitioner = _stated(claims)
         return Principal(
             client_id=client_id,
             service_id=service_id,
@@ -121,8 +122,8 @@ class _BuiltIn:
             issuer=self.issuer,
             expires_at=_expiry(claims),
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
-            purpose=_stated(claims)[0],
-            practitioner=_stated(claims)[1],
+            purpose=purpose,
+            practitioner=practitioner,
         )
 
 
@@ -168,6 +169,7 @@ class _External:
         state = await clients.state(local_id)
         if state is None:
             raise errors.Unauthenticated("the token's client is not mapped to a client of this registry")
+        purpose, practitioner = _stated(claims)
         return Principal(
             client_id=local_id,
             service_id=state.service_id,
@@ -175,8 +177,8 @@ class _External:
             issuer=self.issuer,
             expires_at=_expiry(claims),
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
-            purpose=_stated(claims)[0],
-            practitioner=_stated(claims)[1],
+            purpose=purpose,
+            practitioner=practitioner,
         )
 
 
