@@ -75,9 +75,11 @@ LOOKUP_SCOPES = ("system/Basic.rs",)
 """What this registry asks a peer's token endpoint for: the scope of a record look-up."""
 
 PEER_REQUEST_ID = "IEF-Request-Id"
-PURPOSE_HEADER = "IEF-Purpose-Of-Use"
-ON_BEHALF_OF_HEADER = "IEF-On-Behalf-Of"
 """The header that carries this look-up's request ID to the peer (recorded in the peer's audit)."""
+PURPOSE_HEADER = "IEF-Purpose-Of-Use"
+"""The header that carries the consumer's purpose of use to the peer, for the peer's own decision."""
+ON_BEHALF_OF_HEADER = "IEF-On-Behalf-Of"
+"""The header that carries the requesting practitioner's HPI-I to the peer."""
 
 _decoder = msgspec.json.Decoder(PeerRecordList)
 _MAX_NAME = 200
@@ -198,14 +200,14 @@ class PeerClient:
             raise PeerTimeout(f"no answer within {within:.2f} s") from None
 
     async def _ask(
-        self, peer: OutboundTarget, ihi: str, statuses: list[str], seconds: float, request_id: dict[str, str]
+        self, peer: OutboundTarget, ihi: str, statuses: list[str], seconds: float, stated: dict[str, str]
     ) -> PeerAnswer:
         url = records_url(peer.base_url, ihi)
         params = httpx.QueryParams([("follow", "false"), *(("status", status) for status in statuses)])
-        status, body = await self._get(peer, url, params, request_id, seconds)
+        status, body = await self._get(peer, url, params, stated, seconds)
         if status == 401:  # perhaps a cached token it no longer takes: drop it and try once more with a new one
             self._credentials.forget(peer)
-            status, body = await self._get(peer, url, params, request_id, seconds)
+            status, body = await self._get(peer, url, params, stated, seconds)
         if status in (401, 403):
             raise PeerRefused(f"it refused this registry's token ({status})")
         if status != 200:
