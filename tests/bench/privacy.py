@@ -43,7 +43,7 @@ from tests.bench.broker import _phase, _register, _run_load
 from tests.bench.run import _run_loadgen
 from tests.bench.scenarios import Scenario, ihi
 from tests.bench.servers import ROOT, Build, ServerProcess, checkout, git_describe
-from tests.factories import make_service_id
+from tests.factories import LOOPBACK_NETWORKS, make_service_id
 from tests.pg import TestCluster
 from tests.scale.fleet import log_events
 
@@ -52,6 +52,7 @@ __all__ = ("main", "parser")
 _SETTINGS = {
     "IEF_LOG_ACCESS": "false", "IEF_LOG_LEVEL": "warning", "IEF_AUTH_RATE_PER_SECOND": "1000000",
     "IEF_AUTH_RATE_BURST": "1000000",
+    "IEF_OUTBOUND_ALLOWED_NETWORKS": LOOPBACK_NETWORKS,  # the gateways run on loopback (an older build ignores it)
 }  # fmt: skip
 _OPT_OUT = {"resourceType": "Consent", "status": "active", "provision": {"type": "deny"}}
 _RESTRICTION = {
