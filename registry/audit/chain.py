@@ -94,7 +94,7 @@ def canonical(event: StoredAuditEvent) -> bytes:
 
 def _version(data: bytes) -> int:
     """The format version a canonical row begins with (0 when it begins with none)."""
-    head, comma, _ = data[:8].partition(b",")
+    head, comma, _ = bytes(memoryview(data)[:8]).partition(b",")  # any buffer (a msgspec.Raw too)
     version = ascii_int(head[1:].decode("latin-1"), max_digits=3) if head[:1] == b"[" and comma else None
     return version or 0
 
