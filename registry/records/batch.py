@@ -6,8 +6,8 @@ wins). Items carrying an ``idempotencyKey`` are claimed in one statement: a key 
 within 24 hours answers its first result again (``replayed``) and writes nothing, or is refused
 when it answered another item. The rest are written in chunks of one ``put_records`` statement
 each, which applies the rules of the single write in SQL (re-registration, the operator's
-decisions, type against kind, routable services); each item's first result is kept for its key in
-the same transaction.
+decisions, type against kind, routable services, security labels kept unless given); each item's
+first result is kept for its key in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from registry import errors
 from registry.http import refused_json
 from registry.records.idempotency import Answer, Keyed, fingerprint, is_item_key
 from schemas import strictjson
+from schemas.privacy import parse_labels
 from schemas.records import BatchItem, BatchItemResult, BatchResult
 from schemas.types import InvalidValueError, parse_ihi, parse_service_id
 
@@ -60,7 +61,10 @@ def _parse(raw: Any) -> BatchItem:
     item = msgspec.convert(value, BatchItem)
     if item.idempotency_key is not None and not is_item_key(item.idempotency_key):
         raise InvalidValueError("an idempotencyKey is 1 to 255 printable ASCII characters (spaces only between others)")
-    return msgspec.structs.replace(item, ihi=parse_ihi(item.ihi), service_id=parse_service_id(item.service_id))
+    labels = None if item.security_labels is None else list(parse_labels(item.security_labels))
+    return msgspec.structs.replace(
+        item, ihi=parse_ihi(item.ihi), service_id=parse_service_id(item.service_id), security_labels=labels
+    )
 
 
 class Batch:
@@ -127,6 +131,7 @@ class Batch:
                 statuses=[str(item.status) for _, item in chunk],
                 types=[str(item.type) for _, item in chunk],
                 reasons=[item.reason for _, item in chunk],
+                labels=[None if item.security_labels is None else " ".join(item.security_labels) for _, item in chunk],
                 writer=self._writer,
             )
         for index, item in writes:
@@ -150,7 +155,8 @@ class Batch:
                 message = f"idempotencyKey {item.idempotency_key!r} names another item of this batch too"
                 self._results[index] = _error(index, _Code.IDEMPOTENCY_KEY_REUSED, message, item)
                 continue
-            print_ = fingerprint("batch-item", item.ihi, item.service_id, item.status, item.type, item.reason)
+            labels = None if item.security_labels is None else " ".join(item.security_labels)
+            print_ = fingerprint("batch-item", item.ihi, item.service_id, item.status, item.type, item.reason, labels)
             keyed[item.idempotency_key] = (index, Keyed(item.idempotency_key, print_))
         if not keyed:
             return {}

@@ -10,12 +10,13 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from registry import errors
+from registry.auth.requester import Requester
 from registry.auth.scopes import Principal
 from registry.http import decode_json_body, media_type, request_id
 from registry.records.idempotency import Answer, parse_key
 from registry.records.jobs import DEFAULT_STALE_AGE, LifecycleJobs, parse_age
-from registry.records.lifecycle import WRITE_STATUS
-from registry.records.service import Idempotent, Put, RecordService, to_record
+from registry.records.lifecycle import WRITE_STATUS, to_record
+from registry.records.service import Idempotent, Put, RecordService
 from registry.route import RouteSpec
 from schemas.audit import Interaction
 from schemas.records import BatchResult, RecordHistory, RecordList, RecordWrite, StaleReport
@@ -29,6 +30,7 @@ _READ = ("system/Basic.rs",)
 
 Records = NamedDependency[RecordService]
 Caller = NamedDependency[Principal]
+Asking = NamedDependency[Requester]
 IhiParam = Annotated[str, Parameter(description="The patient's IHI (16 digits, 800360 prefix, Luhn check digit).")]
 ServiceIdParam = Annotated[str, Parameter(description="The service ID: a UUID or a ULID.")]
 StatusParam = Annotated[
@@ -94,8 +96,9 @@ class RecordController(Controller):
         key = idempotency_key(request)
         idempotent = None if key is None else Idempotent(key, "native-put", _native_answer)
         put = await records.put(
-            ihi, service_id, data.status, data.type, actor=principal, reason=data.reason, idempotent=idempotent
-        )
+            ihi, service_id, data.status, data.type, actor=principal, reason=data.reason, idempotent=idempotent,
+            labels=data.security_labels,
+        )  # fmt: skip
         return replayed(put, "application/json") or Response(
             to_record(put.record), status_code=WRITE_STATUS[put.outcome]
         )
@@ -108,7 +111,7 @@ class RecordController(Controller):
     async def get_records(
         self,
         records: Records,
-        principal: Caller,
+        requester: Asking,
         request: Request[Any, Any, Any],
         ihi: IhiParam,
         status: StatusParam = None,
@@ -120,16 +123,16 @@ class RecordController(Controller):
         (and theirs in turn) and answers what it learned, with ``unresolved`` for what it could not.
         Records of disabled or retired services are shown only to the operator, with ``status`` given.
         """
-        return await records.for_ihi(ihi, status, follow=follow, request_id=request_id(request), actor=principal)
+        return await records.for_ihi(ihi, status, requester=requester, follow=follow, request_id=request_id(request))
 
     @get(
         "/{ihi:str}/history",
         operation_id="getRecordHistory",
         opt=RouteSpec(scopes=_READ, audit=Interaction.HISTORY_TYPE).opt,
     )
-    async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
-        """Every status change of every record of a patient, oldest first."""
-        return await records.history(ihi)
+    async def get_history(self, records: Records, requester: Asking, ihi: IhiParam) -> RecordHistory:
+        """Every status change of every record of a patient, oldest first (what may be disclosed to the caller)."""
+        return await records.history(ihi, requester=requester)
 
 
 class BatchController(Controller):

@@ -10,6 +10,7 @@ from uuid import UUID
 from registry.audit.repository import insert_columns
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
+from schemas.privacy import PatientPolicy, policy_decoder
 from schemas.records import Actor, HistoryEntry, ServiceRef
 from schemas.types import RecordChange, RecordStatus, RecordType, SearchStyle, ServiceKind, ServiceStatus
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredRecord", "Writer")
+__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredChange", "StoredRecord", "Writer", "policy_of")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,8 @@ class Writer:
 class StoredRecord:
     """A record row, with the storage-only fields the FHIR facade needs (id, version).
 
-    ``service`` is the service's directory entry, read by look-ups by IHI only.
+    ``service`` is the service's directory entry, read by look-ups by IHI only; ``policy`` the
+    patient's compiled Consents, read with every disclosure (empty: none).
     """
 
     ihi: str
@@ -54,6 +56,8 @@ class StoredRecord:
     last_updated: datetime
     service: ServiceRef | None = None
     service_status: ServiceStatus = ServiceStatus.ENABLED
+    security_labels: tuple[str, ...] = ()
+    policy: PatientPolicy = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,14 @@ def _version(row: asyncpg.Record) -> RecordVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredChange:
+    """One history entry, with the patient's compiled Consents (what its disclosure is decided on)."""
+
+    entry: HistoryEntry
+    policy: PatientPolicy
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRow:
     """The outcome of one batch row as the database reports it."""
 
@@ -89,6 +101,11 @@ class BatchRow:
     last_updated: datetime | None
     outcome: str
     held_reason: str | None = None
+
+
+def policy_of(raw: str | None) -> PatientPolicy:
+    """A patient's compact privacy policy as stored (jsonb text; NULL: no Consent)."""
+    return policy_decoder.decode(raw) if raw else ()
 
 
 def _stored(
@@ -104,6 +121,8 @@ def _stored(
         last_updated=row["last_updated"],
         service=service,
         service_status=service_status,
+        security_labels=tuple(row["security_labels"]),
+        policy=policy_of(row.get("policy")),
     )
 
 
@@ -133,6 +152,7 @@ def _history(row: asyncpg.Record) -> HistoryEntry:
         else None,
         reason=row["reason"],
         previous_service=row["previous_service"],
+        security_labels=list(row["security_labels"]) or None,
     )
 
 
@@ -146,17 +166,20 @@ class RecordRepository:
 
     async def put(
         self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, writer: Writer,
-        reason: str | None,
+        reason: str | None, labels: list[str] | None,
     ) -> tuple[StoredRecord, str]:  # fmt: skip
-        """Write one record; return it and ``created``, ``registered``, ``updated`` or ``unchanged``."""
+        """Write one record (``labels`` None keeps its security labels); return it and ``created``,
+        ``registered``, ``updated`` or ``unchanged``."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_, *writer.columns, reason)
+            row = await conn.fetchrow(
+                self._q["put_record"], ihi, service_id, status, type_, *writer.columns, reason, labels
+            )
         assert row is not None
         return _stored(row), row["outcome"]
 
     async def put_audited(
         self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, writer: Writer,
-        reason: str | None, audit_rows: list[tuple[str, AuditEntry]],
+        reason: str | None, labels: list[str] | None, audit_rows: list[tuple[str, AuditEntry]],
     ) -> tuple[StoredRecord, str]:  # fmt: skip
         """Write one record and insert the audit row of its outcome, in one statement.
 
@@ -167,8 +190,8 @@ class RecordRepository:
         columns = insert_columns([entry for _, entry in audit_rows])
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["put_record_audited"], ihi, service_id, status, type_, *writer.columns, reason, *columns,
-                outcomes,
+                self._q["put_record_audited"], ihi, service_id, status, type_, *writer.columns, reason, labels,
+                *columns, outcomes,
             )  # fmt: skip
         assert row is not None
         return _stored(row), row["outcome"]
@@ -188,12 +211,14 @@ class RecordRepository:
         statuses: list[str],
         types: list[str],
         reasons: list[str | None],
+        labels: list[str | None],
         writer: Writer,
     ) -> dict[int, BatchRow]:
-        """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``."""
+        """Apply one chunk of de-duplicated items in one statement; outcomes keyed by ``ord``. ``labels``
+        are each item's security labels, space-separated (None: keep the stored ones)."""
         with translate_db_errors():
             rows = await conn.fetch(
-                self._q["put_records"], ords, ihis, service_ids, statuses, types, reasons, *writer.columns
+                self._q["put_records"], ords, ihis, service_ids, statuses, types, reasons, labels, *writer.columns
             )
         return {
             row["ord"]: BatchRow(
@@ -223,11 +248,12 @@ class RecordRepository:
             rows = await conn.fetch(self._q["unrouted_services"], service_ids)
         return {row["service_id"] for row in rows}
 
-    async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
+    async def history(self, conn: Connection, ihi: str) -> list[StoredChange]:
         """Every change of every record of one IHI, oldest first."""
         with translate_db_errors():
             rows = await conn.fetch(self._q["get_history"], ihi)
-        return [_history(row) for row in rows]
+        policy = policy_of(rows[0]["policy"]) if rows else ()
+        return [StoredChange(_history(row), policy) for row in rows]
 
     async def by_id(self, conn: Connection, record_id: UUID) -> StoredRecord | None:
         """One record by its resource id."""

@@ -20,6 +20,7 @@ from broker.subscriptions.groups import GroupService
 from broker.subscriptions.resources import SubscriptionResources
 from registry import errors
 from registry.audit.checkpoints import PublishedCheckpoints
+from registry.auth.requester import Requester, requester_in
 from registry.auth.scopes import Principal, principal_of
 from registry.auth.wiring import AuthParts
 from registry.config import Settings
@@ -28,6 +29,7 @@ from registry.directory.service import DirectoryService
 from registry.fhir.audit_event.resources import AuditEventResources
 from registry.fhir.basic.resources import RecordResources
 from registry.fhir.conformance import Conformance
+from registry.fhir.consent.resources import ConsentResources
 from registry.fhir.endpoint.resources import EndpointResources, OrganizationResources
 from registry.fhir.metadata import Metadata
 from registry.fhir.patient.resources import Locator
@@ -47,6 +49,13 @@ def _principal(request: Request[Any, Any, Any]) -> Principal:
     if principal is None:  # only on a public route that asks for a caller: a wiring mistake
         raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
     return principal
+
+
+def _requester(request: Request[Any, Any, Any]) -> Requester:
+    requester = requester_in(request.scope["state"])
+    if requester is None:  # only on a public route that asks for a caller: a wiring mistake
+        raise errors.Unauthenticated("this needs a bearer token", token_sent=False)
+    return requester
 
 
 def _db(state: State) -> Database:
@@ -101,18 +110,22 @@ def dependencies(
     def fhir_audit(state: State) -> AuditEventResources:
         return AuditEventResources(services_of(state).audit, canon.base)
 
+    def fhir_consents(state: State) -> ConsentResources:
+        return ConsentResources(services_of(state).consents)
+
     def fhir_discovery(state: State) -> DiscoveryResources:
         return DiscoveryResources(services_of(state).discovery, canon)
 
     def fhir_subscriptions(state: State, request: Request[Any, Any, Any]) -> SubscriptionResources:
         return SubscriptionResources(services_of(state).subscriptions, canon, fhir_base(request))
 
-    def topic(url: str, *, r5: bool = False) -> dict[str, Any]:
+    def topic(url: str, topic_id: str, *, r5: bool = False) -> dict[str, Any]:
         render = topic_document if r5 else topic_basic
-        return render(url, version=metadata.version, date=metadata.date)
+        return render(url, version=metadata.version, date=metadata.date, topic=topic_id)
 
     provided: dict[str, Callable[..., Any]] = {
         "principal": _principal,
+        "requester": _requester,
         "db": _db,
         "auth": _auth,
         "records": _records,
@@ -132,6 +145,7 @@ def dependencies(
         "fhir_locator": fhir_locator,
         "fhir_audit": fhir_audit,
         "fhir_discovery": fhir_discovery,
+        "fhir_consents": fhir_consents,
         "fhir_subscriptions": fhir_subscriptions,
     }
     return {name: Provide(function, sync_to_thread=False) for name, function in provided.items()}

@@ -1,65 +1,75 @@
 -- name: put_record
--- Create, re-register or change one record; see put_record() in 0009_lifecycle.sql. $5..$8: the
--- actor (client, its bound service, whether it acts as the operator) and the reason.
-SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
-FROM put_record($1, $2, $3, $4, $5, $6, $7, $8);
+-- Create, re-register or change one record; see put_record() in 0011_privacy.sql. $5..$8: the
+-- actor (client, its bound service, whether it acts as the operator) and the reason; $9: the
+-- record's security labels, NULL to keep the stored ones.
+SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome, security_labels
+FROM put_record($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: put_record_audited
 -- put_record() and the request's audit row in one statement: a single statement is its own
 -- transaction, so one round trip commits both, or neither (BEGIN, write, audit insert and COMMIT
--- were four). $1..$8 as put_record. $9..$26 are the audit row once for each way the write can end
--- (parallel arrays as in insert_audit_events, records left empty) and $27 names those outcomes;
+-- were four). $1..$9 as put_record. $10..$31 are the audit row once for each way the write can end
+-- (parallel arrays as in insert_audit_events, records left empty) and $32 names those outcomes;
 -- the row whose outcome happened is inserted, with the record's id.
 WITH w AS MATERIALIZED (
-    SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome
-    FROM put_record($1, $2, $3, $4, $5, $6, $7, $8)
+    SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome, security_labels
+    FROM put_record($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ), audited AS (
     INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
                               method, path, query, client_id, client_service, client_address, token_id, observer,
-                              patients, records)
+                              patients, records, purpose_of_use, practitioner, withheld, break_glass)
     SELECT e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status, e.detail,
            e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
-           string_to_array(e.patients, ','), ARRAY[w.record_id]
+           string_to_array(e.patients, ','), ARRAY[w.record_id], e.purpose_of_use, e.practitioner, e.withheld,
+           e.break_glass
     FROM w
-    JOIN unnest($9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::smallint[],
-                $15::smallint[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-                $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
+    JOIN unnest($10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::text[], $15::smallint[],
+                $16::smallint[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
+                $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], $29::text[],
+                $30::integer[], $31::boolean[], $32::text[])
          AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
-              client_id, client_service, client_address, token_id, observer, patients, records, ended)
+              client_id, client_service, client_address, token_id, observer, patients, records, purpose_of_use,
+              practitioner, withheld, break_glass, ended)
       ON e.ended = w.outcome
 )
-SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome FROM w;
+SELECT ihi, service_id, record_id, status, type, version, last_updated, outcome, security_labels FROM w;
 
 -- name: put_records
--- Apply a batch chunk in one statement, with every rule of the single write. $1..$6 are parallel
--- arrays (ord, ihi, service_id, status, type, reason), de-duplicated by (ihi, service_id) by the
--- caller; $7..$9 the actor (client, its bound service, admin). Rows are written in key order so
--- that concurrent batches cannot deadlock. Outcome per input row: created, registered (an active
--- record written active again), updated, unchanged, held (an operator's decision the actor may not
--- change), unknown-service or type-mismatch. A row not written reports the values as stored
--- before this statement. IHIs are bpchar, the column's type: compared as text, the joins below
--- could not use the primary key.
+-- Apply a batch chunk in one statement, with every rule of the single write. $1..$7 are parallel
+-- arrays (ord, ihi, service_id, status, type, reason, security labels space-separated or NULL to
+-- keep the stored ones), de-duplicated by (ihi, service_id) by the caller; $8..$10 the actor
+-- (client, its bound service, admin). Rows are written in key order so that concurrent batches
+-- cannot deadlock. Outcome per input row: created, registered (an active record written active
+-- again), updated (status, type or labels changed), unchanged, held (an operator's decision the
+-- actor may not change), unknown-service or type-mismatch. A row not written reports the values as
+-- stored before this statement. IHIs are bpchar, the column's type: compared as text, the joins
+-- below could not use the primary key.
 WITH input AS (
     SELECT i.ord, i.ihi, i.service_id, i.status, i.type, i.reason,
+           coalesce(string_to_array(i.labels, ' '), r.security_labels, '{}') AS labels,
            CASE WHEN s.service_id IS NULL OR NOT routable_service(s.status) THEN 'unknown-service'
                 WHEN (i.type = 'registry') <> (s.kind = 'registry') THEN 'type-mismatch' END AS problem
-    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[], $6::text[])
-         AS i(ord, ihi, service_id, status, type, reason)
+    FROM unnest($1::int[], $2::bpchar[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+         AS i(ord, ihi, service_id, status, type, reason, labels)
     LEFT JOIN services s ON s.service_id = i.service_id
+    LEFT JOIN records r ON r.ihi = i.ihi AND r.service_id = i.service_id
 ), written AS (
     INSERT INTO records AS t (ihi, service_id, status, type, change, actor_client, actor_service, actor_admin, reason,
-                              held)
-    SELECT input.ihi, input.service_id, input.status, input.type, 'created', $7, $8, $9, input.reason,
-           $9 AND input.status <> 'active'
+                              held, security_labels)
+    SELECT input.ihi, input.service_id, input.status, input.type, 'created', $8, $9, $10, input.reason,
+           $10 AND input.status <> 'active', input.labels
     FROM input WHERE input.problem IS NULL ORDER BY input.ihi, input.service_id
     ON CONFLICT ON CONSTRAINT records_pkey DO UPDATE
-        SET status = excluded.status, type = excluded.type, version = t.version + 1, last_updated = now(),
+        SET status = excluded.status, type = excluded.type, security_labels = excluded.security_labels,
+            version = t.version + 1, last_updated = now(),
             change = CASE WHEN t.status = 'active' AND excluded.status = 'active' THEN 'registered'
                           WHEN t.status <> excluded.status THEN 'status-changed' ELSE 'updated' END,
             actor_client = excluded.actor_client, actor_service = excluded.actor_service,
             actor_admin = excluded.actor_admin, reason = excluded.reason, held = excluded.held,
             previous_service = NULL
-        WHERE ((t.status, t.type) IS DISTINCT FROM (excluded.status, excluded.type) OR excluded.status = 'active')
+        WHERE ((t.status, t.type, t.security_labels)
+               IS DISTINCT FROM (excluded.status, excluded.type, excluded.security_labels)
+               OR excluded.status = 'active')
           AND (NOT t.held OR excluded.actor_admin)
     RETURNING t.ihi, t.service_id, t.record_id, t.status, t.type, t.version, t.last_updated, t.change
 )
@@ -72,8 +82,9 @@ SELECT input.ord,
             WHEN w.version = 1 THEN 'created'
             WHEN w.change = 'registered' THEN 'registered'
             WHEN w.version IS NOT NULL THEN 'updated'
-            WHEN r.held AND NOT $9 AND ((r.status, r.type) IS DISTINCT FROM (input.status, input.type)
-                                         OR input.status = 'active') THEN 'held'
+            WHEN r.held AND NOT $10 AND ((r.status, r.type, r.security_labels)
+                                          IS DISTINCT FROM (input.status, input.type, input.labels)
+                                          OR input.status = 'active') THEN 'held'
             ELSE 'unchanged' END AS outcome,
        r.reason AS held_reason
 FROM input
@@ -90,13 +101,15 @@ SET LOCAL plan_cache_mode = force_custom_plan;
 -- name: get_records
 -- Records of one IHI with the given statuses, with the directory entry of each service (kind,
 -- name, base URL, search style, status: what a consumer or a peer registry needs to reach a
--- service it does not know). $3: include records of services that are not routed (the routing
--- rule, routable_service(), leaves them out otherwise).
+-- service it does not know), their security labels and the patient's compact privacy policy (NULL:
+-- no Consent). $3: include records of services that are not routed (the routing rule,
+-- routable_service(), leaves them out otherwise).
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
        s.kind AS service_kind, s.name AS service_name, s.base_url AS service_base_url,
-       s.search_style AS service_search_style, s.status AS service_status
+       s.search_style AS service_search_style, s.status AS service_status, r.security_labels, p.policy
 FROM records r
 JOIN services s ON s.service_id = r.service_id
+LEFT JOIN patient_policies p ON p.ihi = r.ihi
 WHERE r.ihi = $1 AND r.status = ANY($2::text[]) AND ($3 OR routable_service(s.status))
 ORDER BY r.service_id;
 
@@ -105,28 +118,34 @@ ORDER BY r.service_id;
 SELECT service_id FROM services WHERE service_id = ANY($1::text[]) AND NOT routable_service(status);
 
 -- name: get_history
--- Every change of every record of one IHI, oldest first, with who made it.
+-- Every change of every record of one IHI, oldest first, with who made it, the record's security
+-- labels at that version and the patient's privacy policy.
 SELECT h.service_id, h.record_id, h.version, h.status, h.type, h.change, h.previous_status, h.recorded_at,
-       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service, h.security_labels, p.policy
 FROM record_history h
+LEFT JOIN patient_policies p ON p.ihi = h.ihi
 WHERE h.ihi = $1
 ORDER BY h.id;
 
 -- name: get_record_by_id
--- One record by its resource id (the FHIR Basic id).
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+-- One record by its resource id (the FHIR Basic id), with the patient's privacy policy.
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       r.security_labels, p.policy
 FROM records r
+LEFT JOIN patient_policies p ON p.ihi = r.ihi
 WHERE r.record_id = $1;
 
 -- name: get_record_by_key
 -- One record by its natural key.
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       r.security_labels
 FROM records r
 WHERE r.ihi = $1 AND r.service_id = $2;
 
 -- name: get_record_for_update
 -- One record by its natural key, locked until the transaction ends (a write that checks a version).
-SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated
+SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
+       r.security_labels
 FROM records r
 WHERE r.ihi = $1 AND r.service_id = $2
 FOR UPDATE;
@@ -139,11 +158,13 @@ SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 16));
 -- name: search_records
 -- FHIR search over records. $1 IHIs, $2 service IDs, $3 record ids: each an array, NULL for any;
 -- $4 the statuses wanted; $5 include records of services that are not routed (routable_service()).
--- Paged by (ihi, service_id); `total` counts every match.
+-- Paged by (ihi, service_id); `total` counts every match. With each record its security labels and
+-- its patient's privacy policy.
 SELECT r.ihi::text AS ihi, r.service_id, r.record_id, r.status, r.type, r.version, r.last_updated,
-       count(*) OVER () AS total
+       r.security_labels, p.policy, count(*) OVER () AS total
 FROM records r
 JOIN services s ON s.service_id = r.service_id
+LEFT JOIN patient_policies p ON p.ihi = r.ihi
 WHERE ($5 OR routable_service(s.status))
   AND ($1::bpchar[] IS NULL OR r.ihi = ANY($1::bpchar[]))
   AND ($2::text[] IS NULL OR r.service_id = ANY($2::text[]))
@@ -153,33 +174,38 @@ ORDER BY r.ihi, r.service_id
 LIMIT $6 OFFSET $7;
 
 -- name: get_record_version
--- One version of a record (FHIR vread): its history row. Every change that made a version wrote one.
+-- One version of a record (FHIR vread): its history row (with the labels it had then) and the
+-- patient's privacy policy. Every change that made a version wrote one.
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
        h.previous_status, h.recorded_at,
-       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service, h.security_labels, p.policy
 FROM record_history h
+LEFT JOIN patient_policies p ON p.ihi = h.ihi
 WHERE h.record_id = $1 AND h.version = $2;
 
 -- name: get_record_versions
 -- The versions of one record (FHIR instance history), newest first; $2 `_since` (NULL: all).
--- Paged; `total` counts every match.
+-- Paged; `total` counts every match. With each version its labels and the patient's privacy policy.
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
        h.previous_status, h.recorded_at,
-       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service,
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service, h.security_labels, p.policy,
        count(*) OVER () AS total
 FROM record_history h
+LEFT JOIN patient_policies p ON p.ihi = h.ihi
 WHERE h.record_id = $1 AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
 ORDER BY h.id DESC
 LIMIT $3 OFFSET $4;
 
 -- name: get_records_versions
 -- The versions of every record (FHIR type history), newest first: $1 service IDs (NULL: any),
--- $2 `_since` (NULL: all). Paged; `total` counts every match.
+-- $2 `_since` (NULL: all). Paged; `total` counts every match. With each version its labels and the
+-- patient's privacy policy.
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
        h.previous_status, h.recorded_at,
-       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service,
+       h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service, h.security_labels, p.policy,
        count(*) OVER () AS total
 FROM record_history h
+LEFT JOIN patient_policies p ON p.ihi = h.ihi
 WHERE ($1::text[] IS NULL OR h.service_id = ANY($1::text[]))
   AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
 ORDER BY h.id DESC

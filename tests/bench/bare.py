@@ -96,7 +96,16 @@ async def put_record(state: State, request: Request[Any, Any, Any], ihi: str, se
     write = _write_decoder.decode(await request.body())
     async with state.db.primary.acquire() as conn:
         row = await conn.fetchrow(
-            state.queries["put_record"], ihi, service_id, write.status, write.type, "bench", service_id, False, None
+            state.queries["put_record"],
+            ihi,
+            service_id,
+            write.status,
+            write.type,
+            "bench",
+            service_id,
+            False,
+            None,
+            None,
         )
     assert row is not None
     return Response(_record(row), status_code=201 if row["outcome"] == "created" else 200)
@@ -118,6 +127,7 @@ async def batch(state: State, request: Request[Any, Any, Any]) -> _BatchCounts:
                 [i.service_id for i in chunk],
                 [i.status for i in chunk],
                 [i.type for i in chunk],
+                [None] * len(chunk),
                 [None] * len(chunk),
                 "bench",
                 chunk[0].service_id,

@@ -60,17 +60,24 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
         await repository.put_many(
             conn, ords=list(range(len(loaded))), ihis=loaded, service_ids=[service_id] * len(loaded),
             statuses=["active"] * len(loaded), types=["record"] * len(loaded), reasons=[None] * len(loaded),
-            writer=writer,
+            labels=[None] * len(loaded), writer=writer,
         )  # fmt: skip
         await conn.execute("ANALYZE records")
         before = await _records_tuples_read(conn)
         for status in ("archived", "archived"):  # an update, then an unchanged repeat
             await repository.put(
-                conn, ihi=loaded[0], service_id=service_id, status=status, type_="record", writer=writer, reason=None
+                conn,
+                ihi=loaded[0],
+                service_id=service_id,
+                status=status,
+                type_="record",
+                writer=writer,
+                reason=None,
+                labels=None,
             )
         await repository.put_many(
             conn, ords=[0, 1], ihis=loaded[1:3], service_ids=[service_id] * 2, statuses=["removed"] * 2,
-            types=["record"] * 2, reasons=[None] * 2, writer=writer,
+            types=["record"] * 2, reasons=[None] * 2, labels=[None, None], writer=writer,
         )  # fmt: skip
         await repository.for_ihi(conn, loaded[1], ["active"])
         await repository.by_key(conn, loaded[1], service_id)
@@ -105,7 +112,7 @@ async def test_batch_statements_are_planned_for_their_own_rows(template: TestClu
                 await repository.put_many(
                     conn, ords=list(range(len(chunk))), ihis=chunk, service_ids=[service_id] * len(chunk),
                     statuses=["active"] * len(chunk), types=["record"] * len(chunk), reasons=[None] * len(chunk),
-                    writer=Writer("test", service_id, admin=False),
+                    labels=[None] * len(chunk), writer=Writer("test", service_id, admin=False),
                 )  # fmt: skip
         plans = await conn.fetchrow(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH input AS%'"
