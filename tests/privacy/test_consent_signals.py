@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from schemas.fhir.topic import CROSS_VERSION
 from tests.factories import IHI_SYSTEM, make_ihi
 from tests.privacy.test_must_hold import events_withheld, matches, suppressed
 from tests.privacy.test_revocation import opt_out
@@ -58,7 +59,13 @@ async def test_the_patient_consent_topic_tells_subscribers_id_only(privacy: Priv
     it filters by patient only and is never full-resource."""
     ihi = make_ihi()
     topic = f"{privacy.server.base_url}/fhir/SubscriptionTopic/patient-consent"
-    assert (await privacy.admin.get("/fhir/SubscriptionTopic/patient-consent")).json()["url"] == topic
+    r4 = (await privacy.admin.get("/fhir/SubscriptionTopic/patient-consent")).json()  # the Backport IG's Basic
+    assert (r4["resourceType"], r4["id"]) == ("Basic", "patient-consent")
+    assert {"url": f"{CROSS_VERSION}.url", "valueUri": topic} in r4["extension"]
+    r5 = await privacy.admin.get(
+        "/fhir/SubscriptionTopic/patient-consent", headers={"Accept": "application/fhir+json; fhirVersion=5.0"}
+    )
+    assert (r5.json()["resourceType"], r5.json()["url"]) == ("SubscriptionTopic", topic)
     hook = privacy.subscriber.hook()
     patient = f"patient={IHI_SYSTEM}|{ihi}"
     for refused in (

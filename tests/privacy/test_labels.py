@@ -28,17 +28,21 @@ async def test_labels_are_written_every_way_and_kept_in_history(privacy: Privacy
     assert refused.status_code == 422
     cleared = await privacy.consumer(clearances=("HIV", "PSY", "R"))
     history = (await cleared.http.get(f"/registry/records/{ihi}/history")).json()["history"]
-    assert [entry.get("securityLabels") for entry in history] == [["PSY", "R"], None]
+    # created with labels, registered again keeping them (a re-registration is a version), labels cleared
+    assert [entry.get("securityLabels") for entry in history] == [["PSY", "R"], ["PSY", "R"], None]
+    assert [entry["change"] for entry in history] == ["created", "registered", "registered"]
     assert len((await privacy.admin.get(f"/registry/records/{ihi}/history")).json()["history"]) == 1  # no clearance
 
     batched = await privacy.admin.post(
         "/registry/records:batch",
         json=[{"ihi": ihi, "serviceId": gateway, "securityLabels": ["HIV"]}, {"ihi": make_ihi(), "serviceId": gateway}],
     )
-    assert batched.json()["updated"] == 1
+    assert (batched.json()["registered"], batched.json()["created"]) == (1, 1)  # active again: a re-registration
     kept = await privacy.admin.post("/registry/records:batch", json=[{"ihi": ihi, "serviceId": gateway}])
-    assert kept.json()["unchanged"] == 1
+    assert kept.json()["registered"] == 1
     assert (await cleared.lookup(ihi)).json()["records"][0]["securityLabels"] == ["HIV"]
+    history = (await cleared.http.get(f"/registry/records/{ihi}/history")).json()["history"]
+    assert [entry.get("securityLabels") for entry in history[-2:]] == [["HIV"], ["HIV"]]  # set, then kept
     bad = await privacy.admin.post(
         "/registry/records:batch", json=[{"ihi": ihi, "serviceId": gateway, "securityLabels": ["X"]}]
     )
