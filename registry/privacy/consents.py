@@ -128,6 +128,39 @@ class ConsentService:
         note_patients([stored.ihi])
         return stored
 
+    async def version(self, consent_id: str, version: int) -> StoredConsent:
+        """One version of a Consent (FHIR vread).
+
+        Raises:
+            NotFound: no such Consent, or no such version of it.
+        """
+        key = _uuid(consent_id)
+        async with self._db.reader() as conn:
+            found = await self._repo.version(conn, key, version) if key is not None else None
+            if found is None:
+                exists = key is not None and await self._repo.get(conn, key) is not None
+                raise errors.NotFound("no such version of the Consent" if exists else "no such Consent")
+        note_patients([found.ihi])
+        return found
+
+    async def versions(
+        self, consent_id: str, *, since: datetime | None, limit: int, offset: int
+    ) -> tuple[list[StoredConsent], int]:
+        """A page of one Consent's versions, newest first, and their count (FHIR instance history).
+
+        Raises:
+            NotFound: no such Consent.
+        """
+        key = _uuid(consent_id)
+        if key is None:
+            raise errors.NotFound("no such Consent")
+        async with self._db.reader() as conn:
+            found, total = await self._repo.versions(conn, key, since=since, limit=limit, offset=offset)
+            if not found and await self._repo.get(conn, key) is None:
+                raise errors.NotFound("no such Consent")
+        note_patients(dict.fromkeys(c.ihi for c in found))
+        return found, total
+
     async def search(
         self, *, ihis: list[str] | None, statuses: list[str] | None, limit: int, offset: int, operator: bool
     ) -> tuple[list[StoredConsent], int]:

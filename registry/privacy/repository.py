@@ -94,6 +94,21 @@ class ConsentRepository:
             row = await conn.fetchrow(self._q["get_consent"], consent_id)
         return _stored(row) if row else None
 
+    async def version(self, conn: Connection, consent_id: UUID, version: int) -> StoredConsent | None:
+        """One version of a Consent (its history row), or None."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["get_consent_version"], consent_id, version)
+        return _stored(row) if row else None
+
+    async def versions(
+        self, conn: Connection, consent_id: UUID, *, since: datetime | None, limit: int, offset: int
+    ) -> tuple[list[StoredConsent], int]:
+        """A page of one Consent's versions, newest first, and the count of every match."""
+        rows, total = await fetch_page(
+            conn, self._q["get_consent_versions"], consent_id, since, limit=limit, offset=offset
+        )
+        return [_stored(row) for row in rows], total
+
     async def search(
         self, conn: Connection, *, ihis: list[str] | None, statuses: list[str] | None, limit: int, offset: int
     ) -> tuple[list[StoredConsent], int]:

@@ -35,3 +35,18 @@ LIMIT $3 OFFSET $4;
 -- name: patient_policy
 -- A patient's compact privacy policy (no row: no active Consent).
 SELECT policy::text AS policy FROM patient_policies WHERE ihi = $1::bpchar;
+
+-- name: get_consent_version
+-- One version of a Consent (FHIR vread): its history row, as that version was written.
+SELECT consent_id, ihi::text AS ihi, status, resource::text AS resource, version, recorded_at AS last_updated
+FROM consent_history WHERE consent_id = $1 AND version = $2;
+
+-- name: get_consent_versions
+-- The versions of one Consent (FHIR instance history), newest first; $2 `_since` (NULL: all). Paged;
+-- `total` counts every match.
+SELECT consent_id, ihi::text AS ihi, status, resource::text AS resource, version, recorded_at AS last_updated,
+       count(*) OVER () AS total
+FROM consent_history
+WHERE consent_id = $1 AND ($2::timestamptz IS NULL OR recorded_at >= $2::timestamptz)
+ORDER BY version DESC
+LIMIT $3 OFFSET $4;

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from registry.fhirapi.search import SearchQuery, code_token, ihi_reference, ihi_token
-from schemas.fhir.bundle import searchset
+from registry import errors
+from registry.fhirapi.search import Criteria, SearchQuery, code_token, ihi_reference, ihi_token
+from schemas.fhir.bundle import HistoryEntry, history, searchset
 from schemas.fhir.consent import CONSENT_STATUSES, consent_resource, read_consent
+from schemas.types import ascii_int
 
 if TYPE_CHECKING:
     from registry.auth.requester import Requester
@@ -57,16 +59,49 @@ class ConsentResources:
         """``GET Consent/{id}``."""
         return await self._consents.read(consent_id)
 
+    async def vread(self, consent_id: str, version_id: str) -> StoredConsent:
+        """``GET Consent/{id}/_history/{vid}``: one version as it was written.
+
+        Raises:
+            NotFound: no such Consent or version.
+        """
+        number = ascii_int(version_id, max_digits=9)
+        if number is None:
+            raise errors.NotFound("no such version of the Consent")
+        return await self._consents.version(consent_id, number)
+
+    async def history(self, consent_id: str, query: SearchQuery, base: str) -> dict[str, Any]:
+        """``GET Consent/{id}/_history``: a ``history`` Bundle, newest version first (``_since``, paged)."""
+        found, total = await self._consents.versions(
+            consent_id, since=query.instant("_since"), limit=query.count, offset=query.offset
+        )
+        versions = [
+            HistoryEntry(self.resource(c), method="PUT", status="200", when=c.last_updated)
+            if c.version > 1
+            else HistoryEntry(self.resource(c), method="POST", status="201", when=c.last_updated)
+            for c in found
+        ]
+        return history(base, versions, total=total, links=query.links(f"{base}/Consent/{consent_id}/_history", total))
+
     async def search(self, query: SearchQuery, base: str, *, requester: Requester) -> dict[str, Any]:
         """A searchset Bundle of the Consents of the patient named (any patient: the operator only)."""
-        ihis = query.any_of(CONSENT_PATIENT)
-        statuses = query.any_of({"status": _status})
-        found: list[StoredConsent] = []
-        total = 0
-        if ihis != set() and statuses != set():  # else contradictory criteria: nothing can match
-            found, total = await self._consents.search(
-                ihis=None if ihis is None else sorted(ihis), statuses=None if statuses is None else sorted(statuses),
-                limit=query.count, offset=query.offset, operator=requester.operator,
-            )  # fmt: skip
+        found, total = await self._find(query, limit=query.count, offset=query.offset, requester=requester)
         resources = [self.resource(c) for c in found]
         return searchset(base, resources, total=total, links=query.links(f"{base}/Consent", total))
+
+    async def matches(self, criteria: Criteria, *, requester: Requester) -> list[StoredConsent]:
+        """At most two Consents the search ``criteria`` select (a conditional create's question)."""
+        found, _total = await self._find(criteria, limit=2, offset=0, requester=requester)
+        return found
+
+    async def _find(
+        self, criteria: Criteria, *, limit: int, offset: int, requester: Requester
+    ) -> tuple[list[StoredConsent], int]:
+        ihis = criteria.any_of(CONSENT_PATIENT)
+        statuses = criteria.any_of({"status": _status})
+        if ihis == set() or statuses == set():  # contradictory criteria: nothing can match
+            return [], 0
+        return await self._consents.search(
+            ihis=None if ihis is None else sorted(ihis), statuses=None if statuses is None else sorted(statuses),
+            limit=limit, offset=offset, operator=requester.operator,
+        )  # fmt: skip
