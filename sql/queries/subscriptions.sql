@@ -166,8 +166,18 @@ RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_reso
 
 -- name: finish_delivered
 -- The notification in flight ($3 kind, events $4..$5) got a 2xx: a handshake makes the subscription
--- active, events are delivered; the lease ends and the heartbeat clock restarts.
-WITH done AS (
+-- active, events are delivered; the lease ends and the heartbeat clock restarts. `delivered_count`
+-- counts the events the subscriber was sent: the range's pending events, not those of its numbers
+-- the privacy decision point withheld (never sent) or that ended otherwise.
+WITH owned AS (
+    SELECT t.subscription_id FROM subscriptions t WHERE t.subscription_id = $1 AND t.lease_owner = $2 FOR UPDATE
+), events AS (
+    UPDATE subscription_events e SET state = 'delivered', finished_at = now()
+    FROM owned
+    WHERE $3 = 'event-notification' AND e.subscription_id = owned.subscription_id
+      AND e.event_number BETWEEN $4::bigint AND $5::bigint AND e.state = 'pending'
+    RETURNING 1
+), done AS (
     UPDATE subscriptions t SET
         status = CASE WHEN $3 = 'handshake' AND t.status = 'requested' THEN 'active' ELSE t.status END,
         version = t.version + CASE WHEN $3 = 'handshake' AND t.status = 'requested' THEN 1 ELSE 0 END,
@@ -175,21 +185,15 @@ WITH done AS (
         handshake_pending = CASE WHEN $3 = 'handshake' THEN false ELSE t.handshake_pending END,
         delivered_through = CASE WHEN $3 = 'event-notification' THEN greatest(t.delivered_through, $5::bigint)
                                  ELSE t.delivered_through END,
-        delivered_count = t.delivered_count
-            + CASE WHEN $3 = 'event-notification' THEN $5::bigint - $4::bigint + 1 ELSE 0 END,
+        delivered_count = t.delivered_count + (SELECT count(*) FROM events),
         inflight_kind = NULL, inflight_first = NULL, inflight_last = NULL, inflight_body = NULL,
         inflight_webhook_id = NULL, attempts = 0, next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL,
         last_success_at = now(),
         next_heartbeat_at = CASE WHEN t.heartbeat_period IS NULL THEN NULL
                                  ELSE now() + make_interval(secs => t.heartbeat_period) END
-    WHERE t.subscription_id = $1 AND t.lease_owner = $2
+    FROM owned
+    WHERE t.subscription_id = owned.subscription_id
     RETURNING t.subscription_id, t.status
-), events AS (
-    UPDATE subscription_events e SET state = 'delivered', finished_at = now()
-    FROM done
-    WHERE $3 = 'event-notification' AND e.subscription_id = done.subscription_id
-      AND e.event_number BETWEEN $4::bigint AND $5::bigint AND e.state = 'pending'
-    RETURNING 1
 )
 SELECT done.status, (SELECT count(*) FROM events) AS finished FROM done;
 
