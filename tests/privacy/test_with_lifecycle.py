@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tests.factories import IHI_SYSTEM, make_ihi
+from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
 from tests.privacy.test_must_hold import events_withheld, matches, suppressed
 from tests.privacy.test_revocation import opt_out
 from tests.subscriptions.helpers import subscription_body
@@ -185,3 +185,32 @@ async def test_consent_is_a_conformant_fhir_resource(privacy: Privacy) -> None:
     (described,) = [r for r in statement["rest"][0]["resource"] if r["type"] == "Consent"]
     assert {"vread", "history-instance", "create"} <= {i["code"] for i in described["interaction"]}
     assert described["conditionalCreate"] is True
+
+
+async def test_locate_without_following_answers_registry_endpoints_through_the_decision_point(
+    privacy: Privacy,
+) -> None:
+    """``$locate?follow=false`` answers this registry's referrals as registry Endpoints; after the patient's
+    opt-out it answers none and says something was withheld; a disabled registry is left out silently."""
+    ihi = make_ihi()
+    registry, disabled = make_service_id(), make_service_id()
+    for service, status in ((registry, "enabled"), (disabled, "disabled")):
+        await privacy.server.add_service(
+            service, kind="registry", name="Peer registry", base_url="https://peer.test", status=status
+        )
+    referral = await privacy.admin.put(f"/registry/records/{ihi}/{registry}", json={"type": "registry"})
+    assert referral.status_code == 201, referral.text
+    async with privacy.server.database.writer() as conn:  # a referral made before its registry was disabled
+        await conn.execute(
+            "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, 'active', 'registry')", ihi, disabled
+        )
+    consumer = await privacy.consumer()
+    params = {"identifier": f"{IHI_SYSTEM}|{ihi}", "follow": "false"}
+
+    bundle = (await consumer.http.get("/fhir/Patient/$locate", params=params)).json()
+    assert [e["resource"]["id"] for e in matches(bundle)] == [registry]
+    assert not suppressed(bundle)
+    await privacy.cli("consent", "opt-out", ihi)
+    bundle = (await consumer.http.get("/fhir/Patient/$locate", params=params)).json()
+    assert matches(bundle) == []
+    assert suppressed(bundle)
