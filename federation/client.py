@@ -35,6 +35,7 @@ from registry.errors import OutboundAuthError
 from registry.outbound.egress import AddressRefused, new_client, refusal
 from registry.outbound.reader import TooLarge, read_capped, refuse_declared
 from schemas import strictjson
+from schemas.privacy import parse_labels
 from schemas.records import PeerRecord, PeerRecordList, Record, ServiceRef
 from schemas.types import (
     InvalidValueError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from registry.auth.outbound import OutboundTarget
+    from registry.auth.requester import Requester
     from registry.outbound.egress import AddressPolicy
 
 __all__ = (
@@ -74,6 +76,10 @@ LOOKUP_SCOPES = ("system/Basic.rs",)
 
 PEER_REQUEST_ID = "IEF-Request-Id"
 """The header that carries this look-up's request ID to the peer (recorded in the peer's audit)."""
+PURPOSE_HEADER = "IEF-Purpose-Of-Use"
+"""The header that carries the consumer's purpose of use to the peer, for the peer's own decision."""
+ON_BEHALF_OF_HEADER = "IEF-On-Behalf-Of"
+"""The header that carries the requesting practitioner's HPI-I to the peer."""
 
 _decoder = msgspec.json.Decoder(PeerRecordList)
 _MAX_NAME = 200
@@ -143,6 +149,7 @@ class PeerAnswer:
 
     records: list[Record]
     dropped: list[str]
+    withheld: bool = False
 
 
 def records_url(base_url: str, ihi: str) -> str:
@@ -171,28 +178,36 @@ class PeerClient:
         await self._http.aclose()
 
     async def records(
-        self, peer: OutboundTarget, ihi: str, statuses: list[str], *, within: float, request_id: str
+        self,
+        peer: OutboundTarget,
+        ihi: str,
+        statuses: list[str],
+        *,
+        within: float,
+        request_id: str,
+        requester: Requester | None = None,
     ) -> PeerAnswer:
-        """The peer's records of ``ihi`` with ``statuses`` (it is asked not to follow its own referrals).
+        """The peer's records of ``ihi`` with ``statuses`` (it is asked not to follow its own referrals);
+        the consumer's purpose of use and practitioner go with the question, for the peer's own decision.
 
         Raises:
             PeerError: no usable answer within ``within`` seconds (the subclass says why).
         """
         try:
             async with asyncio.timeout(within):
-                return await self._ask(peer, ihi, statuses, within, request_id)
+                return await self._ask(peer, ihi, statuses, within, _stated(request_id, requester))
         except TimeoutError:
             raise PeerTimeout(f"no answer within {within:.2f} s") from None
 
     async def _ask(
-        self, peer: OutboundTarget, ihi: str, statuses: list[str], seconds: float, request_id: str
+        self, peer: OutboundTarget, ihi: str, statuses: list[str], seconds: float, stated: dict[str, str]
     ) -> PeerAnswer:
         url = records_url(peer.base_url, ihi)
         params = httpx.QueryParams([("follow", "false"), *(("status", status) for status in statuses)])
-        status, body = await self._get(peer, url, params, request_id, seconds)
+        status, body = await self._get(peer, url, params, stated, seconds)
         if status == 401:  # perhaps a cached token it no longer takes: drop it and try once more with a new one
             self._credentials.forget(peer)
-            status, body = await self._get(peer, url, params, request_id, seconds)
+            status, body = await self._get(peer, url, params, stated, seconds)
         if status in (401, 403):
             raise PeerRefused(f"it refused this registry's token ({status})")
         if status != 200:
@@ -208,17 +223,18 @@ class PeerClient:
             raise PeerInvalidResponse("its answer is not JSON") from None
         if answer.ihi != ihi:
             raise PeerInvalidResponse("it answered for another IHI")
-        return validated(answer.records, ihi)
+        found = validated(answer.records, ihi)
+        return PeerAnswer(found.records, found.dropped, withheld=answer.withheld)
 
     async def _get(
-        self, peer: OutboundTarget, url: str, params: httpx.QueryParams, request_id: str, seconds: float
+        self, peer: OutboundTarget, url: str, params: httpx.QueryParams, stated: dict[str, str], seconds: float
     ) -> tuple[int, bytes]:
         """Status and body (read only for a 200, at most ``max_bytes``) of one authenticated GET."""
         try:
             authorization = await self._credentials.authorization(peer, LOOKUP_SCOPES)
         except OutboundAuthError as exc:
             raise PeerRefused(f"no token from it: {exc.message}") from None  # words for consumers (outbound.py)
-        headers = {"Authorization": authorization, PEER_REQUEST_ID: request_id}
+        headers = {"Authorization": authorization, **stated}
         try:
             async with self._http.stream("GET", url, params=params, headers=headers, timeout=seconds) as response:
                 if response.status_code != 200:
@@ -242,6 +258,16 @@ class PeerClient:
             raise PeerInvalidResponse("it does not speak HTTP properly") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise PeerUnreachable(f"the connection failed ({type(exc).__name__})") from None
+
+
+def _stated(request_id: str, requester: Requester | None) -> dict[str, str]:
+    """The headers that say whose look-up this is: its request ID, the consumer's purpose and practitioner."""
+    headers = {PEER_REQUEST_ID: request_id}
+    if requester is not None and requester.purpose is not None:
+        headers[PURPOSE_HEADER] = requester.purpose
+    if requester is not None and requester.practitioner is not None:
+        headers[ON_BEHALF_OF_HEADER] = requester.practitioner
+    return headers
 
 
 def _cause(exc: Exception) -> str:
@@ -282,6 +308,9 @@ def _record(peer_record: PeerRecord, ihi: str) -> Record:
         type=type_,
         last_updated=peer_record.last_updated,
         service=_service(peer_record, service_id),
+        security_labels=list(parse_labels(peer_record.security_labels)) or None
+        if peer_record.security_labels
+        else None,
     )
 
 

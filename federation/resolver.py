@@ -36,6 +36,7 @@ from schemas.types import RecordStatus, RecordType, ServiceKind, ServiceStatus, 
 if TYPE_CHECKING:
     from federation.backoff import FailureCache
     from federation.client import PeerAnswer, PeerClient
+    from registry.auth.requester import Requester
     from registry.config import FederationSettings
     from registry.feature import Members
     from schemas.records import Record
@@ -68,12 +69,20 @@ class Resolver:
         self.clock = clock
 
     async def follow(
-        self, ihi: str, found: list[Record], statuses: list[str], *, request_id: str, deadline: float | None = None
+        self,
+        ihi: str,
+        found: list[Record],
+        statuses: list[str],
+        *,
+        request_id: str,
+        deadline: float | None = None,
+        requester: Requester | None = None,
     ) -> RecordList:
         """Resolve the ``registry`` records among ``found`` (this registry's records of ``ihi``), by ``deadline``
         (a ``time.monotonic()`` instant) if that is sooner than ``federation.deadline`` from now."""
         started = self.clock()
-        run = _Run(self, ihi, statuses, request_id, Lookup(self.origin, self.limits, started=started, until=deadline))
+        lookup = Lookup(self.origin, self.limits, started=started, until=deadline)
+        run = _Run(self, ihi, statuses, request_id, lookup, requester)
         answer = await run.resolve(found)
         unresolved = answer.unresolved or []
         note_detail(f"referrals followed: {run.lookup.sent} registries asked, {len(unresolved)} unresolved")
@@ -91,7 +100,15 @@ class Resolver:
 class _Run:
     """One look-up in progress."""
 
-    def __init__(self, resolver: Resolver, ihi: str, statuses: list[str], request_id: str, lookup: Lookup) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        ihi: str,
+        statuses: list[str],
+        request_id: str,
+        lookup: Lookup,
+        requester: Requester | None,
+    ) -> None:
         self.r = resolver
         self.ihi = ihi
         self.statuses = statuses
@@ -103,6 +120,9 @@ class _Run:
         """Registries to ask: (hop, order found, service ID), shallowest first."""
         self.peers: dict[str, Service] = {}
         self._order = itertools.count()
+        self.requester = requester
+        self.withheld = False
+        """A peer's own decision point withheld something."""
 
     async def resolve(self, found: list[Record]) -> RecordList:
         in_flight: dict[asyncio.Task[PeerAnswer], str] = {}
@@ -114,7 +134,12 @@ class _Run:
                     timeout = self.lookup.dispatch(target, self.r.clock())
                     if timeout is not None:
                         ask = self.r.client.records(
-                            self.peers[target], self.ihi, self.statuses, within=timeout, request_id=self.request_id
+                            self.peers[target],
+                            self.ihi,
+                            self.statuses,
+                            within=timeout,
+                            request_id=self.request_id,
+                            requester=self.requester,
                         )
                         in_flight[asyncio.create_task(ask)] = target
                 if not in_flight:
@@ -143,6 +168,7 @@ class _Run:
             detail = f"{len(answer.dropped)} of its records were dropped: {shown}"
             self.lookup.report(peer, UnresolvedReason.INVALID_RESPONSE, detail)
             _log.warning("federation_peer_failed", service_id=peer, reason="invalid-response", detail=detail)
+        self.withheld = self.withheld or answer.withheld
         await self._take(peer, answer.records)
 
     def _failed(self, peer: str, reason: UnresolvedReason, detail: str) -> None:
@@ -182,7 +208,7 @@ class _Run:
             for record, holder in self.results.values()
         ]
         records.sort(key=lambda r: (len(r.via or ()), r.service_id))
-        return RecordList(ihi=self.ihi, records=records, unresolved=self.lookup.unresolved())
+        return RecordList(ihi=self.ihi, records=records, unresolved=self.lookup.unresolved(), withheld=self.withheld)
 
 
 def _refusal(service: Service | None) -> str | None:

@@ -85,6 +85,13 @@ EVENTS = {
     "gateway_circuit_opened": "a gateway failed repeatedly, so it is skipped for a while: service ID, cool-down",
     "federation_lookup": "a look-up followed registry records: IHI hash, peers asked, records, unresolved, duration",
     "federation_peer_failed": "a peer registry gave no usable answer (or dropped records): service ID, reason, detail",
+    "break_glass": "records were disclosed only by break-glass (purpose ETREAT from a permitted client): client ID, "
+    "practitioner, count (reported by `audit break-glass`)",
+    "events_withheld": "the privacy decision point withheld events from a subscriber (final state withheld, never "
+    "sent): subscription ID, count, first and last number",
+    "consent_changed": "a patient's Consents changed (heard on LISTEN): IHI hash; kept broker pages were dropped",
+    "consent_listen_failed": "the consent-change listener could not connect; it retries every second and reads "
+    "every patient's policy from the primary meanwhile",
 }
 """The catalogue of log events: every ``event`` value the project emits, and what it means."""
 

@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
     from schemas.audit import Interaction
 
-__all__ = ("IGNORED_KEY", "JSON_TYPES", "OUTCOME_KEY", "PRINCIPAL_KEY", "ROUTE_KEY", "RouteSpec", "route_spec")
+__all__ = (
+    "IGNORED_KEY",
+    "JSON_TYPES",
+    "OUTCOME_KEY",
+    "PRINCIPAL_KEY",
+    "REQUESTER_KEY",
+    "ROUTE_KEY",
+    "RouteSpec",
+    "route_spec",
+)
 
 JSON_TYPES = frozenset({"application/json", "application/fhir+json"})
 """The body media types a route takes unless it says otherwise."""
@@ -39,6 +48,9 @@ PRINCIPAL_KEY = "principal"
 
 IGNORED_KEY = "ignored_parameters"
 """Key in ``scope["state"]`` of the query parameter names a lenient route ignored (sorted, possibly empty)."""
+
+REQUESTER_KEY = "requester"
+"""Key of the request's ``Requester`` in ``scope["state"]`` (who asks, why, for whom; set by the guard)."""
 
 OUTCOME_KEY = "outcome"
 """Key in ``scope["state"]`` of what an error response said (its audit row records it)."""

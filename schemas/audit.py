@@ -105,6 +105,10 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
         observer: this registry's service ID (the source of the event).
         patients: IHIs of the patients the request concerned.
         records: IDs of the records it read or wrote (``Basic`` resource ids).
+        purpose_of_use: the purpose of use the requester stated (a v3 PurposeOfUse code).
+        practitioner: the HPI-I of the clinician the requester acted for.
+        withheld: how many records the privacy decision point withheld from the answer.
+        break_glass: something was disclosed only by break-glass.
     """
 
     recorded: datetime
@@ -125,6 +129,10 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     observer: str
     patients: tuple[str, ...] = ()
     records: tuple[str, ...] = ()
+    purpose_of_use: str | None = None
+    practitioner: str | None = None
+    withheld: int = 0
+    break_glass: bool = False
 
 
 class StoredAuditEvent(AuditEntry, frozen=True, kw_only=True):

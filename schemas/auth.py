@@ -46,3 +46,6 @@ class ClientInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     rate_per_second: float | None = None
     created_at: datetime
     updated_at: datetime
+    clearances: list[str] = msgspec.field(default_factory=list)
+    break_glass: bool = False
+    purposes: list[str] = msgspec.field(default_factory=list)

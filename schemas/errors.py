@@ -38,6 +38,11 @@ class ErrorCode(enum.StrEnum):
     INVALID_TOKEN = "invalid-token"  # noqa: S105 - an error code, not a secret
     TOKEN_EXPIRED = "token-expired"  # noqa: S105 - an error code, not a secret
     FORBIDDEN = "forbidden"
+    ENUMERATION = "enumeration"
+    PURPOSE_NOT_ALLOWED = "purpose-not-allowed"
+    PURPOSE_REQUIRED = "purpose-required"
+    INVALID_PRIVACY_CONTEXT = "invalid-privacy-context"
+    WITHHELD = "withheld"
     SCOPE_MISSING = "scope-missing"
     SERVICE_BINDING = "service-binding"
     NOT_FOUND = "not-found"
@@ -160,6 +165,36 @@ ERRORS: dict[ErrorCode, ErrorKind] = {
     ),
     ErrorCode.TOKEN_EXPIRED: ErrorKind(401, "Token expired", "The bearer token has expired: get a new one."),
     ErrorCode.FORBIDDEN: ErrorKind(403, "Forbidden", "The caller is known but may not do this."),
+    ErrorCode.ENUMERATION: ErrorKind(
+        403,
+        "Enumeration refused",
+        "A search that would list patients without naming one (`Basic?service=X`) by a client not bound to that "
+        "service and without admin.",
+    ),
+    ErrorCode.PURPOSE_NOT_ALLOWED: ErrorKind(
+        403,
+        "Purpose not allowed",
+        "The purpose of use stated (IEF-Purpose-Of-Use or the token's purpose_of_use) is not one the client is "
+        "registered to state.",
+    ),
+    ErrorCode.PURPOSE_REQUIRED: ErrorKind(
+        400,
+        "Purpose required",
+        "A read of patient-linked data states no purpose of use, and this server requires one "
+        "(IEF_PRIVACY_REQUIRE_PURPOSE).",
+    ),
+    ErrorCode.INVALID_PRIVACY_CONTEXT: ErrorKind(
+        422,
+        "Invalid privacy context",
+        "IEF-Purpose-Of-Use is not one v3 PurposeOfUse code, or IEF-On-Behalf-Of is not an HPI-I (16 digits, "
+        "800361, Luhn), or either is repeated.",
+    ),
+    ErrorCode.WITHHELD: ErrorKind(
+        403,
+        "Withheld",
+        "The resource read by id is withheld from this requester (the patient's consent or its security labels); "
+        "what is withheld is not said.",
+    ),
     ErrorCode.SCOPE_MISSING: ErrorKind(
         403, "Scope missing", "The token does not grant a scope this route needs (the diagnostics name it)."
     ),

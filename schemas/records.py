@@ -49,11 +49,12 @@ Reason = Annotated[
 
 
 class RecordWrite(Input):
-    """Body of ``PUT /registry/records/{ihi}/{serviceId}``."""
+    """Body of ``PUT /registry/records/{ihi}/{serviceId}``; ``securityLabels`` left out keeps the stored ones."""
 
     status: RecordStatus = RecordStatus.ACTIVE
     type: RecordType = RecordType.RECORD
     reason: Reason | None = None
+    security_labels: list[str] | None = None
 
 
 class ServiceRef(Wire):
@@ -76,6 +77,7 @@ class Record(Wire):
     Look-ups add ``service`` (the service's directory entry at the registry holding the record);
     look-ups that follow referrals add ``via``: the registry service IDs the record was learned
     through, in order (empty for this registry's own records; the last one holds the record).
+    ``securityLabels`` are its confidentiality and sensitivity labels (left out when it has none).
     """
 
     ihi: str
@@ -88,6 +90,7 @@ class Record(Wire):
     service_status: ServiceStatus | None = None
     """Set only on a record of a service that is not routed (disabled, retired), which only an
     operator's look-up with ``status`` widened shows."""
+    security_labels: list[str] | None = None
 
 
 class Unresolved(Wire):
@@ -104,11 +107,13 @@ class Unresolved(Wire):
 
 
 class RecordList(Wire):
-    """Answer of ``GET /registry/records/{ihi}``; ``unresolved`` only when referrals were followed."""
+    """Answer of ``GET /registry/records/{ihi}``; ``unresolved`` only when referrals were followed;
+    ``withheld`` true when the privacy decision point withheld something (never what)."""
 
     ihi: str
     records: list[Record]
     unresolved: list[Unresolved] | None = None
+    withheld: bool = False
 
 
 class Actor(Wire):
@@ -137,6 +142,7 @@ class HistoryEntry(Wire):
     actor: Actor | None = None
     reason: str | None = None
     previous_service: str | None = None
+    security_labels: list[str] | None = None
 
 
 class RecordHistory(Wire):
@@ -144,6 +150,7 @@ class RecordHistory(Wire):
 
     ihi: str
     history: list[HistoryEntry]
+    withheld: bool = False
 
 
 class BatchItem(Input):
@@ -155,6 +162,7 @@ class BatchItem(Input):
     type: RecordType = RecordType.RECORD
     reason: Reason | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    security_labels: list[str] | None = None
 
 
 class BatchItemResult(Wire):
@@ -206,13 +214,16 @@ class PeerRecord(Received):
     last_updated: datetime
     ihi: str | None = None
     service: PeerService | None = None
+    security_labels: list[str] | None = None
 
 
 class PeerRecordList(Received):
-    """A peer registry's answer to ``GET /registry/records/{ihi}?follow=false``."""
+    """A peer registry's answer to ``GET /registry/records/{ihi}?follow=false`` (``withheld``: its own
+    decision point withheld something from this registry)."""
 
     ihi: str
     records: list[PeerRecord]
+    withheld: bool = False
 
 
 class StaleService(Wire):

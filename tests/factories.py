@@ -16,6 +16,7 @@ __all__ = (
     "IHI_SYSTEM",
     "LOOPBACK_NETWORKS",
     "make_audit_entry",
+    "make_hpii",
     "make_ihi",
     "make_rsa_key",
     "make_service_id",
@@ -36,6 +37,12 @@ def make_ihi() -> str:
         if luhn_valid(body + check):
             return body + check
     raise AssertionError("unreachable: one check digit always fits")
+
+
+def make_hpii() -> str:
+    """A random HPI-I (a clinician's identifier: 800361, Luhn) with a valid check digit."""
+    body = "800361" + "".join(str(_rng.randrange(10)) for _ in range(9))
+    return next(body + check for check in "0123456789" if luhn_valid(body + check))
 
 
 def with_bad_check_digit(ihi: str) -> str:

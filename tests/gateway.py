@@ -10,7 +10,7 @@ the fixture shapes in ``tests/data/gateway/`` in either search style:
   ``id`` = Study Instance UID, inline endpoint objects with relative JMIX addresses, no paging, no
   date filter.
 
-It records every search it gets (path, query, ``Authorization`` and ``IEF-Request-Id``), and its
+It records every search it gets (path, query, ``Authorization``, ``IEF-Request-Id`` and ``IEF-Requester``), and its
 ``behaviour`` can be switched while it runs: a delay, an error status, an HTML page, garbage,
 a huge body, a hang (until the caller gives up). It takes a fixed bearer token, or issues its own
 tokens to a client that authenticates with ``private_key_jwt`` (SMART Backend Services) signed by
@@ -78,6 +78,8 @@ class Seen:
     query: list[tuple[str, str]]
     authorization: str | None
     request_id: str | None
+    requester: str | None = None
+    """The ``IEF-Requester`` assertion the broker sent (who it asked for)."""
 
 
 @dataclass
@@ -148,7 +150,9 @@ class ReferenceGateway:
             await self._token(receive, send)
             return
         query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        self.seen.append(Seen(path, query, headers.get("authorization"), headers.get("ief-request-id")))
+        self.seen.append(
+            Seen(path, query, headers.get("authorization"), headers.get("ief-request-id"), headers.get("ief-requester"))
+        )
         await self._answer(path, query, headers.get("authorization"), receive, send)
 
     @property

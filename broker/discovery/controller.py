@@ -13,6 +13,7 @@ from litestar.di import NamedDependency
 
 from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY, PAGE_TOKEN, DiscoveryQuery, SearchKind
 from broker.discovery.resources import DiscoveryResources
+from registry.auth.requester import Requester
 from registry.config import FhirSettings
 from registry.fhirapi.io import fhir_base, fhir_response, fhir_route
 from registry.fhirapi.search import SearchQuery
@@ -108,6 +109,7 @@ DOCUMENT_REFERENCE_SEARCH = ResourceCapability(
 
 Discovery = NamedDependency[DiscoveryResources]
 Settings = NamedDependency[FhirSettings]
+Asking = NamedDependency[Requester]
 
 
 def prefer_wait(scope: Scope) -> int | None:
@@ -116,12 +118,18 @@ def prefer_wait(scope: Scope) -> int | None:
 
 
 async def _search(
-    kind: SearchKind, discovery: DiscoveryResources, settings: FhirSettings, request: Request[Any, Any, Any]
+    kind: SearchKind,
+    discovery: DiscoveryResources,
+    settings: FhirSettings,
+    requester: Requester,
+    request: Request[Any, Any, Any],
 ) -> Response[bytes]:
     query = DiscoveryQuery.parse(kind, SearchQuery.paged(request, settings))
     wait = prefer_wait(request.scope)
     budget = discovery.budget(wait)
-    bundle = await discovery.search(query, base=fhir_base(request), budget=budget, request_id=request_id(request))
+    bundle = await discovery.search(
+        query, base=fhir_base(request), budget=budget, request_id=request_id(request), requester=requester
+    )
     applied = {"Preference-Applied": f"wait={budget:g}"} if wait is not None and budget < discovery.deadline else None
     return fhir_response(bundle, headers=applied)
 
@@ -138,10 +146,10 @@ class ImagingStudyController(Controller):
         opt=fhir_route(IMAGING_STUDY_SEARCH.query(), scopes=(IMAGING_STUDY.scope,), audit=Interaction.SEARCH_TYPE),
     )
     async def search(
-        self, fhir_discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_discovery: Discovery, fhir_settings: Settings, requester: Asking, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Search the patient's gateways for imaging studies and merge what they hold."""
-        return await _search(IMAGING_STUDY, fhir_discovery, fhir_settings, request)
+        return await _search(IMAGING_STUDY, fhir_discovery, fhir_settings, requester, request)
 
 
 class DocumentReferenceController(Controller):
@@ -158,7 +166,7 @@ class DocumentReferenceController(Controller):
         ),
     )
     async def search(
-        self, fhir_discovery: Discovery, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_discovery: Discovery, fhir_settings: Settings, requester: Asking, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Search the patient's gateways for documents and merge what they hold."""
-        return await _search(DOCUMENT_REFERENCE, fhir_discovery, fhir_settings, request)
+        return await _search(DOCUMENT_REFERENCE, fhir_discovery, fhir_settings, requester, request)

@@ -9,6 +9,8 @@ timeout and the search's deadline (``asyncio.timeout``), and classifies running 
 - The consumer's token is never sent: the ``Authorization`` header is the broker's own, from
   ``OutboundCredentials`` (``private_key_jwt`` to the gateway's token endpoint, or its bearer
   token file); a gateway with neither is called without one only when the service allows it.
+  Who the broker asks for goes beside it: ``IEF-Requester``, a JWT signed by this registry for
+  that gateway alone (``registry.auth.assertions``).
 - A 401 drops the cached token, so the next search gets a fresh one.
 - Bodies are streamed and abandoned as soon as they pass ``max_bytes`` (a declared
   ``Content-Length`` over the limit is refused before reading; ``registry.outbound.reader``); only
@@ -36,7 +38,9 @@ from schemas.types import IHI_SYSTEM_ALIASES, SearchStyle
 
 if TYPE_CHECKING:
     from broker.discovery.query import DiscoveryQuery
+    from registry.auth.assertions import RequesterAssertions
     from registry.auth.outbound import OutboundCredentials, OutboundTarget
+    from registry.auth.requester import Requester
     from registry.config import BrokerSettings
     from registry.outbound.egress import AddressPolicy
 
@@ -112,10 +116,17 @@ class GatewayClient:
     """Searches gateways over one shared HTTP client; at most ``per_gateway`` searches in flight to each."""
 
     def __init__(
-        self, http: ConnectionPools, outbound: OutboundCredentials, *, max_bytes: int, per_gateway: int
+        self,
+        http: ConnectionPools,
+        outbound: OutboundCredentials,
+        assertions: RequesterAssertions,
+        *,
+        max_bytes: int,
+        per_gateway: int,
     ) -> None:
         self._http = http
         self._outbound = outbound
+        self._assertions = assertions
         self._max_bytes = max_bytes
         self._per_gateway = per_gateway
         self._slots: dict[str, asyncio.Semaphore] = {}
@@ -127,20 +138,23 @@ class GatewayClient:
             semaphore = self._slots[service_id] = asyncio.Semaphore(self._per_gateway)
         return semaphore
 
-    async def search(self, target: Target, query: DiscoveryQuery, *, request_id: str) -> Answer:
-        """Ask one gateway (the caller bounds the time this takes)."""
+    async def search(self, target: Target, query: DiscoveryQuery, *, request_id: str, requester: Requester) -> Answer:
+        """Ask one gateway for ``requester`` (the caller bounds the time this takes)."""
         answer = Answer(target.source)
         try:
-            bundle = await self._fetch(target, query, request_id, answer)
+            bundle = await self._fetch(target, query, request_id, requester, answer)
         except _Refused as refused:
             answer.problems.append(refused.problem)
             return answer
         self._read_bundle(bundle, query, answer)
         return answer
 
-    async def _fetch(self, target: Target, query: DiscoveryQuery, request_id: str, answer: Answer) -> dict[str, Any]:
+    async def _fetch(
+        self, target: Target, query: DiscoveryQuery, request_id: str, requester: Requester, answer: Answer
+    ) -> dict[str, Any]:
         source = target.source
-        headers = [(b"IEF-Request-Id", request_id.encode("ascii"))]
+        assertion = await self._assertions.sign(audience=source.base_url, requester=requester, ihi=query.ihi or "")
+        headers = [(b"IEF-Request-Id", request_id.encode("ascii")), (b"IEF-Requester", assertion.encode("ascii"))]
         if target.credentials is not None:
             try:
                 authorization = await self._outbound.authorization(target.credentials, [query.kind.scope])

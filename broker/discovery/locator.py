@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from schemas.types import RecordType, SearchStyle, ServiceKind
 
 if TYPE_CHECKING:
+    from registry.auth.requester import Requester
     from schemas.records import RecordList, Unresolved
 
 __all__ = ("Located", "LocatedService", "Locator", "PatientRecords", "RecordsLocator")
@@ -45,20 +46,24 @@ class LocatedService:
 
 @dataclass(frozen=True, slots=True)
 class Located:
-    """The answer to one look-up: services holding data, and hops that could not be followed."""
+    """The answer to one look-up: services holding data (those the requester may be told of), hops that
+    could not be followed, and whether the privacy decision point withheld any service."""
 
     services: list[LocatedService]
     unresolved: list[Unresolved]
+    withheld: bool = False
 
 
 class Locator(Protocol):
     """Finds the services that hold data for an IHI (federation followed where the implementation can)."""
 
-    async def locate(self, ihi: str, *, request_id: str, deadline: float) -> Located:
-        """The services holding data for ``ihi``, de-duplicated by service ID.
+    async def locate(self, ihi: str, *, requester: Requester, request_id: str, deadline: float) -> Located:
+        """The services holding data for ``ihi`` that may be disclosed to ``requester`` (the others are
+        withheld and never asked), de-duplicated by service ID.
 
         Args:
             ihi: a valid IHI.
+            requester: who the search is for (the privacy decision point decides on it).
             request_id: the consumer request's ID (peers get it as ``IEF-Request-Id``).
             deadline: when the look-up must be over, as a ``time.monotonic()`` instant.
 
@@ -76,11 +81,13 @@ class PatientRecords(Protocol):
         ihi: str,
         statuses: list[str] | None = None,
         *,
+        requester: Requester,
         follow: bool = False,
         request_id: str = "",
         deadline: float | None = None,
     ) -> RecordList:
-        """The records of ``ihi`` (active ones by default); with ``follow``, those learned at other registries too."""
+        """The records of ``ihi`` (active ones by default) that may be disclosed to ``requester``; with
+        ``follow``, those learned at other registries too."""
         ...
 
 
@@ -95,9 +102,12 @@ class RecordsLocator:
     def __init__(self, records: PatientRecords) -> None:
         self._records = records
 
-    async def locate(self, ihi: str, *, request_id: str, deadline: float) -> Located:
-        """The services of the patient's active records, federation followed within its limits and ``deadline``."""
-        found = await self._records.for_ihi(ihi, follow=True, request_id=request_id, deadline=deadline)
+    async def locate(self, ihi: str, *, requester: Requester, request_id: str, deadline: float) -> Located:
+        """The services of the patient's active records that may be disclosed to ``requester``, federation
+        followed within its limits and ``deadline``."""
+        found = await self._records.for_ihi(
+            ihi, requester=requester, follow=True, request_id=request_id, deadline=deadline
+        )
         services = [
             LocatedService(
                 record.service_id,
@@ -110,4 +120,4 @@ class RecordsLocator:
             for record in found.records
             if record.type is RecordType.RECORD and record.service is not None
         ]
-        return Located(services, list(found.unresolved or ()))
+        return Located(services, list(found.unresolved or ()), withheld=found.withheld)

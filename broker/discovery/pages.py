@@ -44,6 +44,13 @@ class KeptResults(Generic[T]):
         self._kept[token] = (key, value, now + self._seconds)
         return token
 
+    def drop(self, matching: Callable[[Hashable], bool]) -> int:
+        """Forget every result kept for a search ``matching`` selects (a patient's consent changed); how many."""
+        gone = [token for token, (key, _, _) in self._kept.items() if matching(key)]
+        for token in gone:
+            del self._kept[token]
+        return len(gone)
+
     def get(self, token: str, key: Hashable) -> T | None:
         """The result kept under ``token`` for the search ``key``; None when unknown, expired or another search's."""
         kept = self._kept.get(token)

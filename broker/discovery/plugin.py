@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from litestar.types import ControllerRouterHandler
 
     from broker.discovery.locator import Locator
+    from registry.auth.assertions import RequesterAssertions
     from registry.auth.outbound import OutboundCredentials
     from registry.feature import Members
     from schemas.fhir.canonical import Canonicals
@@ -40,14 +41,21 @@ class DiscoveryPlugin(FeaturePlugin):
 
     @contextlib.asynccontextmanager
     async def open(
-        self, *, locator: Locator, directory: Members, credentials: OutboundCredentials, canon: Canonicals
+        self,
+        *,
+        locator: Locator,
+        directory: Members,
+        credentials: OutboundCredentials,
+        assertions: RequesterAssertions,
+        canon: Canonicals,
     ) -> AsyncIterator[DiscoveryService]:
         """The broker of one process: its gateway connections (closed at the end), breakers and single flights."""
         settings = self.settings.broker
         http = new_gateway_http(settings, outbound_policy(self.settings))
         gateways = GatewayClient(
-            http, credentials, max_bytes=settings.max_response_bytes, per_gateway=settings.gateway_concurrency
-        )
+            http, credentials, assertions, max_bytes=settings.max_response_bytes,
+            per_gateway=settings.gateway_concurrency,
+        )  # fmt: skip
         service = DiscoveryService(
             locator=locator, directory=directory, gateways=gateways, http=http, settings=settings, canon=canon
         )

@@ -15,6 +15,7 @@ from schemas.fhir.discovery import outcome_entry
 if TYPE_CHECKING:
     from broker.discovery.query import DiscoveryQuery
     from broker.discovery.service import DiscoveryService
+    from registry.auth.requester import Requester
     from schemas.fhir.canonical import Canonicals
 
 __all__ = ("DiscoveryResources",)
@@ -38,13 +39,19 @@ class DiscoveryResources:
         """Seconds a search may take: the deadline, or the consumer's shorter ``Prefer: wait``."""
         return self.service.budget(wait)
 
-    async def search(self, query: DiscoveryQuery, *, base: str, budget: float, request_id: str) -> dict[str, Any]:
-        """One page of the merged result of a search, as a searchset Bundle (``base``: this FHIR base).
+    async def search(
+        self, query: DiscoveryQuery, *, base: str, budget: float, request_id: str, requester: Requester
+    ) -> dict[str, Any]:
+        """One page of the merged result of a search for ``requester``, as a searchset Bundle (``base``:
+        this FHIR base); its outcome entry says so when gateways were withheld from the requester.
 
         Raises:
             DependencyUnavailable: the patient's services could not be located (the database is down).
         """
-        page = await self.service.search(query, budget=budget, request_id=request_id)
-        entries = [*page.entries, outcome_entry(self.canon, page.issues)] if page.issues else page.entries
+        page = await self.service.search(query, budget=budget, request_id=request_id, requester=requester)
+        said = page.issues or page.withheld
+        entries = (
+            [*page.entries, outcome_entry(self.canon, page.issues, withheld=page.withheld)] if said else page.entries
+        )
         url = f"{base}/{query.kind.resource_type}"
         return searchset_of(entries, total=page.total, links=query.links(url, page.total, page.token))

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from broker.discovery.locator import Located, LocatedService, Locator
     from broker.discovery.merge import Check, Found
     from broker.discovery.query import DiscoveryQuery
+    from registry.auth.requester import Requester
     from registry.config import BrokerSettings
     from registry.feature import Members
     from registry.outbound.transport import ConnectionPools
@@ -72,6 +73,7 @@ class Merged:
     entries: list[dict[str, Any]]
     issues: list[Issue]
     asked: list[str]
+    withheld: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +85,14 @@ class Page:
         total: how many matches the whole result holds.
         issues: one per problem (on every page).
         token: the kept result later pages are read from (None: one page holds it all).
+        withheld: the privacy decision point withheld services from the requester (they were not asked).
     """
 
     entries: list[dict[str, Any]]
     total: int
     issues: list[Issue]
     token: str | None
+    withheld: bool = False
 
 
 class DiscoveryService:
@@ -127,8 +131,13 @@ class DiscoveryService:
         """Seconds a search may take: the deadline, or the consumer's shorter ``Prefer: wait`` (at least 1 s)."""
         return self._settings.deadline if wait is None else min(self._settings.deadline, float(max(wait, 1)))
 
-    async def search(self, query: DiscoveryQuery, *, budget: float, request_id: str) -> Page:
-        """One page of the merged result of a search.
+    def forget_patient(self, ihi: str) -> int:
+        """Drop the results kept for a patient's searches (their consent changed); how many were kept."""
+        return self._kept.drop(lambda key: isinstance(key, tuple) and key[0][1] == ihi)
+
+    async def search(self, query: DiscoveryQuery, *, budget: float, request_id: str, requester: Requester) -> Page:
+        """One page of the merged result of a search for ``requester``: only the gateways the privacy
+        decision point discloses to it are asked, each told who it is answering (``IEF-Requester``).
 
         Raises:
             DependencyUnavailable: the patient's services could not be located (the database is down).
@@ -137,27 +146,30 @@ class DiscoveryService:
             return Page([], 0, [], None)
         note_patients([query.ihi])
         token = query.page_token
-        merged = self._kept.get(token, query.key) if token else None
+        kept_key = (query.key, requester.key)
+        merged = self._kept.get(token, kept_key) if token else None
         if merged is not None:
             note_detail(f"page of a result kept from an earlier search; services asked then: {'; '.join(merged.asked)}")
         else:
             ihi = query.ihi
             merged, joined = await self._flights.run(
-                (query.key, budget), lambda: self._fan_out(query, ihi, budget, request_id)
+                (query.key, budget, requester.key), lambda: self._fan_out(query, ihi, budget, request_id, requester)
             )
             shared = " (a fan-out shared with identical concurrent searches)" if joined else ""
             note_detail(f"services asked{shared}: {'; '.join(merged.asked) or 'none'}")
             more_pages = 0 < query.page_size < len(merged.entries)  # _count=0 asks for the total only
-            token = self._kept.keep(query.key, merged) if more_pages else None
+            token = self._kept.keep(kept_key, merged) if more_pages else None
         entries = merged.entries[query.offset : query.offset + query.page_size]
-        return Page(entries, len(merged.entries), merged.issues, token)
+        return Page(entries, len(merged.entries), merged.issues, token, withheld=merged.withheld)
 
-    async def _fan_out(self, query: DiscoveryQuery, ihi: str, budget: float, request_id: str) -> Merged:
+    async def _fan_out(
+        self, query: DiscoveryQuery, ihi: str, budget: float, request_id: str, requester: Requester
+    ) -> Merged:
         started = time.monotonic()
         deadline = started + budget
         try:
             async with asyncio.timeout(budget):
-                located = await self._locator.locate(ihi, request_id=request_id, deadline=deadline)
+                located = await self._locator.locate(ihi, requester=requester, request_id=request_id, deadline=deadline)
         except TimeoutError:
             raise errors.DependencyUnavailable("the patient's services could not be located in time") from None
         issues: list[Issue] = [
@@ -168,7 +180,7 @@ class DiscoveryService:
         targets = await self._targets(located, issues, asked)
         asking = time.monotonic()
         slots = asyncio.Semaphore(self._settings.request_concurrency)
-        answers = await asyncio.gather(*(self._ask(t, query, deadline, slots, request_id) for t in targets))
+        answers = await asyncio.gather(*(self._ask(t, query, deadline, slots, request_id, requester) for t in targets))
         answered = time.monotonic()
         merged = merge((answer.found for answer in answers), self._canon, _r4_check(query.kind.resource_type))
         self._report(answers, merged.rejected, query, issues, asked)
@@ -185,7 +197,7 @@ class DiscoveryService:
             gateways_ms=_ms(answered - asking),
             merge_ms=_ms(ended - answered),
         )
-        return Merged(merged.entries, issues, asked)
+        return Merged(merged.entries, issues, asked, withheld=located.withheld)
 
     @staticmethod
     def _report(
@@ -250,7 +262,13 @@ class DiscoveryService:
         return Target(source, member if has_credentials else None), ""
 
     async def _ask(
-        self, target: Target, query: DiscoveryQuery, deadline: float, slots: asyncio.Semaphore, request_id: str
+        self,
+        target: Target,
+        query: DiscoveryQuery,
+        deadline: float,
+        slots: asyncio.Semaphore,
+        request_id: str,
+        requester: Requester,
     ) -> Answer:
         """Ask one gateway within its timeout and the deadline, through its circuit breaker; ``slots``
         bounds how many gateways this search asks at once."""
@@ -265,7 +283,7 @@ class DiscoveryService:
                 if not self._breakers.allow(sid):  # half-open, and another search's probe is out
                     return _skipped_open(source, self._breakers.retry_in(sid))
                 asking = True
-                answer = await self._gateways.search(target, query, request_id=request_id)
+                answer = await self._gateways.search(target, query, request_id=request_id, requester=requester)
         except TimeoutError:
             if not asking:
                 text = "not asked: the search's deadline passed while it waited for a free connection slot"

@@ -8,6 +8,10 @@ Parameters. What an event notification carries follows the subscription's payloa
 - ``id-only``: ``focus`` (absolute URL of the RegistryRecord) and ``topic``; one extra entry per
   record with ``fullUrl``, ``request`` and ``response`` but no ``resource``;
 - ``full-resource``: the same entries with the record (as the event left it) in ``resource``.
+
+A ``patient-consent`` event's focus is the Consent (``Consent/<id>``), never with its content. An
+event the privacy decision point withheld (``$events`` only: it is never sent) has no focus and no
+entry, only its number, its time and the ``notification-event-withheld`` extension.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from schemas.fhir.canonical import EXT_REGISTRATION_CHANGE
+from schemas.fhir.canonical import EXT_EVENT_WITHHELD, EXT_REGISTRATION_CHANGE
 from schemas.fhir.record import registry_record
 from schemas.fhir.subscription import PROFILE_STATUS, SUBSCRIPTION_ERROR_SYSTEM
 
@@ -32,18 +36,25 @@ __all__ = ("EventView", "StatusView", "notification_bundle", "status_parameters"
 
 @dataclass(frozen=True, slots=True)
 class EventView:
-    """One numbered event and the record as the change left it."""
+    """One numbered event and the record as the change left it (or the Consent that changed)."""
 
     number: int
     occurred_at: datetime
     change: str
-    record_id: UUID
     ihi: str
-    service_id: str
-    status: str
-    type: str
-    version: int
-    updated: datetime
+    record_id: UUID | None = None
+    service_id: str | None = None
+    status: str | None = None
+    type: str | None = None
+    version: int | None = None
+    updated: datetime | None = None
+    consent_id: UUID | None = None
+    withheld: bool = False
+
+    @property
+    def focus(self) -> str:
+        """The relative reference of what the event is about."""
+        return f"Consent/{self.consent_id}" if self.consent_id is not None else f"Basic/{self.record_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +77,15 @@ class StatusView:
         return f"{self.base}/Subscription/{self.subscription_id}"
 
 
-def _event_part(view: StatusView, event: EventView, content: str) -> dict[str, Any]:
+def _event_part(view: StatusView, event: EventView, content: str, withheld_url: str) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [
         {"name": "event-number", "valueString": str(event.number)},
         {"name": "timestamp", "valueInstant": event.occurred_at},
     ]
+    if event.withheld:
+        return {"extension": [{"url": withheld_url, "valueBoolean": True}], "name": "notification-event", "part": parts}
     if content != "empty":
-        parts.append({"name": "focus", "valueReference": {"reference": f"{view.base}/Basic/{event.record_id}"}})
+        parts.append({"name": "focus", "valueReference": {"reference": f"{view.base}/{event.focus}"}})
     return {"name": "notification-event", "part": parts}
 
 
@@ -84,6 +97,7 @@ def status_parameters(
     content: str | None = None,
     events_since: int | None = None,
     param_id: str | None = None,
+    withheld_url: str = "",
 ) -> dict[str, Any]:
     """The status Parameters of a notification (``handshake``, ``heartbeat``, ``event-notification``,
     ``query-event``) or of ``$status`` (``query-status``)."""
@@ -99,7 +113,7 @@ def status_parameters(
     parameters.append({"name": "type", "valueCode": kind})
     since = events_since if events_since is not None else view.events_since_start
     parameters.append({"name": "events-since-subscription-start", "valueString": str(since)})
-    parameters.extend(_event_part(view, event, level) for event in events)
+    parameters.extend(_event_part(view, event, level, withheld_url) for event in events)
     if view.error_code or view.error_text:
         concept: dict[str, Any] = {}
         if view.error_code:
@@ -137,7 +151,10 @@ def notification_bundle(
     level = content or view.content
     bundle_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{identity}/bundle")) if identity else str(uuid.uuid4())
     param_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{identity}/status")) if identity else None
-    status = status_parameters(view, kind, events, content=level, events_since=events_since, param_id=param_id)
+    status = status_parameters(
+        view, kind, events, content=level, events_since=events_since, param_id=param_id,
+        withheld_url=canon.extension(EXT_EVENT_WITHHELD),
+    )  # fmt: skip
     response: dict[str, Any] = {"status": "200"}
     if outcome is not None:
         response["outcome"] = outcome
@@ -151,18 +168,20 @@ def notification_bundle(
     ]
     if level != "empty":
         for event in events:
-            entry: dict[str, Any] = {"fullUrl": f"{view.base}/Basic/{event.record_id}"}
-            if level == "full-resource":
+            if event.withheld:
+                continue
+            entry: dict[str, Any] = {"fullUrl": f"{view.base}/{event.focus}"}
+            if level == "full-resource" and event.record_id is not None:
                 entry["resource"] = registry_record(
-                    canon, record_id=str(event.record_id), ihi=event.ihi, service_id=event.service_id,
-                    status=event.status, type_=event.type, version=event.version, last_updated=event.updated,
+                    canon, record_id=str(event.record_id), ihi=event.ihi, service_id=event.service_id or "",
+                    status=event.status or "", type_=event.type or "", version=event.version or 0,
+                    last_updated=event.updated or event.occurred_at,
                 )  # fmt: skip
             created = event.change == "created"
-            entry["extension"] = [{"url": canon.extension(EXT_REGISTRATION_CHANGE), "valueCode": event.change}]
-            entry["request"] = {
-                "method": "POST" if created else "PUT",
-                "url": "Basic" if created else f"Basic/{event.record_id}",
-            }
+            if event.record_id is not None:
+                entry["extension"] = [{"url": canon.extension(EXT_REGISTRATION_CHANGE), "valueCode": event.change}]
+            kind_of = event.focus.split("/", 1)[0]
+            entry["request"] = {"method": "POST" if created else "PUT", "url": kind_of if created else event.focus}
             entry["response"] = {"status": "201" if created else "200"}
             entries.append(entry)
     return {

@@ -24,11 +24,13 @@ from schemas.fhir.canonical import HL7_SEARCH_PARAMETER
 from schemas.fhir.capability import PAGING, Operation, ResourceCapability, SearchParam
 from schemas.fhir.subscription import (
     BACKPORT_CAPABILITY,
+    CONSENT_TOPIC_ID,
     EXT_TOPIC_CANONICAL,
     OP_EVENTS,
     OP_STATUS,
     PROFILE_SUBSCRIPTION,
     TOPIC_ID,
+    TOPICS,
     topic_url,
 )
 
@@ -38,9 +40,10 @@ SubscriptionId = Annotated[str, PathParameter(description="The subscription id."
 
 SUBSCRIPTION = ResourceCapability(
     "Subscription",
-    "Topic-based subscriptions (Subscriptions R5 Backport IG STU 1.1.0, rest-hook) to the one topic: a registry "
-    "record was created or changed status. Owned by the creating client (others get 404; admin sees all, header "
-    "values masked). Payload empty, id-only (default) or full-resource; Standard Webhooks signatures.",
+    "Topic-based subscriptions (Subscriptions R5 Backport IG STU 1.1.0, rest-hook) to two topics: a registry "
+    "record was created or changed status (patient-registration), a patient's Consent changed (patient-consent). "
+    "Owned by the creating client (others get 404; admin sees all, header values masked). Payload empty, id-only "
+    "(default) or full-resource; Standard Webhooks signatures.",
     ("read", "search-type", "create", "update", "delete"),
     search=(
         SearchParam("_id", "token", "The subscription's id.", f"{HL7_SEARCH_PARAMETER}/Resource-id"),
@@ -72,7 +75,7 @@ SUBSCRIPTION = ResourceCapability(
     ),
     supported_profiles=(PROFILE_SUBSCRIPTION,),
     instantiates=(BACKPORT_CAPABILITY,),
-    canonical_extensions=((EXT_TOPIC_CANONICAL, f"SubscriptionTopic/{TOPIC_ID}"),),
+    canonical_extensions=tuple((EXT_TOPIC_CANONICAL, f"SubscriptionTopic/{topic}") for topic in TOPICS),
 )
 
 _TOPIC_VERSIONS = ("5.0", "4.3")
@@ -212,7 +215,7 @@ class SubscriptionController(Controller):
 
 
 class SubscriptionTopicController(Controller):
-    """The registration topic at its canonical URL (public: it describes the API)."""
+    """The topics at their canonical URLs (public: they describe the API)."""
 
     path = "/SubscriptionTopic"
     tags = ["fhir"]  # noqa: RUF012 - Litestar reads this class attribute as is
@@ -221,9 +224,19 @@ class SubscriptionTopicController(Controller):
     async def read(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
         """The topic of registrations: the Backport IG's R4 representation (a Basic), or the R5 SubscriptionTopic
         when ``Accept`` asks for ``fhirVersion=5.0`` (or ``4.3``, where the resource exists too)."""
-        accept = request.headers.get("accept", "").replace(" ", "")
-        version = next((v for v in _TOPIC_VERSIONS if f"fhirVersion={v}" in accept), None)
-        resource = fhir_topic(topic_url(fhir_base(request)), r5=version is not None)
-        if version is None:
-            return fhir_response(resource)
-        return fhir_response(resource, media_type=f"application/fhir+json; fhirVersion={version}")
+        return _topic(fhir_topic, request, TOPIC_ID)
+
+    @get(f"/{CONSENT_TOPIC_ID}", operation_id="readConsentTopic", opt=fhir_route(public=True))
+    async def read_consent(self, fhir_topic: NamedDependency[Any], request: Request[Any, Any, Any]) -> Response[bytes]:
+        """The topic of consent changes (id-only notifications), in the representations of the registration topic."""
+        return _topic(fhir_topic, request, CONSENT_TOPIC_ID)
+
+
+def _topic(render: Any, request: Request[Any, Any, Any], topic: str) -> Response[bytes]:
+    """One topic at its canonical URL: R4 (a Basic) unless ``Accept`` asks for ``fhirVersion=5.0`` or ``4.3``."""
+    accept = request.headers.get("accept", "").replace(" ", "")
+    version = next((v for v in _TOPIC_VERSIONS if f"fhirVersion={v}" in accept), None)
+    resource = render(topic_url(fhir_base(request), topic), topic, r5=version is not None)
+    if version is None:
+        return fhir_response(resource)
+    return fhir_response(resource, media_type=f"application/fhir+json; fhirVersion={version}")

@@ -7,7 +7,10 @@ Any number of workers (inside ``serve`` and as ``ief-registry worker``) share on
    delivered; then heartbeats. A claim is a lease for the notification's timeout plus
    ``lease_margin``: a worker killed in flight loses it, and another worker resends the same body.
 2. **Re-check** the owner: still enabled, still holding the scopes and permission the payload
-   needs. If not, nothing is sent and the subscription goes to ``error``.
+   needs. If not, nothing is sent and the subscription goes to ``error``. Then ask the privacy
+   decision point about every event to send (the patient's Consents and the record's security
+   labels as they are now, the owner's clearances): withheld events end ``withheld`` and are never
+   sent; a notification in flight that carried one is dropped and the rest are sent anew.
 3. **Render once**: the handshake, heartbeat or event notification (the lowest undelivered events,
    up to ``maxCount``, fetched with the claim) is rendered deterministically, so rendering it again
    after a crash gives the same bytes and ``webhook-id``; after a failed attempt the bytes are
@@ -47,7 +50,9 @@ from broker.subscriptions.notifier import Notifier
 from broker.subscriptions.repository import Notification
 from broker.subscriptions.resources import event_view, status_view
 from broker.subscriptions.retry import RetryPolicy, parse_schedule
+from registry.auth.requester import Requester
 from registry.log import get_logger
+from schemas.privacy import Verdict
 
 if TYPE_CHECKING:
     from broker.subscriptions.metrics import LatencyHistogram
@@ -56,6 +61,7 @@ if TYPE_CHECKING:
     from registry.config import SubscriptionSettings
     from registry.db.pool import Connection, Database
     from registry.outbound.egress import AddressPolicy
+    from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
 __all__ = ("CHANNEL", "DeliveryWorker")
@@ -84,8 +90,10 @@ class DeliveryWorker:
         canon: Canonicals,
         policy: AddressPolicy,
         latency: LatencyHistogram,
+        decisions: DecisionPoint,
     ) -> None:
         self._db = db
+        self._decisions = decisions
         self._repo = repository
         self._settings = settings
         self._url = listen_url
@@ -256,6 +264,8 @@ class DeliveryWorker:
                 "delivery_refused", subscription_id=subscription.id, client_id=subscription.client_id, reason=why
             )
             return
+        if await self._withheld(work):
+            return
         notification = self._notification(work)
         if notification is None:
             async with self._db.writer() as conn:
@@ -273,6 +283,32 @@ class DeliveryWorker:
             await self._delivered(subscription, notification, work.events, attempt_number)
         else:
             await self._failed(subscription, notification, attempt, attempt_number)
+
+    async def _withheld(self, work: Claimed) -> bool:
+        """Withhold the events the subscriber may not be told of; whether any were (then nothing is sent now:
+        the lease ends and the next round sends what remains)."""
+        subscription, owner = work.subscription, work.owner
+        requester = Requester(
+            client_id=subscription.client_id, service_id=owner.service_id, clearances=owner.clearances
+        )
+        withheld = [
+            event.event_number
+            for event in work.events
+            if event.record_id is not None
+            and self._decisions.verdict(requester, event.policy, custodian=event.service_id or "", labels=event.labels)
+            is Verdict.WITHHOLD
+        ]
+        if not withheld:
+            return False
+        async with self._db.writer() as conn:
+            count = await self._repo.withhold(conn, subscription.subscription_id, self.name, withheld)
+        self._decisions.withheld_counter.inc(count)
+        _log.info(
+            "events_withheld", subscription_id=subscription.id, events=count, first_event=withheld[0],
+            last_event=withheld[-1],
+        )  # fmt: skip
+        self._wake.set()
+        return True
 
     def _notification(self, work: Claimed) -> Notification | None:
         """The notification to send: the one in flight (its stored bytes), or the next one rendered.

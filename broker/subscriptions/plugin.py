@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from registry.metrics import Metrics
     from registry.outbound.egress import AddressPolicy
+    from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
 __all__ = ("SubscriptionsPlugin",)
@@ -57,10 +58,19 @@ class SubscriptionsPlugin(FeaturePlugin):
 
     @contextlib.asynccontextmanager
     async def open(
-        self, *, db: Database, queries: Queries, trail: AuditTrail, canon: Canonicals, metrics: Metrics, listen_url: str
+        self,
+        *,
+        db: Database,
+        queries: Queries,
+        trail: AuditTrail,
+        canon: Canonicals,
+        metrics: Metrics,
+        listen_url: str,
+        decisions: DecisionPoint,
     ) -> AsyncIterator[tuple[SubscriptionService, GroupService]]:
         """The subscription and cohort services of a server process, its metrics, and its delivery worker when
-        ``subscriptions.worker`` is on (``listen_url``: where the worker's LISTEN connects)."""
+        ``subscriptions.worker`` is on (``listen_url``: where the worker's LISTEN connects; ``decisions``:
+        the privacy decision point every notification passes)."""
         settings = self.settings.subscriptions
         repository = SubscriptionRepository(queries)
         latency = LatencyHistogram()
@@ -71,7 +81,14 @@ class SubscriptionsPlugin(FeaturePlugin):
         async with contextlib.AsyncExitStack() as stack:
             if settings.worker:
                 await stack.enter_async_context(
-                    self.delivery(db=db, queries=queries, canon=canon, listen_url=listen_url, latency=latency)
+                    self.delivery(
+                        db=db,
+                        queries=queries,
+                        canon=canon,
+                        listen_url=listen_url,
+                        latency=latency,
+                        decisions=decisions,
+                    )
                 )
             yield service, GroupService(db, groups, settings)
 
@@ -83,12 +100,13 @@ class SubscriptionsPlugin(FeaturePlugin):
         queries: Queries,
         canon: Canonicals,
         listen_url: str,
+        decisions: DecisionPoint,
         latency: LatencyHistogram | None = None,
     ) -> AsyncIterator[DeliveryWorker]:
         """A running delivery worker (stopped at the end): inside ``serve``, or ``ief-registry worker`` alone."""
         worker = DeliveryWorker(
             db, SubscriptionRepository(queries), self.settings.subscriptions, listen_url=listen_url, canon=canon,
-            policy=self.policy(), latency=latency or LatencyHistogram(),
+            policy=self.policy(), latency=latency or LatencyHistogram(), decisions=decisions,
         )  # fmt: skip
         await worker.start()
         try:

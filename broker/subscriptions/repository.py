@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -11,6 +11,7 @@ import msgspec
 
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
+from schemas.privacy import PatientPolicy
 
 if TYPE_CHECKING:
     import asyncpg
@@ -79,6 +80,7 @@ class StoredSubscription:
     updated_at: datetime
     deleted_at: datetime | None
     filter_group: UUID | None = None
+    topic: str = "patient-registration"
 
     @property
     def has_patient_filter(self) -> bool:
@@ -103,25 +105,32 @@ class Owner:
     enabled: bool
     scopes: frozenset[str]
     full_resource: bool
+    service_id: str = ""
+    clearances: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """One numbered event and the record as the change left it."""
+    """One numbered event and the record as the change left it (a ``patient-consent`` event names the
+    Consent instead). Events claimed for delivery carry the record's security labels now and the
+    patient's privacy policy (what the decision point is asked about)."""
 
     subscription_id: UUID
     event_number: int
     occurred_at: datetime
     change: str
-    record_id: UUID
     ihi: str
-    service_id: str
-    record_status: str
-    record_type: str
-    record_version: int
-    record_updated: datetime
     state: str
-    finished_at: datetime | None
+    finished_at: datetime | None = None
+    record_id: UUID | None = None
+    service_id: str | None = None
+    record_status: str | None = None
+    record_type: str | None = None
+    record_version: int | None = None
+    record_updated: datetime | None = None
+    consent_id: UUID | None = None
+    labels: list[str] = field(default_factory=list)
+    policy: PatientPolicy = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,7 @@ class SubscriptionWrite:
     previous_secret: str | None = None
     previous_secret_until: datetime | None = None
     filter_group: UUID | None = None
+    topic: str = "patient-registration"
 
 
 _SUBSCRIPTION_FIELDS = tuple(f.name for f in fields(StoredSubscription))
@@ -165,11 +175,13 @@ def _owner(row: asyncpg.Record) -> Owner:
         enabled=row[f"{prefix}status"] == "enabled",
         scopes=frozenset(row[f"{prefix}scopes"]),
         full_resource=bool(row[f"{prefix}full_resource"]),
+        service_id=row[f"{prefix}service"],
+        clearances=frozenset(row[f"{prefix}clearances"]),
     )
 
 
 def _event(row: Any) -> StoredEvent:
-    values: dict[str, Any] = {name: row[name] for name in _EVENT_FIELDS}
+    values: dict[str, Any] = {name: row[name] for name in _EVENT_FIELDS if name in row and row[name] is not None}
     values["ihi"] = values["ihi"].strip()
     return msgspec.convert(values, StoredEvent, strict=False)
 
@@ -212,7 +224,7 @@ class SubscriptionRepository:
                 self._q["create_subscription"], client_id, write.reason, write.end_at, write.base_url,
                 write.filter_ihi, write.filter_services, write.filter_statuses, write.filters, write.endpoint,
                 write.payload_type, write.content, write.headers, write.secret, write.heartbeat_period,
-                write.timeout_seconds, write.max_count, write.filter_group,
+                write.timeout_seconds, write.max_count, write.filter_group, write.topic,
             )  # fmt: skip
         assert row is not None
         return _subscription(row)
@@ -349,6 +361,12 @@ class SubscriptionRepository:
         with translate_db_errors():
             row = await conn.fetchrow(self._q["refuse_delivery"], subscription_id, owner, reason)
         return row is not None
+
+    async def withhold(self, conn: Connection, subscription_id: UUID, owner: str, numbers: list[int]) -> int:
+        """Mark events withheld from the subscriber (final), drop a notification in flight, end the lease."""
+        with translate_db_errors():
+            withheld = await conn.fetchval(self._q["withhold_events"], subscription_id, owner, numbers)
+        return int(withheld or 0)
 
     async def release(self, conn: Connection, subscription_id: UUID, owner: str) -> None:
         """Give a claimed subscription back untouched."""

@@ -46,14 +46,16 @@ def event_view(event: StoredEvent) -> EventView:
     return EventView(
         number=event.event_number, occurred_at=event.occurred_at, change=event.change, record_id=event.record_id,
         ihi=event.ihi, service_id=event.service_id, status=event.record_status, type=event.record_type,
-        version=event.record_version, updated=event.record_updated,
+        version=event.record_version, updated=event.record_updated, consent_id=event.consent_id,
+        withheld=event.state == "withheld",
     )  # fmt: skip
 
 
 def status_view(stored: StoredSubscription, stats: list[dict[str, Any]] | None = None) -> StatusView:
     """A stored subscription's status as the bundles show it."""
     return StatusView(
-        base=stored.base_url, subscription_id=stored.id, topic=topic_url(stored.base_url), status=stored.status,
+        base=stored.base_url, subscription_id=stored.id, topic=topic_url(stored.base_url, stored.topic),
+        status=stored.status,
         events_since_start=stored.events_since_start, content=stored.content, error_code=stored.error_code,
         error_text=stored.error_text, stats=stats or [],
     )  # fmt: skip
@@ -99,7 +101,8 @@ class SubscriptionResources:
         """A stored subscription as the caller may see it (header values masked unless it owns it)."""
         view = StoredView(
             id=stored.id, version=stored.version, updated_at=stored.updated_at, status=stored.status,
-            reason=stored.reason, end=stored.end_at, topic=topic_url(stored.base_url), filters=stored.filters,
+            reason=stored.reason, end=stored.end_at, topic=topic_url(stored.base_url, stored.topic),
+            filters=stored.filters,
             endpoint=stored.endpoint, payload=stored.payload_type, content=stored.content,
             headers=visible_headers(stored, actor), heartbeat_period=stored.heartbeat_period,
             timeout=stored.timeout_seconds, max_count=stored.max_count, error=stored.error_text or stored.error_code,

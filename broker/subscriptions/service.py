@@ -24,7 +24,7 @@ from registry.audit.context import note_detail, note_patients
 from registry.log import get_logger
 from registry.outbound.egress import AddressRefused, EgressError
 from schemas.audit import Action
-from schemas.fhir.subscription import CONTENT_CODES, names_topic, topic_url
+from schemas.fhir.subscription import CONSENT_TOPIC_ID, CONTENT_CODES, TOPICS, names_topic, topic_url
 
 if TYPE_CHECKING:
     from broker.subscriptions.groups import GroupRepository
@@ -101,6 +101,20 @@ class EventsAnswer:
     """A content the request asked for that is richer than the subscription's (answered at its own level)."""
 
 
+def _check_consent_topic(claim: SubscriptionClaim) -> None:
+    """The consent topic filters by patient only and never sends a Consent's content.
+
+    Raises:
+        InvalidInput: another filter, or full-resource payloads.
+    """
+    for text, where in claim.filters:
+        if text.split("=", 1)[0].strip() != "patient":
+            raise _bad("the patient-consent topic filters by patient only", where)
+    if claim.content == "full-resource":
+        message = "the patient-consent topic is id-only: a Consent's content is never sent"
+        raise _bad(message, f"{_S}.channel.payload.extension")
+
+
 class SubscriptionService:
     """Everything the FHIR Subscription routes do."""
 
@@ -129,8 +143,14 @@ class SubscriptionService:
         self, claim: SubscriptionClaim, actor: Principal, base: str, current: StoredSubscription | None
     ) -> SubscriptionWrite:
         """Every rule a Subscription body must meet; the validated, clamped write."""
-        if not names_topic(claim.criteria, base):
-            raise _bad(f"this server has one topic, {topic_url(base)}; criteria names another", f"{_S}.criteria")
+        topic = next((t for t in TOPICS if names_topic(claim.criteria, base, t)), None)
+        if topic is None:
+            named = " or ".join(topic_url(base, t) for t in TOPICS)
+            raise _bad(f"this server's topics are {named}; criteria names another", f"{_S}.criteria")
+        if current is not None and current.topic != topic:
+            raise _bad("a subscription's topic cannot change: create another subscription", f"{_S}.criteria")
+        if topic == CONSENT_TOPIC_ID:
+            _check_consent_topic(claim)
         if claim.channel_type != "rest-hook":
             raise _bad(f"channel type {claim.channel_type!r} is not supported; use rest-hook", f"{_S}.channel.type")
         filters = parse_filters(claim.filters, service_system=self._canon.service_id_system)
@@ -162,7 +182,7 @@ class SubscriptionService:
             secret=secret, previous_secret=previous, previous_secret_until=previous_until,
             heartbeat_period=_clamp(claim.heartbeat_period, settings.heartbeat_min, settings.heartbeat_max, None),
             timeout_seconds=_clamp(claim.timeout, 1, settings.timeout_max, settings.timeout_default) or 1,
-            max_count=_clamp(claim.max_count, 1, settings.max_count_max, 1) or 1,
+            max_count=_clamp(claim.max_count, 1, settings.max_count_max, 1) or 1, topic=topic,
         )  # fmt: skip
 
     async def _group(self, group_id: uuid.UUID | None, actor: Principal) -> uuid.UUID | None:

@@ -11,9 +11,13 @@ row of it is committed, and the rest are chained in order. Then its checkpoint i
 stored, and the next month's rows follow.
 
 ``hash = SHA-256(prev_hash || canonical(row))`` where ``canonical`` is the JSON array of every
-column of the row in a fixed order (``CANONICAL_VERSION`` first). The first entry's ``prev_hash``
-is 32 zero bytes; the first entry of each month links to the last of the month before, so the
-chain runs on across partitions. ``registry.audit.verify`` walks it.
+column of the row in a fixed order, its format version first: ``CANONICAL_VERSION`` for a row that
+says nothing of privacy (every row written before migration 0011, so those hash as they always
+did), ``PRIVACY_VERSION`` with purpose of use, practitioner, withheld count and break-glass
+appended for a row that does. The first entry's ``prev_hash`` is 32 zero bytes; the first entry
+of each month links to the last of the month before, so the chain runs on across partitions.
+``registry.audit.verify`` walks it; an export carries each row in this form, and
+``decode_canonical`` reads either version back.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from registry.audit.checkpoints import month_label
 from registry.audit.repository import ChainLink, StoredCheckpoint
 from schemas.audit import StoredAuditEvent
+from schemas.types import ascii_int
 
 if TYPE_CHECKING:
     from registry.audit.checkpoints import CheckpointSigner
@@ -45,6 +50,8 @@ __all__ = (
 )
 
 CANONICAL_VERSION = 1
+PRIVACY_VERSION = 2
+"""The canonical form of a row with privacy columns (``canonical``)."""
 GENESIS = bytes(32)
 """``prev_hash`` of the first chain entry."""
 
@@ -53,44 +60,76 @@ _Canonical = tuple[
     int, int, str, int, datetime, str, str | None, str, str, int, int, str | None, str, str, str, str | None,
     str | None, str | None, str | None, str, list[str], list[str],
 ]  # fmt: skip
-_decoder = msgspec.json.Decoder(_Canonical)
+_CanonicalPrivacy = tuple[
+    int, int, str, int, datetime, str, str | None, str, str, int, int, str | None, str, str, str, str | None,
+    str | None, str | None, str | None, str, list[str], list[str], str | None, str | None, int, bool,
+]  # fmt: skip
+_decoders: dict[int, msgspec.json.Decoder[tuple[Any, ...]]] = {
+    CANONICAL_VERSION: msgspec.json.Decoder(_Canonical),
+    PRIVACY_VERSION: msgspec.json.Decoder(_CanonicalPrivacy),
+}
+_NO_PRIVACY = (None, None, 0, False)
 
 
 def canonical(event: StoredAuditEvent) -> bytes:
-    """The bytes a chain entry hashes: every column of the row, in a fixed order, as a compact JSON array."""
+    """The bytes a chain entry hashes: every column of the row, in a fixed order, as a compact JSON array.
+
+    A row that says anything of privacy (purpose, practitioner, withheld, break-glass) is hashed in
+    version 2, with those columns appended; any other row hashes as it did before they existed, so a
+    trail sealed before them still verifies, and clearing or setting them on a sealed row breaks it.
+    """
     recorded = event.recorded.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    privacy = (event.purpose_of_use, event.practitioner, event.withheld, event.break_glass)
+    said = privacy != _NO_PRIVACY
     return _encoder.encode(
         [
-            CANONICAL_VERSION, event.id, event.event_id, event.xid, recorded, event.request_id,
-            event.peer_request_id, event.interaction, event.action, event.outcome, event.status, event.detail,
+            PRIVACY_VERSION if said else CANONICAL_VERSION, event.id, event.event_id, event.xid, recorded,
+            event.request_id, event.peer_request_id, event.interaction, event.action, event.outcome, event.status,
+            event.detail,
             event.method, event.path, event.query, event.client_id, event.client_service, event.client_address,
-            event.token_id, event.observer, list(event.patients), list(event.records),
+            event.token_id, event.observer, list(event.patients), list(event.records), *(privacy if said else []),
         ]
     )  # fmt: skip
 
 
+def _version(data: bytes) -> int:
+    """The format version a canonical row begins with (0 when it begins with none)."""
+    head, comma, _ = bytes(memoryview(data)[:8]).partition(b",")  # any buffer (a msgspec.Raw too)
+    version = ascii_int(head[1:].decode("latin-1"), max_digits=3) if head[:1] == b"[" and comma else None
+    return version or 0
+
+
 def decode_canonical(data: bytes) -> StoredAuditEvent:
-    """The row that ``canonical`` made ``data`` from (an export carries rows in this form).
+    """The row that ``canonical`` made ``data`` from (an export carries rows in this form), in either version.
 
     Raises:
-        ValueError: not the canonical form of a row (or of another format version).
+        ValueError: not the canonical form of a row (of a known format version, with privacy columns
+            exactly when it is of ``PRIVACY_VERSION``).
     """
+    version = _version(data)
+    decoder = _decoders.get(version)
+    if decoder is None:
+        raise ValueError(f"not a canonical audit row of format version {CANONICAL_VERSION} or {PRIVACY_VERSION}")
     try:
-        (
-            version, row_id, event_id, xid, recorded, request_id, peer_request_id, interaction, action, outcome,
-            status, detail, method, path, query, client_id, client_service, client_address, token_id, observer,
-            patients, records,
-        ) = _decoder.decode(data)  # fmt: skip
+        fields = decoder.decode(data)
     except msgspec.DecodeError as exc:
-        raise ValueError(f"not a canonical audit row: {exc}") from None
-    if version != CANONICAL_VERSION:
-        raise ValueError(f"canonical audit row of format version {version}, not {CANONICAL_VERSION}")
+        raise ValueError(f"not a canonical audit row of format version {version}: {exc}") from None
+    (
+        _, row_id, event_id, xid, recorded, request_id, peer_request_id, interaction, action, outcome, status,
+        detail, method, path, query, client_id, client_service, client_address, token_id, observer, patients,
+        records,
+    ) = fields[:22]  # fmt: skip
+    privacy = tuple(fields[22:]) or _NO_PRIVACY
+    if version == PRIVACY_VERSION and privacy == _NO_PRIVACY:
+        raise ValueError(f"a canonical audit row of format version {PRIVACY_VERSION} says nothing of privacy")
+    purpose_of_use, practitioner, withheld, break_glass = privacy
     return StoredAuditEvent(
         id=row_id, event_id=event_id, xid=xid, recorded=recorded, request_id=request_id,
         peer_request_id=peer_request_id, interaction=interaction, action=action, outcome=outcome, status=status,
         detail=detail, method=method, path=path, query=query, client_id=client_id, client_service=client_service,
         client_address=client_address, token_id=token_id, observer=observer, patients=tuple(patients),
-        records=tuple(records),
+        records=tuple(records), purpose_of_use=purpose_of_use, practitioner=practitioner, withheld=withheld,
+        break_glass=break_glass,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
+from registry.auth.requester import requester_in
 from registry.auth.scopes import Principal
 from registry.route import OUTCOME_KEY, PRINCIPAL_KEY, route_spec
 from schemas.audit import Action, AuditEntry, Interaction, default_action, outcome_of
@@ -35,9 +36,11 @@ __all__ = (
     "WriteOutcome",
     "close",
     "current",
+    "note_break_glass",
     "note_detail",
     "note_patients",
     "note_records",
+    "note_withheld",
     "opened",
 )
 
@@ -120,6 +123,8 @@ class AuditContext:
         records: record IDs noted by reads (likewise).
         detail: what the outcome needs beyond the status (an error, a batch's counts).
         audited: the request's row is committed (in its write transaction); nothing more to write.
+        withheld: records (or entries) the privacy decision point withheld from the answer.
+        break_glass: something was disclosed only by break-glass.
     """
 
     scope: Scope
@@ -127,6 +132,8 @@ class AuditContext:
     records: dict[str, None] = field(default_factory=dict)
     detail: str | None = None
     audited: bool = False
+    withheld: int = 0
+    break_glass: bool = False
     refused: Interaction | None = None
     """The interaction of a method refused (405) on a patient-linked path, which no handler matched."""
 
@@ -184,6 +191,7 @@ class AuditContext:
         state: dict[str, Any] = self.scope.get("state", {})
         principal = state.get(PRINCIPAL_KEY)
         who = principal if isinstance(principal, Principal) else None
+        requester = requester_in(state)
         client = self.scope.get("client")
         peer_request_id = self._header(PEER_REQUEST_ID_HEADER)
         patients = dict.fromkeys(self._named_patients()) | self.patients
@@ -202,6 +210,10 @@ class AuditContext:
             token_id=who.token_id if who else None,
             observer=observer,
             patients=tuple(patients),
+            purpose_of_use=requester.purpose if requester else None,
+            practitioner=requester.practitioner if requester else None,
+            withheld=self.withheld,
+            break_glass=self.break_glass,
             **self._ending(status, write or WriteOutcome(), interaction),
         )
 
@@ -266,6 +278,20 @@ def note_records(record_ids: Iterable[object]) -> None:
     context = _current.get()
     if context is not None:
         context.add_records(record_ids)
+
+
+def note_withheld(count: int) -> None:
+    """Record that the privacy decision point withheld ``count`` records from the current answer."""
+    context = _current.get()
+    if context is not None:
+        context.withheld += count
+
+
+def note_break_glass(count: int) -> None:
+    """Record that the current answer disclosed ``count`` records by break-glass (no-op outside a request)."""
+    context = _current.get()
+    if context is not None and count:
+        context.break_glass = True
 
 
 def note_detail(text: str) -> None:

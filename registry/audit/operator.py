@@ -1,4 +1,5 @@
-"""The operator's audit commands, behind ``ief-registry audit verify | export | prune`` (the CLI only prints).
+"""The operator's audit commands, behind ``ief-registry audit verify | export | prune | break-glass`` (the CLI
+only prints).
 
 Each works on the database the command's runtime opened (``registry.cli.runtime``: the owner's
 role, the schema at this release's head); ``verify_offline`` needs no database.
@@ -7,7 +8,7 @@ role, the schema at this release's head); ``verify_offline`` needs no database.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,9 @@ from registry.db.queries import load_queries
 if TYPE_CHECKING:
     from registry.config import Settings
     from registry.db.pool import Database
+    from schemas.audit import StoredAuditEvent
 
-__all__ = ("Sealed", "export", "prune_before", "seal_and_verify", "verify_offline")
+__all__ = ("Sealed", "break_glass", "export", "prune_before", "seal_and_verify", "verify_offline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +101,9 @@ async def prune_before(database: Database, before: date, service_id: str) -> lis
     """Drop the months that end by ``before``, once each was exported and verified (the owner's connection)."""
     async with database.writer() as conn:
         return await prune(conn, AuditRepository(load_queries()), before, observer=service_id)
+
+
+async def break_glass(database: Database, since: datetime) -> list[StoredAuditEvent]:
+    """Every disclosure made by break-glass since ``since``, oldest first."""
+    async with database.reader() as conn:
+        return await AuditRepository(load_queries()).break_glass(conn, since)

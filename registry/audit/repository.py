@@ -175,6 +175,10 @@ def _event(row: asyncpg.Record) -> StoredAuditEvent:
         observer=row["observer"],
         patients=tuple(row["patients"]),
         records=tuple(str(r) for r in row["records"]),
+        purpose_of_use=row["purpose_of_use"],
+        practitioner=row["practitioner"],
+        withheld=row["withheld"],
+        break_glass=row["break_glass"],
     )
 
 
@@ -209,7 +213,8 @@ def _insert_row(e: AuditEntry) -> tuple[object, ...]:
     return (
         e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status,
         e.detail, e.method, e.path, e.query, e.client_id, e.client_service, e.client_address,
-        e.token_id, e.observer, ",".join(e.patients), ",".join(e.records),
+        e.token_id, e.observer, ",".join(e.patients), ",".join(e.records), e.purpose_of_use, e.practitioner,
+        e.withheld, e.break_glass,
     )  # fmt: skip
 
 
@@ -419,6 +424,12 @@ class AuditRepository:
                 rows = await conn.fetch(self._q["search_audit_events_by_agent"], *common, where.client_id)
             else:
                 rows = await conn.fetch(self._q["search_audit_events"], *common)
+        return [_event(row) for row in rows]
+
+    async def break_glass(self, conn: Connection, since: datetime) -> list[StoredAuditEvent]:
+        """Rows of break-glass disclosures recorded since ``since``, oldest first."""
+        with translate_db_errors():
+            rows = await conn.fetch(self._q["search_break_glass"], since)
         return [_event(row) for row in rows]
 
     async def by_event_id(self, conn: Connection, event_id: UUID) -> StoredAuditEvent | None:

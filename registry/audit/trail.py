@@ -144,6 +144,11 @@ class AuditTrail:
         finally:
             self._reading = False
 
+    async def insert_now(self, conn: Connection, entry: AuditEntry) -> None:
+        """Insert one row made outside an HTTP request (an operator's command) in the caller's transaction."""
+        await self._repo.insert(conn, [entry])
+        self.poke()
+
     def committed(self) -> None:
         """The one-statement write that carried the request's row has committed: the request is audited."""
         context = current()

@@ -25,9 +25,12 @@ from registry import errors
 from registry.auth.scopes import ADMIN, is_scope
 from registry.outbound.egress import accept_url
 from schemas.auth import ClientInfo
+from schemas.privacy import parse_labels, parse_purpose
 from schemas.types import InvalidValueError, ServiceStatus, parse_service_id
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from registry.auth.repository import AuthRepository, ClientRow
     from registry.db.pool import Database
     from registry.outbound.egress import AddressPolicy
@@ -139,8 +142,33 @@ def client_info(row: ClientRow) -> ClientInfo:
     return ClientInfo(
         client_id=row.client_id, name=row.name, service_id=row.service_id, scopes=list(row.scopes),
         auth_method=row.auth_method, key_source=source, status=row.status, rate_per_second=row.rate_per_second,
-        created_at=row.created_at, updated_at=row.updated_at,
+        created_at=row.created_at, updated_at=row.updated_at, clearances=list(row.clearances),
+        break_glass=row.break_glass, purposes=list(row.purposes),
     )  # fmt: skip
+
+
+def check_clearances(labels: list[str]) -> list[str]:
+    """Validate the security labels a client is cleared for (sorted, without repeats).
+
+    Raises:
+        InvalidInput: one is not a security label.
+    """
+    try:
+        return list(parse_labels(labels))
+    except InvalidValueError as exc:
+        raise errors.InvalidInput(f"invalid clearance: {exc}") from None
+
+
+def check_purposes(purposes: list[str]) -> list[str]:
+    """Validate the purposes of use a client may state (sorted, without repeats).
+
+    Raises:
+        InvalidInput: one is not a v3 PurposeOfUse code.
+    """
+    try:
+        return sorted({parse_purpose(purpose) for purpose in purposes})
+    except InvalidValueError as exc:
+        raise errors.InvalidInput(f"invalid purpose of use: {exc}") from None
 
 
 def _check_scopes(scopes: list[str]) -> list[str]:
@@ -204,8 +232,15 @@ class ClientService:
         secret: bool = False,
         external: bool = False,
         rate_per_second: float | None = None,
+        clearances: Sequence[str] = (),
+        break_glass: bool = False,
+        purposes: Sequence[str] = (),
     ) -> tuple[ClientRow, str | None]:
         """Register a client; return it and, for a secret client, the secret (shown once, never stored).
+
+        ``clearances`` are the security labels it is cleared for, ``break_glass`` lets it override a
+        patient's restrictions with purpose ETREAT, ``purposes`` limit the purposes of use it may
+        state (empty: any).
 
         An ``external`` client has no credentials here: it gets its tokens from a trusted issuer
         whose ``clients`` map names it, and this registration gives it its service and scopes.
@@ -227,8 +262,36 @@ class ClientService:
                 conn, client_id=str(uuid.uuid4()), name=name.strip(), service_id=check_bound_service(service_id),
                 scopes=_check_scopes(scopes), auth_method=method, jwks=jwks_doc, jwks_url=url, public_key_pem=pem,
                 secret_hash=secret_hash, rate_per_second=rate_per_second,
+                clearances=check_clearances(list(clearances)), break_glass=break_glass,
+                purposes=check_purposes(list(purposes)),
             )  # fmt: skip
         return row, plain
+
+    async def update_privacy(
+        self,
+        client_id: str,
+        *,
+        clearances: list[str] | None = None,
+        break_glass: bool | None = None,
+        purposes: list[str] | None = None,
+    ) -> ClientRow:
+        """Change what a client is cleared for, whether it may break the glass, the purposes it may state
+        (None: unchanged). Its tokens follow within ``auth.client_cache_seconds``.
+
+        Raises:
+            NotFound: no such client.
+            InvalidInput: a label or purpose that is not one.
+        """
+        async with self._db.writer() as conn:
+            row = await self._repo.set_client_privacy(
+                conn, client_id,
+                clearances=None if clearances is None else check_clearances(clearances),
+                break_glass=break_glass,
+                purposes=None if purposes is None else check_purposes(purposes),
+            )  # fmt: skip
+        if row is None:
+            raise errors.NotFound(f"no client {client_id}")
+        return row
 
     async def rotate(
         self,

@@ -16,9 +16,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from registry import errors
+from registry.auth.requester import requester_of
 from registry.auth.scopes import ADMIN, PRINCIPAL_KEY, is_scope
 from registry.http import check_request, scope_header
-from registry.route import ROUTE_KEY, RouteSpec, route_spec
+from registry.route import REQUESTER_KEY, ROUTE_KEY, RouteSpec, route_spec
 
 if TYPE_CHECKING:
     from litestar import Litestar, Request
@@ -56,6 +57,18 @@ async def authenticate(connection: ASGIConnection[Any, Any, Any, Any], handler: 
         if not principal.allows(scope):
             message = f"this needs the scope {scope}, which the token does not grant"
             raise errors.Forbidden(message, code=errors.ErrorCode.SCOPE_MISSING)
+    requester = requester_of(connection, principal)
+    connection.scope["state"][REQUESTER_KEY] = requester
+    if (
+        requester.purpose is None
+        and connection.app.state.get("require_purpose", False)
+        and route_spec(handler).audit is not None
+        and connection.scope.get("method") in ("GET", "HEAD")
+    ):
+        message = "a read of patient-linked data states its purpose of use (IEF-Purpose-Of-Use)"
+        raise errors.MalformedRequest(
+            message, issues=[errors.Issue(message, "IEF-Purpose-Of-Use")], code=errors.ErrorCode.PURPOSE_REQUIRED
+        )
 
 
 async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

@@ -39,9 +39,12 @@ from joserfc.jwk import Key, KeySet
 
 from registry.auth.clients import public_key_from_pem, verify_secret
 from registry.auth.remote import RemoteError
+from registry.auth.requester import PRACTITIONER_CLAIM, PURPOSE_CLAIM
 from registry.auth.scopes import may_hold
 from registry.auth.tokens import MalformedToken, unverified
 from registry.log import get_logger
+from schemas.privacy import parse_hpii, parse_purpose
+from schemas.types import InvalidValueError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -92,9 +95,16 @@ class TokenIssuer:
         self._max_lifetime = settings.max_token_lifetime
 
     async def mint(
-        self, *, client_id: str, service_id: str, scopes: Iterable[str], lifetime: int | None = None
+        self,
+        *,
+        client_id: str,
+        service_id: str,
+        scopes: Iterable[str],
+        lifetime: int | None = None,
+        stated: dict[str, str] | None = None,
     ) -> IssuedToken:
-        """A signed access token for a client, bound to ``service_id``, granting ``scopes``.
+        """A signed access token for a client, bound to ``service_id``, granting ``scopes``; ``stated``
+        adds the purpose of use and requesting practitioner the client asked for (already checked).
 
         ``lifetime`` defaults to ``auth.token_lifetime`` and is capped at ``auth.max_token_lifetime``.
         """
@@ -111,6 +121,7 @@ class TokenIssuer:
             "jti": uuid.uuid4().hex,
             "scope": scope,
             SERVICE_CLAIM: service_id,
+            **(stated or {}),
         }
         header = {"alg": keys.issuer.alg, "kid": keys.issuer.kid, "typ": "at+jwt"}
         token = jwt.encode(header, claims, keys.issuer, algorithms=[str(keys.issuer.alg)])
@@ -172,6 +183,28 @@ class _ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]  # authl
         return token.claims
 
 
+def _stated(form: dict[str, str], client: ClientRow) -> dict[str, str]:
+    """The purpose of use and requesting practitioner a token request asks to be stated in the token
+    (form parameters ``purpose_of_use``, ``requesting_practitioner``), checked against the client.
+
+    Raises:
+        InvalidRequestError: not a PurposeOfUse code, or not an HPI-I.
+        InvalidScopeError: a purpose the client is not registered to state.
+    """
+    stated: dict[str, str] = {}
+    purpose, practitioner = form.get(PURPOSE_CLAIM), form.get(PRACTITIONER_CLAIM)
+    try:
+        if purpose is not None:
+            stated[PURPOSE_CLAIM] = parse_purpose(purpose)
+        if practitioner is not None:
+            stated[PRACTITIONER_CLAIM] = parse_hpii(practitioner)
+    except InvalidValueError as exc:
+        raise InvalidRequestError(description=str(exc)) from None
+    if client.purposes and stated.get(PURPOSE_CLAIM, client.purposes[0]) not in client.purposes:
+        raise InvalidScopeError(description=f"this client is not registered to state the purpose {purpose}")
+    return stated
+
+
 def _basic_credentials(authorization: str | None) -> tuple[str, str] | None:
     if not authorization or authorization[:6].lower() != "basic ":
         return None
@@ -221,7 +254,10 @@ class TokenEndpoint:
         refused = [scope for scope in requested if not may_hold(registered, scope)]
         if refused:
             raise InvalidScopeError(description=f"not registered for this client: {' '.join(refused)}")
-        token = await self._issuer.mint(client_id=client.client_id, service_id=client.service_id, scopes=requested)
+        stated = _stated(form, client)
+        token = await self._issuer.mint(
+            client_id=client.client_id, service_id=client.service_id, scopes=requested, stated=stated
+        )
         _log.info("token_issued", client_id=client.client_id, scope=token.scope, expires_in=token.expires_in)
         return token
 

@@ -15,6 +15,9 @@ Purposes:
 - ``issuer``: signs access tokens (RS256: verification is the cheap operation of RSA);
 - ``outbound``: signs this instance's client assertions to peers and gateways (RS384, as SMART
   Backend Services recommends);
+- ``requester``: signs the ``IEF-Requester`` assertion the broker sends each gateway it asks (ES256
+  on P-256: one signature per gateway per search, about a sixth of an RSA signature's CPU;
+  docs/adr/0027-identity-carried-to-gateways.md);
 - ``audit``: signs the audit trail's monthly checkpoints (RS256). Not in ``/.well-known/jwks.json``
   (nothing it signs is a token); its public halves are published with the checkpoints, and a
   retired one is never forgotten: old checkpoints are verified with it.
@@ -26,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from joserfc.jwk import Key, KeySet, RSAKey
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
 from registry.log import get_logger
 
@@ -34,12 +37,14 @@ if TYPE_CHECKING:
     from registry.auth.repository import AuthRepository, KeyRow
     from registry.db.pool import Database
 
-__all__ = ("AUDIT", "ISSUER", "OUTBOUND", "KeyRing", "Keys")
+__all__ = ("AUDIT", "ISSUER", "OUTBOUND", "PURPOSES", "REQUESTER", "KeyRing", "Keys")
 
 ISSUER = "issuer"
 OUTBOUND = "outbound"
+REQUESTER = "requester"
 AUDIT = "audit"
-_ALG = {ISSUER: "RS256", OUTBOUND: "RS384", AUDIT: "RS256"}
+_ALG = {ISSUER: "RS256", OUTBOUND: "RS384", REQUESTER: "ES256", AUDIT: "RS256"}
+PURPOSES = tuple(_ALG)
 _RSA_BITS = 2048
 _UNKNOWN_KID_RELOAD_SECONDS = 1.0
 _log = get_logger("registry.auth.keys")
@@ -50,8 +55,8 @@ class _Imported:
     """One key as imported: the private key and its public half."""
 
     pem: str
-    private: RSAKey
-    public: RSAKey
+    private: RSAKey | ECKey
+    public: RSAKey | ECKey
 
 
 _IMPORTED: dict[str, _Imported] = {}
@@ -65,28 +70,38 @@ def _imported(row: KeyRow) -> _Imported:
     known = _IMPORTED.get(row.kid)
     if known is not None and known.pem == row.private_pem and known.private.alg == row.alg:
         return known
-    private = RSAKey.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
-    imported = _Imported(row.private_pem, private, RSAKey.import_key(private.as_dict(private=False)))
+    kind: type[RSAKey] | type[ECKey] = ECKey if row.alg.startswith("ES") else RSAKey
+    private = kind.import_key(row.private_pem, parameters={"kid": row.kid, "alg": row.alg, "use": "sig"})
+    imported = _Imported(row.private_pem, private, kind.import_key(private.as_dict(private=False)))
     if len(_IMPORTED) >= _IMPORTED_MAX:
         _IMPORTED.clear()
     _IMPORTED[row.kid] = imported
     return imported
 
 
+def _rsa(key: RSAKey | ECKey) -> RSAKey:
+    """``key``, which its purpose's algorithm (RS256 for ``audit``) says is an RSA key."""
+    if not isinstance(key, RSAKey):
+        raise RuntimeError(f"the key {key.kid} is not an RSA key")
+    return key
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """One consistent view of the keys: what signs now, and what verifies and is published."""
 
-    issuer: RSAKey
+    issuer: RSAKey | ECKey
     """The active issuer key (signs access tokens)."""
-    outbound: RSAKey
+    outbound: RSAKey | ECKey
     """The active outbound key (signs this instance's client assertions)."""
+    requester: RSAKey | ECKey
+    """The active requester key (signs the IEF-Requester assertions sent to gateways)."""
     audit: RSAKey
     """The active audit key (signs the audit trail's checkpoints)."""
     issuer_keys: KeySet
     """Every live issuer key, public halves only: what the built-in issuer's tokens verify against."""
     jwks: dict[str, Any]
-    """The published JWKS: live issuer keys and live outbound keys (public halves, distinct kids; no audit key)."""
+    """The published JWKS: live issuer, outbound and requester keys (public halves, distinct kids; no audit key)."""
     loaded_at: float = field(default_factory=time.monotonic)
 
 
@@ -109,10 +124,10 @@ class KeyRing:
         return self._keys
 
     async def ensure(self) -> Keys:
-        """Create the active issuer, outbound and audit keys when missing, then load every live key."""
+        """Create the active issuer, outbound, requester and audit keys when missing, then load every live key."""
         async with self._db.writer() as conn:
             existing = {row.purpose for row in await self._repo.live_keys(conn) if row.retired_at is None}
-            for purpose in _ALG:
+            for purpose in PURPOSES:
                 if purpose not in existing:
                     kid = await self._add(conn, purpose)
                     _log.info("key_created", purpose=purpose, kid=kid)
@@ -124,7 +139,7 @@ class KeyRing:
         async with self._db.writer() as conn:
             rows = await self._repo.live_keys(conn)
         active = {row.purpose: row for row in rows if row.retired_at is None}
-        missing = set(_ALG) - set(active)
+        missing = set(PURPOSES) - set(active)
         if missing:
             raise RuntimeError(
                 f"no active {', '.join(sorted(missing))} key: run `ief-registry db upgrade` or start `serve`"
@@ -134,7 +149,8 @@ class KeyRing:
         self._keys = Keys(
             issuer=imported[active[ISSUER].kid].private,
             outbound=imported[active[OUTBOUND].kid].private,
-            audit=imported[active[AUDIT].kid].private,
+            requester=imported[active[REQUESTER].kid].private,
+            audit=_rsa(imported[active[AUDIT].kid].private),
             issuer_keys=KeySet(issuer_public),
             jwks={"keys": [imported[row.kid].private.as_dict(private=False) for row in rows if row.purpose != AUDIT]},
         )
@@ -168,7 +184,11 @@ class KeyRing:
         return kid
 
     async def _add(self, conn: Any, purpose: str) -> str:
-        key = RSAKey.generate_key(_RSA_BITS, private=True)
+        key: RSAKey | ECKey = (
+            ECKey.generate_key("P-256", private=True)
+            if _ALG[purpose].startswith("ES")
+            else RSAKey.generate_key(_RSA_BITS, private=True)
+        )
         kid = key.thumbprint()  # of the key just made: importing its PEM again would check it again
         pem = key.as_pem(private=True).decode()
         await self._repo.add_active_key(conn, kid=kid, purpose=purpose, alg=_ALG[purpose], private_pem=pem)

@@ -48,6 +48,9 @@ class ClientRow:
     rate_per_second: float | None
     created_at: datetime
     updated_at: datetime
+    clearances: tuple[str, ...] = ()
+    break_glass: bool = False
+    purposes: tuple[str, ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -63,6 +66,9 @@ class ClientState:
     service_id: str
     scopes: frozenset[str]
     rate_per_second: float | None
+    clearances: frozenset[str] = frozenset()
+    break_glass: bool = False
+    purposes: frozenset[str] = frozenset()
 
 
 def _client(row: asyncpg.Record) -> ClientRow:
@@ -81,6 +87,9 @@ def _client(row: asyncpg.Record) -> ClientRow:
         rate_per_second=row["rate_per_second"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        clearances=tuple(row["clearances"]),
+        break_glass=row["break_glass"],
+        purposes=tuple(row["purposes"]),
     )
 
 
@@ -122,13 +131,16 @@ class AuthRepository:
         public_key_pem: str | None,
         secret_hash: str | None,
         rate_per_second: float | None,
+        clearances: list[str],
+        break_glass: bool,
+        purposes: list[str],
     ) -> ClientRow:
         """Register a client."""
         with translate_db_errors():
             row = await conn.fetchrow(
                 self._q["add_client"], client_id, name, service_id, scopes, auth_method,
                 json.dumps(jwks) if jwks is not None else None, jwks_url, public_key_pem, secret_hash,
-                rate_per_second,
+                rate_per_second, clearances, break_glass, purposes,
             )  # fmt: skip
         assert row is not None
         return _client(row)
@@ -177,6 +189,20 @@ class AuthRepository:
             )  # fmt: skip
         return _client(row) if row else None
 
+    async def set_client_privacy(
+        self,
+        conn: Connection,
+        client_id: str,
+        *,
+        clearances: list[str] | None,
+        break_glass: bool | None,
+        purposes: list[str] | None,
+    ) -> ClientRow | None:
+        """Change a client's clearances, break-glass permission or purposes (None: unchanged); None when absent."""
+        with translate_db_errors():
+            row = await conn.fetchrow(self._q["set_client_privacy"], client_id, clearances, break_glass, purposes)
+        return _client(row) if row else None
+
     async def client_state(self, conn: Connection, client_id: str) -> ClientState | None:
         """The parts of a client the resource server re-checks; None when it does not exist."""
         with translate_db_errors():
@@ -188,6 +214,9 @@ class AuthRepository:
             service_id=row["service_id"],
             scopes=frozenset(row["scopes"]),
             rate_per_second=row["rate_per_second"],
+            clearances=frozenset(row["clearances"]),
+            break_glass=row["break_glass"],
+            purposes=frozenset(row["purposes"]),
         )
 
     async def accept_assertion(self, conn: Connection, client_id: str, jti: str, expires_at: datetime) -> bool:

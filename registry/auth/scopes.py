@@ -124,6 +124,11 @@ class Principal:
         issuer: the ``iss`` of the verified token.
         token_id: the token's ``jti``, when it has one.
         expires_at: the token's ``exp`` (Unix seconds).
+        clearances: the security labels the client is cleared for (its registration).
+        break_glass: the client may state ``ETREAT`` to override a patient's restrictions.
+        purposes: the purposes of use the client may state (empty: any).
+        purpose: the purpose of use its token states (claim ``purpose_of_use``), if any.
+        practitioner: the HPI-I its token names (claim ``requesting_practitioner``), if any.
     """
 
     client_id: str
@@ -132,6 +137,11 @@ class Principal:
     issuer: str
     expires_at: int
     token_id: str | None = None
+    clearances: frozenset[str] = frozenset()
+    break_glass: bool = False
+    purposes: frozenset[str] = frozenset()
+    purpose: str | None = None
+    practitioner: str | None = None
     _cache: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @property

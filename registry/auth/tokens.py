@@ -55,6 +55,8 @@ class _Claims(msgspec.Struct):
     scp: _Texts | None = None
     service_id: _Text | None = None
     client_id: _Text | None = None
+    purpose_of_use: _Text | None = None
+    requesting_practitioner: _Text | None = None
 
 
 class MalformedToken(ValueError):

@@ -14,6 +14,7 @@ HS*), ``iss`` matched against the trusted issuers, ``aud``, ``exp``/``nbf``/``ia
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,10 +26,13 @@ from joserfc.jwk import KeySet
 from registry import errors
 from registry.auth.issuer import SERVICE_CLAIM
 from registry.auth.remote import RemoteError, parse_jwks
+from registry.auth.requester import PRACTITIONER_CLAIM, PURPOSE_CLAIM
 from registry.auth.scopes import Principal, may_hold
 from registry.auth.tokens import MalformedToken, unverified
 from registry.log import get_logger
 from registry.outbound.egress import AddressRefused
+from schemas.privacy import parse_hpii, parse_purpose
+from schemas.types import InvalidValueError
 
 if TYPE_CHECKING:
     from registry.auth.keys import KeyRing
@@ -76,6 +80,23 @@ def _expiry(claims: dict[str, Any]) -> int:
     return int(claims["exp"])
 
 
+def _stated(claims: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The purpose of use and the requesting practitioner a token states (claims ``purpose_of_use``,
+    ``requesting_practitioner``), checked.
+
+    Raises:
+        Unauthenticated: a claim that is not a PurposeOfUse code or an HPI-I.
+    """
+    stated: list[str | None] = []
+    for claim, parse in ((PURPOSE_CLAIM, parse_purpose), (PRACTITIONER_CLAIM, parse_hpii)):
+        value = claims.get(claim)
+        try:
+            stated.append(None if value is None else parse(value if isinstance(value, str) else ""))
+        except InvalidValueError as exc:
+            raise errors.Unauthenticated(f"the token's {claim} claim is not acceptable: {exc}") from None
+    return stated[0], stated[1]
+
+
 class _BuiltIn:
     """This instance's own issuer: keys from the database, the client and binding from the token."""
 
@@ -93,6 +114,7 @@ class _BuiltIn:
         client_id, service_id = claims.get("sub"), claims.get(SERVICE_CLAIM)
         if not isinstance(client_id, str) or not isinstance(service_id, str):
             raise errors.Unauthenticated("the token lacks its client or service binding")
+        purpose, practitioner = _stated(claims)
         return Principal(
             client_id=client_id,
             service_id=service_id,
@@ -100,6 +122,8 @@ class _BuiltIn:
             issuer=self.issuer,
             expires_at=_expiry(claims),
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+            purpose=purpose,
+            practitioner=practitioner,
         )
 
 
@@ -145,6 +169,7 @@ class _External:
         state = await clients.state(local_id)
         if state is None:
             raise errors.Unauthenticated("the token's client is not mapped to a client of this registry")
+        purpose, practitioner = _stated(claims)
         return Principal(
             client_id=local_id,
             service_id=state.service_id,
@@ -152,6 +177,8 @@ class _External:
             issuer=self.issuer,
             expires_at=_expiry(claims),
             token_id=claims.get("jti") if isinstance(claims.get("jti"), str) else None,
+            purpose=purpose,
+            practitioner=practitioner,
         )
 
 
@@ -215,7 +242,7 @@ class Authenticator:
             RateLimited: the client is over its rate, or the address over its failed-authentication rate.
         """
         try:
-            principal = await self._check(authorization)
+            token, principal = await self._check(authorization)
         except errors.Unauthenticated as exc:
             self._failures.take(address or "(unknown)")
             _log.info("auth_refused", reason=exc.message)
@@ -226,9 +253,18 @@ class Authenticator:
             _log.info("auth_refused", reason="client unknown or disabled", client_id=principal.client_id)
             raise errors.Unauthenticated("the token's client is unknown or disabled")
         self._requests.take(principal.client_id, state.rate_per_second)
+        if (principal.clearances, principal.break_glass, principal.purposes) != (
+            state.clearances,
+            state.break_glass,
+            state.purposes,
+        ):  # what the client's registration grants now (re-read with its state), kept for its next request
+            principal = replace(
+                principal, clearances=state.clearances, break_glass=state.break_glass, purposes=state.purposes
+            )
+            self._verified[token] = principal
         return principal
 
-    async def _check(self, authorization: str | None) -> Principal:
+    async def _check(self, authorization: str | None) -> tuple[str, Principal]:
         if not authorization or authorization[:7].lower() != "bearer " or not authorization[7:].strip():
             raise errors.Unauthenticated("this needs a bearer token (Authorization: Bearer …)", token_sent=False)
         token = authorization[7:].strip()
@@ -241,7 +277,7 @@ class Authenticator:
         elif principal.expires_at + self._leeway <= time.time():
             del self._verified[token]
             raise errors.Unauthenticated("the token has expired", code=errors.ErrorCode.TOKEN_EXPIRED)
-        return principal
+        return token, principal
 
     def _evict(self) -> None:
         now = time.time()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import httpx
 import msgspec
 
+from registry.auth.assertions import RequesterAssertions
 from registry.auth.clients import ClientService
 from registry.auth.issuer import TokenEndpoint, TokenIssuer
 from registry.auth.keys import KeyRing
@@ -52,6 +53,7 @@ class AuthParts:
     allow_client_secrets: bool
     outbound: OutboundCredentials
     http: httpx.AsyncClient
+    assertions: RequesterAssertions
 
     async def close(self) -> None:
         """Close the outbound HTTP client."""
@@ -97,4 +99,5 @@ async def start_auth(db: Database, queries: Queries, settings: Settings, service
         allow_client_secrets=auth.allow_client_secrets,
         outbound=OutboundCredentials(keys, http, max_bytes=auth.jwks_max_bytes, policy=policy),
         http=http,
+        assertions=RequesterAssertions(keys, issuer=name),
     )

@@ -59,15 +59,17 @@ def keys() -> None:
 
 @keys.command("rotate")
 @click.option("--outbound", is_flag=True, help="Rotate the outbound key (client assertions to peers) instead.")
+@click.option("--requester", is_flag=True, help="Rotate the key that signs IEF-Requester assertions instead.")
 @click.option("--audit", "audit_key", is_flag=True, help="Rotate the audit key (signs checkpoints) instead.")
 @click.pass_obj
-def keys_rotate(runtime: Runtime, outbound: bool, audit_key: bool) -> None:
+def keys_rotate(runtime: Runtime, outbound: bool, requester: bool, audit_key: bool) -> None:
     """Make a new active signing key; the old one stays published until its tokens have expired."""
-    from registry.auth.keys import AUDIT, ISSUER, OUTBOUND
+    from registry.auth.keys import AUDIT, ISSUER, OUTBOUND, REQUESTER
 
-    if outbound and audit_key:
-        raise click.ClickException("rotate one key at a time: --outbound or --audit")
-    purpose = OUTBOUND if outbound else AUDIT if audit_key else ISSUER
+    chosen = [purpose for purpose, flag in ((OUTBOUND, outbound), (REQUESTER, requester), (AUDIT, audit_key)) if flag]
+    if len(chosen) > 1:
+        raise click.ClickException("rotate one key at a time: --outbound, --requester or --audit")
+    purpose = chosen[0] if chosen else ISSUER
     kid = runtime.run(runtime.settings(), lambda session: session.auth.keys.rotate(purpose), migrate=True, auth=True)
     click.echo(f"new active {purpose} key {kid}")
 
@@ -91,6 +93,20 @@ def _key_material(jwks: str | None, jwks_url: str | None, public_key: str | None
     return material
 
 
+_clearance_option = click.option(
+    "--clearance",
+    default=None,
+    help='Security labels it is cleared for, space-separated, e.g. "PSY HIV" (R, V and sensitivity codes).',
+)
+_break_glass_option = click.option(
+    "--break-glass/--no-break-glass",
+    default=None,
+    help="Whether purpose ETREAT from it overrides a patient's restrictions (audited and reported).",
+)
+_purpose_option = click.option(
+    "--purpose", default=None, help='Purposes of use it may state, space-separated, e.g. "TREAT ETREAT" (default any).'
+)
+
 _jwks_option = click.option("--jwks", type=click.Path(dir_okay=False), help="File holding the client's JWKS.")
 _jwks_url_option = click.option("--jwks-url", help="URL of the client's JWKS (https; http on loopback or in dev).")
 _public_key_option = click.option(
@@ -113,6 +129,9 @@ _public_key_option = click.option(
     "--rate", type=float, default=None, help="Requests per second for this client (default IEF_AUTH_RATE_PER_SECOND)."
 )
 @click.option("--full-resource", is_flag=True, help="Allow it subscriptions with full-resource payloads.")
+@_clearance_option
+@_break_glass_option
+@_purpose_option
 @click.pass_obj
 def clients_add(
     runtime: Runtime,
@@ -126,6 +145,9 @@ def clients_add(
     external: bool,
     rate: float | None,
     full_resource: bool,
+    clearance: str | None,
+    break_glass: bool | None,
+    purpose: str | None,
 ) -> None:
     """Register a client; prints its ID alone on the last line (and a secret once, before it)."""
     settings = runtime.settings()
@@ -139,6 +161,9 @@ def clients_add(
             secret=secret,
             external=external,
             rate_per_second=rate,
+            clearances=(clearance or "").split(),
+            break_glass=bool(break_glass),
+            purposes=(purpose or "").split(),
             **material,
         )
         if full_resource:
@@ -170,6 +195,33 @@ def clients_full_resource(runtime: Runtime, client_id: str, off: bool) -> None:
     """Allow a client subscriptions with full-resource payloads (or stop, with --off)."""
     runtime.run(runtime.settings(), lambda session: _allow_full_resource(session, client_id, allowed=not off))
     click.echo(f"{'not allowed' if off else 'allowed'} full-resource payloads: {client_id}")
+
+
+@clients.command("update")
+@click.argument("client_id")
+@_clearance_option
+@_break_glass_option
+@_purpose_option
+@click.pass_obj
+def clients_update(
+    runtime: Runtime, client_id: str, clearance: str | None, break_glass: bool | None, purpose: str | None
+) -> None:
+    """Change what a client is cleared for, whether it may break the glass, and the purposes it may state."""
+    row = runtime.run(
+        runtime.settings(),
+        lambda session: session.auth.clients.update_privacy(
+            client_id,
+            clearances=None if clearance is None else clearance.split(),
+            break_glass=break_glass,
+            purposes=None if purpose is None else purpose.split(),
+        ),
+        migrate=True,
+        auth=True,
+    )
+    click.echo(
+        f"updated {row.client_id}: clearances {' '.join(row.clearances) or '(none)'}, "
+        f"break-glass {'yes' if row.break_glass else 'no'}, purposes {' '.join(row.purposes) or '(any)'}"
+    )
 
 
 @clients.command("list")

@@ -1,5 +1,5 @@
 """``audit``: the audit trail's hash chain and monthly checkpoints, sealed and verified; months exported,
-verified offline and pruned.
+verified offline and pruned; break-glass disclosures listed for review.
 
 The commands are a few lines each: the work is ``registry.audit.operator``'s, on the database the
 runtime opened (the owner's role, the schema at head); what they print and their progress bars are
@@ -19,13 +19,14 @@ if TYPE_CHECKING:
     from registry.audit.export import ExportSummary, ExportVerdict
     from registry.audit.operator import Sealed
     from registry.audit.retention import Pruned
+    from schemas.audit import StoredAuditEvent
 
 __all__ = ("audit",)
 
 
 @click.group()
 def audit() -> None:
-    """The audit trail: verify its hash chain and checkpoints; export, verify and prune months."""
+    """The audit trail: verify its hash chain and checkpoints; export, verify and prune months; review break-glass."""
 
 
 @audit.command("verify")
@@ -115,3 +116,22 @@ def audit_prune(runtime: Runtime, before: str | None) -> None:
         return await console.refusals_as_errors(operator.prune_before(session.database, cut, session.service_id))
 
     console.emit(console.pruned(runtime.run(settings, drop, at_head=True), cut))
+
+
+@audit.command("break-glass")
+@click.option(
+    "--since", required=True, help="From when (ISO date or date-time, UTC unless it says otherwise), e.g. 2026-01-01."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_obj
+def audit_break_glass(runtime: Runtime, since: str, as_json: bool) -> None:
+    """Every disclosure made by break-glass since a date, oldest first, for the privacy officer's review."""
+    from registry.audit import operator
+    from registry.cli import audit_console as console
+
+    start = console.since(since)
+
+    async def listed(session: Session) -> list[StoredAuditEvent]:
+        return await operator.break_glass(session.database, start)
+
+    console.emit(console.break_glass(runtime.run(runtime.settings(), listed, at_head=True), start, as_json=as_json))

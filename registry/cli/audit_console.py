@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import click
+import msgspec
 
 from registry.audit.checkpoints import CheckpointInvalid, month_label, parse_month, read_checkpoint_file
 from registry.audit.export import ExportRefused
@@ -28,11 +29,13 @@ if TYPE_CHECKING:
     from registry.audit.operator import Sealed
     from registry.audit.retention import Pruned
     from registry.config import Settings
+    from schemas.audit import StoredAuditEvent
 
 __all__ = (
     "Progress",
     "Report",
     "anchor",
+    "break_glass",
     "emit",
     "exported",
     "month",
@@ -40,6 +43,7 @@ __all__ = (
     "prune_cut",
     "pruned",
     "refusals_as_errors",
+    "since",
     "verified",
 )
 
@@ -70,10 +74,12 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """What a command prints: on stdout when ``ok``, else on stderr with exit status 1."""
+    """What a command prints: on stdout when ``ok``, else on stderr with exit status 1; ``notes`` on stderr
+    after them (a summary that must not mix with lines a program reads)."""
 
     ok: bool
     lines: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 def emit(report: Report, progress: Progress | None = None) -> None:
@@ -82,6 +88,8 @@ def emit(report: Report, progress: Progress | None = None) -> None:
         progress.close()
     for line in report.lines:
         click.echo(line, err=not report.ok)
+    for note in report.notes:
+        click.echo(note, err=True)
     if not report.ok:
         sys.exit(1)
 
@@ -109,6 +117,15 @@ def anchor(expect_head: str | None, checkpoint_file: Path | None) -> Anchor:
         return Anchor(head_hash=head, checkpoint=read_checkpoint_file(checkpoint_file) if checkpoint_file else None)
     except (ValueError, CheckpointInvalid) as exc:
         raise click.ClickException(f"bad anchor: {exc}") from None
+
+
+def since(value: str) -> datetime:
+    """A ``--since`` option: an ISO date or date-time, UTC unless it says otherwise."""
+    try:
+        start = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.ClickException(f"--since {value!r} is not an ISO date or date-time") from None
+    return start if start.tzinfo else start.replace(tzinfo=UTC)
 
 
 def prune_cut(before: str | None, settings: Settings) -> date:
@@ -165,3 +182,17 @@ def pruned(months: list[Pruned], cut: date) -> Report:
     return Report(True, [
         f"audit prune: dropped {m.month} ({m.events} events; exported to {m.location})" for m in months
     ])  # fmt: skip
+
+
+def break_glass(events: list[StoredAuditEvent], start: datetime, *, as_json: bool) -> Report:
+    """``audit break-glass``: one line per disclosure (a table, or JSON lines), then how many on stderr."""
+    if as_json:
+        lines = [msgspec.json.encode(event).decode() for event in events]
+    else:
+        lines = [
+            f"{event.recorded.isoformat()}  {event.event_id}  client {event.client_id} ({event.client_service})  "
+            f"practitioner {event.practitioner or '-'}  purpose {event.purpose_of_use}  "
+            f"patients {' '.join(event.patients)}  {event.method} {event.path}  HTTP {event.status}"
+            for event in events
+        ]
+    return Report(True, lines, [f"{len(events)} break-glass disclosures since {start.isoformat()}"])

@@ -1,5 +1,5 @@
 """The operator's command line: ``ief-registry serve | worker | demo | db | services | records | federation |
-clients | keys | token | audit``.
+clients | keys | token | audit | consent``.
 
 Every command reads the same settings (``IEF_*`` variables, ``--config FILE``) and runs on the
 database through one runtime (``runtime.py``): with no database URL, commands use the embedded
@@ -16,6 +16,7 @@ from registry.cli.audit import audit
 from registry.cli.database import db
 from registry.cli.directory import services
 from registry.cli.federation import federation
+from registry.cli.privacy import consent
 from registry.cli.records import records
 from registry.cli.runtime import Runtime
 from registry.cli.serving import demo, serve, worker
@@ -33,5 +34,5 @@ def main(ctx: click.Context, config: str | None) -> None:
     ctx.obj = Runtime(config)
 
 
-for command in (serve, worker, demo, db, services, records, federation, token, keys, clients, audit):
+for command in (serve, worker, demo, db, services, records, federation, token, keys, clients, audit, consent):
     main.add_command(command)

@@ -189,6 +189,7 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
     from federation.plugin import FederationPlugin
     from registry.audit.partitions import MonthKeeper
     from registry.audit.repository import AuditRepository
+    from registry.privacy.decision import DecisionPoint
     from schemas.fhir.canonical import Canonicals
 
     settings = runtime.settings(**{"subscriptions.worker_concurrency": concurrency, "dev": dev})
@@ -201,7 +202,7 @@ def worker(runtime: Runtime, concurrency: int | None, dev: bool | None) -> None:
         months = MonthKeeper(session.database, AuditRepository(session.queries))  # audit partitions made ahead
         delivery = SubscriptionsPlugin(settings).delivery(
             db=session.database, queries=session.queries, canon=Canonicals.under(settings.fhir.canonical_base),
-            listen_url=settings.database.direct_url or session.url,
+            listen_url=settings.database.direct_url or session.url, decisions=DecisionPoint(),
         )  # fmt: skip
         publishing = FederationPlugin(settings).publishing(
             db=session.database, queries=session.queries, service_id=session.service_id,

@@ -21,6 +21,7 @@ __all__ = (
     "AuthSettings",
     "FhirSettings",
     "LogSettings",
+    "PrivacySettings",
     "RecordSettings",
     "Settings",
     "SubscriptionSettings",
@@ -319,6 +320,18 @@ class SubscriptionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=T
     ] = 100
 
 
+class PrivacySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The privacy decision point (DESIGN §12)."""
+
+    require_purpose: Annotated[
+        bool,
+        Meta(
+            description="Refuse (400) a read of patient-linked data that states no purpose of use "
+            "(IEF-Purpose-Of-Use header or purpose_of_use claim)."
+        ),
+    ] = False
+
+
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Every setting of ief-registry."""
 
@@ -355,6 +368,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     broker: BrokerSettings = msgspec.field(default_factory=BrokerSettings)
     federation: FederationSettings = msgspec.field(default_factory=FederationSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
+    privacy: PrivacySettings = msgspec.field(default_factory=PrivacySettings)
 
     def __post_init__(self) -> None:
         """Refuse a trusted proxy that is not an address or a CIDR range."""

@@ -10,6 +10,7 @@ from registry.audit.api import AuditCheckpointController
 from registry.feature import FeaturePlugin
 from registry.fhir.audit_event.controller import AUDIT_EVENT, AuditEventController
 from registry.fhir.basic.controller import BASIC, BasicController
+from registry.fhir.consent.controller import CONSENT, ConsentController
 from registry.fhir.endpoint.controller import ENDPOINT, ORGANIZATION, EndpointController, OrganizationController
 from registry.fhir.patient.controller import PATIENT, PatientController
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from litestar.types import ControllerRouterHandler
 
-__all__ = ("AuditEventPlugin", "RegistryResourcesPlugin")
+__all__ = ("AuditEventPlugin", "ConsentPlugin", "RegistryResourcesPlugin")
 
 
 class RegistryResourcesPlugin(FeaturePlugin):
@@ -43,3 +44,13 @@ class AuditEventPlugin(FeaturePlugin):
     def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
         """Search and read."""
         return (AuditEventController,)
+
+
+class ConsentPlugin(FeaturePlugin):
+    """Patients' privacy Consents (DESIGN §12): what the privacy decision point enforces."""
+
+    capabilities = (CONSENT,)
+
+    def fhir_routes(self) -> Sequence[ControllerRouterHandler]:
+        """Create, read, update and search."""
+        return (ConsentController,)

@@ -6,7 +6,8 @@ wins). Items carrying an ``idempotencyKey`` are claimed in one statement: a key 
 within 24 hours answers its first result again (``replayed``) and writes nothing, or is refused
 when it answered another item. The rest are copied (``COPY``) into a staging table and written by
 one set-based statement, ``merge_batch``, which applies the rules of the single write in SQL
-(re-registration, the operator's decisions, type against kind, routable services); each item's
+(re-registration, the operator's decisions, type against kind, routable services, security labels
+kept unless given); each item's
 first result is kept for its key in the same transaction.
 """
 
@@ -20,6 +21,7 @@ from registry import errors
 from registry.http import refused_json
 from registry.records.idempotency import Answer, Keyed, fingerprint, is_item_key
 from schemas import strictjson
+from schemas.privacy import parse_labels
 from schemas.records import BatchItem, BatchItemResult, BatchResult
 from schemas.types import InvalidValueError, invalid_ihis, parse_ihi, parse_service_id
 
@@ -72,6 +74,10 @@ def _parse(raw: Any, services: dict[str, str], *, ihi_checked: bool = False) -> 
         service_id = services[item.service_id] = parse_service_id(item.service_id)
     if not ihi_checked:
         parse_ihi(item.ihi)  # an IHI is valid as it is, or refused
+    if item.security_labels is not None:  # canonical: sorted, without repeats
+        return msgspec.structs.replace(
+            item, service_id=service_id, security_labels=list(parse_labels(item.security_labels))
+        )
     if service_id == item.service_id:
         return item
     return msgspec.structs.replace(item, service_id=service_id)
@@ -134,7 +140,10 @@ class Batch:
         writes = [(index, item) for index, item in chosen if self._results[index] is None]
         rows: dict[int, BatchRow] = {}
         if writes:
-            staged = [(index, item.ihi, item.service_id, item.status, item.type, item.reason) for index, item in writes]
+            staged = [
+                (index, item.ihi, item.service_id, item.status, item.type, item.reason, item.security_labels)
+                for index, item in writes
+            ]
             rows = await self._repo.merge_batch(conn, staged, self._writer)
         for index, item in writes:
             self._results[index] = self._result(index, item, rows[index])
@@ -157,7 +166,8 @@ class Batch:
                 message = f"idempotencyKey {item.idempotency_key!r} names another item of this batch too"
                 self._results[index] = _error(index, _Code.IDEMPOTENCY_KEY_REUSED, message, item)
                 continue
-            print_ = fingerprint("batch-item", item.ihi, item.service_id, item.status, item.type, item.reason)
+            labels = None if item.security_labels is None else " ".join(item.security_labels)
+            print_ = fingerprint("batch-item", item.ihi, item.service_id, item.status, item.type, item.reason, labels)
             keyed[item.idempotency_key] = (index, Keyed(item.idempotency_key, print_))
         if not keyed:
             return {}

@@ -11,12 +11,13 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from registry import errors
+from registry.auth.requester import Requester, requester_from
 from registry.auth.scopes import caller_of
 from registry.http import decode_json_body, media_type, request_id
 from registry.records.idempotency import Answer, parse_key
 from registry.records.jobs import DEFAULT_STALE_AGE, LifecycleJobs, parse_age
-from registry.records.lifecycle import WRITE_STATUS
-from registry.records.service import Idempotent, Put, RecordService, to_record
+from registry.records.lifecycle import WRITE_STATUS, to_record
+from registry.records.service import Idempotent, Put, RecordService
 from registry.route import RouteSpec
 from schemas.audit import Interaction
 from schemas.records import BatchItem, BatchResult, RecordHistory, RecordList, RecordWrite, StaleReport
@@ -30,6 +31,7 @@ _WRITE = ("system/Basic.cu",)
 _READ = ("system/Basic.rs",)
 
 Records = NamedDependency[RecordService]
+Asking = NamedDependency[Requester]
 IhiParam = Annotated[str, Parameter(description="The patient's IHI (16 digits, 800360 prefix, Luhn check digit).")]
 ServiceIdParam = Annotated[str, Parameter(description="The service ID: a UUID or a ULID.")]
 StatusParam = Annotated[
@@ -97,7 +99,7 @@ class RecordController(Controller):
         # handler as concurrent tasks in an anyio task group, 4 % of a write's CPU (docs/benchmarks.md).
         put = await records.put(
             ihi, service_id, data.status, data.type, actor=caller_of(request), reason=data.reason,
-            idempotent=idempotent,
+            idempotent=idempotent, labels=data.security_labels,
         )  # fmt: skip
         return replayed(put, "application/json") or Response(
             to_record(put.record), status_code=WRITE_STATUS[put.outcome]
@@ -123,17 +125,18 @@ class RecordController(Controller):
         Records of disabled or retired services are shown only to the operator, with ``status`` given.
         """
         return await records.for_ihi(
-            ihi, status, follow=follow, request_id=request_id(request), actor=caller_of(request), answers=True
-        )
+            ihi, status, requester=requester_from(request), follow=follow, request_id=request_id(request),
+            answers=True,
+        )  # fmt: skip
 
     @get(
         "/{ihi:str}/history",
         operation_id="getRecordHistory",
         opt=RouteSpec(scopes=_READ, audit=Interaction.HISTORY_TYPE).opt,
     )
-    async def get_history(self, records: Records, ihi: IhiParam) -> RecordHistory:
-        """Every status change of every record of a patient, oldest first."""
-        return await records.history(ihi)
+    async def get_history(self, records: Records, requester: Asking, ihi: IhiParam) -> RecordHistory:
+        """Every status change of every record of a patient, oldest first (what may be disclosed to the caller)."""
+        return await records.history(ihi, requester=requester)
 
 
 class BatchController(Controller):
@@ -178,10 +181,10 @@ def _batch_array(body: bytes) -> list[Any]:
     Most batches are valid as a whole and decode in one typed pass, where ``decode_json_body`` and a
     conversion per item take twice as long. A typed decode keeps the last of a repeated key, so its
     result is used only when the body's colons are exactly the keys its items must have (four each,
-    or two each when none names a status or type, and one more for each ``reason`` and
-    ``idempotencyKey`` given): a colon more is a repeated key (or one in a string), and such a body
-    goes the one way (``schemas.strictjson``: a repeated key or deep nesting anywhere is 400). A
-    typed decode never nests deeper than an item.
+    or two each when none names a status or type, and one more for each ``reason``,
+    ``idempotencyKey`` and ``securityLabels`` given): a colon more is a repeated key (or one in a
+    string), and such a body goes the one way (``schemas.strictjson``: a repeated key or deep
+    nesting anywhere is 400). A typed decode never nests deeper than an item.
 
     Raises:
         MalformedRequest: what ``decode_json_body`` refuses.
@@ -197,7 +200,8 @@ def _batch_array(body: bytes) -> list[Any]:
             continue
         plain = keys * len(items)  # no item can have fewer colons: checked first, the usual batch costs no count
         if colons == plain or colons == plain + sum(
-            (item.reason is not None) + (item.idempotency_key is not None) for item in items
+            (item.reason is not None) + (item.idempotency_key is not None) + (item.security_labels is not None)
+            for item in items
         ):
             return list(items)
     decoded = decode_json_body(body)

@@ -12,6 +12,7 @@ import msgspec
 from registry.audit.repository import insert_columns
 from registry.db.errors import translate_db_errors
 from registry.db.paging import fetch_page
+from schemas.privacy import CLEARANCE_LABELS, PatientPolicy, policy_decoder
 from schemas.records import Actor, HistoryEntry, ServiceRef
 from schemas.types import RecordChange, RecordStatus, RecordType, SearchStyle, ServiceKind, ServiceStatus
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from registry.db.queries import Queries
     from schemas.audit import AuditEntry
 
-__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredRecord", "Writer")
+__all__ = ("BatchRow", "RecordRepository", "RecordVersion", "StoredChange", "StoredRecord", "Writer", "policy_of")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,8 @@ class Writer:
 class StoredRecord:
     """A record row, with the storage-only fields the FHIR facade needs (id, version).
 
-    ``service`` is the service's directory entry, read by look-ups by IHI only.
+    ``service`` is the service's directory entry, read by look-ups by IHI only; ``policy`` the
+    patient's compiled Consents, read with every disclosure (empty: none).
     """
 
     ihi: str
@@ -58,6 +60,8 @@ class StoredRecord:
     last_updated: datetime
     service: ServiceRef | None = None
     service_status: ServiceStatus = ServiceStatus.ENABLED
+    security_labels: tuple[str, ...] = ()
+    policy: PatientPolicy = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,14 @@ def _version(row: asyncpg.Record) -> RecordVersion:
     return RecordVersion(record=_stored(row), entry=_history(row))
 
 
+@dataclass(frozen=True, slots=True)
+class StoredChange:
+    """One history entry, with the patient's compiled Consents (what its disclosure is decided on)."""
+
+    entry: HistoryEntry
+    policy: PatientPolicy
+
+
 class BatchRow(msgspec.Struct, frozen=True, gc=False):
     """The outcome of one batch row as the database reports it (a Struct: ten thousand are made per batch)."""
 
@@ -94,8 +106,15 @@ class BatchRow(msgspec.Struct, frozen=True, gc=False):
     held_reason: str | None = None
 
 
+_CLEARANCES = sorted(CLEARANCE_LABELS)
+"""The labels a record needs a clearance for, as get_records_audited takes them."""
 _STATUSES = {status.value: status for status in RecordStatus}
 _TYPES = {type_.value: type_ for type_ in RecordType}
+
+
+def policy_of(raw: str | None) -> PatientPolicy:
+    """A patient's compact privacy policy as stored (jsonb text; NULL: no Consent)."""
+    return policy_decoder.decode(raw) if raw else ()
 
 
 def _stored(
@@ -111,6 +130,8 @@ def _stored(
         last_updated=row["last_updated"],
         service=service,
         service_status=service_status,
+        security_labels=tuple(row["security_labels"]),
+        policy=policy_of(row.get("policy")),
     )
 
 
@@ -140,6 +161,7 @@ def _history(row: asyncpg.Record) -> HistoryEntry:
         else None,
         reason=row["reason"],
         previous_service=row["previous_service"],
+        security_labels=list(row["security_labels"]) or None,
     )
 
 
@@ -153,17 +175,20 @@ class RecordRepository:
 
     async def put(
         self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, writer: Writer,
-        reason: str | None,
+        reason: str | None, labels: list[str] | None,
     ) -> tuple[StoredRecord, str]:  # fmt: skip
-        """Write one record; return it and ``created``, ``registered``, ``updated`` or ``unchanged``."""
+        """Write one record (``labels`` None keeps its security labels); return it and ``created``,
+        ``registered``, ``updated`` or ``unchanged``."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["put_record"], ihi, service_id, status, type_, *writer.columns, reason)
+            row = await conn.fetchrow(
+                self._q["put_record"], ihi, service_id, status, type_, *writer.columns, reason, labels
+            )
         assert row is not None
         return _stored(row), row["outcome"]
 
     async def put_audited(
         self, conn: Connection, *, ihi: str, service_id: str, status: str, type_: str, writer: Writer,
-        reason: str | None, audit_rows: list[tuple[str, AuditEntry]],
+        reason: str | None, labels: list[str] | None, audit_rows: list[tuple[str, AuditEntry]],
     ) -> tuple[StoredRecord, str]:  # fmt: skip
         """Write one record and insert the audit row of its outcome, in one statement.
 
@@ -174,21 +199,25 @@ class RecordRepository:
         columns = insert_columns([entry for _, entry in audit_rows])
         with translate_db_errors():
             row = await conn.fetchrow(
-                self._q["put_record_audited"], ihi, service_id, status, type_, *writer.columns, reason, *columns,
-                outcomes,
+                self._q["put_record_audited"], ihi, service_id, status, type_, *writer.columns, reason, labels,
+                *columns, outcomes,
             )  # fmt: skip
         assert row is not None
         return _stored(row), row["outcome"]
 
     async def merge_batch(
-        self, conn: Connection, items: Sequence[tuple[int, str, str, str, str, str | None]], writer: Writer
+        self,
+        conn: Connection,
+        items: Sequence[tuple[int, str, str, str, str, str | None, list[str] | None]],
+        writer: Writer,
     ) -> dict[int, BatchRow]:
         """Apply de-duplicated batch items, sorted by key, in the caller's transaction; outcomes keyed by ``ord``.
 
-        ``items`` are ``(ord, ihi, service_id, status, type, reason)``, written by ``writer``. They are
-        copied (``COPY``, binary) into a staging table and applied by one set-based statement with every
-        rule of the single write (re-registration, the operator's decisions, type against kind, routable
-        services), whose triggers write history, versions, subscription events, publications and the
+        ``items`` are ``(ord, ihi, service_id, status, type, reason, security labels)`` (labels None: keep
+        the stored ones), written by ``writer``. They are copied (``COPY``, binary) into a staging table
+        and applied by one set-based statement with every rule of the single write (re-registration, the
+        operator's decisions, type against kind, routable services, a change of labels is a change), whose
+        triggers write history, versions, subscription events, publications and the
         service check once for the whole batch. The items it did not write are then told apart in one
         statement: unchanged, held by an operator's decision, or naming a service that is unknown, not
         routed or of the other kind.
@@ -235,19 +264,26 @@ class RecordRepository:
 
     async def for_ihi_audited(
         self, conn: Connection, ihi: str, statuses: list[str], audit_row: AuditEntry, *, unrouted: bool = False
-    ) -> list[StoredRecord]:
-        """``for_ihi`` and the request's audit row in one statement; the row gets the ids of the records found."""
+    ) -> tuple[list[StoredRecord], bool]:
+        """``for_ihi`` and, when nothing found needs the privacy decision point's judgement, the request's
+        audit row in the same statement; whether the row was inserted.
+
+        The row is inserted only when the patient has no Consent and no record found carries a label that
+        needs a clearance: then every record found is disclosed (``DecisionPoint.verdict``), and the row
+        names them all. Otherwise nothing is inserted and the caller decides, then audits as any read.
+        """
         with translate_db_errors():
             rows = await conn.fetch(
-                self._q["get_records_audited"], ihi, statuses, unrouted, *insert_columns([audit_row])
+                self._q["get_records_audited"], ihi, statuses, unrouted, *insert_columns([audit_row]), _CLEARANCES
             )
-        return [_with_service(row) for row in rows]
+        return [_with_service(row) for row in rows], not rows or rows[0]["audited"]
 
-    async def history(self, conn: Connection, ihi: str) -> list[HistoryEntry]:
+    async def history(self, conn: Connection, ihi: str) -> list[StoredChange]:
         """Every change of every record of one IHI, oldest first."""
         with translate_db_errors():
             rows = await conn.fetch(self._q["get_history"], ihi)
-        return [_history(row) for row in rows]
+        policy = policy_of(rows[0]["policy"]) if rows else ()
+        return [StoredChange(_history(row), policy) for row in rows]
 
     async def by_id(self, conn: Connection, record_id: UUID) -> StoredRecord | None:
         """One record by its resource id."""

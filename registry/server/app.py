@@ -26,7 +26,7 @@ from registry.auth.controller import FhirWellKnownController, TokenController, W
 from registry.auth.guard import authorize, check_route_security, open_options
 from registry.db.queries import load_queries
 from registry.feature import FeaturePlugin
-from registry.fhir.plugin import AuditEventPlugin, RegistryResourcesPlugin
+from registry.fhir.plugin import AuditEventPlugin, ConsentPlugin, RegistryResourcesPlugin
 from registry.fhirapi.io import fhir_router
 from registry.health import HealthController
 from registry.http import JsonRequest, RequestContext, public_base_url
@@ -70,6 +70,7 @@ class Features:
                 FederationPlugin(settings),
                 DiscoveryPlugin(settings),
                 AuditEventPlugin(settings),
+                ConsentPlugin(settings),
                 SubscriptionsPlugin(settings),
             )
         )
@@ -123,6 +124,7 @@ def create_app(settings: Settings, *, database_url: str, service_id: str, hash_k
                 "public_base_url": public_base_url(settings),
                 "max_query_params": settings.http.max_query_params,
                 "openapi_document": OpenApiDocument(features.capabilities),
+                "require_purpose": settings.privacy.require_purpose,
             }
         ),
         request_max_body_size=settings.http.max_body_bytes,

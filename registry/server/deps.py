@@ -19,6 +19,7 @@ from broker.discovery.service import DiscoveryService
 from broker.subscriptions.groups import GroupService
 from broker.subscriptions.resources import SubscriptionResources
 from registry.audit.checkpoints import PublishedCheckpoints
+from registry.auth.requester import Requester, requester_from
 from registry.auth.scopes import Principal, caller_of
 from registry.auth.wiring import AuthParts
 from registry.config import Settings
@@ -27,6 +28,7 @@ from registry.directory.service import DirectoryService
 from registry.fhir.audit_event.resources import AuditEventResources
 from registry.fhir.basic.resources import RecordResources
 from registry.fhir.conformance import Conformance
+from registry.fhir.consent.resources import ConsentResources
 from registry.fhir.endpoint.resources import EndpointResources, OrganizationResources
 from registry.fhir.metadata import Metadata
 from registry.fhir.patient.resources import Locator
@@ -43,6 +45,10 @@ __all__ = ("dependencies",)
 
 def _principal(request: Request[Any, Any, Any]) -> Principal:
     return caller_of(request)
+
+
+def _requester(request: Request[Any, Any, Any]) -> Requester:
+    return requester_from(request)
 
 
 def _db(state: State) -> Database:
@@ -97,18 +103,22 @@ def dependencies(
     def fhir_audit(state: State) -> AuditEventResources:
         return AuditEventResources(services_of(state).audit, canon.base)
 
+    def fhir_consents(state: State) -> ConsentResources:
+        return ConsentResources(services_of(state).consents)
+
     def fhir_discovery(state: State) -> DiscoveryResources:
         return DiscoveryResources(services_of(state).discovery, canon)
 
     def fhir_subscriptions(state: State, request: Request[Any, Any, Any]) -> SubscriptionResources:
         return SubscriptionResources(services_of(state).subscriptions, canon, fhir_base(request))
 
-    def topic(url: str, *, r5: bool = False) -> dict[str, Any]:
+    def topic(url: str, topic_id: str, *, r5: bool = False) -> dict[str, Any]:
         render = topic_document if r5 else topic_basic
-        return render(url, version=metadata.version, date=metadata.date)
+        return render(url, version=metadata.version, date=metadata.date, topic=topic_id)
 
     provided: dict[str, Callable[..., Any]] = {
         "principal": _principal,
+        "requester": _requester,
         "db": _db,
         "auth": _auth,
         "records": _records,
@@ -128,6 +138,7 @@ def dependencies(
         "fhir_locator": fhir_locator,
         "fhir_audit": fhir_audit,
         "fhir_discovery": fhir_discovery,
+        "fhir_consents": fhir_consents,
         "fhir_subscriptions": fhir_subscriptions,
     }
     return {name: Provide(function, sync_to_thread=False) for name, function in provided.items()}

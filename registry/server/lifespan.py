@@ -4,8 +4,9 @@ Platform first: the database (its schema must be at this release's head), the au
 parts (keys, issuer, outbound credentials), the audit trail (its months made ahead, then the group
 writer and the sealer, which signs each closed month's checkpoint with the audit key). Then the
 features, each through its plugin's typed ``open``: the directory, federation's resolver (which
-the records service takes as its ``Referrals``), the records service, the broker (which locates
-through the records service), subscriptions (and their delivery worker). The result is one typed
+the records service takes as its ``Referrals``), the privacy decision point and the consent signal,
+the records service, the broker (which locates through the records service), subscriptions (and
+their delivery worker), the Consent service. The result is one typed
 ``Services`` on ``app.state.services``, which ``deps.py`` hands to the routes. Everything closes in
 the reverse order.
 
@@ -34,6 +35,11 @@ from registry.db.queries import load_queries
 from registry.directory.repository import ServiceRepository
 from registry.directory.service import DirectoryService
 from registry.outbound.egress import outbound_policy
+from registry.privacy.consents import ConsentService
+from registry.privacy.decision import DecisionPoint
+from registry.privacy.repository import ConsentRepository
+from registry.privacy.signal import ConsentSignal
+from registry.records.disclosure import Disclosures
 from registry.records.idempotency import IdempotencyRepository
 from registry.records.jobs import LifecycleJobs
 from registry.records.repository import RecordRepository
@@ -60,6 +66,10 @@ if TYPE_CHECKING:
 __all__ = ("SchemaNotReady", "Services", "lifespan", "services_of")
 
 
+_REPLICA_WINDOW_SECONDS = 30.0
+"""After a patient's Consents change, their look-ups read from the primary this long (a replica's lag)."""
+
+
 class SchemaNotReady(RuntimeError):
     """The database schema is behind this release and migrations are not to be applied here."""
 
@@ -78,6 +88,7 @@ class Services:
     subscriptions: SubscriptionService
     groups: GroupService
     lifecycle: LifecycleJobs
+    consents: ConsentService
 
 
 def services_of(state: State) -> Services:
@@ -136,25 +147,42 @@ def lifespan(
                     service_id=service_id, directory=directory, credentials=auth.outbound, db=db, queries=queries
                 )
             )
-            records = RecordService(
-                db, RecordRepository(queries), settings.records, trail, referrals, keys=IdempotencyRepository(queries)
+            # The privacy decision point: every disclosure below passes through it (DESIGN §12).
+            listen_url = settings.database.direct_url or database_url
+            decisions = DecisionPoint()
+            metrics.add(decisions.withheld_counter)
+            metrics.add(decisions.break_glass_counter)
+            signal = ConsentSignal(listen_url, window=_REPLICA_WINDOW_SECONDS)
+            await signal.start()
+            stack.push_async_callback(signal.stop)
+            disclosures = Disclosures(
+                decisions, changed=signal.recently_changed if settings.database.read_url else None
             )
+            records = RecordService(
+                db, RecordRepository(queries), settings.records, trail, disclosures, referrals,
+                keys=IdempotencyRepository(queries),
+            )  # fmt: skip
             # The broker locates a patient's services through their records here and at the registries they name.
             locator = RecordsLocator(records)
             broker = await stack.enter_async_context(
-                discovery.open(locator=locator, directory=directory, credentials=auth.outbound, canon=canon)
-            )
-            listen_url = settings.database.direct_url or database_url
+                discovery.open(
+                    locator=locator, directory=directory, credentials=auth.outbound, assertions=auth.assertions,
+                    canon=canon,
+                )
+            )  # fmt: skip
+            signal.on_change(broker.forget_patient)
             notifications, groups = await stack.enter_async_context(
                 subscriptions.open(
-                    db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url
+                    db=db, queries=queries, trail=trail, canon=canon, metrics=metrics, listen_url=listen_url,
+                    decisions=decisions,
                 )
-            )
+            )  # fmt: skip
             audit = AuditService(db, audit_repository, settings.fhir)
             checkpoints = PublishedCheckpoints(db, audit_repository)
             lifecycle = LifecycleJobs(db, queries, directory, audit_repository, observer=service_id)
+            consents = ConsentService(db, ConsentRepository(queries), trail)
             app.state.services = Services(
-                db, auth, directory, records, audit, checkpoints, broker, notifications, groups, lifecycle
+                db, auth, directory, records, audit, checkpoints, broker, notifications, groups, lifecycle, consents
             )
             app.state.authenticator = auth.authenticator  # the guard's, on every protected request
             yield

@@ -12,7 +12,11 @@ One stored audit row becomes one AuditEvent:
   or, when an event names more than ``LISTED_ENTITIES`` of either (a batch), one entity for all
   the patients and one for all the records, their IHIs and ids space-separated in ``detail``; the
   request (BALP's X-Request-Id entity type; a calling peer's ``IEF-Request-Id`` too), and for
-  searches and operations the query as sent (base64, role Query).
+  searches and operations the query as sent (base64, role Query);
+- privacy (DESIGN §12): ``purposeOfEvent`` the purpose of use the requester stated (v3
+  PurposeOfUse), an agent for the clinician it acted for (``who.identifier`` the HPI-I, role
+  healthcare provider, ``requestor``), and in ``outcomeDesc`` how many records were withheld and
+  whether anything was disclosed by break-glass (counts, never what).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import base64
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
+from schemas.privacy import HPII_SYSTEM, PURPOSE_SYSTEM
 from schemas.types import IHI_SYSTEM, is_ascii_digits
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 _SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+_ROLE_CLASS = "http://terminology.hl7.org/CodeSystem/v3-RoleClass"
 BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 """BALP's code system for the X-Request-Id entity type (code ``XrequestId``)."""
 
@@ -168,7 +174,24 @@ def audit_event(event: StoredAuditEvent, *, canonical_base: str) -> dict[str, An
     outcome_desc = f"HTTP {event.status} ({_OUTCOME_TEXT.get(event.outcome, 'unknown')})"
     if event.detail:
         outcome_desc += f": {event.detail}"
-    return {
+    if event.withheld:
+        outcome_desc += f"; privacy: {event.withheld} withheld"
+    if event.break_glass:
+        outcome_desc += "; privacy: disclosed by break-glass (ETREAT)"
+    purpose = [{"coding": [_coding(PURPOSE_SYSTEM, event.purpose_of_use)]}] if event.purpose_of_use else []
+    practitioner = (
+        [
+            {
+                "type": {"coding": [_coding(_ROLE_CLASS, "PROV", "healthcare provider")]},
+                "who": {"identifier": {"system": HPII_SYSTEM, "value": event.practitioner}},
+                "requestor": True,
+                **({"purposeOfUse": purpose} if purpose else {}),
+            }
+        ]
+        if event.practitioner
+        else []
+    )
+    resource = {
         "resourceType": "AuditEvent",
         "id": event.event_id,
         "type": _coding(_EVENT_TYPE, "rest", "Restful Operation"),
@@ -184,10 +207,14 @@ def audit_event(event: StoredAuditEvent, *, canonical_base: str) -> dict[str, An
                 "who": this_server,
                 "requestor": False,
             },
+            *practitioner,
         ],
         "source": {"observer": this_server, "type": [_coding(_SOURCE_TYPE, "4", "Application Server")]},
         "entity": _entities(event),
     }
+    if purpose:
+        resource["purposeOfEvent"] = purpose
+    return resource
 
 
 def audit_searchset(

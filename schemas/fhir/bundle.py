@@ -12,9 +12,15 @@ __all__ = ("HistoryEntry", "history", "searchset", "searchset_of")
 
 
 def searchset(
-    base: str, resources: list[dict[str, Any]], *, total: int, links: list[tuple[str, str]]
+    base: str,
+    resources: list[dict[str, Any]],
+    *,
+    total: int,
+    links: list[tuple[str, str]],
+    outcomes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``searchset`` Bundle of matches; ``base`` is the FHIR base their ``fullUrl`` hangs off."""
+    """A ``searchset`` Bundle of matches (and ``outcomes``: entries in search mode ``outcome``); ``base`` is
+    the FHIR base their ``fullUrl`` hangs off."""
     entries = [
         {
             "fullUrl": f"{base}/{resource['resourceType']}/{resource['id']}",
@@ -23,7 +29,7 @@ def searchset(
         }
         for resource in resources
     ]
-    return searchset_of(entries, total=total, links=links)
+    return searchset_of([*entries, *(outcomes or [])], total=total, links=links)
 
 
 def searchset_of(entries: list[dict[str, Any]], *, total: int, links: list[tuple[str, str]]) -> dict[str, Any]:
@@ -53,8 +59,19 @@ class HistoryEntry:
     """Extensions of the entry (what the change was, who made it)."""
 
 
-def history(base: str, versions: list[HistoryEntry], *, total: int, links: list[tuple[str, str]]) -> dict[str, Any]:
-    """A ``history`` Bundle, newest version first; ``base`` is the FHIR base the ``fullUrl``s hang off."""
+def history(
+    base: str,
+    versions: list[HistoryEntry],
+    *,
+    total: int,
+    links: list[tuple[str, str]],
+    outcome: tuple[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A ``history`` Bundle, newest version first; ``base`` is the FHIR base the ``fullUrl``s hang off.
+
+    ``outcome`` (the history's relative URL and an OperationOutcome) ends the Bundle with an entry that
+    carries no resource, only that outcome in ``response.outcome`` (how a history Bundle says
+    something of itself: a ``suppressed`` issue when versions were withheld)."""
     entries = []
     for version in versions:
         resource = version.resource
@@ -72,6 +89,9 @@ def history(base: str, versions: list[HistoryEntry], *, total: int, links: list[
             },
         }
         entries.append(entry)
+    if outcome is not None:
+        url, said = outcome
+        entries.append({"request": {"method": "GET", "url": url}, "response": {"status": "200", "outcome": said}})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "history",

@@ -15,6 +15,7 @@ __all__ = (
     "EXT_BROKER_SOURCE",
     "EXT_CAPABILITY_STATEMENT",
     "EXT_CLIENT_ID",
+    "EXT_EVENT_WITHHELD",
     "EXT_FALLBACK",
     "EXT_JURISDICTION",
     "EXT_LOCATE_CHAIN",
@@ -60,6 +61,8 @@ BROKER_OUTCOME = "broker-outcome"
 """Id of the code system of the broker's per-gateway problems (``schemas.discovery.GatewayProblem``)."""
 EXT_LOCATE_CHAIN = "locate-chain"
 EXT_UNRESOLVED_SERVICE = "unresolved-service"
+EXT_EVENT_WITHHELD = "notification-event-withheld"
+"""Extension on a ``notification-event`` of ``$events``: the privacy decision point withheld the event."""
 
 IEF_ERROR = "ief-error"
 """Id of the code system (and value set) of the error codes (``schemas.errors``)."""

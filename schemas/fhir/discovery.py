@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.discovery import GatewayProblem
 from schemas.fhir.canonical import BROKER_OUTCOME, EXT_BROKER_SOURCE
-from schemas.fhir.outcome import OutcomeIssue, operation_outcome
+from schemas.fhir.outcome import OutcomeIssue, operation_outcome, withheld_issue
 
 if TYPE_CHECKING:
     from schemas.fhir.canonical import Canonicals
@@ -47,8 +47,11 @@ def source_extension(canon: Canonicals, service_id: str) -> dict[str, Any]:
     }
 
 
-def outcome_entry(canon: Canonicals, problems: list[tuple[GatewayProblem, str | None, str]]) -> dict[str, Any]:
-    """The Bundle entry of the search's OperationOutcome: one issue per ``(problem, service ID, text)``.
+def outcome_entry(
+    canon: Canonicals, problems: list[tuple[GatewayProblem, str | None, str]], *, withheld: bool = False
+) -> dict[str, Any]:
+    """The Bundle entry of the search's OperationOutcome: one issue per ``(problem, service ID, text)``, and
+    one (``suppressed``) when the privacy decision point withheld gateways from the requester.
 
     Partial results are normal: issues are warnings (information for ``incomplete``), never errors.
     """
@@ -63,6 +66,8 @@ def outcome_entry(canon: Canonicals, problems: list[tuple[GatewayProblem, str | 
         )
         for problem, service_id, text in problems
     ]
+    if withheld:
+        issues.append(withheld_issue(canon))
     return {
         "fullUrl": f"urn:uuid:{uuid.uuid4()}",
         "resource": operation_outcome(issues),

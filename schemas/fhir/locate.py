@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.fhir.canonical import EXT_LOCATE_CHAIN, EXT_UNRESOLVED_SERVICE, UNRESOLVED_REASON
 from schemas.fhir.endpoint import endpoint_of
-from schemas.fhir.outcome import OutcomeIssue, operation_outcome
+from schemas.fhir.outcome import OutcomeIssue, operation_outcome, withheld_issue
 from schemas.types import RecordStatus, RecordType, ServiceKind, UnresolvedReason
 
 if TYPE_CHECKING:
@@ -88,7 +88,13 @@ def _issue(canon: Canonicals, unresolved: Unresolved) -> OutcomeIssue:
 
 
 def locate_bundle(
-    canon: Canonicals, records: list[Record], unresolved: list[Unresolved], *, fhir_base: str, self_url: str
+    canon: Canonicals,
+    records: list[Record],
+    unresolved: list[Unresolved],
+    *,
+    fhir_base: str,
+    self_url: str,
+    withheld: bool = False,
 ) -> dict[str, Any]:
     """The ``searchset`` Bundle of ``$locate``.
 
@@ -104,8 +110,9 @@ def locate_bundle(
                 entry = {"fullUrl": f"{fhir_base}/Endpoint/{record.service_id}", **entry}
             entries.append(entry)
     total = len(entries)
-    if unresolved:
-        outcome = operation_outcome(_issue(canon, u) for u in unresolved)
+    if unresolved or withheld:
+        issues = [_issue(canon, u) for u in unresolved] + ([withheld_issue(canon)] if withheld else [])
+        outcome = operation_outcome(issues)
         entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": outcome, "search": {"mode": "outcome"}})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

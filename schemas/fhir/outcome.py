@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,21 @@ if TYPE_CHECKING:
 
     from schemas.fhir.canonical import Canonicals
 
-__all__ = ("ISSUE_TYPES", "OutcomeIssue", "error_outcome", "operation_outcome")
+__all__ = (
+    "ISSUE_TYPES",
+    "WITHHELD_TEXT",
+    "OutcomeIssue",
+    "error_outcome",
+    "operation_outcome",
+    "withheld_entry",
+    "withheld_issue",
+)
+
+WITHHELD_TEXT = (
+    "Some results are withheld from this requester (the patient's consent or security labels): there may be "
+    "imaging not shown here."
+)
+"""What a FHIR answer says when the privacy decision point withheld something: that, and never what."""
 
 ISSUE_TYPES: dict[int, str] = {
     400: "structure",
@@ -105,3 +120,19 @@ def error_outcome(
         OutcomeIssue(diagnostics, issue_type, coding=(system, str(own or code)), expression=expression)
         for diagnostics, expression, own in issues
     )
+
+
+def withheld_issue(canon: Canonicals) -> OutcomeIssue:
+    """The issue that says something was withheld (``suppressed``), without saying what or how much."""
+    return OutcomeIssue(
+        WITHHELD_TEXT, "suppressed", severity="warning", coding=(canon.code_system(IEF_ERROR), str(ErrorCode.WITHHELD))
+    )
+
+
+def withheld_entry(canon: Canonicals) -> dict[str, Any]:
+    """A searchset entry (search mode ``outcome``) holding only the ``withheld`` issue."""
+    return {
+        "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+        "resource": operation_outcome([withheld_issue(canon)]),
+        "search": {"mode": "outcome"},
+    }

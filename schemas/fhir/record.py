@@ -7,6 +7,7 @@ Shape (``docs/fhir.md`` has the full contract)::
       meta.versionId     records.version
       meta.lastUpdated   records.last_updated
       meta.profile       {canonical}/StructureDefinition/RegistryRecord
+      meta.security      records.security_labels (v3 Confidentiality and v3-ActCode sensitivity codings)
       extension          registry-record-service (valueIdentifier: the IEF service ID)
                          registry-record-status  (valueCode: active | removed | archived)
                          registry-record-type    (valueCode: record | registry)
@@ -16,11 +17,12 @@ Shape (``docs/fhir.md`` has the full contract)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from schemas.fhir.canonical import EXT_REASON, EXT_SERVICE, EXT_STATUS, EXT_TYPE
 from schemas.fhir.parse import InvalidResource, Issues, load_resource
+from schemas.privacy import label_system, parse_label
 from schemas.types import (
     IHI_SYSTEM,
     IHI_SYSTEM_ALIASES,
@@ -69,6 +71,8 @@ class RecordClaim:
     service_expression: str
     ihi_expression: str = _IHI
     reason: str | None = None
+    labels: list[str] = field(default_factory=list)
+    """Its security labels (``meta.security``; none given: none, as FHIR's update replaces the resource)."""
 
 
 def registry_record(
@@ -82,13 +86,18 @@ def registry_record(
     version: int,
     last_updated: datetime,
     reason: str | None = None,
+    labels: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """A stored record as a RegistryRecord ``Basic`` resource (a version with the ``reason`` its change gave)."""
+    """A stored record as a RegistryRecord ``Basic`` resource (a version with the ``reason`` its change gave;
+    its security labels in ``meta.security``)."""
     why = [{"url": canon.extension(EXT_REASON), "valueString": reason}] if reason else []
+    meta: dict[str, Any] = {"versionId": str(version), "lastUpdated": last_updated, "profile": [canon.registry_record]}
+    if labels:
+        meta["security"] = [{"system": label_system(label), "code": label} for label in labels]
     return {
         "resourceType": "Basic",
         "id": record_id,
-        "meta": {"versionId": str(version), "lastUpdated": last_updated, "profile": [canon.registry_record]},
+        "meta": meta,
         "extension": [
             {
                 "url": canon.extension(EXT_SERVICE),
@@ -128,6 +137,23 @@ class _Reader:
         system = self.canon.code_system(BASIC_CODE_SYSTEM)
         if not any(c.get("system") == system and c.get("code") == BASIC_CODE for c in codings):
             self.problem(f"Basic.code must carry the coding {system}#{BASIC_CODE}", "Basic.code")
+
+    def labels(self, data: dict[str, Any]) -> list[str]:
+        """The security labels of ``meta.security``: v3 Confidentiality or v3-ActCode sensitivity codes."""
+        found: list[str] = []
+        for index, coding in enumerate((data.get("meta") or {}).get("security") or []):
+            where = f"Basic.meta.security[{index}]"
+            code = coding.get("code") or ""
+            try:
+                label = parse_label(code)
+            except InvalidValueError as exc:
+                self.problem(str(exc), f"{where}.code")
+                continue
+            if coding.get("system") not in (None, label_system(label)):
+                self.problem(f"the label {label} is a code of {label_system(label)}", f"{where}.system")
+                continue
+            found.append(label)
+        return sorted(set(found))
 
     def ihi(self, data: dict[str, Any]) -> str | None:
         subject = data.get("subject") or {}
@@ -217,6 +243,7 @@ def read_registry_record(body: bytes, canon: Canonicals) -> RecordClaim:
     data = load_resource(body, "Basic")
     reader = _Reader(canon)
     reader.profile(data)
+    labels = reader.labels(data)
     ihi = reader.ihi(data)
     found = reader.extensions(data)
     service_id, service_where = found.get(EXT_SERVICE, (None, "Basic.extension"))
@@ -233,4 +260,5 @@ def read_registry_record(body: bytes, canon: Canonicals) -> RecordClaim:
         type=RecordType(type_),
         service_expression=service_where,
         reason=reason,
+        labels=labels,
     )

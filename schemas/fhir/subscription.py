@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = (
     "BACKPORT",
     "BACKPORT_CAPABILITY",
+    "CONSENT_TOPIC_ID",
     "CONTENT_CODES",
     "EXT_CHANNEL_TYPE",
     "EXT_CONTENT",
@@ -41,6 +42,7 @@ __all__ = (
     "PROFILE_SUBSCRIPTION",
     "STATS_EXTENSIONS",
     "SUBSCRIPTION_ERROR_SYSTEM",
+    "TOPICS",
     "TOPIC_ID",
     "StoredView",
     "SubscriptionClaim",
@@ -80,7 +82,10 @@ STATS_EXTENSIONS = (
 """Ids of the IEF extensions on the ``subscription`` parameter of ``$status`` answers (delivery counters)."""
 
 TOPIC_ID = "patient-registration"
-"""The one topic: a registration for a patient was created or changed status."""
+"""The registration topic: a registration for a patient was created or changed status."""
+CONSENT_TOPIC_ID = "patient-consent"
+"""The consent topic: a patient's Consent was created or changed (id-only: never its content)."""
+TOPICS = (TOPIC_ID, CONSENT_TOPIC_ID)
 
 CONTENT_CODES = ("empty", "id-only", "full-resource")
 
@@ -288,18 +293,18 @@ def subscription_resource(view: StoredView, canon: Canonicals) -> dict[str, Any]
     return resource
 
 
-def topic_url(base: str) -> str:
-    """The canonical URL of the registration topic under a FHIR base."""
-    return f"{base}/SubscriptionTopic/{TOPIC_ID}"
+def topic_url(base: str, topic: str = TOPIC_ID) -> str:
+    """The canonical URL of a topic (the registration topic unless told) under a FHIR base."""
+    return f"{base}/SubscriptionTopic/{topic}"
 
 
-def names_topic(criteria: str, base: str) -> bool:
-    """Whether a Subscription's ``criteria`` names the registration topic of the FHIR base ``base``.
+def names_topic(criteria: str, base: str, topic: str = TOPIC_ID) -> bool:
+    """Whether a Subscription's ``criteria`` names ``topic`` (default: registrations) of the FHIR base ``base``.
 
     The topic is recognised by its path under the base, whatever host name the client learned it
     under: a server answers to several names (a load balancer's, a node's, ``localhost``), and
     without a configured public base URL each name gives the topic another URL.
     """
-    wanted = urlsplit(topic_url(base))
+    wanted = urlsplit(topic_url(base, topic))
     given = urlsplit(criteria.split("|", 1)[0])
     return given.scheme in ("http", "https") and bool(given.netloc) and (given.path, given.query) == (wanted.path, "")

@@ -1,4 +1,5 @@
-"""The registration topic: the R4 representation the Subscriptions Backport IG defines, and the R5 resource.
+"""The topics (registrations, consent changes): the R4 representation the Subscriptions Backport IG
+defines, and the R5 resource.
 
 R4 has no ``SubscriptionTopic`` resource. The Backport IG (STU 1.1.0) represents one in R4 as a
 ``Basic`` whose ``code`` is ``SubscriptionTopic`` (``http://hl7.org/fhir/fhir-types``) and whose
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from schemas.fhir.subscription import TOPIC_ID
+from schemas.fhir.subscription import CONSENT_TOPIC_ID, TOPIC_ID
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -36,8 +37,10 @@ _PARTS = {
 _BACKBONES = ("resourceTrigger", "canFilterBy", "notificationShape")
 
 
-def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:
-    """The ``SubscriptionTopic`` of registrations as an R5 resource (valid R4B JSON too)."""
+def topic_document(url: str, *, version: str, date: datetime, topic: str = TOPIC_ID) -> dict[str, Any]:
+    """The ``SubscriptionTopic`` of registrations (or of consent changes) as an R5 resource (valid R4B JSON too)."""
+    if topic == CONSENT_TOPIC_ID:
+        return _consent_topic(url, version=version, date=date)
     basic = "http://hl7.org/fhir/StructureDefinition/Basic"
     return {
         "resourceType": "SubscriptionTopic",
@@ -78,6 +81,38 @@ def topic_document(url: str, *, version: str, date: datetime) -> dict[str, Any]:
     }
 
 
+def _consent_topic(url: str, *, version: str, date: datetime) -> dict[str, Any]:
+    consent = "http://hl7.org/fhir/StructureDefinition/Consent"
+    return {
+        "resourceType": "SubscriptionTopic",
+        "id": CONSENT_TOPIC_ID,
+        "url": url,
+        "version": version,
+        "title": "Patient consent changed",
+        "status": "active",
+        "date": date,
+        "description": "A patient's Consent was created or changed (recorded, withdrawn, restricted). The focus of "
+        "each event is the Consent, by reference only: notifications are id-only and never carry its content. "
+        "Gateways and consumers drop what they keep of the patient and ask again.",
+        "resourceTrigger": [
+            {
+                "description": "A Consent is created or updated.",
+                "resource": consent,
+                "supportedInteraction": ["create", "update"],
+            }
+        ],
+        "canFilterBy": [
+            {
+                "description": "The patient: the IHI as <IHI system>|<IHI>, a bare IHI, or Patient/<IHI>. "
+                "Without it the subscription needs the admin scope.",
+                "resource": consent,
+                "filterParameter": "patient",
+            }
+        ],
+        "notificationShape": [{"resource": consent}],
+    }
+
+
 def _parts(element: dict[str, Any]) -> list[dict[str, Any]]:
     """A backbone element of the R5 topic as the sub-extensions of its cross-version extension."""
     parts: list[dict[str, Any]] = []
@@ -87,15 +122,15 @@ def _parts(element: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
-def topic_basic(url: str, *, version: str, date: datetime) -> dict[str, Any]:
+def topic_basic(url: str, *, version: str, date: datetime, topic: str = TOPIC_ID) -> dict[str, Any]:
     """The topic in the Backport IG's R4 representation: a ``Basic`` carrying the R5 cross-version extensions."""
-    r5 = topic_document(url, version=version, date=date)
+    r5 = topic_document(url, version=version, date=date, topic=topic)
     extensions = [{"url": f"{CROSS_VERSION}.{name}", kind: r5[name]} for name, kind in _TOP_LEVEL if name in r5]
     for name in _BACKBONES:
         extensions += [{"url": f"{CROSS_VERSION}.{name}", "extension": _parts(e)} for e in r5.get(name, [])]
     return {
         "resourceType": "Basic",
-        "id": TOPIC_ID,
+        "id": topic,
         "extension": extensions,
         "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]},
     }

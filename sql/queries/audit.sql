@@ -1,17 +1,20 @@
 -- name: insert_audit_events
 -- Insert many audit rows in one statement (a group commit, or a write's own row). $1..$18 are
--- parallel arrays; $17 and $18 hold each row's patients and record ids joined by commas.
+-- parallel arrays; $17 and $18 hold each row's patients and record ids joined by commas; $19..$22
+-- purpose of use, practitioner, withheld count and break-glass.
 INSERT INTO audit_events (recorded, request_id, peer_request_id, interaction, action, outcome, status, detail,
                           method, path, query, client_id, client_service, client_address, token_id, observer,
-                          patients, records)
+                          patients, records, purpose_of_use, practitioner, withheld, break_glass)
 SELECT e.recorded, e.request_id, e.peer_request_id, e.interaction, e.action, e.outcome, e.status, e.detail,
        e.method, e.path, e.query, e.client_id, e.client_service, e.client_address, e.token_id, e.observer,
-       string_to_array(e.patients, ','), string_to_array(e.records, ',')::uuid[]
+       string_to_array(e.patients, ','), string_to_array(e.records, ',')::uuid[], e.purpose_of_use, e.practitioner,
+       e.withheld, e.break_glass
 FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[], $7::smallint[],
             $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-            $16::text[], $17::text[], $18::text[])
+            $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::integer[], $22::boolean[])
      AS e(recorded, request_id, peer_request_id, interaction, action, outcome, status, detail, method, path, query,
-          client_id, client_service, client_address, token_id, observer, patients, records);
+          client_id, client_service, client_address, token_id, observer, patients, records, purpose_of_use,
+          practitioner, withheld, break_glass);
 
 -- name: audit_seal_try_lock
 -- One sealer at a time across processes; released when the sealing transaction ends.
@@ -184,6 +187,13 @@ WHERE e.patients @> ARRAY[$6::text]
   AND (e.recorded, e.id) < ($3, $4)
 ORDER BY e.recorded DESC, e.id DESC
 LIMIT $5;
+
+-- name: search_break_glass
+-- Break-glass disclosures recorded since $1, oldest first (the privacy officer's review).
+SELECT e.*
+FROM audit_events e
+WHERE e.break_glass AND e.recorded >= $1
+ORDER BY e.recorded, e.id;
 
 -- name: get_audit_event
 -- One audit row by its AuditEvent id.

@@ -19,10 +19,10 @@ WHERE purpose = $1 AND retired_at IS NULL;
 -- name: add_client
 -- Register a client.
 INSERT INTO clients (client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem,
-                     secret_hash, rate_per_second)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     secret_hash, rate_per_second, clearances, break_glass, purposes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem, secret_hash, status,
-          rate_per_second, created_at, updated_at;
+          rate_per_second, created_at, updated_at, clearances, break_glass, purposes;
 
 -- name: add_client_if_absent
 -- Register a client under a fixed ID unless it exists (the built-in operator client).
@@ -33,14 +33,14 @@ ON CONFLICT (client_id) DO NOTHING;
 -- name: get_client
 -- One client.
 SELECT client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem, secret_hash, status,
-       rate_per_second, created_at, updated_at
+       rate_per_second, created_at, updated_at, clearances, break_glass, purposes
 FROM clients
 WHERE client_id = $1;
 
 -- name: list_clients
 -- Every client.
 SELECT client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem, secret_hash, status,
-       rate_per_second, created_at, updated_at
+       rate_per_second, created_at, updated_at, clearances, break_glass, purposes
 FROM clients
 ORDER BY name, client_id;
 
@@ -49,7 +49,7 @@ ORDER BY name, client_id;
 UPDATE clients SET status = $2, updated_at = now()
 WHERE client_id = $1
 RETURNING client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem, secret_hash, status,
-          rate_per_second, created_at, updated_at;
+          rate_per_second, created_at, updated_at, clearances, break_glass, purposes;
 
 -- name: set_client_credentials
 -- Replace a client's authentication method and material (rotation).
@@ -57,11 +57,20 @@ UPDATE clients SET auth_method = $2, jwks = $3, jwks_url = $4, public_key_pem = 
                    updated_at = now()
 WHERE client_id = $1
 RETURNING client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem, secret_hash, status,
-          rate_per_second, created_at, updated_at;
+          rate_per_second, created_at, updated_at, clearances, break_glass, purposes;
+
+-- name: set_client_privacy
+-- Change what a client is cleared for, its break-glass permission and the purposes it may state
+-- (NULL: unchanged).
+UPDATE clients SET clearances = coalesce($2, clearances), break_glass = coalesce($3, break_glass),
+                   purposes = coalesce($4, purposes), updated_at = now()
+WHERE client_id = $1
+RETURNING client_id, name, service_id, scopes, auth_method, jwks, jwks_url, public_key_pem, secret_hash, status,
+          rate_per_second, created_at, updated_at, clearances, break_glass, purposes;
 
 -- name: client_state
 -- What the resource server re-checks about a client: enabled, its binding, scopes and rate.
-SELECT status, service_id, scopes, rate_per_second
+SELECT status, service_id, scopes, rate_per_second, clearances, break_glass, purposes
 FROM clients
 WHERE client_id = $1;
 

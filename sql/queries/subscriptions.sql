@@ -2,8 +2,8 @@
 -- A new subscription, `requested` with its handshake pending.
 INSERT INTO subscriptions (client_id, status, reason, end_at, base_url, filter_ihi, filter_services,
                            filter_statuses, filters, endpoint, payload_type, content, headers, secret,
-                           heartbeat_period, timeout_seconds, max_count, filter_group)
-VALUES ($1, 'requested', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                           heartbeat_period, timeout_seconds, max_count, filter_group, topic)
+VALUES ($1, 'requested', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
 RETURNING *;
 
 -- name: count_live_subscriptions
@@ -92,11 +92,15 @@ LIMIT $4;
 -- name: claim_due
 -- Claim up to $1 subscriptions with a handshake or events to send whose wait is over, for $2 seconds
 -- beyond each one's timeout, for worker $3. Rows another worker (or a registration) holds are skipped.
--- With each: its owner's state and, when nothing is in flight, the next events to send (up to maxCount).
--- The first claim of those events pins their range (`inflight_last`, with no body stored) until their
--- delivery is recorded: a notification sent but not recorded (its worker killed, the database failing
--- over after the 2xx) is claimed again with the same events, so it is the same bytes and webhook-id,
--- however many events arrived meanwhile.
+-- With each: its owner's state (and what it is cleared for) and its pending events: when nothing is in
+-- flight, the next ones to send (up to maxCount), else those of the notification in flight; each with
+-- its record's security labels now and its patient's privacy policy (the delivery worker asks the
+-- privacy decision point about each before anything is sent).
+-- The first claim of the next events pins their range (`inflight_last`, with no body stored) until
+-- their delivery is recorded: a notification sent but not recorded (its worker killed, the database
+-- failing over after the 2xx) is claimed again with the same events, so it is the same bytes and
+-- webhook-id, however many events arrived meanwhile. Withholding an event unpins the range
+-- (`withhold_events`): what remains is sent anew.
 WITH due AS (
     SELECT s.subscription_id
     FROM subscriptions s
@@ -119,16 +123,24 @@ SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double p
         ELSE (SELECT max(p.event_number)
               FROM (SELECT ev.event_number FROM subscription_events ev
                     WHERE ev.subscription_id = s.subscription_id AND ev.event_number > s.delivered_through
+                      AND ev.state = 'pending'
                     ORDER BY ev.event_number
                     LIMIT s.max_count) p)
     END
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
 RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource,
+          c.service_id AS client_service, c.clearances AS client_clearances,
           (SELECT coalesce(json_agg(e ORDER BY e.event_number), '[]'::json)
-           FROM (SELECT ev.* FROM subscription_events ev
-                 WHERE s.status = 'active' AND s.inflight_kind IS NULL AND ev.subscription_id = s.subscription_id
-                   AND ev.event_number > s.delivered_through AND ev.event_number <= s.inflight_last
+           FROM (SELECT ev.*, r.security_labels AS labels, p.policy
+                 FROM subscription_events ev
+                 LEFT JOIN records r ON r.record_id = ev.record_id
+                 LEFT JOIN patient_policies p ON p.ihi = ev.ihi
+                 WHERE s.status = 'active' AND ev.subscription_id = s.subscription_id AND ev.state = 'pending'
+                   AND ((s.inflight_kind IS NULL
+                         AND ev.event_number > s.delivered_through AND ev.event_number <= s.inflight_last)
+                        OR (s.inflight_kind = 'event-notification'
+                            AND ev.event_number BETWEEN s.inflight_first AND s.inflight_last))
                  ORDER BY ev.event_number) e) AS next_events;
 
 -- name: claim_heartbeats
@@ -149,12 +161,23 @@ UPDATE subscriptions s
 SET lease_until = now() + make_interval(secs => s.timeout_seconds + $2::double precision), lease_owner = $3
 FROM due, clients c
 WHERE s.subscription_id = due.subscription_id AND c.client_id = s.client_id
-RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource;
+RETURNING s.*, c.status AS client_status, c.scopes AS client_scopes, c.full_resource AS client_full_resource,
+          c.service_id AS client_service, c.clearances AS client_clearances;
 
 -- name: finish_delivered
 -- The notification in flight ($3 kind, events $4..$5) got a 2xx: a handshake makes the subscription
--- active, events are delivered; the lease ends and the heartbeat clock restarts.
-WITH done AS (
+-- active, events are delivered; the lease ends and the heartbeat clock restarts. `delivered_count`
+-- counts the events the subscriber was sent: the range's pending events, not those of its numbers
+-- the privacy decision point withheld (never sent) or that ended otherwise.
+WITH owned AS (
+    SELECT t.subscription_id FROM subscriptions t WHERE t.subscription_id = $1 AND t.lease_owner = $2 FOR UPDATE
+), events AS (
+    UPDATE subscription_events e SET state = 'delivered', finished_at = now()
+    FROM owned
+    WHERE $3 = 'event-notification' AND e.subscription_id = owned.subscription_id
+      AND e.event_number BETWEEN $4::bigint AND $5::bigint AND e.state = 'pending'
+    RETURNING 1
+), done AS (
     UPDATE subscriptions t SET
         status = CASE WHEN $3 = 'handshake' AND t.status = 'requested' THEN 'active' ELSE t.status END,
         version = t.version + CASE WHEN $3 = 'handshake' AND t.status = 'requested' THEN 1 ELSE 0 END,
@@ -162,21 +185,15 @@ WITH done AS (
         handshake_pending = CASE WHEN $3 = 'handshake' THEN false ELSE t.handshake_pending END,
         delivered_through = CASE WHEN $3 = 'event-notification' THEN greatest(t.delivered_through, $5::bigint)
                                  ELSE t.delivered_through END,
-        delivered_count = t.delivered_count
-            + CASE WHEN $3 = 'event-notification' THEN $5::bigint - $4::bigint + 1 ELSE 0 END,
+        delivered_count = t.delivered_count + (SELECT count(*) FROM events),
         inflight_kind = NULL, inflight_first = NULL, inflight_last = NULL, inflight_body = NULL,
         inflight_webhook_id = NULL, attempts = 0, next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL,
         last_success_at = now(),
         next_heartbeat_at = CASE WHEN t.heartbeat_period IS NULL THEN NULL
                                  ELSE now() + make_interval(secs => t.heartbeat_period) END
-    WHERE t.subscription_id = $1 AND t.lease_owner = $2
+    FROM owned
+    WHERE t.subscription_id = owned.subscription_id
     RETURNING t.subscription_id, t.status
-), events AS (
-    UPDATE subscription_events e SET state = 'delivered', finished_at = now()
-    FROM done
-    WHERE $3 = 'event-notification' AND e.subscription_id = done.subscription_id
-      AND e.event_number BETWEEN $4::bigint AND $5::bigint AND e.state = 'pending'
-    RETURNING 1
 )
 SELECT done.status, (SELECT count(*) FROM events) AS finished FROM done;
 
@@ -231,6 +248,27 @@ UPDATE subscriptions SET status = 'error', version = version + 1, updated_at = n
                          last_error = $3, last_error_at = now()
 WHERE subscription_id = $1 AND lease_owner = $2
 RETURNING subscription_id;
+
+-- name: withhold_events
+-- The privacy decision point withholds the events $3 of subscription $1 (leased by worker $2) from its
+-- subscriber: they end `withheld` (final, never sent; $events shows them), a notification in flight
+-- that carried any of them is dropped (the rest are sent anew), the delivery cursor moves past every
+-- event with a final state, and the lease ends.
+WITH marked AS (
+    UPDATE subscription_events e SET state = 'withheld', finished_at = now()
+    WHERE e.subscription_id = $1 AND e.event_number = ANY ($3::bigint[]) AND e.state = 'pending'
+    RETURNING e.event_number
+)
+UPDATE subscriptions t SET
+    inflight_kind = NULL, inflight_first = NULL, inflight_last = NULL, inflight_body = NULL,
+    inflight_webhook_id = NULL, attempts = 0, next_attempt_at = NULL, lease_until = NULL, lease_owner = NULL,
+    delivered_through = coalesce(
+        (SELECT min(e.event_number) - 1 FROM subscription_events e
+         WHERE e.subscription_id = $1 AND e.state = 'pending' AND e.event_number > t.delivered_through
+           AND e.event_number <> ALL (ARRAY(SELECT event_number FROM marked))),
+        t.events_since_start)
+WHERE t.subscription_id = $1 AND t.lease_owner = $2
+RETURNING (SELECT count(*) FROM marked) AS withheld;
 
 -- name: release_lease
 -- Give a claimed subscription back untouched (the worker is stopping).
@@ -294,7 +332,7 @@ ORDER BY s.status;
 
 -- name: owner_state
 -- What delivery re-checks about a subscription's owner: enabled, scopes, full-resource permission.
-SELECT status, scopes, full_resource FROM clients WHERE client_id = $1;
+SELECT status, scopes, full_resource, service_id AS service, clearances FROM clients WHERE client_id = $1;
 
 -- name: set_full_resource
 -- Allow (or stop allowing) a client full-resource payloads; returns the client ID when it exists.

@@ -95,7 +95,16 @@ async def put_record(state: State, request: Request[Any, Any, Any], ihi: str, se
     write = _write_decoder.decode(await request.body())
     async with state.db.primary.acquire() as conn:
         row = await conn.fetchrow(
-            state.queries["put_record"], ihi, service_id, write.status, write.type, "bench", service_id, False, None
+            state.queries["put_record"],
+            ihi,
+            service_id,
+            write.status,
+            write.type,
+            "bench",
+            service_id,
+            False,
+            None,
+            None,
         )
     assert row is not None
     return Response(_record(row), status_code=201 if row["outcome"] == "created" else 200)
@@ -105,7 +114,7 @@ async def put_record(state: State, request: Request[Any, Any, Any], ihi: str, se
 async def batch(state: State, request: Request[Any, Any, Any]) -> _BatchCounts:
     """Write many records in one transaction (the registry's ``stage_batch``, ``COPY`` and ``merge_batch``)."""
     items = {(i.ihi, i.service_id): i for i in _batch_decoder.decode(await request.body())}
-    staged = [(n, *key, items[key].status, items[key].type, None) for n, key in enumerate(sorted(items))]
+    staged = [(n, *key, items[key].status, items[key].type, None, None) for n, key in enumerate(sorted(items))]
     async with state.db.primary.acquire() as conn, conn.transaction():
         await conn.execute(state.queries["stage_batch"])
         await conn.copy_records_to_table("batch_input", records=staged)

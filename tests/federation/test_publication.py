@@ -203,3 +203,33 @@ async def test_batches_at_the_jurisdiction_publish_first_active_and_last_gone(
         assert archived == 2
         assert await _found_at_national(net, ihis[0], plains)
         await net.check_audit()
+
+
+async def test_a_published_referral_discloses_nothing_the_jurisdictions_consent_withholds(
+    template: TestCluster, settings: Settings
+) -> None:
+    """The national registry holds only the referral; a consumer following it is answered by the jurisdiction's
+    decision point, so after an opt-out there the national answer names no gateway and says it withheld
+    something. An opt-out recorded at the national registry withholds the referral itself."""
+    ihi = make_ihi()
+    async with national_and_state(template, settings, publisher=True) as net:
+        gateway = await net.gateway("state", "Coast")
+        await net.put("state", ihi, gateway)
+        started = time.monotonic()
+        while not await _found_at_national(net, ihi, gateway):
+            assert time.monotonic() - started < 5.0, "not found at the national registry within 5 s"
+            await asyncio.sleep(0.05)
+
+        opted = await run_cli(net["state"], "consent", "opt-out", ihi)
+        assert opted.code == 0, opted.err
+        async with net.client("national") as http:
+            followed = (await http.get(f"/registry/records/{ihi}", params={"follow": "true"})).json()
+            assert (followed["records"], followed["withheld"]) == ([], True)
+            pointer = (await http.get(f"/registry/records/{ihi}")).json()
+            assert [r["serviceId"] for r in pointer["records"]] == [net["state"].service_id]  # a referral only
+
+            opted = await run_cli(net["national"], "consent", "opt-out", ihi)
+            assert opted.code == 0, opted.err
+            pointer = (await http.get(f"/registry/records/{ihi}")).json()
+            assert (pointer["records"], pointer["withheld"]) == ([], True)
+        await net.check_audit()

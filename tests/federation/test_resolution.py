@@ -407,3 +407,35 @@ async def test_locate_refuses_what_it_cannot_answer(fed: Network) -> None:
         bad_follow = await http.get("/fhir/Patient/$locate", params={"identifier": ihi, "follow": "maybe"})
     assert (missing.status_code, bad_ihi.status_code, bad_follow.status_code) == (400, 422, 422)
     assert missing.json()["issue"][0]["expression"] == ["identifier"]
+
+
+async def test_a_peer_withholds_what_its_patient_opted_out_of_and_the_answer_says_so(fed: Network) -> None:
+    """B withholds from A what the patient opted out of at B (deciding on the consumer's purpose, which A sends
+    on); A answers with nothing and ``withheld`` rather than a plain empty list."""
+    b = fed["B"]
+    ihi, gateway = make_ihi(), await fed.gateway("B", "Bayside")
+    await fed.put("A", ihi, b.service_id, "registry")
+    await fed.put("B", ihi, gateway)
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"identifier": {"system": "http://ns.electronichealth.net.au/id/hi/ihi/1.0", "value": ihi}},
+        "policyRule": {"text": "opt-out"},
+        "provision": {"type": "deny"},
+    }
+    async with fed.client("B") as http:
+        assert (await http.post("/fhir/Consent", json=consent)).status_code == 201
+    async with fed.client("A") as http:
+        answer = await http.get(
+            f"/registry/records/{ihi}", params={"follow": "true"}, headers={"IEF-Purpose-Of-Use": "TREAT"}
+        )
+    assert (answer.json()["records"], answer.json()["withheld"]) == ([], True)
+    rows = await b.count(
+        "SELECT count(*) FROM audit_events WHERE peer_request_id = $1 AND purpose_of_use = 'TREAT' AND withheld = 1",
+        answer.headers["x-request-id"],
+    )
+    assert rows == 1

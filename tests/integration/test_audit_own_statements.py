@@ -4,8 +4,9 @@ Two statements insert a request's audit row beside their own work, outside the g
 record write's (``put_record_audited``) and a look-up's while the trail is idle
 (``get_records_audited``). Their rows go into the partition of their month, are chained by the
 sealer, checkpointed with their month, exported and verified offline exactly like the rows of
-``insert_audit_events``; and the rows a running server writes by every path (a look-up alone, many
-at once, a write, a batch) verify with ``ief-registry audit verify``.
+``insert_audit_events``, with the purpose of use and the practitioner they name; and the rows a
+running server writes by every path (a look-up alone, many at once, a write, a batch) verify with
+``ief-registry audit verify``.
 """
 
 from __future__ import annotations
@@ -35,15 +36,22 @@ _NOW = {"IEF_AUDIT_CLOSE_GRACE_SECONDS": "0"}
 """Months close as soon as they end (a test may run in the first minutes of a month)."""
 
 
+_PRACTITIONER = "8003611234567893"
+
+
 def _entry(request_id: str, ihi: str, at: datetime, *, action: str = "E") -> AuditEntry:
-    return msgspec.structs.replace(make_audit_entry(request_id, patients=(ihi,)), recorded=at, action=action)
+    return msgspec.structs.replace(
+        make_audit_entry(request_id, patients=(ihi,)),
+        recorded=at, action=action, purpose_of_use="TREAT", practitioner=_PRACTITIONER,
+    )  # fmt: skip
 
 
 async def test_rows_of_writes_and_look_ups_are_chained_exported_and_verified_like_the_writers(
     template: TestCluster, tmp_path: Path
 ) -> None:
     """Rows inserted by a write's and a look-up's own statements, as the server's role, land in their month's
-    partition between the group writer's rows, and that month seals, exports and verifies offline."""
+    partition between the group writer's rows with the purpose and practitioner they were given, and that month
+    seals, exports (each event with its purpose and practitioner) and verifies offline."""
     instance = InstanceOf(await template.new_database(), make_service_id())
     gateway = make_service_id()
     await add_service(instance.database_url, gateway)
@@ -59,13 +67,14 @@ async def test_rows_of_writes_and_look_ups_are_chained_exported_and_verified_lik
             await audit.insert(conn, [_entry(f"group-{n}", ihi, at)])
             await records.put_audited(
                 conn, ihi=ihi, service_id=gateway, status="active", type_="record",
-                writer=Writer("test", gateway, admin=False), reason=None,
+                writer=Writer("test", gateway, admin=False), reason=None, labels=None,
                 audit_rows=[("created", _entry(f"write-{n}", ihi, at, action="C"))],
             )  # fmt: skip
-            found = await records.for_ihi_audited(conn, ihi, ["active"], _entry(f"look-up-{n}", ihi, at))
-            assert [r.service_id for r in found] == [gateway]
+            found, audited = await records.for_ihi_audited(conn, ihi, ["active"], _entry(f"look-up-{n}", ihi, at))
+            assert ([r.service_id for r in found], audited) == ([gateway], True)
         placed = await conn.fetch(
-            "SELECT request_id, tableoid::regclass::text AS partition, records FROM audit_events ORDER BY id"
+            "SELECT request_id, tableoid::regclass::text AS partition, records, purpose_of_use, practitioner"
+            " FROM audit_events ORDER BY id"
         )
         record_ids = {r["ihi"]: r["record_id"] for r in await conn.fetch("SELECT ihi, record_id FROM records")}
     finally:
@@ -74,6 +83,7 @@ async def test_rows_of_writes_and_look_ups_are_chained_exported_and_verified_lik
     kept = {row["request_id"]: row["records"] for row in placed}
     assert [kept[f"look-up-{n}"] for n in range(3)] == [[record_ids[ihi]] for ihi in ihis]
     assert [kept[f"write-{n}"] for n in range(3)] == [[record_ids[ihi]] for ihi in ihis]
+    assert {(row["purpose_of_use"], row["practitioner"]) for row in placed} == {("TREAT", _PRACTITIONER)}
 
     verified = await run_cli(instance, "audit", "verify", extra_env=_NOW)
     assert verified.code == 0, verified.err
@@ -83,6 +93,8 @@ async def test_rows_of_writes_and_look_ups_are_chained_exported_and_verified_lik
     assert exported.code == 0, exported.err
     events = [msgspec.json.decode(line) for line in (folder / EVENTS_FILE).read_bytes().splitlines()]
     assert len(events) == 9
+    assert {e["purposeOfEvent"][0]["coding"][0]["code"] for e in events} == {"TREAT"}
+    assert all(_PRACTITIONER in msgspec.json.encode(e["agent"]).decode() for e in events)
     offline = await run_cli(
         InstanceOf("postgresql://nowhere.invalid/none", instance.service_id), "audit", "verify", "--export", str(folder)
     )

@@ -163,6 +163,26 @@ async def test_keys_rotate_publishes_the_new_key(own: RunningServer) -> None:
     assert new_kid != old_kid
 
 
+async def test_keys_rotate_each_purpose_and_the_audit_key_is_never_published(own: RunningServer) -> None:
+    """`keys rotate --requester` makes a new ES256 key the JWKS publishes beside the old one (gateways verify
+    IEF-Requester with it); the audit key, rotated or not, is never in the JWKS; one purpose at a time."""
+    keys = await own.auth.keys.fresh()
+    old_requester, old_audit = keys.requester.kid, keys.audit.kid
+    requester = await run_cli(own, "keys", "rotate", "--requester")
+    audit = await run_cli(own, "keys", "rotate", "--audit")
+    both = await run_cli(own, "keys", "rotate", "--requester", "--audit")
+    assert (requester.code, audit.code, both.code) == (0, 0, 1), (requester.err, audit.err)
+    assert requester.out.startswith("new active requester key ")
+    assert audit.out.startswith("new active audit key ")
+    assert "one key at a time" in both.err
+    new_requester, new_audit = requester.out.split()[-1], audit.out.split()[-1]
+    async with httpx.AsyncClient(base_url=own.base_url) as http:
+        published = {key["kid"]: key for key in (await http.get("/.well-known/jwks.json")).json()["keys"]}
+    assert {old_requester, new_requester} <= set(published)
+    assert published[new_requester]["alg"] == "ES256"
+    assert not {old_audit, new_audit} & set(published)
+
+
 async def test_serve_dev_prints_a_ready_admin_token(template: TestCluster, tmp_path: Path) -> None:
     """`serve --dev` prints a labelled admin token on stdout that works at once, and accepts client secrets."""
     fresh = _Fresh(await template.new_database(), make_service_id())

@@ -43,6 +43,9 @@ _SCOPES = {
     ("Patient", "GET"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("Patient", "POST"): ("system/Basic.rs", "system/Endpoint.rs"),
     ("AuditEvent", "GET"): ("system/AuditEvent.rs",),
+    ("Consent", "GET"): ("system/Consent.rs",),
+    ("Consent", "POST"): ("system/Consent.cu",),
+    ("Consent", "PUT"): ("system/Consent.cu",),
 }
 _SUBSCRIPTION_SCOPES = {
     "search-type": ("system/Subscription.s",),
@@ -110,6 +113,7 @@ async def test_capability_statement_describes_the_server(fhir: httpx.AsyncClient
         "ImagingStudy",
         "DocumentReference",
         "AuditEvent",
+        "Consent",
         "Subscription",
         "Group",
         "StructureDefinition",

@@ -62,17 +62,26 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     try:
         async with conn.transaction():
             await repository.merge_batch(
-                conn, [(n, ihi, service_id, "active", "record", None) for n, ihi in enumerate(loaded)], writer
+                conn, [(n, ihi, service_id, "active", "record", None, None) for n, ihi in enumerate(loaded)], writer
             )
         await conn.execute("ANALYZE records")
         before = await _records_tuples_read(conn)
         for status in ("archived", "archived"):  # an update, then an unchanged repeat
             await repository.put(
-                conn, ihi=loaded[0], service_id=service_id, status=status, type_="record", writer=writer, reason=None
+                conn,
+                ihi=loaded[0],
+                service_id=service_id,
+                status=status,
+                type_="record",
+                writer=writer,
+                reason=None,
+                labels=None,
             )
         async with conn.transaction():
             await repository.merge_batch(
-                conn, [(n, ihi, service_id, "removed", "record", None) for n, ihi in enumerate(loaded[1:3])], writer
+                conn,
+                [(n, ihi, service_id, "removed", "record", None, None) for n, ihi in enumerate(loaded[1:3])],
+                writer,
             )
         await repository.for_ihi(conn, loaded[1], ["active"])
         await repository.by_key(conn, loaded[1], service_id)

@@ -20,7 +20,7 @@ from registry.config import AuthSettings, DatabaseSettings, OutboundSettings, Se
 from registry.db.pool import open_database
 from registry.db.queries import load_queries
 from tests.auth import bearer
-from tests.factories import LOOPBACK_NETWORKS, make_ihi, make_rsa_key, make_service_id
+from tests.factories import LOOPBACK_NETWORKS, make_hpii, make_ihi, make_rsa_key, make_service_id
 from tests.pg import TestCluster
 from tests.server import RunningServer, json_server, running_server
 
@@ -146,3 +146,21 @@ async def test_authority_keys_from_a_jwks_file(template: TestCluster, tmp_path: 
         assert (await _put(authority, gateway, _external_token(first))).status_code == 201
         jwks_file.write_bytes(msgspec.json.encode({"keys": [k.as_dict(private=False) for k in (first, second)]}))
         assert (await _put(authority, gateway, _external_token(second))).status_code == 201
+
+
+async def test_an_authoritys_purpose_and_practitioner_claims_reach_the_audit(authority: Authority) -> None:
+    """``purpose_of_use`` and ``requesting_practitioner`` in an authority's token are taken (and audited); a
+    practitioner claim that is not an HPI-I makes the token unacceptable."""
+    hpii = make_hpii()
+    token = _external_token(authority.key, purpose_of_use="TREAT", requesting_practitioner=hpii)
+    async with httpx.AsyncClient(base_url=authority.server.base_url, headers=bearer(token)) as http:
+        answer = await http.get(f"/registry/records/{make_ihi()}")
+    assert answer.status_code == 200
+    rows = await authority.server.count(
+        "SELECT count(*) FROM audit_events WHERE request_id = $1 AND purpose_of_use = 'TREAT' AND practitioner = $2",
+        answer.headers["x-request-id"],
+        hpii,
+    )
+    assert rows == 1
+    wrong = _external_token(authority.key, requesting_practitioner="8003601234567891")
+    assert (await _put(authority, authority.gateway, wrong)).status_code == 401

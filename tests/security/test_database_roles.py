@@ -2,9 +2,10 @@
 
 Schema objects belong to ``ief_owner``; server processes log in as a member of ``ief_server``
 (``ief_app`` in the embedded and the test clusters), which owns nothing and holds only the grants
-of migration 0007. So a compromised server process cannot delete or rewrite audit rows, records or
-history, truncate them, disable the triggers that keep them, forge history rows, or change who may
-log in; and every test of the suite runs its servers as that role.
+of migrations 0007, 0008 and 0011. So a compromised server process cannot delete or rewrite audit
+rows, records, Consents or their histories, truncate them, disable the triggers that keep them,
+forge history rows or a patient's privacy policy, change who may log in or what a client is cleared
+for; and every test of the suite runs its servers as that role.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ REFUSED = [
     "INSERT INTO services (service_id, kind, name, base_url) VALUES ('x', 'gateway', 'x', 'https://x')",
     "UPDATE services SET base_url = 'https://elsewhere.example'",
     "UPDATE clients SET scopes = '{admin}'",
+    "UPDATE clients SET clearances = '{PSY,HIV}', break_glass = true",
+    "DELETE FROM consents",
+    "TRUNCATE consents",
+    "UPDATE consent_history SET status = 'inactive'",
+    "DELETE FROM consent_history",
+    "INSERT INTO consent_history (consent_id, ihi, version, status, resource, actor, recorded_at)"
+    " VALUES (gen_random_uuid(), '8003608166690503', 1, 'inactive', '{}', 'x', now())",
+    "DELETE FROM patient_policies",
+    "UPDATE patient_policies SET policy = '[]'",
+    "INSERT INTO patient_policies (ihi, policy) VALUES ('8003608166690503', '[]')",
     "UPDATE auth_keys SET retired_at = now()",
     "DELETE FROM auth_keys",
     "CREATE ROLE intruder",
@@ -168,10 +179,12 @@ async def test_the_server_role_stages_and_merges_a_batch(template: TestCluster) 
     try:
         ihis = sorted(make_ihi() for _ in range(3))
         async with server.transaction():
+            staged = [
+                (n, ihi, gateway, "active", "record", None, ["PSY"] if n == 0 else None) for n, ihi in enumerate(ihis)
+            ]
             rows = await RecordRepository(load_queries()).merge_batch(
-                server, [(n, ihi, gateway, "active", "record", None) for n, ihi in enumerate(ihis)],
-                Writer("test", gateway, admin=False),
-            )  # fmt: skip
+                server, staged, Writer("test", gateway, admin=False)
+            )
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await server.execute(
                 "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, 'active', 'record')",
@@ -182,6 +195,28 @@ async def test_the_server_role_stages_and_merges_a_batch(template: TestCluster) 
         await server.close()
     assert sorted(row.outcome for row in rows.values()) == ["created"] * 3
     assert stored == 3
+
+
+async def test_the_server_role_writes_consents_and_the_owner_keeps_their_history(as_app: asyncpg.Connection) -> None:
+    """A Consent written as the server's role gets its history row and the patient's policy from the owner's
+    trigger; withdrawing it (a new version, inactive) removes the policy and keeps both versions."""
+    ihi = make_ihi()
+    rules = '["c1", false]'
+    consent = await as_app.fetchval(
+        "INSERT INTO consents (ihi, status, resource, rules, actor) VALUES ($1, 'active', '{}', $2, 'c')"
+        " RETURNING consent_id",
+        ihi,
+        rules,
+    )
+    assert await as_app.fetchval("SELECT policy::text FROM patient_policies WHERE ihi = $1::bpchar", ihi)
+    await as_app.execute(
+        "UPDATE consents SET status = 'inactive', version = version + 1 WHERE consent_id = $1", consent
+    )
+    assert await as_app.fetchval("SELECT count(*) FROM patient_policies WHERE ihi = $1::bpchar", ihi) == 0
+    versions = await as_app.fetch(
+        "SELECT version, status FROM consent_history WHERE consent_id = $1 ORDER BY version", consent
+    )
+    assert [(v["version"], v["status"]) for v in versions] == [(1, "active"), (2, "inactive")]
 
 
 async def test_a_function_the_owner_defines_later_is_the_servers_to_call_not_everyones(template: TestCluster) -> None:

@@ -25,10 +25,11 @@ from registry.auth.scopes import is_scope
 from registry.directory.service import check_organisation
 from registry.records.idempotency import is_item_key, parse_key
 from registry.records.jobs import parse_age
+from schemas.privacy import PURPOSE_SYSTEM, parse_hpii, parse_label, parse_purpose
 from schemas.services import Organisation
 from schemas.types import InvalidValueError, ascii_int, parse_hpio, parse_ihi, parse_service_id
 from tests.conftest import GatewayClient
-from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
+from tests.factories import IHI_SYSTEM, make_hpii, make_ihi, make_service_id
 from tests.fhir import fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,9 @@ def _accepts(check: Callable[[str], object]) -> Callable[[str], bool]:
 
 VALIDATORS: dict[str, tuple[Callable[[str], bool], list[str], bool]] = {
     "IHI": (_accepts(parse_ihi), ["8003608166690503"], False),
+    "HPI-I": (_accepts(parse_hpii), ["8003611234567893"], False),
+    "purpose of use": (_accepts(parse_purpose), ["TREAT", "ETREAT", f"{PURPOSE_SYSTEM}|HRESCH"], False),
+    "security label": (_accepts(parse_label), ["PSY", "R", "HIV"], False),
     "service ID": (
         _accepts(parse_service_id),
         ["0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5bd9cb469fa16570867728950e", "01HZY3K5QW8X2V9T6R4M0N7P1S"],
@@ -197,6 +201,24 @@ async def test_fhir_basic_with_a_smuggled_ihi_is_422(fhir: httpx.AsyncClient, ga
         response = await fhir.post("/fhir/Basic", json=body)
         assert response.status_code == 422, value
     assert (await fhir.get(f"/registry/records/{ihi}")).json()["records"] == []
+
+
+async def test_a_smuggled_purpose_or_practitioner_header_is_422(client: httpx.AsyncClient) -> None:
+    """``IEF-Purpose-Of-Use`` and ``IEF-On-Behalf-Of`` values with a smuggled character are 422
+    ``invalid-privacy-context`` (never taken as another code or HPI-I); the valid values are taken."""
+    ihi = make_ihi()
+    for header, valid in ((b"ief-purpose-of-use", "TREAT"), (b"ief-on-behalf-of", make_hpii())):
+        assert (await client.get(f"/registry/records/{ihi}", headers={header: valid.encode()})).status_code == 200
+        sent = 0
+        for how, value in smuggled(valid, ows=True):
+            try:
+                response = await client.get(f"/registry/records/{ihi}", headers={header: value.encode()})
+            except httpx.LocalProtocolError:
+                continue  # a byte no HTTP/1.1 header may carry (CR, LF, NUL, other controls): cannot be sent
+            assert response.status_code == 422, (header, how, response.text)
+            assert response.json()["issue"][0]["details"]["coding"][0]["code"] == "invalid-privacy-context"
+            sent += 1
+        assert sent >= 5, f"only {sent} variants of {header!r} could be sent"
 
 
 async def test_unsafe_request_id_is_replaced(anonymous: httpx.AsyncClient) -> None:

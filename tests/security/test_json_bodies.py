@@ -1,8 +1,8 @@
 """JSON bodies nested deep enough to exhaust a decoder, and duplicate keys that make two readers see two documents.
 
-Every JSON body (native writes, batch arrays, NDJSON lines, FHIR resources, operations' Parameters) is decoded by
-``schemas.strictjson``: nesting is bounded before decoding, a repeated key is refused. Each
-endpoint that takes a body is driven with both; a bad NDJSON line is one item error.
+Every JSON body (native writes, batch arrays, NDJSON lines, FHIR resources, Consents included, operations'
+Parameters) is decoded by ``schemas.strictjson``: nesting is bounded before decoding, a repeated key is
+refused. Each endpoint that takes a body is driven with both; a bad NDJSON line is one item error.
 """
 
 from __future__ import annotations
@@ -72,6 +72,18 @@ ENDPOINTS: dict[str, Shape] = {
         f"/fhir/Basic/{uuid.uuid4()}",
         FHIR,
         msgspec.json.encode(fixture("Basic-RegistryRecord.json", ihi=ihi, service_id=sid)),
+    ),
+    "FHIR Consent create": lambda ihi, _sid: (
+        "POST",
+        "/fhir/Consent",
+        FHIR,
+        msgspec.json.encode(fixture("Consent-opt-out.json", ihi=ihi)),
+    ),
+    "FHIR Consent update": lambda ihi, _sid: (
+        "PUT",
+        f"/fhir/Consent/{uuid.uuid4()}",
+        FHIR,
+        msgspec.json.encode(fixture("Consent-opt-out.json", ihi=ihi)),
     ),
     "FHIR Subscription create": lambda ihi, _sid: ("POST", "/fhir/Subscription", FHIR, _subscription(ihi)),
     "FHIR Subscription update": lambda ihi, _sid: (
@@ -157,6 +169,9 @@ async def test_deep_or_duplicate_json_is_400_and_stores_nothing(
     text = outcome["issue"][0]["diagnostics"]
     assert "nested more than" in text or "more than once" in text
     assert (await client.get(f"/registry/records/{ihi}")).json()["records"] == []
+    assert (await client.get("/fhir/Consent", params={"patient.identifier": f"{IHI_SYSTEM}|{ihi}"})).json()[
+        "total"
+    ] == 0
 
 
 async def test_a_bad_ndjson_line_is_one_item_error(gateway_client: GatewayClient) -> None:
@@ -303,7 +318,7 @@ def test_what_is_not_json_stays_not_json() -> None:
             decode(body)
 
 
-async def test_valid_bodies_still_work(gateway_client: GatewayClient) -> None:
+async def test_valid_bodies_still_work(gateway_client: GatewayClient, client: httpx.AsyncClient) -> None:
     """The ordinary bodies of every endpoint family still decode (the refusals above are not blanket refusals)."""
     ihi, sid = make_ihi(), gateway_client.service_id
     put = await gateway_client.http.put(f"/registry/records/{ihi}/{sid}", json={"status": "active"})
@@ -312,3 +327,5 @@ async def test_valid_bodies_still_work(gateway_client: GatewayClient) -> None:
         "/fhir/Basic", json=fixture("Basic-RegistryRecord.json", ihi=make_ihi(), service_id=sid)
     )
     assert created.status_code == 201
+    consent = await client.post("/fhir/Consent", json=fixture("Consent-opt-out.json", ihi=make_ihi()))
+    assert consent.status_code == 201

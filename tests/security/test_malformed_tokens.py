@@ -56,6 +56,8 @@ MALFORMED: dict[str, str] = {
     "jti an object": compact(RS, {"iss": "x", "jti": {}}),
     "scope an object": compact(RS, {"iss": "x", "scope": {"a": "b"}}),
     "service_id a list": compact(RS, {"iss": "x", "service_id": ["a"]}),
+    "purpose_of_use a list": compact(RS, {"iss": "x", "purpose_of_use": ["TREAT"]}),
+    "requesting_practitioner a number": compact(RS, {"iss": "x", "requesting_practitioner": 8003611234567893}),
     "alg an array": compact({"alg": []}, {"iss": "x"}),
     "alg a number": compact({"alg": 5}, {"iss": "x"}),
     "alg missing": compact({"typ": "JWT"}, {"iss": "x"}),
@@ -114,6 +116,7 @@ def _signed_cases() -> dict[str, dict[str, object]]:
         "signed, iss an array": {"iss": ["x"]},
         "signed, aud an object": {"aud": {"x": 1}},
         "signed, sub a number": {"sub": 7},
+        "signed, purpose_of_use an object": {"purpose_of_use": {"code": "TREAT"}},
     }
 
 

@@ -2,7 +2,8 @@
 
 A method a path does not take (405) matches no route handler, so no handler declares it
 patient-linked. When another method of the same path is patient-linked, the refusal names a
-patient record all the same (``DELETE /fhir/Basic/{id}``, ``DELETE /registry/records/{ihi}/{sid}``)
+patient record all the same (``DELETE /fhir/Basic/{id}``, ``DELETE /registry/records/{ihi}/{sid}``,
+``DELETE /fhir/Consent/{id}``)
 and is audited as the interaction it would have been, with the patient its path names.
 """
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from tests.factories import make_ihi
+from tests.fhir import fixture
 from tests.server import RunningServer
 
 
@@ -44,6 +46,22 @@ async def test_delete_of_a_registry_record_resource_is_audited(
     assert row is not None
     assert (row["interaction"], row["action"], row["status"], row["outcome"]) == ("delete", "D", 405, 4)
     assert (row["method"], row["path"], row["client_id"]) == ("DELETE", f"/fhir/Basic/{record_id}", "operator")
+
+
+async def test_delete_of_a_consent_is_refused_and_audited(client: httpx.AsyncClient, server: RunningServer) -> None:
+    """``DELETE /fhir/Consent/{id}`` is 405 (a Consent is withdrawn, never deleted) and leaves a delete row."""
+    created = await client.post("/fhir/Consent", json=fixture("Consent-opt-out.json", ihi=make_ihi()))
+    assert created.status_code == 201
+    consent_id = created.json()["id"]
+    response = await client.delete(f"/fhir/Consent/{consent_id}", headers={"x-request-id": f"refused-{consent_id}"})
+    assert response.status_code == 405
+    assert response.json()["resourceType"] == "OperationOutcome"
+    row = await _row(server, f"refused-{consent_id}")
+    assert row is not None
+    assert (row["interaction"], row["action"], row["status"], row["path"]) == (
+        "delete", "D", 405, f"/fhir/Consent/{consent_id}",
+    )  # fmt: skip
+    assert (await client.get(f"/fhir/Consent/{consent_id}")).json()["status"] == "active"
 
 
 @pytest.mark.parametrize(

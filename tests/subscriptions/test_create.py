@@ -205,7 +205,10 @@ async def test_c09_capability_statement_declares_the_backport_server(
         for ext in resource["extension"]
         if ext["url"] == f"{BACKPORT_SD}/capabilitystatement-subscriptiontopic-canonical"
     ]
-    assert topics == [f"{server.base_url}/fhir/SubscriptionTopic/patient-registration"]
+    assert topics == [
+        f"{server.base_url}/fhir/SubscriptionTopic/patient-registration",
+        f"{server.base_url}/fhir/SubscriptionTopic/patient-consent",
+    ]
     operations = {op["name"]: op["definition"] for op in resource["operation"]}
     assert operations == {
         "status": f"{BACKPORT}/OperationDefinition/backport-subscription-status",

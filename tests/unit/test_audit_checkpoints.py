@@ -44,8 +44,11 @@ def _event(**changes: object) -> StoredAuditEvent:
         {"detail": 'quotes " and \\ backslashes, ünïcödé, emoji 🩻, newline\n', "peer_request_id": "peer"},
         {"patients": tuple(f"80036081666905{n:02d}" for n in range(40)), "records": ()},
         {"recorded": datetime(2026, 1, 1, tzinfo=UTC), "client_id": None, "client_address": None},
+        {"purpose_of_use": "TREAT"},
+        {"practitioner": "8003611234567893", "withheld": 3},
+        {"purpose_of_use": "ETREAT", "practitioner": "8003611234567893", "break_glass": True},
     ],
-    ids=["plain", "text", "many", "nulls"],
+    ids=["plain", "text", "many", "nulls", "purpose", "practitioner and withheld", "break-glass"],
 )
 def test_a_canonical_row_decodes_to_the_same_row(changes: dict[str, object]) -> None:
     """Decoding a row's canonical bytes gives the row back, so its hash can be recomputed from an export."""
@@ -56,9 +59,26 @@ def test_a_canonical_row_decodes_to_the_same_row(changes: dict[str, object]) -> 
     assert link_hash(bytes(32), decode_canonical(data)) == link_hash(bytes(32), event)
 
 
+def test_a_row_says_privacy_in_format_2_only_when_it_has_some() -> None:
+    """A row with no purpose, practitioner, withheld count or break-glass hashes in format 1, as every row from
+    before those columns did: 22 columns; a row with any of them is format 2 with the four appended."""
+    event = _event()
+    plain = msgspec.json.decode(canonical(event))
+    assert (plain[0], len(plain)) == (1, 22)
+    said = msgspec.json.decode(canonical(msgspec.structs.replace(event, withheld=1)))
+    assert (said[0], said[:-4][1:], said[-4:]) == (2, plain[1:], [None, None, 1, False])
+
+
 def test_a_row_of_another_format_is_refused() -> None:
-    """A canonical row of another format version, or not a row at all, is not decoded."""
+    """A canonical row of another format version, a format 2 row that says nothing of privacy, a format 1 row with
+    privacy columns, or not a row at all, is not decoded."""
     data = canonical(_event())
+    with pytest.raises(ValueError, match="format version 1 or 2"):
+        decode_canonical(b"[3" + data[2:])
+    with pytest.raises(ValueError, match="format version 2 says nothing of privacy"):
+        decode_canonical(b"[2" + data[2:-1] + b",null,null,0,false]")
+    with pytest.raises(ValueError, match="format version 1"):
+        decode_canonical(data[:-1] + b',"TREAT",null,0,false]')
     with pytest.raises(ValueError, match="format version 2"):
         decode_canonical(b"[2" + data[2:])
     with pytest.raises(ValueError, match="not a canonical audit row"):

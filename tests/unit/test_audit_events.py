@@ -197,7 +197,8 @@ def test_every_column_is_covered_by_the_chain_hash() -> None:
         "request_id": "x", "peer_request_id": "p", "interaction": "vread", "action": "U", "outcome": 4,
         "status": 201, "detail": "d", "method": "PUT", "path": "/y", "query": "a=b", "client_id": "c",
         "client_service": "s", "client_address": "10.0.0.1", "token_id": "t", "observer": "o",
-        "patients": (make_ihi(),), "records": ("r",),
+        "patients": (make_ihi(),), "records": ("r",), "purpose_of_use": "TREAT", "practitioner": "8003610000000000",
+        "withheld": 2, "break_glass": True,
     }  # fmt: skip
     assert set(changes) == set(StoredAuditEvent.__struct_fields__)
     for name, value in changes.items():

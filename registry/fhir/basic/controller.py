@@ -6,12 +6,14 @@ read and search. Records are never deleted: ``DELETE`` is 405 like any method no
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
 
+from registry.auth.requester import Requester
 from registry.auth.scopes import Principal
 from registry.config import FhirSettings
 from registry.fhir.basic.resources import RecordResources, Written
@@ -88,6 +90,7 @@ BASIC = ResourceCapability(
 
 Records = NamedDependency[RecordResources]
 Caller = NamedDependency[Principal]
+Asking = NamedDependency[Requester]
 Settings = NamedDependency[FhirSettings]
 
 
@@ -122,12 +125,13 @@ class BasicController(Controller):
         opt=fhir_route(conditional_create_route(BASIC), scopes=_WRITE, audit=Interaction.CREATE, strict=True),
     )
     async def create(
-        self, fhir_records: Records, principal: Caller, request: Request[Any, Any, Any]
+        self, fhir_records: Records, principal: Caller, requester: Asking, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
         """Register a record (201), or update (200) or repeat (200) the one with the same IHI and service; with
-        ``If-None-Exist``, answer the one record the criteria match (200) without writing."""
+        ``If-None-Exist``, answer the one record the criteria match (200) without writing (the match is a
+        disclosure: what is withheld from the caller does not match)."""
         claim = await read_resource(request, fhir_records.parse)
-        existing = await if_none_exist(request, BASIC, fhir_records.matches)
+        existing = await if_none_exist(request, BASIC, partial(fhir_records.matches, requester=requester))
         if existing is not None:
             return fhir_response(fhir_records.resource(existing), headers=_version_headers(existing))
         written = await fhir_records.create(
@@ -167,11 +171,12 @@ class BasicController(Controller):
         opt=fhir_route(_HISTORY, scopes=_READ, audit=Interaction.HISTORY_TYPE),
     )
     async def type_history(
-        self, fhir_records: Records, fhir_settings: Settings, principal: Caller, request: Request[Any, Any, Any]
+        self, fhir_records: Records, fhir_settings: Settings, requester: Asking, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
-        """Every version of every record the caller may list, newest first (``_since``, paged)."""
+        """Every version of every record the caller may list that may be disclosed to it, newest first
+        (``_since``, paged)."""
         query = SearchQuery.paged(request, fhir_settings)
-        return fhir_response(await fhir_records.type_history(query, fhir_base(request), actor=principal))
+        return fhir_response(await fhir_records.type_history(query, fhir_base(request), requester=requester))
 
     @get(
         "/{record_id:str}/_history",
@@ -179,32 +184,35 @@ class BasicController(Controller):
         opt=fhir_route(_HISTORY, scopes=_READ, audit=Interaction.HISTORY_INSTANCE),
     )
     async def history(
-        self, fhir_records: Records, fhir_settings: Settings, record_id: RecordId, request: Request[Any, Any, Any]
-    ) -> Response[bytes]:
-        """Every version of one record, newest first (``_since``, paged)."""
+        self, fhir_records: Records, fhir_settings: Settings, requester: Asking, record_id: RecordId,
+        request: Request[Any, Any, Any],
+    ) -> Response[bytes]:  # fmt: skip
+        """Every version of one record that may be disclosed to the caller, newest first (``_since``, paged)."""
         query = SearchQuery.paged(request, fhir_settings)
-        return fhir_response(await fhir_records.history(record_id, query, fhir_base(request)))
+        return fhir_response(await fhir_records.history(record_id, query, fhir_base(request), requester=requester))
 
     @get(
         "/{record_id:str}/_history/{version_id:str}",
         operation_id="vreadBasic",
         opt=fhir_route(scopes=_READ, audit=Interaction.VREAD),
     )
-    async def vread(self, fhir_records: Records, record_id: RecordId, version_id: VersionId) -> Response[bytes]:
-        """One version of a record, as it was."""
-        version = await fhir_records.vread(record_id, version_id)
+    async def vread(
+        self, fhir_records: Records, requester: Asking, record_id: RecordId, version_id: VersionId
+    ) -> Response[bytes]:
+        """One version of a record, as it was (403 ``withheld`` when it may not be disclosed to the caller)."""
+        version = await fhir_records.vread(record_id, version_id, requester=requester)
         return fhir_response(fhir_records.version_resource(version), headers=_version_headers(version.record))
 
     @get("/{record_id:str}", operation_id="readBasic", opt=fhir_route(scopes=_READ, audit=Interaction.READ))
-    async def read(self, fhir_records: Records, record_id: RecordId) -> Response[bytes]:
-        """Read one record, whatever its status."""
-        stored = await fhir_records.read(record_id)
+    async def read(self, fhir_records: Records, requester: Asking, record_id: RecordId) -> Response[bytes]:
+        """Read one record, whatever its status (403 ``withheld`` when it may not be disclosed to the caller)."""
+        stored = await fhir_records.read(record_id, requester=requester)
         return fhir_response(fhir_records.resource(stored), headers=_version_headers(stored))
 
     @get("/", operation_id="searchBasic", opt=fhir_route(BASIC.query(), scopes=_READ, audit=Interaction.SEARCH_TYPE))
     async def search(
-        self, fhir_records: Records, principal: Caller, fhir_settings: Settings, request: Request[Any, Any, Any]
+        self, fhir_records: Records, fhir_settings: Settings, requester: Asking, request: Request[Any, Any, Any]
     ) -> Response[bytes]:
-        """Search records by patient, service, id and status."""
+        """Search records by patient, service, id and status (what may be disclosed to the caller)."""
         query = SearchQuery.paged(request, fhir_settings)
-        return fhir_response(await fhir_records.search(query, fhir_base(request), actor=principal))
+        return fhir_response(await fhir_records.search(query, fhir_base(request), requester=requester))

@@ -19,10 +19,12 @@ from registry.records.lifecycle import ROUTING_STATUSES, WRITE_STATUS, shows_unr
 from registry.records.service import Idempotent
 from schemas.fhir.bundle import HistoryEntry, history, searchset
 from schemas.fhir.canonical import EXT_REGISTRATION_ACTOR, EXT_REGISTRATION_CHANGE
+from schemas.fhir.outcome import operation_outcome, withheld_entry, withheld_issue
 from schemas.fhir.record import read_registry_record, registry_record
 from schemas.types import RecordStatus, ascii_int
 
 if TYPE_CHECKING:
+    from registry.auth.requester import Requester
     from registry.auth.scopes import Principal
     from registry.records.repository import RecordVersion, StoredRecord
     from registry.records.service import RecordService
@@ -68,6 +70,7 @@ class RecordResources:
             version=stored.version,
             last_updated=stored.last_updated,
             reason=reason,
+            labels=stored.security_labels,
         )
 
     def version(self, version: RecordVersion) -> HistoryEntry:
@@ -101,19 +104,21 @@ class RecordResources:
         """One version of a record as its RegistryRecord was then, with the reason its change gave."""
         return self.resource(version.record, reason=version.entry.reason)
 
-    async def vread(self, record_id: str, version_id: str) -> RecordVersion:
-        """One version of a record by resource id and version id.
+    async def vread(self, record_id: str, version_id: str, *, requester: Requester) -> RecordVersion:
+        """One version of a record by resource id and version id, decided for ``requester``.
 
         Raises:
             NotFound: no such record or version.
+            Forbidden: the version is withheld from ``requester``.
         """
         key, number = _uuid_or_none(record_id), ascii_int(version_id, max_digits=9)
         if key is None or number is None:
             raise errors.NotFound("no such record" if key is None else "no such version of the record")
-        return await self._records.version(key, number)
+        return await self._records.version(key, number, requester=requester)
 
-    async def history(self, record_id: str, query: SearchQuery, base: str) -> dict[str, Any]:
-        """The instance history of a record: a ``history`` Bundle, newest version first (``_since``, paged).
+    async def history(self, record_id: str, query: SearchQuery, base: str, *, requester: Requester) -> dict[str, Any]:
+        """The instance history of a record: a ``history`` Bundle, newest version first (``_since``, paged), of
+        the versions that may be disclosed to ``requester`` (a ``suppressed`` outcome when any were withheld).
 
         Raises:
             NotFound: no such record.
@@ -121,56 +126,69 @@ class RecordResources:
         key = _uuid_or_none(record_id)
         if key is None:
             raise errors.NotFound("no such record")
-        found, total = await self._records.versions(
-            key, since=query.instant("_since"), limit=query.count, offset=query.offset
+        found, total, withheld = await self._records.versions(
+            key, requester=requester, since=query.instant("_since"), limit=query.count, offset=query.offset
         )
-        links = query.links(f"{base}/Basic/{record_id}/_history", total)
-        return history(base, [self.version(v) for v in found], total=total, links=links)
+        return self._history(base, f"Basic/{record_id}/_history", query, found, total, withheld)
 
-    async def type_history(self, query: SearchQuery, base: str, *, actor: Principal) -> dict[str, Any]:
-        """The type history: every version of every record the caller may list (its service's; ``admin``: all)."""
-        found, total = await self._records.all_versions(
-            actor=actor, since=query.instant("_since"), limit=query.count, offset=query.offset
+    async def type_history(self, query: SearchQuery, base: str, *, requester: Requester) -> dict[str, Any]:
+        """The type history: every version of every record the caller may list (its service's; ``admin``: all)
+        that may be disclosed to it, as ``history``."""
+        found, total, withheld = await self._records.all_versions(
+            requester=requester, since=query.instant("_since"), limit=query.count, offset=query.offset
         )
-        links = query.links(f"{base}/Basic/_history", total)
-        return history(base, [self.version(v) for v in found], total=total, links=links)
+        return self._history(base, "Basic/_history", query, found, total, withheld)
 
-    async def read(self, record_id: str, *, primary: bool = False) -> StoredRecord:
-        """One record by its resource id (from the primary when a write follows).
+    def _history(
+        self, base: str, url: str, query: SearchQuery, found: list[RecordVersion], total: int, withheld: bool
+    ) -> dict[str, Any]:
+        links = query.links(f"{base}/{url}", total)
+        outcome = (url, operation_outcome([withheld_issue(self._canon)])) if withheld else None
+        return history(base, [self.version(v) for v in found], total=total, links=links, outcome=outcome)
+
+    async def read(self, record_id: str, *, requester: Requester | None = None, primary: bool = False) -> StoredRecord:
+        """One record by its resource id (from the primary when a write follows); with ``requester``, a
+        disclosure decided as such.
 
         Raises:
             NotFound: no record has this id.
+            Forbidden: the record is withheld from ``requester``.
         """
         try:
             key = uuid.UUID(record_id)
         except ValueError:
             raise errors.NotFound("no such record") from None
-        return await self._records.by_id(key, primary=primary)
+        return await self._records.by_id(key, requester=requester, primary=primary)
 
-    async def search(self, query: SearchQuery, base: str, *, actor: Principal | None = None) -> dict[str, Any]:
+    async def search(self, query: SearchQuery, base: str, *, requester: Requester) -> dict[str, Any]:
         """A searchset Bundle of the records the query selects (active ones unless ``status`` says; records of
-        services that are not routed only for the operator with ``status`` given).
+        services that are not routed only for the operator with ``status`` given) that may be disclosed to
+        ``requester``, with a ``suppressed`` outcome entry when any were withheld.
 
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
+            Forbidden: it lists another service's patients without naming one (``enumeration``).
         """
-        stored, total = await self._find(query, limit=query.count, offset=query.offset, actor=actor)
+        stored, total, withheld = await self._find(query, limit=query.count, offset=query.offset, requester=requester)
         resources = [self.resource(s) for s in stored]
-        return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total))
+        outcomes = [withheld_entry(self._canon)] if withheld else []
+        return searchset(base, resources, total=total, links=query.links(f"{base}/Basic", total), outcomes=outcomes)
 
-    async def matches(self, criteria: Criteria) -> list[StoredRecord]:
-        """At most two records the search ``criteria`` select (a conditional create's question)."""
-        stored, _total = await self._find(criteria, limit=2, offset=0)
+    async def matches(self, criteria: Criteria, *, requester: Requester) -> list[StoredRecord]:
+        """At most two records the search ``criteria`` select that may be disclosed to ``requester`` (a
+        conditional create's question: its answer discloses the match)."""
+        stored, _total, _withheld = await self._find(criteria, limit=2, offset=0, requester=requester)
         return stored
 
     async def _find(
-        self, criteria: Criteria, *, limit: int, offset: int, actor: Principal | None = None
-    ) -> tuple[list[StoredRecord], int]:
-        """A page of the records a search selects, and their count (records of services that are not routed
-        only for the operator with ``status`` given).
+        self, criteria: Criteria, *, limit: int, offset: int, requester: Requester
+    ) -> tuple[list[StoredRecord], int, bool]:
+        """A page of the records a search selects that may be disclosed to ``requester``, their count and whether
+        any were withheld (records of services that are not routed only for the operator with ``status`` given).
 
         Raises:
             MalformedRequest: the search names neither a patient, a service nor an id.
+            Forbidden: it lists another service's patients without naming one (``enumeration``).
         """
         ihis = criteria.any_of(PATIENT_PARAMETERS)
         services = criteria.any_of({"service": self._service})
@@ -184,10 +202,11 @@ class RecordResources:
         record_ids = None if ids is None else sorted({key for key in map(_uuid_or_none, ids) if key is not None})
         wanted = statuses if statuses is not None else {str(s) for s in ROUTING_STATUSES}
         if ihis == set() or services == set() or record_ids == [] or not wanted:  # nothing can match
-            return [], 0
+            return [], 0, False
         return await self._records.search(
             ihis=_sorted(ihis), service_ids=_sorted(services), record_ids=record_ids, statuses=sorted(wanted),
-            limit=limit, offset=offset, unrouted=shows_unrouted(sorted(statuses) if statuses else None, actor),
+            limit=limit, offset=offset, requester=requester,
+            unrouted=shows_unrouted(sorted(statuses) if statuses else None, operator=requester.operator),
         )  # fmt: skip
 
     async def create(
@@ -270,7 +289,7 @@ class RecordResources:
         idempotent = None if key is None else Idempotent(key, route, self._answer)
         put = await self._records.put(
             claim.ihi, claim.service_id, claim.status, claim.type, actor=actor, reason=claim.reason,
-            expected_version=expected_version, idempotent=idempotent, only_new=only_new,
+            expected_version=expected_version, idempotent=idempotent, only_new=only_new, labels=claim.labels,
         )  # fmt: skip
         return Written(
             resource=self.resource(put.record), record=put.record, created=put.outcome == "created", replay=put.replay

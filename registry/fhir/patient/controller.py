@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Controller, Request, Response
 from litestar.di import NamedDependency
 
+from registry.auth.requester import Requester
 from registry.fhir.patient.resources import LOCATE_PARAMETERS, Locator
 from registry.fhirapi.io import fhir_base, fhir_response, self_link
 from registry.fhirapi.operations import fhir_operation, operation_input
@@ -48,12 +49,18 @@ class PatientController(Controller):
     @fhir_operation(
         "/$locate", name="locatePatient", query=LOCATE_PARAMETERS, scopes=_SCOPES, audit=Interaction.OPERATION
     )
-    async def locate(self, fhir_locator: Locate, request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def locate(
+        self, fhir_locator: Locate, requester: NamedDependency[Requester], request: Request[Any, Any, Any]
+    ) -> Response[bytes]:
         """A searchset Bundle of the Endpoints of the gateways that hold imaging for the patient (``identifier``),
         asked by GET or by POST with a Parameters body."""
         criteria = Criteria(await operation_input(request))
         self_url = self_link(request)
         bundle = await fhir_locator.locate(
-            criteria, request_id=request_id(request), fhir_base=fhir_base(request), self_url=self_url
+            criteria,
+            requester=requester,
+            request_id=request_id(request),
+            fhir_base=fhir_base(request),
+            self_url=self_url,
         )
         return fhir_response(bundle)

@@ -9,6 +9,7 @@ from registry.fhirapi.search import Criteria, code_token, ihi_token
 from schemas.fhir.locate import locate_bundle
 
 if TYPE_CHECKING:
+    from registry.auth.requester import Requester
     from registry.records.service import RecordService
     from schemas.fhir.canonical import Canonicals
 
@@ -27,7 +28,9 @@ class Locator:
         self._records = records
         self._canon = canon
 
-    async def locate(self, criteria: Criteria, *, request_id: str, fhir_base: str, self_url: str) -> dict[str, Any]:
+    async def locate(
+        self, criteria: Criteria, *, requester: Requester, request_id: str, fhir_base: str, self_url: str
+    ) -> dict[str, Any]:
         """The searchset Bundle of Endpoints (and the outcome of unresolved registries) for the patient named.
 
         Raises:
@@ -44,5 +47,8 @@ class Locator:
             raise errors.MalformedRequest(message, issues=[errors.Issue(message, "follow")])
         follow = True if follows is None else follows.pop()
         (ihi,) = ihis
-        found = await self._records.for_ihi(ihi, follow=follow, request_id=request_id)
-        return locate_bundle(self._canon, found.records, found.unresolved or [], fhir_base=fhir_base, self_url=self_url)
+        found = await self._records.for_ihi(ihi, requester=requester, follow=follow, request_id=request_id)
+        return locate_bundle(
+            self._canon, found.records, found.unresolved or [], fhir_base=fhir_base, self_url=self_url,
+            withheld=found.withheld,
+        )  # fmt: skip

@@ -1,0 +1,1 @@
+"""``Consent``: a patient's privacy consent (IHE PCF)."""
