@@ -99,8 +99,8 @@ def _entry(request_id: str, recorded: datetime, **privacy: object) -> AuditEntry
 
 @pytest.fixture(scope="module")
 async def upgraded(template: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Upgraded:
-    """Six rows of last month chained and three of this month unchained under 0008; upgraded through 0009 and 0010
-    to 0011; then a row of
+    """Six rows of last month chained and three of this month unchained under 0008; upgraded through 0009 to
+    0012; then a row of
     each privacy kind and a plain one in last month, two privacy rows in this month; sealed by `audit verify`
     (last month closed and checkpointed); last month exported."""
     url = await template.empty_database("ief_audit_privacy_upgrade")
@@ -116,7 +116,7 @@ async def upgraded(template: TestCluster, tmp_path_factory: pytest.TempPathFacto
         applied = await apply_migrations(conn)
     finally:
         await conn.close()
-    assert [m.version for m in applied] == [9, 10, 11]
+    assert [m.version for m in applied] == [9, 10, 11, 12]
     server = await asyncpg.connect(as_server(url))  # a server of the new release, as its role
     try:
         repo = AuditRepository(load_queries())

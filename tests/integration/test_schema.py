@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from registry.db.migrate import apply_migrations, schema_state
+from registry.db.migrate import apply_migrations, known_migrations, schema_state
 from registry.db.queries import load_queries
 from registry.records.repository import RecordRepository, Writer
 from tests.factories import make_ihi, make_service_id
-from tests.pg import TestCluster
+from tests.pg import TestCluster, as_owner
 from tests.server import add_service
 
 
@@ -130,3 +130,55 @@ async def test_records_name_services_of_the_directory(template: TestCluster) -> 
         assert await conn.fetchval("SELECT count(*) FROM records") == 1
     finally:
         await conn.close()
+
+
+_SCHEMA = """
+SELECT string_agg(item, E'\\n' ORDER BY item) FROM (
+    SELECT format('column %s.%s %s %s %s', c.table_name, c.column_name, c.data_type, c.is_nullable, c.column_default)
+    FROM information_schema.columns c
+    WHERE c.table_schema = 'public' AND c.table_name NOT LIKE 'audit\\_%\\_y%'
+    UNION ALL
+    SELECT format('function %s(%s) definer=%s %s %s', p.proname, pg_get_function_identity_arguments(p.oid),
+                  p.prosecdef, p.proconfig, md5(p.prosrc))
+    FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+    UNION ALL
+    SELECT format('trigger %s %s', t.tgrelid::regclass, pg_get_triggerdef(t.oid))
+    FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid
+    WHERE NOT t.tgisinternal AND r.relnamespace = 'public'::regnamespace AND r.relname NOT LIKE 'audit\\_%\\_y%'
+    UNION ALL
+    SELECT format('constraint %s %s', c.conrelid::regclass, pg_get_constraintdef(c.oid))
+    FROM pg_constraint c JOIN pg_class r ON r.oid = c.conrelid
+    WHERE r.relnamespace = 'public'::regnamespace AND r.relname NOT LIKE 'audit\\_%\\_y%'
+) AS s(item)
+"""
+"""The schema's tables, functions (with SECURITY DEFINER and settings), triggers and constraints as text (the
+month partitions of the audit trail left out: which months exist depends on the day)."""
+
+
+async def _migrated(template: TestCluster, name: str, through: int | None) -> tuple[list[int], str]:
+    conn = await asyncpg.connect(as_owner(await template.empty_database(name)))
+    try:
+        if through is not None:
+            await apply_migrations(conn, through=through)
+        applied = [m.version for m in await apply_migrations(conn)]
+        return applied, str(await conn.fetchval(_SCHEMA))
+    finally:
+        await conn.close()
+
+
+async def test_an_upgrade_from_every_earlier_migration_ends_at_the_schema_of_a_fresh_database(
+    template: TestCluster,
+) -> None:
+    """From each earlier migration, the rest apply in order and end at the schema migrating from zero makes: 0011's
+    put_record() and history triggers with labels and 0012's service check (as the owner) both in place."""
+    versions = [m.version for m in known_migrations()]
+    assert versions == list(range(1, len(versions) + 1))
+    applied, fresh = await _migrated(template, "ief_schema_fresh", None)
+    assert applied == versions
+    assert "function records_check_services() definer=t " in fresh
+    assert "function put_record(" in fresh
+    assert "column records.security_labels ARRAY NO" in fresh
+    for through in versions[:-1]:
+        applied, upgraded = await _migrated(template, f"ief_schema_from_{through}", through)
+        assert applied == versions[through:], through
+        assert upgraded == fresh, f"upgraded from {through:04d}"
