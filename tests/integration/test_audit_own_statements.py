@@ -132,3 +132,46 @@ async def _count(database_url: str) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM audit_events"))
     finally:
         await conn.close()
+
+
+async def test_a_look_up_inserts_its_own_row_only_when_the_decision_point_has_nothing_to_decide(
+    template: TestCluster,
+) -> None:
+    """The look-up's statement inserts the request's row for a patient without Consents whose records carry no
+    label needing a clearance (the row names every record found); for a patient with a Consent, or with such a
+    label on a record found, it inserts nothing and says so, so the caller decides first and audits after."""
+    database_url = await template.new_database()
+    gateway = make_service_id()
+    await add_service(database_url, gateway)
+    plain, consented, labelled, unlabelled_sensitivity = make_ihi(), make_ihi(), make_ihi(), make_ihi()
+    records = RecordRepository(load_queries())
+    writer = Writer("test", gateway, admin=False)
+    conn = await asyncpg.connect(as_server(database_url))
+    now = datetime.now(UTC)
+    try:
+        for ihi, labels in (
+            (plain, None), (consented, None), (labelled, ["PSY"]), (unlabelled_sensitivity, ["N"]),
+        ):  # fmt: skip
+            await records.put(
+                conn, ihi=ihi, service_id=gateway, status="active", type_="record", writer=writer, reason=None,
+                labels=labels,
+            )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO consents (ihi, status, resource, rules, actor) VALUES ($1, 'active', '{}', $2, 'c')",
+            consented, '["c1", false]',
+        )  # fmt: skip
+        answers = {}
+        for ihi in (plain, consented, labelled, unlabelled_sensitivity):
+            found, audited = await records.for_ihi_audited(conn, ihi, ["active"], _entry(f"look-up-{ihi}", ihi, now))
+            answers[ihi] = ([r.service_id for r in found], audited)
+        rows = {
+            row["request_id"]: row for row in await conn.fetch("SELECT request_id, records, withheld FROM audit_events")
+        }
+    finally:
+        await conn.close()
+    assert answers == {
+        plain: ([gateway], True), consented: ([gateway], False), labelled: ([gateway], False),
+        unlabelled_sensitivity: ([gateway], True),
+    }  # fmt: skip
+    assert sorted(rows) == sorted([f"look-up-{plain}", f"look-up-{unlabelled_sensitivity}"])
+    assert all(len(row["records"]) == 1 and row["withheld"] == 0 for row in rows.values())
