@@ -71,3 +71,43 @@ async def test_a_labelled_record_read_by_id_or_in_history_is_withheld_without_cl
     assert (hidden["history"], hidden["withheld"]) == ([], True)
     shown = (await cleared.http.get(f"/registry/records/{ihi}/history")).json()
     assert [entry["securityLabels"] for entry in shown["history"]] == [["SDV"]]
+
+
+async def test_labels_through_the_staged_batch_are_changes_kept_in_history_and_in_the_fingerprint(
+    privacy: Privacy,
+) -> None:
+    """Through the staged merge: a change of labels alone is ``updated`` and the same labels again ``unchanged``
+    (every history entry with the labels of its version); a gateway's label change to a record the operator
+    removed is refused as held; an idempotency key sent again with other labels is refused; an item naming
+    ``securityLabels`` twice makes the body 400 (the typed decode counts the key)."""
+    ihi, other = make_ihi(), make_ihi()
+    _, gateway = await privacy.gateway()
+    removed = [{"ihi": ihi, "serviceId": gateway, "status": "removed", "securityLabels": ["R", "PSY"]}]
+    first = (await privacy.admin.post("/registry/records:batch", json=removed)).json()
+    assert first["created"] == 1
+    relabelled = [{**removed[0], "securityLabels": ["HIV"]}]
+    assert (await privacy.admin.post("/registry/records:batch", json=relabelled)).json()["updated"] == 1
+    assert (await privacy.admin.post("/registry/records:batch", json=relabelled)).json()["unchanged"] == 1
+    kept = [{"ihi": ihi, "serviceId": gateway, "status": "removed"}]
+    assert (await privacy.admin.post("/registry/records:batch", json=kept)).json()["unchanged"] == 1
+    cleared = await privacy.consumer(clearances=("HIV", "PSY", "R"))
+    history = (await cleared.http.get(f"/registry/records/{ihi}/history")).json()
+    assert [entry.get("securityLabels") for entry in history["history"]] == [["PSY", "R"], ["HIV"]]
+
+    own = await privacy.consumer(scopes="system/Basic.cu system/Basic.rs", service_id=gateway)
+    held = (await own.http.post("/registry/records:batch", json=[{**kept[0], "securityLabels": []}])).json()
+    assert (held["errors"], held["results"][0]["code"]) == (1, "operator-decision")
+
+    keyed = {"ihi": other, "serviceId": gateway, "securityLabels": ["SDV"], "idempotencyKey": "k-1"}
+    assert (await own.http.post("/registry/records:batch", json=[keyed])).json()["created"] == 1
+    again = (await own.http.post("/registry/records:batch", json=[{**keyed, "securityLabels": ["ETH"]}])).json()
+    assert (again["errors"], again["results"][0]["code"]) == (1, "idempotency-key-reused")
+
+    twice = (
+        b'[{"ihi": "' + other.encode() + b'", "serviceId": "' + gateway.encode() + b'", "securityLabels": ["ETH"], '
+        b'"securityLabels": ["SDV"]}]'
+    )
+    repeated = await own.http.post(
+        "/registry/records:batch", content=twice, headers={"Content-Type": "application/json"}
+    )
+    assert repeated.status_code == 400, repeated.text

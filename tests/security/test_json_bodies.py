@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import msgspec
@@ -197,15 +198,19 @@ async def test_a_bad_ndjson_line_is_one_item_error(gateway_client: GatewayClient
         assert len((await gateway_client.http.get(f"/registry/records/{ihi}")).json()["records"]) == 1
 
 
-def _whole_items(sid: str, count: int, *, fields: str) -> list[dict[str, str]]:
+def _whole_items(sid: str, count: int, *, fields: str) -> list[dict[str, Any]]:
     more = {"status": "active", "type": "record"} if fields != "ihi and serviceId" else {}
-    items: list[dict[str, str]] = [{"ihi": make_ihi(), "serviceId": sid, **more} for _ in range(count)]
+    items: list[dict[str, Any]] = [{"ihi": make_ihi(), "serviceId": sid, **more} for _ in range(count)]
     if fields == "with reasons and keys":
         items = [{**item, "reason": "onboarding", "idempotencyKey": f"load-{n}"} for n, item in enumerate(items)]
+    if fields == "with security labels":
+        items = [{**item, "securityLabels": ["R", "PSY"]} for item in items]
     return items
 
 
-@pytest.mark.parametrize("fields", ["ihi and serviceId", "every field", "with reasons and keys"])
+@pytest.mark.parametrize(
+    "fields", ["ihi and serviceId", "every field", "with reasons and keys", "with security labels"]
+)
 @pytest.mark.parametrize(
     "repeat", [b',"serviceId":"{sid}"', b',"ihi":"{ihi}"'], ids=["the same value", "another value"]
 )
@@ -238,6 +243,16 @@ async def test_a_large_batch_with_reasons_and_keys_is_applied_whole(gateway_clie
     assert {(r["result"], r.get("replayed", False)) for r in again["results"]} == {("created", True)}
     history = (await gateway_client.http.get(f"/registry/records/{items[-1]['ihi']}/history")).json()["history"]
     assert [(e["change"], e.get("reason")) for e in history] == [("created", "onboarding")]
+
+
+async def test_a_large_batch_with_security_labels_is_applied_whole(gateway_client: GatewayClient) -> None:
+    """200 well-formed items that each carry security labels are all stored with them, sorted (the custodian sees
+    its own records, labels and all)."""
+    items = _whole_items(gateway_client.service_id, 200, fields="with security labels")
+    first = (await gateway_client.http.post("/registry/records:batch", json=items)).json()
+    assert (first["created"], first["errors"]) == (200, 0)
+    found = (await gateway_client.http.get(f"/registry/records/{items[-1]['ihi']}")).json()["records"]
+    assert [r["securityLabels"] for r in found] == [["PSY", "R"]]
 
 
 async def test_a_batch_of_mixed_items_or_colons_in_values_is_applied_item_by_item(
