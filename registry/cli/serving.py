@@ -241,8 +241,18 @@ def demo(runtime: Runtime, port: int | None, gateway_port: int | None, data_dir:
     from registry import demo as gateways
 
     settings = runtime.settings(data_dir=str(Path(data_dir).resolve()), dev=True)
-    if settings.database.url:
-        raise click.ClickException("the demonstration runs on an embedded cluster of its own: unset IEF_DATABASE_URL")
+    if configured := [
+        name
+        for name, value in (
+            ("IEF_DATABASE_URL", settings.database.url),
+            ("IEF_DATABASE_OWNER_URL", settings.database.owner_url),
+        )
+        if value
+    ]:
+        # Its gateways, clients and patients would be written into that database.
+        raise click.ClickException(
+            f"the demonstration runs on an embedded cluster of its own: unset {' and '.join(configured)}"
+        )
     sock, gateway_port = _demo_ports(settings.http.host, port, gateway_port)
     settings = _on_port(settings, sock.getsockname()[1])
     origin = f"http://127.0.0.1:{gateway_port}"

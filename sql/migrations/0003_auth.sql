@@ -3,7 +3,7 @@
 -- instance authenticates to member services.
 --
 -- Keys live here, not in a data directory, so that every server process and machine sharing the
--- database signs and verifies with the same keys (docs/adr/0005-authentication.md).
+-- database signs and verifies with the same keys (docs/adr/0006-authentication.md).
 
 CREATE TABLE auth_keys (
     kid         text        PRIMARY KEY,

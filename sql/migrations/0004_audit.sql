@@ -3,7 +3,7 @@
 -- Both tables are insert-only for everyone, the owner included: triggers refuse UPDATE, DELETE and
 -- TRUNCATE (refuse_change() from 0002). Rows are inserted freely by concurrent transactions; the
 -- sealer appends them to audit_chain later, in (xid, id) order, once every transaction that could
--- still insert a row before them has ended (see docs/adr/0006-audit.md).
+-- still insert a row before them has ended (see docs/adr/0007-audit.md).
 
 CREATE TABLE audit_events (
     id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -240,6 +240,17 @@ def test_demo_with_a_busy_port_asked_for_stops_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.parametrize("setting", ["IEF_DATABASE_URL", "IEF_DATABASE_OWNER_URL"])
+def test_demo_refuses_a_configured_database(tmp_path: Path, setting: str) -> None:
+    """``demo`` never writes its gateways, clients and patients into a configured database, owner's or server's."""
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/registry"
+    result = _cli("demo", "--data-dir", str(tmp_path / "demo"), env=_environment(**{setting: url}), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: the demonstration runs on an embedded cluster of its own: unset {setting}"
+    assert result.stdout == ""
+    assert not (tmp_path / "demo").exists()
+
+
 @pytest.mark.slow
 def test_a_stale_lock_naming_a_live_process_does_not_stop_start_up(workdir: Workdir) -> None:
     """After a crash, lock files naming a PID now used by another live process of PostgreSQL's user are set aside."""

@@ -60,7 +60,9 @@ def deployment_settings(hash_key: str, public_base: str) -> dict[str, str]:
     """The settings every process of a test deployment shares, as behind one load balancer.
 
     One service ID, IHI hash key and public base URL; dev mode (http subscribers on loopback); no
-    access log; the per-client rate limit out of the way of the test's one client.
+    access log; the per-client rate limit out of the way of the test's one client; no migration at
+    start (the database is migrated by its owner beforehand, and the processes may log in as the
+    server's role, which cannot migrate: docs/deployment.md).
     """
     return {
         "IEF_SERVICE_ID": make_service_id(),
@@ -70,6 +72,7 @@ def deployment_settings(hash_key: str, public_base: str) -> dict[str, str]:
         "IEF_LOG_ACCESS": "false",
         "IEF_AUTH_RATE_PER_SECOND": "100000",
         "IEF_AUTH_RATE_BURST": "100000",
+        "IEF_DATABASE_AUTO_MIGRATE": "false",
     }
 
 

@@ -31,9 +31,11 @@ import msgspec
 import pytest
 
 from registry.db.migrate import apply_migrations
+from registry.db.roles import prepare_roles
 from tests.bench.servers import ROOT, Build, ServerProcess, git_describe, server_environment
 from tests.factories import make_ihi, make_service_id
 from tests.patroni import PATRONI_TIMINGS, PatroniCluster, patroni_cluster
+from tests.pg import as_owner, as_server
 from tests.scale.fleet import deployment_settings, dev_token, fleet
 from tests.server import add_service
 from tests.subscriptions.helpers import subscription_body
@@ -213,7 +215,9 @@ async def test_a_patroni_failover_under_load_loses_no_acknowledged_write_and_no_
     own: list[ServerProcess] = []  # the server on the multi-host URL, and those started during the failover
     try:
         async with patroni_cluster() as ha:
-            conn = await asyncpg.connect(ha.url)
+            # As a deployment runs: the owner migrates, serve and worker processes log in as the server's role.
+            await asyncio.to_thread(prepare_roles, ha.url)
+            conn = await asyncpg.connect(as_owner(ha.url))
             try:
                 await apply_migrations(conn)
             finally:
@@ -224,8 +228,8 @@ async def test_a_patroni_failover_under_load_loses_no_acknowledged_write_and_no_
                 "IEF_SUBSCRIPTIONS_LEASE_MARGIN": "2",  # a notification cut short is sent again 4 s after its claim
                 "IEF_DATABASE_STARTUP_WAIT": "150",
             }
-            async with fleet(ha.url, work, servers=2, workers=1, settings=settings) as running:
-                own.append(await asyncio.to_thread(_server, "multi-host", ha.multi_host_url, work, settings))
+            async with fleet(as_server(ha.url), work, servers=2, workers=1, settings=settings) as running:
+                own.append(await asyncio.to_thread(_server, "multi-host", as_server(ha.multi_host_url), work, settings))
                 await asyncio.to_thread(own[0].wait_ready)
                 outcome = await _fail_over(ha, [*running.servers, own[0]], subscriber, gateway, settings, work, own)
             verified = await _audit_verify(ha.url, work / "verify")
@@ -272,7 +276,7 @@ async def _fail_over(
             old = await asyncio.to_thread(ha.leader)
             killed_at = time.monotonic()
             await asyncio.to_thread(old.kill)
-            for label, url in (("late-haproxy", ha.url), ("late-multi-host", ha.multi_host_url)):
+            for label, url in (("late-haproxy", as_server(ha.url)), ("late-multi-host", as_server(ha.multi_host_url))):
                 late.append(await asyncio.to_thread(_server, label, url, work, settings))
                 own.append(late[-1])
             new = await asyncio.to_thread(ha.wait_new_leader, old, 120)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.factories import make_ihi, make_service_id
-from tests.pg import TestCluster
+from tests.pg import TestCluster, as_server
 from tests.scale.fleet import deployment_settings, dev_token, fleet
 from tests.server import add_service
 from tests.subscriptions.helpers import subscription_body
@@ -84,7 +84,7 @@ async def test_two_servers_and_two_workers_deliver_every_event_once_in_order(
     }
     work = Path(tempfile.mkdtemp(prefix="ief-test-scale-out-"))
     try:
-        async with fleet(database_url, work, servers=2, workers=2, settings=settings) as running:
+        async with fleet(as_server(database_url), work, servers=2, workers=2, settings=settings) as running:
             token = dev_token(running.servers[0])
             one, two = (
                 httpx.AsyncClient(base_url=server.base_url, headers=token, timeout=60) for server in running.servers

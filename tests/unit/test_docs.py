@@ -58,3 +58,21 @@ def test_every_fhir_definition_and_search_parameter_is_documented() -> None:
         for param in capability.search:
             for spelling in param.accepted:
                 assert f"`{spelling}`" in text, (capability.type, spelling)
+
+
+def test_every_reference_to_a_document_names_one_that_exists() -> None:
+    """A ``docs/…`` path named in the code, the SQL, the tests or the docs' own links is a file of the repository."""
+    root = DOCS.parent
+    named = re.compile(r"(?<![\w/])(?:\.\./)?((?:docs/)?adr/\d{4}-[a-z0-9-]+\.md|docs/[a-z0-9_-]+\.md)")
+    texts = [
+        *root.glob("registry/**/*.py"), *root.glob("broker/**/*.py"), *root.glob("federation/**/*.py"),
+        *root.glob("schemas/**/*.py"), *root.glob("sql/**/*.sql"), *root.glob("tests/**/*.py"),
+        *DOCS.glob("**/*.md"), root / "README.md",
+    ]  # fmt: skip
+    missing = []
+    for path in texts:
+        for match in named.finditer(path.read_text(encoding="utf-8")):
+            target = match[1] if match[1].startswith("docs/") else f"docs/{match[1]}"
+            if not (root / target).is_file():
+                missing.append(f"{path.relative_to(root)}: {match[1]}")
+    assert missing == []
