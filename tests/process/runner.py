@@ -187,15 +187,21 @@ def embedded(data_dir: Path, cluster_user: OsUser) -> EmbeddedPostgres:
 
 
 def postmasters(cluster_dir: Path) -> list[psutil.Process]:
-    """Live PostgreSQL server processes started on ``cluster_dir`` (zombies left for PID 1 do not count)."""
+    """Live PostgreSQL servers started on ``cluster_dir`` (zombies left for PID 1 do not count).
+
+    Only the server program itself: ``pg_ctl status -D …`` (which a starting ``serve`` runs to see
+    whether the cluster is up) names the folder too. And only the postmaster: a backend it has just
+    forked for a new connection carries the postmaster's command line until it sets its own title.
+    """
     found: list[psutil.Process] = []
-    for process in psutil.process_iter(["cmdline", "status"]):
+    for process in psutil.process_iter(["cmdline", "status", "ppid"]):
         if process.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         command = process.info["cmdline"] or []
-        if "-D" in command and str(cluster_dir) in command:
+        if command and Path(command[0]).name == "postgres" and "-D" in command and str(cluster_dir) in command:
             found.append(process)
-    return found
+    servers = {process.pid for process in found}
+    return [process for process in found if process.info["ppid"] not in servers]
 
 
 @dataclass(slots=True)
