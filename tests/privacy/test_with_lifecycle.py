@@ -3,6 +3,8 @@ then the decision point), re-registrations, cohorts, versions, and Consent as a 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from tests.factories import IHI_SYSTEM, make_ihi, make_service_id
@@ -16,7 +18,19 @@ if TYPE_CHECKING:
 _SUBSCRIBER = "system/Subscription.cruds system/Basic.rs system/Group.cu system/Group.rs"
 
 
-async def _delivered_count(privacy: Privacy, subscription_id: str) -> int:
+async def _delivered_count(privacy: Privacy, subscription_id: str, within: float = 15.0) -> int:
+    """The subscription's delivered count once none of its events is pending any more.
+
+    A subscriber holds a notification a moment before the worker records its 2xx, so the count is read
+    when every event has ended (delivered or withheld), not when the hook has seen the last one.
+    """
+    deadline = time.monotonic() + within
+    while await privacy.server.count(
+        "SELECT count(*) FROM subscription_events WHERE subscription_id = $1::uuid AND state = 'pending'",
+        subscription_id,
+    ):
+        assert time.monotonic() < deadline, "events still pending"
+        await asyncio.sleep(0.05)
     count = await privacy.server.count(
         "SELECT delivered_count FROM subscriptions WHERE subscription_id = $1::uuid", subscription_id
     )
