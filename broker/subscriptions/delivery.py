@@ -109,6 +109,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._listener: asyncpg.Connection | None = None
         self._probe = f"probe {self.name}"
         self._probed = asyncio.Event()
@@ -123,6 +124,8 @@ class DeliveryWorker:
 
     async def stop(self) -> None:
         """Stop claiming, give in-flight notifications a moment, then cancel them (their leases expire)."""
+        self._stopping = True  # the loop ends at its next turn even if a cancellation is lost
+        self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,7 +153,8 @@ class DeliveryWorker:
             self._probed.clear()
             async with self._db.writer() as conn:
                 await self._repo.probe_listeners(conn, self._probe)
-            await asyncio.wait_for(self._probed.wait(), timeout=_PROBE_SECONDS)
+            async with asyncio.timeout(_PROBE_SECONDS):
+                await self._probed.wait()
         except TimeoutError:
             self._polling_only = True
             _log.warning(
@@ -173,7 +177,7 @@ class DeliveryWorker:
 
     async def _run(self) -> None:
         next_chores = 0.0
-        while True:
+        while not self._stopping:
             self._wake.clear()
             claimed = 0
             free = self._settings.worker_concurrency - len(self._tasks)
@@ -194,8 +198,11 @@ class DeliveryWorker:
                 continue
             if not self._polling_only and (self._listener is None or self._listener.is_closed()):
                 await self._listen()
+            # asyncio.timeout, not wait_for: on Python 3.11 a stop's cancellation arriving as wait_for times out
+            # came back as TimeoutError, was suppressed here, and the loop went on polling after SIGTERM.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_chores - time.monotonic()))
+                async with asyncio.timeout(max(0.0, next_chores - time.monotonic())):
+                    await self._wake.wait()
 
     async def _claim(self, free: int, *, heartbeats: bool) -> int:
         margin = self._settings.lease_margin

@@ -105,8 +105,9 @@ class AuditWriter:
                 self._wake.clear()
                 continue
             if self._interval and len(self._queue) < self._max_rows and not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._hurry.wait(), self._interval)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout never turns a cancellation into one
+                    async with asyncio.timeout(self._interval):
+                        await self._hurry.wait()
             if not self._closing:
                 self._hurry.clear()
             await self._slots.acquire()  # while every slot is busy, the group keeps gathering
