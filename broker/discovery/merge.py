@@ -14,9 +14,10 @@ broker's Bundle:
 
 ``merge`` de-duplicates (ImagingStudy by Study Instance UID, DocumentReference by
 ``masterIdentifier``, anything else by ``fullUrl``), keeps the copy of the first gateway asked
-that had a valid one (validity is the caller's ``check``: only kept copies are checked, which
-saves checking duplicates), records every gateway that had it (``broker-source`` extensions,
-``meta.source`` the first's FHIR base) and orders the result newest first (undated last).
+that had a valid one (validity is the caller's ``check``: only copies that may be kept are
+checked, which saves checking duplicates; ``Verdicts`` checks them as the answers arrive),
+records every gateway that had it (``broker-source`` extensions, ``meta.source`` the first's
+FHIR base) and orders the result newest first (undated last).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = (
     "Found",
     "MergeResult",
     "Source",
+    "Verdicts",
     "absolute",
     "merge",
     "normalise",
@@ -262,6 +264,41 @@ def _absolute_attachment(content: Any, base: str) -> Any:
 
 Check = Callable[[dict[str, Any]], str | None]
 """Says why a resource is not valid, or None when it is."""
+
+
+class Verdicts:
+    """``check`` run as each gateway's answer arrives, so that the merge, once the last answer is in, has
+    only to read the verdicts: the checking is done while the slower gateways are still awaited.
+
+    ``arrived(index, found)`` checks a gateway's copies (``index``: its place in the order asked),
+    each only while it could still be the one kept: a copy is skipped once a valid copy of the same
+    study from a gateway asked earlier, or earlier in the same answer, is known. ``check`` is then
+    the merge's: it answers from the verdicts (by the resource's identity) and checks what was not
+    checked, so the result is the one checking at merge time would give (the copy of the first
+    gateway asked that had a valid one), whatever order the answers came in.
+    """
+
+    def __init__(self, check: Check) -> None:
+        self._check = check
+        self._said: dict[int, str | None] = {}
+        self._best: dict[str, int] = {}
+
+    def arrived(self, index: int, found: Iterable[Found]) -> None:
+        """Check the copies of the gateway asked ``index``-th that may be kept."""
+        for item in found:
+            best = self._best.get(item.key)
+            if best is not None and best <= index:
+                continue
+            if self.check(item.resource) is None:
+                self._best[item.key] = index
+
+    def check(self, resource: dict[str, Any]) -> str | None:
+        """Why ``resource`` is not valid, or None (checked once)."""
+        key = id(resource)  # the copies stay referenced by their answers for the whole search
+        if key in self._said:
+            return self._said[key]
+        said = self._said[key] = self._check(resource)
+        return said
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.discovery.breaker import Breakers, BreakerState
 from broker.discovery.gateways import Answer, Problem, Target
-from broker.discovery.merge import Source, merge
+from broker.discovery.merge import Source, Verdicts, merge
 from broker.discovery.pages import KeptResults
 from broker.discovery.singleflight import SingleFlight
 from registry import errors
@@ -180,9 +180,16 @@ class DiscoveryService:
         targets = await self._targets(located, issues, asked)
         asking = time.monotonic()
         slots = asyncio.Semaphore(self._settings.request_concurrency)
-        answers = await asyncio.gather(*(self._ask(t, query, deadline, slots, request_id, requester) for t in targets))
+        verdicts = Verdicts(_r4_check(query.kind.resource_type))
+
+        async def ask(index: int, target: Target) -> Answer:
+            answer = await self._ask(target, query, deadline, slots, request_id, requester)
+            verdicts.arrived(index, answer.found)  # checked while the other gateways are awaited
+            return answer
+
+        answers = await asyncio.gather(*(ask(index, target) for index, target in enumerate(targets)))
         answered = time.monotonic()
-        merged = merge((answer.found for answer in answers), self._canon, _r4_check(query.kind.resource_type))
+        merged = merge((answer.found for answer in answers), self._canon, verdicts.check)
         self._report(answers, merged.rejected, query, issues, asked)
         ended = time.monotonic()
         _log.info(

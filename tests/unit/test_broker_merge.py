@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-from broker.discovery.merge import Found, MergeResult, Source, absolute, merge, normalise, study_uid
+from broker.discovery.merge import Found, MergeResult, Source, Verdicts, absolute, merge, normalise, study_uid
 from broker.discovery.query import DOCUMENT_REFERENCE, IMAGING_STUDY
 from schemas.fhir.canonical import Canonicals
 from schemas.fhir.parse import InvalidResource, check_resource
@@ -218,3 +219,44 @@ def test_an_invalid_copy_gives_way_to_the_next_valid_one() -> None:
         ("a-alone", "numberOfSeries is not a number"),
     ]
     assert sorted(checked) == ["a-alone", "a-broken", "b-good"]
+
+
+def test_verdicts_checked_as_answers_arrive_give_the_merge_its_result_in_any_order() -> None:
+    """Checking each gateway's copies as its answer arrives (``Verdicts``) keeps exactly what checking at
+    merge time keeps, in every order the answers can arrive in; each copy is checked at most once, and the
+    merge itself, after the last answer, checks nothing more."""
+    checked: list[str] = []
+
+    def check(resource: dict[str, Any]) -> str | None:
+        checked.append(resource["id"])
+        return "numberOfSeries is not a number" if resource.get("numberOfSeries") == "two" else None
+
+    answers = [
+        [_found(_study("7.7", rid="a-broken", numberOfSeries="two"), A), _found(_study("8.8", rid="a-eight"), A)],
+        [_found(_study("7.7", rid="b-good"), B), _found(_study("8.8", rid="b-eight"), B)],
+        [_found(_study("7.7", rid="h-later"), H), _found(_study("9.9", rid="h-bad", numberOfSeries="two"), H)],
+    ]
+    expected = merge(answers, CANON, check)
+    kept = [entry["fullUrl"] for entry in expected.entries]
+    assert kept == [
+        "https://b.example/r4/fhir/ImagingStudy/b-good",
+        "https://a.example/fhir/ImagingStudy/a-eight",
+    ]  # 9.9 has no valid copy
+    for order in itertools.permutations(range(len(answers))):
+        checked.clear()
+        verdicts = Verdicts(check)
+        for index in order:
+            verdicts.arrived(index, answers[index])
+        before_merge = len(checked)
+        result = merge(answers, CANON, verdicts.check)
+        assert len(checked) == before_merge, f"arrival order {order}: the merge checked again"
+        assert len(checked) == len(set(checked)), f"arrival order {order}: a copy was checked twice"
+        assert [entry["fullUrl"] for entry in result.entries] == kept, f"arrival order {order}"
+        assert [(f.resource["id"], error) for f, error in result.rejected] == [
+            (f.resource["id"], error) for f, error in expected.rejected
+        ]
+    checked.clear()
+    verdicts = Verdicts(check)
+    for index, found in enumerate(answers):  # in the order asked: nothing superseded is checked
+        verdicts.arrived(index, found)
+    assert sorted(checked) == ["a-broken", "a-eight", "b-good", "h-bad"]
