@@ -15,6 +15,7 @@ import msgspec
 
 from registry.config import Settings
 from registry.log import configure_logging
+from registry.server import heap
 from registry.server.app import build_asgi
 
 if TYPE_CHECKING:
@@ -35,7 +36,9 @@ def application(settings: Settings) -> ASGIApp:
     url, service_id, hash_key = settings.database.url, settings.service_id, settings.log.hash_key
     if url is None or service_id is None or hash_key is None:
         raise ValueError("serve fills in the database URL, the service ID and the log-hash key")
-    return build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key.encode())
+    app = build_asgi(settings, database_url=url, service_id=service_id, hash_key=hash_key.encode())
+    heap.settle()  # a server process runs one app: what it was built from lives as long as the process
+    return app
 
 
 def hand_over(settings: Settings) -> None:
