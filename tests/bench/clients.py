@@ -2,11 +2,13 @@
 
 A national registry serves many gateways and consumers, each a client of its own (its own rate
 bucket, its own cached client state, its own verified token). The benchmark registers ``count``
-clients the way ``ief-registry clients add --jwks`` does (``ClientService.add``, straight into the
-build's database), and each gets its access token from the server's own ``POST /auth/token`` with
-a ``private_key_jwt`` assertion (SMART Backend Services), over real HTTP. Tokens from the token
-endpoint live ``auth.token_lifetime`` (300 s by default), so a run asks again before each phase
-when its tokens are older than ``_REFRESH_AFTER`` seconds.
+clients as ``ief-registry clients add --jwks`` stores them, straight into the build's database
+with the columns every build since authentication has (a build compared with may be older than
+this checkout's schema: no clearances, purposes or break-glass), and each gets its access token
+from the server's own ``POST /auth/token`` with a ``private_key_jwt`` assertion (SMART Backend
+Services), over real HTTP. Tokens from the token endpoint live ``auth.token_lifetime`` (300 s by
+default), so a run asks again before each phase when its tokens are older than ``_REFRESH_AFTER``
+seconds.
 """
 
 from __future__ import annotations
@@ -15,17 +17,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import asyncpg
 import httpx
+import msgspec
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from registry.auth.clients import ClientService
 from registry.auth.issuer import ASSERTION_TYPE
-from registry.auth.repository import AuthRepository
-from registry.config import DatabaseSettings
-from registry.db.pool import open_database
-from registry.db.queries import load_queries
-from registry.outbound.egress import AddressPolicy
 
 __all__ = ("BenchClients",)
 
@@ -50,24 +48,26 @@ class BenchClients:
         cls, *, base_url: str, database_url: str, service_id: str, count: int,
         scopes: str = "system/Basic.cu system/Basic.rs",
     ) -> BenchClients:  # fmt: skip
-        """Register ``count`` clients (a key pair each) in the server's database, as ``clients add`` does."""
-        db = await open_database(database_url, DatabaseSettings(pool_min=1, pool_max=2))
+        """Register ``count`` clients (a key pair each) in the server's database, as ``clients add`` stores them."""
+        conn = await asyncpg.connect(database_url)
         try:
-            # Clients with their keys inline: the policy of outbound calls (JWKS URLs) is never consulted.
-            service = ClientService(db, AuthRepository(load_queries()), policy=AddressPolicy(dev=False))
             client_ids, keys = [], []
             shared = RSAKey.generate_key(2048, private=True).as_dict(private=True)
             for number in range(count):
                 # One RSA key is 60 ms to make; the clients differ by ID and kid, which is what the server keys on.
                 key = RSAKey.import_key(shared, parameters={"kid": f"bench-{number}", "alg": _ALG, "use": "sig"})
                 public = {k: v for k, v in key.as_dict(private=False).items() if k not in {"d"}}
-                row, _ = await service.add(
-                    name=f"bench client {number}", service_id=service_id, scopes=scopes.split(), jwks={"keys": [public]}
-                )
-                client_ids.append(row.client_id)
+                client_id = str(uuid.uuid4())
+                await conn.execute(
+                    "INSERT INTO clients (client_id, name, service_id, scopes, auth_method, jwks) "
+                    "VALUES ($1, $2, $3, $4, 'private_key_jwt', $5::text::jsonb)",
+                    client_id, f"bench client {number}", service_id, scopes.split(),
+                    msgspec.json.encode({"keys": [public]}).decode(),
+                )  # fmt: skip
+                client_ids.append(client_id)
                 keys.append(key)
         finally:
-            await db.close()
+            await conn.close()
         return cls(base_url=base_url, client_ids=client_ids, keys=keys, scopes=scopes)
 
     def _assertion(self, number: int) -> str:

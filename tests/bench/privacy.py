@@ -227,9 +227,11 @@ async def broker(args: argparse.Namespace, cluster: TestCluster, work: Path) -> 
                 order = ["ref", "checkout"] if round_number % 2 == 0 else ["checkout", "ref"]
                 for name in order:
                     logged = len(log_events(servers[name].log, "discovery_search"))
+                    cpu_before = servers[name].tree.cpu_seconds()
                     measured = await asyncio.to_thread(
                         _run_load, {**specs[name], "concurrency": 1, "requests": args.broker_requests, "warmup": 30}
                     )
+                    server_cpu_ms = (servers[name].tree.cpu_seconds() - cpu_before) * 1000 / (args.broker_requests + 30)
                     lines = log_events(servers[name].log, "discovery_search")[logged + 30 :]
                     parts = [
                         statistics.median(float(str(line[part])) for line in lines) if lines else 0.0
@@ -241,7 +243,8 @@ async def broker(args: argparse.Namespace, cluster: TestCluster, work: Path) -> 
                     print(
                         f"  round {round_number + 1} {name:8}: added p50 {phase.added_p50_ms:.1f} ms, "
                         f"added p99 {phase.added_p99_ms:.1f} ms; median locate / ask gateways / merge "
-                        f"{parts[0]:.1f} / {parts[1]:.1f} / {parts[2]:.1f} ms",
+                        f"{parts[0]:.1f} / {parts[1]:.1f} / {parts[2]:.1f} ms; server CPU per search "
+                        f"{server_cpu_ms:.2f} ms",
                         flush=True,
                     )
     return {
