@@ -25,7 +25,7 @@ from registry.audit.chain import CANONICAL_VERSION, GENESIS, PRIVACY_VERSION, li
 from registry.audit.checkpoints import month_label
 from registry.audit.export import CHAIN_FILE, EVENTS_FILE
 from registry.audit.repository import AuditRepository
-from registry.db.migrate import apply_migrations
+from registry.db.migrate import apply_migrations, known_migrations
 from registry.db.queries import load_queries
 from schemas.audit import AuditEntry, StoredAuditEvent
 from tests.audit_months import months_back
@@ -100,9 +100,8 @@ def _entry(request_id: str, recorded: datetime, **privacy: object) -> AuditEntry
 @pytest.fixture(scope="module")
 async def upgraded(template: TestCluster, tmp_path_factory: pytest.TempPathFactory) -> Upgraded:
     """Six rows of last month chained and three of this month unchained under 0008; upgraded through 0009 to
-    0012; then a row of
-    each privacy kind and a plain one in last month, two privacy rows in this month; sealed by `audit verify`
-    (last month closed and checkpointed); last month exported."""
+    the head; then a row of each privacy kind and a plain one in last month, two privacy rows in this month;
+    sealed by `audit verify` (last month closed and checkpointed); last month exported."""
     url = await template.empty_database("ief_audit_privacy_upgrade")
     last = datetime.combine(months_back(1), time(), UTC)
     conn = await asyncpg.connect(as_owner(url))  # the role that runs migrations
@@ -116,7 +115,7 @@ async def upgraded(template: TestCluster, tmp_path_factory: pytest.TempPathFacto
         applied = await apply_migrations(conn)
     finally:
         await conn.close()
-    assert [m.version for m in applied] == [9, 10, 11, 12]
+    assert [m.version for m in applied] == [m.version for m in known_migrations() if m.version > 8]
     server = await asyncpg.connect(as_server(url))  # a server of the new release, as its role
     try:
         repo = AuditRepository(load_queries())

@@ -1,0 +1,115 @@
+"""Matching changed records to subscriptions in the database: one changed row (a single write) and several (a batch,
+a lifecycle chunk) take different statements in ``enqueue_subscription_events()`` (migration 0013); both must give
+the same events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from tests.factories import make_ihi, make_service_id
+from tests.pg import TestCluster
+
+_EVENT = (
+    "SELECT subscription_id, event_number, change, record_id, ihi, service_id, record_status, record_type, "
+    "record_version FROM subscription_events ORDER BY subscription_id, event_number"
+)
+
+
+async def _subscription(conn: asyncpg.Connection, name: str, **filters: Any) -> tuple[str, Any]:
+    columns = {"status": "active", "topic": "patient-registration", **filters}
+    names = ", ".join(columns)
+    values = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    subscription_id = await conn.fetchval(
+        "INSERT INTO subscriptions (client_id, reason, base_url, endpoint, payload_type, content, secret, "
+        f"timeout_seconds, {names}) VALUES ('matcher', 'test', 'https://registry.example/fhir', "
+        f"'https://subscriber.example/hook', 'application/fhir+json', 'id-only', 'whsec_test', 10, {values}) "
+        "RETURNING subscription_id",
+        *columns.values(),
+    )
+    return name, subscription_id
+
+
+async def _events(conn: asyncpg.Connection, calls: list[list[tuple[str, str]]]) -> list[tuple[Any, ...]]:
+    """The events made by calling the function once per item of ``calls`` (each a list of record keys), rolled back."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        for keys in calls:
+            await conn.execute(
+                "SELECT enqueue_subscription_events(ARRAY(SELECT r FROM records r "
+                "JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(ihi, service_id, n) "
+                "ON r.ihi = k.ihi::bpchar AND r.service_id = k.service_id ORDER BY k.n))",
+                [ihi for ihi, _ in keys], [service for _, service in keys],
+            )  # fmt: skip
+        return [tuple(row) for row in await conn.fetch(_EVENT)]
+    finally:
+        await transaction.rollback()
+
+
+async def test_one_row_and_many_rows_are_matched_alike(template: TestCluster) -> None:
+    """Every kind of filter (patient, cohort, every patient; services, statuses; off, deleted, the consent topic):
+    the events of the rows changed one per call are exactly those of the same rows changed in one call, numbered
+    the same, and only the subscriptions whose filters hold get any."""
+    conn = await asyncpg.connect(await template.new_database())
+    try:
+        first, second = make_service_id(), make_service_id()
+        for service in (first, second):
+            await conn.execute(
+                "INSERT INTO services (service_id, kind, name, base_url) VALUES ($1, 'gateway', 'G', 'https://g.example')",
+                service,
+            )
+        await conn.execute(
+            "INSERT INTO clients (client_id, name, service_id, scopes, auth_method) "
+            "VALUES ('matcher', 'Matcher', $1, '{}', 'none')",
+            first,
+        )
+        alice, bob, carol, dave = (make_ihi() for _ in range(4))
+        keys = [(alice, first), (alice, second), (bob, first), (carol, second), (dave, first)]
+        await conn.executemany(
+            "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, $3, 'record')",
+            [(ihi, service, "archived" if ihi == bob else "active") for ihi, service in keys],
+        )
+        cohort = await conn.fetchval("INSERT INTO groups (client_id) VALUES ('matcher') RETURNING group_id")
+        await conn.executemany(
+            "INSERT INTO group_members (group_id, ihi) VALUES ($1, $2)", [(cohort, alice), (cohort, carol)]
+        )
+        subscriptions = dict(
+            [
+                await _subscription(conn, "alice", filter_ihi=alice),
+                await _subscription(conn, "alice at second", filter_ihi=alice, filter_services=[second]),
+                await _subscription(conn, "bob archived", filter_ihi=bob, filter_statuses=["archived"]),
+                await _subscription(conn, "bob active", filter_ihi=bob, filter_statuses=["active"]),
+                await _subscription(conn, "cohort", filter_group=cohort),
+                await _subscription(conn, "cohort at first", filter_group=cohort, filter_services=[first]),
+                await _subscription(conn, "everyone at first", filter_services=[first]),
+                await _subscription(conn, "everyone"),
+                await _subscription(conn, "alice off", filter_ihi=alice, status="off"),
+                await _subscription(conn, "everyone off", status="off"),
+                await _subscription(conn, "cohort off", filter_group=cohort, status="off"),
+                await _subscription(conn, "consents", topic="patient-consent"),
+            ]
+        )
+        await conn.execute(
+            "UPDATE subscriptions SET deleted_at = now() WHERE subscription_id = $1",
+            (await _subscription(conn, "alice deleted", filter_ihi=alice))[1],
+        )
+        one_by_one = await _events(conn, [[key] for key in keys])
+        together = await _events(conn, [keys])
+    finally:
+        await conn.close()
+    assert one_by_one == together
+    named = {subscription_id: name for name, subscription_id in subscriptions.items()}
+    matched: dict[str, list[tuple[int, str, str]]] = {}
+    for event in together:
+        matched.setdefault(named.get(event[0], "alice deleted"), []).append((event[1], event[4].strip(), event[5]))
+    assert matched == {
+        "alice": [(1, alice, first), (2, alice, second)],
+        "alice at second": [(1, alice, second)],
+        "bob archived": [(1, bob, first)],
+        "cohort": [(1, alice, first), (2, alice, second), (3, carol, second)],
+        "cohort at first": [(1, alice, first)],
+        "everyone at first": [(1, alice, first), (2, bob, first), (3, dave, first)],
+        "everyone": [(n + 1, ihi, service) for n, (ihi, service) in enumerate(keys)],
+    }
