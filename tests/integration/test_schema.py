@@ -121,13 +121,37 @@ async def test_records_name_services_of_the_directory(template: TestCluster) -> 
         )
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await conn.execute("UPDATE records SET service_id = $2 WHERE ihi = $1", ihi, make_service_id())
+        # Re-pointing several records at once (as `services move` does), with or without a new version: one
+        # record naming an unknown service fails the statement; to a known one, the history names the old one.
+        other, moved = make_service_id(), make_ihi()
+        await add_service(database_url, other)
+        await conn.execute(
+            "INSERT INTO records (ihi, service_id, status, type) VALUES ($1, $2, 'active', 'record')", moved, service_id
+        )
+        unknown = make_service_id()
+        for version in ("version", "version + 1"):
+            with pytest.raises(asyncpg.ForeignKeyViolationError, match=unknown):
+                await conn.execute(
+                    f"UPDATE records SET service_id = CASE WHEN ihi = $1 THEN $2 ELSE $3 END, version = {version} "
+                    "WHERE ihi IN ($1, $4)",
+                    ihi, unknown, other, moved,
+                )  # fmt: skip
+        await conn.execute(
+            "UPDATE records SET service_id = $2, version = version + 1, change = 'moved' WHERE ihi IN ($1, $3)",
+            ihi, other, moved,
+        )  # fmt: skip
+        previous = await conn.fetch(
+            "SELECT service_id, previous_service FROM record_history WHERE change = 'moved' ORDER BY ihi"
+        )
+        assert [tuple(row) for row in previous] == [(other, service_id), (other, service_id)]
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("DELETE FROM services WHERE service_id = $1", service_id)
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(
                 "UPDATE services SET service_id = $2 WHERE service_id = $1", service_id, make_service_id()
             )
-        assert await conn.fetchval("SELECT count(*) FROM records") == 1
+        assert await conn.fetchval("SELECT count(*) FROM records") == 2
+        assert await conn.fetchval("SELECT count(*) FROM records WHERE service_id = $1", other) == 2
     finally:
         await conn.close()
 
