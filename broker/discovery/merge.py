@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
+import msgspec
+
 from broker.discovery.dates import sort_instant
 from schemas.fhir.canonical import CONNECTION_TYPE_SYSTEM, EXT_BROKER_SOURCE
 from schemas.fhir.discovery import source_extension
@@ -266,6 +268,10 @@ Check = Callable[[dict[str, Any]], str | None]
 """Says why a resource is not valid, or None when it is."""
 
 
+_canonical = msgspec.json.Encoder(order="sorted").encode
+"""A resource's JSON with its keys sorted: equal for copies equal as JSON values."""
+
+
 class Verdicts:
     """``check`` run as each gateway's answer arrives, so that the merge, once the last answer is in, has
     only to read the verdicts: the checking is done while the slower gateways are still awaited.
@@ -281,6 +287,7 @@ class Verdicts:
     def __init__(self, check: Check) -> None:
         self._check = check
         self._said: dict[int, str | None] = {}
+        self._by_content: dict[bytes, str | None] = {}
         self._best: dict[str, int] = {}
 
     def arrived(self, index: int, found: Iterable[Found]) -> None:
@@ -293,11 +300,17 @@ class Verdicts:
                 self._best[item.key] = index
 
     def check(self, resource: dict[str, Any]) -> str | None:
-        """Why ``resource`` is not valid, or None (checked once)."""
+        """Why ``resource`` is not valid, or None (checked once, and once for identical copies: gateways that
+        serve one archive often send the same study byte for byte)."""
         key = id(resource)  # the copies stay referenced by their answers for the whole search
         if key in self._said:
             return self._said[key]
-        said = self._said[key] = self._check(resource)
+        content = _canonical(resource)
+        if content in self._by_content:
+            said = self._by_content[content]
+        else:
+            said = self._by_content[content] = self._check(resource)
+        self._said[key] = said
         return said
 
 

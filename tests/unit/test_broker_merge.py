@@ -260,3 +260,21 @@ def test_verdicts_checked_as_answers_arrive_give_the_merge_its_result_in_any_ord
     for index, found in enumerate(answers):  # in the order asked: nothing superseded is checked
         verdicts.arrived(index, found)
     assert sorted(checked) == ["a-broken", "a-eight", "b-good", "h-bad"]
+
+
+def test_identical_copies_are_checked_once() -> None:
+    """Copies equal as JSON values (the same study sent byte for byte by gateways of one archive) are checked
+    once, whatever order they arrive in; the copy kept is still the first gateway's."""
+    checked: list[str] = []
+
+    def check(resource: dict[str, Any]) -> str | None:
+        checked.append(resource["id"])
+        return None
+
+    copies = [[_found(_study("7.7", rid="same"), source)] for source in (A, B, H)]
+    verdicts = Verdicts(check)
+    for index in (2, 0, 1):
+        verdicts.arrived(index, copies[index])
+    (entry,) = merge(copies, CANON, verdicts.check).entries
+    assert checked == ["same"]
+    assert entry["fullUrl"] == "https://a.example/fhir/ImagingStudy/same"
