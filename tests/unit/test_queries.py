@@ -49,3 +49,22 @@ def test_migrations_are_numbered_without_gaps() -> None:
     """Migration files are NNNN_name.sql numbered 1, 2, 3… with no gap or repeat."""
     versions = [m.version for m in known_migrations()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+def _normalised(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+def test_the_audited_look_up_reads_what_the_plain_look_up_reads() -> None:
+    """``get_records_audited`` repeats ``get_records``' SELECT in its ``found`` CTE (the loader shares no
+    fragments): the two must read the same columns of the same rows under the same routing rule, so a look-up
+    answers the same whichever of them ran. A change to one without the other fails here."""
+    queries = load_queries()
+    plain = _normalised(queries["get_records"])
+    audited = _normalised(queries["get_records_audited"])
+    select = plain.removesuffix(" ORDER BY r.service_id")
+    assert select != plain, "get_records no longer ends with its ORDER BY"
+    found = re.search(r"WITH found AS MATERIALIZED \((.*?)\), audited AS \(", audited)
+    assert found is not None, "get_records_audited no longer begins with its found CTE"
+    assert found.group(1).strip() == select
+    assert audited.endswith("FROM found f ORDER BY f.service_id")
