@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
+from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +23,12 @@ async def _set_read_only(url: str, name: str, *, on: bool) -> None:
         await conn.execute(f"ALTER DATABASE {name} SET default_transaction_read_only = {'on' if on else 'off'}")
     finally:
         await conn.close()
+
+
+def _waits(logs: list[MutableMapping[str, Any]]) -> list[str]:
+    """The wait's own log events: ``capture_logs()`` also takes whatever the session's in-process servers log
+    meanwhile (a delivery worker's poll, an audit flush), which is not the wait's to answer for."""
+    return [str(entry["event"]) for entry in logs if str(entry["event"]).startswith("database_")]
 
 
 async def test_a_database_that_refuses_writes_is_waited_for_until_it_takes_them(template: TestCluster) -> None:
@@ -53,7 +61,7 @@ async def test_an_unreachable_database_is_given_up_after_the_limit_with_the_reas
         await wait_for_database(url, DatabaseSettings(startup_wait=1.5))
     assert "could not be reached within 1.5 s" in failed.value.message
     assert "ConnectionRefusedError" in failed.value.message
-    assert [entry["event"] for entry in logs] == ["database_waiting"]
+    assert _waits(logs) == ["database_waiting"]
 
 
 async def test_no_wait_when_the_limit_is_zero() -> None:
@@ -62,7 +70,7 @@ async def test_no_wait_when_the_limit_is_zero() -> None:
     with capture_logs() as logs, pytest.raises(errors.DependencyUnavailable) as failed:
         await wait_for_database(url, DatabaseSettings(startup_wait=0))
     assert failed.value.message.startswith("the database could not be reached: ConnectionRefusedError")
-    assert logs == []
+    assert _waits(logs) == []
 
 
 async def test_a_configuration_error_is_not_waited_for(template: TestCluster) -> None:
@@ -71,4 +79,4 @@ async def test_a_configuration_error_is_not_waited_for(template: TestCluster) ->
         await wait_for_database(template.url_for("ief_no_such_database"), DatabaseSettings(startup_wait=600))
     assert "InvalidCatalogNameError" in failed.value.message
     assert "does not exist" in failed.value.message
-    assert logs == []
+    assert _waits(logs) == []
