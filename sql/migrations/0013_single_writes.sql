@@ -7,8 +7,8 @@
 --    transition table). put_record() now looks the record up by its key first and inserts only
 --    when it is not there; a concurrent writer inserting it in between is still met by ON CONFLICT
 --    DO NOTHING and the record is then updated, as before. In the database alone (one connection,
---    20,000 records, commits not waiting for the disk) a re-registration took 0.78 ms instead of
---    0.87 ms with a subscription on the patient, 0.45 ms instead of 0.53 ms without.
+--    20,000 records, commits not waiting for the disk) a re-registration took 0.72-0.82 ms instead
+--    of 0.85-0.98 ms with a subscription on the patient, 0.44-0.46 ms instead of 0.52-0.59 ms without.
 --
 -- 2. enqueue_subscription_events() of 0011 matches the changed rows, passed as an array, against
 --    every patient-registration subscription in one statement. PL/pgSQL plans a statement with its
