@@ -139,8 +139,28 @@ async def test_a_cohort_subscription_is_told_only_what_the_decision_point_allows
     _, gateway = await privacy.gateway()
     await privacy.register(opted_out, gateway)
     await privacy.register(shown, gateway)
-    await hook.wait(lambda h: h.event_numbers() == [2])
+    try:
+        await hook.wait(lambda h: h.event_numbers() == [2])
+    except AssertionError as waited:  # failed once in a whole-suite run: say what the delivery state was
+        raise AssertionError(f"{waited}; {await _delivery_state(privacy, subscription.json()['id'])}") from None
     assert await events_withheld(privacy, subscription.json()["id"]) == [1]
+
+
+async def _delivery_state(privacy: Privacy, subscription_id: str) -> str:
+    """A subscription's delivery columns and its events, as the database holds them (for a failure's message)."""
+    async with privacy.server.database.writer() as conn:
+        row = await conn.fetchrow(
+            "SELECT status, events_since_start, delivered_through, inflight_kind, inflight_first, inflight_last, "
+            "lease_until, lease_owner, next_attempt_at, attempts, wake_sent, now() AS now FROM subscriptions "
+            "WHERE subscription_id = $1::uuid",
+            subscription_id,
+        )
+        events = await conn.fetch(
+            "SELECT event_number, state, change, ihi, occurred_at FROM subscription_events "
+            "WHERE subscription_id = $1::uuid ORDER BY event_number",
+            subscription_id,
+        )
+    return f"subscription {dict(row) if row else None}; events {[dict(event) for event in events]}"
 
 
 async def test_versions_of_a_labelled_record_are_withheld_from_an_uncleared_client(privacy: Privacy) -> None:
