@@ -264,7 +264,9 @@ class SubscriptionRepository:
     async def cancel_pending(self, conn: Connection, subscription_id: UUID) -> tuple[int, int | None, int | None]:
         """End every event without a final state ``cancelled``; return the count and the first and last number."""
         with translate_db_errors():
-            row = await conn.fetchrow(self._q["cancel_pending_events"], subscription_id)
+            async with conn.transaction():  # the row first: the events then read include every one counted
+                await conn.execute(self._q["lock_subscription_row"], subscription_id)
+                row = await conn.fetchrow(self._q["cancel_pending_events"], subscription_id)
         assert row is not None
         return int(row["cancelled"]), row["first"], row["last"]
 
@@ -363,9 +365,15 @@ class SubscriptionRepository:
         return row is not None
 
     async def withhold(self, conn: Connection, subscription_id: UUID, owner: str, numbers: list[int]) -> int:
-        """Mark events withheld from the subscriber (final), drop a notification in flight, end the lease."""
+        """Mark events withheld from the subscriber (final), drop a notification in flight, end the lease.
+
+        The row is locked first, in the same transaction, so the statement that moves the delivery cursor
+        sees every event a registration added while it waited for the row (``withhold_events``).
+        """
         with translate_db_errors():
-            withheld = await conn.fetchval(self._q["withhold_events"], subscription_id, owner, numbers)
+            async with conn.transaction():
+                await conn.execute(self._q["lock_leased_subscription"], subscription_id, owner)
+                withheld = await conn.fetchval(self._q["withhold_events"], subscription_id, owner, numbers)
         return int(withheld or 0)
 
     async def release(self, conn: Connection, subscription_id: UUID, owner: str) -> None:

@@ -53,8 +53,14 @@ UPDATE subscriptions SET status = 'off', deleted_at = now(), version = version +
 WHERE subscription_id = $1 AND deleted_at IS NULL
 RETURNING *;
 
+-- name: lock_subscription_row
+-- Lock subscription $1 (FOR UPDATE, deleted or not) before a statement that reads its events and moves
+-- its cursor, in the same transaction (cancel_pending_events; lock_leased_subscription says why).
+SELECT 1 FROM subscriptions WHERE subscription_id = $1 FOR UPDATE;
+
 -- name: cancel_pending_events
 -- Every event of a subscription that has no final state yet ends `cancelled`; nothing stays in flight.
+-- Run after lock_subscription_row in one transaction, so every event the cursor moves past is cancelled.
 WITH moved AS (
     UPDATE subscriptions t SET
         delivered_through = t.events_since_start, inflight_kind = NULL, inflight_first = NULL, inflight_last = NULL,
@@ -249,11 +255,20 @@ UPDATE subscriptions SET status = 'error', version = version + 1, updated_at = n
 WHERE subscription_id = $1 AND lease_owner = $2
 RETURNING subscription_id;
 
+-- name: lock_leased_subscription
+-- Lock subscription $1 leased by worker $2 (FOR UPDATE), before a statement that reads its events and
+-- moves its cursor: taken first, in the same transaction, so that statement's snapshot already holds
+-- every event of a registration that held the row meanwhile (withhold_events).
+SELECT 1 FROM subscriptions WHERE subscription_id = $1 AND lease_owner = $2 FOR UPDATE;
+
 -- name: withhold_events
 -- The privacy decision point withholds the events $3 of subscription $1 (leased by worker $2) from its
 -- subscriber: they end `withheld` (final, never sent; $events shows them), a notification in flight
 -- that carried any of them is dropped (the rest are sent anew), the delivery cursor moves past every
--- event with a final state, and the lease ends.
+-- event with a final state, and the lease ends. Run after lock_leased_subscription in one
+-- transaction: on its own, a registration holding the row when it starts made it update the row as
+-- that registration left it (events_since_start counting the new event) while its subquery, with the
+-- statement's older snapshot, did not see that event, and the cursor moved past it unsent.
 WITH marked AS (
     UPDATE subscription_events e SET state = 'withheld', finished_at = now()
     WHERE e.subscription_id = $1 AND e.event_number = ANY ($3::bigint[]) AND e.state = 'pending'
