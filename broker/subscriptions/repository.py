@@ -372,7 +372,7 @@ class SubscriptionRepository:
         """
         with translate_db_errors():
             async with conn.transaction():
-                await conn.execute(self._q["lock_leased_subscription"], subscription_id, owner)
+                await conn.execute(self._q["lock_subscription_row"], subscription_id)
                 withheld = await conn.fetchval(self._q["withhold_events"], subscription_id, owner, numbers)
         return int(withheld or 0)
 

@@ -55,7 +55,8 @@ RETURNING *;
 
 -- name: lock_subscription_row
 -- Lock subscription $1 (FOR UPDATE, deleted or not) before a statement that reads its events and moves
--- its cursor, in the same transaction (cancel_pending_events; lock_leased_subscription says why).
+-- its cursor (cancel_pending_events, withhold_events), in the same transaction: that statement's
+-- snapshot then already holds every event of a registration that held the row meanwhile.
 SELECT 1 FROM subscriptions WHERE subscription_id = $1 FOR UPDATE;
 
 -- name: cancel_pending_events
@@ -255,17 +256,11 @@ UPDATE subscriptions SET status = 'error', version = version + 1, updated_at = n
 WHERE subscription_id = $1 AND lease_owner = $2
 RETURNING subscription_id;
 
--- name: lock_leased_subscription
--- Lock subscription $1 leased by worker $2 (FOR UPDATE), before a statement that reads its events and
--- moves its cursor: taken first, in the same transaction, so that statement's snapshot already holds
--- every event of a registration that held the row meanwhile (withhold_events).
-SELECT 1 FROM subscriptions WHERE subscription_id = $1 AND lease_owner = $2 FOR UPDATE;
-
 -- name: withhold_events
 -- The privacy decision point withholds the events $3 of subscription $1 (leased by worker $2) from its
 -- subscriber: they end `withheld` (final, never sent; $events shows them), a notification in flight
 -- that carried any of them is dropped (the rest are sent anew), the delivery cursor moves past every
--- event with a final state, and the lease ends. Run after lock_leased_subscription in one
+-- event with a final state, and the lease ends. Run after lock_subscription_row in one
 -- transaction: on its own, a registration holding the row when it starts made it update the row as
 -- that registration left it (events_since_start counting the new event) while its subquery, with the
 -- statement's older snapshot, did not see that event, and the cursor moved past it unsent.
