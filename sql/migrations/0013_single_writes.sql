@@ -98,7 +98,6 @@ DECLARE
     v_row records;
     v_subs uuid[];
     v_rows integer[];
-    v_wake boolean;
     v_unannounced uuid[];
 BEGIN
     IF cardinality(p_rows) = 1 THEN
@@ -127,13 +126,46 @@ BEGIN
               AND (s.filter_services IS NULL OR v_row.service_id = ANY (s.filter_services))
               AND (s.filter_statuses IS NULL OR v_row.status = ANY (s.filter_statuses))
         ) m;
-        IF v_subs IS NULL THEN
-            RETURN;
-        END IF;
-        SELECT array_agg(l.subscription_id) FILTER (WHERE NOT l.wake_sent) INTO v_unannounced
-        FROM (SELECT subscription_id, wake_sent FROM subscriptions WHERE subscription_id = ANY (v_subs)
-              ORDER BY subscription_id FOR UPDATE) l;
-        v_wake := v_unannounced IS NOT NULL;
+    ELSE
+        SELECT array_agg(m.subscription_id ORDER BY m.subscription_id, m.ord),
+               array_agg(m.ord ORDER BY m.subscription_id, m.ord)
+        INTO v_subs, v_rows
+        FROM (
+            SELECT s.subscription_id, c.ordinality::integer AS ord
+            FROM unnest(p_rows) WITH ORDINALITY AS c
+            JOIN subscriptions s ON s.filter_ihi = c.ihi
+            WHERE s.filter_ihi IS NOT NULL AND s.deleted_at IS NULL AND s.status <> 'off'
+              AND s.topic = 'patient-registration'
+              AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
+              AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
+            UNION ALL
+            SELECT s.subscription_id, c.ordinality::integer
+            FROM unnest(p_rows) WITH ORDINALITY AS c
+            JOIN group_members gm ON gm.ihi = c.ihi
+            JOIN subscriptions s ON s.filter_group = gm.group_id
+            WHERE s.filter_group IS NOT NULL AND s.deleted_at IS NULL AND s.status <> 'off'
+              AND s.topic = 'patient-registration'
+              AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
+              AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
+            UNION ALL
+            SELECT s.subscription_id, c.ordinality::integer
+            FROM subscriptions s
+            CROSS JOIN unnest(p_rows) WITH ORDINALITY AS c
+            WHERE s.filter_ihi IS NULL AND s.filter_group IS NULL AND s.deleted_at IS NULL AND s.status <> 'off'
+              AND s.topic = 'patient-registration'
+              AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
+              AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
+        ) m;
+    END IF;
+    IF v_subs IS NULL THEN
+        RETURN;
+    END IF;
+    -- Both: the matched subscriptions locked in id order (no deadlock between registrations), and whether
+    -- any has not yet been announced since a worker last claimed it.
+    SELECT array_agg(l.subscription_id) FILTER (WHERE NOT l.wake_sent) INTO v_unannounced
+    FROM (SELECT subscription_id, wake_sent FROM subscriptions WHERE subscription_id = ANY (v_subs)
+          ORDER BY subscription_id FOR UPDATE) l;
+    IF v_rows IS NULL THEN  -- one row: one event per subscription, from the row's fields
         WITH bumped AS (
             UPDATE subscriptions s SET events_since_start = s.events_since_start + 1, wake_sent = true
             WHERE s.subscription_id = ANY (v_subs)
@@ -144,66 +176,26 @@ BEGIN
         SELECT b.subscription_id, b.number, v_row.change, v_row.record_id, v_row.ihi, v_row.service_id,
                v_row.status, v_row.type, v_row.version, v_row.last_updated
         FROM bumped b;
-        IF v_wake THEN
-            PERFORM pg_notify('ief_subscription_events', '');
-        END IF;
-        RETURN;
+    ELSE
+        WITH m AS (
+            SELECT u.subscription_id, u.idx, u.ord
+            FROM unnest(v_subs, v_rows) WITH ORDINALITY AS u(subscription_id, idx, ord)
+        ), counts AS (
+            SELECT subscription_id, count(*) AS n FROM m GROUP BY subscription_id
+        ), bumped AS (
+            UPDATE subscriptions s SET events_since_start = s.events_since_start + counts.n, wake_sent = true
+            FROM counts WHERE s.subscription_id = counts.subscription_id
+            RETURNING s.subscription_id, s.events_since_start - counts.n AS base
+        )
+        INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
+                                         record_status, record_type, record_version, record_updated)
+        SELECT m.subscription_id,
+               b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
+               (p_rows[m.idx]).change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
+               (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
+        FROM m JOIN bumped b USING (subscription_id);
     END IF;
-
-    SELECT array_agg(m.subscription_id ORDER BY m.subscription_id, m.ord),
-           array_agg(m.ord ORDER BY m.subscription_id, m.ord)
-    INTO v_subs, v_rows
-    FROM (
-        SELECT s.subscription_id, c.ordinality::integer AS ord
-        FROM unnest(p_rows) WITH ORDINALITY AS c
-        JOIN subscriptions s ON s.filter_ihi = c.ihi
-        WHERE s.filter_ihi IS NOT NULL AND s.deleted_at IS NULL AND s.status <> 'off'
-          AND s.topic = 'patient-registration'
-          AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
-          AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
-        UNION ALL
-        SELECT s.subscription_id, c.ordinality::integer
-        FROM unnest(p_rows) WITH ORDINALITY AS c
-        JOIN group_members gm ON gm.ihi = c.ihi
-        JOIN subscriptions s ON s.filter_group = gm.group_id
-        WHERE s.filter_group IS NOT NULL AND s.deleted_at IS NULL AND s.status <> 'off'
-          AND s.topic = 'patient-registration'
-          AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
-          AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
-        UNION ALL
-        SELECT s.subscription_id, c.ordinality::integer
-        FROM subscriptions s
-        CROSS JOIN unnest(p_rows) WITH ORDINALITY AS c
-        WHERE s.filter_ihi IS NULL AND s.filter_group IS NULL AND s.deleted_at IS NULL AND s.status <> 'off'
-          AND s.topic = 'patient-registration'
-          AND (s.filter_services IS NULL OR c.service_id = ANY (s.filter_services))
-          AND (s.filter_statuses IS NULL OR c.status = ANY (s.filter_statuses))
-    ) m;
-    IF v_subs IS NULL THEN
-        RETURN;
-    END IF;
-    SELECT array_agg(l.subscription_id) FILTER (WHERE NOT l.wake_sent) INTO v_unannounced
-    FROM (SELECT subscription_id, wake_sent FROM subscriptions WHERE subscription_id = ANY (v_subs)
-          ORDER BY subscription_id FOR UPDATE) l;
-    v_wake := v_unannounced IS NOT NULL;
-    WITH m AS (
-        SELECT u.subscription_id, u.idx, u.ord
-        FROM unnest(v_subs, v_rows) WITH ORDINALITY AS u(subscription_id, idx, ord)
-    ), counts AS (
-        SELECT subscription_id, count(*) AS n FROM m GROUP BY subscription_id
-    ), bumped AS (
-        UPDATE subscriptions s SET events_since_start = s.events_since_start + counts.n, wake_sent = true
-        FROM counts WHERE s.subscription_id = counts.subscription_id
-        RETURNING s.subscription_id, s.events_since_start - counts.n AS base
-    )
-    INSERT INTO subscription_events (subscription_id, event_number, change, record_id, ihi, service_id,
-                                     record_status, record_type, record_version, record_updated)
-    SELECT m.subscription_id,
-           b.base + row_number() OVER (PARTITION BY m.subscription_id ORDER BY m.ord),
-           (p_rows[m.idx]).change, (p_rows[m.idx]).record_id, (p_rows[m.idx]).ihi, (p_rows[m.idx]).service_id,
-           (p_rows[m.idx]).status, (p_rows[m.idx]).type, (p_rows[m.idx]).version, (p_rows[m.idx]).last_updated
-    FROM m JOIN bumped b USING (subscription_id);
-    IF v_wake THEN
+    IF v_unannounced IS NOT NULL THEN
         PERFORM pg_notify('ief_subscription_events', '');
     END IF;
 END $$;
