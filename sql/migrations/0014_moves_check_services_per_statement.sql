@@ -12,10 +12,39 @@
 -- in the directory, which the repositories translate). Rows re-pointed without a new version are
 -- checked too: the check is over every changed row, not only those the history records.
 
+-- The check itself, once, for both triggers that make it: 0012's on inserts (its body until now) and
+-- the history trigger below on updates. It runs as the owner its SECURITY DEFINER callers run as.
+CREATE FUNCTION lock_named_services(p_named text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+DECLARE
+    v_found integer;
+BEGIN
+    SELECT count(*) INTO v_found
+    FROM (SELECT 1 FROM services s WHERE s.service_id = ANY (p_named) ORDER BY s.service_id FOR KEY SHARE) locked;
+    IF v_found < cardinality(p_named) THEN
+        RAISE EXCEPTION 'records name service %, which is not in the directory',
+            (SELECT n FROM unnest(p_named) n WHERE NOT EXISTS (SELECT 1 FROM services s WHERE s.service_id = n) LIMIT 1)
+            USING ERRCODE = 'foreign_key_violation', TABLE = 'records', COLUMN = 'service_id';
+    END IF;
+END $$;
+REVOKE EXECUTE ON FUNCTION lock_named_services(text[]) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION records_check_services() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+DECLARE
+    v_named text[];
+BEGIN
+    -- One pass over the new rows for the services they name (a batch names one or a few).
+    SELECT array_agg(DISTINCT n.service_id) INTO v_named FROM new_rows n;
+    IF v_named IS NOT NULL THEN
+        PERFORM lock_named_services(v_named);
+    END IF;
+    RETURN NULL;
+END $$;
+
 CREATE OR REPLACE FUNCTION record_history_on_update() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     v_named text[];
-    v_found integer;
 BEGIN
     WITH changed AS MATERIALIZED (
         SELECT n.ihi, n.service_id, n.record_id, n.version, n.change, n.status, n.type, n.last_updated,
@@ -33,15 +62,8 @@ BEGIN
         WHERE c.version <> c.old_version
     )
     SELECT array_agg(DISTINCT c.service_id) FILTER (WHERE c.service_id <> c.old_service) INTO v_named FROM changed c;
-    IF v_named IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT count(*) INTO v_found
-    FROM (SELECT 1 FROM services s WHERE s.service_id = ANY (v_named) ORDER BY s.service_id FOR KEY SHARE) locked;
-    IF v_found < cardinality(v_named) THEN
-        RAISE EXCEPTION 'records name service %, which is not in the directory',
-            (SELECT n FROM unnest(v_named) n WHERE NOT EXISTS (SELECT 1 FROM services s WHERE s.service_id = n) LIMIT 1)
-            USING ERRCODE = 'foreign_key_violation', TABLE = 'records', COLUMN = 'service_id';
+    IF v_named IS NOT NULL THEN
+        PERFORM lock_named_services(v_named);
     END IF;
     RETURN NULL;
 END $$;
