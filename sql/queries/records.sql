@@ -217,24 +217,27 @@ LIMIT $6 OFFSET $7;
 
 -- name: get_record_version
 -- One version of a record (FHIR vread): its history row (with the labels it had then) and the
--- patient's privacy policy. Every change that made a version wrote one.
+-- patient's privacy policy. Every change that made a version wrote one. History is indexed by
+-- (ihi, record_id, version) (migration 0015): the record's patient is found first (it never changes).
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
        h.previous_status, h.recorded_at,
        h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service, h.security_labels, p.policy
 FROM record_history h
 LEFT JOIN patient_policies p ON p.ihi = h.ihi
-WHERE h.record_id = $1 AND h.version = $2;
+WHERE h.ihi = (SELECT r.ihi FROM records r WHERE r.record_id = $1) AND h.record_id = $1 AND h.version = $2;
 
 -- name: get_record_versions
 -- The versions of one record (FHIR instance history), newest first; $2 `_since` (NULL: all).
 -- Paged; `total` counts every match. With each version its labels and the patient's privacy policy.
+-- Found through the record's patient, as get_record_version.
 SELECT h.ihi::text AS ihi, h.service_id, h.record_id, h.status, h.type, h.version, h.recorded_at AS last_updated, h.change,
        h.previous_status, h.recorded_at,
        h.actor_client, h.actor_service, h.actor_admin, h.reason, h.previous_service, h.security_labels, p.policy,
        count(*) OVER () AS total
 FROM record_history h
 LEFT JOIN patient_policies p ON p.ihi = h.ihi
-WHERE h.record_id = $1 AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
+WHERE h.ihi = (SELECT r.ihi FROM records r WHERE r.record_id = $1) AND h.record_id = $1
+  AND ($2::timestamptz IS NULL OR h.recorded_at >= $2::timestamptz)
 ORDER BY h.id DESC
 LIMIT $3 OFFSET $4;
 

@@ -101,6 +101,80 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     assert read < 50
 
 
+async def _table_counters(conn: asyncpg.Connection, table: str) -> asyncpg.Record:
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    row = await conn.fetchrow(
+        "SELECT n_tup_upd, n_tup_hot_upd, seq_scan, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables"
+        " WHERE relname = $1",
+        table,
+    )
+    assert row is not None
+    return row
+
+
+async def test_every_write_after_creation_updates_the_record_in_place(template: TestCluster) -> None:
+    """Status changes, re-registrations, an operator's hold and a change of labels are HOT updates of a
+    bulk-loaded record (no index of ``records`` touched: migration 0015 leaves room on every page), and most
+    of a batch's; a record's versions are read through the history index, never by a scan of the history."""
+    database_url = await template.new_database()
+    service_id = make_service_id()
+    await add_service(database_url, service_id)
+    repository = RecordRepository(load_queries())
+    gateway = Writer("test", service_id, admin=False)
+    operator = Writer("admin", None, admin=True)
+    loaded = [make_ihi() for _ in range(3000)]
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await repository.merge_batch(
+                conn, [(n, ihi, service_id, "active", "record", None, None) for n, ihi in enumerate(loaded)], gateway
+            )
+        before = await _table_counters(conn, "records")
+        writes = [
+            (loaded[0], "archived", gateway, None, None),  # a status change
+            (loaded[0], "active", gateway, None, None),
+            (loaded[1], "active", gateway, None, None),  # a re-registration
+            (loaded[1], "active", gateway, None, None),
+            (loaded[2], "removed", operator, "withdrawn", None),  # an operator's decision, with its reason
+            (loaded[2], "active", operator, None, None),
+            (loaded[3], "active", gateway, None, ["PSY"]),  # labels changed
+        ]
+        for ihi, status, writer, reason, labels in writes:
+            await repository.put(
+                conn, ihi=ihi, service_id=service_id, status=status, type_="record", writer=writer, reason=reason,
+                labels=labels,
+            )  # fmt: skip
+        singles = await _table_counters(conn, "records")
+        for status in ("active", "archived"):  # a batch's re-registrations, then its status changes
+            async with conn.transaction():
+                await repository.merge_batch(
+                    conn,
+                    [(n, ihi, service_id, status, "record", None, None) for n, ihi in enumerate(loaded[100:400])],
+                    gateway,
+                )
+        batches = await _table_counters(conn, "records")
+        history_before = await _table_counters(conn, "record_history")
+        record = await repository.by_key(conn, loaded[0], service_id)
+        assert record is not None
+        first = await repository.version(conn, record.record_id, 1)
+        versions, total = await repository.versions(conn, record.record_id, since=None, limit=10, offset=0)
+        history_after = await _table_counters(conn, "record_history")
+    finally:
+        await conn.close()
+    assert singles["n_tup_upd"] - before["n_tup_upd"] == len(writes)
+    assert singles["n_tup_hot_upd"] - before["n_tup_hot_upd"] == len(writes)
+    # A batch updating a tenth of the records twice may fill a page's room (about two rows in twenty) where
+    # it happens to hold several of them: most of its updates stay in place (with a full page, none did).
+    assert batches["n_tup_upd"] - singles["n_tup_upd"] == 600
+    assert batches["n_tup_hot_upd"] - singles["n_tup_hot_upd"] >= 400
+    assert first is not None
+    assert (first.record.version, first.change) == (1, "created")
+    assert [v.record.version for v in versions] == [3, 2, 1]
+    assert total == 3
+    assert history_after["seq_scan"] == history_before["seq_scan"]
+    assert history_after["idx_scan"] - history_before["idx_scan"] == 2
+
+
 async def test_records_name_services_of_the_directory(template: TestCluster) -> None:
     """A statement that writes records naming a service not in the directory fails whole (checked once per
     statement, not per row), and a service that records name can be neither deleted nor renamed."""
