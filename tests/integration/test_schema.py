@@ -121,7 +121,7 @@ async def test_every_write_after_creation_updates_the_record_in_place(template: 
     await add_service(database_url, service_id)
     repository = RecordRepository(load_queries())
     gateway = Writer("test", service_id, admin=False)
-    operator = Writer("admin", None, admin=True)
+    operator = Writer("operator", service_id, admin=True)
     loaded = [make_ihi() for _ in range(3000)]
     conn = await asyncpg.connect(database_url)
     try:
