@@ -60,3 +60,21 @@ def test_benchmark_runs_every_phase_on_every_build(tmp_path: Path) -> None:
     header = finished.stdout.splitlines()
     assert any(line.split()[:5] == ["phase", "round", "records", "build", "req/s"] for line in header)
     assert "load generator ceiling" in finished.stdout
+
+
+async def test_updates_benchmark_compares_the_schemas_before_and_after_migration_0015() -> None:
+    """``python -m tests.bench.updates`` loads both databases and times every round on each; on the head's
+    schema every status change is made in place (HOT); on the one before 0015 a full page has no room for the
+    first change of its rows."""
+    from tests.bench.updates import run
+
+    results = await run(records=20000, writes=300, rounds=2, before=14)
+    assert [(r.build, r.round) for r in results] == [
+        ("through 0014", 1), ("checkout", 1), ("checkout", 2), ("through 0014", 2),
+    ]  # fmt: skip
+    for result in results:
+        assert result.updates == 300
+        assert result.wal_per_write > 0
+    assert all(r.hot == r.updates for r in results if r.build == "checkout")
+    first = results[0]
+    assert first.hot < first.updates / 2
