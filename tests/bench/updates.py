@@ -7,8 +7,8 @@ one migrated through ``--before`` (default 14: the schema before migration 0015)
 head; then, in rounds alternating which goes first, a checkpoint and ``--writes`` status changes of
 records drawn at random, one ``put_record()`` after another on one connection. Printed per build
 and round: milliseconds and WAL bytes per change, and the share of the updates PostgreSQL made in
-place (HOT: no index touched); then the tables' bytes per row, the load rate, and the head's
-figures as ratios to the other's.
+place (HOT: no index touched); then the tables' bytes per row, the load rate, the head's figures
+as ratios to the other's, and how long upgrading the other database to the head takes.
 """
 
 from __future__ import annotations
@@ -96,6 +96,20 @@ async def _round(build: str, number: int, url: str, service_id: str, records: in
     return Round(build, number, seconds / writes * 1000, float(wal) / writes, hot_after - hot, updates_after - updates)
 
 
+async def _upgrade(url: str, name: str) -> None:
+    """Upgrade the other database to the head, as an operator's ``db upgrade`` would, and print how long it took."""
+    conn = await asyncpg.connect(as_owner(url))
+    try:
+        history = await conn.fetchval("SELECT count(*) FROM record_history")
+        started = time.perf_counter()
+        applied = await apply_migrations(conn)
+        seconds = time.perf_counter() - started
+    finally:
+        await conn.close()
+    versions = ", ".join(f"{m.version:04d}" for m in applied) or "nothing"
+    print(f"{name} upgraded to the head ({versions}) with {history:,} history entries: {seconds:.1f} s")
+
+
 async def _bytes_per_row(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
@@ -135,6 +149,7 @@ async def run(records: int, writes: int, rounds: int, before: int) -> list[Round
         for name in names:
             url, _ = builds[name]
             print(f"{name}: after the rounds {await _bytes_per_row(url)}")
+        await _upgrade(builds[names[0]][0], names[0])
         head, other = names[1], names[0]
         for label, attribute in (("time per change", "ms_per_write"), ("WAL per change", "wal_per_write")):
             ratios = [
