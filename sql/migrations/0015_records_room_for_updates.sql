@@ -17,9 +17,10 @@
 -- the record's patient (a record id never changes patient: a move changes its service only;
 -- sql/queries/records.sql, get_record_version and get_record_versions).
 --
--- Measured in the database alone (2,000,000 records, status changes by put_record() at random,
--- each round after a checkpoint; docs/benchmarks.md, "Room for updates"): WAL per change 17.6–22.1
--- kB → 9.9–10.0 kB, every update HOT, and the records' bulk insert 34,148 → 47,524 records/s.
+-- Measured in the database alone (python -m tests.bench.updates: 2,000,000 records, status changes
+-- by put_record() at random, each round after a checkpoint; docs/benchmarks.md, "Room for updates"):
+-- WAL per change 19.4–25.9 kB → 11.0–11.1 kB, every update HOT, the records' bulk insert in SQL
+-- 40,275 → 52,767 records/s.
 
 ALTER TABLE records SET (fillfactor = 90);
 
