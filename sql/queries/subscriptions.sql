@@ -113,7 +113,7 @@ WITH due AS (
     FROM subscriptions s
     WHERE s.deleted_at IS NULL
       AND ((s.status = 'requested' AND s.handshake_pending)
-           OR (s.status = 'active' AND (s.inflight_kind IS NOT NULL OR s.delivered_through < s.events_since_start)))
+           OR (s.status = 'active' AND (s.inflight_kind IS NOT NULL OR s.undelivered)))  -- subscriptions_due_idx
       AND (s.next_attempt_at IS NULL OR s.next_attempt_at <= now())
       AND (s.lease_until IS NULL OR s.lease_until < now())
       AND (s.end_at IS NULL OR s.end_at > now())

@@ -175,6 +175,47 @@ async def test_every_write_after_creation_updates_the_record_in_place(template: 
     assert history_after["idx_scan"] - history_before["idx_scan"] == 2
 
 
+async def test_a_subscriptions_later_events_bump_its_counter_in_place(template: TestCluster) -> None:
+    """A subscription's first pending event changes what the delivery index holds; its later events update the
+    row in place (HOT: migration 0016), however many there are; the worker's claim still finds it by that index."""
+    database_url = await template.new_database()
+    service_id = make_service_id()
+    await add_service(database_url, service_id)
+    ihi = make_ihi()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO clients (client_id, name, service_id, scopes, auth_method)"
+            " VALUES ('c1', 'C', $1, '{}', 'none')",
+            service_id,
+        )
+        await conn.execute(
+            "INSERT INTO subscriptions (client_id, reason, base_url, endpoint, payload_type, content, secret,"
+            " timeout_seconds, status, filter_ihi) VALUES ('c1', 'r', 'https://r.example/fhir', 'https://s.example/h',"
+            " 'application/fhir+json', 'id-only', 'whsec_x', 10, 'active', $1)",
+            ihi,
+        )
+        before = await _table_counters(conn, "subscriptions")
+        for _ in range(6):  # created, then five re-registrations: six events
+            await conn.fetchrow(
+                "SELECT * FROM put_record($1, $2, 'active', 'record', 'c1', $2, false, NULL, NULL)", ihi, service_id
+            )
+        after = await _table_counters(conn, "subscriptions")
+        row = await conn.fetchrow("SELECT events_since_start, delivered_through, undelivered FROM subscriptions")
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + load_queries()["claim_due"].replace("$1", "10", 1)
+                                            .replace("$2", "5", 1).replace("$3", "'w1'", 1))
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    assert row is not None
+    assert (row["events_since_start"], row["delivered_through"], row["undelivered"]) == (6, 0, True)
+    assert after["n_tup_upd"] - before["n_tup_upd"] == 6
+    assert after["n_tup_hot_upd"] - before["n_tup_hot_upd"] == 5
+    assert "subscriptions_due_idx" in plan
+
+
 async def test_records_name_services_of_the_directory(template: TestCluster) -> None:
     """A statement that writes records naming a service not in the directory fails whole (checked once per
     statement, not per row), and a service that records name can be neither deleted nor renamed."""
