@@ -1,6 +1,6 @@
 """Matching changed records to subscriptions in the database: one changed row (a single write) and several (a batch,
-a lifecycle chunk) take different statements in ``enqueue_subscription_events()`` (migration 0013); both must give
-the same events."""
+a lifecycle chunk) take different statements in ``enqueue_subscription_events()`` (migration 0013), and so does one
+row matched by one subscription (migration 0017); all must give the same events."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ async def _events(conn: asyncpg.Connection, calls: list[list[tuple[str, str]]]) 
 async def test_one_row_and_many_rows_are_matched_alike(template: TestCluster) -> None:
     """Every kind of filter (patient, cohort, every patient; services, statuses; off, deleted, the consent topic):
     the events of the rows changed one per call are exactly those of the same rows changed in one call, numbered
-    the same, and only the subscriptions whose filters hold get any."""
+    the same, and only the subscriptions whose filters hold get any; likewise for rows each matched by one
+    subscription alone."""
     conn = await asyncpg.connect(await template.new_database())
     try:
         first, second = make_service_id(), make_service_id()
@@ -100,9 +101,21 @@ async def test_one_row_and_many_rows_are_matched_alike(template: TestCluster) ->
         )
         one_by_one = await _events(conn, [[key] for key in keys])
         together = await _events(conn, [keys])
+        # Only "alice" left: each of her rows changed alone is matched by one subscription (its own statements
+        # since migration 0017), and must give what the set-based statements give.
+        await conn.execute(
+            "UPDATE subscriptions SET deleted_at = now() WHERE subscription_id <> $1 AND deleted_at IS NULL",
+            subscriptions["alice"],
+        )
+        alone_one_by_one = await _events(conn, [[key] for key in keys])
+        alone_together = await _events(conn, [keys])
     finally:
         await conn.close()
     assert one_by_one == together
+    assert alone_one_by_one == alone_together
+    assert [(e[0], e[1], e[4].strip(), e[5]) for e in alone_one_by_one] == [
+        (subscriptions["alice"], 1, alice, first), (subscriptions["alice"], 2, alice, second),
+    ]  # fmt: skip
     named = {subscription_id: name for name, subscription_id in subscriptions.items()}
     matched: dict[str, list[tuple[int, str, str]]] = {}
     for event in together:
