@@ -22,7 +22,7 @@ from registry.db.embedded import EmbeddedPostgres
 from registry.db.migrate import apply_migrations
 from registry.db.roles import OWNER_ROLE, SERVER_LOGIN, as_role
 
-__all__ = ("SUPERUSER", "TestCluster", "as_owner", "as_server")
+__all__ = ("SUPERUSER", "TestCluster", "as_owner", "as_server", "table_activity")
 
 SUPERUSER = "ief"
 """The test cluster's bootstrap superuser (the tests' own connections)."""
@@ -36,6 +36,19 @@ def as_server(url: str) -> str:
 def as_owner(url: str) -> str:
     """A superuser URL of the test cluster as the schema owner's role."""
     return as_role(url, OWNER_ROLE) if url.startswith(f"postgresql://{SUPERUSER}@") else url
+
+
+async def table_activity(conn: asyncpg.Connection, table: str) -> asyncpg.Record:
+    """``table``'s row of ``pg_stat_user_tables`` (scans, tuples read, updates and HOT updates), with this
+    session's own counters flushed first (PostgreSQL flushes them once the session is idle)."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    row = await conn.fetchrow(
+        "SELECT seq_scan, seq_tup_read, coalesce(idx_scan, 0) AS idx_scan, coalesce(idx_tup_fetch, 0) AS idx_tup_fetch,"
+        " n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = $1",
+        table,
+    )
+    assert row is not None, f"no statistics for {table}"
+    return row
 
 
 TEMPLATE = "ief_template"

@@ -25,7 +25,7 @@ import asyncpg
 from registry.db.migrate import apply_migrations
 from tests.factories import make_service_id
 from tests.lifecycle.commands import load_records
-from tests.pg import TestCluster, as_owner
+from tests.pg import TestCluster, as_owner, table_activity
 from tests.server import add_service
 
 __all__ = ("Round", "main", "run")
@@ -69,10 +69,8 @@ async def _database(cluster: TestCluster, name: str, through: int | None, record
 
 
 async def _counters(conn: asyncpg.Connection) -> tuple[int, int]:
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-    row = await conn.fetchrow("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'records'")
-    assert row is not None
-    return int(row["n_tup_upd"]), int(row["n_tup_hot_upd"])
+    activity = await table_activity(conn, "records")
+    return int(activity["n_tup_upd"]), int(activity["n_tup_hot_upd"])
 
 
 async def _round(build: str, number: int, url: str, service_id: str, records: int, writes: int) -> Round:

@@ -9,7 +9,7 @@ from registry.db.migrate import apply_migrations, known_migrations, schema_state
 from registry.db.queries import load_queries
 from registry.records.repository import RecordRepository, Writer
 from tests.factories import make_ihi, make_service_id
-from tests.pg import TestCluster, as_owner
+from tests.pg import TestCluster, as_owner, table_activity
 from tests.server import add_service
 
 
@@ -42,12 +42,8 @@ async def test_every_named_query_prepares(template: TestCluster) -> None:
 
 
 async def _records_tuples_read(conn: asyncpg.Connection) -> int:
-    await conn.execute("SELECT pg_stat_force_next_flush()")  # this session's counters, flushed once idle
-    return int(
-        await conn.fetchval(
-            "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_user_tables WHERE relname = 'records'"
-        )
-    )
+    activity = await table_activity(conn, "records")
+    return int(activity["seq_tup_read"] + activity["idx_tup_fetch"])
 
 
 async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster) -> None:
@@ -101,17 +97,6 @@ async def test_writes_and_reads_by_ihi_use_the_primary_key(template: TestCluster
     assert read < 50
 
 
-async def _table_counters(conn: asyncpg.Connection, table: str) -> asyncpg.Record:
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-    row = await conn.fetchrow(
-        "SELECT n_tup_upd, n_tup_hot_upd, seq_scan, coalesce(idx_scan, 0) AS idx_scan FROM pg_stat_user_tables"
-        " WHERE relname = $1",
-        table,
-    )
-    assert row is not None
-    return row
-
-
 async def test_every_write_after_creation_updates_the_record_in_place(template: TestCluster) -> None:
     """Status changes, re-registrations, an operator's hold and a change of labels are HOT updates of a
     bulk-loaded record (no index of ``records`` touched: migration 0015 leaves room on every page), and most
@@ -129,7 +114,7 @@ async def test_every_write_after_creation_updates_the_record_in_place(template: 
             await repository.merge_batch(
                 conn, [(n, ihi, service_id, "active", "record", None, None) for n, ihi in enumerate(loaded)], gateway
             )
-        before = await _table_counters(conn, "records")
+        before = await table_activity(conn, "records")
         writes = [
             (loaded[0], "archived", gateway, None, None),  # a status change
             (loaded[0], "active", gateway, None, None),
@@ -144,7 +129,7 @@ async def test_every_write_after_creation_updates_the_record_in_place(template: 
                 conn, ihi=ihi, service_id=service_id, status=status, type_="record", writer=writer, reason=reason,
                 labels=labels,
             )  # fmt: skip
-        singles = await _table_counters(conn, "records")
+        singles = await table_activity(conn, "records")
         for status in ("active", "archived"):  # a batch's re-registrations, then its status changes
             async with conn.transaction():
                 await repository.merge_batch(
@@ -152,13 +137,13 @@ async def test_every_write_after_creation_updates_the_record_in_place(template: 
                     [(n, ihi, service_id, status, "record", None, None) for n, ihi in enumerate(loaded[100:400])],
                     gateway,
                 )
-        batches = await _table_counters(conn, "records")
-        history_before = await _table_counters(conn, "record_history")
+        batches = await table_activity(conn, "records")
+        history_before = await table_activity(conn, "record_history")
         record = await repository.by_key(conn, loaded[0], service_id)
         assert record is not None
         first = await repository.version(conn, record.record_id, 1)
         versions, total = await repository.versions(conn, record.record_id, since=None, limit=10, offset=0)
-        history_after = await _table_counters(conn, "record_history")
+        history_after = await table_activity(conn, "record_history")
     finally:
         await conn.close()
     assert singles["n_tup_upd"] - before["n_tup_upd"] == len(writes)
@@ -195,12 +180,12 @@ async def test_a_subscriptions_later_events_bump_its_counter_in_place(template: 
             " 'application/fhir+json', 'id-only', 'whsec_x', 10, 'active', $1)",
             ihi,
         )
-        before = await _table_counters(conn, "subscriptions")
+        before = await table_activity(conn, "subscriptions")
         for _ in range(6):  # created, then five re-registrations: six events
             await conn.fetchrow(
                 "SELECT * FROM put_record($1, $2, 'active', 'record', 'c1', $2, false, NULL, NULL)", ihi, service_id
             )
-        after = await _table_counters(conn, "subscriptions")
+        after = await table_activity(conn, "subscriptions")
         row = await conn.fetchrow("SELECT events_since_start, delivered_through, undelivered FROM subscriptions")
         await conn.execute("SET enable_seqscan = off")
         plan = "\n".join(
