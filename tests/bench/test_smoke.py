@@ -78,3 +78,19 @@ async def test_updates_benchmark_compares_the_schemas_before_and_after_migration
     assert all(r.hot == r.updates for r in results if r.build == "checkout")
     first = results[0]
     assert first.hot < first.updates / 2
+
+
+async def test_statements_benchmark_shows_every_statement_of_a_re_registration(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``python -m tests.bench.statements`` re-registers subscribed patients and lists the statements of
+    ``put_record()`` and its triggers, none of them planned anew on most calls (migration 0017)."""
+    from tests.bench.statements import run
+
+    made, statements = await run(subscriptions=2000, connections=2, duration=1)  # enough for the statistics to matter
+    printed = capsys.readouterr().out
+    assert made > 100
+    assert "put_record(" in printed
+    assert "UPDATE subscriptions s SET events_since_start" in printed
+    replanned = [row["q"] for row in statements if row["plans"] > row["calls"] // 2]
+    assert replanned == []
