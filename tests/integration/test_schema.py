@@ -293,16 +293,73 @@ async def _migrated(template: TestCluster, name: str, through: int | None) -> tu
 async def test_an_upgrade_from_every_earlier_migration_ends_at_the_schema_of_a_fresh_database(
     template: TestCluster,
 ) -> None:
-    """From each earlier migration, the rest apply in order and end at the schema migrating from zero makes: 0011's
-    put_record() and history triggers with labels and 0012's service check (as the owner) both in place."""
+    """From each earlier migration, the rest apply in order and end at the schema migrating from zero makes: 0018's
+    put_record() and its one trigger per write on records (as the owner) in place."""
     versions = [m.version for m in known_migrations()]
     assert versions == list(range(1, len(versions) + 1))
     applied, fresh = await _migrated(template, "ief_schema_fresh", None)
     assert applied == versions
-    assert "function records_check_services() definer=t " in fresh
+    assert "function records_inserted() definer=t " in fresh
+    assert "function records_changed() definer=t " in fresh
     assert "function put_record(" in fresh
     assert "column records.security_labels ARRAY NO" in fresh
     for through in versions[:-1]:
         applied, upgraded = await _migrated(template, f"ief_schema_from_{through}", through)
         assert applied == versions[through:], through
         assert upgraded == fresh, f"upgraded from {through:04d}"
+
+
+async def test_no_function_that_turns_a_plan_node_off_leaves_jit_on(template: TestCluster) -> None:
+    """A function that sets ``enable_*`` off also sets ``jit`` off: a node type turned off costs its plan more than
+    ``jit_above_cost`` where it cannot be avoided (a cross join), and every call would compile the statement."""
+    conn = await asyncpg.connect(await template.new_database())
+    try:
+        rows = await conn.fetch(
+            "SELECT p.proname, p.proconfig FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace"
+            " AND EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'enable\\_%=off')"
+        )
+    finally:
+        await conn.close()
+    assert {row["proname"] for row in rows} >= {"records_inserted", "records_changed"}
+    assert [row["proname"] for row in rows if "jit=off" not in row["proconfig"]] == []
+
+
+async def test_a_publishing_registrys_writes_compile_no_statement(template: TestCluster) -> None:
+    """With a publication set up, creations, re-registrations, status changes and batches run no statement through
+    JIT (before migration 0018 the publication's statement was compiled on every update: 100-250 ms each), and
+    each IHI whose "has an active record here" changed is in the outbox."""
+    database_url = await template.new_database()
+    service_id, national = make_service_id(), make_service_id()
+    await add_service(database_url, service_id)
+    await add_service(database_url, national, kind="registry")
+    repository = RecordRepository(load_queries())
+    gateway = Writer("test", service_id, admin=False)
+    ihis = [make_ihi() for _ in range(3)]
+    conn = await asyncpg.connect(database_url)
+    plans: list[str] = []
+    try:
+        await conn.execute("INSERT INTO publications (target) VALUES ($1)", national)
+        # Every statement's plan, the nested ones of put_record() and its trigger included, as it ran.
+        await conn.execute("LOAD 'auto_explain'")
+        await conn.execute("SET auto_explain.log_min_duration = 0")
+        await conn.execute("SET auto_explain.log_nested_statements = on")
+        await conn.execute("SET client_min_messages = log")
+        conn.add_log_listener(lambda _conn, message: plans.append(str(message.message)))
+        for ihi, status in [(ihis[0], "active"), (ihis[0], "active"), (ihis[0], "archived"), (ihis[1], "active")]:
+            await repository.put(
+                conn, ihi=ihi, service_id=service_id, status=status, type_="record", writer=gateway, reason=None,
+                labels=None,
+            )  # fmt: skip
+        async with conn.transaction():
+            await repository.merge_batch(
+                conn, [(n, ihi, service_id, "archived", "record", None, None) for n, ihi in enumerate(ihis)], gateway
+            )
+        await conn.execute("RESET client_min_messages")
+        outbox = [row["ihi"] for row in await conn.fetch("SELECT ihi FROM publication_outbox ORDER BY seq")]
+    finally:
+        await conn.close()
+    triggered = [plan for plan in plans if "publication_outbox" in plan]
+    assert len(triggered) >= 5  # every write's trigger statement was seen
+    assert [plan for plan in plans if "JIT:" in plan] == []
+    # created (ihis[0]), archived (ihis[0]), created (ihis[1]), the batch: ihis[1] archived, ihis[2] created archived
+    assert outbox == [ihis[0], ihis[0], ihis[1], ihis[1]]
