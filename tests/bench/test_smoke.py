@@ -94,3 +94,17 @@ async def test_statements_benchmark_shows_every_statement_of_a_re_registration(
     assert "UPDATE subscriptions s SET events_since_start" in printed
     replanned = [row["q"] for row in statements if row["plans"] > row["calls"] // 2]
     assert replanned == []
+
+
+async def test_statements_benchmark_compares_a_migration_with_the_head(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m tests.bench.statements --against N`` re-registers the same subscribed patients on a database
+    migrated through N and on one at the head, in alternating rounds, and prints the head's ratios."""
+    from tests.bench.statements import compare
+
+    rounds = await compare(against=17, subscriptions=200, connections=2, duration=0.5, rounds=2)
+    printed = capsys.readouterr().out
+    assert [(r.number, r.database) for r in rounds] == [
+        (1, "through 0017"), (1, "head"), (2, "head"), (2, "through 0017"),
+    ]  # fmt: skip
+    assert all(r.rate > 0 and r.cpu_us > 0 for r in rounds)
+    assert "head ÷ through 0017: rate " in printed
