@@ -84,7 +84,7 @@ class DatabaseSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
         ),
     ] = None
     pool_min: Annotated[int, Meta(ge=0, description="Connections each server process keeps open.")] = 2
-    pool_max: Annotated[int, Meta(ge=1, description="Most connections each server process opens.")] = 8
+    pool_max: Annotated[int, Meta(ge=1, description="Most connections each server process opens.")] = 16
     statement_cache: Annotated[
         bool,
         Meta(description="asyncpg prepared-statement cache; turn off behind PgBouncer in transaction mode."),
